@@ -1,1 +1,12 @@
+//! sorcha-peer-core: the protocol of sorcha-peer as pure state machines.
+//!
+//! Nothing here touches a socket, a clock, the OS random generator or a database: time comes in
+//! as a `now` argument, randomness as a seeded RNG, and everything the node wants done (send,
+//! persist, arm a timer, report) goes out as a value for the runtime to carry out. The daemon
+//! (`sorcha-peer`) and the simulator drive the very same code.
+//!
+//! - [`model`]: peer ids, hashes, timestamps, peers: validated on the way in.
+//! - [`node`]: the composition one runtime owns.
+
 pub mod model;
+pub mod node;

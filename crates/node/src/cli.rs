@@ -1,0 +1,367 @@
+//! The `sorcha-peer` command line: `run`, `init`, `config check`, `status`.
+//!
+//! Exit codes: 0 success, 1 a runtime failure (port in use, node unreachable), 2 a bad
+//! configuration or command line.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use toml::Value;
+
+use crate::config::{self, ConfigError, LoadedConfig, LogFormat, Sources};
+use crate::daemon::{self, Ports};
+use crate::identity::Identity;
+
+const EXIT_RUNTIME: u8 = 1;
+const EXIT_CONFIG: u8 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sorcha-peer",
+    version,
+    about = "Peer service of a Sorcha-style distributed ledger"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the node (with no flags and no file: a standalone node on the embedded defaults).
+    Run(ConfigArgs),
+    /// Write a commented default configuration file and create the node's identity.
+    Init(InitArgs),
+    /// Work with the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Show the status of a running node.
+    Status(ClientArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the configuration and print every effective value with where it came from.
+    Check {
+        #[command(flatten)]
+        args: ConfigArgs,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Where the configuration comes from; flags win over environment, file and defaults.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ConfigArgs {
+    /// TOML file, or a Sorcha appsettings.json (its PeerService section).
+    #[arg(long, short = 'c', env = "SORCHA_PEER_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Directory of the identity, databases and ports.json.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Peer (gRPC) listen address, e.g. 0.0.0.0:5001; port 0 picks a free port.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// HTTP listen address, e.g. 127.0.0.1:5080; port 0 picks a free port.
+    #[arg(long, value_name = "ADDR")]
+    pub http_listen: Option<String>,
+    /// A bootstrap node's peer port (repeatable); replaces the configured list.
+    #[arg(long = "bootstrap", value_name = "HOST:PORT")]
+    pub bootstrap: Vec<String>,
+    /// Name this node instead of deriving its id from its key.
+    #[arg(long, value_name = "ID")]
+    pub node_id: Option<String>,
+    /// Log format.
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Log level or filter (info, debug, sorcha_peer=debug,...).
+    #[arg(long, value_name = "FILTER")]
+    pub log_level: Option<String>,
+}
+
+impl ConfigArgs {
+    /// The layers above the defaults, with the process environment.
+    pub fn sources(&self) -> Sources {
+        let mut flags: Vec<(&'static str, String, Value)> = Vec::new();
+        let mut flag = |name, key: &str, value: Value| flags.push((name, key.to_owned(), value));
+        if let Some(dir) = &self.data_dir {
+            flag(
+                "--data-dir",
+                "data_dir",
+                Value::String(dir.display().to_string()),
+            );
+        }
+        if let Some(addr) = &self.listen {
+            flag("--listen", "network.listen", Value::String(addr.clone()));
+        }
+        if let Some(addr) = &self.http_listen {
+            flag(
+                "--http-listen",
+                "network.http_listen",
+                Value::String(addr.clone()),
+            );
+        }
+        if !self.bootstrap.is_empty() {
+            let list = self.bootstrap.iter().cloned().map(Value::String).collect();
+            flag(
+                "--bootstrap",
+                "discovery.bootstrap_nodes",
+                Value::Array(list),
+            );
+        }
+        if let Some(id) = &self.node_id {
+            flag("--node-id", "node_id", Value::String(id.clone()));
+        }
+        if let Some(format) = self.log_format {
+            let name = match format {
+                LogFormat::Text => "text",
+                LogFormat::Json => "json",
+            };
+            flag("--log-format", "log.format", Value::String(name.into()));
+        }
+        if let Some(level) = &self.log_level {
+            flag("--log-level", "log.level", Value::String(level.clone()));
+        }
+        Sources {
+            file: self.config.clone(),
+            env: std::env::vars().collect(),
+            flags,
+        }
+    }
+
+    fn load(&self) -> Result<LoadedConfig, ExitCode> {
+        config::load(&self.sources()).map_err(|e| config_error(&e))
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Where to write the configuration file; an existing file is never overwritten.
+    #[arg(
+        long,
+        short = 'c',
+        default_value = "sorcha-peer.toml",
+        value_name = "FILE"
+    )]
+    pub config: PathBuf,
+    /// Directory for the identity (default: ./data, or SORCHA_PEER__DATA_DIR).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// HTTP address of the node; default: the HTTP port in <data-dir>/ports.json, else
+    /// 127.0.0.1:5080.
+    #[arg(long, value_name = "ADDR")]
+    pub http: Option<String>,
+    /// Data dir of a local node, to find its HTTP port.
+    #[arg(long, value_name = "DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Print the JSON answer.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs the parsed command line.
+pub fn main(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Run(args) => run(&args),
+        Command::Init(args) => init(&args),
+        Command::Config(ConfigCommand::Check { args, json }) => check(&args, json),
+        Command::Status(args) => status(&args),
+    }
+}
+
+fn run(args: &ConfigArgs) -> ExitCode {
+    let loaded = match args.load() {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    init_logging(&loaded.config.log);
+    for note in &loaded.notes {
+        tracing::info!("{note}");
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sorcha-peer: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    match runtime.block_on(daemon::run(loaded.config, daemon::termination_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("sorcha-peer: {e}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+fn init(args: &InitArgs) -> ExitCode {
+    let mut sources = ConfigArgs {
+        data_dir: args.data_dir.clone(),
+        ..Default::default()
+    }
+    .sources();
+    sources.file = None;
+    let loaded = match config::load(&sources) {
+        Ok(loaded) => loaded,
+        Err(e) => return config_error(&e),
+    };
+    let data_dir = &loaded.config.data_dir;
+    if args.config.exists() {
+        eprintln!(
+            "sorcha-peer: {} already exists; not overwriting it (remove it or choose another path with --config)",
+            args.config.display()
+        );
+        return ExitCode::from(EXIT_RUNTIME);
+    }
+    if let Err(e) = write_new(&args.config, config::DEFAULT_TOML) {
+        eprintln!("sorcha-peer: cannot write {}: {e}", args.config.display());
+        return ExitCode::from(EXIT_RUNTIME);
+    }
+    match Identity::load_or_create(data_dir, None) {
+        Ok(identity) => {
+            println!("wrote {}", args.config.display());
+            println!(
+                "peer id {} (key in {})",
+                identity.peer_id(),
+                data_dir.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("sorcha-peer: identity: {e}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+/// Creates `path` with `text`, failing if it exists (no race with a concurrent writer).
+fn write_new(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)?;
+    file.write_all(text.as_bytes())
+}
+
+fn check(args: &ConfigArgs, json: bool) -> ExitCode {
+    let loaded = match args.load() {
+        Ok(loaded) => loaded,
+        Err(code) => return code,
+    };
+    let rows = loaded.effective();
+    if json {
+        let entries: Vec<_> = rows
+            .iter()
+            .map(|(key, value, origin)| serde_json::json!({"key": key, "value": value, "origin": origin.to_string()}))
+            .collect();
+        let doc = serde_json::json!({"valid": true, "values": entries, "notes": loaded.notes});
+        println!("{doc:#}");
+    } else {
+        let width = rows.iter().map(|(k, ..)| k.len()).max().unwrap_or(0);
+        let vwidth = rows
+            .iter()
+            .map(|(_, v, _)| v.len())
+            .max()
+            .unwrap_or(0)
+            .min(40);
+        println!("configuration is valid");
+        for (key, value, origin) in rows {
+            println!("{key:width$}  {value:vwidth$}  ({origin})");
+        }
+        for note in loaded.notes {
+            println!("note: {note}");
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn status(args: &ClientArgs) -> ExitCode {
+    let addr = args
+        .http
+        .clone()
+        .unwrap_or_else(|| match Ports::read(&args.data_dir) {
+            Ok(ports) => format!("127.0.0.1:{}", ports.http),
+            Err(_) => format!("127.0.0.1:{}", config::DEFAULT_HTTP_PORT),
+        });
+    let url = format!("http://{addr}/api/v1/status");
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sorcha-peer: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    let answer = runtime.block_on(async {
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(5))
+            .build()?;
+        let response = client.get(&url).send().await?.error_for_status()?;
+        response.json::<serde_json::Value>().await
+    });
+    match answer {
+        Ok(doc) if args.json => {
+            println!("{doc:#}");
+            ExitCode::SUCCESS
+        }
+        Ok(doc) => {
+            let field = |name: &str| match &doc[name] {
+                serde_json::Value::Null => "-".to_owned(),
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            for name in [
+                "peer_id",
+                "state",
+                "peers_known",
+                "peers_active",
+                "external_address",
+                "queue_size",
+                "version",
+            ] {
+                println!("{name:18} {}", field(name));
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("sorcha-peer: cannot get the status from {url}: {e}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+fn config_error(e: &ConfigError) -> ExitCode {
+    eprintln!("sorcha-peer: {e}");
+    ExitCode::from(EXIT_CONFIG)
+}
+
+fn init_logging(log: &config::LogConfig) {
+    use tracing_subscriber::EnvFilter;
+    // Validated at load time; RUST_LOG, when set, wins for debugging sessions.
+    let mut filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&log.level))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    // The metrics SDK logs its own shutdown at info; operators have no use for it.
+    if !log.level.contains("opentelemetry") {
+        if let Ok(directive) = "opentelemetry_sdk=warn".parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match log.format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}

@@ -1,0 +1,371 @@
+//! The node's configuration: one struct per layer of the node, each field documented, each
+//! default saying where its number came from.
+//!
+//! Values come from, lowest precedence first: the embedded defaults, a TOML file (or a Sorcha
+//! `appsettings.json`, see [`sorcha`]), `SORCHA_PEER__SECTION__KEY` environment variables, and
+//! CLI flags. [`load`] merges them and remembers where each value came from; [`validate`]
+//! refuses every bad value before anything starts.
+
+mod load;
+mod sorcha;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+pub use load::{ConfigError, ENV_PREFIX, Invalid, LoadedConfig, Origin, Sources, load};
+pub use validate::BootstrapAddr;
+
+/// The commented configuration `sorcha-peer init` writes: every key with its default.
+pub const DEFAULT_TOML: &str = include_str!("default.toml");
+
+/// Default peer (gRPC) port: Sorcha's `ListenPort` default.
+pub const DEFAULT_PEER_PORT: u16 = 5001;
+/// Default HTTP port (REST fallback, admin, metrics, health): shared/DESIGN.md section 4.
+pub const DEFAULT_HTTP_PORT: u16 = 5080;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Name this node instead of deriving its id from its key (Sorcha networks may name nodes).
+    /// Empty: the id is derived from the node's public key.
+    pub node_id: String,
+    /// Where the identity, the databases and the bound ports live.
+    pub data_dir: PathBuf,
+    pub network: NetworkConfig,
+    pub address: AddressConfig,
+    pub discovery: DiscoveryConfig,
+    pub communication: CommunicationConfig,
+    pub distribution: DistributionConfig,
+    pub offline: OfflineConfig,
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            node_id: String::new(),
+            // The working directory, as Sorcha's `./data/tx_queue.db`.
+            data_dir: PathBuf::from("./data"),
+            network: NetworkConfig::default(),
+            address: AddressConfig::default(),
+            discovery: DiscoveryConfig::default(),
+            communication: CommunicationConfig::default(),
+            distribution: DistributionConfig::default(),
+            offline: OfflineConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// The two listeners.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkConfig {
+    /// Peer port: gRPC for other nodes. Port 0 picks a free port.
+    #[serde(with = "socket_addr")]
+    pub listen: SocketAddr,
+    /// HTTP port: REST fallback, admin API, dashboard, metrics, health. Bind it to 127.0.0.1 to
+    /// keep the admin surface local.
+    #[serde(with = "socket_addr")]
+    pub http_listen: SocketAddr,
+    /// How long in-flight requests may take to finish after SIGTERM before the node exits.
+    /// 4 s keeps the whole shutdown inside the 5 s that orchestrators usually grant.
+    #[serde(with = "duration")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_PEER_PORT)),
+            http_listen: SocketAddr::from(([0, 0, 0, 0], DEFAULT_HTTP_PORT)),
+            shutdown_grace: Duration::from_secs(4),
+        }
+    }
+}
+
+/// How the node finds the address it advertises (Sorcha's `NetworkAddress` section).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AddressConfig {
+    /// IP or host name, optional `:port`, that wins over discovery. Empty: discover.
+    pub external_address: String,
+    /// STUN servers (`host:port`), tried in order.
+    #[serde(deserialize_with = "string_or_list")]
+    pub stun_servers: Vec<String>,
+    /// HTTP services answering with the caller's IP as plain text, tried after STUN.
+    #[serde(deserialize_with = "string_or_list")]
+    pub http_lookup_services: Vec<String>,
+    /// `ipv4` or `ipv6`.
+    pub preferred_protocol: IpFamily,
+}
+
+impl Default for AddressConfig {
+    fn default() -> Self {
+        Self {
+            external_address: String::new(),
+            // Sorcha's defaults.
+            stun_servers: vec!["stun.l.google.com:19302".into()],
+            http_lookup_services: vec!["https://api.ipify.org".into()],
+            preferred_protocol: IpFamily::Ipv4,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IpFamily {
+    Ipv4,
+    Ipv6,
+}
+
+/// Finding and keeping peers (Sorcha's `PeerDiscovery` section).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiscoveryConfig {
+    /// `host:port` of the peer ports of bootstrap nodes, tried in order. Empty: standalone.
+    #[serde(deserialize_with = "string_or_list")]
+    pub bootstrap_nodes: Vec<String>,
+    /// Peer exchange with a few live peers this often. Sorcha: 15 minutes.
+    #[serde(with = "duration")]
+    pub refresh_interval: Duration,
+    /// Most peers kept in the list. Sorcha: 1000.
+    pub max_peers_in_list: u32,
+    /// Fewer healthy peers than this is Degraded and triggers bootstrap again. Sorcha: 5.
+    pub min_healthy_peers: u32,
+    /// A peer that does not answer within this is counted as a failure. Sorcha: 30 s.
+    #[serde(with = "duration")]
+    pub peer_timeout: Duration,
+    /// Peer-list requests in flight at once during discovery. Sorcha: 10.
+    pub max_concurrent_discoveries: u32,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        Self {
+            bootstrap_nodes: Vec::new(),
+            refresh_interval: Duration::from_secs(15 * 60),
+            max_peers_in_list: 1000,
+            min_healthy_peers: 5,
+            peer_timeout: Duration::from_secs(30),
+            max_concurrent_discoveries: 10,
+        }
+    }
+}
+
+/// Talking to one peer (Sorcha's `Communication` section).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CommunicationConfig {
+    /// First protocol tried: `grpc_stream`, `grpc` or `rest`. Sorcha: GrpcStream.
+    pub preferred_protocol: WireProtocol,
+    /// Connecting to a peer gives up after this. Sorcha: 30 s.
+    #[serde(with = "duration")]
+    pub connection_timeout: Duration,
+    /// Attempts after the first for idempotent calls. Sorcha: 3.
+    pub max_retries: u32,
+    /// First retry delay; later ones double, with jitter. Sorcha: 5 s.
+    #[serde(with = "duration")]
+    pub retry_delay: Duration,
+    /// Consecutive failures that open a peer's circuit. Sorcha: 5.
+    pub circuit_breaker_threshold: u32,
+    /// An open circuit half-opens after this. Sorcha: 5 minutes.
+    #[serde(with = "duration")]
+    pub circuit_breaker_reset: Duration,
+}
+
+impl Default for CommunicationConfig {
+    fn default() -> Self {
+        Self {
+            preferred_protocol: WireProtocol::GrpcStream,
+            connection_timeout: Duration::from_secs(30),
+            max_retries: 3,
+            retry_delay: Duration::from_secs(5),
+            circuit_breaker_threshold: 5,
+            circuit_breaker_reset: Duration::from_secs(5 * 60),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WireProtocol {
+    GrpcStream,
+    Grpc,
+    Rest,
+}
+
+/// Spreading transactions (Sorcha's `TransactionDistribution` section).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DistributionConfig {
+    /// Peers each announcement goes to. Sorcha: 3.
+    pub fanout: u32,
+    /// Hop limit of an announcement. Sorcha: 3 gossip rounds.
+    pub gossip_rounds: u32,
+    /// How long a known transaction is kept. Sorcha: 3600 s.
+    #[serde(with = "duration")]
+    pub transaction_cache_ttl: Duration,
+    /// Largest transaction body accepted, in bytes. Sorcha: 10 MiB.
+    pub max_transaction_size: u32,
+    /// Bodies larger than this are streamed in 64 KiB chunks. Sorcha: 1 MiB.
+    pub streaming_threshold: u32,
+    /// Compress bodies on the wire. Sorcha: on.
+    pub enable_compression: bool,
+}
+
+impl Default for DistributionConfig {
+    fn default() -> Self {
+        Self {
+            fanout: 3,
+            gossip_rounds: 3,
+            transaction_cache_ttl: Duration::from_secs(3600),
+            max_transaction_size: 10 * 1024 * 1024,
+            streaming_threshold: 1024 * 1024,
+            enable_compression: true,
+        }
+    }
+}
+
+/// The durable queue of transactions submitted while Offline (Sorcha's `OfflineMode`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OfflineConfig {
+    /// Queued transactions at most; a full queue refuses new ones. Sorcha: 10000.
+    pub max_queue_size: u32,
+    /// Delivery attempts before a transaction moves to the dead-letter table. Sorcha: 5.
+    pub max_retries: u32,
+}
+
+impl Default for OfflineConfig {
+    fn default() -> Self {
+        Self {
+            max_queue_size: 10_000,
+            max_retries: 5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A tracing filter: `info`, `debug`, `sorcha_peer=debug,tonic=warn`, ...
+    pub level: String,
+    /// `text` for people, `json` for log collectors.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Durations as people write them: "15m", "500ms", "1h 30m". A bare number is refused, since
+/// nobody can tell whether it meant seconds or milliseconds.
+mod duration {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        use serde::de::Error;
+        match toml::Value::deserialize(d)? {
+            toml::Value::String(text) => humantime::parse_duration(text.trim()).map_err(|e| {
+                D::Error::custom(format!(
+                    "{e}: expected a duration such as \"500ms\", \"30s\", \"15m\" or \"1h\""
+                ))
+            }),
+            toml::Value::Integer(n) => Err(D::Error::custom(format!(
+                "a bare number ({n}) is ambiguous: write the unit, e.g. \"{n}s\" or \"{n}ms\""
+            ))),
+            other => Err(D::Error::custom(format!(
+                "expected a duration such as \"30s\", found {}",
+                other.type_str()
+            ))),
+        }
+    }
+}
+
+/// Socket addresses as `IP:PORT`, or a bare port meaning every IPv4 interface.
+mod socket_addr {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(a: &SocketAddr, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&a.to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+        use serde::de::Error;
+        let raw = match toml::Value::deserialize(d)? {
+            toml::Value::String(text) => text,
+            toml::Value::Integer(port) => port.to_string(),
+            other => {
+                return Err(D::Error::custom(format!(
+                    "expected an address such as \"0.0.0.0:5001\", found {}",
+                    other.type_str()
+                )));
+            }
+        };
+        super::parse_listen(&raw).map_err(D::Error::custom)
+    }
+}
+
+/// Parses a listen address: `IP:PORT`, `[IPv6]:PORT`, or a bare port (all IPv4 interfaces).
+pub fn parse_listen(raw: &str) -> Result<SocketAddr, String> {
+    let raw = raw.trim();
+    if let Ok(addr) = raw.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if let Ok(port) = raw.parse::<u16>() {
+        return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
+    }
+    Err(format!(
+        "cannot parse {raw:?} as a listen address: expected IP:PORT (e.g. 0.0.0.0:5001 or [::]:5001) or a port number"
+    ))
+}
+
+/// Lists from files are arrays; from an environment variable they may be one comma-separated
+/// string (`SORCHA_PEER__DISCOVERY__BOOTSTRAP_NODES=a:5001,b:5001`).
+fn string_or_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    use serde::de::Error;
+    let expected = "expected a list of strings or one comma-separated string";
+    match toml::Value::deserialize(d)? {
+        toml::Value::String(text) => Ok(text
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect()),
+        toml::Value::Array(items) => items
+            .into_iter()
+            .map(|item| match item {
+                toml::Value::String(s) => Ok(s),
+                other => Err(D::Error::custom(format!(
+                    "{expected}, found a list item of type {}",
+                    other.type_str()
+                ))),
+            })
+            .collect(),
+        other => Err(D::Error::custom(format!(
+            "{expected}, found {}",
+            other.type_str()
+        ))),
+    }
+}

@@ -1,0 +1,269 @@
+//! Range and syntax checks of every configuration value, run before anything starts. Each
+//! problem names the key and says what is allowed; all problems are reported at once.
+//!
+//! The ranges are Sorcha's `[Range]` attributes where they exist, widened at the low end where
+//! tests and small labs need faster timers (noted per check).
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use sorcha_peer_core::model::{PeerId, validate_address};
+
+use super::Config;
+
+/// A `host:port` of another node (bootstrap nodes, STUN servers). An `http://` or `https://`
+/// prefix, as Sorcha configurations sometimes carry, is accepted and dropped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootstrapAddr {
+    pub host: String,
+    pub port: u16,
+}
+
+impl FromStr for BootstrapAddr {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        let expected =
+            "expected HOST:PORT, e.g. 10.0.0.5:5001, peer1.example.org:5001 or [fd00::5]:5001";
+        let rest = raw
+            .trim()
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
+            .trim_end_matches('/');
+        let (host, port) = rest
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{raw:?} has no port: {expected}"))?;
+        if host.contains(':') && !host.starts_with('[') {
+            return Err(format!(
+                "{raw:?}: an IPv6 address needs brackets: {expected}"
+            ));
+        }
+        let port = port
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| format!("{raw:?}: port must be 1 to 65535: {expected}"))?;
+        let host = validate_address(host).map_err(|e| format!("{e}: {expected}"))?;
+        Ok(Self { host, port })
+    }
+}
+
+impl fmt::Display for BootstrapAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// Every problem as `(dotted key, what is wrong and what is allowed)`.
+pub(super) fn validate(c: &Config) -> Vec<(String, String)> {
+    let mut v = Problems::default();
+    if !c.node_id.is_empty() {
+        if let Err(e) = c.node_id.parse::<PeerId>() {
+            v.push("node_id", e.to_string());
+        }
+    }
+    if c.data_dir.as_os_str().is_empty() {
+        v.push("data_dir", "must not be empty".into());
+    }
+    network(c, &mut v);
+    address(c, &mut v);
+    discovery(c, &mut v);
+    communication(c, &mut v);
+    distribution(c, &mut v);
+    v.range(
+        "offline.max_queue_size",
+        c.offline.max_queue_size,
+        1,
+        1_000_000,
+    );
+    v.range("offline.max_retries", c.offline.max_retries, 1, 10);
+    if let Err(e) = tracing_subscriber::EnvFilter::try_new(&c.log.level) {
+        v.push(
+            "log.level",
+            format!("{e}: expected a level (error, warn, info, debug, trace) or a filter such as sorcha_peer=debug,info"),
+        );
+    }
+    v.0
+}
+
+fn network(c: &Config, v: &mut Problems) {
+    let n = &c.network;
+    if n.listen.port() != 0 && n.listen == n.http_listen {
+        v.push(
+            "network.http_listen",
+            format!(
+                "same address as network.listen ({}): the peer and HTTP ports must differ",
+                n.listen
+            ),
+        );
+    }
+    v.duration(
+        "network.shutdown_grace",
+        n.shutdown_grace,
+        Duration::ZERO,
+        secs(60),
+    );
+}
+
+fn address(c: &Config, v: &mut Problems) {
+    let a = &c.address;
+    if !a.external_address.is_empty() {
+        let raw = a.external_address.trim();
+        let host_only = validate_address(raw).map(|_| ());
+        let with_port = raw.parse::<BootstrapAddr>().map(|_| ());
+        if host_only.is_err() && with_port.is_err() {
+            v.push(
+                "address.external_address",
+                "expected an IP address or host name, optionally with :PORT (IPv6 in brackets with a port)".into(),
+            );
+        }
+    }
+    for (i, server) in a.stun_servers.iter().enumerate() {
+        if let Err(e) = server.parse::<BootstrapAddr>() {
+            v.push(&format!("address.stun_servers[{i}]"), e);
+        }
+    }
+    for (i, url) in a.http_lookup_services.iter().enumerate() {
+        if !(url.starts_with("http://") || url.starts_with("https://"))
+            || url.contains(char::is_whitespace)
+        {
+            v.push(
+                &format!("address.http_lookup_services[{i}]"),
+                format!("{url:?} is not an http:// or https:// URL"),
+            );
+        }
+    }
+}
+
+fn discovery(c: &Config, v: &mut Problems) {
+    let d = &c.discovery;
+    for (i, node) in d.bootstrap_nodes.iter().enumerate() {
+        if let Err(e) = node.parse::<BootstrapAddr>() {
+            v.push(&format!("discovery.bootstrap_nodes[{i}]"), e);
+        }
+    }
+    // Sorcha allows 1 to 1440 minutes; seconds are allowed here for labs and tests.
+    v.duration(
+        "discovery.refresh_interval",
+        d.refresh_interval,
+        secs(1),
+        secs(24 * 3600),
+    );
+    v.range(
+        "discovery.max_peers_in_list",
+        d.max_peers_in_list,
+        10,
+        10_000,
+    );
+    v.range("discovery.min_healthy_peers", d.min_healthy_peers, 1, 100);
+    // Sorcha: 5 to 120 s; loopback labs detect failures far sooner.
+    v.duration(
+        "discovery.peer_timeout",
+        d.peer_timeout,
+        millis(100),
+        secs(120),
+    );
+    v.range(
+        "discovery.max_concurrent_discoveries",
+        d.max_concurrent_discoveries,
+        1,
+        50,
+    );
+}
+
+fn communication(c: &Config, v: &mut Problems) {
+    let m = &c.communication;
+    v.duration(
+        "communication.connection_timeout",
+        m.connection_timeout,
+        millis(100),
+        secs(120),
+    );
+    v.range("communication.max_retries", m.max_retries, 0, 10);
+    v.duration(
+        "communication.retry_delay",
+        m.retry_delay,
+        millis(10),
+        secs(60),
+    );
+    // Sorcha: 3 to 20; 1 and 2 allowed for tests of the breaker.
+    v.range(
+        "communication.circuit_breaker_threshold",
+        m.circuit_breaker_threshold,
+        1,
+        20,
+    );
+    v.duration(
+        "communication.circuit_breaker_reset",
+        m.circuit_breaker_reset,
+        millis(100),
+        secs(30 * 60),
+    );
+}
+
+fn distribution(c: &Config, v: &mut Problems) {
+    let d = &c.distribution;
+    // Sorcha: 2 to 20; 1 allowed to study line topologies.
+    v.range("distribution.fanout", d.fanout, 1, 20);
+    // Sorcha allows 10 rounds; 16 hops cover a 10,000-node network even at fanout 2.
+    v.range("distribution.gossip_rounds", d.gossip_rounds, 1, 16);
+    v.duration(
+        "distribution.transaction_cache_ttl",
+        d.transaction_cache_ttl,
+        secs(1),
+        secs(7 * 24 * 3600),
+    );
+    v.range(
+        "distribution.max_transaction_size",
+        d.max_transaction_size,
+        1024,
+        64 * 1024 * 1024,
+    );
+    v.range(
+        "distribution.streaming_threshold",
+        d.streaming_threshold,
+        1024,
+        d.max_transaction_size.max(1024),
+    );
+}
+
+fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+
+fn millis(ms: u64) -> Duration {
+    Duration::from_millis(ms)
+}
+
+#[derive(Default)]
+struct Problems(Vec<(String, String)>);
+
+impl Problems {
+    fn push(&mut self, key: &str, problem: String) {
+        self.0.push((key.to_owned(), problem));
+    }
+
+    fn range(&mut self, key: &str, value: u32, min: u32, max: u32) {
+        if !(min..=max).contains(&value) {
+            self.push(key, format!("must be between {min} and {max}"));
+        }
+    }
+
+    fn duration(&mut self, key: &str, value: Duration, min: Duration, max: Duration) {
+        if !(min..=max).contains(&value) {
+            self.push(
+                key,
+                format!(
+                    "must be between {} and {}",
+                    humantime::format_duration(min),
+                    humantime::format_duration(max)
+                ),
+            );
+        }
+    }
+}

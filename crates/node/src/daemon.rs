@@ -1,0 +1,249 @@
+//! Start-up and shutdown of a node: identity, the two listeners, the actor.
+//!
+//! Order of start-up: data dir and identity, then both ports are bound (a port in use fails
+//! here, before anything is announced), the bound ports are written to `<data_dir>/ports.json`,
+//! the actor and the servers start, and only then `/health/ready` turns 200.
+//!
+//! Shutdown (SIGINT/SIGTERM, or the future passed to [`run`]): readiness and gRPC health turn
+//! to not-serving, both servers stop accepting and finish their in-flight calls within
+//! `network.shutdown_grace`, the actor stops once the last handle is gone, `ports.json` is
+//! removed, and [`run`] returns `Ok`.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sorcha_peer_core::node::{Node, NodeConfig};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::actor::Actor;
+use crate::config::Config;
+use crate::http::HttpState;
+use crate::identity::{Identity, IdentityError};
+use crate::metrics::Metrics;
+
+/// File in the data dir that tells clients and tests which ports the node bound.
+pub const PORTS_FILE: &str = "ports.json";
+
+/// How long the actor may take to wind down after the servers are done.
+const ACTOR_STOP_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The ports a running node bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ports {
+    pub peer: u16,
+    pub http: u16,
+}
+
+impl Ports {
+    /// Reads `<data_dir>/ports.json` of a running node.
+    pub fn read(data_dir: &Path) -> std::io::Result<Self> {
+        let text = std::fs::read_to_string(data_dir.join(PORTS_FILE))?;
+        serde_json::from_str(&text).map_err(std::io::Error::other)
+    }
+}
+
+/// Why the node could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The data dir could not be created or written.
+    #[error("data dir {}: {source}", path.display())]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The identity could not be loaded or created.
+    #[error("identity: {0}")]
+    Identity(#[from] IdentityError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// The metrics pipeline could not be built.
+    #[error("metrics: {0}")]
+    Metrics(String),
+    /// A server stopped on its own.
+    #[error("{what} server failed: {message}")]
+    Server { what: &'static str, message: String },
+}
+
+/// Runs a node with `config` until `shutdown` completes.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
+    let data_dir = config.data_dir.clone();
+    let data_error = |source| DaemonError::DataDir {
+        path: data_dir.clone(),
+        source,
+    };
+    std::fs::create_dir_all(&data_dir).map_err(data_error)?;
+    let configured_id = if config.node_id.is_empty() {
+        None
+    } else {
+        // Validated with the rest of the configuration before start-up.
+        config.node_id.parse().ok()
+    };
+    let identity = Identity::load_or_create(&data_dir, configured_id)?;
+    let metrics = Arc::new(Metrics::new().map_err(|e| DaemonError::Metrics(e.to_string()))?);
+
+    let peer_listener = bind("peer port", config.network.listen).await?;
+    let http_listener = bind("HTTP port", config.network.http_listen).await?;
+    let peer_addr = local_addr(&peer_listener, config.network.listen);
+    let http_addr = local_addr(&http_listener, config.network.http_listen);
+    let ports = Ports {
+        peer: peer_addr.port(),
+        http: http_addr.port(),
+    };
+    write_ports(&data_dir, &ports).map_err(data_error)?;
+    tracing::info!(
+        peer_id = %identity.peer_id(),
+        named = identity.is_configured(),
+        peer = %peer_addr,
+        http = %http_addr,
+        data_dir = %data_dir.display(),
+        "listening"
+    );
+    if config.discovery.bootstrap_nodes.is_empty() {
+        tracing::info!(
+            "no bootstrap nodes configured: running standalone, Offline until peers register"
+        );
+    }
+
+    let node = Node::new(
+        identity.peer_id().clone(),
+        NodeConfig {
+            min_healthy_peers: config.discovery.min_healthy_peers as usize,
+            max_peers: config.discovery.max_peers_in_list as usize,
+        },
+    );
+    let external = Some(config.address.external_address.clone()).filter(|a| !a.is_empty());
+    let (actor, handle) = Actor::new(node, metrics, external);
+    let actor_task = tokio::spawn(actor.run());
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let ready = Arc::new(AtomicBool::new(false));
+    let (health, health_service) = tonic_health::server::health_reporter();
+    let mut grpc_task = tokio::spawn(crate::grpc::serve(
+        peer_listener,
+        handle.clone(),
+        health.clone(),
+        health_service,
+        config.distribution.max_transaction_size,
+        stopped(stop_rx.clone()),
+    ));
+    let http_state = HttpState {
+        node: handle,
+        ready: ready.clone(),
+    };
+    let mut http_task = tokio::spawn(crate::http::serve(
+        http_listener,
+        http_state,
+        stopped(stop_rx),
+    ));
+    ready.store(true, Ordering::Release);
+    tracing::info!("ready");
+
+    let failure = tokio::select! {
+        () = shutdown => {
+            tracing::info!("shutdown requested: finishing in-flight requests");
+            None
+        }
+        result = &mut grpc_task => Some(server_failure("gRPC", result.map(|r| r.map_err(|e| e.to_string())))),
+        result = &mut http_task => Some(server_failure("HTTP", result.map(|r| r.map_err(|e| e.to_string())))),
+    };
+
+    ready.store(false, Ordering::Release);
+    for name in crate::grpc::SERVICE_NAMES.into_iter().chain([""]) {
+        health
+            .set_service_status(name, tonic_health::ServingStatus::NotServing)
+            .await;
+    }
+    let _ = stop_tx.send(true);
+    let grace = config.network.shutdown_grace;
+    let drained = tokio::time::timeout(grace, async {
+        if !grpc_task.is_finished() {
+            let _ = (&mut grpc_task).await;
+        }
+        if !http_task.is_finished() {
+            let _ = (&mut http_task).await;
+        }
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(grace = ?grace, "in-flight requests did not finish within the shutdown grace; closing them");
+        grpc_task.abort();
+        http_task.abort();
+    }
+    if tokio::time::timeout(ACTOR_STOP_TIMEOUT, actor_task)
+        .await
+        .is_err()
+    {
+        tracing::warn!("node actor did not stop in time");
+    }
+    let _ = std::fs::remove_file(data_dir.join(PORTS_FILE));
+    match failure {
+        Some(e) => Err(e),
+        None => {
+            tracing::info!("stopped");
+            Ok(())
+        }
+    }
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, DaemonError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| DaemonError::Bind { what, addr, source })
+}
+
+fn local_addr(listener: &TcpListener, configured: SocketAddr) -> SocketAddr {
+    listener.local_addr().unwrap_or(configured)
+}
+
+/// Resolves once the stop flag is raised (or its sender is gone).
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}
+
+fn server_failure(
+    what: &'static str,
+    result: Result<Result<(), String>, tokio::task::JoinError>,
+) -> DaemonError {
+    let message = match result {
+        Ok(Ok(())) => "stopped unexpectedly".to_owned(),
+        Ok(Err(e)) => e,
+        Err(e) => e.to_string(),
+    };
+    DaemonError::Server { what, message }
+}
+
+/// Writes `ports.json` atomically, so a reader never sees half of it.
+fn write_ports(data_dir: &Path, ports: &Ports) -> std::io::Result<()> {
+    let tmp = data_dir.join(format!("{PORTS_FILE}.tmp"));
+    let json = serde_json::to_vec(ports).map_err(std::io::Error::other)?;
+    std::fs::write(&tmp, json)?;
+    std::fs::rename(tmp, data_dir.join(PORTS_FILE))
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn termination_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the node");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,120 @@
+//! `sorcha.peer.discovery.PeerDiscovery`: the inbound side of discovery.
+
+use tonic::{Request, Response, Status};
+
+use super::{handle_error, requester};
+use crate::actor::{NodeHandle, now};
+use crate::convert::{advert_from_proto, advert_to_proto, max_peers};
+use crate::proto::discovery::peer_discovery_server::PeerDiscovery;
+use crate::proto::discovery::*;
+
+/// Peers returned by one GetPeerList or ExchangePeers at most, whatever the caller asks: the
+/// Sorcha design's 100 per request, which keeps an answer under ~30 KB.
+pub const MAX_PEERS_PER_ANSWER: usize = 100;
+
+pub struct DiscoveryService {
+    node: NodeHandle,
+    max_transaction_size: u32,
+}
+
+impl DiscoveryService {
+    pub fn new(node: NodeHandle, max_transaction_size: u32) -> Self {
+        Self {
+            node,
+            max_transaction_size,
+        }
+    }
+
+    async fn list(&self, requester_id: &str, max: i32) -> Result<Vec<PeerInfo>, Status> {
+        let adverts = self
+            .node
+            .peer_list(
+                requester(requester_id),
+                max_peers(max, MAX_PEERS_PER_ANSWER),
+            )
+            .await
+            .map_err(handle_error)?;
+        Ok(adverts.iter().map(advert_to_proto).collect())
+    }
+}
+
+#[tonic::async_trait]
+impl PeerDiscovery for DiscoveryService {
+    async fn get_peer_list(
+        &self,
+        request: Request<PeerListRequest>,
+    ) -> Result<Response<PeerListResponse>, Status> {
+        let request = request.into_inner();
+        let peers = self
+            .list(&request.requesting_peer_id, request.max_peers)
+            .await?;
+        let total_peers = i32::try_from(peers.len()).unwrap_or(i32::MAX);
+        Ok(Response::new(PeerListResponse { peers, total_peers }))
+    }
+
+    async fn register_peer(
+        &self,
+        request: Request<RegisterPeerRequest>,
+    ) -> Result<Response<RegisterPeerResponse>, Status> {
+        let info = request
+            .into_inner()
+            .peer_info
+            .ok_or_else(|| Status::invalid_argument("peer_info: missing"))?;
+        let advert = advert_from_proto(&info, self.max_transaction_size).map_err(|e| {
+            self.node.metrics().reject_peer_info(e.reason());
+            Status::invalid_argument(e.to_string())
+        })?;
+        let answer = match self.node.register(advert).await.map_err(handle_error)? {
+            Ok(()) => RegisterPeerResponse {
+                success: true,
+                message: "Peer registered".into(),
+            },
+            Err(refused) => RegisterPeerResponse {
+                success: false,
+                message: refused.to_string(),
+            },
+        };
+        Ok(Response::new(answer))
+    }
+
+    async fn ping(&self, _request: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
+        // Answering at all means this node is up; BUSY tells the caller we are saturated.
+        let status = match self.node.status().await {
+            Ok(_) => PeerStatus::Online,
+            Err(crate::actor::HandleError::Busy) => PeerStatus::Busy,
+            Err(e) => return Err(handle_error(e)),
+        };
+        Ok(Response::new(PingResponse {
+            peer_id: self.node.peer_id().to_string(),
+            timestamp: now().to_wire(),
+            status: status.into(),
+        }))
+    }
+
+    /// Answers with our peers. Merging the caller's list into ours is membership's job
+    /// (issue 3); until it lands, learned peers are not taken in.
+    async fn exchange_peers(
+        &self,
+        request: Request<PeerExchangeRequest>,
+    ) -> Result<Response<PeerExchangeResponse>, Status> {
+        let request = request.into_inner();
+        let known_peers = self.list(&request.peer_id, request.max_peers).await?;
+        Ok(Response::new(PeerExchangeResponse {
+            known_peers,
+            success: true,
+            message: String::new(),
+        }))
+    }
+
+    /// This node does not yet track which registers its peers replicate, so it knows no peer
+    /// for any register: an empty, truthful answer.
+    async fn find_peers_for_register(
+        &self,
+        _request: Request<FindPeersForRegisterRequest>,
+    ) -> Result<Response<FindPeersForRegisterResponse>, Status> {
+        Ok(Response::new(FindPeersForRegisterResponse {
+            peers: Vec::new(),
+            total_peers: 0,
+        }))
+    }
+}

@@ -1,0 +1,93 @@
+//! `sorcha.peer.heartbeat.PeerHeartbeat`: liveness from registered peers.
+
+use std::pin::Pin;
+
+use futures::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::handle_error;
+use crate::actor::{NodeHandle, now};
+use crate::proto::heartbeat::peer_heartbeat_server::PeerHeartbeat;
+use crate::proto::heartbeat::*;
+use sorcha_peer_core::node::HeartbeatOutcome;
+
+/// Answers buffered per heartbeat stream; a peer that stops reading its answers stalls only its
+/// own stream, and we stop reading its requests.
+const STREAM_BUFFER: usize = 16;
+
+/// The message Sorcha peers look for to know they must call RegisterPeer.
+pub const NOT_REGISTERED: &str = "Peer not registered";
+
+pub struct HeartbeatService {
+    node: NodeHandle,
+}
+
+impl HeartbeatService {
+    pub fn new(node: NodeHandle) -> Self {
+        Self { node }
+    }
+}
+
+async fn answer(
+    node: &NodeHandle,
+    request: PeerHeartbeatRequest,
+) -> Result<PeerHeartbeatResponse, Status> {
+    let Ok(peer_id) = request.peer_id.parse() else {
+        return Err(Status::invalid_argument(format!(
+            "peer_id: {:?} is not a valid peer id",
+            request.peer_id.chars().take(80).collect::<String>()
+        )));
+    };
+    let outcome = node.heartbeat(peer_id).await.map_err(handle_error)?;
+    let (success, message) = match outcome {
+        HeartbeatOutcome::Accepted => (true, String::new()),
+        HeartbeatOutcome::NotRegistered => (false, NOT_REGISTERED.to_owned()),
+    };
+    Ok(PeerHeartbeatResponse {
+        success,
+        peer_id: node.peer_id().to_string(),
+        timestamp: now().to_wire(),
+        message,
+        ..Default::default()
+    })
+}
+
+#[tonic::async_trait]
+impl PeerHeartbeat for HeartbeatService {
+    async fn send_heartbeat(
+        &self,
+        request: Request<PeerHeartbeatRequest>,
+    ) -> Result<Response<PeerHeartbeatResponse>, Status> {
+        Ok(Response::new(
+            answer(&self.node, request.into_inner()).await?,
+        ))
+    }
+
+    type StreamHeartbeatStream =
+        Pin<Box<dyn Stream<Item = Result<PeerHeartbeatResponse, Status>> + Send>>;
+
+    async fn stream_heartbeat(
+        &self,
+        request: Request<Streaming<PeerHeartbeatRequest>>,
+    ) -> Result<Response<Self::StreamHeartbeatStream>, Status> {
+        let mut inbound = request.into_inner();
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let node = self.node.clone();
+        tokio::spawn(async move {
+            while let Some(item) = inbound.next().await {
+                let reply = match item {
+                    Ok(beat) => answer(&node, beat).await,
+                    Err(status) => Err(status),
+                };
+                let failed = reply.is_err();
+                // The caller hung up: stop reading its stream.
+                if tx.send(reply).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}

@@ -1,0 +1,20 @@
+//! sorcha-peer: the daemon around the sans-IO core.
+//!
+//! - [`config`]: the layered configuration (defaults, TOML or Sorcha JSON, env, flags).
+//! - [`identity`]: the node's key pair and peer id.
+//! - [`actor`]: the task that owns the core node; everything else holds a [`actor::NodeHandle`].
+//! - [`grpc`]: the peer port (the wire contract, health, reflection).
+//! - [`http`]: the HTTP port (health, metrics, status; REST fallback and admin later).
+//! - [`daemon`]: start-up, the two listeners, graceful shutdown.
+//! - [`cli`]: the `sorcha-peer` command line.
+
+pub mod actor;
+pub mod cli;
+pub mod config;
+pub mod convert;
+pub mod daemon;
+pub mod grpc;
+pub mod http;
+pub mod identity;
+pub mod metrics;
+pub mod proto;
