@@ -288,14 +288,17 @@ fn deserialize_error(
 ) -> Invalid {
     let path = e.path().to_string();
     let message = e.inner().message().to_owned();
-    // For an unknown key the path names its parent; the key itself is in the message.
-    let key = match message
+    // For an unknown key the path may name the key or only its parent; the key is in the
+    // message either way.
+    let field = message
         .strip_prefix("unknown field `")
-        .and_then(|m| m.split('`').next())
-    {
+        .and_then(|m| m.split('`').next());
+    let key = match field {
         Some(field) if path == "." => field.to_owned(),
-        Some(field) => format!("{path}.{field}"),
-        None => path,
+        Some(field) if path != field && !path.ends_with(&format!(".{field}")) => {
+            format!("{path}.{field}")
+        }
+        _ => path,
     };
     Invalid {
         value: lookup(merged, &key).map_or_else(|| "(missing)".into(), |v| v.to_string()),

@@ -369,3 +369,6 @@ fn string_or_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Err
         ))),
     }
 }
+
+#[cfg(test)]
+mod tests;
