@@ -1,0 +1,178 @@
+//! Real `sorcha-peer` processes for integration tests: each in its own temp data dir, on
+//! loopback ports picked by the OS, killed when dropped.
+
+#![allow(dead_code)] // Each test binary uses a different part of the harness.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+/// How long a node may take to bind its ports (a debug build on a loaded 2-core machine).
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct Ports {
+    pub peer: u16,
+    pub http: u16,
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_sorcha-peer")
+}
+
+/// reqwest and rustls need one crypto provider, installed once per process.
+pub fn init_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+pub struct TestNode {
+    child: Option<Child>,
+    pub data_dir: PathBuf,
+    log_path: PathBuf,
+    pub ports: Ports,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestNode {
+    /// Starts `sorcha-peer run` on loopback port 0s in a fresh data dir, plus `args`.
+    pub fn start(args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let data_dir = dir.path().to_owned();
+        let mut node = Self::start_in(&data_dir, args, &[]);
+        node._dir = Some(dir);
+        node
+    }
+
+    /// Starts a node in an existing data dir (restarts), with extra environment variables.
+    pub fn start_in(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let log_path = data_dir.join(format!("node-{}.log", std::process::id()));
+        let _ = std::fs::remove_file(data_dir.join("ports.json"));
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let mut command = Command::new(binary());
+        command
+            .args(["run", "--data-dir"])
+            .arg(data_dir)
+            .args(["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+            .args(args)
+            .env("SORCHA_PEER__ADDRESS__STUN_SERVERS", "")
+            .env("SORCHA_PEER__ADDRESS__HTTP_LOOKUP_SERVICES", "")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let child = command.spawn().expect("spawn sorcha-peer");
+        let mut node = Self {
+            child: Some(child),
+            data_dir: data_dir.to_owned(),
+            log_path,
+            ports: Ports { peer: 0, http: 0 },
+            _dir: None,
+        };
+        node.ports = node.wait_for_ports();
+        node
+    }
+
+    fn wait_for_ports(&mut self) -> Ports {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Ok(text) = std::fs::read_to_string(self.data_dir.join("ports.json")) {
+                if let Ok(ports) = serde_json::from_str(&text) {
+                    return ports;
+                }
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("node exited during start-up ({status}):\n{}", self.log());
+            }
+            assert!(Instant::now() < deadline, "node did not bind within {START_TIMEOUT:?}:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.ports.http)
+    }
+
+    pub fn grpc_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.ports.peer)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Sends `signal` (e.g. "TERM") and waits up to `limit` for the exit.
+    pub fn signal_and_wait(&mut self, signal: &str, limit: Duration) -> (ExitStatus, Duration) {
+        let sent = Instant::now();
+        send_signal(self.pid(), signal);
+        let mut child = self.child.take().expect("running");
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return (status, sent.elapsed());
+            }
+            if sent.elapsed() > limit {
+                let _ = child.kill();
+                panic!("node did not exit within {limit:?} of SIG{signal}:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// GETs `path` on the HTTP port and parses the JSON answer.
+    pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
+        init_crypto();
+        let response = reqwest::get(self.http_url(path)).await.expect("HTTP request");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("JSON body"))
+    }
+
+    pub async fn get_text(&self, path: &str) -> (u16, String) {
+        init_crypto();
+        let response = reqwest::get(self.http_url(path)).await.expect("HTTP request");
+        (response.status().as_u16(), response.text().await.expect("text body"))
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn send_signal(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill -{signal} {pid} failed");
+}
+
+/// Runs the binary to completion with `args` and `env`; returns (exit code, stdout, stderr).
+pub fn run_cli(args: &[&str], env: &[(&str, &str)], cwd: Option<&Path>) -> (i32, String, String) {
+    let mut command = Command::new(binary());
+    command.args(args).env_remove("SORCHA_PEER_CONFIG");
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    if let Some(dir) = cwd {
+        command.current_dir(dir);
+    }
+    let out = command.output().expect("run sorcha-peer");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
