@@ -61,7 +61,9 @@ fn classify_v4(ip: Ipv4Addr) -> AddressScope {
         AddressScope::Broadcast
     } else if o[0] == 127 {
         AddressScope::Loopback
-    } else if o[0] == 10 || (o[0] == 172 && (16..=31).contains(&o[1])) || (o[0] == 192 && o[1] == 168)
+    } else if o[0] == 10
+        || (o[0] == 172 && (16..=31).contains(&o[1]))
+        || (o[0] == 192 && o[1] == 168)
     {
         AddressScope::Private
     } else if o[0] == 100 && (64..=127).contains(&o[1]) {
@@ -72,7 +74,10 @@ fn classify_v4(ip: Ipv4Addr) -> AddressScope {
         AddressScope::Documentation
     } else if (224..=239).contains(&o[0]) {
         AddressScope::Multicast
-    } else if o[0] == 0 || o[0] >= 240 || o[..3] == [192, 0, 0] || (o[0] == 198 && (o[1] & 0xfe) == 18)
+    } else if o[0] == 0
+        || o[0] >= 240
+        || o[..3] == [192, 0, 0]
+        || (o[0] == 198 && (o[1] & 0xfe) == 18)
     {
         AddressScope::Reserved
     } else {

@@ -81,9 +81,7 @@ pub fn parse_external_address(raw: &str) -> Result<ExternalAddress, ExternalAddr
 /// with a port it must be bracketed.
 fn split_host_port(raw: &str) -> Result<(&str, Option<&str>), &'static str> {
     if let Some(rest) = raw.strip_prefix('[') {
-        let (inside, after) = rest
-            .split_once(']')
-            .ok_or("the '[' has no matching ']'")?;
+        let (inside, after) = rest.split_once(']').ok_or("the '[' has no matching ']'")?;
         if inside.parse::<std::net::Ipv6Addr>().is_err() {
             return Err("only an IPv6 address may stand inside brackets");
         }
@@ -151,9 +149,21 @@ mod tests {
             ("2001:db8::7", ip("2001:db8::7"), None),
             ("[2001:db8::7]", ip("2001:db8::7"), None),
             ("[2001:db8::7]:5001", ip("2001:db8::7"), Some(5001)),
-            ("[::1]:80", ExternalHost::Ip(IpAddr::V6(Ipv6Addr::LOCALHOST)), Some(80)),
-            ("peer.example.org", ExternalHost::Name("peer.example.org".into()), None),
-            ("Peer.Example.ORG:5001", ExternalHost::Name("peer.example.org".into()), Some(5001)),
+            (
+                "[::1]:80",
+                ExternalHost::Ip(IpAddr::V6(Ipv6Addr::LOCALHOST)),
+                Some(80),
+            ),
+            (
+                "peer.example.org",
+                ExternalHost::Name("peer.example.org".into()),
+                None,
+            ),
+            (
+                "Peer.Example.ORG:5001",
+                ExternalHost::Name("peer.example.org".into()),
+                Some(5001),
+            ),
             ("localhost", ExternalHost::Name("localhost".into()), None),
         ];
         for (raw, host, port) in cases {
@@ -193,8 +203,14 @@ mod tests {
             let err = parse_external_address(raw).expect_err(raw);
             assert!(err.reason.contains(reason), "{raw}: {}", err.reason);
             let message = err.to_string();
-            assert!(message.contains(&format!("{raw:?}")), "names the value: {message}");
-            assert!(message.contains("optionally followed by :PORT"), "{message}");
+            assert!(
+                message.contains(&format!("{raw:?}")),
+                "names the value: {message}"
+            );
+            assert!(
+                message.contains("optionally followed by :PORT"),
+                "{message}"
+            );
         }
     }
 
@@ -209,7 +225,10 @@ mod tests {
     #[test]
     fn serialises_host_as_a_plain_string() {
         let parsed = parse_external_address("198.51.100.2:7000").expect("valid");
-        assert_eq!(parsed.host, ExternalHost::Ip(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 2))));
+        assert_eq!(
+            parsed.host,
+            ExternalHost::Ip(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 2)))
+        );
         let json = serde_json::to_string(&parsed).expect("serialisable");
         assert_eq!(json, r#"{"host":"198.51.100.2","port":7000}"#);
     }

@@ -71,8 +71,14 @@ pub fn client(timeout: Duration) -> Result<reqwest::Client, HttpLookupError> {
 
 /// Asks `url` for our address.
 pub async fn lookup(client: &reqwest::Client, url: &str) -> Result<IpAddr, HttpLookupError> {
-    let request_failed = |source| HttpLookupError::Request { url: url.to_owned(), source };
-    let bad_body = |source| HttpLookupError::Body { url: url.to_owned(), source };
+    let request_failed = |source| HttpLookupError::Request {
+        url: url.to_owned(),
+        source,
+    };
+    let bad_body = |source| HttpLookupError::Body {
+        url: url.to_owned(),
+        source,
+    };
     let mut response = client.get(url).send().await.map_err(request_failed)?;
     if !response.status().is_success() {
         return Err(HttpLookupError::Status {
@@ -80,7 +86,10 @@ pub async fn lookup(client: &reqwest::Client, url: &str) -> Result<IpAddr, HttpL
             status: response.status().as_u16(),
         });
     }
-    if response.content_length().is_some_and(|len| len > MAX_BODY_BYTES as u64) {
+    if response
+        .content_length()
+        .is_some_and(|len| len > MAX_BODY_BYTES as u64)
+    {
         return Err(bad_body(BodyError::TooLong));
     }
     // Read chunk by chunk so a service that streams forever costs at most the bound.
@@ -100,15 +109,18 @@ pub fn parse_lookup_body(body: &[u8]) -> Result<IpAddr, BodyError> {
     if body.len() > MAX_BODY_BYTES {
         return Err(BodyError::TooLong);
     }
-    let text = std::str::from_utf8(body).map_err(|_| BodyError::NotText)?.trim();
+    let text = std::str::from_utf8(body)
+        .map_err(|_| BodyError::NotText)?
+        .trim();
     if text.is_empty() {
         return Err(BodyError::Empty);
     }
     let ip: IpAddr = text
         .parse()
         .map_err(|_| BodyError::NotAnAddress(text.chars().take(SHOWN_BODY_CHARS).collect()))?;
-    let undialable =
-        ip.is_unspecified() || ip.is_multicast() || matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
+    let undialable = ip.is_unspecified()
+        || ip.is_multicast()
+        || matches!(ip, IpAddr::V4(v4) if v4.is_broadcast());
     if undialable {
         return Err(BodyError::Undialable(ip));
     }
@@ -135,7 +147,12 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn ok(path: &'static str, body: &str) -> Canned {
-        Canned { path, status: 200, body: body.as_bytes().to_vec(), with_length: true }
+        Canned {
+            path,
+            status: 200,
+            body: body.as_bytes().to_vec(),
+            with_length: true,
+        }
     }
 
     pub(crate) fn install_crypto() {
@@ -145,7 +162,9 @@ pub(crate) mod tests {
     /// A minimal HTTP/1.1 server on 127.0.0.1 answering each path with its canned reply
     /// (404 for others), one request per connection.
     pub(crate) async fn spawn_http(routes: Vec<Canned>) -> SocketAddr {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
         let addr = listener.local_addr().expect("bound");
         tokio::spawn(async move {
             while let Ok((mut stream, _)) = listener.accept().await {
@@ -161,10 +180,19 @@ pub(crate) mod tests {
                     }
                     let head = String::from_utf8_lossy(&head);
                     let path = head.split_whitespace().nth(1).unwrap_or("/");
-                    let canned = routes.iter().find(|r| r.path == path).cloned().unwrap_or(
-                        Canned { path: "", status: 404, body: b"no".to_vec(), with_length: true },
-                    );
-                    let mut reply = format!("HTTP/1.1 {} X\r\nConnection: close\r\n", canned.status);
+                    let canned =
+                        routes
+                            .iter()
+                            .find(|r| r.path == path)
+                            .cloned()
+                            .unwrap_or(Canned {
+                                path: "",
+                                status: 404,
+                                body: b"no".to_vec(),
+                                with_length: true,
+                            });
+                    let mut reply =
+                        format!("HTTP/1.1 {} X\r\nConnection: close\r\n", canned.status);
                     if canned.with_length {
                         reply.push_str(&format!("Content-Length: {}\r\n", canned.body.len()));
                     }
@@ -180,19 +208,37 @@ pub(crate) mod tests {
 
     #[test]
     fn body_must_be_exactly_one_address() {
-        assert_eq!(parse_lookup_body(b"203.0.113.5"), Ok("203.0.113.5".parse().expect("ip")));
-        assert_eq!(parse_lookup_body(b"  2001:db8::5\r\n"), Ok("2001:db8::5".parse().expect("ip")));
+        assert_eq!(
+            parse_lookup_body(b"203.0.113.5"),
+            Ok("203.0.113.5".parse().expect("ip"))
+        );
+        assert_eq!(
+            parse_lookup_body(b"  2001:db8::5\r\n"),
+            Ok("2001:db8::5".parse().expect("ip"))
+        );
         assert_eq!(parse_lookup_body(b""), Err(BodyError::Empty));
         assert_eq!(parse_lookup_body(b" \n\t"), Err(BodyError::Empty));
-        assert_eq!(parse_lookup_body(&[0xff, 0xfe, b'1']), Err(BodyError::NotText));
+        assert_eq!(
+            parse_lookup_body(&[0xff, 0xfe, b'1']),
+            Err(BodyError::NotText)
+        );
         assert_eq!(parse_lookup_body(&[b'1'; 257]), Err(BodyError::TooLong));
         assert_eq!(
             parse_lookup_body(b"0.0.0.0"),
             Err(BodyError::Undialable("0.0.0.0".parse().expect("ip")))
         );
-        for bad in ["1.2.3.4 5.6.7.8", "<html>1.2.3.4</html>", "ip=1.2.3.4", "1.2.3.4:80", "1.2.3"] {
+        for bad in [
+            "1.2.3.4 5.6.7.8",
+            "<html>1.2.3.4</html>",
+            "ip=1.2.3.4",
+            "1.2.3.4:80",
+            "1.2.3",
+        ] {
             assert!(
-                matches!(parse_lookup_body(bad.as_bytes()), Err(BodyError::NotAnAddress(_))),
+                matches!(
+                    parse_lookup_body(bad.as_bytes()),
+                    Err(BodyError::NotAnAddress(_))
+                ),
                 "{bad}"
             );
         }
@@ -204,12 +250,21 @@ pub(crate) mod tests {
         let server = spawn_http(vec![
             ok("/v4", "198.51.100.23\n"),
             ok("/v6", "2001:db8::23"),
-            Canned { with_length: false, ..ok("/nolen", "127.0.0.1") },
+            Canned {
+                with_length: false,
+                ..ok("/nolen", "127.0.0.1")
+            },
         ])
         .await;
         let client = client(Duration::from_secs(3)).expect("client");
-        for (path, expected) in [("/v4", "198.51.100.23"), ("/v6", "2001:db8::23"), ("/nolen", "127.0.0.1")] {
-            let ip = lookup(&client, &format!("http://{server}{path}")).await.expect(path);
+        for (path, expected) in [
+            ("/v4", "198.51.100.23"),
+            ("/v6", "2001:db8::23"),
+            ("/nolen", "127.0.0.1"),
+        ] {
+            let ip = lookup(&client, &format!("http://{server}{path}"))
+                .await
+                .expect(path);
             assert_eq!(ip.to_string(), expected);
         }
     }
@@ -222,8 +277,14 @@ pub(crate) mod tests {
             ok("/page", "<html><body>Your IP: 1.2.3.4</body></html>"),
             ok("/empty", ""),
             ok("/huge", &huge),
-            Canned { with_length: false, ..ok("/huge-stream", &huge.repeat(100)) },
-            Canned { status: 500, ..ok("/error", "1.2.3.4") },
+            Canned {
+                with_length: false,
+                ..ok("/huge-stream", &huge.repeat(100))
+            },
+            Canned {
+                status: 500,
+                ..ok("/error", "1.2.3.4")
+            },
         ])
         .await;
         let client = client(Duration::from_secs(3)).expect("client");
@@ -232,10 +293,16 @@ pub(crate) mod tests {
             let err = result.expect_err(want);
             assert!(err.to_string().contains(want), "{err} should say {want}");
         };
-        check(lookup(&client, &url("/page")).await, "not exactly one IP address");
+        check(
+            lookup(&client, &url("/page")).await,
+            "not exactly one IP address",
+        );
         check(lookup(&client, &url("/empty")).await, "empty");
         check(lookup(&client, &url("/huge")).await, "longer than 256");
-        check(lookup(&client, &url("/huge-stream")).await, "longer than 256");
+        check(
+            lookup(&client, &url("/huge-stream")).await,
+            "longer than 256",
+        );
         check(lookup(&client, &url("/error")).await, "HTTP 500");
         check(lookup(&client, &url("/missing")).await, "HTTP 404");
     }
@@ -247,7 +314,9 @@ pub(crate) mod tests {
         let addr = listener.local_addr().expect("bound");
         drop(listener);
         let client = client(Duration::from_secs(3)).expect("client");
-        let err = lookup(&client, &format!("http://{addr}/")).await.expect_err("closed");
+        let err = lookup(&client, &format!("http://{addr}/"))
+            .await
+            .expect_err("closed");
         assert!(matches!(err, HttpLookupError::Request { .. }), "{err}");
     }
 }

@@ -97,9 +97,13 @@ pub fn local_interfaces() -> Result<Vec<InterfaceAddr>, InterfacesError> {
         .into_iter()
         .map(|iface| {
             let ip = iface.ip();
-            let defaults = if ip.is_ipv4() { &defaults_v4 } else { &defaults_v6 };
+            let defaults = if ip.is_ipv4() {
+                &defaults_v4
+            } else {
+                &defaults_v6
+            };
             InterfaceAddr {
-                is_default_route: defaults.iter().any(|d| *d == iface.name),
+                is_default_route: defaults.contains(&iface.name),
                 name: iface.name,
                 ip,
             }
@@ -156,8 +160,13 @@ fn parse_route_v4(text: &str) -> Vec<String> {
         .skip(1)
         .filter_map(|line| {
             let cols: Vec<&str> = line.split_whitespace().collect();
-            let (iface, dest, flags, metric, mask) =
-                (cols.first()?, cols.get(1)?, cols.get(3)?, cols.get(6)?, cols.get(7)?);
+            let (iface, dest, flags, metric, mask) = (
+                cols.first()?,
+                cols.get(1)?,
+                cols.get(3)?,
+                cols.get(6)?,
+                cols.get(7)?,
+            );
             let flags = u32::from_str_radix(flags, 16).ok()?;
             let is_default = u32::from_str_radix(dest, 16).ok()? == 0
                 && u32::from_str_radix(mask, 16).ok()? == 0;
@@ -170,7 +179,10 @@ fn parse_route_v4(text: &str) -> Vec<String> {
         })
         .collect();
     routes.sort_by_key(|(metric, _)| *metric);
-    routes.into_iter().map(|(_, iface)| iface.to_owned()).collect()
+    routes
+        .into_iter()
+        .map(|(_, iface)| iface.to_owned())
+        .collect()
 }
 
 /// Interfaces of the up default routes in `/proc/net/ipv6_route`, lowest metric first.
@@ -191,7 +203,10 @@ fn parse_route_v6(text: &str) -> Vec<String> {
         })
         .collect();
     routes.sort_by_key(|(metric, _)| *metric);
-    routes.into_iter().map(|(_, iface)| iface.to_owned()).collect()
+    routes
+        .into_iter()
+        .map(|(_, iface)| iface.to_owned())
+        .collect()
 }
 
 #[cfg(test)]
@@ -220,8 +235,14 @@ mod tests {
             addr("eth0", "192.168.1.20", false),
             addr("eth0", "2001:db9::20", false),
         ];
-        assert_eq!(pick(&list, PreferredFamily::V4).as_deref(), Some("192.168.1.20"));
-        assert_eq!(pick(&list, PreferredFamily::V6).as_deref(), Some("2001:db9::20"));
+        assert_eq!(
+            pick(&list, PreferredFamily::V4).as_deref(),
+            Some("192.168.1.20")
+        );
+        assert_eq!(
+            pick(&list, PreferredFamily::V6).as_deref(),
+            Some("2001:db9::20")
+        );
     }
 
     #[test]
@@ -231,7 +252,10 @@ mod tests {
             addr("eth1", "192.168.7.7", true),
             addr("eth2", "8.8.4.4", false),
         ];
-        assert_eq!(pick(&list, PreferredFamily::V4).as_deref(), Some("192.168.7.7"));
+        assert_eq!(
+            pick(&list, PreferredFamily::V4).as_deref(),
+            Some("192.168.7.7")
+        );
     }
 
     #[test]
@@ -241,7 +265,10 @@ mod tests {
             addr("br-1234", "172.18.0.1", false),
             addr("eth0", "100.64.1.1", false),
         ];
-        assert_eq!(pick(&bridges_first, PreferredFamily::V4).as_deref(), Some("100.64.1.1"));
+        assert_eq!(
+            pick(&bridges_first, PreferredFamily::V4).as_deref(),
+            Some("100.64.1.1")
+        );
 
         let scopes = [
             addr("eth0", "100.64.1.1", false),
@@ -249,10 +276,19 @@ mod tests {
             addr("eth2", "198.51.100.1", false),
             addr("eth3", "81.2.69.160", false),
         ];
-        assert_eq!(pick(&scopes, PreferredFamily::V4).as_deref(), Some("81.2.69.160"));
+        assert_eq!(
+            pick(&scopes, PreferredFamily::V4).as_deref(),
+            Some("81.2.69.160")
+        );
 
-        let ties = [addr("eth0", "10.0.0.1", false), addr("eth1", "10.0.0.2", false)];
-        assert_eq!(pick(&ties, PreferredFamily::V4).as_deref(), Some("10.0.0.1"));
+        let ties = [
+            addr("eth0", "10.0.0.1", false),
+            addr("eth1", "10.0.0.2", false),
+        ];
+        assert_eq!(
+            pick(&ties, PreferredFamily::V4).as_deref(),
+            Some("10.0.0.1")
+        );
     }
 
     #[test]
@@ -261,13 +297,22 @@ mod tests {
             addr("eth0", "fd00::5", true),
             addr("eth0", "2a01:4f8::5", true),
         ];
-        assert_eq!(pick(&list, PreferredFamily::V6).as_deref(), Some("2a01:4f8::5"));
+        assert_eq!(
+            pick(&list, PreferredFamily::V6).as_deref(),
+            Some("2a01:4f8::5")
+        );
     }
 
     #[test]
     fn a_bridge_is_used_when_nothing_else_is_left() {
-        let list = [addr("lo", "127.0.0.1", false), addr("docker0", "172.17.0.1", false)];
-        assert_eq!(pick(&list, PreferredFamily::V4).as_deref(), Some("172.17.0.1"));
+        let list = [
+            addr("lo", "127.0.0.1", false),
+            addr("docker0", "172.17.0.1", false),
+        ];
+        assert_eq!(
+            pick(&list, PreferredFamily::V4).as_deref(),
+            Some("172.17.0.1")
+        );
     }
 
     #[test]

@@ -145,7 +145,11 @@ async fn find_external(
 ) -> (ExternalHost, u16, AddressSource) {
     if let Some(over) = &opts.external_address {
         let port = over.port.unwrap_or(peer_port);
-        attempts.push(Attempt::found(Step::Override, "external_address", &over.host));
+        attempts.push(Attempt::found(
+            Step::Override,
+            "external_address",
+            &over.host,
+        ));
         return (over.host.clone(), port, AddressSource::Override);
     }
     match internal {
@@ -175,7 +179,11 @@ async fn find_external(
         PreferredFamily::V4 => IpAddr::V4(Ipv4Addr::LOCALHOST),
         PreferredFamily::V6 => IpAddr::V6(Ipv6Addr::LOCALHOST),
     });
-    (ExternalHost::Ip(fallback), peer_port, AddressSource::InternalFallback)
+    (
+        ExternalHost::Ip(fallback),
+        peer_port,
+        AddressSource::InternalFallback,
+    )
 }
 
 async fn try_stun(
@@ -246,8 +254,16 @@ mod tests {
 
     fn private_lan() -> Vec<InterfaceAddr> {
         vec![
-            InterfaceAddr { name: "lo".into(), ip: "127.0.0.1".parse().expect("ip"), is_default_route: false },
-            InterfaceAddr { name: "eth0".into(), ip: "192.168.1.10".parse().expect("ip"), is_default_route: true },
+            InterfaceAddr {
+                name: "lo".into(),
+                ip: "127.0.0.1".parse().expect("ip"),
+                is_default_route: false,
+            },
+            InterfaceAddr {
+                name: "eth0".into(),
+                ip: "192.168.1.10".parse().expect("ip"),
+                is_default_route: true,
+            },
         ]
     }
 
@@ -278,7 +294,12 @@ mod tests {
 
     #[tokio::test]
     async fn override_wins_and_keeps_its_port() {
-        let silent = FakeServer { silent: true, ..FakeServer::correct() }.spawn().await;
+        let silent = FakeServer {
+            silent: true,
+            ..FakeServer::correct()
+        }
+        .spawn()
+        .await;
         let opts = DiscoveryOptions {
             external_address: Some(parse_external_address("peer.example.org:7000").expect("valid")),
             stun_servers: vec![silent.to_string()],
@@ -286,19 +307,37 @@ mod tests {
         };
         let report = discover_with(&opts, 5001, &private_lan(), Vec::new()).await;
         assert_eq!(report.source, AddressSource::Override);
-        assert_eq!(report.external_address, ExternalHost::Name("peer.example.org".into()));
+        assert_eq!(
+            report.external_address,
+            ExternalHost::Name("peer.example.org".into())
+        );
         assert_eq!(report.port, 7000);
         assert_eq!(report.scope, None);
         assert_eq!(report.nat, NatState::Unknown);
-        assert_eq!(report.stun.requests_sent, 0, "STUN is not asked when overridden");
+        assert_eq!(
+            report.stun.requests_sent, 0,
+            "STUN is not asked when overridden"
+        );
     }
 
     #[tokio::test]
     async fn a_public_interface_address_is_the_external_address() {
-        let silent = FakeServer { silent: true, ..FakeServer::correct() }.spawn().await;
-        let opts = DiscoveryOptions { stun_servers: vec![silent.to_string()], ..opts() };
+        let silent = FakeServer {
+            silent: true,
+            ..FakeServer::correct()
+        }
+        .spawn()
+        .await;
+        let opts = DiscoveryOptions {
+            stun_servers: vec![silent.to_string()],
+            ..opts()
+        };
         let mut lan = private_lan();
-        lan.push(InterfaceAddr { name: "eth1".into(), ip: "81.2.69.160".parse().expect("ip"), is_default_route: true });
+        lan.push(InterfaceAddr {
+            name: "eth1".into(),
+            ip: "81.2.69.160".parse().expect("ip"),
+            is_default_route: true,
+        });
         lan.swap(1, 2);
         let report = discover_with(&opts, 5001, &lan, Vec::new()).await;
         assert_eq!(report.source, AddressSource::Interface);
@@ -311,22 +350,41 @@ mod tests {
     #[tokio::test]
     async fn stun_gives_the_mapped_address_behind_a_private_interface() {
         let junk = vec![Junk::WrongTxid, Junk::WrongClass, Junk::Malformed];
-        let server = FakeServer { junk, ..FakeServer::correct() }.spawn().await;
-        let opts = DiscoveryOptions { stun_servers: vec![server.to_string()], ..opts() };
+        let server = FakeServer {
+            junk,
+            ..FakeServer::correct()
+        }
+        .spawn()
+        .await;
+        let opts = DiscoveryOptions {
+            stun_servers: vec![server.to_string()],
+            ..opts()
+        };
         let report = discover_with(&opts, 5001, &private_lan(), Vec::new()).await;
         assert_eq!(report.source, AddressSource::Stun);
         assert_eq!(report.external_address.to_string(), "127.0.0.1");
         assert_eq!(report.port, 5001, "the peer port, not the UDP mapping");
-        assert_eq!(report.internal_address, Some("192.168.1.10".parse().expect("ip")));
+        assert_eq!(
+            report.internal_address,
+            Some("192.168.1.10".parse().expect("ip"))
+        );
         assert_eq!(report.nat, NatState::BehindNat);
         assert_eq!(report.stun.ignored_responses, 3);
-        assert_eq!(steps(&report), vec![(Step::Interfaces, false), (Step::Stun, true)]);
+        assert_eq!(
+            steps(&report),
+            vec![(Step::Interfaces, false), (Step::Stun, true)]
+        );
     }
 
     #[tokio::test]
     async fn falls_through_dead_stun_to_http() {
         install_crypto();
-        let silent = FakeServer { silent: true, ..FakeServer::correct() }.spawn().await;
+        let silent = FakeServer {
+            silent: true,
+            ..FakeServer::correct()
+        }
+        .spawn()
+        .await;
         let http = spawn_http(vec![ok("/bad", "not an ip"), ok("/ip", "198.51.100.77\n")]).await;
         let opts = DiscoveryOptions {
             stun_servers: vec![dead_udp().await, silent.to_string()],
@@ -347,8 +405,16 @@ mod tests {
                 (Step::Http, true),
             ]
         );
-        assert!(report.attempts[2].detail.contains("no answer"), "{:?}", report.attempts[2]);
-        assert!(report.attempts[3].detail.contains("not exactly one IP"), "{:?}", report.attempts[3]);
+        assert!(
+            report.attempts[2].detail.contains("no answer"),
+            "{:?}",
+            report.attempts[2]
+        );
+        assert!(
+            report.attempts[3].detail.contains("not exactly one IP"),
+            "{:?}",
+            report.attempts[3]
+        );
     }
 
     #[tokio::test]
@@ -358,7 +424,14 @@ mod tests {
             stun_servers: vec![dead_udp().await],
             http_lookup_services: vec![
                 format!("http://{}/", dead_tcp().await),
-                format!("http://{}/", spawn_http(vec![Canned { status: 503, ..ok("/", "1.2.3.4") }]).await),
+                format!(
+                    "http://{}/",
+                    spawn_http(vec![Canned {
+                        status: 503,
+                        ..ok("/", "1.2.3.4")
+                    }])
+                    .await
+                ),
             ],
             ..opts()
         };
@@ -372,8 +445,14 @@ mod tests {
 
     #[tokio::test]
     async fn no_interfaces_and_no_servers_advertise_loopback() {
-        for (family, want) in [(PreferredFamily::V4, "127.0.0.1"), (PreferredFamily::V6, "::1")] {
-            let opts = DiscoveryOptions { preferred: family, ..opts() };
+        for (family, want) in [
+            (PreferredFamily::V4, "127.0.0.1"),
+            (PreferredFamily::V6, "::1"),
+        ] {
+            let opts = DiscoveryOptions {
+                preferred: family,
+                ..opts()
+            };
             let report = discover_with(&opts, 5001, &[], Vec::new()).await;
             assert_eq!(report.source, AddressSource::InternalFallback);
             assert_eq!(report.external_address.to_string(), want);
@@ -396,22 +475,40 @@ mod tests {
         let open = discover_with(&opts, open_port, &private_lan(), Vec::new()).await;
         assert_eq!(open.reachable, Some(true));
         assert_eq!(open.nat, NatState::BehindNat);
-        assert_eq!(open.attempts.last().map(|a| (a.step, a.ok)), Some((Step::Reachability, true)));
+        assert_eq!(
+            open.attempts.last().map(|a| (a.step, a.ok)),
+            Some((Step::Reachability, true))
+        );
 
         let closed = discover_with(&opts, closed_port, &private_lan(), Vec::new()).await;
         assert_eq!(closed.reachable, Some(false));
         assert_eq!(closed.nat, NatState::BehindRestrictiveNat);
-        assert_eq!(closed.source, AddressSource::Stun, "still advertises the best address");
+        assert_eq!(
+            closed.source,
+            AddressSource::Stun,
+            "still advertises the best address"
+        );
         assert_eq!(closed.external_address.to_string(), "127.0.0.1");
     }
 
     #[tokio::test]
     async fn long_server_lists_are_cut() {
         let dead = dead_udp().await;
-        let opts = DiscoveryOptions { stun_servers: vec![dead; MAX_SERVERS_TRIED + 3], ..opts() };
+        let opts = DiscoveryOptions {
+            stun_servers: vec![dead; MAX_SERVERS_TRIED + 3],
+            ..opts()
+        };
         let report = discover_with(&opts, 5001, &private_lan(), Vec::new()).await;
-        let stun_steps = report.attempts.iter().filter(|a| a.step == Step::Stun).count();
-        assert_eq!(stun_steps, MAX_SERVERS_TRIED + 1, "the tried ones plus one note");
+        let stun_steps = report
+            .attempts
+            .iter()
+            .filter(|a| a.step == Step::Stun)
+            .count();
+        assert_eq!(
+            stun_steps,
+            MAX_SERVERS_TRIED + 1,
+            "the tried ones plus one note"
+        );
     }
 
     #[tokio::test]

@@ -37,13 +37,20 @@ pub async fn check_reachable(
     let addr = match host {
         ExternalHost::Ip(ip) => SocketAddr::new(*ip, port),
         ExternalHost::Name(name) => {
-            let fail = |source| ReachabilityError::Resolve { host: name.clone(), source };
-            let resolved = tokio::time::timeout_at(deadline, tokio::net::lookup_host((name.as_str(), port)))
-                .await
-                .map_err(|_| fail(io::ErrorKind::TimedOut.into()))?
-                .map_err(fail)?
-                .collect::<Vec<_>>();
-            let first = resolved.iter().find(|a| preferred.matches(a.ip())).or(resolved.first());
+            let fail = |source| ReachabilityError::Resolve {
+                host: name.clone(),
+                source,
+            };
+            let resolved =
+                tokio::time::timeout_at(deadline, tokio::net::lookup_host((name.as_str(), port)))
+                    .await
+                    .map_err(|_| fail(io::ErrorKind::TimedOut.into()))?
+                    .map_err(fail)?
+                    .collect::<Vec<_>>();
+            let first = resolved
+                .iter()
+                .find(|a| preferred.matches(a.ip()))
+                .or(resolved.first());
             *first.ok_or_else(|| fail(io::ErrorKind::NotFound.into()))?
         }
     };

@@ -66,11 +66,21 @@ pub struct Attempt {
 
 impl Attempt {
     pub fn found(step: Step, target: impl Display, detail: impl Display) -> Self {
-        Self { step, target: target.to_string(), ok: true, detail: detail.to_string() }
+        Self {
+            step,
+            target: target.to_string(),
+            ok: true,
+            detail: detail.to_string(),
+        }
     }
 
     pub fn failed(step: Step, target: impl Display, error: impl Display) -> Self {
-        Self { step, target: target.to_string(), ok: false, detail: error.to_string() }
+        Self {
+            step,
+            target: target.to_string(),
+            ok: false,
+            detail: error.to_string(),
+        }
     }
 }
 
@@ -128,15 +138,27 @@ mod tests {
         let int = Some(ip("192.168.1.2"));
         let cases = [
             (AddressSource::Interface, None, NatState::NoNat),
-            (AddressSource::Interface, Some(false), NatState::BehindRestrictiveNat),
+            (
+                AddressSource::Interface,
+                Some(false),
+                NatState::BehindRestrictiveNat,
+            ),
             (AddressSource::Stun, Some(true), NatState::BehindNat),
             (AddressSource::Http, None, NatState::BehindNat),
-            (AddressSource::Stun, Some(false), NatState::BehindRestrictiveNat),
+            (
+                AddressSource::Stun,
+                Some(false),
+                NatState::BehindRestrictiveNat,
+            ),
             (AddressSource::Override, Some(true), NatState::Unknown),
             (AddressSource::InternalFallback, None, NatState::Unknown),
         ];
         for (source, reachable, want) in cases {
-            assert_eq!(nat_state(source, &ext, int, reachable), want, "{source:?} {reachable:?}");
+            assert_eq!(
+                nat_state(source, &ext, int, reachable),
+                want,
+                "{source:?} {reachable:?}"
+            );
         }
         let same = ExternalHost::Ip(ip("81.2.69.1"));
         assert_eq!(
@@ -155,7 +177,10 @@ mod tests {
             nat: NatState::BehindRestrictiveNat,
             internal_address: Some(ip("10.0.0.4")),
             reachable: Some(false),
-            stun: StunCounts { requests_sent: 3, ignored_responses: 1 },
+            stun: StunCounts {
+                requests_sent: 3,
+                ignored_responses: 1,
+            },
             attempts: vec![Attempt::failed(Step::Stun, "127.0.0.1:3478", "refused")],
         };
         let json = serde_json::to_value(&report).expect("serialisable");

@@ -86,14 +86,19 @@ pub fn parse_binding_response(
     bytes: &[u8],
     expected_txid: &TransactionId,
 ) -> Result<SocketAddr, StunError> {
-    let header = bytes.get(..HEADER_LEN).ok_or(StunError::TooShort(bytes.len()))?;
+    let header = bytes
+        .get(..HEADER_LEN)
+        .ok_or(StunError::TooShort(bytes.len()))?;
     let msg_type = u16::from_be_bytes([header[0], header[1]]);
     if msg_type & 0xC000 != 0 {
         return Err(StunError::NotStun);
     }
     let declared = usize::from(u16::from_be_bytes([header[2], header[3]]));
     if declared % 4 != 0 || HEADER_LEN + declared != bytes.len() {
-        return Err(StunError::BadLength { declared, actual: bytes.len() });
+        return Err(StunError::BadLength {
+            declared,
+            actual: bytes.len(),
+        });
     }
     let cookie = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
     if cookie != MAGIC_COOKIE {
@@ -176,8 +181,14 @@ fn decode_address(
     xor_txid: Option<&TransactionId>,
 ) -> Result<SocketAddr, StunError> {
     let malformed = StunError::MalformedAddress { attr };
-    let (&family, rest) = value.get(1..).and_then(<[u8]>::split_first).ok_or(malformed.clone())?;
-    let port_bytes: [u8; 2] = rest.get(..2).and_then(|p| p.try_into().ok()).ok_or(malformed.clone())?;
+    let (&family, rest) = value
+        .get(1..)
+        .and_then(<[u8]>::split_first)
+        .ok_or(malformed.clone())?;
+    let port_bytes: [u8; 2] = rest
+        .get(..2)
+        .and_then(|p| p.try_into().ok())
+        .ok_or(malformed.clone())?;
     let addr_bytes = &rest[2..];
     let cookie = MAGIC_COOKIE.to_be_bytes();
     // The XOR key is the cookie followed by the transaction id (RFC 8489 section 14.2).
@@ -190,12 +201,18 @@ fn decode_address(
     let ip = match (family, addr_bytes.len()) {
         (FAMILY_V4, 4) => {
             let mut o = [0u8; 4];
-            o.iter_mut().zip(addr_bytes).zip(&key).for_each(|((o, a), k)| *o = a ^ k);
+            o.iter_mut()
+                .zip(addr_bytes)
+                .zip(&key)
+                .for_each(|((o, a), k)| *o = a ^ k);
             IpAddr::V4(Ipv4Addr::from(o))
         }
         (FAMILY_V6, 16) => {
             let mut o = [0u8; 16];
-            o.iter_mut().zip(addr_bytes).zip(&key).for_each(|((o, a), k)| *o = a ^ k);
+            o.iter_mut()
+                .zip(addr_bytes)
+                .zip(&key)
+                .for_each(|((o, a), k)| *o = a ^ k);
             IpAddr::V6(Ipv6Addr::from(o))
         }
         _ => return Err(malformed),
@@ -226,7 +243,11 @@ pub(crate) fn encode_success(txid: &TransactionId, mapped: SocketAddr, xor: bool
             value.extend(v6.octets().iter().zip(&key).map(|(a, k)| a ^ k));
         }
     }
-    let kind = if xor { ATTR_XOR_MAPPED_ADDRESS } else { ATTR_MAPPED_ADDRESS };
+    let kind = if xor {
+        ATTR_XOR_MAPPED_ADDRESS
+    } else {
+        ATTR_MAPPED_ADDRESS
+    };
     let mut msg = binding_request(txid).to_vec();
     msg[0..2].copy_from_slice(&BINDING_SUCCESS.to_be_bytes());
     msg.extend_from_slice(&kind.to_be_bytes());
@@ -243,7 +264,9 @@ pub(crate) fn request_txid(bytes: &[u8]) -> Option<TransactionId> {
     let is_request = bytes.len() >= HEADER_LEN
         && bytes[0..2] == BINDING_REQUEST.to_be_bytes()
         && bytes[4..8] == MAGIC_COOKIE.to_be_bytes();
-    is_request.then(|| bytes[8..HEADER_LEN].try_into().ok()).flatten()
+    is_request
+        .then(|| bytes[8..HEADER_LEN].try_into().ok())
+        .flatten()
 }
 
 #[cfg(test)]
@@ -291,10 +314,19 @@ mod tests {
 
     #[test]
     fn round_trips_xor_and_plain_for_both_families() {
-        for addr in ["127.0.0.1:5001", "203.0.113.9:65535", "[2001:db8::1]:1", "[::1]:40000"] {
+        for addr in [
+            "127.0.0.1:5001",
+            "203.0.113.9:65535",
+            "[2001:db8::1]:1",
+            "[::1]:40000",
+        ] {
             for xor in [true, false] {
                 let msg = encode_success(&TXID, sock(addr), xor);
-                assert_eq!(parse_binding_response(&msg, &TXID), Ok(sock(addr)), "{addr} {xor}");
+                assert_eq!(
+                    parse_binding_response(&msg, &TXID),
+                    Ok(sock(addr)),
+                    "{addr} {xor}"
+                );
             }
         }
     }
@@ -306,7 +338,10 @@ mod tests {
         msg.extend_from_slice(&xor[HEADER_LEN..]);
         let len = (msg.len() - HEADER_LEN) as u16;
         msg[2..4].copy_from_slice(&len.to_be_bytes());
-        assert_eq!(parse_binding_response(&msg, &TXID), Ok(sock("81.2.69.1:2000")));
+        assert_eq!(
+            parse_binding_response(&msg, &TXID),
+            Ok(sock("81.2.69.1:2000"))
+        );
     }
 
     #[test]
@@ -317,7 +352,10 @@ mod tests {
             parse_binding_response(&good, &other_txid),
             Err(StunError::WrongTransaction)
         );
-        assert_eq!(parse_binding_response(&good[..19], &TXID), Err(StunError::TooShort(19)));
+        assert_eq!(
+            parse_binding_response(&good[..19], &TXID),
+            Err(StunError::TooShort(19))
+        );
         assert!(matches!(
             parse_binding_response(&good[..good.len() - 4], &TXID),
             Err(StunError::BadLength { .. })
@@ -332,11 +370,17 @@ mod tests {
 
         let mut cookie = good.clone();
         cookie[4] ^= 0xff;
-        assert!(matches!(parse_binding_response(&cookie, &TXID), Err(StunError::WrongCookie(_))));
+        assert!(matches!(
+            parse_binding_response(&cookie, &TXID),
+            Err(StunError::WrongCookie(_))
+        ));
 
         let mut not_stun = good.clone();
         not_stun[0] |= 0x80;
-        assert_eq!(parse_binding_response(&not_stun, &TXID), Err(StunError::NotStun));
+        assert_eq!(
+            parse_binding_response(&not_stun, &TXID),
+            Err(StunError::NotStun)
+        );
 
         let mut bad_family = good.clone();
         bad_family[HEADER_LEN + 5] = 0x03;
@@ -354,7 +398,10 @@ mod tests {
 
         let mut empty = binding_request(&TXID).to_vec();
         empty[0..2].copy_from_slice(&BINDING_SUCCESS.to_be_bytes());
-        assert_eq!(parse_binding_response(&empty, &TXID), Err(StunError::NoMappedAddress));
+        assert_eq!(
+            parse_binding_response(&empty, &TXID),
+            Err(StunError::NoMappedAddress)
+        );
     }
 
     #[test]
@@ -363,7 +410,10 @@ mod tests {
         msg[0..2].copy_from_slice(&BINDING_ERROR.to_be_bytes());
         msg.extend_from_slice(&[0x00, 0x09, 0x00, 0x04, 0x00, 0x00, 0x04, 0x00]);
         msg[2..4].copy_from_slice(&8u16.to_be_bytes());
-        assert_eq!(parse_binding_response(&msg, &TXID), Err(StunError::ErrorResponse(400)));
+        assert_eq!(
+            parse_binding_response(&msg, &TXID),
+            Err(StunError::ErrorResponse(400))
+        );
     }
 
     proptest! {

@@ -66,7 +66,10 @@ pub enum StunClientError {
     Refused(SocketAddr),
     /// The socket failed (no route, no such family on this host, ...).
     #[error("STUN socket error with {server}: {source}")]
-    Io { server: SocketAddr, source: io::Error },
+    Io {
+        server: SocketAddr,
+        source: io::Error,
+    },
     /// No valid answer before the deadline.
     #[error("no answer from {server} within {timeout:?} ({ignored} responses ignored{})",
         last_ignored.as_ref().map(|e| format!(", last: {e}")).unwrap_or_default())]
@@ -99,14 +102,28 @@ pub async fn query_server(
 /// The address to use for `server`: the first of the preferred family, since the answer tells
 /// the address of the family we asked over; else the first at all.
 async fn resolve(server: &str, preferred: PreferredFamily) -> Result<SocketAddr, StunClientError> {
-    let fail = |source| StunClientError::Resolve { server: server.to_owned(), source };
-    let bare = server.strip_prefix('[').and_then(|s| s.strip_suffix(']')).unwrap_or(server);
+    let fail = |source| StunClientError::Resolve {
+        server: server.to_owned(),
+        source,
+    };
+    let bare = server
+        .strip_prefix('[')
+        .and_then(|s| s.strip_suffix(']'))
+        .unwrap_or(server);
     let has_port = bare.parse::<Ipv6Addr>().is_err()
-        && server.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok());
+        && server
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok());
     let addrs: Vec<SocketAddr> = if has_port {
-        tokio::net::lookup_host(server).await.map_err(fail)?.collect()
+        tokio::net::lookup_host(server)
+            .await
+            .map_err(fail)?
+            .collect()
     } else {
-        tokio::net::lookup_host((bare, DEFAULT_STUN_PORT)).await.map_err(fail)?.collect()
+        tokio::net::lookup_host((bare, DEFAULT_STUN_PORT))
+            .await
+            .map_err(fail)?
+            .collect()
     };
     addrs
         .iter()
@@ -160,7 +177,12 @@ pub async fn query(
             }
         }
         if Instant::now() >= deadline {
-            return Err(StunClientError::Timeout { server, timeout, ignored, last_ignored });
+            return Err(StunClientError::Timeout {
+                server,
+                timeout,
+                ignored,
+                last_ignored,
+            });
         }
         rto = rto.saturating_mul(2);
     }
@@ -193,7 +215,11 @@ pub(crate) mod tests {
 
     impl FakeServer {
         pub(crate) fn correct() -> Self {
-            Self { junk: Vec::new(), drop_first: 0, silent: false }
+            Self {
+                junk: Vec::new(),
+                drop_first: 0,
+                silent: false,
+            }
         }
 
         /// Binds 127.0.0.1:0 and serves until the test's runtime ends. The answer is the
@@ -205,7 +231,9 @@ pub(crate) mod tests {
                 let mut buf = [0u8; 1500];
                 let mut dropped = 0;
                 while let Ok((len, from)) = socket.recv_from(&mut buf).await {
-                    let Some(txid) = request_txid(&buf[..len]) else { continue };
+                    let Some(txid) = request_txid(&buf[..len]) else {
+                        continue;
+                    };
                     if self.silent || dropped < self.drop_first {
                         dropped += 1;
                         continue;
@@ -213,7 +241,9 @@ pub(crate) mod tests {
                     for junk in &self.junk {
                         let _ = socket.send_to(&junk_bytes(*junk, &txid, from), from).await;
                     }
-                    let _ = socket.send_to(&encode_success(&txid, from, true), from).await;
+                    let _ = socket
+                        .send_to(&encode_success(&txid, from, true), from)
+                        .await;
                 }
             });
             addr
@@ -242,7 +272,13 @@ pub(crate) mod tests {
             .expect("the fake server answers");
         assert_eq!(mapped.ip(), IpAddr::V4(Ipv4Addr::LOCALHOST));
         assert_ne!(mapped.port(), server.port());
-        assert_eq!(stats.snapshot(), StunCounts { requests_sent: 1, ignored_responses: 0 });
+        assert_eq!(
+            stats.snapshot(),
+            StunCounts {
+                requests_sent: 1,
+                ignored_responses: 0
+            }
+        );
     }
 
     #[tokio::test]
@@ -256,7 +292,9 @@ pub(crate) mod tests {
             let mut buf = [0u8; 1500];
             while let Ok((len, from)) = socket.recv_from(&mut buf).await {
                 if let Some(txid) = request_txid(&buf[..len]) {
-                    let _ = socket.send_to(&encode_success(&txid, from, true), from).await;
+                    let _ = socket
+                        .send_to(&encode_success(&txid, from, true), from)
+                        .await;
                 }
             }
         });
@@ -269,8 +307,18 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn ignores_and_counts_junk_before_the_answer() {
-        let junk = vec![Junk::Malformed, Junk::WrongTxid, Junk::WrongClass, Junk::Truncated];
-        let server = FakeServer { junk, ..FakeServer::correct() }.spawn().await;
+        let junk = vec![
+            Junk::Malformed,
+            Junk::WrongTxid,
+            Junk::WrongClass,
+            Junk::Truncated,
+        ];
+        let server = FakeServer {
+            junk,
+            ..FakeServer::correct()
+        }
+        .spawn()
+        .await;
         let stats = StunStats::default();
         let mapped = query_server(&server.to_string(), PreferredFamily::V4, LONG, &stats)
             .await
@@ -281,7 +329,12 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn retransmits_until_answered() {
-        let server = FakeServer { drop_first: 2, ..FakeServer::correct() }.spawn().await;
+        let server = FakeServer {
+            drop_first: 2,
+            ..FakeServer::correct()
+        }
+        .spawn()
+        .await;
         let stats = StunStats::default();
         let mapped = query_server(&server.to_string(), PreferredFamily::V4, LONG, &stats)
             .await
@@ -292,14 +345,22 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn silent_server_times_out_after_doubling_retransmissions() {
-        let server = FakeServer { silent: true, ..FakeServer::correct() }.spawn().await;
+        let server = FakeServer {
+            silent: true,
+            ..FakeServer::correct()
+        }
+        .spawn()
+        .await;
         let stats = StunStats::default();
         let started = std::time::Instant::now();
         let timeout = Duration::from_millis(600);
         let err = query_server(&server.to_string(), PreferredFamily::V4, timeout, &stats)
             .await
             .expect_err("nobody answers");
-        assert!(matches!(err, StunClientError::Timeout { ignored: 0, .. }), "{err}");
+        assert!(
+            matches!(err, StunClientError::Timeout { ignored: 0, .. }),
+            "{err}"
+        );
         assert!(started.elapsed() >= timeout);
         // Sent at 0, 100 and 300 ms; the next (700 ms) would be past the deadline.
         assert_eq!(stats.snapshot().requests_sent, 3);
@@ -319,10 +380,20 @@ pub(crate) mod tests {
             }
         });
         let stats = StunStats::default();
-        let err = query_server(&addr.to_string(), PreferredFamily::V4, Duration::from_millis(250), &stats)
-            .await
-            .expect_err("only junk arrives");
-        let StunClientError::Timeout { ignored, last_ignored, .. } = &err else {
+        let err = query_server(
+            &addr.to_string(),
+            PreferredFamily::V4,
+            Duration::from_millis(250),
+            &stats,
+        )
+        .await
+        .expect_err("only junk arrives");
+        let StunClientError::Timeout {
+            ignored,
+            last_ignored,
+            ..
+        } = &err
+        else {
             panic!("expected a timeout, got {err}");
         };
         assert_eq!(*ignored, stats.snapshot().ignored_responses);
@@ -337,9 +408,14 @@ pub(crate) mod tests {
         let addr = closed.local_addr().expect("bound");
         drop(closed);
         let started = std::time::Instant::now();
-        let err = query_server(&addr.to_string(), PreferredFamily::V4, LONG, &StunStats::default())
-            .await
-            .expect_err("nothing listens");
+        let err = query_server(
+            &addr.to_string(),
+            PreferredFamily::V4,
+            LONG,
+            &StunStats::default(),
+        )
+        .await
+        .expect_err("nothing listens");
         assert!(matches!(err, StunClientError::Refused(_)), "{err}");
         assert!(started.elapsed() < LONG);
     }
