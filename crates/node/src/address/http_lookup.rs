@@ -144,6 +144,8 @@ pub(crate) mod tests {
         pub body: Vec<u8>,
         /// Send Content-Length; without it the body ends when the connection closes.
         pub with_length: bool,
+        /// Keep the connection open after the body, like a service that streams forever.
+        pub hold_open: bool,
     }
 
     pub(crate) fn ok(path: &'static str, body: &str) -> Canned {
@@ -152,6 +154,7 @@ pub(crate) mod tests {
             status: 200,
             body: body.as_bytes().to_vec(),
             with_length: true,
+            hold_open: false,
         }
     }
 
@@ -190,6 +193,7 @@ pub(crate) mod tests {
                                 status: 404,
                                 body: b"no".to_vec(),
                                 with_length: true,
+                                hold_open: false,
                             });
                     let mut reply =
                         format!("HTTP/1.1 {} X\r\nConnection: close\r\n", canned.status);
@@ -199,6 +203,9 @@ pub(crate) mod tests {
                     reply.push_str("\r\n");
                     let _ = stream.write_all(reply.as_bytes()).await;
                     let _ = stream.write_all(&canned.body).await;
+                    if canned.hold_open {
+                        tokio::time::sleep(Duration::from_secs(60)).await;
+                    }
                     let _ = stream.shutdown().await;
                 });
             }
@@ -277,8 +284,10 @@ pub(crate) mod tests {
             ok("/page", "<html><body>Your IP: 1.2.3.4</body></html>"),
             ok("/empty", ""),
             ok("/huge", &huge),
+            // Without the bound while reading, this would wait for the timeout instead.
             Canned {
                 with_length: false,
+                hold_open: true,
                 ..ok("/huge-stream", &huge.repeat(100))
             },
             Canned {

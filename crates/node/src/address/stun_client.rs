@@ -421,6 +421,21 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
+    async fn server_names_take_the_default_port_when_they_have_none() {
+        let cases = [
+            ("127.0.0.1", "127.0.0.1:3478"),
+            ("127.0.0.1:19302", "127.0.0.1:19302"),
+            ("::1", "[::1]:3478"),
+            ("[::1]", "[::1]:3478"),
+            ("[::1]:9", "[::1]:9"),
+        ];
+        for (server, want) in cases {
+            let got = resolve(server, PreferredFamily::V4).await.expect(server);
+            assert_eq!(got.to_string(), want, "{server}");
+        }
+    }
+
+    #[tokio::test]
     async fn resolves_names_from_the_hosts_file() {
         // "localhost" comes from /etc/hosts, so no DNS query leaves the machine.
         let server = FakeServer::correct().spawn().await;
