@@ -1,5 +1,6 @@
 //! sorcha-peer: the daemon around the sans-IO core.
 //!
+//! - [`address`]: finding the address this node advertises (interfaces, STUN, HTTP lookup).
 //! - [`config`]: the layered configuration (defaults, TOML or Sorcha JSON, env, flags).
 //! - [`identity`]: the node's key pair and peer id.
 //! - [`actor`]: the task that owns the core node; everything else holds a [`actor::NodeHandle`].
@@ -9,6 +10,7 @@
 //! - [`cli`]: the `sorcha-peer` command line.
 
 pub mod actor;
+pub mod address;
 pub mod cli;
 pub mod config;
 pub mod convert;
