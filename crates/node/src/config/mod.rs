@@ -16,6 +16,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::address::{DiscoveryOptions, PreferredFamily, parse_external_address};
+
 pub use load::{ConfigError, ENV_PREFIX, Invalid, LoadedConfig, Origin, Sources, load};
 pub use validate::BootstrapAddr;
 
@@ -102,16 +104,25 @@ pub struct AddressConfig {
     pub http_lookup_services: Vec<String>,
     /// `ipv4` or `ipv6`.
     pub preferred_protocol: IpFamily,
+    /// Discovery runs again this often; a changed address is logged and advertised.
+    #[serde(with = "duration")]
+    pub recheck_interval: Duration,
 }
 
 impl Default for AddressConfig {
     fn default() -> Self {
         Self {
             external_address: String::new(),
-            // Sorcha's defaults.
-            stun_servers: vec!["stun.l.google.com:19302".into()],
-            http_lookup_services: vec!["https://api.ipify.org".into()],
+            // Sorcha ships Google's STUN server and ipify here. This node contacts no third
+            // party unless its operator names one: the embedded defaults must run on a closed
+            // network without leaking the node's existence, and a public address on an
+            // interface or the override covers servers that need no lookup.
+            stun_servers: Vec::new(),
+            http_lookup_services: Vec::new(),
             preferred_protocol: IpFamily::Ipv4,
+            // NAT mappings and DHCP leases change on the scale of hours; 10 minutes notices a
+            // change well before peers give up on us, at one UDP exchange per recheck.
+            recheck_interval: Duration::from_secs(600),
         }
     }
 }
@@ -121,6 +132,25 @@ impl Default for AddressConfig {
 pub enum IpFamily {
     Ipv4,
     Ipv6,
+}
+
+impl AddressConfig {
+    /// What address discovery needs from this section. `external_address` was validated at
+    /// load time, so a parse failure here cannot happen; it would only mean "no override".
+    pub fn discovery_options(&self) -> DiscoveryOptions {
+        DiscoveryOptions {
+            external_address: Some(self.external_address.trim())
+                .filter(|a| !a.is_empty())
+                .and_then(|a| parse_external_address(a).ok()),
+            stun_servers: self.stun_servers.clone(),
+            http_lookup_services: self.http_lookup_services.clone(),
+            preferred: match self.preferred_protocol {
+                IpFamily::Ipv4 => PreferredFamily::V4,
+                IpFamily::Ipv6 => PreferredFamily::V6,
+            },
+            ..DiscoveryOptions::default()
+        }
+    }
 }
 
 /// Finding and keeping peers (Sorcha's `PeerDiscovery` section).

@@ -11,6 +11,7 @@ use std::time::Duration;
 use sorcha_peer_core::model::{PeerId, validate_address};
 
 use super::Config;
+use crate::address::parse_external_address;
 
 /// A `host:port` of another node (bootstrap nodes, STUN servers). An `http://` or `https://`
 /// prefix, as Sorcha configurations sometimes carry, is accepted and dropped.
@@ -112,17 +113,13 @@ fn network(c: &Config, v: &mut Problems) {
 
 fn address(c: &Config, v: &mut Problems) {
     let a = &c.address;
-    if !a.external_address.is_empty() {
-        let raw = a.external_address.trim();
-        let host_only = validate_address(raw).map(|_| ());
-        let with_port = raw.parse::<BootstrapAddr>().map(|_| ());
-        if host_only.is_err() && with_port.is_err() {
-            v.push(
-                "address.external_address",
-                "expected an IP address or host name, optionally with :PORT (IPv6 in brackets with a port)".into(),
-            );
+    let external = a.external_address.trim();
+    if !external.is_empty() {
+        if let Err(e) = parse_external_address(external) {
+            v.push("address.external_address", e.to_string());
         }
     }
+    v.duration("address.recheck_interval", a.recheck_interval, secs(10), secs(24 * 3600));
     for (i, server) in a.stun_servers.iter().enumerate() {
         if let Err(e) = server.parse::<BootstrapAddr>() {
             v.push(&format!("address.stun_servers[{i}]"), e);
