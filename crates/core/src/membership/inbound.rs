@@ -1,0 +1,182 @@
+//! Answers to other peers' requests (synchronous: the daemon calls them from its rpc handlers
+//! and encodes the result) and the operator's bans.
+
+use super::{
+    HeartbeatOutcome, MAX_BANS, Membership, MembershipEvent, Output, PeerHealth, Pong, Refusal,
+    RegisterOutcome,
+};
+use crate::model::{PeerAdvert, PeerId, PeerNode, PeerStatus, Timestamp};
+
+impl Membership {
+    /// `RegisterPeer`: the sender describes itself. It joins the list (Alive: it just talked to
+    /// us) and the active set if there is room.
+    pub fn handle_register(
+        &mut self,
+        advert: PeerAdvert,
+        now: Timestamp,
+    ) -> Result<RegisterOutcome, Refusal> {
+        let advert = self
+            .validate_advert(advert, false, now)
+            .inspect_err(|why| {
+                self.stats.count_refusal(*why);
+            })?;
+        let id = advert.peer_id.clone();
+        let outcome = match self.peers.get_mut(&id) {
+            Some(known) => {
+                let node = &mut known.node;
+                node.address = advert.address;
+                node.port = advert.port;
+                node.supported_protocols = advert.supported_protocols;
+                node.capabilities = advert.capabilities;
+                node.is_bootstrap |= advert.is_seed_node;
+                RegisterOutcome::Updated
+            }
+            None => {
+                let node = PeerNode::from_advert(advert, now);
+                self.insert_peer(node, PeerHealth::Alive)
+                    .inspect_err(|why| self.stats.count_refusal(*why))?;
+                RegisterOutcome::Added
+            }
+        };
+        self.mark_alive(&id, None, now);
+        self.persist(&id);
+        self.activate(&id);
+        self.update_state(now);
+        Ok(outcome)
+    }
+
+    /// `GetPeerList`: up to `max` peers we can vouch for (see `handout`); nothing for a banned
+    /// requester.
+    pub fn peer_list(
+        &mut self,
+        requester: Option<&PeerId>,
+        max: usize,
+        now: Timestamp,
+    ) -> Vec<PeerAdvert> {
+        if let Some(id) = requester {
+            if self.is_banned(id, now) {
+                self.stats.refused_banned += 1;
+                return Vec::new();
+            }
+            self.touch(id, now);
+        }
+        self.handout(requester, max, now)
+    }
+
+    /// `ExchangePeers`: merge what `from` knows, answer with up to `max` of ours.
+    pub fn handle_exchange(
+        &mut self,
+        from: &PeerId,
+        their_adverts: Vec<PeerAdvert>,
+        max: usize,
+        now: Timestamp,
+    ) -> Vec<PeerAdvert> {
+        if self.is_banned(from, now) {
+            self.stats.refused_banned += 1;
+            return Vec::new();
+        }
+        self.touch(from, now);
+        let new_peers = self.merge_adverts(their_adverts, now);
+        self.discover(new_peers, now);
+        self.fill_active(now);
+        self.handout(Some(from), max, now)
+    }
+
+    /// `Ping`: who we are and how we are. `from` is the `peer_id` field, when the sender gave
+    /// one.
+    pub fn handle_ping(&mut self, from: Option<&PeerId>, now: Timestamp) -> Result<Pong, Refusal> {
+        if let Some(id) = from {
+            if self.is_banned(id, now) {
+                self.stats.refused_banned += 1;
+                return Err(Refusal::Banned);
+            }
+            self.touch(id, now);
+        }
+        let status = match self.state {
+            super::NodeState::Offline => PeerStatus::Offline,
+            _ => PeerStatus::Online,
+        };
+        Ok(Pong {
+            peer_id: self.self_advert.peer_id.clone(),
+            status,
+        })
+    }
+
+    /// `SendHeartbeat`: unknown senders must register first.
+    pub fn handle_heartbeat(&mut self, peer_id: &PeerId, now: Timestamp) -> HeartbeatOutcome {
+        if self.is_banned(peer_id, now) {
+            self.stats.refused_banned += 1;
+            return HeartbeatOutcome::Banned;
+        }
+        if !self.peers.contains_key(peer_id) {
+            return HeartbeatOutcome::NotRegistered;
+        }
+        self.touch(peer_id, now);
+        HeartbeatOutcome::Accepted
+    }
+
+    /// A known peer contacted us: it is alive (no address is learned from the contact).
+    fn touch(&mut self, id: &PeerId, now: Timestamp) {
+        if self.peers.contains_key(id) {
+            self.mark_alive(id, None, now);
+            self.update_state(now);
+        }
+    }
+
+    /// Refuses `id` until `until`: it leaves the active set and nothing it or others say about
+    /// it is taken. Refused (counted) when `MAX_BANS` other bans are in force.
+    pub fn ban(&mut self, id: &PeerId, until: Timestamp, now: Timestamp) -> bool {
+        if until <= now {
+            return false;
+        }
+        self.bans.retain(|_, t| *t > now);
+        if self.bans.len() >= MAX_BANS && !self.bans.contains_key(id) {
+            self.stats.refused_banned += 1;
+            return false;
+        }
+        self.bans.insert(id.clone(), until);
+        if let Some(known) = self.peers.get_mut(id) {
+            known.node.banned_until = Some(until);
+            self.deactivate(id);
+            self.persist(id);
+            self.emit(MembershipEvent::PeerUnreachable {
+                peer_id: id.clone(),
+            });
+            self.fill_active(now);
+        }
+        self.update_state(now);
+        true
+    }
+
+    /// Lifts a ban; the peer is taken again from its next contact.
+    pub fn unban(&mut self, id: &PeerId, now: Timestamp) {
+        self.bans.remove(id);
+        if let Some(known) = self.peers.get_mut(id) {
+            known.node.banned_until = None;
+            self.persist(id);
+        }
+        self.fill_active(now);
+    }
+
+    /// Removes a peer from the list and the store (admin "remove").
+    pub fn remove(&mut self, id: &PeerId, now: Timestamp) {
+        self.remove_peer(id);
+        self.fill_active(now);
+        self.update_state(now);
+    }
+
+    #[cfg(test)]
+    pub(super) fn outputs_len(&self) -> usize {
+        self.outputs.len()
+    }
+}
+
+impl Output {
+    /// The event inside, if this is one (handy for the daemon's event log and tests).
+    pub fn as_event(&self) -> Option<&MembershipEvent> {
+        match self {
+            Output::Event(event) => Some(event),
+            _ => None,
+        }
+    }
+}
