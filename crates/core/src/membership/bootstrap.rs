@@ -176,3 +176,153 @@ fn bootstrap_node(contact: &Contact, peer_id: crate::model::PeerId, now: Timesta
         banned_until: None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+
+    use super::super::test_util::*;
+    use super::super::*;
+    use super::backoff_delay;
+    use crate::model::NodeState;
+
+    #[test]
+    fn contacts_are_tried_in_order_then_register_and_list() {
+        let boot = vec![contact(1), contact(2)];
+        let mut m = machine(0, boot, vec![], MembershipConfig::default(), t(0));
+        let sent = sends(&drain(&mut m));
+        assert_eq!(sent.len(), 1, "only the first contact is tried first");
+        assert_eq!(
+            (sent[0].0.clone(), &sent[0].1),
+            (contact(1), &Request::Ping)
+        );
+
+        m.handle_response(sent[0].2, Err(Failure::Unreachable), t(1));
+        let sent = sends(&drain(&mut m));
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].0, contact(2), "falls back to the next contact");
+
+        m.handle_response(sent[0].2, pong(2), t(2));
+        let out = drain(&mut m);
+        let sent = sends(&out);
+        let requests: Vec<_> = sent.iter().map(|(_, r, _)| r.clone()).collect();
+        assert!(matches!(&requests[0], Request::Register { advert } if advert.peer_id == id(0)));
+        assert_eq!(requests[1], Request::GetPeerList { max: 100 });
+        assert!(sent.iter().all(|(to, ..)| to.peer_id == Some(id(2))));
+        assert!(events(&out).contains(&MembershipEvent::Bootstrapped { peer_id: id(2) }));
+        assert!(
+            m.peer(&id(2))
+                .is_some_and(|p| p.active && p.node.is_bootstrap)
+        );
+        assert!(!m.is_bootstrapping());
+    }
+
+    #[test]
+    fn a_contact_that_is_ourselves_is_skipped() {
+        let mut m = machine(
+            0,
+            vec![contact(0), contact(1)],
+            vec![],
+            Default::default(),
+            t(0),
+        );
+        let sent = sends(&drain(&mut m));
+        m.handle_response(sent[0].2, pong(0), t(1));
+        let sent = sends(&drain(&mut m));
+        assert_eq!(sent[0].0, contact(1));
+        assert!(m.peer(&id(0)).is_none());
+    }
+
+    #[test]
+    fn failed_attempts_back_off_exponentially_with_jitter_up_to_the_cap() {
+        let config = MembershipConfig::default();
+        let mut m = machine(0, vec![contact(1)], vec![], config.clone(), t(0));
+        let mut now = t(0);
+        for attempt in 1..=10u32 {
+            let sent = sends(&drain(&mut m));
+            assert_eq!(sent.len(), 1, "attempt {attempt} pings the contact");
+            m.handle_response(sent[0].2, Err(Failure::Timeout), now);
+            let out = drain(&mut m);
+            let retry_at = events(&out)
+                .into_iter()
+                .find_map(|e| match e {
+                    MembershipEvent::BootstrapFailed {
+                        attempt: a,
+                        retry_at,
+                    } => {
+                        assert_eq!(a, attempt);
+                        Some(retry_at)
+                    }
+                    _ => None,
+                })
+                .expect("BootstrapFailed event");
+            assert!(out.contains(&Output::ScheduleTimer {
+                at: retry_at,
+                timer: Timer::Bootstrap
+            }));
+            let full = (5_000u64 << (attempt - 1)).min(300_000);
+            let delay = retry_at.as_millis() - now.as_millis();
+            assert!(
+                (full / 2..=full).contains(&delay),
+                "attempt {attempt}: {delay}"
+            );
+            assert_eq!(m.state(), NodeState::Offline);
+            now = retry_at;
+            m.handle_timer(Timer::Bootstrap, now);
+        }
+        assert_eq!(m.stats().bootstrap_failures, 10);
+    }
+
+    #[test]
+    fn backoff_delay_stays_within_jitter_bounds_and_cap() {
+        let config = MembershipConfig::default();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let mut seen_below_full = false;
+        for attempt in 1..=40 {
+            for _ in 0..20 {
+                let d = backoff_delay(&config, attempt, &mut rng);
+                let full = config
+                    .bootstrap_retry_base
+                    .saturating_mul(1 << (attempt - 1).min(30))
+                    .min(config.bootstrap_retry_cap);
+                assert!(d <= full && d >= full / 2, "attempt {attempt}: {d:?}");
+                seen_below_full |= d < full;
+            }
+        }
+        assert!(seen_below_full, "jitter never applied");
+    }
+
+    #[test]
+    fn rejoins_from_stored_peers_when_every_bootstrap_node_is_down() {
+        let stored: Vec<_> = (3..9)
+            .map(|n| crate::model::PeerNode::from_advert(advert(n, t(0)), t(0)))
+            .collect();
+        let mut m = machine(0, vec![contact(1)], stored, Default::default(), t(100));
+        let sent = sends(&drain(&mut m));
+        let boot = sent
+            .iter()
+            .find(|(to, ..)| *to == contact(1))
+            .expect("bootstrap");
+        m.handle_response(boot.2, Err(Failure::Unreachable), t(101));
+        let out = drain(&mut m);
+        assert!(
+            events(&out)
+                .iter()
+                .any(|e| matches!(e, MembershipEvent::BootstrapFailed { .. }))
+        );
+        let mut states = Vec::new();
+        for n in 3..9 {
+            m.handle_response(request_to(&sent, n, is_ping), pong(n), t(102));
+            states.extend(events(&drain(&mut m)).into_iter().filter_map(|e| match e {
+                MembershipEvent::StateChanged { to, .. } => Some(to),
+                _ => None,
+            }));
+        }
+        assert_eq!(states, [NodeState::Degraded, NodeState::Online]);
+        assert_eq!(m.active_count(), 6);
+        // The retry timer finds the node healthy and does not bootstrap again.
+        m.handle_timer(Timer::Bootstrap, t(200));
+        assert!(sends(&drain(&mut m)).is_empty());
+        assert!(!m.is_bootstrapping());
+    }
+}

@@ -192,7 +192,11 @@ fn run_scenario(seed: u64) -> Vec<(NodeState, Vec<PeerId>, Vec<PeerId>)> {
     net.run_until(minutes(30 + 90));
     let killed_ids: BTreeSet<PeerId> = killed.iter().map(|&n| id(n)).collect();
     for (n, m) in net.live() {
-        assert_eq!(m.state(), NodeState::Online, "node {n} not online after churn");
+        assert_eq!(
+            m.state(),
+            NodeState::Online,
+            "node {n} not online after churn"
+        );
         for p in m.peers() {
             assert!(
                 !killed_ids.contains(&p.node.peer_id),

@@ -77,3 +77,44 @@ pub(super) fn pong(n: usize) -> Result<Response, Failure> {
         status: crate::model::PeerStatus::Online,
     })
 }
+
+/// A machine without bootstrap contacts, to which peers `peers` registered at `t(0)`.
+pub(super) fn with_registered(peers: impl IntoIterator<Item = usize>) -> Membership {
+    let mut m = machine(0, vec![], vec![], MembershipConfig::default(), t(0));
+    for n in peers {
+        m.handle_register(advert(n, t(0)), t(0))
+            .expect("test adverts are valid");
+    }
+    drain(&mut m);
+    m
+}
+
+/// The id of the request of kind `is_kind` sent to peer `n`.
+pub(super) fn request_to(
+    sent: &[(Contact, Request, RequestId)],
+    n: usize,
+    is_kind: fn(&Request) -> bool,
+) -> RequestId {
+    sent.iter()
+        .find(|(to, request, _)| to.peer_id == Some(id(n)) && is_kind(request))
+        .map(|(_, _, rid)| *rid)
+        .unwrap_or_else(|| panic!("no such request to node-{n} in {sent:?}"))
+}
+
+pub(super) fn is_heartbeat(r: &Request) -> bool {
+    matches!(r, Request::Heartbeat { .. })
+}
+
+pub(super) fn is_ping(r: &Request) -> bool {
+    matches!(r, Request::Ping)
+}
+
+pub(super) fn is_list(r: &Request) -> bool {
+    matches!(r, Request::GetPeerList { .. })
+}
+
+pub(super) fn heartbeat_ok() -> Result<Response, Failure> {
+    Ok(Response::Heartbeat {
+        outcome: HeartbeatOutcome::Accepted,
+    })
+}
