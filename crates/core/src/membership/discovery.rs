@@ -161,3 +161,140 @@ impl Membership {
         self.send(to, Request::ExchangePeers { adverts, max }, purpose, now);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_util::*;
+    use super::super::*;
+
+    fn adverts(range: std::ops::Range<usize>) -> Vec<PeerAdvert> {
+        range.map(|n| advert(n, t(0))).collect()
+    }
+
+    fn list(peers: Vec<PeerAdvert>) -> Result<Response, Failure> {
+        Ok(Response::PeerList { peers })
+    }
+
+    /// Bootstraps through node-1, whose list is `first`; returns the machine and the
+    /// discovery requests sent.
+    fn bootstrapped(config: MembershipConfig, first: Vec<PeerAdvert>) -> (Membership, Vec<Output>) {
+        let mut m = machine(0, vec![contact(1)], vec![], config, t(0));
+        let sent = sends(&drain(&mut m));
+        m.handle_response(sent[0].2, pong(1), t(1));
+        let sent = sends(&drain(&mut m));
+        m.handle_response(request_to(&sent, 1, is_list), list(first), t(2));
+        let out = drain(&mut m);
+        (m, out)
+    }
+
+    fn list_requests(out: &[Output]) -> Vec<(Contact, Request, RequestId)> {
+        sends(out)
+            .into_iter()
+            .filter(|(_, r, _)| is_list(r))
+            .collect()
+    }
+
+    #[test]
+    fn rounds_respect_the_concurrency_bound_and_stop_when_nothing_is_new() {
+        let (mut m, out) = bootstrapped(Default::default(), adverts(100..125));
+        let mut queued = list_requests(&out);
+        assert_eq!(
+            queued.len(),
+            10,
+            "at most max_concurrent_discoveries at once"
+        );
+        assert_eq!(m.discoveries_in_flight(), 10);
+        let mut asked = Vec::new();
+        let mut rounds = Vec::new();
+        while let Some((to, _, rid)) = queued.pop() {
+            let peer = to.peer_id.expect("discovered peers have ids");
+            // node-100 knows three more peers; everyone else only knows known ones.
+            let answer = if peer == id(100) {
+                adverts(200..203)
+            } else {
+                adverts(100..105)
+            };
+            asked.push(peer);
+            m.handle_response(rid, list(answer), t(3));
+            assert!(m.discoveries_in_flight() <= 10);
+            let out = drain(&mut m);
+            queued.extend(list_requests(&out));
+            rounds.extend(events(&out).into_iter().filter_map(|e| match e {
+                MembershipEvent::DiscoveryRound { round, new_peers } => Some((round, new_peers)),
+                _ => None,
+            }));
+        }
+        assert_eq!(rounds, [(1, 3), (2, 0)]);
+        assert_eq!(asked.len(), 25 + 3, "every new peer asked exactly once");
+        assert_eq!(m.discovery_round(), 0, "discovery stopped");
+        assert_eq!(m.known_count(), 1 + 25 + 3);
+        let candidate = m.peer(&id(110)).expect("learned");
+        assert_eq!(candidate.health, PeerHealth::Alive, "answered, so verified");
+    }
+
+    #[test]
+    fn discovery_stops_when_the_list_is_full() {
+        let config = MembershipConfig {
+            max_peers_in_list: 12,
+            ..Default::default()
+        };
+        let (mut m, out) = bootstrapped(config, adverts(100..105));
+        let first = list_requests(&out);
+        assert_eq!(first.len(), 5);
+        m.handle_response(first[0].2, list(adverts(200..206)), t(3));
+        for (_, _, rid) in &first[1..] {
+            m.handle_response(*rid, list(vec![]), t(3));
+        }
+        let out = drain(&mut m);
+        assert_eq!(m.known_count(), 12);
+        assert!(events(&out).contains(&MembershipEvent::DiscoveryRound {
+            round: 1,
+            new_peers: 6
+        }));
+        assert!(list_requests(&out).is_empty(), "no second round once full");
+        assert_eq!(m.discovery_round(), 0);
+        m.handle_exchange(&id(1), adverts(300..302), 10, t(4));
+        assert_eq!(m.stats().refused_list_full, 2);
+    }
+
+    #[test]
+    fn refresh_exchanges_with_a_few_live_peers_and_learns_candidates() {
+        let mut m = with_registered(1..=5);
+        let now = t(15 * 60);
+        m.handle_timer(Timer::Refresh, now);
+        let out = drain(&mut m);
+        assert!(out.contains(&Output::ScheduleTimer {
+            at: t(30 * 60),
+            timer: Timer::Refresh
+        }));
+        let exchanges: Vec<_> = sends(&out)
+            .into_iter()
+            .filter(|(_, r, _)| matches!(r, Request::ExchangePeers { .. }))
+            .collect();
+        assert_eq!(exchanges.len(), 3, "exchange_fanout peers");
+        let Request::ExchangePeers { adverts: ours, max } = &exchanges[0].1 else {
+            unreachable!()
+        };
+        assert_eq!(*max, 20);
+        assert_eq!(ours[0].peer_id, id(0), "our own advert goes first");
+        assert!(ours.iter().skip(1).all(|a| a.peer_id != id(0)));
+        let answer = Ok(Response::Exchanged {
+            peers: adverts(50..52)
+                .into_iter()
+                .map(|a| PeerAdvert {
+                    last_seen: now,
+                    ..a
+                })
+                .collect(),
+        });
+        m.handle_response(exchanges[0].2, answer, now);
+        let learned = m.peer(&id(50)).expect("learned through exchange");
+        assert_eq!(learned.health, PeerHealth::Candidate);
+        assert!(!learned.active);
+        let out = drain(&mut m);
+        assert!(
+            list_requests(&out).len() == 2,
+            "new candidates are asked for their lists"
+        );
+    }
+}
