@@ -211,3 +211,165 @@ impl Membership {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_util::*;
+    use super::super::*;
+    use crate::model::NodeState;
+
+    /// Fires the probe timer at `now` and returns the heartbeat sent to each peer.
+    fn tick(
+        m: &mut Membership,
+        now: Timestamp,
+    ) -> (Vec<Output>, Vec<(Contact, Request, RequestId)>) {
+        m.handle_timer(Timer::Probe, now);
+        let out = drain(m);
+        let sent = sends(&out);
+        (out, sent)
+    }
+
+    fn answer_all_but(
+        m: &mut Membership,
+        sent: &[(Contact, Request, RequestId)],
+        dead: usize,
+        now: Timestamp,
+    ) -> Vec<Output> {
+        for (to, request, rid) in sent {
+            let result = if to.peer_id == Some(id(dead)) {
+                Err(Failure::Timeout)
+            } else if is_heartbeat(request) {
+                heartbeat_ok()
+            } else {
+                let n: usize = to.peer_id.as_ref().expect("id").as_str()[5..]
+                    .parse()
+                    .expect("n");
+                pong(n)
+            };
+            m.handle_response(*rid, result, now);
+        }
+        drain(m)
+    }
+
+    #[test]
+    fn one_lost_heartbeat_makes_a_peer_suspect_not_removed() {
+        let mut m = with_registered(1..=5);
+        assert_eq!(m.state(), NodeState::Online);
+        let (_, sent) = tick(&mut m, t(10));
+        assert_eq!(sent.iter().filter(|(_, r, _)| is_heartbeat(r)).count(), 5);
+        let out = answer_all_but(&mut m, &sent, 2, t(11));
+        assert!(events(&out).contains(&MembershipEvent::PeerSuspect { peer_id: id(2) }));
+        let p2 = m.peer(&id(2)).expect("still known");
+        assert_eq!((p2.health, p2.active), (PeerHealth::Suspect, true));
+        assert_eq!(m.state(), NodeState::Online, "a suspect still counts");
+        // Re-probed on the next tick; the answer clears the suspicion.
+        let (_, sent) = tick(&mut m, t(20));
+        let rid = request_to(&sent, 2, is_heartbeat);
+        m.handle_response(rid, heartbeat_ok(), t(21));
+        assert_eq!(m.peer(&id(2)).expect("known").health, PeerHealth::Alive);
+        assert_eq!(m.peer(&id(2)).expect("known").node.failure_count, 0);
+    }
+
+    #[test]
+    fn threshold_failures_drop_from_active_and_refill_from_passive() {
+        let mut m = with_registered(1..=10);
+        assert_eq!(m.active_count(), 8, "active set is bounded");
+        assert_eq!(m.known_count(), 10);
+        let victim = m
+            .active_peers()
+            .next()
+            .expect("active")
+            .node
+            .peer_id
+            .clone();
+        let victim_n: usize = victim.as_str()[5..].parse().expect("n");
+        let mut dropped = false;
+        for k in 1..=3u64 {
+            let (_, sent) = tick(&mut m, t(10 * k));
+            let out = answer_all_but(&mut m, &sent, victim_n, t(10 * k + 1));
+            let unreachable = MembershipEvent::PeerUnreachable {
+                peer_id: victim.clone(),
+            };
+            dropped = events(&out).contains(&unreachable);
+            assert_eq!(dropped, k == 3, "dropped only at the threshold (tick {k})");
+            if dropped {
+                // The free slot was refilled by pinging a passive peer, which answered.
+                assert_eq!(m.active_count(), 8);
+                assert!(
+                    events(&out)
+                        .iter()
+                        .any(|e| matches!(e, MembershipEvent::PeerActivated { .. }))
+                );
+            }
+        }
+        assert!(dropped);
+        let p = m.peer(&victim).expect("kept until removal_after");
+        assert_eq!((p.health, p.active), (PeerHealth::Unreachable, false));
+        assert!(
+            m.peer_list(None, 100, t(40))
+                .iter()
+                .all(|a| a.peer_id != victim)
+        );
+        // Forgotten once silent for removal_after.
+        let (out, _) = tick(&mut m, t(2 * 60 * 60));
+        assert!(out.contains(&Output::Forget(victim.clone())));
+        assert!(m.peer(&victim).is_none());
+    }
+
+    #[test]
+    fn state_changes_emit_events_and_falling_below_min_bootstraps_again() {
+        let mut m = machine(0, vec![contact(1)], vec![], Default::default(), t(0));
+        let sent = sends(&drain(&mut m));
+        m.handle_response(sent[0].2, pong(1), t(1));
+        let out = drain(&mut m);
+        let change = |from, to| MembershipEvent::StateChanged { from, to };
+        assert!(events(&out).contains(&change(NodeState::Offline, NodeState::Degraded)));
+        for n in 2..=5 {
+            m.handle_register(advert(n, t(2)), t(2)).expect("valid");
+        }
+        assert!(events(&drain(&mut m)).contains(&change(NodeState::Degraded, NodeState::Online)));
+        let mut rebootstrap = false;
+        for k in 1..=3u64 {
+            let (_, sent) = tick(&mut m, t(10 * k));
+            let out = answer_all_but(&mut m, &sent, 5, t(10 * k + 1));
+            if k == 3 {
+                assert!(events(&out).contains(&change(NodeState::Online, NodeState::Degraded)));
+                rebootstrap = sends(&out)
+                    .iter()
+                    .any(|(to, r, _)| *to == contact(1) && is_ping(r));
+            }
+        }
+        assert!(
+            rebootstrap,
+            "below min_healthy_peers the node bootstraps again"
+        );
+        assert!(m.is_bootstrapping());
+    }
+
+    #[test]
+    fn requests_never_answered_expire_as_failures() {
+        let mut m = with_registered(1..=1);
+        let (_, sent) = tick(&mut m, t(10));
+        assert_eq!(sent.len(), 1);
+        tick(&mut m, t(20));
+        assert_eq!(m.stats().requests_expired, 0);
+        tick(&mut m, t(80));
+        assert_eq!(m.stats().requests_expired, 1);
+        assert_eq!(m.peer(&id(1)).expect("known").health, PeerHealth::Suspect);
+        // The late answer is ignored and counted.
+        m.handle_response(sent[0].2, heartbeat_ok(), t(81));
+        assert_eq!(m.stats().responses_unknown, 1);
+    }
+
+    #[test]
+    fn not_registered_heartbeat_answer_makes_us_register() {
+        let mut m = with_registered(1..=1);
+        let (_, sent) = tick(&mut m, t(10));
+        let answer = Ok(Response::Heartbeat {
+            outcome: HeartbeatOutcome::NotRegistered,
+        });
+        m.handle_response(sent[0].2, answer, t(11));
+        let sent = sends(&drain(&mut m));
+        assert!(matches!(&sent[0].1, Request::Register { advert } if advert.peer_id == id(0)));
+    }
+}
