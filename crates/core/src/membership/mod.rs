@@ -36,6 +36,8 @@ pub use types::{
     PeerHealth, Pong, Refusal, RegisterOutcome, Request, RequestId, Response, Timer,
 };
 
+pub use views::{MAX_ADVERTS_PER_ANSWER, MAX_ADVERTS_PER_MESSAGE};
+
 use bootstrap::Bootstrap;
 use discovery::Discovery;
 use types::{Pending, Purpose};

@@ -262,3 +262,157 @@ impl Membership {
         verified
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_util::*;
+    use super::super::*;
+    use crate::model::Protocol;
+
+    #[test]
+    fn bad_adverts_are_dropped_and_counted() {
+        let mut m = with_registered(1..=1);
+        // Past removal_after (1 h), so an advert last seen at 0 is stale.
+        let now = t(4000);
+        let adverts = vec![
+            PeerAdvert {
+                address: "0.0.0.0".into(),
+                ..advert(2, now)
+            },
+            PeerAdvert {
+                address: "not an address".into(),
+                ..advert(3, now)
+            },
+            PeerAdvert {
+                port: 0,
+                ..advert(4, now)
+            },
+            advert(0, now), // ourselves
+            PeerAdvert {
+                address: format!("{}.org", "a".repeat(300)),
+                ..advert(5, now)
+            },
+            PeerAdvert {
+                supported_protocols: vec![Protocol::Grpc; 4],
+                ..advert(6, now)
+            },
+            advert(8, t(0)), // stale
+            advert(7, now),  // the only good one
+        ];
+        m.handle_exchange(&id(1), adverts, 10, now);
+        let s = *m.stats();
+        assert_eq!(s.refused_bad_address, 2);
+        assert_eq!(s.refused_bad_port, 1);
+        assert_eq!(s.refused_self, 1);
+        assert_eq!(s.refused_oversized, 2);
+        assert_eq!(s.refused_stale, 1);
+        assert_eq!(m.known_count(), 2);
+        assert!(m.peer(&id(7)).is_some());
+        // Oversized messages: only MAX_ADVERTS_PER_MESSAGE are read.
+        let flood: Vec<_> = (0..MAX_ADVERTS_PER_MESSAGE + 5)
+            .map(|n| advert(1000 + n, now))
+            .collect();
+        m.handle_exchange(&id(1), flood, 10, now);
+        assert_eq!(m.stats().refused_oversized, 2 + 5);
+        assert_eq!(m.known_count(), 1000, "bounded by max_peers_in_list");
+    }
+
+    #[test]
+    fn registration_validates_the_advert() {
+        let mut m = with_registered([]);
+        let now = t(1);
+        let refused = |a: PeerAdvert, m: &mut Membership| m.handle_register(a, now).unwrap_err();
+        assert_eq!(
+            refused(
+                PeerAdvert {
+                    port: 0,
+                    ..advert(2, now)
+                },
+                &mut m
+            ),
+            Refusal::BadPort
+        );
+        assert_eq!(refused(advert(0, now), &mut m), Refusal::SelfId);
+        let multicast = PeerAdvert {
+            address: "224.0.0.1".into(),
+            ..advert(3, now)
+        };
+        assert_eq!(refused(multicast, &mut m), Refusal::BadAddress);
+        assert_eq!(m.known_count(), 0);
+        let bracketed = PeerAdvert {
+            address: "[::1]".into(),
+            ..advert(4, now)
+        };
+        assert_eq!(
+            m.handle_register(bracketed, now),
+            Ok(RegisterOutcome::Added)
+        );
+        assert_eq!(m.peer(&id(4)).expect("added").node.address, "::1");
+        assert_eq!(
+            m.handle_register(advert(4, now), now),
+            Ok(RegisterOutcome::Updated)
+        );
+    }
+
+    #[test]
+    fn the_active_set_is_bounded_and_the_rest_is_passive() {
+        let m = with_registered(1..=12);
+        assert_eq!(m.active_count(), 8);
+        assert_eq!(m.known_count(), 12);
+        assert_eq!(m.peers().filter(|p| !p.active).count(), 4);
+    }
+
+    #[test]
+    fn handout_skips_banned_unreachable_self_and_requester() {
+        let mut m = with_registered(1..=4);
+        m.ban(&id(2), t(1000), t(1));
+        let list = m.peer_list(Some(&id(1)), 100, t(2));
+        let ids: Vec<_> = list.iter().map(|a| a.peer_id.clone()).collect();
+        assert!(!ids.contains(&id(0)) && !ids.contains(&id(1)) && !ids.contains(&id(2)));
+        assert_eq!(ids.len(), 2);
+        assert_eq!(m.peer_list(None, 1, t(2)).len(), 1, "max is honoured");
+    }
+
+    #[test]
+    fn a_full_list_evicts_an_unreachable_peer_first() {
+        let config = MembershipConfig {
+            max_peers_in_list: 3,
+            active_size: 1,
+            ..Default::default()
+        };
+        let mut m = machine(0, vec![], vec![], config, t(0));
+        for n in 1..=3 {
+            m.handle_register(advert(n, t(0)), t(0)).expect("room");
+        }
+        assert_eq!(
+            m.handle_register(advert(4, t(0)), t(0)),
+            Err(Refusal::ListFull)
+        );
+        // Make the active peer unreachable.
+        for k in 1..=3u64 {
+            m.handle_timer(Timer::Probe, t(10 * k));
+            for (to, r, rid) in sends(&drain(&mut m)) {
+                let res = if is_heartbeat(&r) {
+                    Err(Failure::Unreachable)
+                } else {
+                    pong(
+                        to.peer_id
+                            .map_or(0, |p| p.as_str()[5..].parse().expect("n")),
+                    )
+                };
+                m.handle_response(rid, res, t(10 * k));
+            }
+        }
+        assert_eq!(
+            m.peers()
+                .filter(|p| p.health == PeerHealth::Unreachable)
+                .count(),
+            1
+        );
+        assert_eq!(
+            m.handle_register(advert(4, t(40)), t(40)),
+            Ok(RegisterOutcome::Added)
+        );
+        assert_eq!(m.known_count(), 3);
+    }
+}
