@@ -180,3 +180,97 @@ impl Output {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_util::*;
+    use super::super::*;
+    use crate::model::PeerStatus;
+
+    #[test]
+    fn heartbeats_need_registration() {
+        let mut m = with_registered(1..=1);
+        assert_eq!(m.handle_heartbeat(&id(1), t(5)), HeartbeatOutcome::Accepted);
+        assert_eq!(
+            m.handle_heartbeat(&id(9), t(5)),
+            HeartbeatOutcome::NotRegistered
+        );
+        assert!(m.peer(&id(9)).is_none(), "a heartbeat never adds a peer");
+        assert_eq!(m.peer(&id(1)).expect("known").node.last_seen, t(5));
+    }
+
+    #[test]
+    fn ping_answers_with_our_id_and_state() {
+        let mut m = with_registered([]);
+        let pong = m.handle_ping(None, t(1)).expect("answered");
+        assert_eq!((pong.peer_id, pong.status), (id(0), PeerStatus::Offline));
+        let mut m = with_registered(1..=5);
+        let pong = m.handle_ping(Some(&id(1)), t(1)).expect("answered");
+        assert_eq!(pong.status, PeerStatus::Online);
+    }
+
+    #[test]
+    fn banned_peers_are_refused_everywhere_and_gossip_cannot_bring_them_back() {
+        let mut m = with_registered(1..=3);
+        let until = t(3600);
+        assert!(m.ban(&id(2), until, t(1)));
+        assert!(m.peer(&id(2)).is_some_and(|p| !p.active));
+        assert!(
+            m.ban(&id(9), until, t(1)),
+            "unknown peers can be banned too"
+        );
+        let out = drain(&mut m);
+        assert!(out.iter().any(|o| matches!(o, Output::Persist(n) if n.peer_id == id(2) && n.banned_until == Some(until))));
+
+        let now = t(10);
+        assert_eq!(m.handle_register(advert(2, now), now), Err(Refusal::Banned));
+        assert_eq!(m.handle_register(advert(9, now), now), Err(Refusal::Banned));
+        assert_eq!(m.handle_ping(Some(&id(2)), now), Err(Refusal::Banned));
+        assert_eq!(m.handle_heartbeat(&id(2), now), HeartbeatOutcome::Banned);
+        assert!(m.peer_list(Some(&id(2)), 10, now).is_empty());
+        assert!(
+            m.handle_exchange(&id(2), vec![advert(20, now)], 10, now)
+                .is_empty()
+        );
+        assert!(
+            m.peer(&id(20)).is_none(),
+            "nothing taken from a banned peer"
+        );
+
+        // Gossip about banned peers neither adds nor unbans them.
+        m.handle_exchange(&id(1), vec![advert(2, now), advert(9, now)], 10, now);
+        assert!(m.peer(&id(9)).is_none());
+        assert!(m.is_banned(&id(2), now));
+        assert_eq!(m.peer(&id(2)).expect("kept").node.banned_until, Some(until));
+        assert_eq!(m.stats().refused_banned, 8, "every refusal counted");
+
+        // Until the ban is lifted.
+        m.unban(&id(9), now);
+        assert_eq!(
+            m.handle_register(advert(9, now), now),
+            Ok(RegisterOutcome::Added)
+        );
+        // Or it expires.
+        let later = t(3601);
+        assert_eq!(
+            m.handle_register(advert(2, later), later),
+            Ok(RegisterOutcome::Updated)
+        );
+    }
+
+    #[test]
+    fn a_ban_from_the_store_survives_restart() {
+        let mut banned = crate::model::PeerNode::from_advert(advert(4, t(0)), t(0));
+        banned.banned_until = Some(t(1000));
+        let mut m = machine(0, vec![], vec![banned], Default::default(), t(10));
+        assert!(m.is_banned(&id(4), t(10)));
+        assert!(
+            sends(&drain(&mut m)).is_empty(),
+            "a banned stored peer is not contacted"
+        );
+        assert_eq!(
+            m.handle_register(advert(4, t(11)), t(11)),
+            Err(Refusal::Banned)
+        );
+    }
+}
