@@ -164,11 +164,6 @@ impl Membership {
         self.fill_active(now);
         self.update_state(now);
     }
-
-    #[cfg(test)]
-    pub(super) fn outputs_len(&self) -> usize {
-        self.outputs.len()
-    }
 }
 
 impl Output {

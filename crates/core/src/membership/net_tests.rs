@@ -73,12 +73,16 @@ impl Net {
                     n
                 }
                 Ev::Timer(n, timer) if self.armed.get(&(n, timer)) == Some(&at) => {
-                    self.node(n).map(|m| m.handle_timer(timer, at));
+                    if let Some(m) = self.node(n) {
+                        m.handle_timer(timer, at);
+                    }
                     n
                 }
                 Ev::Timer(..) => continue,
                 Ev::Answer(n, rid, result) => {
-                    self.node(n).map(|m| m.handle_response(rid, result, at));
+                    if let Some(m) = self.node(n) {
+                        m.handle_response(rid, result, at);
+                    }
                     n
                 }
             };
