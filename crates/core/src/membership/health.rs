@@ -372,4 +372,20 @@ mod tests {
         let sent = sends(&drain(&mut m));
         assert!(matches!(&sent[0].1, Request::Register { advert } if advert.peer_id == id(0)));
     }
+
+    #[test]
+    fn a_timer_firing_before_it_is_due_is_ignored() {
+        let mut m = with_registered(1..=1);
+        let (out, sent) = tick(&mut m, t(5));
+        assert!(out.is_empty() && sent.is_empty(), "probe is due at 10 s");
+        let (out, sent) = tick(&mut m, t(10));
+        assert_eq!(sent.len(), 1);
+        assert!(out.contains(&Output::ScheduleTimer {
+            at: t(20),
+            timer: Timer::Probe
+        }));
+        // A duplicate of the same firing does nothing either.
+        let (out, _) = tick(&mut m, t(10));
+        assert!(out.is_empty());
+    }
 }

@@ -99,6 +99,9 @@ pub struct Membership {
     next_request: u64,
     heartbeat_sequence: u64,
     outputs: VecDeque<Output>,
+    /// When each timer is due; an earlier firing (a schedule the daemon failed to replace) is
+    /// ignored, so timers never multiply.
+    armed: BTreeMap<Timer, Timestamp>,
     state: NodeState,
     bootstrap: Bootstrap,
     discovery: Discovery,
@@ -128,6 +131,7 @@ impl Membership {
             next_request: 0,
             heartbeat_sequence: 0,
             outputs: VecDeque::new(),
+            armed: BTreeMap::new(),
             state: NodeState::Offline,
             bootstrap: Bootstrap::default(),
             discovery: Discovery::default(),
@@ -199,6 +203,10 @@ impl Membership {
 
     /// A timer scheduled by [`Output::ScheduleTimer`] fired.
     pub fn handle_timer(&mut self, timer: Timer, now: Timestamp) {
+        if self.armed.get(&timer).is_none_or(|at| *at > now) {
+            return;
+        }
+        self.armed.remove(&timer);
         match timer {
             Timer::Bootstrap => self.on_bootstrap_timer(now),
             Timer::Probe => self.on_probe_timer(now),
@@ -306,6 +314,7 @@ impl Membership {
     }
 
     fn schedule(&mut self, at: Timestamp, timer: Timer) {
+        self.armed.insert(timer, at);
         self.push(Output::ScheduleTimer { at, timer });
     }
 
