@@ -6,7 +6,9 @@
 //! (`sorcha-peer`) and the simulator drive the very same code.
 //!
 //! - [`model`]: peer ids, hashes, timestamps, peers: validated on the way in.
+//! - [`membership`]: bootstrap, discovery, peer exchange, health, Online/Degraded/Offline.
 //! - [`node`]: the composition one runtime owns.
 
+pub mod membership;
 pub mod model;
 pub mod node;

@@ -1,0 +1,328 @@
+//! Bootstrap: the configured nodes are tried in order with a `Ping` (they have no known id
+//! yet; the `Pong` tells it). The first that answers gets our `RegisterPeer` and a
+//! `GetPeerList`, whose answer starts recursive discovery. When all fail the node retries with
+//! exponential backoff and jitter; stored peers (see `fill_active`) meanwhile keep it joined.
+
+use std::time::Duration;
+
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+
+use super::{
+    Contact, Failure, Membership, MembershipConfig, MembershipEvent, PeerHealth, Purpose, Request,
+    Response, Timer,
+};
+use crate::model::{PeerCapabilities, PeerNode, PeerStatus, Protocol, Timestamp};
+
+/// Where bootstrap stands.
+#[derive(Debug, Default)]
+pub(super) struct Bootstrap {
+    phase: Phase,
+    /// Failed attempts in a row (every contact failed), drives the backoff.
+    failed_attempts: u32,
+}
+
+#[derive(Debug, Default, PartialEq, Eq)]
+enum Phase {
+    #[default]
+    Idle,
+    /// Waiting for the answer of contact `index`.
+    Trying,
+    /// Every contact failed; the retry timer is armed.
+    Waiting,
+}
+
+/// Delay before retry number `attempt` (1-based): `base * 2^(attempt-1)` capped at `cap`, then
+/// "equal jitter": uniform in [half, full] so retries of many nodes spread out but never come
+/// sooner than half the backoff.
+pub(super) fn backoff_delay(
+    config: &MembershipConfig,
+    attempt: u32,
+    rng: &mut ChaCha8Rng,
+) -> Duration {
+    let exponent = attempt.saturating_sub(1).min(30);
+    let full = config
+        .bootstrap_retry_base
+        .saturating_mul(1 << exponent)
+        .min(config.bootstrap_retry_cap);
+    let full_ms = u64::try_from(full.as_millis()).unwrap_or(u64::MAX);
+    Duration::from_millis(rng.random_range(full_ms / 2..=full_ms))
+}
+
+impl Membership {
+    /// Starts an attempt at the first contact, unless one is under way.
+    pub(super) fn start_bootstrap(&mut self, now: Timestamp) {
+        if self.bootstrap.phase == Phase::Trying || self.bootstrap_contacts.is_empty() {
+            return;
+        }
+        self.stats.bootstrap_attempts += 1;
+        self.try_bootstrap_contact(0, now);
+    }
+
+    /// Pings contact `index`; past the last contact the attempt has failed.
+    fn try_bootstrap_contact(&mut self, index: usize, now: Timestamp) {
+        let Some(contact) = self.bootstrap_contacts.get(index).cloned() else {
+            self.bootstrap_failed(now);
+            return;
+        };
+        self.bootstrap.phase = Phase::Trying;
+        let purpose = Purpose::BootstrapProbe { index };
+        if !self.send(contact, Request::Ping, purpose, now) {
+            self.bootstrap_failed(now);
+        }
+    }
+
+    fn bootstrap_failed(&mut self, now: Timestamp) {
+        self.bootstrap.failed_attempts = self.bootstrap.failed_attempts.saturating_add(1);
+        self.bootstrap.phase = Phase::Waiting;
+        self.stats.bootstrap_failures += 1;
+        let delay = backoff_delay(&self.config, self.bootstrap.failed_attempts, &mut self.rng);
+        let retry_at = now.saturating_add(delay);
+        self.schedule(retry_at, Timer::Bootstrap);
+        self.emit(MembershipEvent::BootstrapFailed {
+            attempt: self.bootstrap.failed_attempts,
+            retry_at,
+        });
+    }
+
+    pub(super) fn on_bootstrap_timer(&mut self, now: Timestamp) {
+        if self.bootstrap.phase != Phase::Waiting {
+            return;
+        }
+        self.bootstrap.phase = Phase::Idle;
+        if self.healthy_count() >= self.config.min_healthy_peers {
+            // Rejoined through stored peers or incoming registrations meanwhile.
+            self.bootstrap.failed_attempts = 0;
+            return;
+        }
+        self.start_bootstrap(now);
+    }
+
+    pub(super) fn on_bootstrap_answer(
+        &mut self,
+        index: usize,
+        result: Result<Response, Failure>,
+        now: Timestamp,
+    ) {
+        let peer_id = match result {
+            Ok(Response::Pong { peer_id, .. })
+                if peer_id != self.self_advert.peer_id && !self.is_banned(&peer_id, now) =>
+            {
+                peer_id
+            }
+            Ok(_) | Err(_) => return self.try_bootstrap_contact(index + 1, now),
+        };
+        let Some(contact) = self.bootstrap_contacts.get(index).cloned() else {
+            return;
+        };
+        self.bootstrap.phase = Phase::Idle;
+        self.bootstrap.failed_attempts = 0;
+        if !self.peers.contains_key(&peer_id) {
+            let node = bootstrap_node(&contact, peer_id.clone(), now);
+            if let Err(why) = self.insert_peer(node, PeerHealth::Alive) {
+                self.stats.count_refusal(why);
+                return;
+            }
+        }
+        if let Some(known) = self.peers.get_mut(&peer_id) {
+            known.node.is_bootstrap = true;
+        }
+        self.mark_alive(&peer_id, None, now);
+        self.activate(&peer_id);
+        self.emit(MembershipEvent::Bootstrapped {
+            peer_id: peer_id.clone(),
+        });
+        let to = Contact {
+            peer_id: Some(peer_id.clone()),
+            ..contact
+        };
+        let advert = self.advert_now(now);
+        let register = Purpose::Register {
+            peer: peer_id.clone(),
+        };
+        self.send(to.clone(), Request::Register { advert }, register, now);
+        let max = self.config.peer_list_request_size;
+        let list = Purpose::PeerList {
+            peer: peer_id,
+            discovery: false,
+        };
+        self.send(to, Request::GetPeerList { max }, list, now);
+    }
+
+    /// Whether a bootstrap attempt is under way or scheduled.
+    pub fn is_bootstrapping(&self) -> bool {
+        self.bootstrap.phase != Phase::Idle
+    }
+}
+
+/// The entry for a bootstrap node we only know by address and its `Pong`.
+fn bootstrap_node(contact: &Contact, peer_id: crate::model::PeerId, now: Timestamp) -> PeerNode {
+    PeerNode {
+        peer_id,
+        address: contact.address.clone(),
+        port: contact.port,
+        supported_protocols: vec![Protocol::Grpc],
+        capabilities: PeerCapabilities {
+            supports_streaming: false,
+            supports_transaction_distribution: true,
+            max_transaction_size: 0,
+        },
+        status: PeerStatus::Online,
+        first_seen: now,
+        last_seen: now,
+        failure_count: 0,
+        latency: None,
+        is_bootstrap: true,
+        banned_until: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+
+    use super::super::test_util::*;
+    use super::super::*;
+    use super::backoff_delay;
+    use crate::model::NodeState;
+
+    #[test]
+    fn contacts_are_tried_in_order_then_register_and_list() {
+        let boot = vec![contact(1), contact(2)];
+        let mut m = machine(0, boot, vec![], MembershipConfig::default(), t(0));
+        let sent = sends(&drain(&mut m));
+        assert_eq!(sent.len(), 1, "only the first contact is tried first");
+        assert_eq!(
+            (sent[0].0.clone(), &sent[0].1),
+            (contact(1), &Request::Ping)
+        );
+
+        m.handle_response(sent[0].2, Err(Failure::Unreachable), t(1));
+        let sent = sends(&drain(&mut m));
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].0, contact(2), "falls back to the next contact");
+
+        m.handle_response(sent[0].2, pong(2), t(2));
+        let out = drain(&mut m);
+        let sent = sends(&out);
+        let requests: Vec<_> = sent.iter().map(|(_, r, _)| r.clone()).collect();
+        assert!(matches!(&requests[0], Request::Register { advert } if advert.peer_id == id(0)));
+        assert_eq!(requests[1], Request::GetPeerList { max: 100 });
+        assert!(sent.iter().all(|(to, ..)| to.peer_id == Some(id(2))));
+        assert!(events(&out).contains(&MembershipEvent::Bootstrapped { peer_id: id(2) }));
+        assert!(
+            m.peer(&id(2))
+                .is_some_and(|p| p.active && p.node.is_bootstrap)
+        );
+        assert!(!m.is_bootstrapping());
+    }
+
+    #[test]
+    fn a_contact_that_is_ourselves_is_skipped() {
+        let mut m = machine(
+            0,
+            vec![contact(0), contact(1)],
+            vec![],
+            Default::default(),
+            t(0),
+        );
+        let sent = sends(&drain(&mut m));
+        m.handle_response(sent[0].2, pong(0), t(1));
+        let sent = sends(&drain(&mut m));
+        assert_eq!(sent[0].0, contact(1));
+        assert!(m.peer(&id(0)).is_none());
+    }
+
+    #[test]
+    fn failed_attempts_back_off_exponentially_with_jitter_up_to_the_cap() {
+        let config = MembershipConfig::default();
+        let mut m = machine(0, vec![contact(1)], vec![], config.clone(), t(0));
+        let mut now = t(0);
+        for attempt in 1..=10u32 {
+            let sent = sends(&drain(&mut m));
+            assert_eq!(sent.len(), 1, "attempt {attempt} pings the contact");
+            m.handle_response(sent[0].2, Err(Failure::Timeout), now);
+            let out = drain(&mut m);
+            let retry_at = events(&out)
+                .into_iter()
+                .find_map(|e| match e {
+                    MembershipEvent::BootstrapFailed {
+                        attempt: a,
+                        retry_at,
+                    } => {
+                        assert_eq!(a, attempt);
+                        Some(retry_at)
+                    }
+                    _ => None,
+                })
+                .expect("BootstrapFailed event");
+            assert!(out.contains(&Output::ScheduleTimer {
+                at: retry_at,
+                timer: Timer::Bootstrap
+            }));
+            let full = (5_000u64 << (attempt - 1)).min(300_000);
+            let delay = retry_at.as_millis() - now.as_millis();
+            assert!(
+                (full / 2..=full).contains(&delay),
+                "attempt {attempt}: {delay}"
+            );
+            assert_eq!(m.state(), NodeState::Offline);
+            now = retry_at;
+            m.handle_timer(Timer::Bootstrap, now);
+        }
+        assert_eq!(m.stats().bootstrap_failures, 10);
+    }
+
+    #[test]
+    fn backoff_delay_stays_within_jitter_bounds_and_cap() {
+        let config = MembershipConfig::default();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let mut seen_below_full = false;
+        for attempt in 1..=40 {
+            for _ in 0..20 {
+                let d = backoff_delay(&config, attempt, &mut rng);
+                let full = config
+                    .bootstrap_retry_base
+                    .saturating_mul(1 << (attempt - 1).min(30))
+                    .min(config.bootstrap_retry_cap);
+                assert!(d <= full && d >= full / 2, "attempt {attempt}: {d:?}");
+                seen_below_full |= d < full;
+            }
+        }
+        assert!(seen_below_full, "jitter never applied");
+    }
+
+    #[test]
+    fn rejoins_from_stored_peers_when_every_bootstrap_node_is_down() {
+        let stored: Vec<_> = (3..9)
+            .map(|n| crate::model::PeerNode::from_advert(advert(n, t(0)), t(0)))
+            .collect();
+        let mut m = machine(0, vec![contact(1)], stored, Default::default(), t(100));
+        let sent = sends(&drain(&mut m));
+        let boot = sent
+            .iter()
+            .find(|(to, ..)| *to == contact(1))
+            .expect("bootstrap");
+        m.handle_response(boot.2, Err(Failure::Unreachable), t(101));
+        let out = drain(&mut m);
+        assert!(
+            events(&out)
+                .iter()
+                .any(|e| matches!(e, MembershipEvent::BootstrapFailed { .. }))
+        );
+        let mut states = Vec::new();
+        for n in 3..9 {
+            m.handle_response(request_to(&sent, n, is_ping), pong(n), t(102));
+            states.extend(events(&drain(&mut m)).into_iter().filter_map(|e| match e {
+                MembershipEvent::StateChanged { to, .. } => Some(to),
+                _ => None,
+            }));
+        }
+        assert_eq!(states, [NodeState::Degraded, NodeState::Online]);
+        assert_eq!(m.active_count(), 6);
+        // The retry timer finds the node healthy and does not bootstrap again.
+        m.handle_timer(Timer::Bootstrap, t(200));
+        assert!(sends(&drain(&mut m)).is_empty());
+        assert!(!m.is_bootstrapping());
+    }
+}

@@ -1,0 +1,85 @@
+//! Tuning of the membership machine, with where each number came from.
+
+use std::time::Duration;
+
+/// Knobs of [`Membership`](super::Membership). The daemon fills them from the `PeerService`
+/// section of the configuration; the simulator uses them to scale scenarios.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MembershipConfig {
+    /// How often a random few live peers are asked to exchange peer lists, so knowledge keeps
+    /// spreading after bootstrap and churn cannot split the graph.
+    pub refresh_interval: Duration,
+    /// Bound of the known-peer list (active set plus passive list). Adverts arriving when it is
+    /// full evict a peer already unreachable or are refused and counted.
+    pub max_peers_in_list: usize,
+    /// Healthy active peers needed to call the node Online; below it the node is Degraded and
+    /// bootstraps again.
+    pub min_healthy_peers: usize,
+    /// How long the daemon waits for an answer before reporting `Failure::Timeout`. The core
+    /// uses twice this to expire requests the daemon never answered.
+    pub peer_timeout: Duration,
+    /// Peer-list requests of a discovery round outstanding at once.
+    pub max_concurrent_discoveries: usize,
+    /// Consecutive failed contacts after which a peer is unreachable and leaves the active set.
+    pub failure_threshold: u32,
+    /// First bootstrap retry delay; it doubles per failed attempt.
+    pub bootstrap_retry_base: Duration,
+    /// Longest bootstrap retry delay.
+    pub bootstrap_retry_cap: Duration,
+    /// Peers we heartbeat and count as healthy (the active view).
+    pub active_size: usize,
+    /// Interval between heartbeats of each active peer (and passive-list checks).
+    pub probe_interval: Duration,
+    /// Passive peers pinged per probe tick so dead entries are found and live ones stay fresh.
+    pub passive_checks_per_probe: usize,
+    /// Live peers asked per refresh.
+    pub exchange_fanout: usize,
+    /// Adverts sent in, and asked for by, one exchange.
+    pub exchange_size: u32,
+    /// `max_peers` of the peer-list requests sent to bootstrap nodes and discovered peers.
+    pub peer_list_request_size: u32,
+    /// A peer not heard from (directly or through fresh gossip) for this long is not handed out
+    /// nor accepted from gossip, and once unreachable or never verified it is forgotten.
+    pub removal_after: Duration,
+}
+
+impl Default for MembershipConfig {
+    fn default() -> Self {
+        Self {
+            // Sorcha design default (PeerService.RefreshIntervalMinutes = 15).
+            refresh_interval: Duration::from_secs(15 * 60),
+            // Sorcha design default (PeerService.MaxPeersInList).
+            max_peers_in_list: 1000,
+            // Sorcha design default (PeerService.MinHealthyPeers).
+            min_healthy_peers: 5,
+            // Sorcha design default (PeerService.PeerTimeoutSeconds).
+            peer_timeout: Duration::from_secs(30),
+            // Sorcha design default (PeerService.MaxConcurrentDiscoveries).
+            max_concurrent_discoveries: 10,
+            // Sorcha design default; with probe_interval it gives a dead peer ~30 s (one
+            // peer_timeout) before it leaves the active set, and one lost packet never does.
+            failure_threshold: 3,
+            // Wild guess: long enough not to hammer a restarting bootstrap node, short
+            // enough that a node started a moment before its bootstrap node joins quickly.
+            bootstrap_retry_base: Duration::from_secs(5),
+            // Sorcha design default (bootstrap retry capped at 5 minutes).
+            bootstrap_retry_cap: Duration::from_secs(5 * 60),
+            // HyParView uses log(n)+c (5 at 10k nodes); 8 keeps min_healthy_peers (5) reachable
+            // with three failures in flight, like Bitcoin's 8 outbound connections.
+            active_size: 8,
+            // Three heartbeats fit in one peer_timeout, so failure_threshold misses take about
+            // as long as the Sorcha timeout.
+            probe_interval: Duration::from_secs(10),
+            // Wild guess: 2 pings per 10 s cycles through a 100-entry passive list in ~8 min.
+            passive_checks_per_probe: 2,
+            // HyParView's shuffle contacts one peer; three survive one or two dead choices.
+            exchange_fanout: 3,
+            // HyParView shuffles k_a + k_p = 7 entries; Sorcha lists are larger, 20 is a guess.
+            exchange_size: 20,
+            // Sorcha's bootstrap GetPeerList asks for 100 peers.
+            peer_list_request_size: 100,
+            // Four refresh intervals: a live peer is re-advertised within one or two.
+            removal_after: Duration::from_secs(60 * 60),
+        }
+    }
+}

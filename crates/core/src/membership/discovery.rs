@@ -1,0 +1,300 @@
+//! Recursive discovery and periodic refresh.
+//!
+//! A discovery *session* starts from newly learned peers (from a bootstrap node's list or an
+//! exchange). Round 1 asks each of them for its list, at most `max_concurrent_discoveries` at
+//! once; peers new to us found in round k are asked in round k+1. The session stops when a
+//! round brings nothing new or the list is full. Peers learned this way are candidates until
+//! they answer us.
+
+use std::collections::VecDeque;
+
+use rand::seq::SliceRandom;
+
+use super::{Contact, Membership, MembershipEvent, PeerHealth, Purpose, Request, Timer};
+use crate::model::{PeerAdvert, PeerId, Timestamp};
+
+/// Progress of the current discovery session. Both queues hold ids of the known list, each
+/// at most once, so they are bounded by `max_peers_in_list`.
+#[derive(Debug, Default)]
+pub(super) struct Discovery {
+    /// 0 when no session runs.
+    round: u32,
+    /// Peers still to ask this round.
+    queue: VecDeque<PeerId>,
+    /// Peers learned this round, to ask next round.
+    next: Vec<PeerId>,
+    in_flight: usize,
+    new_this_round: usize,
+}
+
+impl Membership {
+    /// Adds newly learned peers to discovery: the next round of a running session, or round 1.
+    pub(super) fn discover(&mut self, new_peers: Vec<PeerId>, now: Timestamp) {
+        if new_peers.is_empty() {
+            return;
+        }
+        if self.discovery.round == 0 {
+            self.discovery.round = 1;
+            self.discovery.queue = new_peers.into();
+            self.discovery.new_this_round = 0;
+            self.dispatch_discovery(now);
+        } else {
+            self.discovery.new_this_round += new_peers.len();
+            self.discovery.next.extend(new_peers);
+        }
+    }
+
+    /// Outstanding discovery requests (never above `max_concurrent_discoveries`).
+    pub fn discoveries_in_flight(&self) -> usize {
+        self.discovery.in_flight
+    }
+
+    /// The current discovery round, 0 when discovery is idle.
+    pub fn discovery_round(&self) -> u32 {
+        self.discovery.round
+    }
+
+    fn dispatch_discovery(&mut self, now: Timestamp) {
+        while self.discovery.in_flight < self.config.max_concurrent_discoveries {
+            let Some(id) = self.discovery.queue.pop_front() else {
+                break;
+            };
+            let Some(known) = self.peers.get(&id) else {
+                continue;
+            };
+            if known.health == PeerHealth::Unreachable || self.is_banned(&id, now) {
+                continue;
+            }
+            let to = Contact::of(&known.node);
+            let max = self.config.peer_list_request_size;
+            let purpose = Purpose::PeerList {
+                peer: id,
+                discovery: true,
+            };
+            if !self.send(to, Request::GetPeerList { max }, purpose, now) {
+                break;
+            }
+            self.discovery.in_flight += 1;
+        }
+        self.finish_round_if_done(now);
+    }
+
+    fn finish_round_if_done(&mut self, now: Timestamp) {
+        let d = &self.discovery;
+        if d.round == 0 || d.in_flight > 0 || !d.queue.is_empty() {
+            return;
+        }
+        let (round, new_peers) = (d.round, d.new_this_round);
+        self.stats.discovery_rounds += 1;
+        self.emit(MembershipEvent::DiscoveryRound { round, new_peers });
+        let full = self.peers.len() >= self.config.max_peers_in_list;
+        if new_peers == 0 || full || self.discovery.next.is_empty() {
+            self.discovery = Default::default();
+            return;
+        }
+        self.discovery.round += 1;
+        self.discovery.queue = std::mem::take(&mut self.discovery.next).into();
+        self.discovery.new_this_round = 0;
+        self.dispatch_discovery(now);
+    }
+
+    /// A peer list arrived (`Some`) or its request failed (`None`).
+    pub(super) fn on_peer_list(
+        &mut self,
+        _from: &PeerId,
+        discovery: bool,
+        peers: Option<Vec<PeerAdvert>>,
+        now: Timestamp,
+    ) {
+        let new_peers = peers
+            .map(|peers| self.merge_adverts(peers, now))
+            .unwrap_or_default();
+        if discovery && self.discovery.round > 0 {
+            self.discovery.in_flight = self.discovery.in_flight.saturating_sub(1);
+            self.discovery.new_this_round += new_peers.len();
+            self.discovery.next.extend(new_peers);
+            self.dispatch_discovery(now);
+        } else {
+            self.discover(new_peers, now);
+        }
+        self.fill_active(now);
+    }
+
+    pub(super) fn on_exchange_answer(&mut self, peers: Vec<PeerAdvert>, now: Timestamp) {
+        let new_peers = self.merge_adverts(peers, now);
+        self.discover(new_peers, now);
+        self.fill_active(now);
+    }
+
+    /// Exchange lists with a few random healthy active peers; bootstrap again if below
+    /// `min_healthy_peers`.
+    pub(super) fn on_refresh_timer(&mut self, now: Timestamp) {
+        self.schedule(
+            now.saturating_add(self.config.refresh_interval),
+            Timer::Refresh,
+        );
+        let mut targets: Vec<PeerId> = self
+            .active_peers()
+            .filter(|p| p.health == PeerHealth::Alive)
+            .map(|p| p.node.peer_id.clone())
+            .collect();
+        targets.shuffle(&mut self.rng);
+        targets.truncate(self.config.exchange_fanout);
+        for id in targets {
+            self.send_exchange(&id, now);
+        }
+        if self.healthy_count() < self.config.min_healthy_peers && !self.is_bootstrapping() {
+            self.start_bootstrap(now);
+        }
+        self.fill_active(now);
+    }
+
+    fn send_exchange(&mut self, id: &PeerId, now: Timestamp) {
+        let Some(known) = self.peers.get(id) else {
+            return;
+        };
+        let to = Contact::of(&known.node);
+        let max = self.config.exchange_size;
+        let mut adverts = self.handout(Some(id), max.saturating_sub(1) as usize, now);
+        adverts.insert(0, self.advert_now(now));
+        let purpose = Purpose::Exchange { peer: id.clone() };
+        self.send(to, Request::ExchangePeers { adverts, max }, purpose, now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_util::*;
+    use super::super::*;
+
+    fn adverts(range: std::ops::Range<usize>) -> Vec<PeerAdvert> {
+        range.map(|n| advert(n, t(0))).collect()
+    }
+
+    fn list(peers: Vec<PeerAdvert>) -> Result<Response, Failure> {
+        Ok(Response::PeerList { peers })
+    }
+
+    /// Bootstraps through node-1, whose list is `first`; returns the machine and the
+    /// discovery requests sent.
+    fn bootstrapped(config: MembershipConfig, first: Vec<PeerAdvert>) -> (Membership, Vec<Output>) {
+        let mut m = machine(0, vec![contact(1)], vec![], config, t(0));
+        let sent = sends(&drain(&mut m));
+        m.handle_response(sent[0].2, pong(1), t(1));
+        let sent = sends(&drain(&mut m));
+        m.handle_response(request_to(&sent, 1, is_list), list(first), t(2));
+        let out = drain(&mut m);
+        (m, out)
+    }
+
+    fn list_requests(out: &[Output]) -> Vec<(Contact, Request, RequestId)> {
+        sends(out)
+            .into_iter()
+            .filter(|(_, r, _)| is_list(r))
+            .collect()
+    }
+
+    #[test]
+    fn rounds_respect_the_concurrency_bound_and_stop_when_nothing_is_new() {
+        let (mut m, out) = bootstrapped(Default::default(), adverts(100..125));
+        let mut queued = list_requests(&out);
+        assert_eq!(
+            queued.len(),
+            10,
+            "at most max_concurrent_discoveries at once"
+        );
+        assert_eq!(m.discoveries_in_flight(), 10);
+        let mut asked = Vec::new();
+        let mut rounds = Vec::new();
+        while let Some((to, _, rid)) = queued.pop() {
+            let peer = to.peer_id.expect("discovered peers have ids");
+            // node-100 knows three more peers; everyone else only knows known ones.
+            let answer = if peer == id(100) {
+                adverts(200..203)
+            } else {
+                adverts(100..105)
+            };
+            asked.push(peer);
+            m.handle_response(rid, list(answer), t(3));
+            assert!(m.discoveries_in_flight() <= 10);
+            let out = drain(&mut m);
+            queued.extend(list_requests(&out));
+            rounds.extend(events(&out).into_iter().filter_map(|e| match e {
+                MembershipEvent::DiscoveryRound { round, new_peers } => Some((round, new_peers)),
+                _ => None,
+            }));
+        }
+        assert_eq!(rounds, [(1, 3), (2, 0)]);
+        assert_eq!(asked.len(), 25 + 3, "every new peer asked exactly once");
+        assert_eq!(m.discovery_round(), 0, "discovery stopped");
+        assert_eq!(m.known_count(), 1 + 25 + 3);
+        let candidate = m.peer(&id(110)).expect("learned");
+        assert_eq!(candidate.health, PeerHealth::Alive, "answered, so verified");
+    }
+
+    #[test]
+    fn discovery_stops_when_the_list_is_full() {
+        let config = MembershipConfig {
+            max_peers_in_list: 12,
+            ..Default::default()
+        };
+        let (mut m, out) = bootstrapped(config, adverts(100..105));
+        let first = list_requests(&out);
+        assert_eq!(first.len(), 5);
+        m.handle_response(first[0].2, list(adverts(200..206)), t(3));
+        for (_, _, rid) in &first[1..] {
+            m.handle_response(*rid, list(vec![]), t(3));
+        }
+        let out = drain(&mut m);
+        assert_eq!(m.known_count(), 12);
+        assert!(events(&out).contains(&MembershipEvent::DiscoveryRound {
+            round: 1,
+            new_peers: 6
+        }));
+        assert!(list_requests(&out).is_empty(), "no second round once full");
+        assert_eq!(m.discovery_round(), 0);
+        m.handle_exchange(&id(1), adverts(300..302), 10, t(4));
+        assert_eq!(m.stats().refused_list_full, 2);
+    }
+
+    #[test]
+    fn refresh_exchanges_with_a_few_live_peers_and_learns_candidates() {
+        let mut m = with_registered(1..=5);
+        let now = t(15 * 60);
+        m.handle_timer(Timer::Refresh, now);
+        let out = drain(&mut m);
+        assert!(out.contains(&Output::ScheduleTimer {
+            at: t(30 * 60),
+            timer: Timer::Refresh
+        }));
+        let exchanges: Vec<_> = sends(&out)
+            .into_iter()
+            .filter(|(_, r, _)| matches!(r, Request::ExchangePeers { .. }))
+            .collect();
+        assert_eq!(exchanges.len(), 3, "exchange_fanout peers");
+        let Request::ExchangePeers { adverts: ours, max } = &exchanges[0].1 else {
+            unreachable!()
+        };
+        assert_eq!(*max, 20);
+        assert_eq!(ours[0].peer_id, id(0), "our own advert goes first");
+        assert!(ours.iter().skip(1).all(|a| a.peer_id != id(0)));
+        let answer = Ok(Response::Exchanged {
+            peers: adverts(50..52)
+                .into_iter()
+                .map(|a| PeerAdvert {
+                    last_seen: now,
+                    ..a
+                })
+                .collect(),
+        });
+        m.handle_response(exchanges[0].2, answer, now);
+        let learned = m.peer(&id(50)).expect("learned through exchange");
+        assert_eq!(learned.health, PeerHealth::Candidate);
+        assert!(!learned.active);
+        let out = drain(&mut m);
+        assert!(
+            list_requests(&out).len() == 2,
+            "new candidates are asked for their lists"
+        );
+    }
+}

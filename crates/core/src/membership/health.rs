@@ -1,0 +1,391 @@
+//! Health: heartbeats to active peers, pings to passive ones, suspicion before removal, and
+//! the node state that follows from the healthy count.
+//!
+//! Like SWIM with Lifeguard's caution: one missed contact makes an active peer Suspect (still
+//! counted healthy, probed again next tick); only `failure_threshold` misses in a row make it
+//! Unreachable, which takes it out of the active set (refilled from the passive list). It is
+//! forgotten once nobody has heard of it for `removal_after`.
+
+use std::time::Duration;
+
+use rand::seq::SliceRandom;
+
+use super::{
+    Contact, HeartbeatOutcome, Membership, MembershipEvent, Output, PeerHealth, Purpose, Request,
+    Timer,
+};
+use crate::model::{NodeState, PeerId, PeerStatus, Timestamp};
+
+impl Membership {
+    pub(super) fn on_probe_timer(&mut self, now: Timestamp) {
+        self.schedule(now.saturating_add(self.config.probe_interval), Timer::Probe);
+        self.expire_pending(now);
+        self.sweep(now);
+        let due: Vec<PeerId> = self
+            .active_peers()
+            .filter(|p| !p.probing)
+            .map(|p| p.node.peer_id.clone())
+            .collect();
+        for id in due {
+            self.send_heartbeat(&id, now);
+        }
+        self.check_passive(now);
+        self.fill_active(now);
+        self.update_state(now);
+    }
+
+    fn send_heartbeat(&mut self, id: &PeerId, now: Timestamp) {
+        let Some(known) = self.peers.get(id) else {
+            return;
+        };
+        let to = Contact::of(&known.node);
+        self.heartbeat_sequence += 1;
+        let request = Request::Heartbeat {
+            sequence: self.heartbeat_sequence,
+        };
+        self.send(to, request, Purpose::Heartbeat { peer: id.clone() }, now);
+    }
+
+    /// Pings a few passive peers that are not unreachable, so dead entries are found and live
+    /// ones stay fresh enough to hand out.
+    fn check_passive(&mut self, now: Timestamp) {
+        let mut passive: Vec<PeerId> = self
+            .peers
+            .values()
+            .filter(|p| !p.active && !p.probing && p.health != PeerHealth::Unreachable)
+            .filter(|p| !self.is_banned(&p.node.peer_id, now))
+            .map(|p| p.node.peer_id.clone())
+            .collect();
+        passive.shuffle(&mut self.rng);
+        for id in passive
+            .into_iter()
+            .take(self.config.passive_checks_per_probe)
+        {
+            self.send_probe(&id, now);
+        }
+    }
+
+    /// Fails requests the daemon never answered (it should have reported a timeout).
+    fn expire_pending(&mut self, now: Timestamp) {
+        let limit = self.config.peer_timeout.saturating_mul(2);
+        let expired: Vec<_> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| now.since(p.sent_at) > limit)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            if let Some(pending) = self.pending.remove(&id) {
+                self.stats.requests_expired += 1;
+                self.complete(pending, Err(super::Failure::Timeout), now);
+            }
+        }
+    }
+
+    /// Forgets peers nobody has heard of for `removal_after` unless they might still be live
+    /// (active, or verified and due a passive check); lifts expired bans.
+    fn sweep(&mut self, now: Timestamp) {
+        let removal_after = self.config.removal_after;
+        let gone: Vec<PeerId> = self
+            .peers
+            .values()
+            .filter(|p| !p.active && now.since(p.node.last_seen) > removal_after)
+            .filter(|p| matches!(p.health, PeerHealth::Unreachable | PeerHealth::Candidate))
+            .filter(|p| !self.is_banned(&p.node.peer_id, now))
+            .map(|p| p.node.peer_id.clone())
+            .collect();
+        for id in gone {
+            self.remove_peer(&id);
+        }
+        self.bans.retain(|_, until| *until > now);
+    }
+
+    /// Any answer or contact from a peer: failures reset, Alive, seen now.
+    pub(super) fn mark_alive(&mut self, id: &PeerId, rtt: Option<Duration>, now: Timestamp) {
+        let Some(known) = self.peers.get_mut(id) else {
+            return;
+        };
+        let was_verified = matches!(known.health, PeerHealth::Alive | PeerHealth::Suspect);
+        known.health = PeerHealth::Alive;
+        known.node.failure_count = 0;
+        known.node.status = PeerStatus::Online;
+        known.node.last_seen = now;
+        if rtt.is_some() {
+            known.node.latency = rtt;
+        }
+        if !was_verified {
+            self.persist(id);
+        }
+    }
+
+    /// A contact with `id` failed: Suspect on the first miss, Unreachable at the threshold.
+    pub(super) fn record_failure(&mut self, id: &PeerId, now: Timestamp) {
+        let threshold = self.config.failure_threshold.max(1);
+        let Some(known) = self.peers.get_mut(id) else {
+            return;
+        };
+        known.probing = false;
+        known.node.failure_count = known.node.failure_count.saturating_add(1);
+        let failures = known.node.failure_count;
+        let was = known.health;
+        if failures >= threshold {
+            if was == PeerHealth::Unreachable {
+                return;
+            }
+            known.health = PeerHealth::Unreachable;
+            known.node.status = PeerStatus::Offline;
+            self.deactivate(id);
+            self.persist(id);
+            self.emit(MembershipEvent::PeerUnreachable {
+                peer_id: id.clone(),
+            });
+            self.fill_active(now);
+        } else if was == PeerHealth::Alive {
+            known.health = PeerHealth::Suspect;
+            if known.active {
+                self.emit(MembershipEvent::PeerSuspect {
+                    peer_id: id.clone(),
+                });
+            }
+        }
+    }
+
+    pub(super) fn on_heartbeat_answer(
+        &mut self,
+        id: &PeerId,
+        outcome: HeartbeatOutcome,
+        rtt: Duration,
+        now: Timestamp,
+    ) {
+        if let Some(known) = self.peers.get_mut(id) {
+            known.probing = false;
+        }
+        match outcome {
+            HeartbeatOutcome::Accepted => self.mark_alive(id, Some(rtt), now),
+            HeartbeatOutcome::NotRegistered => {
+                self.stats.heartbeats_unregistered += 1;
+                self.mark_alive(id, Some(rtt), now);
+                self.send_register(id, now);
+            }
+            // It banned us: useless as a neighbour.
+            HeartbeatOutcome::Banned => {
+                self.deactivate(id);
+                self.fill_active(now);
+            }
+        }
+    }
+
+    pub(super) fn on_probe_answer(&mut self, id: &PeerId, rtt: Duration, now: Timestamp) {
+        if let Some(known) = self.peers.get_mut(id) {
+            known.probing = false;
+        }
+        self.mark_alive(id, Some(rtt), now);
+        if !self.is_banned(id, now) {
+            self.activate(id);
+        }
+    }
+
+    pub(super) fn send_register(&mut self, id: &PeerId, now: Timestamp) {
+        let Some(known) = self.peers.get(id) else {
+            return;
+        };
+        let to = Contact::of(&known.node);
+        let advert = self.advert_now(now);
+        let purpose = Purpose::Register { peer: id.clone() };
+        self.send(to, Request::Register { advert }, purpose, now);
+    }
+
+    /// Recomputes Online / Degraded / Offline; every change is an event, and falling below
+    /// `min_healthy_peers` starts bootstrap again.
+    pub(super) fn update_state(&mut self, now: Timestamp) {
+        let healthy = self.healthy_count();
+        let to = NodeState::from_healthy(healthy, self.config.min_healthy_peers);
+        let from = self.state;
+        if to == from {
+            return;
+        }
+        self.state = to;
+        self.push(Output::Event(MembershipEvent::StateChanged { from, to }));
+        if from == NodeState::Online && !self.is_bootstrapping() {
+            self.start_bootstrap(now);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_util::*;
+    use super::super::*;
+    use crate::model::NodeState;
+
+    /// Fires the probe timer at `now` and returns the heartbeat sent to each peer.
+    fn tick(
+        m: &mut Membership,
+        now: Timestamp,
+    ) -> (Vec<Output>, Vec<(Contact, Request, RequestId)>) {
+        m.handle_timer(Timer::Probe, now);
+        let out = drain(m);
+        let sent = sends(&out);
+        (out, sent)
+    }
+
+    fn answer_all_but(
+        m: &mut Membership,
+        sent: &[(Contact, Request, RequestId)],
+        dead: usize,
+        now: Timestamp,
+    ) -> Vec<Output> {
+        for (to, request, rid) in sent {
+            let result = if to.peer_id == Some(id(dead)) {
+                Err(Failure::Timeout)
+            } else if is_heartbeat(request) {
+                heartbeat_ok()
+            } else {
+                let n: usize = to.peer_id.as_ref().expect("id").as_str()[5..]
+                    .parse()
+                    .expect("n");
+                pong(n)
+            };
+            m.handle_response(*rid, result, now);
+        }
+        drain(m)
+    }
+
+    #[test]
+    fn one_lost_heartbeat_makes_a_peer_suspect_not_removed() {
+        let mut m = with_registered(1..=5);
+        assert_eq!(m.state(), NodeState::Online);
+        let (_, sent) = tick(&mut m, t(10));
+        assert_eq!(sent.iter().filter(|(_, r, _)| is_heartbeat(r)).count(), 5);
+        let out = answer_all_but(&mut m, &sent, 2, t(11));
+        assert!(events(&out).contains(&MembershipEvent::PeerSuspect { peer_id: id(2) }));
+        let p2 = m.peer(&id(2)).expect("still known");
+        assert_eq!((p2.health, p2.active), (PeerHealth::Suspect, true));
+        assert_eq!(m.state(), NodeState::Online, "a suspect still counts");
+        // Re-probed on the next tick; the answer clears the suspicion.
+        let (_, sent) = tick(&mut m, t(20));
+        let rid = request_to(&sent, 2, is_heartbeat);
+        m.handle_response(rid, heartbeat_ok(), t(21));
+        assert_eq!(m.peer(&id(2)).expect("known").health, PeerHealth::Alive);
+        assert_eq!(m.peer(&id(2)).expect("known").node.failure_count, 0);
+    }
+
+    #[test]
+    fn threshold_failures_drop_from_active_and_refill_from_passive() {
+        let mut m = with_registered(1..=10);
+        assert_eq!(m.active_count(), 8, "active set is bounded");
+        assert_eq!(m.known_count(), 10);
+        let victim = m
+            .active_peers()
+            .next()
+            .expect("active")
+            .node
+            .peer_id
+            .clone();
+        let victim_n: usize = victim.as_str()[5..].parse().expect("n");
+        let mut dropped = false;
+        for k in 1..=3u64 {
+            let (_, sent) = tick(&mut m, t(10 * k));
+            let out = answer_all_but(&mut m, &sent, victim_n, t(10 * k + 1));
+            let unreachable = MembershipEvent::PeerUnreachable {
+                peer_id: victim.clone(),
+            };
+            dropped = events(&out).contains(&unreachable);
+            assert_eq!(dropped, k == 3, "dropped only at the threshold (tick {k})");
+            if dropped {
+                // The free slot was refilled by pinging a passive peer, which answered.
+                assert_eq!(m.active_count(), 8);
+                assert!(
+                    events(&out)
+                        .iter()
+                        .any(|e| matches!(e, MembershipEvent::PeerActivated { .. }))
+                );
+            }
+        }
+        assert!(dropped);
+        let p = m.peer(&victim).expect("kept until removal_after");
+        assert_eq!((p.health, p.active), (PeerHealth::Unreachable, false));
+        assert!(
+            m.peer_list(None, 100, t(40))
+                .iter()
+                .all(|a| a.peer_id != victim)
+        );
+        // Forgotten once silent for removal_after.
+        let (out, _) = tick(&mut m, t(2 * 60 * 60));
+        assert!(out.contains(&Output::Forget(victim.clone())));
+        assert!(m.peer(&victim).is_none());
+    }
+
+    #[test]
+    fn state_changes_emit_events_and_falling_below_min_bootstraps_again() {
+        let mut m = machine(0, vec![contact(1)], vec![], Default::default(), t(0));
+        let sent = sends(&drain(&mut m));
+        m.handle_response(sent[0].2, pong(1), t(1));
+        let out = drain(&mut m);
+        let change = |from, to| MembershipEvent::StateChanged { from, to };
+        assert!(events(&out).contains(&change(NodeState::Offline, NodeState::Degraded)));
+        for n in 2..=5 {
+            m.handle_register(advert(n, t(2)), t(2)).expect("valid");
+        }
+        assert!(events(&drain(&mut m)).contains(&change(NodeState::Degraded, NodeState::Online)));
+        let mut rebootstrap = false;
+        for k in 1..=3u64 {
+            let (_, sent) = tick(&mut m, t(10 * k));
+            let out = answer_all_but(&mut m, &sent, 5, t(10 * k + 1));
+            if k == 3 {
+                assert!(events(&out).contains(&change(NodeState::Online, NodeState::Degraded)));
+                rebootstrap = sends(&out)
+                    .iter()
+                    .any(|(to, r, _)| *to == contact(1) && is_ping(r));
+            }
+        }
+        assert!(
+            rebootstrap,
+            "below min_healthy_peers the node bootstraps again"
+        );
+        assert!(m.is_bootstrapping());
+    }
+
+    #[test]
+    fn requests_never_answered_expire_as_failures() {
+        let mut m = with_registered(1..=1);
+        let (_, sent) = tick(&mut m, t(10));
+        assert_eq!(sent.len(), 1);
+        tick(&mut m, t(20));
+        assert_eq!(m.stats().requests_expired, 0);
+        tick(&mut m, t(80));
+        assert_eq!(m.stats().requests_expired, 1);
+        assert_eq!(m.peer(&id(1)).expect("known").health, PeerHealth::Suspect);
+        // The late answer is ignored and counted.
+        m.handle_response(sent[0].2, heartbeat_ok(), t(81));
+        assert_eq!(m.stats().responses_unknown, 1);
+    }
+
+    #[test]
+    fn not_registered_heartbeat_answer_makes_us_register() {
+        let mut m = with_registered(1..=1);
+        let (_, sent) = tick(&mut m, t(10));
+        let answer = Ok(Response::Heartbeat {
+            outcome: HeartbeatOutcome::NotRegistered,
+        });
+        m.handle_response(sent[0].2, answer, t(11));
+        let sent = sends(&drain(&mut m));
+        assert!(matches!(&sent[0].1, Request::Register { advert } if advert.peer_id == id(0)));
+    }
+
+    #[test]
+    fn a_timer_firing_before_it_is_due_is_ignored() {
+        let mut m = with_registered(1..=1);
+        let (out, sent) = tick(&mut m, t(5));
+        assert!(out.is_empty() && sent.is_empty(), "probe is due at 10 s");
+        let (out, sent) = tick(&mut m, t(10));
+        assert_eq!(sent.len(), 1);
+        assert!(out.contains(&Output::ScheduleTimer {
+            at: t(20),
+            timer: Timer::Probe
+        }));
+        // A duplicate of the same firing does nothing either.
+        let (out, _) = tick(&mut m, t(10));
+        assert!(out.is_empty());
+    }
+}

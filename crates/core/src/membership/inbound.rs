@@ -1,0 +1,271 @@
+//! Answers to other peers' requests (synchronous: the daemon calls them from its rpc handlers
+//! and encodes the result) and the operator's bans.
+
+use super::{
+    HeartbeatOutcome, MAX_BANS, Membership, MembershipEvent, Output, PeerHealth, Pong, Refusal,
+    RegisterOutcome,
+};
+use crate::model::{PeerAdvert, PeerId, PeerNode, PeerStatus, Timestamp};
+
+impl Membership {
+    /// `RegisterPeer`: the sender describes itself. It joins the list (Alive: it just talked to
+    /// us) and the active set if there is room.
+    pub fn handle_register(
+        &mut self,
+        advert: PeerAdvert,
+        now: Timestamp,
+    ) -> Result<RegisterOutcome, Refusal> {
+        let advert = self
+            .validate_advert(advert, false, now)
+            .inspect_err(|why| {
+                self.stats.count_refusal(*why);
+            })?;
+        let id = advert.peer_id.clone();
+        let outcome = match self.peers.get_mut(&id) {
+            Some(known) => {
+                let node = &mut known.node;
+                node.address = advert.address;
+                node.port = advert.port;
+                node.supported_protocols = advert.supported_protocols;
+                node.capabilities = advert.capabilities;
+                node.is_bootstrap |= advert.is_seed_node;
+                RegisterOutcome::Updated
+            }
+            None => {
+                let node = PeerNode::from_advert(advert, now);
+                self.insert_peer(node, PeerHealth::Alive)
+                    .inspect_err(|why| self.stats.count_refusal(*why))?;
+                RegisterOutcome::Added
+            }
+        };
+        self.mark_alive(&id, None, now);
+        self.persist(&id);
+        self.activate(&id);
+        self.update_state(now);
+        Ok(outcome)
+    }
+
+    /// `GetPeerList`: up to `max` peers we can vouch for (see `handout`); nothing for a banned
+    /// requester.
+    pub fn peer_list(
+        &mut self,
+        requester: Option<&PeerId>,
+        max: usize,
+        now: Timestamp,
+    ) -> Vec<PeerAdvert> {
+        if let Some(id) = requester {
+            if self.is_banned(id, now) {
+                self.stats.refused_banned += 1;
+                return Vec::new();
+            }
+            self.touch(id, now);
+        }
+        self.handout(requester, max, now)
+    }
+
+    /// `ExchangePeers`: merge what `from` knows, answer with up to `max` of ours.
+    pub fn handle_exchange(
+        &mut self,
+        from: &PeerId,
+        their_adverts: Vec<PeerAdvert>,
+        max: usize,
+        now: Timestamp,
+    ) -> Vec<PeerAdvert> {
+        if self.is_banned(from, now) {
+            self.stats.refused_banned += 1;
+            return Vec::new();
+        }
+        self.touch(from, now);
+        let new_peers = self.merge_adverts(their_adverts, now);
+        self.discover(new_peers, now);
+        self.fill_active(now);
+        self.handout(Some(from), max, now)
+    }
+
+    /// `Ping`: who we are and how we are. `from` is the `peer_id` field, when the sender gave
+    /// one.
+    pub fn handle_ping(&mut self, from: Option<&PeerId>, now: Timestamp) -> Result<Pong, Refusal> {
+        if let Some(id) = from {
+            if self.is_banned(id, now) {
+                self.stats.refused_banned += 1;
+                return Err(Refusal::Banned);
+            }
+            self.touch(id, now);
+        }
+        let status = match self.state {
+            super::NodeState::Offline => PeerStatus::Offline,
+            _ => PeerStatus::Online,
+        };
+        Ok(Pong {
+            peer_id: self.self_advert.peer_id.clone(),
+            status,
+        })
+    }
+
+    /// `SendHeartbeat`: unknown senders must register first.
+    pub fn handle_heartbeat(&mut self, peer_id: &PeerId, now: Timestamp) -> HeartbeatOutcome {
+        if self.is_banned(peer_id, now) {
+            self.stats.refused_banned += 1;
+            return HeartbeatOutcome::Banned;
+        }
+        if !self.peers.contains_key(peer_id) {
+            return HeartbeatOutcome::NotRegistered;
+        }
+        self.touch(peer_id, now);
+        HeartbeatOutcome::Accepted
+    }
+
+    /// A known peer contacted us: it is alive (no address is learned from the contact).
+    fn touch(&mut self, id: &PeerId, now: Timestamp) {
+        if self.peers.contains_key(id) {
+            self.mark_alive(id, None, now);
+            self.update_state(now);
+        }
+    }
+
+    /// Refuses `id` until `until`: it leaves the active set and nothing it or others say about
+    /// it is taken. Refused (counted) when `MAX_BANS` other bans are in force.
+    pub fn ban(&mut self, id: &PeerId, until: Timestamp, now: Timestamp) -> bool {
+        if until <= now {
+            return false;
+        }
+        self.bans.retain(|_, t| *t > now);
+        if self.bans.len() >= MAX_BANS && !self.bans.contains_key(id) {
+            self.stats.refused_banned += 1;
+            return false;
+        }
+        self.bans.insert(id.clone(), until);
+        if let Some(known) = self.peers.get_mut(id) {
+            known.node.banned_until = Some(until);
+            self.deactivate(id);
+            self.persist(id);
+            self.emit(MembershipEvent::PeerUnreachable {
+                peer_id: id.clone(),
+            });
+            self.fill_active(now);
+        }
+        self.update_state(now);
+        true
+    }
+
+    /// Lifts a ban; the peer is taken again from its next contact.
+    pub fn unban(&mut self, id: &PeerId, now: Timestamp) {
+        self.bans.remove(id);
+        if let Some(known) = self.peers.get_mut(id) {
+            known.node.banned_until = None;
+            self.persist(id);
+        }
+        self.fill_active(now);
+    }
+
+    /// Removes a peer from the list and the store (admin "remove").
+    pub fn remove(&mut self, id: &PeerId, now: Timestamp) {
+        self.remove_peer(id);
+        self.fill_active(now);
+        self.update_state(now);
+    }
+}
+
+impl Output {
+    /// The event inside, if this is one (handy for the daemon's event log and tests).
+    pub fn as_event(&self) -> Option<&MembershipEvent> {
+        match self {
+            Output::Event(event) => Some(event),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_util::*;
+    use super::super::*;
+    use crate::model::PeerStatus;
+
+    #[test]
+    fn heartbeats_need_registration() {
+        let mut m = with_registered(1..=1);
+        assert_eq!(m.handle_heartbeat(&id(1), t(5)), HeartbeatOutcome::Accepted);
+        assert_eq!(
+            m.handle_heartbeat(&id(9), t(5)),
+            HeartbeatOutcome::NotRegistered
+        );
+        assert!(m.peer(&id(9)).is_none(), "a heartbeat never adds a peer");
+        assert_eq!(m.peer(&id(1)).expect("known").node.last_seen, t(5));
+    }
+
+    #[test]
+    fn ping_answers_with_our_id_and_state() {
+        let mut m = with_registered([]);
+        let pong = m.handle_ping(None, t(1)).expect("answered");
+        assert_eq!((pong.peer_id, pong.status), (id(0), PeerStatus::Offline));
+        let mut m = with_registered(1..=5);
+        let pong = m.handle_ping(Some(&id(1)), t(1)).expect("answered");
+        assert_eq!(pong.status, PeerStatus::Online);
+    }
+
+    #[test]
+    fn banned_peers_are_refused_everywhere_and_gossip_cannot_bring_them_back() {
+        let mut m = with_registered(1..=3);
+        let until = t(3600);
+        assert!(m.ban(&id(2), until, t(1)));
+        assert!(m.peer(&id(2)).is_some_and(|p| !p.active));
+        assert!(
+            m.ban(&id(9), until, t(1)),
+            "unknown peers can be banned too"
+        );
+        let out = drain(&mut m);
+        assert!(out.iter().any(|o| matches!(o, Output::Persist(n) if n.peer_id == id(2) && n.banned_until == Some(until))));
+
+        let now = t(10);
+        assert_eq!(m.handle_register(advert(2, now), now), Err(Refusal::Banned));
+        assert_eq!(m.handle_register(advert(9, now), now), Err(Refusal::Banned));
+        assert_eq!(m.handle_ping(Some(&id(2)), now), Err(Refusal::Banned));
+        assert_eq!(m.handle_heartbeat(&id(2), now), HeartbeatOutcome::Banned);
+        assert!(m.peer_list(Some(&id(2)), 10, now).is_empty());
+        assert!(
+            m.handle_exchange(&id(2), vec![advert(20, now)], 10, now)
+                .is_empty()
+        );
+        assert!(
+            m.peer(&id(20)).is_none(),
+            "nothing taken from a banned peer"
+        );
+
+        // Gossip about banned peers neither adds nor unbans them.
+        m.handle_exchange(&id(1), vec![advert(2, now), advert(9, now)], 10, now);
+        assert!(m.peer(&id(9)).is_none());
+        assert!(m.is_banned(&id(2), now));
+        assert_eq!(m.peer(&id(2)).expect("kept").node.banned_until, Some(until));
+        assert_eq!(m.stats().refused_banned, 8, "every refusal counted");
+
+        // Until the ban is lifted.
+        m.unban(&id(9), now);
+        assert_eq!(
+            m.handle_register(advert(9, now), now),
+            Ok(RegisterOutcome::Added)
+        );
+        // Or it expires.
+        let later = t(3601);
+        assert_eq!(
+            m.handle_register(advert(2, later), later),
+            Ok(RegisterOutcome::Updated)
+        );
+    }
+
+    #[test]
+    fn a_ban_from_the_store_survives_restart() {
+        let mut banned = crate::model::PeerNode::from_advert(advert(4, t(0)), t(0));
+        banned.banned_until = Some(t(1000));
+        let mut m = machine(0, vec![], vec![banned], Default::default(), t(10));
+        assert!(m.is_banned(&id(4), t(10)));
+        assert!(
+            sends(&drain(&mut m)).is_empty(),
+            "a banned stored peer is not contacted"
+        );
+        assert_eq!(
+            m.handle_register(advert(4, t(11)), t(11)),
+            Err(Refusal::Banned)
+        );
+    }
+}

@@ -1,0 +1,312 @@
+//! What crosses the boundary of the membership machine: requests it sends, the answers the
+//! daemon feeds back, timers, persistence intents, events, and the counters it keeps.
+
+use std::time::Duration;
+
+use crate::model::{NodeState, PeerAdvert, PeerId, PeerNode, PeerStatus, Timestamp};
+
+/// Where to send a request. Bootstrap nodes are known by address only until they answer.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Contact {
+    pub address: String,
+    pub port: u16,
+    pub peer_id: Option<PeerId>,
+}
+
+impl Contact {
+    /// A configured bootstrap node: no peer id yet.
+    pub fn bootstrap(address: impl Into<String>, port: u16) -> Self {
+        Self {
+            address: address.into(),
+            port,
+            peer_id: None,
+        }
+    }
+
+    pub(crate) fn of(node: &PeerNode) -> Self {
+        Self {
+            address: node.address.clone(),
+            port: node.port,
+            peer_id: Some(node.peer_id.clone()),
+        }
+    }
+}
+
+/// Names one request so its answer can be matched with [`Membership::handle_response`].
+///
+/// [`Membership::handle_response`]: super::Membership::handle_response
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RequestId(pub u64);
+
+/// A request for the daemon to send (one rpc of `sorcha.peer.discovery` / `heartbeat`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// `RegisterPeer` with our own advert.
+    Register { advert: PeerAdvert },
+    /// `GetPeerList`.
+    GetPeerList { max: u32 },
+    /// `ExchangePeers`: what we know, and how many we want back.
+    ExchangePeers { adverts: Vec<PeerAdvert>, max: u32 },
+    /// `Ping`.
+    Ping,
+    /// `SendHeartbeat`; `sequence` is the request's `sequence_number`.
+    Heartbeat { sequence: u64 },
+}
+
+/// A decoded answer to a [`Request`]; the variant matches the request's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Response {
+    Registered { success: bool },
+    PeerList { peers: Vec<PeerAdvert> },
+    Exchanged { peers: Vec<PeerAdvert> },
+    Pong { peer_id: PeerId, status: PeerStatus },
+    Heartbeat { outcome: HeartbeatOutcome },
+}
+
+/// Why a request got no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// No answer within `peer_timeout`.
+    Timeout,
+    /// Could not connect.
+    Unreachable,
+    /// The peer answered with an error (or a malformed answer).
+    Refused,
+}
+
+/// How a heartbeat was received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeartbeatOutcome {
+    Accepted,
+    /// The sender is unknown: the daemon answers success=false, "Peer not registered", and the
+    /// sender registers.
+    NotRegistered,
+    /// The sender is banned.
+    Banned,
+}
+
+/// Our answer to a `Ping`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pong {
+    pub peer_id: PeerId,
+    pub status: PeerStatus,
+}
+
+/// How a `RegisterPeer` was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegisterOutcome {
+    /// A peer we did not know.
+    Added,
+    /// A peer we knew; its advert replaced ours of it.
+    Updated,
+}
+
+/// Why an incoming request or advert was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// The peer is banned.
+    #[error("peer is banned")]
+    Banned,
+    /// The advert names this node.
+    #[error("advert carries our own peer id")]
+    SelfId,
+    /// The address is not an IP address or host name, or cannot be dialled.
+    #[error("invalid or undialable address")]
+    BadAddress,
+    /// Port 0.
+    #[error("invalid port: expected 1 to 65535")]
+    BadPort,
+    /// A field or list longer than this node accepts.
+    #[error("advert or list too large")]
+    Oversized,
+    /// Not seen by anyone for longer than `removal_after`.
+    #[error("advert is stale")]
+    Stale,
+    /// The peer list is full of reachable peers.
+    #[error("peer list is full")]
+    ListFull,
+}
+
+/// Timers the daemon arms on [`Output::ScheduleTimer`] and feeds back by `handle_timer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Timer {
+    /// Retry bootstrap after a failed attempt.
+    Bootstrap,
+    /// Heartbeat active peers, check passive ones, expire requests, sweep the list.
+    Probe,
+    /// Exchange peer lists with a few live peers.
+    Refresh,
+}
+
+/// What the machine asks the daemon to do, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Send `request`; answer with `handle_response(id, ..)`.
+    Send {
+        to: Contact,
+        request: Request,
+        id: RequestId,
+    },
+    /// Call `handle_timer(timer, now)` at or after `at`; a later schedule of the same timer
+    /// replaces an earlier one.
+    ScheduleTimer {
+        at: Timestamp,
+        timer: Timer,
+    },
+    /// Store (insert or update) this peer.
+    Persist(PeerNode),
+    /// Delete this peer from the store.
+    Forget(PeerId),
+    Event(MembershipEvent),
+}
+
+/// What happened, for logs, the event log and the dashboard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MembershipEvent {
+    StateChanged {
+        from: NodeState,
+        to: NodeState,
+    },
+    /// A bootstrap node answered.
+    Bootstrapped {
+        peer_id: PeerId,
+    },
+    /// Every bootstrap node failed; the next attempt is at `retry_at`.
+    BootstrapFailed {
+        attempt: u32,
+        retry_at: Timestamp,
+    },
+    /// A recursive discovery round ended.
+    DiscoveryRound {
+        round: u32,
+        new_peers: usize,
+    },
+    /// A peer entered the known list.
+    PeerAdded {
+        peer_id: PeerId,
+    },
+    /// A peer entered the active set.
+    PeerActivated {
+        peer_id: PeerId,
+    },
+    /// An active peer missed a contact; it is probed again.
+    PeerSuspect {
+        peer_id: PeerId,
+    },
+    /// A peer failed `failure_threshold` times and left the active set.
+    PeerUnreachable {
+        peer_id: PeerId,
+    },
+    /// A peer left the known list.
+    PeerRemoved {
+        peer_id: PeerId,
+    },
+}
+
+/// What we think of a known peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerHealth {
+    /// Learned from another peer; has never answered us.
+    Candidate,
+    /// Answered (or contacted us) recently.
+    Alive,
+    /// Missed at least one contact, fewer than `failure_threshold`.
+    Suspect,
+    /// Missed `failure_threshold` contacts in a row.
+    Unreachable,
+}
+
+/// A peer in the known list, as the getters show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownPeer {
+    pub node: PeerNode,
+    pub health: PeerHealth,
+    pub active: bool,
+    /// A heartbeat or ping to it is outstanding.
+    pub(crate) probing: bool,
+}
+
+impl KnownPeer {
+    pub fn is_healthy(&self) -> bool {
+        matches!(self.health, PeerHealth::Alive | PeerHealth::Suspect)
+    }
+}
+
+/// Counters the daemon exports as metrics: what was refused or dropped, and why.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MembershipStats {
+    pub adverts_accepted: u64,
+    pub refused_banned: u64,
+    pub refused_self: u64,
+    pub refused_bad_address: u64,
+    pub refused_bad_port: u64,
+    pub refused_oversized: u64,
+    pub refused_stale: u64,
+    pub refused_list_full: u64,
+    /// Outputs (sends, events, intents) dropped because the output queue was full.
+    pub outputs_dropped: u64,
+    /// Sends not made because `MAX_PENDING_REQUESTS` were outstanding.
+    pub sends_refused: u64,
+    /// Answers to requests we no longer wait for.
+    pub responses_unknown: u64,
+    /// Answers of the wrong kind, or from another peer than asked.
+    pub responses_mismatched: u64,
+    /// Requests the daemon never answered, expired after twice `peer_timeout`.
+    pub requests_expired: u64,
+    pub bootstrap_attempts: u64,
+    pub bootstrap_failures: u64,
+    pub discovery_rounds: u64,
+    pub peers_removed: u64,
+    pub heartbeats_unregistered: u64,
+}
+
+impl MembershipStats {
+    pub(crate) fn count_refusal(&mut self, why: Refusal) {
+        let counter = match why {
+            Refusal::Banned => &mut self.refused_banned,
+            Refusal::SelfId => &mut self.refused_self,
+            Refusal::BadAddress => &mut self.refused_bad_address,
+            Refusal::BadPort => &mut self.refused_bad_port,
+            Refusal::Oversized => &mut self.refused_oversized,
+            Refusal::Stale => &mut self.refused_stale,
+            Refusal::ListFull => &mut self.refused_list_full,
+        };
+        *counter += 1;
+    }
+}
+
+/// Why we sent a request, kept until its answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Purpose {
+    BootstrapProbe { index: usize },
+    Register { peer: PeerId },
+    PeerList { peer: PeerId, discovery: bool },
+    Exchange { peer: PeerId },
+    Heartbeat { peer: PeerId },
+    Probe { peer: PeerId },
+}
+
+impl Purpose {
+    pub(crate) fn peer(&self) -> Option<&PeerId> {
+        match self {
+            Purpose::BootstrapProbe { .. } => None,
+            Purpose::Register { peer }
+            | Purpose::PeerList { peer, .. }
+            | Purpose::Exchange { peer }
+            | Purpose::Heartbeat { peer }
+            | Purpose::Probe { peer } => Some(peer),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Pending {
+    pub(crate) purpose: Purpose,
+    pub(crate) sent_at: Timestamp,
+}
+
+impl Pending {
+    pub(crate) fn rtt(&self, now: Timestamp) -> Duration {
+        now.since(self.sent_at)
+    }
+}

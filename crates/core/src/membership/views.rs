@@ -1,0 +1,418 @@
+//! The known list and its two views: the bounded active set we heartbeat, and the passive
+//! list (every other known peer, bounded with the list by `max_peers_in_list`) that refills
+//! it. Also the gate every advert passes on its way in.
+
+use rand::seq::SliceRandom;
+
+use super::{Contact, Output};
+use super::{KnownPeer, Membership, MembershipEvent, PeerHealth, Purpose, Refusal, Request};
+use crate::model::{
+    MAX_HOST_LEN, MAX_PEER_ID_LEN, PeerAdvert, PeerId, PeerNode, PeerStatus, Protocol, Timestamp,
+    validate_address, validate_port,
+};
+
+/// Adverts taken from one message; the rest are counted as oversized. Matches the list bound.
+pub const MAX_ADVERTS_PER_MESSAGE: usize = 1000;
+
+/// Peers handed out in one answer, whatever the requester asks for.
+pub const MAX_ADVERTS_PER_ANSWER: usize = 1000;
+
+impl Membership {
+    /// Checks an advert from a peer and normalises it. `gossip` adverts (about third parties)
+    /// must also be fresh; a peer registering itself is seen now.
+    pub(super) fn validate_advert(
+        &self,
+        advert: PeerAdvert,
+        gossip: bool,
+        now: Timestamp,
+    ) -> Result<PeerAdvert, Refusal> {
+        if advert.peer_id == self.self_advert.peer_id {
+            return Err(Refusal::SelfId);
+        }
+        let too_long = advert.peer_id.as_str().len() > MAX_PEER_ID_LEN
+            || advert.address.len() > MAX_HOST_LEN + 2
+            || advert.supported_protocols.len() > Protocol::ALL.len();
+        if too_long {
+            return Err(Refusal::Oversized);
+        }
+        let address = validate_address(&advert.address).map_err(|_| Refusal::BadAddress)?;
+        let port = validate_port(i64::from(advert.port)).map_err(|_| Refusal::BadPort)?;
+        if self.is_banned(&advert.peer_id, now) {
+            return Err(Refusal::Banned);
+        }
+        let last_seen = if gossip {
+            advert.last_seen.min(now)
+        } else {
+            now
+        };
+        if gossip && now.since(last_seen) > self.config.removal_after {
+            return Err(Refusal::Stale);
+        }
+        let mut protocols = advert.supported_protocols;
+        protocols.sort();
+        protocols.dedup();
+        Ok(PeerAdvert {
+            address,
+            port,
+            supported_protocols: protocols,
+            last_seen,
+            ..advert
+        })
+    }
+
+    /// Merges adverts learned from another peer; returns the ids that are new to us. Known
+    /// peers keep their address (gossip must not redirect them) and only gain freshness.
+    pub(super) fn merge_adverts(
+        &mut self,
+        adverts: Vec<PeerAdvert>,
+        now: Timestamp,
+    ) -> Vec<PeerId> {
+        if adverts.len() > MAX_ADVERTS_PER_MESSAGE {
+            self.stats.refused_oversized += (adverts.len() - MAX_ADVERTS_PER_MESSAGE) as u64;
+        }
+        let mut added = Vec::new();
+        for advert in adverts.into_iter().take(MAX_ADVERTS_PER_MESSAGE) {
+            let advert = match self.validate_advert(advert, true, now) {
+                Ok(advert) => advert,
+                Err(why) => {
+                    self.stats.count_refusal(why);
+                    continue;
+                }
+            };
+            if let Some(known) = self.peers.get_mut(&advert.peer_id) {
+                known.node.last_seen = known.node.last_seen.max(advert.last_seen);
+                continue;
+            }
+            let id = advert.peer_id.clone();
+            match self.insert_peer(PeerNode::from_advert(advert, now), PeerHealth::Candidate) {
+                Ok(()) => added.push(id),
+                Err(why) => self.stats.count_refusal(why),
+            }
+        }
+        added
+    }
+
+    /// Adds a peer to the known list, evicting the stalest unreachable peer if it is full.
+    pub(super) fn insert_peer(
+        &mut self,
+        node: PeerNode,
+        health: PeerHealth,
+    ) -> Result<(), Refusal> {
+        if self.peers.len() >= self.config.max_peers_in_list {
+            let victim = self
+                .peers
+                .values()
+                .filter(|p| p.health == PeerHealth::Unreachable && !p.active)
+                .min_by_key(|p| p.node.last_seen)
+                .map(|p| p.node.peer_id.clone())
+                .ok_or(Refusal::ListFull)?;
+            self.remove_peer(&victim);
+        }
+        let id = node.peer_id.clone();
+        let known = KnownPeer {
+            node,
+            health,
+            active: false,
+            probing: false,
+        };
+        self.peers.insert(id.clone(), known);
+        self.stats.adverts_accepted += 1;
+        self.emit(MembershipEvent::PeerAdded { peer_id: id });
+        Ok(())
+    }
+
+    /// Drops a peer from the list and the store.
+    pub(super) fn remove_peer(&mut self, id: &PeerId) {
+        if self.peers.remove(id).is_none() {
+            return;
+        }
+        self.active.remove(id);
+        self.stats.peers_removed += 1;
+        self.push(Output::Forget(id.clone()));
+        self.emit(MembershipEvent::PeerRemoved {
+            peer_id: id.clone(),
+        });
+    }
+
+    /// Takes a peer from the database at start: checked like a registration, ban kept.
+    pub(super) fn load_stored(&mut self, mut node: PeerNode, now: Timestamp) {
+        if let Some(until) = node.banned_until.filter(|until| *until > now)
+            && self.bans.len() < super::MAX_BANS
+        {
+            self.bans.insert(node.peer_id.clone(), until);
+        }
+        let advert = PeerAdvert {
+            last_seen: now,
+            ..node.advert()
+        };
+        if self.peers.contains_key(&node.peer_id) {
+            return;
+        }
+        match self.validate_advert(advert, false, now) {
+            Ok(advert) => {
+                node.address = advert.address;
+                node.port = advert.port;
+                node.status = PeerStatus::Unknown;
+                node.failure_count = 0;
+                if let Err(why) = self.insert_peer(node, PeerHealth::Candidate) {
+                    self.stats.count_refusal(why);
+                }
+            }
+            // The ban is kept above; the store keeps its row.
+            Err(Refusal::Banned) => {}
+            Err(why) => self.stats.count_refusal(why),
+        }
+    }
+
+    /// Moves a peer into the active set if there is room.
+    pub(super) fn activate(&mut self, id: &PeerId) -> bool {
+        if self.active.len() >= self.config.active_size || self.active.contains(id) {
+            return false;
+        }
+        let Some(known) = self.peers.get_mut(id) else {
+            return false;
+        };
+        known.active = true;
+        self.active.insert(id.clone());
+        self.emit(MembershipEvent::PeerActivated {
+            peer_id: id.clone(),
+        });
+        true
+    }
+
+    pub(super) fn deactivate(&mut self, id: &PeerId) {
+        self.active.remove(id);
+        if let Some(known) = self.peers.get_mut(id) {
+            known.active = false;
+        }
+    }
+
+    /// Pings random passive peers to fill the free active slots; a peer that answers is
+    /// promoted (see `on_probe_answer`). Verified peers are tried before candidates.
+    pub(super) fn fill_active(&mut self, now: Timestamp) {
+        let promoting = self
+            .pending
+            .values()
+            .filter(|p| matches!(p.purpose, Purpose::Probe { .. }))
+            .count();
+        let free = self
+            .config
+            .active_size
+            .saturating_sub(self.active.len() + promoting);
+        if free == 0 {
+            return;
+        }
+        let mut alive = Vec::new();
+        let mut candidates = Vec::new();
+        for p in self.peers.values() {
+            if p.active || p.probing || self.is_banned(&p.node.peer_id, now) {
+                continue;
+            }
+            match p.health {
+                PeerHealth::Alive | PeerHealth::Suspect => alive.push(p.node.peer_id.clone()),
+                PeerHealth::Candidate => candidates.push(p.node.peer_id.clone()),
+                PeerHealth::Unreachable => {}
+            }
+        }
+        alive.shuffle(&mut self.rng);
+        candidates.shuffle(&mut self.rng);
+        for id in alive.into_iter().chain(candidates).take(free) {
+            self.send_probe(&id, now);
+        }
+    }
+
+    pub(super) fn send_probe(&mut self, id: &PeerId, now: Timestamp) {
+        if let Some(known) = self.peers.get(id) {
+            let to = Contact::of(&known.node);
+            let purpose = Purpose::Probe { peer: id.clone() };
+            self.send(to, Request::Ping, purpose, now);
+        }
+    }
+
+    /// Adverts we may hand out: not banned, not unreachable, fresh, never the requester or
+    /// ourselves. Verified peers come first, each group in random order.
+    pub(super) fn handout(
+        &mut self,
+        requester: Option<&PeerId>,
+        max: usize,
+        now: Timestamp,
+    ) -> Vec<PeerAdvert> {
+        let max = max.min(MAX_ADVERTS_PER_ANSWER);
+        let mut verified = Vec::new();
+        let mut candidates = Vec::new();
+        for p in self.peers.values() {
+            let id = &p.node.peer_id;
+            let excluded = Some(id) == requester
+                || *id == self.self_advert.peer_id
+                || self.is_banned(id, now)
+                || p.health == PeerHealth::Unreachable
+                || now.since(p.node.last_seen) > self.config.removal_after;
+            if excluded {
+                continue;
+            }
+            match p.health {
+                PeerHealth::Candidate => candidates.push(p.node.advert()),
+                _ => verified.push(p.node.advert()),
+            }
+        }
+        verified.shuffle(&mut self.rng);
+        candidates.shuffle(&mut self.rng);
+        verified.extend(candidates);
+        verified.truncate(max);
+        verified
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_util::*;
+    use super::super::*;
+    use crate::model::Protocol;
+
+    #[test]
+    fn bad_adverts_are_dropped_and_counted() {
+        let mut m = with_registered(1..=1);
+        // Past removal_after (1 h), so an advert last seen at 0 is stale.
+        let now = t(4000);
+        let adverts = vec![
+            PeerAdvert {
+                address: "0.0.0.0".into(),
+                ..advert(2, now)
+            },
+            PeerAdvert {
+                address: "not an address".into(),
+                ..advert(3, now)
+            },
+            PeerAdvert {
+                port: 0,
+                ..advert(4, now)
+            },
+            advert(0, now), // ourselves
+            PeerAdvert {
+                address: format!("{}.org", "a".repeat(300)),
+                ..advert(5, now)
+            },
+            PeerAdvert {
+                supported_protocols: vec![Protocol::Grpc; 4],
+                ..advert(6, now)
+            },
+            advert(8, t(0)), // stale
+            advert(7, now),  // the only good one
+        ];
+        m.handle_exchange(&id(1), adverts, 10, now);
+        let s = *m.stats();
+        assert_eq!(s.refused_bad_address, 2);
+        assert_eq!(s.refused_bad_port, 1);
+        assert_eq!(s.refused_self, 1);
+        assert_eq!(s.refused_oversized, 2);
+        assert_eq!(s.refused_stale, 1);
+        assert_eq!(m.known_count(), 2);
+        assert!(m.peer(&id(7)).is_some());
+        // Oversized messages: only MAX_ADVERTS_PER_MESSAGE are read.
+        let flood: Vec<_> = (0..MAX_ADVERTS_PER_MESSAGE + 5)
+            .map(|n| advert(1000 + n, now))
+            .collect();
+        m.handle_exchange(&id(1), flood, 10, now);
+        assert_eq!(m.stats().refused_oversized, 2 + 5);
+        assert_eq!(m.known_count(), 1000, "bounded by max_peers_in_list");
+    }
+
+    #[test]
+    fn registration_validates_the_advert() {
+        let mut m = with_registered([]);
+        let now = t(1);
+        let refused = |a: PeerAdvert, m: &mut Membership| m.handle_register(a, now).unwrap_err();
+        assert_eq!(
+            refused(
+                PeerAdvert {
+                    port: 0,
+                    ..advert(2, now)
+                },
+                &mut m
+            ),
+            Refusal::BadPort
+        );
+        assert_eq!(refused(advert(0, now), &mut m), Refusal::SelfId);
+        let multicast = PeerAdvert {
+            address: "224.0.0.1".into(),
+            ..advert(3, now)
+        };
+        assert_eq!(refused(multicast, &mut m), Refusal::BadAddress);
+        assert_eq!(m.known_count(), 0);
+        let bracketed = PeerAdvert {
+            address: "[::1]".into(),
+            ..advert(4, now)
+        };
+        assert_eq!(
+            m.handle_register(bracketed, now),
+            Ok(RegisterOutcome::Added)
+        );
+        assert_eq!(m.peer(&id(4)).expect("added").node.address, "::1");
+        assert_eq!(
+            m.handle_register(advert(4, now), now),
+            Ok(RegisterOutcome::Updated)
+        );
+    }
+
+    #[test]
+    fn the_active_set_is_bounded_and_the_rest_is_passive() {
+        let m = with_registered(1..=12);
+        assert_eq!(m.active_count(), 8);
+        assert_eq!(m.known_count(), 12);
+        assert_eq!(m.peers().filter(|p| !p.active).count(), 4);
+    }
+
+    #[test]
+    fn handout_skips_banned_unreachable_self_and_requester() {
+        let mut m = with_registered(1..=4);
+        m.ban(&id(2), t(1000), t(1));
+        let list = m.peer_list(Some(&id(1)), 100, t(2));
+        let ids: Vec<_> = list.iter().map(|a| a.peer_id.clone()).collect();
+        assert!(!ids.contains(&id(0)) && !ids.contains(&id(1)) && !ids.contains(&id(2)));
+        assert_eq!(ids.len(), 2);
+        assert_eq!(m.peer_list(None, 1, t(2)).len(), 1, "max is honoured");
+    }
+
+    #[test]
+    fn a_full_list_evicts_an_unreachable_peer_first() {
+        let config = MembershipConfig {
+            max_peers_in_list: 3,
+            active_size: 1,
+            ..Default::default()
+        };
+        let mut m = machine(0, vec![], vec![], config, t(0));
+        for n in 1..=3 {
+            m.handle_register(advert(n, t(0)), t(0)).expect("room");
+        }
+        assert_eq!(
+            m.handle_register(advert(4, t(0)), t(0)),
+            Err(Refusal::ListFull)
+        );
+        // Make the active peer unreachable.
+        for k in 1..=3u64 {
+            m.handle_timer(Timer::Probe, t(10 * k));
+            for (to, r, rid) in sends(&drain(&mut m)) {
+                let res = if is_heartbeat(&r) {
+                    Err(Failure::Unreachable)
+                } else {
+                    pong(
+                        to.peer_id
+                            .map_or(0, |p| p.as_str()[5..].parse().expect("n")),
+                    )
+                };
+                m.handle_response(rid, res, t(10 * k));
+            }
+        }
+        assert_eq!(
+            m.peers()
+                .filter(|p| p.health == PeerHealth::Unreachable)
+                .count(),
+            1
+        );
+        assert_eq!(
+            m.handle_register(advert(4, t(40)), t(40)),
+            Ok(RegisterOutcome::Added)
+        );
+        assert_eq!(m.known_count(), 3);
+    }
+}
