@@ -13,6 +13,7 @@ use sorcha_peer_core::model::{NodeState, PeerAdvert, PeerId, Timestamp};
 use sorcha_peer_core::node::{HeartbeatOutcome, Node, NodeEvent, RegisterError};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::address::{AddressReport, AddressSource, NatState};
 use crate::metrics::Metrics;
 
 /// Commands waiting for the actor at most. A burst beyond this is refused (and counted) rather
@@ -26,7 +27,12 @@ pub struct Status {
     pub state: NodeState,
     pub peers_known: usize,
     pub peers_active: usize,
+    /// The address peers are told to reach us at; `None` until discovery has run once.
     pub external_address: Option<String>,
+    /// How `external_address` was found: override, interface, stun, http, internal_fallback.
+    pub address_source: Option<AddressSource>,
+    /// no_nat, behind_nat, behind_restrictive_nat or unknown.
+    pub nat: Option<NatState>,
     pub queue_size: u64,
     pub version: &'static str,
 }
@@ -47,6 +53,9 @@ enum Command {
     },
     Status {
         reply: oneshot::Sender<Status>,
+    },
+    SetAddress {
+        report: Box<AddressReport>,
     },
 }
 
@@ -108,19 +117,30 @@ impl NodeHandle {
         self.call(|reply| Command::Status { reply }).await
     }
 
+    /// Hands the actor a new result of address discovery.
+    pub fn set_address(&self, report: AddressReport) -> Result<(), HandleError> {
+        self.send(Command::SetAddress {
+            report: Box::new(report),
+        })
+    }
+
     async fn call<T>(
         &self,
         make: impl FnOnce(oneshot::Sender<T>) -> Command,
     ) -> Result<T, HandleError> {
         let (reply, answer) = oneshot::channel();
-        self.tx.try_send(make(reply)).map_err(|e| match e {
+        self.send(make(reply))?;
+        answer.await.map_err(|_| HandleError::Stopped)
+    }
+
+    fn send(&self, command: Command) -> Result<(), HandleError> {
+        self.tx.try_send(command).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => {
                 self.metrics.commands_refused_total.add(1, &[]);
                 HandleError::Busy
             }
             mpsc::error::TrySendError::Closed(_) => HandleError::Stopped,
-        })?;
-        answer.await.map_err(|_| HandleError::Stopped)
+        })
     }
 }
 
@@ -129,17 +149,14 @@ pub struct Actor {
     node: Node,
     rx: mpsc::Receiver<Command>,
     metrics: Arc<Metrics>,
-    external_address: Option<String>,
+    /// The latest result of address discovery.
+    address: Option<AddressReport>,
     /// Counters of the core already reported to the metrics, to add only the difference.
     reported: sorcha_peer_core::node::NodeStats,
 }
 
 impl Actor {
-    pub fn new(
-        node: Node,
-        metrics: Arc<Metrics>,
-        external_address: Option<String>,
-    ) -> (Self, NodeHandle) {
+    pub fn new(node: Node, metrics: Arc<Metrics>) -> (Self, NodeHandle) {
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE_CAPACITY);
         let handle = NodeHandle {
             tx,
@@ -151,7 +168,7 @@ impl Actor {
             node,
             rx,
             metrics,
-            external_address,
+            address: None,
             reported: Default::default(),
         };
         (actor, handle)
@@ -185,6 +202,7 @@ impl Actor {
             Command::Status { reply } => {
                 let _ = reply.send(self.status(now));
             }
+            Command::SetAddress { report } => self.set_address(*report),
         }
     }
 
@@ -194,10 +212,37 @@ impl Actor {
             state: self.node.state(),
             peers_known: self.node.peers().count(),
             peers_active: self.node.healthy_count(now),
-            external_address: self.external_address.clone(),
+            external_address: self
+                .address
+                .as_ref()
+                .map(|a| a.external_address.to_string()),
+            address_source: self.address.as_ref().map(|a| a.source),
+            nat: self.address.as_ref().map(|a| a.nat),
             queue_size: 0,
             version: env!("CARGO_PKG_VERSION"),
         }
+    }
+
+    fn set_address(&mut self, report: AddressReport) {
+        let changed = self.address.as_ref().is_none_or(|old| {
+            old.external_address != report.external_address || old.port != report.port
+        });
+        if changed {
+            tracing::info!(
+                address = %report.external_address,
+                port = report.port,
+                source = ?report.source,
+                nat = ?report.nat,
+                "advertised address"
+            );
+            // Telling peers about a change rides on the next registration and heartbeats of
+            // membership, which read the advertised address from here.
+        }
+        if let Some(old) = &self.address {
+            self.metrics.record_address(old, 0);
+        }
+        self.metrics.record_address(&report, 1);
+        self.address = Some(report);
     }
 
     fn drain_events(&mut self) {

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use toml::Value;
 
+use crate::address;
 use crate::config::{self, ConfigError, LoadedConfig, LogFormat, Sources};
 use crate::daemon::{self, Ports};
 use crate::identity::Identity;
@@ -38,6 +39,8 @@ pub enum Command {
     Config(ConfigCommand),
     /// Show the status of a running node.
     Status(ClientArgs),
+    /// Find the address this node advertises (override, interfaces, STUN, HTTP) and print it.
+    Address(AddressArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -137,6 +140,24 @@ impl ConfigArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct AddressArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// STUN server to ask, HOST:PORT (repeatable); replaces the configured list.
+    #[arg(long = "stun", value_name = "HOST:PORT")]
+    pub stun: Vec<String>,
+    /// HTTP lookup service URL (repeatable); replaces the configured list.
+    #[arg(long = "http-lookup", value_name = "URL")]
+    pub http_lookup: Vec<String>,
+    /// Also connect to the peer port on the found address (useful while the node runs).
+    #[arg(long)]
+    pub check_reachability: bool,
+    /// Print the whole report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct InitArgs {
     /// Where to write the configuration file; an existing file is never overwritten.
     #[arg(
@@ -172,6 +193,81 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Init(args) => init(&args),
         Command::Config(ConfigCommand::Check { args, json }) => check(&args, json),
         Command::Status(args) => status(&args),
+        Command::Address(args) => address(&args),
+    }
+}
+
+fn address(args: &AddressArgs) -> ExitCode {
+    let mut sources = args.config.sources();
+    let list = |items: &[String]| Value::Array(items.iter().cloned().map(Value::String).collect());
+    if !args.stun.is_empty() {
+        sources
+            .flags
+            .push(("--stun", "address.stun_servers".into(), list(&args.stun)));
+    }
+    if !args.http_lookup.is_empty() {
+        let key = "address.http_lookup_services".into();
+        sources
+            .flags
+            .push(("--http-lookup", key, list(&args.http_lookup)));
+    }
+    let loaded = match config::load(&sources) {
+        Ok(loaded) => loaded,
+        Err(e) => return config_error(&e),
+    };
+    let mut options = loaded.config.address.discovery_options();
+    options.check_reachability = args.check_reachability;
+    let port = loaded.config.network.listen.port();
+    let report = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(address::discover(&options, port)),
+        Err(e) => {
+            eprintln!("sorcha-peer: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    if args.json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(json) => println!("{json}"),
+            Err(e) => eprintln!("sorcha-peer: cannot encode the report: {e}"),
+        }
+    } else {
+        print_address(&report);
+    }
+    let nothing_usable = report.source == address::AddressSource::InternalFallback
+        && report.scope == Some(address::AddressScope::Loopback);
+    if nothing_usable {
+        eprintln!("sorcha-peer: no usable address found: only loopback is available");
+        return ExitCode::from(EXIT_RUNTIME);
+    }
+    ExitCode::SUCCESS
+}
+
+fn print_address(report: &address::AddressReport) {
+    println!(
+        "{:18} {}:{}",
+        "address", report.external_address, report.port
+    );
+    println!("{:18} {}", "source", address::label(&report.source));
+    println!("{:18} {}", "nat", address::label(&report.nat));
+    let internal = report
+        .internal_address
+        .map_or("-".to_owned(), |ip| ip.to_string());
+    println!("{:18} {internal}", "internal_address");
+    let reachable = report
+        .reachable
+        .map_or("not checked".to_owned(), |r| r.to_string());
+    println!("{:18} {reachable}", "reachable");
+    for attempt in &report.attempts {
+        let outcome = if attempt.ok { "ok" } else { "failed" };
+        println!(
+            "  {:12} {:30} {outcome:6} {}",
+            address::label(&attempt.step),
+            attempt.target,
+            attempt.detail
+        );
     }
 }
 

@@ -22,6 +22,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::actor::Actor;
+use crate::address::{self, DiscoveryOptions};
 use crate::config::Config;
 use crate::http::HttpState;
 use crate::identity::{Identity, IdentityError};
@@ -122,11 +123,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             max_peers: config.discovery.max_peers_in_list as usize,
         },
     );
-    let external = Some(config.address.external_address.clone()).filter(|a| !a.is_empty());
-    let (actor, handle) = Actor::new(node, metrics, external);
+    let (actor, handle) = Actor::new(node, metrics);
     let actor_task = tokio::spawn(actor.run());
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let address_task = tokio::spawn(address_loop(
+        config.address.discovery_options(),
+        config.address.recheck_interval,
+        ports.peer,
+        handle.clone(),
+        stop_rx.clone(),
+    ));
     let ready = Arc::new(AtomicBool::new(false));
     let (health, health_service) = tonic_health::server::health_reporter();
     let mut grpc_task = tokio::spawn(crate::grpc::serve(
@@ -180,6 +187,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         grpc_task.abort();
         http_task.abort();
     }
+    // Discovery may be waiting on a STUN server; it holds a handle, so it goes before the actor.
+    address_task.abort();
+    let _ = address_task.await;
     if tokio::time::timeout(ACTOR_STOP_TIMEOUT, actor_task)
         .await
         .is_err()
@@ -192,6 +202,33 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         None => {
             tracing::info!("stopped");
             Ok(())
+        }
+    }
+}
+
+/// Finds the advertised address now and every `recheck` after, until stopped. Runs beside the
+/// node so a slow STUN server never delays readiness.
+async fn address_loop(
+    options: DiscoveryOptions,
+    recheck: Duration,
+    peer_port: u16,
+    node: crate::actor::NodeHandle,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let report = tokio::select! {
+            report = address::discover(&options, peer_port) => report,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        node.metrics()
+            .stun_responses_ignored_total
+            .add(report.stun.ignored_responses, &[]);
+        if node.set_address(report).is_err() {
+            tracing::warn!("address discovery result dropped: node busy or stopping");
+        }
+        tokio::select! {
+            () = tokio::time::sleep(recheck) => {}
+            _ = stop.wait_for(|s| *s) => return,
         }
     }
 }

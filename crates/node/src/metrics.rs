@@ -10,6 +10,8 @@ use opentelemetry_sdk::metrics::SdkMeterProvider;
 use prometheus::{Encoder, Registry, TextEncoder};
 use sorcha_peer_core::model::NodeState;
 
+use crate::address::AddressReport;
+
 /// Every instrument the node records.
 pub struct Metrics {
     registry: Registry,
@@ -37,6 +39,10 @@ pub struct Metrics {
     pub registrations_refused_total: Counter<u64>,
     /// Core events dropped because the runtime fell behind.
     pub events_dropped_total: Counter<u64>,
+    /// 1 for the advertised address, labelled with how it was found.
+    pub external_address_info: Gauge<i64>,
+    /// STUN answers ignored (wrong transaction id, class, malformed).
+    pub stun_responses_ignored_total: Counter<u64>,
 }
 
 impl Metrics {
@@ -102,6 +108,14 @@ impl Metrics {
                 "events_dropped_total",
                 "Core events dropped because the runtime fell behind",
             ),
+            external_address_info: meter
+                .i64_gauge("external_address_info")
+                .with_description("1 for the advertised address, labelled by source and NAT state")
+                .build(),
+            stun_responses_ignored_total: counter(
+                "stun_responses_ignored_total",
+                "STUN answers ignored: wrong transaction id or class, malformed",
+            ),
             registry,
             _provider: provider,
         })
@@ -114,6 +128,19 @@ impl Metrics {
             NodeState::Online => 2,
         };
         self.peer_service_status.record(value, &[]);
+    }
+
+    /// Marks `report`'s address as current (1) or past (0).
+    pub fn record_address(&self, report: &AddressReport, value: i64) {
+        let labels = [
+            KeyValue::new(
+                "address",
+                format!("{}:{}", report.external_address, report.port),
+            ),
+            KeyValue::new("source", crate::address::label(&report.source)),
+            KeyValue::new("nat", crate::address::label(&report.nat)),
+        ];
+        self.external_address_info.record(value, &labels);
     }
 
     pub fn reject_peer_info(&self, reason: &'static str) {

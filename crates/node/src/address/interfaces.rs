@@ -57,9 +57,15 @@ pub fn select_internal(candidates: &[InterfaceAddr], preferred: PreferredFamily)
         .iter()
         .filter(|c| preferred.matches(c.ip))
         .filter_map(|c| scope_rank(classify(c.ip)).map(|rank| (c, rank)))
-        .min_by_key(|(c, rank)| (!c.is_default_route, is_virtual(&c.name), *rank))
+        .min_by_key(|(c, rank)| {
+            let last_resort = *rank == LAST_RESORT_RANK;
+            (last_resort, !c.is_default_route, is_virtual(&c.name), *rank)
+        })
         .map(|(c, _)| c.ip)
 }
+
+/// Rank of scopes chosen only when no other address exists, whatever the default route says.
+const LAST_RESORT_RANK: u8 = 4;
 
 /// Lower is better; `None` for scopes that can never be an internal address.
 fn scope_rank(scope: AddressScope) -> Option<u8> {
@@ -69,9 +75,11 @@ fn scope_rank(scope: AddressScope) -> Option<u8> {
         AddressScope::SharedCgnat => Some(2),
         // Unusual but seen on misconfigured hosts; better than nothing, worse than the rest.
         AddressScope::Reserved => Some(3),
+        // Documentation ranges (192.0.2/24, 2001:db8::/32) number test labs and sandboxes;
+        // on such a host it is the address its neighbours reach it at.
+        AddressScope::Documentation => Some(LAST_RESORT_RANK),
         AddressScope::LinkLocal
         | AddressScope::Loopback
-        | AddressScope::Documentation
         | AddressScope::Unspecified
         | AddressScope::Multicast
         | AddressScope::Broadcast => None,
@@ -321,11 +329,30 @@ mod tests {
             addr("lo", "127.0.0.1", true),
             addr("eth0", "169.254.0.9", true),
             addr("eth0", "fe80::9", true),
-            addr("eth0", "192.0.2.1", true),
         ];
         assert_eq!(pick(&list, PreferredFamily::V4), None);
         assert_eq!(pick(&list, PreferredFamily::V6), None);
         assert_eq!(pick(&[], PreferredFamily::V4), None);
+    }
+
+    #[test]
+    fn documentation_ranges_serve_as_a_last_resort() {
+        let lab = [
+            addr("lo", "127.0.0.1", true),
+            addr("eth0", "192.0.2.2", true),
+        ];
+        assert_eq!(
+            pick(&lab, PreferredFamily::V4).as_deref(),
+            Some("192.0.2.2")
+        );
+        let mixed = [
+            addr("eth0", "192.0.2.2", true),
+            addr("eth1", "10.0.0.4", false),
+        ];
+        assert_eq!(
+            pick(&mixed, PreferredFamily::V4).as_deref(),
+            Some("10.0.0.4")
+        );
     }
 
     #[test]

@@ -30,6 +30,15 @@ pub use report::{AddressReport, AddressSource, Attempt, NatState, Step};
 pub use stun::{StunError, parse_binding_response};
 pub use stun_client::{StunCounts, StunStats};
 
+/// The snake_case name a unit enum of the report has in its JSON (`internal_fallback`), for
+/// tables and metric labels that must match what scripts read.
+pub fn label(value: &impl serde::Serialize) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(name)) => name,
+        _ => "unknown".to_owned(),
+    }
+}
+
 /// Servers and services tried at most, each list. A config listing more is cut here (and the
 /// report says so) so a long list cannot stall start-up for minutes.
 pub const MAX_SERVERS_TRIED: usize = 8;

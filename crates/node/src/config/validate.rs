@@ -119,7 +119,12 @@ fn address(c: &Config, v: &mut Problems) {
             v.push("address.external_address", e.to_string());
         }
     }
-    v.duration("address.recheck_interval", a.recheck_interval, secs(10), secs(24 * 3600));
+    v.duration(
+        "address.recheck_interval",
+        a.recheck_interval,
+        secs(10),
+        secs(24 * 3600),
+    );
     for (i, server) in a.stun_servers.iter().enumerate() {
         if let Err(e) = server.parse::<BootstrapAddr>() {
             v.push(&format!("address.stun_servers[{i}]"), e);
