@@ -85,10 +85,18 @@ impl TestNode {
                     return ports;
                 }
             }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!("node exited during start-up ({status}):\n{}", self.log());
             }
-            assert!(Instant::now() < deadline, "node did not bind within {START_TIMEOUT:?}:\n{}", self.log());
+            assert!(
+                Instant::now() < deadline,
+                "node did not bind within {START_TIMEOUT:?}:\n{}",
+                self.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -120,7 +128,10 @@ impl TestNode {
             }
             if sent.elapsed() > limit {
                 let _ = child.kill();
-                panic!("node did not exit within {limit:?} of SIG{signal}:\n{}", self.log());
+                panic!(
+                    "node did not exit within {limit:?} of SIG{signal}:\n{}",
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -129,15 +140,22 @@ impl TestNode {
     /// GETs `path` on the HTTP port and parses the JSON answer.
     pub async fn get_json(&self, path: &str) -> (u16, serde_json::Value) {
         init_crypto();
-        let response = reqwest::get(self.http_url(path)).await.expect("HTTP request");
+        let response = reqwest::get(self.http_url(path))
+            .await
+            .expect("HTTP request");
         let status = response.status().as_u16();
         (status, response.json().await.expect("JSON body"))
     }
 
     pub async fn get_text(&self, path: &str) -> (u16, String) {
         init_crypto();
-        let response = reqwest::get(self.http_url(path)).await.expect("HTTP request");
-        (response.status().as_u16(), response.text().await.expect("text body"))
+        let response = reqwest::get(self.http_url(path))
+            .await
+            .expect("HTTP request");
+        (
+            response.status().as_u16(),
+            response.text().await.expect("text body"),
+        )
     }
 }
 
