@@ -448,10 +448,10 @@ fn init_logging(log: &config::LogConfig) {
         .or_else(|_| EnvFilter::try_new(&log.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     // The metrics SDK logs its own shutdown at info; operators have no use for it.
-    if !log.level.contains("opentelemetry") {
-        if let Ok(directive) = "opentelemetry_sdk=warn".parse() {
-            filter = filter.add_directive(directive);
-        }
+    if !log.level.contains("opentelemetry")
+        && let Ok(directive) = "opentelemetry_sdk=warn".parse()
+    {
+        filter = filter.add_directive(directive);
     }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

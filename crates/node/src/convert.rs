@@ -164,7 +164,8 @@ mod tests {
 
     #[test]
     fn bad_fields_are_named() {
-        let cases: [(fn(&mut pb::PeerInfo), &str); 5] = [
+        type Mutation = fn(&mut pb::PeerInfo);
+        let cases: [(Mutation, &str); 5] = [
             (|i| i.peer_id = String::new(), "peer_info.peer_id"),
             (|i| i.address = "0.0.0.0".into(), "peer_info.address"),
             (|i| i.address = "not an address".into(), "peer_info.address"),

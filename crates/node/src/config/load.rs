@@ -127,7 +127,11 @@ pub fn load(sources: &Sources) -> Result<LoadedConfig, ConfigError> {
     let mut notes = Vec::new();
 
     if let Some(path) = &sources.file {
-        let (table, key_names, file_notes) = read_file(path)?;
+        let sorcha::Mapped {
+            table,
+            key_names,
+            notes: file_notes,
+        } = read_file(path)?;
         notes.extend(file_notes);
         let mut leaves = Vec::new();
         flatten(&table, "", &mut |key, value| {
@@ -200,7 +204,7 @@ pub fn load(sources: &Sources) -> Result<LoadedConfig, ConfigError> {
 
 /// Reads a TOML file, or a Sorcha `appsettings.json` (by its `.json` extension), as a table in
 /// our key space, with the Sorcha key name of each value and notes on keys without effect.
-fn read_file(path: &Path) -> Result<(Table, BTreeMap<String, String>, Vec<String>), ConfigError> {
+fn read_file(path: &Path) -> Result<sorcha::Mapped, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
         source,
@@ -215,11 +219,14 @@ fn read_file(path: &Path) -> Result<(Table, BTreeMap<String, String>, Vec<String
     {
         let json: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| parse_error(e.to_string()))?;
-        let mapped = sorcha::to_table(&json).map_err(parse_error)?;
-        Ok((mapped.table, mapped.key_names, mapped.notes))
+        sorcha::to_table(&json).map_err(parse_error)
     } else {
         let table: Table = toml::from_str(&text).map_err(|e| parse_error(e.to_string()))?;
-        Ok((table, BTreeMap::new(), Vec::new()))
+        Ok(sorcha::Mapped {
+            table,
+            key_names: BTreeMap::new(),
+            notes: Vec::new(),
+        })
     }
 }
 

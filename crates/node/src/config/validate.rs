@@ -63,10 +63,10 @@ impl fmt::Display for BootstrapAddr {
 /// Every problem as `(dotted key, what is wrong and what is allowed)`.
 pub(super) fn validate(c: &Config) -> Vec<(String, String)> {
     let mut v = Problems::default();
-    if !c.node_id.is_empty() {
-        if let Err(e) = c.node_id.parse::<PeerId>() {
-            v.push("node_id", e.to_string());
-        }
+    if !c.node_id.is_empty()
+        && let Err(e) = c.node_id.parse::<PeerId>()
+    {
+        v.push("node_id", e.to_string());
     }
     if c.data_dir.as_os_str().is_empty() {
         v.push("data_dir", "must not be empty".into());
@@ -114,10 +114,10 @@ fn network(c: &Config, v: &mut Problems) {
 fn address(c: &Config, v: &mut Problems) {
     let a = &c.address;
     let external = a.external_address.trim();
-    if !external.is_empty() {
-        if let Err(e) = parse_external_address(external) {
-            v.push("address.external_address", e.to_string());
-        }
+    if !external.is_empty()
+        && let Err(e) = parse_external_address(external)
+    {
+        v.push("address.external_address", e.to_string());
     }
     v.duration(
         "address.recheck_interval",

@@ -80,10 +80,10 @@ impl TestNode {
     fn wait_for_ports(&mut self) -> Ports {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if let Ok(text) = std::fs::read_to_string(self.data_dir.join("ports.json")) {
-                if let Ok(ports) = serde_json::from_str(&text) {
-                    return ports;
-                }
+            if let Ok(text) = std::fs::read_to_string(self.data_dir.join("ports.json"))
+                && let Ok(ports) = serde_json::from_str(&text)
+            {
+                return ports;
             }
             if let Some(status) = self
                 .child

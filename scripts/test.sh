@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Sets up everything the test suite needs on a fresh Debian machine with the Rust toolchain
+# (idempotent: a second run installs nothing), then runs every check CI runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# The interop test drives the node from a second gRPC implementation (Python grpcio).
+PY_PACKAGES=(grpcio==1.85.1 grpcio-tools==1.85.1 grpcio-health-checking==1.85.1)
+if ! python3 -c 'import grpc, grpc_tools, grpc_health' 2>/dev/null; then
+  echo "== installing Python test packages: ${PY_PACKAGES[*]}"
+  python3 -m pip install --quiet --disable-pip-version-check "${PY_PACKAGES[@]}"
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "== cargo test"
+cargo test --workspace --locked
