@@ -384,7 +384,8 @@ fn a_port_in_use_fails_with_a_clear_error() {
 fn bad_configuration_exits_2_before_starting() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap();
-    let cases: [(&[&str], &[(&str, &str)], &str); 4] = [
+    type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case; 4] = [
         (
             &[],
             &[("SORCHA_PEER__DISCOVERY__MIN_HEALTHY_PEERS", "0")],
