@@ -7,8 +7,10 @@
 //!
 //! - [`model`]: peer ids, hashes, timestamps, peers: validated on the way in.
 //! - [`membership`]: bootstrap, discovery, peer exchange, health, Online/Degraded/Offline.
+//! - [`backoff`]: retry schedules (exponential, equal jitter) and the table of what is retried.
 //! - [`node`]: the composition one runtime owns.
 
+pub mod backoff;
 pub mod membership;
 pub mod model;
 pub mod node;
