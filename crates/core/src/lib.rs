@@ -8,9 +8,11 @@
 //! - [`model`]: peer ids, hashes, timestamps, peers: validated on the way in.
 //! - [`membership`]: bootstrap, discovery, peer exchange, health, Online/Degraded/Offline.
 //! - [`backoff`]: retry schedules (exponential, equal jitter) and the table of what is retried.
+//! - [`breaker`]: per-peer circuit breakers (Closed / Open / HalfOpen) in a bounded map.
 //! - [`node`]: the composition one runtime owns.
 
 pub mod backoff;
+pub mod breaker;
 pub mod membership;
 pub mod model;
 pub mod node;
