@@ -9,6 +9,7 @@
 //! - [`membership`]: bootstrap, discovery, peer exchange, health, Online/Degraded/Offline.
 //! - [`backoff`]: retry schedules (exponential, equal jitter) and the table of what is retried.
 //! - [`breaker`]: per-peer circuit breakers (Closed / Open / HalfOpen) in a bounded map.
+//! - [`sendqueue`]: bounded per-peer send queues with Control / Announce / Body lanes.
 //! - [`node`]: the composition one runtime owns.
 
 pub mod backoff;
@@ -16,3 +17,4 @@ pub mod breaker;
 pub mod membership;
 pub mod model;
 pub mod node;
+pub mod sendqueue;
