@@ -446,14 +446,19 @@ mod tests {
         q.push(Lane::Announce, "a1", 30).unwrap();
         q.push(Lane::Body, "b1", 30).unwrap();
         q.push(Lane::Control, "c1", 30).unwrap();
-        // 10 free: c2 needs 50, so b1 (30) then a1 (30) go; c1 stays.
-        q.push(Lane::Control, "c2", 50).unwrap();
+        // 10 free: c2 needs 40, so the body goes, the older announcement stays.
+        q.push(Lane::Control, "c2", 40).unwrap();
         let stats = q.stats();
         assert_eq!(stats.lane(Lane::Body).evicted, 1);
+        assert_eq!(stats.lane(Lane::Announce).evicted, 0);
+        assert_eq!(stats.lens, [2, 1, 0]);
+        // c3 needs 30 with none free and no body left: the announcement goes; c1, c2 stay.
+        q.push(Lane::Control, "c3", 30).unwrap();
+        let stats = q.stats();
         assert_eq!(stats.lane(Lane::Announce).evicted, 1);
         assert_eq!(stats.lane(Lane::Control).evicted, 0);
-        assert_eq!(stats.lens, [2, 0, 0]);
-        assert_eq!(stats.bytes, 80);
+        assert_eq!(stats.lens, [3, 0, 0]);
+        assert_eq!(stats.bytes, 100);
     }
 
     #[test]
@@ -578,9 +583,17 @@ mod tests {
             }
         }
         let after = q.stats();
-        for l in Lane::ALL {
+        // Lowest lane first, so the model of the lanes below is current when a lane is checked.
+        for l in Lane::ALL.into_iter().rev() {
             let evicted = after.lane(l).evicted - before.lane(l).evicted;
             prop_assert!(evicted == 0 || l > lane, "{:?} evicted by {:?}", l, lane);
+            // Lowest lane first: a lane gives way only once every lane below it is empty.
+            let below_left = model[l.index() + 1..].iter().any(|m| !m.is_empty());
+            prop_assert!(
+                evicted == 0 || !below_left,
+                "{:?} evicted before lower lanes",
+                l
+            );
             for _ in 0..evicted {
                 model[l.index()].pop_front();
             }
