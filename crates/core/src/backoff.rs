@@ -334,7 +334,7 @@ pub enum GiveUpReason {
 ///
 /// Call order: one policy per node ([`RetryPolicy::new`]); per call, a schedule from
 /// [`RetryPolicy::backoff`]; after each failure, [`RetryPolicy::decide`] with that schedule.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RetryPolicy {
     backoff: BackoffConfig,
 }
@@ -389,14 +389,6 @@ impl RetryPolicy {
         match backoff.next_delay(rng) {
             Some(delay) => RetryDecision::RetryAfter(delay),
             None => RetryDecision::GiveUp(GiveUpReason::Exhausted),
-        }
-    }
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self {
-            backoff: BackoffConfig::default(),
         }
     }
 }
@@ -531,155 +523,90 @@ mod tests {
         assert!(Backoff::new(config(5, 5, 3)).is_ok());
     }
 
-    const ALL_CLASSES: [ErrorClass; 13] = [
-        ErrorClass::ConnectFailed,
-        ErrorClass::Timeout,
-        ErrorClass::Unavailable,
-        ErrorClass::ResourceExhausted,
-        ErrorClass::Aborted,
-        ErrorClass::Cancelled,
-        ErrorClass::InvalidArgument,
-        ErrorClass::NotFound,
-        ErrorClass::AlreadyExists,
-        ErrorClass::Refused,
-        ErrorClass::Unimplemented,
-        ErrorClass::Internal,
-        ErrorClass::Unknown,
+    /// Per class, independent of `RETRY_TABLE`: the verdicts for an idempotent and a
+    /// non-idempotent call ('R' retry, 'i' not idempotent, '-' never) and whether the breaker
+    /// counts it.
+    const EXPECTED: [(ErrorClass, &str, bool); 13] = [
+        (ErrorClass::ConnectFailed, "RR", true),
+        (ErrorClass::Aborted, "RR", false),
+        (ErrorClass::Timeout, "Ri", true),
+        (ErrorClass::Unavailable, "Ri", true),
+        (ErrorClass::ResourceExhausted, "Ri", true),
+        (ErrorClass::Internal, "Ri", true),
+        (ErrorClass::Unknown, "Ri", true),
+        (ErrorClass::Cancelled, "--", false),
+        (ErrorClass::InvalidArgument, "--", false),
+        (ErrorClass::NotFound, "--", false),
+        (ErrorClass::AlreadyExists, "--", false),
+        (ErrorClass::Refused, "--", false),
+        (ErrorClass::Unimplemented, "--", false),
     ];
 
-    #[test]
-    fn retry_table_has_exactly_one_row_per_class() {
-        for class in ALL_CLASSES {
-            let rows = RETRY_TABLE.iter().filter(|(c, _, _)| *c == class).count();
-            assert_eq!(rows, 1, "{class:?}");
+    fn verdict(class: ErrorClass, kind: CallKind) -> char {
+        match RetryPolicy::should_retry(class, kind) {
+            Ok(()) => 'R',
+            Err(GiveUpReason::NotIdempotent) => 'i',
+            Err(GiveUpReason::NotRetryable) => '-',
+            Err(GiveUpReason::Exhausted) => 'x',
         }
     }
 
     #[test]
     fn retry_table() {
-        use CallKind::{Idempotent as I, NonIdempotent as N};
-        use GiveUpReason::{NotIdempotent, NotRetryable};
-        let expected: [(
-            ErrorClass,
-            Result<(), GiveUpReason>,
-            Result<(), GiveUpReason>,
-        ); 13] = [
-            (ErrorClass::ConnectFailed, Ok(()), Ok(())),
-            (ErrorClass::Aborted, Ok(()), Ok(())),
-            (ErrorClass::Timeout, Ok(()), Err(NotIdempotent)),
-            (ErrorClass::Unavailable, Ok(()), Err(NotIdempotent)),
-            (ErrorClass::ResourceExhausted, Ok(()), Err(NotIdempotent)),
-            (ErrorClass::Internal, Ok(()), Err(NotIdempotent)),
-            (ErrorClass::Unknown, Ok(()), Err(NotIdempotent)),
-            (ErrorClass::Cancelled, Err(NotRetryable), Err(NotRetryable)),
-            (
-                ErrorClass::InvalidArgument,
-                Err(NotRetryable),
-                Err(NotRetryable),
-            ),
-            (ErrorClass::NotFound, Err(NotRetryable), Err(NotRetryable)),
-            (
-                ErrorClass::AlreadyExists,
-                Err(NotRetryable),
-                Err(NotRetryable),
-            ),
-            (ErrorClass::Refused, Err(NotRetryable), Err(NotRetryable)),
-            (
-                ErrorClass::Unimplemented,
-                Err(NotRetryable),
-                Err(NotRetryable),
-            ),
-        ];
-        for (class, idem, non_idem) in expected {
-            assert_eq!(
-                RetryPolicy::should_retry(class, I),
-                idem,
-                "{class:?} idempotent"
-            );
-            assert_eq!(
-                RetryPolicy::should_retry(class, N),
-                non_idem,
-                "{class:?} non-idem"
-            );
+        for (class, verdicts, counts_for_breaker) in EXPECTED {
+            let rows = RETRY_TABLE.iter().filter(|(c, _, _)| *c == class).count();
+            assert_eq!(rows, 1, "{class:?} has exactly one row");
+            let got: String = [CallKind::Idempotent, CallKind::NonIdempotent]
+                .map(|kind| verdict(class, kind))
+                .iter()
+                .collect();
+            assert_eq!(got, verdicts, "{class:?}");
+            let breaker = RetryPolicy::is_peer_failure(class);
+            assert_eq!(breaker, counts_for_breaker, "{class:?}");
         }
-    }
-
-    #[test]
-    fn only_health_failures_count_against_the_breaker() {
-        let peer_failures: Vec<ErrorClass> = ALL_CLASSES
-            .into_iter()
-            .filter(|c| RetryPolicy::is_peer_failure(*c))
-            .collect();
-        assert_eq!(
-            peer_failures,
-            [
-                ErrorClass::ConnectFailed,
-                ErrorClass::Timeout,
-                ErrorClass::Unavailable,
-                ErrorClass::ResourceExhausted,
-                ErrorClass::Internal,
-                ErrorClass::Unknown,
-            ]
-        );
     }
 
     #[test]
     fn rpc_idempotency() {
-        let non_idempotent = [Rpc::SendMessage, Rpc::Stream];
-        let idempotent = [
-            Rpc::GetPeerList,
-            Rpc::RegisterPeer,
-            Rpc::Ping,
-            Rpc::ExchangePeers,
-            Rpc::FindPeersForRegister,
-            Rpc::SendHeartbeat,
-            Rpc::StreamHeartbeat,
-            Rpc::NotifyTransaction,
-            Rpc::GetTransaction,
-            Rpc::StreamTransaction,
+        use Rpc::*;
+        let all = [
+            GetPeerList,
+            RegisterPeer,
+            Ping,
+            ExchangePeers,
+            FindPeersForRegister,
+            SendHeartbeat,
+            StreamHeartbeat,
+            NotifyTransaction,
+            GetTransaction,
+            StreamTransaction,
+            SendMessage,
+            Stream,
         ];
-        for rpc in idempotent {
-            assert_eq!(rpc.call_kind(), CallKind::Idempotent, "{rpc:?}");
-        }
-        for rpc in non_idempotent {
-            assert_eq!(rpc.call_kind(), CallKind::NonIdempotent, "{rpc:?}");
+        for rpc in all {
+            let repeatable = rpc.call_kind() == CallKind::Idempotent;
+            assert_eq!(repeatable, !matches!(rpc, SendMessage | Stream), "{rpc:?}");
         }
     }
 
     #[test]
     fn wire_codes_map_to_classes() {
-        assert_eq!(ErrorClass::from_grpc_code(0), None);
-        assert_eq!(ErrorClass::from_grpc_code(4), Some(ErrorClass::Timeout));
-        assert_eq!(ErrorClass::from_grpc_code(5), Some(ErrorClass::NotFound));
-        assert_eq!(
-            ErrorClass::from_grpc_code(8),
-            Some(ErrorClass::ResourceExhausted)
-        );
-        assert_eq!(
-            ErrorClass::from_grpc_code(12),
-            Some(ErrorClass::Unimplemented)
-        );
-        assert_eq!(
-            ErrorClass::from_grpc_code(14),
-            Some(ErrorClass::Unavailable)
-        );
-        assert_eq!(ErrorClass::from_grpc_code(16), Some(ErrorClass::Refused));
-        assert_eq!(ErrorClass::from_grpc_code(99), Some(ErrorClass::Unknown));
-        assert_eq!(ErrorClass::from_http_status(200), None);
-        assert_eq!(
-            ErrorClass::from_http_status(404),
-            Some(ErrorClass::NotFound)
-        );
-        assert_eq!(
-            ErrorClass::from_http_status(429),
-            Some(ErrorClass::ResourceExhausted)
-        );
-        assert_eq!(
-            ErrorClass::from_http_status(503),
-            Some(ErrorClass::Unavailable)
-        );
-        assert_eq!(ErrorClass::from_http_status(504), Some(ErrorClass::Timeout));
-        assert_eq!(ErrorClass::from_http_status(418), Some(ErrorClass::Unknown));
+        let grpc = |code| ErrorClass::from_grpc_code(code);
+        assert_eq!(grpc(0), None);
+        assert_eq!(grpc(4), Some(ErrorClass::Timeout));
+        assert_eq!(grpc(5), Some(ErrorClass::NotFound));
+        assert_eq!(grpc(8), Some(ErrorClass::ResourceExhausted));
+        assert_eq!(grpc(12), Some(ErrorClass::Unimplemented));
+        assert_eq!(grpc(14), Some(ErrorClass::Unavailable));
+        assert_eq!(grpc(16), Some(ErrorClass::Refused));
+        assert_eq!(grpc(99), Some(ErrorClass::Unknown));
+        let http = |status| ErrorClass::from_http_status(status);
+        assert_eq!(http(200), None);
+        assert_eq!(http(404), Some(ErrorClass::NotFound));
+        assert_eq!(http(429), Some(ErrorClass::ResourceExhausted));
+        assert_eq!(http(503), Some(ErrorClass::Unavailable));
+        assert_eq!(http(504), Some(ErrorClass::Timeout));
+        assert_eq!(http(418), Some(ErrorClass::Unknown));
     }
 
     #[test]
@@ -687,42 +614,23 @@ mod tests {
         let policy = RetryPolicy::default();
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         let mut backoff = policy.backoff();
+        let mut decide = |class, kind| policy.decide(class, kind, &mut backoff, &mut rng);
+        use CallKind::{Idempotent as I, NonIdempotent as N};
+        use RetryDecision::GiveUp;
 
-        let give_up = policy.decide(
-            ErrorClass::NotFound,
-            CallKind::Idempotent,
-            &mut backoff,
-            &mut rng,
-        );
-        assert_eq!(give_up, RetryDecision::GiveUp(GiveUpReason::NotRetryable));
-        assert_eq!(backoff.attempts(), 0, "a refusal does not use up a retry");
-
-        let not_idem = policy.decide(
-            ErrorClass::Timeout,
-            CallKind::NonIdempotent,
-            &mut backoff,
-            &mut rng,
-        );
-        assert_eq!(not_idem, RetryDecision::GiveUp(GiveUpReason::NotIdempotent));
-
+        let not_found = decide(ErrorClass::NotFound, I);
+        assert_eq!(not_found, GiveUp(GiveUpReason::NotRetryable));
+        let timeout = decide(ErrorClass::Timeout, N);
+        assert_eq!(timeout, GiveUp(GiveUpReason::NotIdempotent));
+        // Neither refusal used up a retry: all three are still there.
         for n in 0..3 {
-            let d = policy.decide(
-                ErrorClass::Timeout,
-                CallKind::Idempotent,
-                &mut backoff,
-                &mut rng,
-            );
+            let d = decide(ErrorClass::Timeout, I);
             assert!(
                 matches!(d, RetryDecision::RetryAfter(_)),
                 "retry {n}: {d:?}"
             );
         }
-        let last = policy.decide(
-            ErrorClass::ConnectFailed,
-            CallKind::NonIdempotent,
-            &mut backoff,
-            &mut rng,
-        );
-        assert_eq!(last, RetryDecision::GiveUp(GiveUpReason::Exhausted));
+        let last = decide(ErrorClass::ConnectFailed, N);
+        assert_eq!(last, GiveUp(GiveUpReason::Exhausted));
     }
 }

@@ -604,32 +604,23 @@ mod tests {
 
     #[test]
     fn invalid_configs_are_refused() {
-        let bad = |c: BreakerConfig| CircuitBreaker::new(c).unwrap_err();
+        let mut c = [config(); 4];
+        c[0].threshold = 0;
+        c[1].reset = Duration::ZERO;
+        c[2].max_reset = Duration::from_secs(1);
+        c[3].trial_timeout = Duration::ZERO;
+        let errors = c.map(|c| CircuitBreaker::new(c).unwrap_err());
+        let max_reset = BreakerConfigError::MaxResetBelowReset {
+            reset: Duration::from_secs(300),
+            max_reset: Duration::from_secs(1),
+        };
+        use BreakerConfigError::{ZeroReset, ZeroThreshold, ZeroTrialTimeout};
         assert_eq!(
-            bad(BreakerConfig {
-                threshold: 0,
-                ..config()
-            }),
-            BreakerConfigError::ZeroThreshold
+            errors,
+            [ZeroThreshold, ZeroReset, max_reset, ZeroTrialTimeout]
         );
-        assert_eq!(
-            bad(BreakerConfig {
-                reset: Duration::ZERO,
-                ..config()
-            }),
-            BreakerConfigError::ZeroReset
-        );
-        assert!(matches!(
-            bad(BreakerConfig {
-                max_reset: Duration::from_secs(1),
-                ..config()
-            }),
-            BreakerConfigError::MaxResetBelowReset { .. }
-        ));
-        assert_eq!(
-            Breakers::with_capacity(config(), 0).unwrap_err(),
-            BreakerConfigError::ZeroCapacity
-        );
+        let zero = Breakers::with_capacity(config(), 0).unwrap_err();
+        assert_eq!(zero, BreakerConfigError::ZeroCapacity);
     }
 
     fn trip(map: &mut Breakers, peer: &PeerId, now: Timestamp) {
