@@ -7,8 +7,14 @@
 //!
 //! - [`model`]: peer ids, hashes, timestamps, peers: validated on the way in.
 //! - [`membership`]: bootstrap, discovery, peer exchange, health, Online/Degraded/Offline.
+//! - [`backoff`]: retry schedules (exponential, equal jitter) and the table of what is retried.
+//! - [`breaker`]: per-peer circuit breakers (Closed / Open / HalfOpen) in a bounded map.
+//! - [`sendqueue`]: bounded per-peer send queues with Control / Announce / Body lanes.
 //! - [`node`]: the composition one runtime owns.
 
+pub mod backoff;
+pub mod breaker;
 pub mod membership;
 pub mod model;
 pub mod node;
+pub mod sendqueue;
