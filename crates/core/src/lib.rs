@@ -6,9 +6,11 @@
 //! (`sorcha-peer`) and the simulator drive the very same code.
 //!
 //! - [`model`]: peer ids, hashes, timestamps, peers: validated on the way in.
+//! - [`gossip`]: transaction distribution: announce, pull, dedup, anti-entropy.
 //! - [`membership`]: bootstrap, discovery, peer exchange, health, Online/Degraded/Offline.
 //! - [`node`]: the composition one runtime owns.
 
+pub mod gossip;
 pub mod membership;
 pub mod model;
 pub mod node;
