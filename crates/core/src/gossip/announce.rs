@@ -158,3 +158,175 @@ impl Gossip {
         self.emit(GossipEvent::BadBody { from, hash });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::super::test_util::*;
+    use super::super::*;
+
+    /// Node 0 fetched entry `n` (announced by node 9 with `hops`) and accepted it.
+    fn receive(g: &mut Gossip, n: usize, hops: u32) -> Vec<Output> {
+        g.handle_message(&id(9), announce(vec![entry(n, hops)]), ms(1));
+        let out = drain(g);
+        assert_eq!(fetches(&out), vec![(id(9), entry(n, hops).hash)]);
+        g.handle_fetched(&id(9), entry(n, hops).hash, Ok(body(n)), ms(2));
+        drain(g)
+    }
+
+    #[test]
+    fn submissions_go_to_fanout_peers_with_one_hop() {
+        let mut g = node(0, 1..=8, quiet());
+        g.submit(body(1), None, ms(0)).expect("valid");
+        let out = drain(&mut g);
+        assert_eq!(stored(&out).len(), 1);
+        assert!(announces(&out).is_empty(), "held for the flush");
+        let sent = announces(&flush(&mut g, ms(10)));
+        assert_eq!(sent.len(), 3, "fanout 3");
+        let targets: BTreeSet<_> = sent.iter().map(|(to, _)| to.clone()).collect();
+        assert_eq!(targets.len(), 3);
+        assert!(sent.iter().all(|(_, e)| e.len() == 1 && e[0].hops == 1));
+        assert_eq!(g.stats().announcements_sent, 3);
+    }
+
+    #[test]
+    fn forwarding_adds_a_hop_and_stops_at_max_hops() {
+        let mut g = node(0, 1..=9, quiet());
+        receive(&mut g, 1, 2);
+        let sent = announces(&flush(&mut g, ms(20)));
+        assert_eq!(sent.len(), 3);
+        assert!(sent.iter().all(|(to, e)| *to != id(9) && e[0].hops == 3));
+
+        receive(&mut g, 2, 3);
+        assert!(flush(&mut g, ms(40)).is_empty(), "max_hops reached");
+    }
+
+    #[test]
+    fn fanout_modes_pick_sqrt_or_all_and_skip_the_announcer() {
+        let config = GossipConfig {
+            fanout: FanoutMode::All,
+            ..quiet()
+        };
+        let mut g = node(0, 1..=9, config);
+        receive(&mut g, 1, 1);
+        assert_eq!(announces(&flush(&mut g, ms(20))).len(), 8, "all but node 9");
+        let config = GossipConfig {
+            fanout: FanoutMode::Sqrt,
+            ..quiet()
+        };
+        let mut g = node(0, 1..=16, config);
+        g.submit(body(1), None, ms(0)).expect("valid");
+        assert_eq!(announces(&flush(&mut g, ms(10))).len(), 4);
+    }
+
+    #[test]
+    fn submissions_within_the_flush_interval_make_one_announce_per_peer() {
+        let mut g = node(0, 1..=8, quiet());
+        let mut timers = 0;
+        for n in 0..50 {
+            g.submit(body(n), None, ms(n as u64 / 10)).expect("valid");
+            let out = drain(&mut g);
+            assert!(announces(&out).is_empty());
+            timers += out
+                .iter()
+                .filter(|o| matches!(o, Output::ScheduleTimer { .. }))
+                .count();
+        }
+        assert_eq!(timers, 1, "one flush armed for the burst");
+        let sent = announces(&flush(&mut g, ms(10)));
+        let targets: BTreeSet<_> = sent.iter().map(|(to, _)| to.clone()).collect();
+        assert_eq!(targets.len(), sent.len(), "one message per peer");
+        let entries: usize = sent.iter().map(|(_, e)| e.len()).sum();
+        assert_eq!(entries, 150, "50 txs x fanout 3");
+        assert_eq!(g.stats().announce_messages_sent, sent.len() as u64);
+    }
+
+    #[test]
+    fn a_full_batch_goes_at_once() {
+        let config = GossipConfig {
+            fanout: FanoutMode::All,
+            max_batch: 4,
+            ..quiet()
+        };
+        let mut g = node(0, [1], config);
+        let mut sent = Vec::new();
+        for n in 0..10 {
+            g.submit(body(n), None, ms(0)).expect("valid");
+            sent.extend(announces(&drain(&mut g)));
+        }
+        assert_eq!(
+            sent.iter().map(|(_, e)| e.len()).collect::<Vec<_>>(),
+            [4, 4]
+        );
+        let rest = announces(&flush(&mut g, ms(10)));
+        assert_eq!(rest.len(), 1);
+        assert_eq!(rest[0].1.len(), 2);
+    }
+
+    #[test]
+    fn known_hashes_are_neither_fetched_nor_delivered_again() {
+        let mut g = node(0, 1..=8, quiet());
+        let first = receive(&mut g, 1, 1);
+        assert_eq!(delivered(&first).len(), 1);
+        g.handle_message(&id(3), announce(vec![entry(1, 1)]), ms(5));
+        let again = g.submit(body(1), None, ms(6)).expect("valid");
+        assert!(!again.new);
+        let out = drain(&mut g);
+        assert!(fetches(&out).is_empty() && delivered(&out).is_empty());
+        assert_eq!(g.stats().duplicate_announcements, 1);
+    }
+
+    #[test]
+    fn eager_push_sends_small_bodies_and_checks_what_it_receives() {
+        let config = GossipConfig {
+            eager_push_max_size: 1024,
+            eager_push_peers: 1,
+            ..quiet()
+        };
+        let mut g = node(0, 1..=8, config.clone());
+        g.submit(body(1), None, ms(0)).expect("valid");
+        let pushes: Vec<_> = sends(&drain(&mut g))
+            .into_iter()
+            .filter(|(_, m)| matches!(m, GossipMessage::Push { .. }))
+            .collect();
+        assert_eq!(pushes.len(), 1, "pushed at once");
+        assert_eq!(announces(&flush(&mut g, ms(10))).len(), 2, "rest announced");
+
+        let mut r = node(5, [0, 6], config);
+        let (_, push) = pushes[0].clone();
+        r.handle_message(&id(0), push.clone(), ms(20));
+        assert_eq!(delivered(&drain(&mut r)).len(), 1);
+        r.handle_message(&id(0), push, ms(21));
+        assert_eq!(r.stats().duplicate_bodies, 1);
+        let forged = GossipMessage::Push {
+            entry: entry(2, 1),
+            body: b"not the body".to_vec(),
+        };
+        r.handle_message(&id(6), forged, ms(22));
+        let out = drain(&mut r);
+        assert!(delivered(&out).is_empty());
+        assert_eq!(r.stats().bad_bodies, 1);
+        assert!(matches!(&events(&out)[..], [GossipEvent::BadBody { from, .. }] if *from == id(6)));
+    }
+
+    #[test]
+    fn bad_entries_are_refused_and_oversized_messages_cut() {
+        let mut g = node(0, 1..=3, quiet());
+        let mut zero = entry(1, 1);
+        zero.size = 0;
+        let mut huge = entry(2, 1);
+        huge.size = g.config().max_transaction_size + 1;
+        let mut long_reg = entry(3, 1);
+        long_reg.register_id = Some("r".repeat(MAX_REGISTER_ID_LEN + 1));
+        g.handle_message(&id(1), announce(vec![zero, huge, long_reg]), ms(0));
+        assert!(fetches(&drain(&mut g)).is_empty());
+        assert_eq!(g.stats().refused_bad_entries, 3);
+        let many = (0..MAX_ENTRIES_PER_MESSAGE + 10)
+            .map(|n| entry(n, 1))
+            .collect();
+        g.handle_message(&id(1), announce(many), ms(1));
+        assert_eq!(g.stats().dropped_over_message_limit, 10);
+        assert_eq!(g.pending_count(), MAX_ENTRIES_PER_MESSAGE);
+    }
+}

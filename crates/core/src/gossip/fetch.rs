@@ -252,3 +252,143 @@ impl Gossip {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_util::*;
+    use super::super::*;
+
+    fn h(n: usize) -> TxHash {
+        entry(n, 1).hash
+    }
+
+    /// Node 0 with peers 1..=3, told about entry 1 by `announcers` in order.
+    fn announced_by(announcers: &[usize], config: GossipConfig) -> (Gossip, Vec<Output>) {
+        let mut g = node(0, 1..=3, config);
+        let mut out = Vec::new();
+        for &a in announcers {
+            g.handle_message(&id(a), announce(vec![entry(1, 1)]), ms(0));
+            out.extend(drain(&mut g));
+        }
+        (g, out)
+    }
+
+    #[test]
+    fn one_fetch_per_hash_then_the_next_announcer_on_timeout() {
+        let (mut g, out) = announced_by(&[1, 2], quiet());
+        assert_eq!(
+            fetches(&out),
+            vec![(id(1), h(1))],
+            "only the first announcer"
+        );
+        let deadline = out
+            .iter()
+            .find_map(|o| match o {
+                Output::ScheduleTimer {
+                    at,
+                    timer: Timer::FetchTimeout,
+                } => Some(*at),
+                _ => None,
+            })
+            .expect("timeout armed");
+        assert_eq!(deadline, ms(5000));
+        g.handle_timer(Timer::FetchTimeout, ms(4999));
+        assert!(drain(&mut g).is_empty(), "not due yet");
+        g.handle_timer(Timer::FetchTimeout, deadline);
+        assert_eq!(fetches(&drain(&mut g)), vec![(id(2), h(1))]);
+        assert_eq!(g.stats().fetch_timeouts, 1);
+        g.handle_fetched(&id(2), h(1), Ok(body(1)), ms(5100));
+        assert_eq!(delivered(&drain(&mut g)), vec![h(1)]);
+        // The first announcer answers late: a duplicate, not a second delivery.
+        g.handle_fetched(&id(1), h(1), Ok(body(1)), ms(5200));
+        assert!(delivered(&drain(&mut g)).is_empty());
+        assert_eq!(g.stats().duplicate_bodies, 1);
+    }
+
+    #[test]
+    fn failures_move_on_and_exhaustion_abandons() {
+        let (mut g, _) = announced_by(&[1, 2], quiet());
+        g.handle_fetched(&id(1), h(1), Err(FetchFailure::NotFound), ms(10));
+        assert_eq!(fetches(&drain(&mut g)), vec![(id(2), h(1))]);
+        g.handle_fetched(&id(2), h(1), Err(FetchFailure::Unreachable), ms(20));
+        let out = drain(&mut g);
+        assert!(fetches(&out).is_empty());
+        assert_eq!(
+            events(&out),
+            vec![GossipEvent::FetchAbandoned { hash: h(1) }]
+        );
+        assert_eq!((g.pending_count(), g.in_flight()), (0, 0));
+        assert_eq!(g.stats().fetch_failures, 2);
+        assert_eq!(g.stats().fetches_abandoned, 1);
+    }
+
+    #[test]
+    fn a_body_with_the_wrong_hash_is_counted_and_the_next_announcer_tried() {
+        let (mut g, _) = announced_by(&[1, 2], quiet());
+        g.handle_fetched(&id(1), h(1), Ok(body(2)), ms(10));
+        let out = drain(&mut g);
+        assert!(delivered(&out).is_empty() && stored(&out).is_empty());
+        assert_eq!(
+            events(&out),
+            vec![GossipEvent::BadBody {
+                from: id(1),
+                hash: h(1)
+            }]
+        );
+        assert_eq!(fetches(&out), vec![(id(2), h(1))]);
+        assert_eq!(g.stats().bad_bodies, 1);
+        g.handle_fetched(&id(2), h(1), Ok(body(1)), ms(20));
+        assert_eq!(delivered(&drain(&mut g)), vec![h(1)]);
+    }
+
+    #[test]
+    fn announcers_per_hash_are_bounded() {
+        let config = GossipConfig {
+            max_announcers: 2,
+            ..quiet()
+        };
+        let (g, _) = announced_by(&[1, 2, 3], config);
+        assert_eq!(g.stats().dropped_announcers_full, 1);
+    }
+
+    #[test]
+    fn the_pending_map_is_bounded() {
+        let config = GossipConfig {
+            max_pending: 2,
+            ..quiet()
+        };
+        let mut g = node(0, [1], config);
+        let entries = (0..3).map(|n| entry(n, 1)).collect();
+        g.handle_message(&id(1), announce(entries), ms(0));
+        assert_eq!(g.pending_count(), 2);
+        assert_eq!(g.stats().dropped_pending_full, 1);
+    }
+
+    #[test]
+    fn fetch_slots_are_bounded_globally_and_per_peer() {
+        let config = GossipConfig {
+            max_in_flight: 2,
+            max_in_flight_per_peer: 1,
+            ..quiet()
+        };
+        let mut g = node(0, [1, 2], config);
+        let three = || (0..3).map(|n| entry(n, 1)).collect::<Vec<_>>();
+        g.handle_message(&id(1), announce(three()), ms(0));
+        assert_eq!(fetches(&drain(&mut g)), vec![(id(1), h(0))], "one per peer");
+        g.handle_message(&id(2), announce(three()), ms(1));
+        assert_eq!(
+            fetches(&drain(&mut g)),
+            vec![(id(2), h(1))],
+            "the other peer's slot"
+        );
+        assert_eq!(g.in_flight(), 2);
+        assert!(g.stats().fetches_deferred > 0);
+        g.handle_fetched(&id(1), h(0), Ok(body(0)), ms(10));
+        assert_eq!(
+            fetches(&drain(&mut g)),
+            vec![(id(1), h(2))],
+            "freed slot reused"
+        );
+        assert_eq!(g.in_flight(), 2);
+    }
+}
