@@ -122,3 +122,105 @@ impl Gossip {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, VecDeque};
+
+    use super::super::test_util::*;
+    use super::super::*;
+    use crate::model::TxHash;
+
+    /// Node 0 holding 20 submitted transactions, node 1 holding none; each the other's peer.
+    fn pair() -> ([Gossip; 2], BTreeMap<TxHash, Vec<u8>>) {
+        let config = GossipConfig::default();
+        let mut full = node(0, [1], config.clone());
+        let mut bodies = BTreeMap::new();
+        for n in 0..20 {
+            let out = full.submit(body(n), None, ms(100)).expect("valid");
+            bodies.insert(out.hash, body(n));
+        }
+        drain(&mut full);
+        ([full, node(1, [0], config)], bodies)
+    }
+
+    /// Fires node `n`'s anti-entropy timer, then carries messages between the two and answers
+    /// fetches from `bodies` until nothing moves. Returns the outputs node 1 produced.
+    fn round(
+        nodes: &mut [Gossip; 2],
+        n: usize,
+        mut now: u64,
+        bodies: &BTreeMap<TxHash, Vec<u8>>,
+    ) -> Vec<Output> {
+        nodes[n].handle_timer(Timer::AntiEntropy, ms(now));
+        let mut queue: VecDeque<(usize, Output)> =
+            drain(&mut nodes[n]).into_iter().map(|o| (n, o)).collect();
+        let mut seen_by_1 = Vec::new();
+        while let Some((at, output)) = queue.pop_front() {
+            now += 1;
+            let target = match output {
+                Output::Send { message, .. } => {
+                    nodes[1 - at].handle_message(&id(at), message, ms(now));
+                    1 - at
+                }
+                Output::Fetch { from, hash, .. } => {
+                    let body = bodies.get(&hash).cloned().ok_or(FetchFailure::NotFound);
+                    nodes[at].handle_fetched(&from, hash, body, ms(now));
+                    at
+                }
+                _ => continue,
+            };
+            let out = drain(&mut nodes[target]);
+            if target == 1 {
+                seen_by_1.extend(out.iter().cloned());
+            }
+            queue.extend(out.into_iter().map(|o| (target, o)));
+        }
+        seen_by_1
+    }
+
+    #[test]
+    fn an_empty_digest_brings_a_node_everything() {
+        let (mut nodes, bodies) = pair();
+        let out = round(&mut nodes, 1, 5000, &bodies);
+        assert_eq!(delivered(&out).len(), 20);
+        assert_eq!(nodes[1].known_count(), 20);
+        assert_eq!(nodes[1].stats().anti_entropy_repairs, 20);
+        assert!(events(&out).contains(&GossipEvent::Repaired {
+            hash: TxHash::of(&body(0)),
+            from: id(0)
+        }));
+    }
+
+    #[test]
+    fn a_digest_of_what_the_peer_lacks_is_answered_with_wants() {
+        let (mut nodes, bodies) = pair();
+        let out = round(&mut nodes, 0, 5000, &bodies);
+        assert_eq!(delivered(&out).len(), 20);
+        assert_eq!(nodes[1].stats().anti_entropy_repairs, 20);
+        assert_eq!(nodes[0].stats().digests_sent, 1);
+        assert_eq!(nodes[1].stats().digests_received, 1);
+    }
+
+    #[test]
+    fn nodes_in_sync_exchange_only_the_digest() {
+        let (mut nodes, bodies) = pair();
+        round(&mut nodes, 1, 5000, &bodies);
+        let out = round(&mut nodes, 0, 5000, &bodies);
+        assert!(sends(&out).is_empty(), "no reply: {out:?}");
+        assert_eq!(nodes[0].stats().digests_sent, 1);
+        assert_eq!(nodes[1].stats().digests_received, 1);
+    }
+
+    #[test]
+    fn the_digest_covers_the_window_only() {
+        let (mut nodes, _) = pair();
+        let late = ms(100 + 10 * 60 * 1000 + 1);
+        nodes[0].handle_timer(Timer::AntiEntropy, ms(5000));
+        let digest = sends(&drain(&mut nodes[0]));
+        assert!(matches!(&digest[0].1, GossipMessage::Digest { prefixes } if prefixes.len() == 20));
+        nodes[0].handle_timer(Timer::AntiEntropy, late);
+        let digest = sends(&drain(&mut nodes[0]));
+        assert!(matches!(&digest[0].1, GossipMessage::Digest { prefixes } if prefixes.is_empty()));
+    }
+}

@@ -378,3 +378,120 @@ impl Gossip {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::test_util::*;
+    use super::*;
+
+    #[test]
+    fn submissions_are_checked_with_typed_errors() {
+        let mut g = node(0, [1], quiet());
+        let max = g.config().max_transaction_size;
+        assert_eq!(
+            g.submit(vec![], None, ms(0)),
+            Err(SubmitError::Empty { max })
+        );
+        let big = vec![0u8; max as usize + 1];
+        let size = max + 1;
+        assert_eq!(
+            g.submit(big, None, ms(0)),
+            Err(SubmitError::TooLarge { size, max })
+        );
+        let long = Some("r".repeat(MAX_REGISTER_ID_LEN + 1));
+        assert!(matches!(
+            g.submit(body(1), long, ms(0)),
+            Err(SubmitError::RegisterIdTooLong { .. })
+        ));
+        assert!(drain(&mut g).is_empty());
+        let ok = g.submit(body(1), None, ms(0)).expect("valid");
+        assert_eq!(ok.hash, TxHash::of(&body(1)));
+        assert!(ok.new);
+    }
+
+    #[test]
+    fn each_transaction_is_delivered_once_whatever_the_path() {
+        let config = GossipConfig {
+            eager_push_max_size: 1024,
+            ..quiet()
+        };
+        let mut g = node(0, 1..=3, config);
+        let mut out = Vec::new();
+        g.handle_message(&id(1), announce(vec![entry(1, 1)]), ms(0));
+        g.handle_fetched(&id(1), entry(1, 1).hash, Ok(body(1)), ms(1));
+        out.extend(drain(&mut g));
+        assert!(!g.submit(body(1), None, ms(2)).expect("valid").new);
+        let push = GossipMessage::Push {
+            entry: entry(1, 1),
+            body: body(1),
+        };
+        g.handle_message(&id(2), push, ms(3));
+        g.handle_message(&id(3), announce(vec![entry(1, 1)]), ms(4));
+        g.handle_fetched(&id(1), entry(1, 1).hash, Ok(body(1)), ms(5));
+        out.extend(drain(&mut g));
+        assert_eq!(delivered(&out), vec![entry(1, 1).hash]);
+        assert_eq!(stored(&out).len(), 1);
+        // Store comes before Deliver, and both before any send that names the hash.
+        let store = out.iter().position(|o| matches!(o, Output::Store { .. }));
+        let deliver = out.iter().position(|o| matches!(o, Output::Deliver { .. }));
+        assert!(store < deliver);
+    }
+
+    #[test]
+    fn bloom_false_positives_never_lose_a_transaction() {
+        // 16 bits, 1 hash: after a few inserts nearly every query is a bloom "maybe".
+        let config = GossipConfig {
+            bloom_bits: 16,
+            bloom_hashes: 1,
+            ..quiet()
+        };
+        let mut g = node(0, [1], config);
+        for n in 0..100 {
+            g.submit(body(n), None, ms(0)).expect("valid");
+        }
+        drain(&mut g);
+        let mut got = 0;
+        for n in 100..300 {
+            g.handle_message(&id(1), announce(vec![entry(n, 1)]), ms(1));
+            let out = drain(&mut g);
+            assert_eq!(fetches(&out).len(), 1, "tx {n} skipped");
+            g.handle_fetched(&id(1), entry(n, 1).hash, Ok(body(n)), ms(2));
+            got += delivered(&drain(&mut g)).len();
+        }
+        assert_eq!(got, 200);
+        assert_eq!(g.known_count(), 300);
+        assert!(g.stats().bloom_false_positives > 150, "{:?}", g.stats());
+    }
+
+    #[test]
+    fn messages_claiming_to_be_from_us_are_refused() {
+        let mut g = node(0, [1], quiet());
+        g.handle_message(&id(0), announce(vec![entry(1, 1)]), ms(0));
+        assert!(drain(&mut g).is_empty());
+        assert_eq!(g.stats().refused_from_self, 1);
+    }
+
+    #[test]
+    fn peers_exclude_ourselves_and_a_timer_before_it_is_due_is_ignored() {
+        let mut g = Gossip::new(
+            GossipConfig::default(),
+            id(0),
+            rand::SeedableRng::seed_from_u64(1),
+            ms(0),
+        );
+        let out = drain(&mut g);
+        assert_eq!(
+            out,
+            vec![Output::ScheduleTimer {
+                at: ms(5000),
+                timer: Timer::AntiEntropy
+            }]
+        );
+        g.set_peers(&[id(2), id(0), id(1), id(2)], ms(0));
+        assert_eq!(g.peers(), &[id(1), id(2)]);
+        g.handle_timer(Timer::AntiEntropy, ms(4999));
+        assert!(drain(&mut g).is_empty());
+        g.handle_timer(Timer::AntiEntropy, ms(5000));
+        assert_eq!(sends(&drain(&mut g)).len(), 1, "digest to one peer");
+    }
+}
