@@ -8,22 +8,23 @@
 use rand::seq::SliceRandom;
 
 use super::{
-    AnnounceEntry, Gossip, GossipEvent, GossipMessage, MAX_ENTRIES_PER_MESSAGE,
+    AnnounceEntry, FanoutMode, Gossip, GossipEvent, GossipMessage, MAX_ENTRIES_PER_MESSAGE,
     MAX_REGISTER_ID_LEN, Origin, Output, Timer,
 };
 use crate::model::{PeerId, Timestamp, TxHash};
 
 impl Gossip {
-    /// Announces `entry` to the fanout among active peers not in `exclude`; with `push_body`
+    /// Announces `entry` to `fanout` of the active peers not in `exclude`; with `push_body`
     /// the first `eager_push_peers` targets get the body right away instead.
     pub(super) fn forward(
         &mut self,
         entry: AnnounceEntry,
+        fanout: FanoutMode,
         push_body: Option<Vec<u8>>,
         exclude: &[PeerId],
         now: Timestamp,
     ) {
-        let count = self.config.fanout.count(self.peers.len());
+        let count = fanout.count(self.peers.len());
         let mut targets: Vec<PeerId> = self
             .peers
             .iter()
@@ -191,15 +192,28 @@ mod tests {
     }
 
     #[test]
-    fn forwarding_adds_a_hop_and_stops_at_max_hops() {
-        let mut g = node(0, 1..=9, quiet());
+    fn forwarding_adds_a_hop_and_stops_or_floods_at_max_hops() {
+        let stop = GossipConfig {
+            flood_past_max_hops: false,
+            ..quiet()
+        };
+        let mut g = node(0, 1..=9, stop);
         receive(&mut g, 1, 2);
         let sent = announces(&flush(&mut g, ms(20)));
         assert_eq!(sent.len(), 3);
         assert!(sent.iter().all(|(to, e)| *to != id(9) && e[0].hops == 3));
-
         receive(&mut g, 2, 3);
         assert!(flush(&mut g, ms(40)).is_empty(), "max_hops reached");
+
+        let mut g = node(0, 1..=9, quiet());
+        receive(&mut g, 2, 3);
+        let sent = announces(&flush(&mut g, ms(40)));
+        assert_eq!(
+            sent.len(),
+            8,
+            "past max_hops: every active peer but the announcer"
+        );
+        assert!(sent.iter().all(|(to, e)| *to != id(9) && e[0].hops == 4));
     }
 
     #[test]

@@ -337,15 +337,20 @@ impl Gossip {
             register_id: register_id.clone(),
             size,
         });
-        if hops < self.config.max_hops {
-            let entry = AnnounceEntry {
-                hash,
-                size,
-                register_id,
-                hops: hops.saturating_add(1),
-            };
-            self.forward(entry, push_body, &exclude, now);
-        }
+        let fanout = if hops < self.config.max_hops {
+            self.config.fanout
+        } else if self.config.flood_past_max_hops {
+            FanoutMode::All
+        } else {
+            return;
+        };
+        let entry = AnnounceEntry {
+            hash,
+            size,
+            register_id,
+            hops: hops.saturating_add(1),
+        };
+        self.forward(entry, fanout, push_body, &exclude, now);
     }
 
     /// Queues an output; sends, fetches and events are dropped (counted) when the queue is
