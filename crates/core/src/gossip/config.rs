@@ -78,8 +78,8 @@ pub struct GossipConfig {
 impl Default for GossipConfig {
     fn default() -> Self {
         Self {
-            // Sorcha design default (TransactionDistribution.FanoutFactor); see the module doc
-            // for why the hop limit is the only brake on it.
+            // Sorcha design default (TransactionDistribution.FanoutFactor), for the first
+            // max_hops hops; see flood_past_max_hops.
             fanout: FanoutMode::Fixed(3),
             // Sorcha design default (TransactionDistribution.GossipRounds).
             max_hops: 3,
@@ -109,8 +109,8 @@ impl Default for GossipConfig {
             max_pending: 10_000,
             // Bitcoin remembers every announcer; 4 survive three dead or lying peers.
             max_announcers: 4,
-            // Measured in net_tests (see the module doc): pushing saves little on 50 nodes and
-            // adds duplicate bodies, so it is off by default.
+            // Measured in net_tests (module doc): pushing saves ~120 ms of mean coverage time
+            // on 50 nodes but costs ~0.8 duplicate bodies per node per tx and +63% bytes.
             eager_push_max_size: 0,
             eager_push_peers: 1,
             // Sorcha design default (TransactionCacheTtlSeconds = 3600).
