@@ -6,6 +6,7 @@
 //! (`sorcha-peer`) and the simulator drive the very same code.
 //!
 //! - [`model`]: peer ids, hashes, timestamps, peers: validated on the way in.
+//! - [`gossip`]: transaction distribution: announce, pull, dedup, anti-entropy.
 //! - [`membership`]: bootstrap, discovery, peer exchange, health, Online/Degraded/Offline.
 //! - [`backoff`]: retry schedules (exponential, equal jitter) and the table of what is retried.
 //! - [`breaker`]: per-peer circuit breakers (Closed / Open / HalfOpen) in a bounded map.
@@ -14,6 +15,7 @@
 
 pub mod backoff;
 pub mod breaker;
+pub mod gossip;
 pub mod membership;
 pub mod model;
 pub mod node;

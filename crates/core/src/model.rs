@@ -109,6 +109,11 @@ impl TxHash {
         Self(Sha256::digest(body).into())
     }
 
+    /// A hash from its 32 raw bytes (as a peer or the store holds it).
+    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }

@@ -1,0 +1,346 @@
+//! Announcing: fanout, hop limit, per-peer batching and the optional eager push; and reading
+//! the announcements and pushes peers send us.
+//!
+//! A node announces a transaction once, when it accepts it, to `fanout` active peers that are
+//! not known to hold it already (its announcers and the peer it came from). Entries wait in a
+//! per-peer batch for at most `flush_interval`; a full batch (`max_batch`) goes at once.
+
+use rand::seq::SliceRandom;
+
+use super::{
+    AnnounceEntry, FanoutMode, Gossip, GossipEvent, GossipMessage, MAX_ENTRIES_PER_MESSAGE,
+    MAX_REGISTER_ID_LEN, Origin, Output, Timer,
+};
+use crate::model::{PeerId, Timestamp, TxHash};
+
+impl Gossip {
+    /// Announces `entry` to `fanout` of the active peers not in `exclude`; with `push_body`
+    /// the first `eager_push_peers` targets get the body right away instead.
+    pub(super) fn forward(
+        &mut self,
+        entry: AnnounceEntry,
+        fanout: FanoutMode,
+        push_body: Option<Vec<u8>>,
+        exclude: &[PeerId],
+        now: Timestamp,
+    ) {
+        let count = fanout.count(self.peers.len());
+        let mut targets: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|p| !exclude.contains(p))
+            .cloned()
+            .collect();
+        targets.shuffle(&mut self.rng);
+        targets.truncate(count);
+        let pushes = if push_body.is_some() {
+            self.config.eager_push_peers
+        } else {
+            0
+        };
+        for (i, to) in targets.into_iter().enumerate() {
+            match &push_body {
+                Some(body) if i < pushes => {
+                    self.stats.pushes_sent += 1;
+                    let message = GossipMessage::Push {
+                        entry: entry.clone(),
+                        body: body.clone(),
+                    };
+                    self.push(Output::Send { to, message });
+                }
+                _ => self.enqueue(to, entry.clone(), now),
+            }
+        }
+    }
+
+    /// Adds an entry to `to`'s batch; sends the batch when full, else arms the flush.
+    fn enqueue(&mut self, to: PeerId, entry: AnnounceEntry, now: Timestamp) {
+        let batch = self.outbox.entry(to.clone()).or_default();
+        batch.push(entry);
+        if batch.len() >= self.config.max_batch.max(1) {
+            self.flush_peer(&to);
+        } else {
+            self.schedule_by(now.saturating_add(self.config.flush_interval), Timer::Flush);
+        }
+    }
+
+    pub(super) fn flush_all(&mut self) {
+        let peers: Vec<PeerId> = self.outbox.keys().cloned().collect();
+        for peer in peers {
+            self.flush_peer(&peer);
+        }
+    }
+
+    fn flush_peer(&mut self, peer: &PeerId) {
+        let Some(entries) = self.outbox.remove(peer) else {
+            return;
+        };
+        if !entries.is_empty() {
+            self.send_announce(peer.clone(), entries);
+        }
+    }
+
+    pub(super) fn send_announce(&mut self, to: PeerId, entries: Vec<AnnounceEntry>) {
+        self.stats.announce_messages_sent += 1;
+        self.stats.announcements_sent += entries.len() as u64;
+        let message = GossipMessage::Announce { entries };
+        self.push(Output::Send { to, message });
+    }
+
+    /// Hashes `from` says it holds: unknown ones become pending with `from` as an announcer.
+    /// `repair` marks entries learned through anti-entropy.
+    pub(super) fn on_announce(
+        &mut self,
+        from: &PeerId,
+        mut entries: Vec<AnnounceEntry>,
+        repair: bool,
+        now: Timestamp,
+    ) {
+        if entries.len() > MAX_ENTRIES_PER_MESSAGE {
+            self.stats.dropped_over_message_limit +=
+                (entries.len() - MAX_ENTRIES_PER_MESSAGE) as u64;
+            entries.truncate(MAX_ENTRIES_PER_MESSAGE);
+        }
+        for entry in entries {
+            self.stats.announcements_received += 1;
+            if !self.entry_is_valid(&entry) {
+                self.stats.refused_bad_entries += 1;
+                continue;
+            }
+            if self.dedup.contains(&entry.hash, &mut self.stats) {
+                self.stats.duplicate_announcements += 1;
+                continue;
+            }
+            self.note_announcer(from, entry, repair, now);
+        }
+    }
+
+    fn entry_is_valid(&self, entry: &AnnounceEntry) -> bool {
+        entry.size > 0
+            && entry.size <= self.config.max_transaction_size
+            && entry
+                .register_id
+                .as_ref()
+                .is_none_or(|r| r.len() <= MAX_REGISTER_ID_LEN)
+    }
+
+    /// An eagerly pushed body: taken if new and its hash checks out.
+    pub(super) fn on_push(
+        &mut self,
+        from: &PeerId,
+        entry: AnnounceEntry,
+        body: Vec<u8>,
+        now: Timestamp,
+    ) {
+        self.stats.pushes_received += 1;
+        if body.len() as u64 > self.config.max_transaction_size {
+            self.stats.refused_oversized_bodies += 1;
+            return;
+        }
+        if body.is_empty() || !self.entry_is_valid(&entry) {
+            self.stats.refused_bad_entries += 1;
+            return;
+        }
+        if self.dedup.contains(&entry.hash, &mut self.stats) {
+            self.stats.duplicate_bodies += 1;
+            return;
+        }
+        if TxHash::of(&body) != entry.hash {
+            self.bad_body(from, entry.hash);
+            return;
+        }
+        let origin = Origin::Peer(from.clone());
+        self.accept(entry.hash, body, entry.register_id, origin, entry.hops, now);
+    }
+
+    pub(super) fn bad_body(&mut self, from: &PeerId, hash: TxHash) {
+        self.stats.bad_bodies += 1;
+        let from = from.clone();
+        self.emit(GossipEvent::BadBody { from, hash });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::super::test_util::*;
+    use super::super::*;
+
+    /// Node 0 fetched entry `n` (announced by node 9 with `hops`) and accepted it.
+    fn receive(g: &mut Gossip, n: usize, hops: u32) -> Vec<Output> {
+        g.handle_message(&id(9), announce(vec![entry(n, hops)]), ms(1));
+        let out = drain(g);
+        assert_eq!(fetches(&out), vec![(id(9), entry(n, hops).hash)]);
+        g.handle_fetched(&id(9), entry(n, hops).hash, Ok(body(n)), ms(2));
+        drain(g)
+    }
+
+    #[test]
+    fn submissions_go_to_fanout_peers_with_one_hop() {
+        let mut g = node(0, 1..=8, quiet());
+        g.submit(body(1), None, ms(0)).expect("valid");
+        let out = drain(&mut g);
+        assert_eq!(stored(&out).len(), 1);
+        assert!(announces(&out).is_empty(), "held for the flush");
+        let sent = announces(&flush(&mut g, ms(10)));
+        assert_eq!(sent.len(), 3, "fanout 3");
+        let targets: BTreeSet<_> = sent.iter().map(|(to, _)| to.clone()).collect();
+        assert_eq!(targets.len(), 3);
+        assert!(sent.iter().all(|(_, e)| e.len() == 1 && e[0].hops == 1));
+        assert_eq!(g.stats().announcements_sent, 3);
+    }
+
+    #[test]
+    fn forwarding_adds_a_hop_and_stops_or_floods_at_max_hops() {
+        let stop = GossipConfig {
+            flood_past_max_hops: false,
+            ..quiet()
+        };
+        let mut g = node(0, 1..=9, stop);
+        receive(&mut g, 1, 2);
+        let sent = announces(&flush(&mut g, ms(20)));
+        assert_eq!(sent.len(), 3);
+        assert!(sent.iter().all(|(to, e)| *to != id(9) && e[0].hops == 3));
+        receive(&mut g, 2, 3);
+        assert!(flush(&mut g, ms(40)).is_empty(), "max_hops reached");
+
+        let mut g = node(0, 1..=9, quiet());
+        receive(&mut g, 2, 3);
+        let sent = announces(&flush(&mut g, ms(40)));
+        assert_eq!(
+            sent.len(),
+            8,
+            "past max_hops: every active peer but the announcer"
+        );
+        assert!(sent.iter().all(|(to, e)| *to != id(9) && e[0].hops == 4));
+    }
+
+    #[test]
+    fn fanout_modes_pick_sqrt_or_all_and_skip_the_announcer() {
+        let config = GossipConfig {
+            fanout: FanoutMode::All,
+            ..quiet()
+        };
+        let mut g = node(0, 1..=9, config);
+        receive(&mut g, 1, 1);
+        assert_eq!(announces(&flush(&mut g, ms(20))).len(), 8, "all but node 9");
+        let config = GossipConfig {
+            fanout: FanoutMode::Sqrt,
+            ..quiet()
+        };
+        let mut g = node(0, 1..=16, config);
+        g.submit(body(1), None, ms(0)).expect("valid");
+        assert_eq!(announces(&flush(&mut g, ms(10))).len(), 4);
+    }
+
+    #[test]
+    fn submissions_within_the_flush_interval_make_one_announce_per_peer() {
+        let mut g = node(0, 1..=8, quiet());
+        let mut timers = 0;
+        for n in 0..50 {
+            g.submit(body(n), None, ms(n as u64 / 10)).expect("valid");
+            let out = drain(&mut g);
+            assert!(announces(&out).is_empty());
+            timers += out
+                .iter()
+                .filter(|o| matches!(o, Output::ScheduleTimer { .. }))
+                .count();
+        }
+        assert_eq!(timers, 1, "one flush armed for the burst");
+        let sent = announces(&flush(&mut g, ms(10)));
+        let targets: BTreeSet<_> = sent.iter().map(|(to, _)| to.clone()).collect();
+        assert_eq!(targets.len(), sent.len(), "one message per peer");
+        let entries: usize = sent.iter().map(|(_, e)| e.len()).sum();
+        assert_eq!(entries, 150, "50 txs x fanout 3");
+        assert_eq!(g.stats().announce_messages_sent, sent.len() as u64);
+    }
+
+    #[test]
+    fn a_full_batch_goes_at_once() {
+        let config = GossipConfig {
+            fanout: FanoutMode::All,
+            max_batch: 4,
+            ..quiet()
+        };
+        let mut g = node(0, [1], config);
+        let mut sent = Vec::new();
+        for n in 0..10 {
+            g.submit(body(n), None, ms(0)).expect("valid");
+            sent.extend(announces(&drain(&mut g)));
+        }
+        assert_eq!(
+            sent.iter().map(|(_, e)| e.len()).collect::<Vec<_>>(),
+            [4, 4]
+        );
+        let rest = announces(&flush(&mut g, ms(10)));
+        assert_eq!(rest.len(), 1);
+        assert_eq!(rest[0].1.len(), 2);
+    }
+
+    #[test]
+    fn known_hashes_are_neither_fetched_nor_delivered_again() {
+        let mut g = node(0, 1..=8, quiet());
+        let first = receive(&mut g, 1, 1);
+        assert_eq!(delivered(&first).len(), 1);
+        g.handle_message(&id(3), announce(vec![entry(1, 1)]), ms(5));
+        let again = g.submit(body(1), None, ms(6)).expect("valid");
+        assert!(!again.new);
+        let out = drain(&mut g);
+        assert!(fetches(&out).is_empty() && delivered(&out).is_empty());
+        assert_eq!(g.stats().duplicate_announcements, 1);
+    }
+
+    #[test]
+    fn eager_push_sends_small_bodies_and_checks_what_it_receives() {
+        let config = GossipConfig {
+            eager_push_max_size: 1024,
+            eager_push_peers: 1,
+            ..quiet()
+        };
+        let mut g = node(0, 1..=8, config.clone());
+        g.submit(body(1), None, ms(0)).expect("valid");
+        let pushes: Vec<_> = sends(&drain(&mut g))
+            .into_iter()
+            .filter(|(_, m)| matches!(m, GossipMessage::Push { .. }))
+            .collect();
+        assert_eq!(pushes.len(), 1, "pushed at once");
+        assert_eq!(announces(&flush(&mut g, ms(10))).len(), 2, "rest announced");
+
+        let mut r = node(5, [0, 6], config);
+        let (_, push) = pushes[0].clone();
+        r.handle_message(&id(0), push.clone(), ms(20));
+        assert_eq!(delivered(&drain(&mut r)).len(), 1);
+        r.handle_message(&id(0), push, ms(21));
+        assert_eq!(r.stats().duplicate_bodies, 1);
+        let forged = GossipMessage::Push {
+            entry: entry(2, 1),
+            body: b"not the body".to_vec(),
+        };
+        r.handle_message(&id(6), forged, ms(22));
+        let out = drain(&mut r);
+        assert!(delivered(&out).is_empty());
+        assert_eq!(r.stats().bad_bodies, 1);
+        assert!(matches!(&events(&out)[..], [GossipEvent::BadBody { from, .. }] if *from == id(6)));
+    }
+
+    #[test]
+    fn bad_entries_are_refused_and_oversized_messages_cut() {
+        let mut g = node(0, 1..=3, quiet());
+        let mut zero = entry(1, 1);
+        zero.size = 0;
+        let mut huge = entry(2, 1);
+        huge.size = g.config().max_transaction_size + 1;
+        let mut long_reg = entry(3, 1);
+        long_reg.register_id = Some("r".repeat(MAX_REGISTER_ID_LEN + 1));
+        g.handle_message(&id(1), announce(vec![zero, huge, long_reg]), ms(0));
+        assert!(fetches(&drain(&mut g)).is_empty());
+        assert_eq!(g.stats().refused_bad_entries, 3);
+        let many = (0..MAX_ENTRIES_PER_MESSAGE + 10)
+            .map(|n| entry(n, 1))
+            .collect();
+        g.handle_message(&id(1), announce(many), ms(1));
+        assert_eq!(g.stats().dropped_over_message_limit, 10);
+        assert_eq!(g.pending_count(), MAX_ENTRIES_PER_MESSAGE);
+    }
+}

@@ -1,0 +1,150 @@
+//! Tuning of the gossip machine, with where each number came from.
+
+use std::time::Duration;
+
+/// How many active peers a newly accepted transaction is announced to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FanoutMode {
+    /// This many (or all active peers, if fewer).
+    Fixed(usize),
+    /// `ceil(sqrt(active peers))`: grows with the view, as in Sorcha's adaptive fanout.
+    Sqrt,
+    /// Every active peer (Bitcoin's `inv` to all peers): announcements are hashes, the pull
+    /// fetches each body once, so flooding them costs little and reaches every connected node.
+    All,
+}
+
+impl FanoutMode {
+    /// Peers to announce to when `active` peers are available.
+    pub fn count(self, active: usize) -> usize {
+        match self {
+            FanoutMode::Fixed(n) => n.min(active),
+            FanoutMode::Sqrt => (active as f64).sqrt().ceil() as usize,
+            FanoutMode::All => active,
+        }
+    }
+}
+
+/// Knobs of [`Gossip`](super::Gossip). The daemon fills them from the `distribution` section
+/// (Sorcha's `TransactionDistribution`); the simulator uses them to compare strategies.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GossipConfig {
+    /// Announcement targets per accepted transaction.
+    pub fanout: FanoutMode,
+    /// A transaction received with this many hops is not announced further (`gossip_rounds`).
+    pub max_hops: u32,
+    /// Past `max_hops`, announce to every active peer instead of stopping.
+    pub flood_past_max_hops: bool,
+    /// Announcements to one peer wait at most this long to be sent together.
+    pub flush_interval: Duration,
+    /// Entries per `Announce`; a batch this full is sent at once.
+    pub max_batch: usize,
+    /// Largest body accepted from a peer, submitted, or announced, in bytes.
+    pub max_transaction_size: u64,
+    /// A fetch not answered in this time (plus `fetch_timeout_per_mib`) moves to the next
+    /// announcer.
+    pub fetch_timeout: Duration,
+    /// Extra fetch time per MiB of announced size, for streamed bodies.
+    pub fetch_timeout_per_mib: Duration,
+    /// Fetches outstanding at once, over all peers.
+    pub max_in_flight: usize,
+    /// Fetches outstanding at once from one peer.
+    pub max_in_flight_per_peer: usize,
+    /// Announced hashes waiting for (or being fetched); more are refused and counted.
+    pub max_pending: usize,
+    /// Announcers remembered per pending hash, tried in order of arrival.
+    pub max_announcers: usize,
+    /// Bodies up to this size are pushed with the announcement to `eager_push_peers` of the
+    /// fanout targets; 0 disables eager push.
+    pub eager_push_max_size: usize,
+    /// Targets that receive the body itself rather than the announcement.
+    pub eager_push_peers: usize,
+    /// How long a known hash is remembered (dedup window; Sorcha's `transaction_cache_ttl`).
+    pub transaction_cache_ttl: Duration,
+    /// Known hashes kept at most; the oldest is forgotten (counted) when full.
+    pub max_known: usize,
+    /// Bits of one bloom generation (two are kept).
+    pub bloom_bits: usize,
+    /// Hash functions of the bloom.
+    pub bloom_hashes: u32,
+    /// A new bloom generation starts this often; still-known hashes are carried over.
+    pub bloom_reset_interval: Duration,
+    /// How often a digest goes to one random active peer; `None` disables anti-entropy.
+    pub anti_entropy_interval: Option<Duration>,
+    /// Hashes first seen within this window go into a digest.
+    pub anti_entropy_window: Duration,
+}
+
+impl Default for GossipConfig {
+    fn default() -> Self {
+        Self {
+            // Sorcha design default (TransactionDistribution.FanoutFactor), for the first
+            // max_hops hops; see flood_past_max_hops.
+            fanout: FanoutMode::Fixed(3),
+            // Sorcha design default (TransactionDistribution.GossipRounds).
+            max_hops: 3,
+            // Measured in net_tests (module doc): stopping at the hop limit leaves ~45% of a
+            // 50-node network to anti-entropy; announcing onwards to all reaches everyone.
+            flood_past_max_hops: true,
+            // Bitcoin trickles inv every ~100 ms on average; 10 ms adds less than one LAN RTT
+            // per hop and still merges bursts of submissions.
+            flush_interval: Duration::from_millis(10),
+            // Bitcoin caps INVENTORY_BROADCAST_MAX at 1000 per trickle; 256 entries are ~25 KB
+            // with register ids, under one 64 KiB chunk.
+            max_batch: 256,
+            // Sorcha design default (MaxTransactionSize 10 MiB).
+            max_transaction_size: 10 * 1024 * 1024,
+            // Sorcha's PeerTimeoutSeconds is 30 s for peers; a GetTransaction on a healthy link
+            // answers in well under a second, so 5 s fails over fast without flapping.
+            fetch_timeout: Duration::from_secs(5),
+            // Streaming 1 MiB at a pessimistic 1 MiB/s.
+            fetch_timeout_per_mib: Duration::from_secs(1),
+            // Bitcoin keeps up to 100 getdata in flight per peer (MAX_PEER_TX_REQUEST_IN_FLIGHT);
+            // 8 per peer over ~8 active peers, 64 in all, keeps memory for bodies in transit
+            // at 64 x max size worst case while a 1000 tx/s burst drains in ~ 64 RTT per second.
+            max_in_flight: 64,
+            max_in_flight_per_peer: 8,
+            // Bitcoin's MAX_PEER_TX_ANNOUNCEMENTS is 5000 per peer; 10,000 hashes in all is
+            // ~2 MB of metadata.
+            max_pending: 10_000,
+            // Bitcoin remembers every announcer; 4 survive three dead or lying peers.
+            max_announcers: 4,
+            // Measured in net_tests (module doc): pushing saves ~120 ms of mean coverage time
+            // on 50 nodes but costs ~0.8 duplicate bodies per node per tx and +63% bytes.
+            eager_push_max_size: 0,
+            eager_push_peers: 1,
+            // Sorcha design default (TransactionCacheTtlSeconds = 3600).
+            transaction_cache_ttl: Duration::from_secs(3600),
+            // An hour at ~25 tx/s sustained; ~150 bytes each, ~15 MB.
+            max_known: 100_000,
+            // 10 bits per entry of max_known and 7 hashes: ~1% false positives (Bloom 1970),
+            // 122 KiB per generation.
+            bloom_bits: 1_000_000,
+            bloom_hashes: 7,
+            // Wild guess: a sixth of the TTL keeps rotation cheap (carry-over is O(known)).
+            bloom_reset_interval: Duration::from_secs(10 * 60),
+            // Wild guess checked in net_tests: with 10% loss every node is whole within a few
+            // rounds; one digest per 5 s per node is ~1.6 KB/s at 200 recent hashes.
+            anti_entropy_interval: Some(Duration::from_secs(5)),
+            // Long enough to bridge a restart or a short partition; older history is the
+            // register sync's job, not gossip's.
+            anti_entropy_window: Duration::from_secs(10 * 60),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fanout_modes_count_targets() {
+        assert_eq!(FanoutMode::Fixed(3).count(8), 3);
+        assert_eq!(FanoutMode::Fixed(3).count(2), 2);
+        assert_eq!(FanoutMode::Sqrt.count(8), 3);
+        assert_eq!(FanoutMode::Sqrt.count(9), 3);
+        assert_eq!(FanoutMode::Sqrt.count(10), 4);
+        assert_eq!(FanoutMode::Sqrt.count(0), 0);
+        assert_eq!(FanoutMode::All.count(8), 8);
+    }
+}

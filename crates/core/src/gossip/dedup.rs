@@ -1,0 +1,300 @@
+//! Dedup: the exact set of recent hashes is the authority; a rotating bloom filter in front of
+//! it only answers "certainly new" quickly.
+//!
+//! The bloom never has false negatives for a hash the exact set holds: when a generation is
+//! dropped, the still-known hashes that only it covered are carried into the new one. So a
+//! bloom "no" is safe to trust, and a bloom "maybe" (possibly a false positive) is always
+//! confirmed in the exact set: a false positive costs one lookup, never a transaction.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use super::types::{GossipStats, HashPrefix};
+use crate::model::{Timestamp, TxHash};
+
+/// A plain bloom filter over SHA-256 hashes. The hashes are uniform already, so the bit
+/// positions come from double hashing of their first 16 bytes (Kirsch & Mitzenmacher 2006):
+/// no keyed hasher, nothing random, identical on every run.
+#[derive(Debug, Clone)]
+struct Bloom {
+    words: Vec<u64>,
+    bits: u64,
+    hashes: u32,
+}
+
+impl Bloom {
+    fn new(bits: usize, hashes: u32) -> Self {
+        let bits = bits.max(1) as u64;
+        Self {
+            words: vec![0; bits.div_ceil(64) as usize],
+            bits,
+            hashes: hashes.max(1),
+        }
+    }
+
+    fn positions(&self, hash: &TxHash) -> impl Iterator<Item = u64> + use<> {
+        let b = hash.as_bytes();
+        let word = |i: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&b[i..i + 8]);
+            u64::from_le_bytes(w)
+        };
+        let (h1, h2, bits) = (word(0), word(8) | 1, self.bits);
+        (0..u64::from(self.hashes)).map(move |i| h1.wrapping_add(i.wrapping_mul(h2)) % bits)
+    }
+
+    fn insert(&mut self, hash: &TxHash) {
+        for p in self.positions(hash) {
+            self.words[(p / 64) as usize] |= 1 << (p % 64);
+        }
+    }
+
+    fn contains(&self, hash: &TxHash) -> bool {
+        self.positions(hash)
+            .all(|p| self.words[(p / 64) as usize] & (1 << (p % 64)) != 0)
+    }
+
+    fn clear(&mut self) {
+        self.words.fill(0);
+    }
+}
+
+/// What the core remembers of a known transaction: enough to announce it again, not the body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct KnownTx {
+    pub(super) size: u64,
+    pub(super) register_id: Option<String>,
+    pub(super) seen_at: Timestamp,
+}
+
+/// Known hashes with expiry, and the two bloom generations in front of them.
+#[derive(Debug)]
+pub(super) struct Dedup {
+    known: BTreeMap<TxHash, KnownTx>,
+    /// Insertion order, oldest first; `seen_at` never decreases along it.
+    order: VecDeque<(Timestamp, TxHash)>,
+    current: Bloom,
+    previous: Bloom,
+    current_since: Timestamp,
+    previous_since: Timestamp,
+    ttl: Duration,
+    max_known: usize,
+    reset_interval: Duration,
+}
+
+impl Dedup {
+    pub(super) fn new(
+        bloom_bits: usize,
+        bloom_hashes: u32,
+        reset_interval: Duration,
+        ttl: Duration,
+        max_known: usize,
+        now: Timestamp,
+    ) -> Self {
+        Self {
+            known: BTreeMap::new(),
+            order: VecDeque::new(),
+            current: Bloom::new(bloom_bits, bloom_hashes),
+            previous: Bloom::new(bloom_bits, bloom_hashes),
+            current_since: now,
+            previous_since: now,
+            ttl,
+            max_known: max_known.max(1),
+            reset_interval,
+        }
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.known.len()
+    }
+
+    /// Whether `hash` is known: the bloom's "no" is final, its "maybe" is checked.
+    pub(super) fn contains(&self, hash: &TxHash, stats: &mut GossipStats) -> bool {
+        if !self.current.contains(hash) && !self.previous.contains(hash) {
+            stats.bloom_negatives += 1;
+            return false;
+        }
+        let known = self.known.contains_key(hash);
+        if !known {
+            stats.bloom_false_positives += 1;
+        }
+        known
+    }
+
+    pub(super) fn get(&self, hash: &TxHash) -> Option<&KnownTx> {
+        self.known.get(hash)
+    }
+
+    /// Remembers a new hash, forgetting the oldest (counted) when full.
+    pub(super) fn insert(&mut self, hash: TxHash, mut tx: KnownTx, stats: &mut GossipStats) {
+        if let Some((last, _)) = self.order.back() {
+            tx.seen_at = tx.seen_at.max(*last);
+        }
+        while self.known.len() >= self.max_known {
+            let Some((_, old)) = self.order.pop_front() else {
+                break;
+            };
+            self.known.remove(&old);
+            stats.known_evicted += 1;
+        }
+        self.current.insert(&hash);
+        self.order.push_back((tx.seen_at, hash));
+        self.known.insert(hash, tx);
+    }
+
+    /// Forgets hashes older than the TTL and starts a new bloom generation when due.
+    pub(super) fn expire(&mut self, now: Timestamp) {
+        while let Some(&(seen, hash)) = self.order.front() {
+            if now.since(seen) < self.ttl {
+                break;
+            }
+            self.order.pop_front();
+            self.known.remove(&hash);
+        }
+        if now.since(self.current_since) >= self.reset_interval {
+            self.rotate(now);
+        }
+    }
+
+    /// Drops the older generation. Hashes seen before the surviving generation started are
+    /// covered only by the dropped one, so they are carried into the new one.
+    fn rotate(&mut self, now: Timestamp) {
+        std::mem::swap(&mut self.current, &mut self.previous);
+        self.current.clear();
+        self.previous_since = self.current_since;
+        self.current_since = now;
+        let carried = self.previous_since;
+        for (seen, hash) in &self.order {
+            if *seen >= carried {
+                break;
+            }
+            self.current.insert(hash);
+        }
+    }
+
+    /// Up to `max` known hashes first seen at or after `since`, newest first.
+    pub(super) fn recent(
+        &self,
+        since: Timestamp,
+        max: usize,
+    ) -> impl Iterator<Item = (&TxHash, &KnownTx)> {
+        self.order
+            .iter()
+            .rev()
+            .take_while(move |(seen, _)| *seen >= since)
+            .take(max)
+            .filter_map(|(_, h)| self.known.get_key_value(h))
+    }
+
+    /// A known hash starting with `prefix`, if any.
+    pub(super) fn by_prefix(&self, prefix: HashPrefix) -> Option<(&TxHash, &KnownTx)> {
+        self.known.range(prefix_range(prefix)).next()
+    }
+}
+
+/// The hashes that start with `prefix`, as a range of the ordered maps.
+pub(super) fn prefix_range(prefix: HashPrefix) -> std::ops::RangeInclusive<TxHash> {
+    let mut lo = [0u8; 32];
+    let mut hi = [0xffu8; 32];
+    lo[..8].copy_from_slice(&prefix.to_be_bytes());
+    hi[..8].copy_from_slice(&prefix.to_be_bytes());
+    TxHash::from_bytes(lo)..=TxHash::from_bytes(hi)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gossip::types::prefix_of;
+
+    fn h(n: u32) -> TxHash {
+        TxHash::of(&n.to_be_bytes())
+    }
+
+    fn tx(at: u64) -> KnownTx {
+        KnownTx {
+            size: 1,
+            register_id: None,
+            seen_at: Timestamp::from_millis(at),
+        }
+    }
+
+    fn dedup(bits: usize, max_known: usize) -> Dedup {
+        let t0 = Timestamp::from_millis(0);
+        let (reset, ttl) = (Duration::from_secs(10), Duration::from_secs(60));
+        Dedup::new(bits, 3, reset, ttl, max_known, t0)
+    }
+
+    #[test]
+    fn a_saturated_bloom_only_costs_lookups() {
+        // 8 bits and thousands of hashes: every query is a bloom "maybe".
+        let mut d = dedup(8, 10_000);
+        let mut stats = GossipStats::default();
+        for n in 0..1000 {
+            d.insert(h(n), tx(0), &mut stats);
+        }
+        for n in 0..1000 {
+            assert!(d.contains(&h(n), &mut stats));
+        }
+        for n in 1000..2000 {
+            assert!(
+                !d.contains(&h(n), &mut stats),
+                "false positive taken as known"
+            );
+        }
+        assert_eq!(stats.bloom_false_positives, 1000);
+        assert_eq!(stats.bloom_negatives, 0);
+    }
+
+    #[test]
+    fn rotation_never_loses_a_known_hash_from_the_bloom() {
+        let mut d = dedup(1 << 16, 100_000);
+        let mut stats = GossipStats::default();
+        // One insert per second for 55 s (within the 60 s TTL), rotating every 10 s.
+        for s in 0..55u64 {
+            let now = Timestamp::from_millis(s * 1000);
+            d.expire(now);
+            d.insert(h(s as u32), tx(s * 1000), &mut stats);
+        }
+        d.expire(Timestamp::from_millis(59_000));
+        for s in 0..55 {
+            assert!(
+                d.current.contains(&h(s)) || d.previous.contains(&h(s)),
+                "{s}"
+            );
+            assert!(d.contains(&h(s), &mut stats));
+        }
+    }
+
+    #[test]
+    fn hashes_expire_after_the_ttl_and_the_set_is_bounded() {
+        let mut d = dedup(1 << 12, 3);
+        let mut stats = GossipStats::default();
+        for n in 0..5 {
+            d.insert(h(n), tx(u64::from(n)), &mut stats);
+        }
+        assert_eq!(d.len(), 3);
+        assert_eq!(stats.known_evicted, 2);
+        assert!(!d.contains(&h(0), &mut stats));
+        assert!(d.contains(&h(4), &mut stats));
+        d.expire(Timestamp::from_millis(60_003));
+        assert_eq!(d.len(), 1, "entries seen at 2 and 3 ms expired");
+        assert!(d.contains(&h(4), &mut stats));
+    }
+
+    #[test]
+    fn recent_and_prefix_lookups() {
+        let mut d = dedup(1 << 12, 100);
+        let mut stats = GossipStats::default();
+        for n in 0..10 {
+            d.insert(h(n), tx(u64::from(n) * 100), &mut stats);
+        }
+        let recent: Vec<TxHash> = d
+            .recent(Timestamp::from_millis(700), 100)
+            .map(|(h, _)| *h)
+            .collect();
+        assert_eq!(recent, vec![h(9), h(8), h(7)]);
+        assert_eq!(d.recent(Timestamp::from_millis(0), 2).count(), 2);
+        assert_eq!(d.by_prefix(prefix_of(&h(3))).map(|(x, _)| *x), Some(h(3)));
+        assert_eq!(d.by_prefix(prefix_of(&h(99))), None);
+    }
+}

@@ -1,0 +1,119 @@
+//! Helpers shared by the gossip tests.
+
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use super::*;
+
+pub(super) fn id(n: usize) -> PeerId {
+    format!("node-{n}").parse().expect("test ids are valid")
+}
+
+pub(super) fn ms(ms: u64) -> Timestamp {
+    Timestamp::from_millis(ms)
+}
+
+/// The default config without anti-entropy, so unit tests see only what they cause.
+pub(super) fn quiet() -> GossipConfig {
+    GossipConfig {
+        anti_entropy_interval: None,
+        ..GossipConfig::default()
+    }
+}
+
+/// Node `me` with active peers `peers`, outputs of construction drained.
+pub(super) fn node(
+    me: usize,
+    peers: impl IntoIterator<Item = usize>,
+    config: GossipConfig,
+) -> Gossip {
+    let mut g = Gossip::new(config, id(me), ChaCha8Rng::seed_from_u64(me as u64), ms(0));
+    let peers: Vec<PeerId> = peers.into_iter().map(id).collect();
+    g.set_peers(&peers, ms(0));
+    drain(&mut g);
+    g
+}
+
+pub(super) fn drain(g: &mut Gossip) -> Vec<Output> {
+    std::iter::from_fn(|| g.poll_output()).collect()
+}
+
+pub(super) fn body(n: usize) -> Vec<u8> {
+    format!("transaction number {n}").into_bytes()
+}
+
+pub(super) fn entry(n: usize, hops: u32) -> AnnounceEntry {
+    let b = body(n);
+    AnnounceEntry {
+        hash: TxHash::of(&b),
+        size: b.len() as u64,
+        register_id: Some("reg-1".into()),
+        hops,
+    }
+}
+
+pub(super) fn announce(entries: Vec<AnnounceEntry>) -> GossipMessage {
+    GossipMessage::Announce { entries }
+}
+
+pub(super) fn sends(out: &[Output]) -> Vec<(PeerId, GossipMessage)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Send { to, message } => Some((to.clone(), message.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Announce messages among `out`, as (target, entries).
+pub(super) fn announces(out: &[Output]) -> Vec<(PeerId, Vec<AnnounceEntry>)> {
+    sends(out)
+        .into_iter()
+        .filter_map(|(to, m)| match m {
+            GossipMessage::Announce { entries } => Some((to, entries)),
+            _ => None,
+        })
+        .collect()
+}
+
+pub(super) fn fetches(out: &[Output]) -> Vec<(PeerId, TxHash)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Fetch { from, hash, .. } => Some((from.clone(), *hash)),
+            _ => None,
+        })
+        .collect()
+}
+
+pub(super) fn delivered(out: &[Output]) -> Vec<TxHash> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Deliver { hash, .. } => Some(*hash),
+            _ => None,
+        })
+        .collect()
+}
+
+pub(super) fn stored(out: &[Output]) -> Vec<TxHash> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Store { hash, .. } => Some(*hash),
+            _ => None,
+        })
+        .collect()
+}
+
+pub(super) fn events(out: &[Output]) -> Vec<GossipEvent> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Event(e) => Some(e.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Fires the flush timer at `now` and returns the outputs.
+pub(super) fn flush(g: &mut Gossip, now: Timestamp) -> Vec<Output> {
+    g.handle_timer(Timer::Flush, now);
+    drain(g)
+}

@@ -1,0 +1,222 @@
+//! What crosses the boundary of the gossip machine: the messages peers exchange, the outputs
+//! the runtime carries out, timers, events, errors and counters.
+
+use crate::model::{PeerId, Timestamp, TxHash};
+
+/// Longest register id accepted in an announcement or a submission. Sorcha register ids are
+/// GUIDs or 32-digit hex (32 to 36 characters); 128 leaves room without letting a peer make us
+/// keep kilobytes per hash.
+pub const MAX_REGISTER_ID_LEN: usize = 128;
+
+/// Where a transaction came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// Submitted to this node.
+    Local,
+    /// Fetched from, or pushed by, this peer.
+    Peer(PeerId),
+}
+
+/// One hash a peer says it holds. Maps onto `TransactionNotification` (hash, size, register id)
+/// for Sorcha peers, which ignore `hops`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnnounceEntry {
+    pub hash: TxHash,
+    /// Body size in bytes, as announced (advisory: the hash is the authority).
+    pub size: u64,
+    pub register_id: Option<String>,
+    /// Announcements this entry has travelled, this one included (the origin sends 1).
+    pub hops: u32,
+}
+
+/// The first 8 bytes of a hash, big-endian: what an anti-entropy digest carries per hash.
+/// Among the ~2,000 hashes of a digest a collision has odds of about 2^-42.
+pub type HashPrefix = u64;
+
+pub(crate) fn prefix_of(hash: &TxHash) -> HashPrefix {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&hash.as_bytes()[..8]);
+    u64::from_be_bytes(b)
+}
+
+/// What one gossip core says to another. The runtime maps these onto the wire: for Sorcha
+/// peers each announce entry becomes a unary `NotifyTransaction` (pushes become a notify too,
+/// and the body is fetched); our own peers get batched `PeerMessage`s of new message types.
+/// Pulls are not messages: they are [`Output::Fetch`], which the runtime carries out with
+/// `GetTransaction` or `StreamTransaction`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GossipMessage {
+    /// Hashes the sender holds, batched per peer.
+    Announce { entries: Vec<AnnounceEntry> },
+    /// Eager push of a small body with its announcement.
+    Push { entry: AnnounceEntry, body: Vec<u8> },
+    /// Anti-entropy: prefixes of the hashes the sender saw within its window, ascending.
+    Digest { prefixes: Vec<HashPrefix> },
+    /// Answer to a digest: entries the digest lacked (the digest's sender fetches them) and
+    /// prefixes of the digest the replier lacks (answered with an `Announce`).
+    DigestReply {
+        missing: Vec<AnnounceEntry>,
+        wanted: Vec<HashPrefix>,
+    },
+}
+
+impl GossipMessage {
+    /// Approximate encoded size in bytes (protobuf-like: hashes as 32 raw bytes, a few bytes
+    /// of framing per field). For metrics and the simulator's bandwidth figures.
+    pub fn approx_wire_len(&self) -> usize {
+        const FRAME: usize = 8;
+        let entry = |e: &AnnounceEntry| 32 + 6 + 2 + e.register_id.as_ref().map_or(0, String::len);
+        FRAME
+            + match self {
+                GossipMessage::Announce { entries } => entries.iter().map(entry).sum(),
+                GossipMessage::Push { entry: e, body } => entry(e) + body.len(),
+                GossipMessage::Digest { prefixes } => 8 * prefixes.len(),
+                GossipMessage::DigestReply { missing, wanted } => {
+                    missing.iter().map(entry).sum::<usize>() + 8 * wanted.len()
+                }
+            }
+    }
+}
+
+/// Why a fetch brought no body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FetchFailure {
+    /// No answer in time.
+    Timeout,
+    /// The peer answered `found = false` / NOT_FOUND.
+    NotFound,
+    /// Could not connect, or the call failed.
+    Unreachable,
+    /// The body exceeded the size limit before it was read whole.
+    TooLarge,
+}
+
+/// Timers the runtime arms on [`Output::ScheduleTimer`] and feeds back by `handle_timer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Timer {
+    /// Send the batched announcements.
+    Flush,
+    /// Fail over fetches past their deadline.
+    FetchTimeout,
+    /// Send a digest to a random active peer.
+    AntiEntropy,
+}
+
+/// What the machine asks the runtime to do, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    /// Send `message` to `to`.
+    Send {
+        to: PeerId,
+        message: GossipMessage,
+    },
+    /// Fetch `hash` from `from` (GetTransaction, or StreamTransaction when `size` is above
+    /// the streaming threshold) and feed the result to `handle_fetched`.
+    Fetch {
+        from: PeerId,
+        hash: TxHash,
+        size: u64,
+    },
+    /// Keep this body so peers can fetch it; must be applied before the sends that follow.
+    Store {
+        hash: TxHash,
+        body: Vec<u8>,
+        register_id: Option<String>,
+        origin: Origin,
+    },
+    /// Hand the transaction to local subscribers; exactly once per hash (within the TTL).
+    Deliver {
+        hash: TxHash,
+        register_id: Option<String>,
+        size: u64,
+    },
+    /// Call `handle_timer(timer, now)` at or after `at`; a later schedule of the same timer
+    /// replaces an earlier one.
+    ScheduleTimer {
+        at: Timestamp,
+        timer: Timer,
+    },
+    Event(GossipEvent),
+}
+
+/// What happened, for logs, the event log and reputation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GossipEvent {
+    /// `from` served a body whose SHA-256 is not the hash it was asked for.
+    BadBody { from: PeerId, hash: TxHash },
+    /// Every remembered announcer failed; anti-entropy may bring the hash back.
+    FetchAbandoned { hash: TxHash },
+    /// A transaction this node lacked arrived through anti-entropy.
+    Repaired { hash: TxHash, from: PeerId },
+}
+
+/// Result of a submission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubmitOutcome {
+    pub hash: TxHash,
+    /// `false` when the hash was already known: nothing was stored, delivered or announced.
+    pub new: bool,
+}
+
+/// Why a submission was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    /// The body has no bytes.
+    #[error("empty transaction: expected 1 to {max} bytes")]
+    Empty { max: u64 },
+    /// The body is larger than `max_transaction_size`.
+    #[error("transaction of {size} bytes is too large: at most {max} bytes")]
+    TooLarge { size: u64, max: u64 },
+    /// The register id is longer than [`MAX_REGISTER_ID_LEN`].
+    #[error("register id of {len} characters is too long: at most {MAX_REGISTER_ID_LEN}")]
+    RegisterIdTooLong { len: usize },
+}
+
+/// Counters the daemon exports as metrics: traffic, and what was refused or dropped, and why.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GossipStats {
+    pub submitted: u64,
+    pub accepted: u64,
+    pub announce_messages_sent: u64,
+    pub announcements_sent: u64,
+    pub announcements_received: u64,
+    /// Announced hashes we already knew.
+    pub duplicate_announcements: u64,
+    pub pushes_sent: u64,
+    pub pushes_received: u64,
+    /// Bodies (fetched or pushed) of hashes already known when they arrived.
+    pub duplicate_bodies: u64,
+    pub fetches: u64,
+    pub fetch_failures: u64,
+    pub fetch_timeouts: u64,
+    /// Pending hashes given up after every announcer failed.
+    pub fetches_abandoned: u64,
+    /// Fetch results for hashes no longer pending and not known.
+    pub fetches_unexpected: u64,
+    pub bad_bodies: u64,
+    pub digests_sent: u64,
+    pub digests_received: u64,
+    pub anti_entropy_repairs: u64,
+    /// Bloom said "maybe" and the exact set said no.
+    pub bloom_false_positives: u64,
+    /// Bloom said "no": the exact set was not consulted.
+    pub bloom_negatives: u64,
+    /// New hashes refused because `max_pending` were pending.
+    pub dropped_pending_full: u64,
+    /// Announcers not remembered because `max_announcers` were.
+    pub dropped_announcers_full: u64,
+    /// Entries (of announces, digests, replies) beyond a message's limit.
+    pub dropped_over_message_limit: u64,
+    /// Announced entries with a size of 0 or above the limit, or a register id too long.
+    pub refused_bad_entries: u64,
+    /// Pushed or fetched bodies above `max_transaction_size`.
+    pub refused_oversized_bodies: u64,
+    /// Messages claiming to come from this node.
+    pub refused_from_self: u64,
+    /// Outputs dropped because the output queue was full.
+    pub outputs_dropped: u64,
+    /// Known hashes forgotten before their TTL because `max_known` were kept.
+    pub known_evicted: u64,
+    /// Times a fetch had to wait for a free slot.
+    pub fetches_deferred: u64,
+}
