@@ -1,327 +1,371 @@
-//! `Node`: the composition of the protocol state machines that one daemon (or one simulated
-//! node) owns. Today it keeps the peers that registered with it and answers the inbound
-//! discovery and heartbeat calls; membership and gossip plug in here as they land.
+//! `Node`: the protocol state machines one daemon (or one simulated node) owns, composed.
+//! [`Membership`] decides who our peers are; [`Gossip`] spreads transactions over the healthy
+//! members of the active set, which the node hands it whenever that set changes.
 //!
 //! Call order (quinn style):
-//! - getters (`peer_id`, `state`, `peers`, `peer_list`, ...) read state and never change it;
-//! - `handle_*` feed one input in, with the current time;
-//! - `poll_event` drains what happened, for the runtime to log, count and publish.
+//! - construct with [`Node::new`];
+//! - getters ([`Node::state`], [`Node::membership`], [`Node::gossip`]) never change state;
+//! - inputs: the `handle_*` methods, [`Node::submit`] and the inbound-request answers, each
+//!   with the current time;
+//! - after every input, drain [`Node::poll_output`] until `None` and carry the outputs out in
+//!   order (persistence and stores before the sends that follow them).
 
-use std::collections::{BTreeMap, VecDeque};
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
-use crate::model::{NodeState, PeerAdvert, PeerId, PeerNode, PeerStatus, Timestamp};
+use crate::gossip::{
+    self, FetchFailure, Gossip, GossipConfig, GossipMessage, SubmitError, SubmitOutcome,
+};
+use crate::membership::{
+    self, Contact, Failure, HeartbeatOutcome, Membership, MembershipConfig, Pong, Refusal,
+    RegisterOutcome, RequestId, Response,
+};
+use crate::model::{NodeState, PeerAdvert, PeerId, PeerNode, Timestamp, TxHash};
 
-/// Events held for the runtime at most; beyond this the oldest is dropped and counted, so a
-/// runtime that stops polling cannot make the core grow without bound.
-pub const EVENT_QUEUE_CAPACITY: usize = 1024;
-
-/// The knobs of the node that do not belong to one sub-machine.
-#[derive(Debug, Clone)]
+/// The knobs of every sub-machine.
+#[derive(Debug, Clone, Default)]
 pub struct NodeConfig {
-    /// At least this many healthy peers is Online; fewer (but some) is Degraded.
-    pub min_healthy_peers: usize,
-    /// Most peers kept; registrations beyond it are refused.
-    pub max_peers: usize,
+    pub membership: MembershipConfig,
+    pub gossip: GossipConfig,
 }
 
-/// What happened inside the node, for logs, metrics and the admin event log.
+/// A timer of one of the sub-machines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Timer {
+    Membership(membership::Timer),
+    Gossip(gossip::Timer),
+}
+
+/// What the runtime must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum NodeEvent {
-    PeerRegistered { peer_id: PeerId, new: bool },
-    StateChanged { from: NodeState, to: NodeState },
+pub enum Output {
+    /// Send a membership `request` to `to`; answer with [`Node::handle_response`] and `id`.
+    Send {
+        to: Contact,
+        request: membership::Request,
+        id: RequestId,
+    },
+    /// Send a gossip message to a peer (its address resolved from membership).
+    Gossip { to: Contact, message: GossipMessage },
+    /// Fetch the body of `hash` from `from`; answer with [`Node::handle_fetched`].
+    Fetch {
+        from: Contact,
+        hash: TxHash,
+        size: u64,
+    },
+    /// Keep this body (serve it to peers, hand it to local readers), before what follows.
+    Store {
+        hash: TxHash,
+        body: Vec<u8>,
+        register_id: Option<String>,
+        origin: gossip::Origin,
+    },
+    /// Tell local subscribers about a new transaction (once per hash).
+    Deliver {
+        hash: TxHash,
+        register_id: Option<String>,
+        size: u64,
+    },
+    /// Call [`Node::handle_timer`] with `timer` at `at`.
+    ScheduleTimer { at: Timestamp, timer: Timer },
+    /// Store this peer.
+    Persist(PeerNode),
+    /// Delete this peer from the store.
+    Forget(PeerId),
+    /// Something happened: log it, count it, show it.
+    Event(Event),
 }
 
-/// Answer to an inbound heartbeat.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HeartbeatOutcome {
-    Accepted,
-    /// The sender must call RegisterPeer first (wire message "Peer not registered").
-    NotRegistered,
-}
-
-/// Why an inbound registration was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RegisterError {
-    /// The advert carries this node's own id.
-    #[error("a peer cannot register with this node's own id")]
-    SelfId,
-    /// The peer is banned.
-    #[error("peer {0} is banned")]
-    Banned(PeerId),
-    /// The peer list is full.
-    #[error("peer list is full ({0} peers)")]
-    Full(usize),
-}
-
-/// Counters of what the node refused or dropped.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct NodeStats {
-    pub events_dropped: u64,
-    pub registrations_refused: u64,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Membership(membership::MembershipEvent),
+    Gossip(gossip::GossipEvent),
+    /// A gossip send or fetch named a peer membership no longer knows; it was dropped.
+    UnknownPeer {
+        peer_id: PeerId,
+    },
 }
 
 pub struct Node {
-    peer_id: PeerId,
-    config: NodeConfig,
-    peers: BTreeMap<PeerId, PeerNode>,
-    state: NodeState,
-    events: VecDeque<NodeEvent>,
-    stats: NodeStats,
+    membership: Membership,
+    gossip: Gossip,
+    /// What gossip was last told the active peers are, to tell it again only on change.
+    gossip_peers: Vec<PeerId>,
+    /// The time of the latest input, for work `poll_output` must feed back (a fetch from a
+    /// peer that vanished fails at once, as of the input that produced it).
+    last_now: Timestamp,
 }
 
 impl Node {
-    pub fn new(peer_id: PeerId, config: NodeConfig) -> Self {
+    /// A node advertising `advert`, joining through `bootstrap` (in order) or, when those are
+    /// all down, through the `stored` peers of its last run. Each sub-machine gets its own RNG
+    /// derived from `rng`, so a seed reproduces the whole node.
+    pub fn new(
+        config: NodeConfig,
+        advert: PeerAdvert,
+        bootstrap: Vec<Contact>,
+        stored: Vec<PeerNode>,
+        mut rng: ChaCha8Rng,
+        now: Timestamp,
+    ) -> Self {
+        let membership_rng = ChaCha8Rng::seed_from_u64(rng.next_u64());
+        let gossip_rng = ChaCha8Rng::seed_from_u64(rng.next_u64());
+        let id = advert.peer_id.clone();
+        let membership = Membership::new(
+            config.membership,
+            advert,
+            bootstrap,
+            stored,
+            membership_rng,
+            now,
+        );
         Self {
-            peer_id,
-            config,
-            peers: BTreeMap::new(),
-            state: NodeState::Offline,
-            events: VecDeque::new(),
-            stats: NodeStats::default(),
+            membership,
+            gossip: Gossip::new(config.gossip, id, gossip_rng, now),
+            gossip_peers: Vec::new(),
+            last_now: now,
         }
     }
 
     // ---- getters ----
 
     pub fn peer_id(&self) -> &PeerId {
-        &self.peer_id
+        self.membership.self_id()
     }
 
     pub fn state(&self) -> NodeState {
-        self.state
+        self.membership.state()
     }
 
-    pub fn stats(&self) -> &NodeStats {
-        &self.stats
+    pub fn membership(&self) -> &Membership {
+        &self.membership
     }
 
-    pub fn peers(&self) -> impl Iterator<Item = &PeerNode> {
-        self.peers.values()
-    }
-
-    pub fn peer(&self, id: &PeerId) -> Option<&PeerNode> {
-        self.peers.get(id)
-    }
-
-    /// Peers counted as healthy: answered recently and not banned.
-    pub fn healthy_count(&self, now: Timestamp) -> usize {
-        self.peers
-            .values()
-            .filter(|p| p.status == PeerStatus::Online && !p.is_banned(now))
-            .count()
-    }
-
-    /// Up to `max` peers to hand to `requester`: never the requester itself, nor banned peers.
-    pub fn peer_list(
-        &self,
-        requester: Option<&PeerId>,
-        max: usize,
-        now: Timestamp,
-    ) -> Vec<PeerAdvert> {
-        self.peers
-            .values()
-            .filter(|p| Some(&p.peer_id) != requester && !p.is_banned(now))
-            .take(max)
-            .map(PeerNode::advert)
-            .collect()
+    pub fn gossip(&self) -> &Gossip {
+        &self.gossip
     }
 
     // ---- inputs ----
 
-    /// A peer called RegisterPeer with a validated advert.
+    pub fn handle_response(
+        &mut self,
+        id: RequestId,
+        result: Result<Response, Failure>,
+        now: Timestamp,
+    ) {
+        self.last_now = now;
+        self.membership.handle_response(id, result, now);
+        self.sync_gossip_peers(now);
+    }
+
+    pub fn handle_timer(&mut self, timer: Timer, now: Timestamp) {
+        self.last_now = now;
+        match timer {
+            Timer::Membership(t) => self.membership.handle_timer(t, now),
+            Timer::Gossip(t) => self.gossip.handle_timer(t, now),
+        }
+        self.sync_gossip_peers(now);
+    }
+
+    pub fn set_advert(&mut self, advert: PeerAdvert) {
+        self.membership.set_self_advert(advert);
+    }
+
+    /// A transaction submitted on this node.
+    pub fn submit(
+        &mut self,
+        body: Vec<u8>,
+        register_id: Option<String>,
+        now: Timestamp,
+    ) -> Result<SubmitOutcome, SubmitError> {
+        self.last_now = now;
+        self.gossip.submit(body, register_id, now)
+    }
+
+    /// A gossip message from `from`; dropped if `from` is banned.
+    pub fn handle_gossip(&mut self, from: &PeerId, message: GossipMessage, now: Timestamp) {
+        self.last_now = now;
+        if !self.membership.is_banned(from, now) {
+            self.gossip.handle_message(from, message, now);
+        }
+    }
+
+    /// The result of an [`Output::Fetch`].
+    pub fn handle_fetched(
+        &mut self,
+        from: &PeerId,
+        hash: TxHash,
+        result: Result<Vec<u8>, FetchFailure>,
+        now: Timestamp,
+    ) {
+        self.last_now = now;
+        self.gossip.handle_fetched(from, hash, result, now);
+    }
+
     pub fn handle_register(
         &mut self,
         advert: PeerAdvert,
         now: Timestamp,
-    ) -> Result<(), RegisterError> {
-        let result = self.register(advert, now);
-        if result.is_err() {
-            self.stats.registrations_refused += 1;
-        }
+    ) -> Result<RegisterOutcome, Refusal> {
+        self.last_now = now;
+        let result = self.membership.handle_register(advert, now);
+        self.sync_gossip_peers(now);
         result
     }
 
-    fn register(&mut self, advert: PeerAdvert, now: Timestamp) -> Result<(), RegisterError> {
-        if advert.peer_id == self.peer_id {
-            return Err(RegisterError::SelfId);
-        }
-        let peer_id = advert.peer_id.clone();
-        let known = self.peers.contains_key(&peer_id);
-        if !known && self.peers.len() >= self.config.max_peers {
-            return Err(RegisterError::Full(self.peers.len()));
-        }
-        let mut node = PeerNode::from_advert(advert, now);
-        node.last_seen = now;
-        node.status = PeerStatus::Online;
-        if let Some(previous) = self.peers.get(&peer_id) {
-            if previous.is_banned(now) {
-                return Err(RegisterError::Banned(peer_id));
-            }
-            // What the peer says replaces what it said before; what we learned stays.
-            node.first_seen = previous.first_seen;
-            node.banned_until = previous.banned_until;
-            node.latency = previous.latency;
-        }
-        self.peers.insert(peer_id.clone(), node);
-        let new = !known;
-        self.push_event(NodeEvent::PeerRegistered { peer_id, new });
-        self.update_state(now);
-        Ok(())
+    pub fn peer_list(
+        &mut self,
+        requester: Option<&PeerId>,
+        max: usize,
+        now: Timestamp,
+    ) -> Vec<PeerAdvert> {
+        self.last_now = now;
+        self.membership.peer_list(requester, max, now)
     }
 
-    /// A heartbeat from `peer_id`: refreshes a known peer, asks an unknown one to register.
-    pub fn handle_heartbeat(&mut self, peer_id: &PeerId, now: Timestamp) -> HeartbeatOutcome {
-        match self.peers.get_mut(peer_id) {
-            Some(peer) if !peer.is_banned(now) => {
-                peer.last_seen = now;
-                peer.failure_count = 0;
-                peer.status = PeerStatus::Online;
-                HeartbeatOutcome::Accepted
-            }
-            _ => HeartbeatOutcome::NotRegistered,
+    pub fn handle_exchange(
+        &mut self,
+        from: &PeerId,
+        adverts: Vec<PeerAdvert>,
+        max: usize,
+        now: Timestamp,
+    ) -> Vec<PeerAdvert> {
+        self.last_now = now;
+        self.membership.handle_exchange(from, adverts, max, now)
+    }
+
+    pub fn handle_ping(&mut self, from: Option<&PeerId>, now: Timestamp) -> Result<Pong, Refusal> {
+        self.last_now = now;
+        self.membership.handle_ping(from, now)
+    }
+
+    pub fn handle_heartbeat(&mut self, from: &PeerId, now: Timestamp) -> HeartbeatOutcome {
+        self.last_now = now;
+        self.membership.handle_heartbeat(from, now)
+    }
+
+    /// Bans `id` until `until`; false if the ban list is full.
+    pub fn ban(&mut self, id: &PeerId, until: Timestamp, now: Timestamp) -> bool {
+        self.last_now = now;
+        let done = self.membership.ban(id, until, now);
+        self.sync_gossip_peers(now);
+        done
+    }
+
+    pub fn unban(&mut self, id: &PeerId, now: Timestamp) {
+        self.last_now = now;
+        self.membership.unban(id, now);
+    }
+
+    pub fn remove(&mut self, id: &PeerId, now: Timestamp) {
+        self.last_now = now;
+        self.membership.remove(id, now);
+        self.sync_gossip_peers(now);
+    }
+
+    /// Hands gossip the healthy active peers when they changed.
+    fn sync_gossip_peers(&mut self, now: Timestamp) {
+        let mut peers: Vec<PeerId> = self
+            .membership
+            .active_peers()
+            .filter(|p| p.is_healthy())
+            .map(|p| p.node.peer_id.clone())
+            .collect();
+        peers.sort();
+        if peers != self.gossip_peers {
+            self.gossip.set_peers(&peers, now);
+            self.gossip_peers = peers;
         }
     }
 
     // ---- outputs ----
 
-    pub fn poll_event(&mut self) -> Option<NodeEvent> {
-        self.events.pop_front()
-    }
-
-    fn push_event(&mut self, event: NodeEvent) {
-        if self.events.len() >= EVENT_QUEUE_CAPACITY {
-            self.events.pop_front();
-            self.stats.events_dropped += 1;
+    pub fn poll_output(&mut self) -> Option<Output> {
+        if let Some(output) = self.membership.poll_output() {
+            return Some(Self::from_membership(output));
         }
-        self.events.push_back(event);
-    }
-
-    fn update_state(&mut self, now: Timestamp) {
-        let to = NodeState::from_healthy(self.healthy_count(now), self.config.min_healthy_peers);
-        if to != self.state {
-            let from = std::mem::replace(&mut self.state, to);
-            self.push_event(NodeEvent::StateChanged { from, to });
+        loop {
+            let output = self.gossip.poll_output()?;
+            if let Some(output) = self.from_gossip(output) {
+                return Some(output);
+            }
         }
     }
-}
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::PeerCapabilities;
-
-    fn advert(id: &str) -> PeerAdvert {
-        PeerAdvert {
-            peer_id: id.parse().unwrap(),
-            address: "127.0.0.1".into(),
-            port: 5001,
-            supported_protocols: vec![],
-            capabilities: PeerCapabilities {
-                supports_streaming: true,
-                supports_transaction_distribution: true,
-                max_transaction_size: 1024,
+    fn from_membership(output: membership::Output) -> Output {
+        use membership::Output as M;
+        match output {
+            M::Send { to, request, id } => Output::Send { to, request, id },
+            M::ScheduleTimer { at, timer } => Output::ScheduleTimer {
+                at,
+                timer: Timer::Membership(timer),
             },
-            last_seen: Timestamp::from_millis(0),
-            is_seed_node: false,
+            M::Persist(node) => Output::Persist(node),
+            M::Forget(id) => Output::Forget(id),
+            M::Event(event) => Output::Event(Event::Membership(event)),
         }
     }
 
-    fn node(min_healthy: usize, max_peers: usize) -> Node {
-        let config = NodeConfig {
-            min_healthy_peers: min_healthy,
-            max_peers,
-        };
-        Node::new("self".parse().unwrap(), config)
+    /// Resolves gossip's peer ids to addresses; a peer membership forgot in the meantime
+    /// turns the send into an event (and a fetch into an immediate failure, so gossip moves on
+    /// to the next announcer).
+    fn from_gossip(&mut self, output: gossip::Output) -> Option<Output> {
+        use gossip::Output as G;
+        Some(match output {
+            G::Send { to, message } => match self.contact(&to) {
+                Some(contact) => Output::Gossip {
+                    to: contact,
+                    message,
+                },
+                None => Output::Event(Event::UnknownPeer { peer_id: to }),
+            },
+            G::Fetch { from, hash, size } => match self.contact(&from) {
+                Some(contact) => Output::Fetch {
+                    from: contact,
+                    hash,
+                    size,
+                },
+                None => {
+                    // Feeding the failure back here is safe: gossip only queues outputs.
+                    let failed = Err(FetchFailure::Unreachable);
+                    self.gossip
+                        .handle_fetched(&from, hash, failed, self.last_now);
+                    Output::Event(Event::UnknownPeer { peer_id: from })
+                }
+            },
+            G::Store {
+                hash,
+                body,
+                register_id,
+                origin,
+            } => Output::Store {
+                hash,
+                body,
+                register_id,
+                origin,
+            },
+            G::Deliver {
+                hash,
+                register_id,
+                size,
+            } => Output::Deliver {
+                hash,
+                register_id,
+                size,
+            },
+            G::ScheduleTimer { at, timer } => Output::ScheduleTimer {
+                at,
+                timer: Timer::Gossip(timer),
+            },
+            G::Event(event) => Output::Event(Event::Gossip(event)),
+        })
     }
 
-    #[test]
-    fn registrations_move_the_state_and_emit_events() {
-        let mut n = node(2, 10);
-        let t = Timestamp::from_millis(1_000);
-        n.handle_register(advert("a"), t).unwrap();
-        assert_eq!(n.state(), NodeState::Degraded);
-        n.handle_register(advert("b"), t).unwrap();
-        assert_eq!(n.state(), NodeState::Online);
-        let events: Vec<_> = std::iter::from_fn(|| n.poll_event()).collect();
-        assert_eq!(
-            events,
-            vec![
-                NodeEvent::PeerRegistered {
-                    peer_id: "a".parse().unwrap(),
-                    new: true
-                },
-                NodeEvent::StateChanged {
-                    from: NodeState::Offline,
-                    to: NodeState::Degraded
-                },
-                NodeEvent::PeerRegistered {
-                    peer_id: "b".parse().unwrap(),
-                    new: true
-                },
-                NodeEvent::StateChanged {
-                    from: NodeState::Degraded,
-                    to: NodeState::Online
-                },
-            ]
-        );
-    }
-
-    #[test]
-    fn self_full_and_heartbeat_rules() {
-        let mut n = node(1, 1);
-        let t = Timestamp::from_millis(5);
-        assert_eq!(
-            n.handle_register(advert("self"), t),
-            Err(RegisterError::SelfId)
-        );
-        let stranger: PeerId = "x".parse().unwrap();
-        assert_eq!(
-            n.handle_heartbeat(&stranger, t),
-            HeartbeatOutcome::NotRegistered
-        );
-        n.handle_register(advert("a"), t).unwrap();
-        assert_eq!(
-            n.handle_register(advert("b"), t),
-            Err(RegisterError::Full(1))
-        );
-        assert_eq!(n.stats().registrations_refused, 2);
-        let a: PeerId = "a".parse().unwrap();
-        assert_eq!(
-            n.handle_heartbeat(&a, Timestamp::from_millis(9)),
-            HeartbeatOutcome::Accepted
-        );
-        assert_eq!(n.peer(&a).unwrap().last_seen, Timestamp::from_millis(9));
-        // Re-registering keeps first_seen.
-        n.handle_register(advert("a"), Timestamp::from_millis(20))
-            .unwrap();
-        assert_eq!(n.peer(&a).unwrap().first_seen, t);
-    }
-
-    #[test]
-    fn peer_list_excludes_requester_and_respects_max() {
-        let mut n = node(1, 10);
-        let t = Timestamp::from_millis(1);
-        for id in ["a", "b", "c"] {
-            n.handle_register(advert(id), t).unwrap();
-        }
-        let requester: PeerId = "b".parse().unwrap();
-        let list = n.peer_list(Some(&requester), 10, t);
-        assert_eq!(list.len(), 2);
-        assert!(list.iter().all(|p| p.peer_id != requester));
-        assert_eq!(n.peer_list(None, 1, t).len(), 1);
-    }
-
-    #[test]
-    fn event_queue_is_bounded() {
-        let mut n = node(1, 10);
-        let t = Timestamp::from_millis(1);
-        for _ in 0..EVENT_QUEUE_CAPACITY + 10 {
-            n.handle_register(advert("a"), t).unwrap();
-        }
-        assert!(n.stats().events_dropped >= 10);
-        assert_eq!(
-            std::iter::from_fn(|| n.poll_event()).count(),
-            EVENT_QUEUE_CAPACITY
-        );
+    fn contact(&self, id: &PeerId) -> Option<Contact> {
+        self.membership.peer(id).map(|known| Contact {
+            address: known.node.address.clone(),
+            port: known.node.port,
+            peer_id: Some(id.clone()),
+        })
     }
 }

@@ -325,6 +325,18 @@ impl Membership {
         }
     }
 
+    /// Replaces what we advertise about ourselves (address discovery found a new address or
+    /// port); the next registrations and exchanges carry it. The peer id cannot change.
+    pub fn set_self_advert(&mut self, advert: PeerAdvert) {
+        if advert.peer_id == self.self_advert.peer_id {
+            self.self_advert = advert;
+        }
+    }
+
+    pub fn self_advert(&self) -> &PeerAdvert {
+        &self.self_advert
+    }
+
     /// Our advert as we send it at `now`.
     fn advert_now(&self, now: Timestamp) -> PeerAdvert {
         PeerAdvert {
