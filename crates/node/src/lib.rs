@@ -20,3 +20,4 @@ pub mod http;
 pub mod identity;
 pub mod metrics;
 pub mod proto;
+pub mod store;
