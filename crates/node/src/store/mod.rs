@@ -1,12 +1,14 @@
 //! The peer store: what this node knows about other peers, kept in `<data_dir>/peers.db`
 //! (SQLite, WAL) so a restarted node rejoins without its bootstrap nodes, and bans stick.
 //!
-//! - [`PeerStore`] (this file and `peers.rs`): the connection, with synchronous reads and
+//! - [`PeerStore`] (this file, `peers.rs`, `reads.rs`): the connection, with synchronous reads and
 //!   writes. Start-up uses it directly: `open_in(data_dir)`, then [`PeerStore::load_for_start`]
 //!   for `Membership::new`'s `stored_peers` and [`PeerStore::banned`] for its bans.
 //! - [`StoreWriter`] (`writer.rs`): afterwards the store moves onto a dedicated thread, and the
 //!   actor sends `Output::Persist` / `Output::Forget` as [`StoreCommand`]s over a bounded
 //!   channel that never blocks it; writes are coalesced per peer and committed in batches.
+//! - `peers.rs`: the writes and their rules (dedup by id and by endpoint, bans that are only
+//!   lifted on purpose); `reads.rs`: the queries.
 //! - `migrations.rs`: the versioned schema; `codec.rs`: rows to [`PeerNode`]s and back.
 //!
 //! Durability: `synchronous=NORMAL`. A commit survives a crash of the process but the last
@@ -19,6 +21,7 @@
 mod codec;
 mod migrations;
 mod peers;
+mod reads;
 #[cfg(test)]
 mod test_util;
 mod writer;
