@@ -1,8 +1,9 @@
 //! The peer port: the four services of the wire contract, `grpc.health.v1` and reflection.
 
+mod communication;
 mod discovery;
 mod heartbeat;
-mod unimplemented;
+mod transaction;
 
 use std::future::Future;
 use std::time::Duration;
@@ -79,11 +80,11 @@ pub async fn serve(
                 .max_decoding_message_size(MAX_CONTROL_MESSAGE),
         )
         .add_service(
-            TransactionDistributionServer::new(unimplemented::TransactionService)
+            TransactionDistributionServer::new(transaction::TransactionService::new(node.clone()))
                 .max_decoding_message_size(max_tx),
         )
         .add_service(
-            PeerCommunicationServer::new(unimplemented::CommunicationService)
+            PeerCommunicationServer::new(communication::CommunicationService::new(node.clone()))
                 .max_decoding_message_size(max_tx),
         )
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)

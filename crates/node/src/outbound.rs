@@ -1,0 +1,394 @@
+//! Carrying out the core's sends and fetches: one pooled HTTP/2 channel per peer address, each
+//! request a task with a deadline, each answer (or failure) fed back to the actor.
+//!
+//! Membership requests are bounded by the core (`MAX_PENDING_REQUESTS`); gossip sends and
+//! fetches by [`MAX_GOSSIP_IN_FLIGHT`] here: past it a send is dropped and counted (gossip's
+//! anti-entropy repairs what a dropped announcement missed) and a fetch fails at once (gossip
+//! tries the next announcer).
+//!
+//! Today every request goes over unary gRPC; the communication layer (issue 4) adds the
+//! bidirectional stream and the REST fallback behind the same calls.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use opentelemetry::KeyValue;
+use sorcha_peer_core::gossip::{FetchFailure, GossipMessage};
+use sorcha_peer_core::membership::{
+    Contact, Failure, HeartbeatOutcome, Request, RequestId, Response,
+};
+use sorcha_peer_core::model::{PeerAdvert, PeerId, PeerStatus, TxHash};
+use tokio::sync::{Semaphore, mpsc};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+use crate::actor::now;
+use crate::convert::{advert_from_proto, advert_to_proto};
+use crate::grpc::NOT_REGISTERED;
+use crate::metrics::Metrics;
+use crate::proto::communication::peer_communication_client::PeerCommunicationClient;
+use crate::proto::discovery::peer_discovery_client::PeerDiscoveryClient;
+use crate::proto::discovery::{
+    self as pb, PeerExchangeRequest, PeerListRequest, PingRequest, RegisterPeerRequest,
+};
+use crate::proto::heartbeat::PeerHeartbeatRequest;
+use crate::proto::heartbeat::peer_heartbeat_client::PeerHeartbeatClient;
+use crate::proto::transaction::TransactionRequest;
+use crate::proto::transaction::transaction_distribution_client::TransactionDistributionClient;
+use crate::wire::to_peer_message;
+
+/// Channels kept open at most. An active set of 8 plus discovery and probes stays far below;
+/// beyond this the least recently used channel is closed (and counted).
+pub const MAX_CHANNELS: usize = 512;
+
+/// Largest answer accepted from a peer: a list of 100 PeerInfo fits in well under this.
+const MAX_ANSWER: usize = 256 * 1024;
+
+/// Gossip sends and fetches in flight at most.
+pub const MAX_GOSSIP_IN_FLIGHT: usize = 512;
+
+/// Size of the chunks of `StreamTransaction` (the wire contract's 64 KiB).
+pub const CHUNK_SIZE: usize = 64 * 1024;
+
+/// What comes back to the actor.
+#[derive(Debug)]
+pub enum Answer {
+    Membership(RequestId, Result<Response, Failure>),
+    Fetched {
+        from: PeerId,
+        hash: TxHash,
+        result: Result<Vec<u8>, FetchFailure>,
+    },
+}
+
+pub struct Outbound {
+    channels: HashMap<String, (Channel, Instant)>,
+    gossip_slots: Arc<Semaphore>,
+    streaming_threshold: u64,
+    answers: mpsc::Sender<Answer>,
+    metrics: Arc<Metrics>,
+    self_id: PeerId,
+    timeout: Duration,
+    max_transaction_size: u32,
+}
+
+impl Outbound {
+    /// `answers` must have room for every request in flight (the core bounds those).
+    pub fn new(
+        answers: mpsc::Sender<Answer>,
+        metrics: Arc<Metrics>,
+        self_id: PeerId,
+        timeout: Duration,
+        max_transaction_size: u32,
+        streaming_threshold: u32,
+    ) -> Self {
+        Self {
+            channels: HashMap::new(),
+            gossip_slots: Arc::new(Semaphore::new(MAX_GOSSIP_IN_FLIGHT)),
+            streaming_threshold: u64::from(streaming_threshold),
+            answers,
+            metrics,
+            self_id,
+            timeout,
+            max_transaction_size,
+        }
+    }
+
+    /// Sends `message` to `to` in its own task, fire and forget.
+    pub fn send_gossip(&mut self, to: &Contact, message: GossipMessage) {
+        let Ok(permit) = self.gossip_slots.clone().try_acquire_owned() else {
+            self.metrics
+                .gossip_dropped_total
+                .add(1, &[KeyValue::new("kind", "send")]);
+            return;
+        };
+        let Ok(channel) = self.channel(to) else {
+            return;
+        };
+        let wire = to_peer_message(&message, &self.self_id, to.peer_id.as_ref(), now());
+        let bytes = wire.payload.len() as u64;
+        let (metrics, timeout, kind) = (self.metrics.clone(), self.timeout, message_kind(&message));
+        tokio::spawn(async move {
+            let _permit = permit;
+            let mut client = PeerCommunicationClient::new(channel);
+            match tokio::time::timeout(timeout, client.send_message(wire)).await {
+                Ok(Ok(_)) => metrics.record_sent(kind, bytes),
+                Ok(Err(_)) | Err(_) => metrics.connection_errors_total.add(1, &[]),
+            }
+        });
+    }
+
+    /// Fetches the body of `hash` from `from`; the result arrives on the answers channel.
+    pub fn fetch(&mut self, from: &Contact, hash: TxHash, size: u64, timeout: Duration) {
+        let Some(peer_id) = from.peer_id.clone() else {
+            return; // The core names a peer for every fetch; without one nobody is waiting.
+        };
+        let answers = self.answers.clone();
+        let fail = |result| Answer::Fetched {
+            from: peer_id.clone(),
+            hash,
+            result: Err(result),
+        };
+        let Ok(permit) = self.gossip_slots.clone().try_acquire_owned() else {
+            self.metrics
+                .gossip_dropped_total
+                .add(1, &[KeyValue::new("kind", "fetch")]);
+            let _ = answers.try_send(fail(FetchFailure::Unreachable));
+            return;
+        };
+        let Ok(channel) = self.channel(from) else {
+            let _ = answers.try_send(fail(FetchFailure::Unreachable));
+            return;
+        };
+        let me = self.self_id.to_string();
+        let (metrics, max_tx) = (self.metrics.clone(), self.max_transaction_size);
+        let stream = size > self.streaming_threshold;
+        tokio::spawn(async move {
+            let _permit = permit;
+            let fetched =
+                tokio::time::timeout(timeout, fetch_body(channel, hash, me, stream, max_tx)).await;
+            let result = match fetched {
+                Ok(result) => result,
+                Err(_) => Err(FetchFailure::Timeout),
+            };
+            match &result {
+                Ok(body) => metrics.record_received("body", body.len() as u64),
+                Err(_) => metrics.connection_errors_total.add(1, &[]),
+            }
+            let _ = answers
+                .send(Answer::Fetched {
+                    from: peer_id,
+                    hash,
+                    result,
+                })
+                .await;
+        });
+    }
+
+    /// Sends `request` to `to` in its own task; the answer arrives on the answers channel.
+    pub fn send(&mut self, to: &Contact, request: Request, id: RequestId) {
+        let channel = match self.channel(to) {
+            Ok(channel) => channel,
+            Err(e) => {
+                tracing::debug!(to = %to.address, port = to.port, error = %e, "cannot address peer");
+                let _ = self
+                    .answers
+                    .try_send(Answer::Membership(id, Err(Failure::Unreachable)));
+                return;
+            }
+        };
+        let answers = self.answers.clone();
+        let metrics = self.metrics.clone();
+        let self_id = self.self_id.clone();
+        let (timeout, max_tx) = (self.timeout, self.max_transaction_size);
+        tokio::spawn(async move {
+            let result =
+                match tokio::time::timeout(timeout, call(channel, request, &self_id, max_tx)).await
+                {
+                    Ok(Ok(response)) => Ok(response),
+                    Ok(Err(status)) => Err(failure(&status)),
+                    Err(_) => Err(Failure::Timeout),
+                };
+            if result.is_err() {
+                metrics.connection_errors_total.add(1, &[]);
+            }
+            // The actor bounds requests in flight below this channel's capacity; a send error
+            // only means the actor is gone (shutdown).
+            let _ = answers.send(Answer::Membership(id, result)).await;
+        });
+    }
+
+    fn channel(&mut self, to: &Contact) -> Result<Channel, tonic::transport::Error> {
+        let key = if to.address.contains(':') {
+            format!("[{}]:{}", to.address, to.port)
+        } else {
+            format!("{}:{}", to.address, to.port)
+        };
+        if let Some((channel, used)) = self.channels.get_mut(&key) {
+            *used = Instant::now();
+            return Ok(channel.clone());
+        }
+        if self.channels.len() >= MAX_CHANNELS {
+            self.evict_oldest();
+        }
+        let channel = Endpoint::from_shared(format!("http://{key}"))?
+            .connect_timeout(self.timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .connect_lazy();
+        self.channels.insert(key, (channel.clone(), Instant::now()));
+        Ok(channel)
+    }
+
+    fn evict_oldest(&mut self) {
+        let oldest = self
+            .channels
+            .iter()
+            .min_by_key(|(_, (_, used))| *used)
+            .map(|(key, _)| key.clone());
+        if let Some(key) = oldest {
+            self.channels.remove(&key);
+            self.metrics.channels_evicted_total.add(1, &[]);
+        }
+    }
+}
+
+/// The label of a gossip message in the bandwidth metrics.
+fn message_kind(message: &GossipMessage) -> &'static str {
+    match message {
+        GossipMessage::Announce { .. } => "announce",
+        GossipMessage::Push { .. } => "push",
+        GossipMessage::Digest { .. } => "digest",
+        GossipMessage::DigestReply { .. } => "digest_reply",
+    }
+}
+
+/// Pulls one body, unary or (for large ones) in 64 KiB chunks, refusing more than `max_tx`
+/// bytes before allocating them.
+async fn fetch_body(
+    channel: Channel,
+    hash: TxHash,
+    me: String,
+    stream: bool,
+    max_tx: u32,
+) -> Result<Vec<u8>, FetchFailure> {
+    let limit = max_tx as usize;
+    let mut client =
+        TransactionDistributionClient::new(channel).max_decoding_message_size(limit + CHUNK_SIZE);
+    let request = TransactionRequest {
+        transaction_hash: hash.to_string(),
+        requesting_peer_id: me,
+        register_id: String::new(),
+    };
+    let grpc_failure = |status: Status| match status.code() {
+        Code::NotFound => FetchFailure::NotFound,
+        Code::OutOfRange | Code::ResourceExhausted => FetchFailure::TooLarge,
+        Code::DeadlineExceeded => FetchFailure::Timeout,
+        _ => FetchFailure::Unreachable,
+    };
+    if !stream {
+        let answer = client
+            .get_transaction(request)
+            .await
+            .map_err(grpc_failure)?
+            .into_inner();
+        return if answer.found {
+            Ok(answer.transaction_data)
+        } else {
+            Err(FetchFailure::NotFound)
+        };
+    }
+    let mut chunks = client
+        .stream_transaction(request)
+        .await
+        .map_err(grpc_failure)?
+        .into_inner();
+    let mut body = Vec::new();
+    let mut expected = 0;
+    while let Some(chunk) = chunks.message().await.map_err(grpc_failure)? {
+        // Chunks must come in order and the total must stay within our limit.
+        if chunk.chunk_index != expected || body.len() + chunk.chunk_data.len() > limit {
+            return Err(FetchFailure::TooLarge);
+        }
+        body.extend_from_slice(&chunk.chunk_data);
+        expected += 1;
+    }
+    Ok(body)
+}
+
+/// Maps a gRPC status onto what membership needs to know.
+fn failure(status: &Status) -> Failure {
+    match status.code() {
+        Code::DeadlineExceeded => Failure::Timeout,
+        Code::Unavailable | Code::Unknown | Code::Cancelled => Failure::Unreachable,
+        _ => Failure::Refused,
+    }
+}
+
+async fn call(
+    channel: Channel,
+    request: Request,
+    self_id: &PeerId,
+    max_tx: u32,
+) -> Result<Response, Status> {
+    let mut discovery =
+        PeerDiscoveryClient::new(channel.clone()).max_decoding_message_size(MAX_ANSWER);
+    let me = self_id.to_string();
+    match request {
+        Request::Ping => {
+            let pong = discovery
+                .ping(PingRequest { peer_id: me })
+                .await?
+                .into_inner();
+            let peer_id = pong
+                .peer_id
+                .parse()
+                .map_err(|e| Status::invalid_argument(format!("ping answer: {e}")))?;
+            let status = match pong.status() {
+                pb::PeerStatus::Online => PeerStatus::Online,
+                pb::PeerStatus::Offline => PeerStatus::Offline,
+                pb::PeerStatus::Busy => PeerStatus::Busy,
+                pb::PeerStatus::Unknown => PeerStatus::Unknown,
+            };
+            Ok(Response::Pong { peer_id, status })
+        }
+        Request::Register { advert } => {
+            let request = RegisterPeerRequest {
+                peer_info: Some(advert_to_proto(&advert)),
+            };
+            let answer = discovery.register_peer(request).await?.into_inner();
+            Ok(Response::Registered {
+                success: answer.success,
+            })
+        }
+        Request::GetPeerList { max } => {
+            let request = PeerListRequest {
+                requesting_peer_id: me,
+                max_peers: i32::try_from(max).unwrap_or(i32::MAX),
+            };
+            let answer = discovery.get_peer_list(request).await?.into_inner();
+            Ok(Response::PeerList {
+                peers: valid_adverts(&answer.peers, max_tx),
+            })
+        }
+        Request::ExchangePeers { adverts, max } => {
+            let request = PeerExchangeRequest {
+                peer_id: me,
+                known_peers: adverts.iter().map(advert_to_proto).collect(),
+                max_peers: i32::try_from(max).unwrap_or(i32::MAX),
+            };
+            let answer = discovery.exchange_peers(request).await?.into_inner();
+            Ok(Response::Exchanged {
+                peers: valid_adverts(&answer.known_peers, max_tx),
+            })
+        }
+        Request::Heartbeat { sequence } => {
+            let mut heartbeat =
+                PeerHeartbeatClient::new(channel).max_decoding_message_size(MAX_ANSWER);
+            let request = PeerHeartbeatRequest {
+                peer_id: me,
+                timestamp: now().to_wire(),
+                sequence_number: i64::try_from(sequence).unwrap_or(i64::MAX),
+                ..Default::default()
+            };
+            let answer = heartbeat.send_heartbeat(request).await?.into_inner();
+            let outcome = match (answer.success, answer.message.as_str()) {
+                (true, _) => HeartbeatOutcome::Accepted,
+                (false, NOT_REGISTERED) => HeartbeatOutcome::NotRegistered,
+                (false, _) => HeartbeatOutcome::Banned,
+            };
+            Ok(Response::Heartbeat { outcome })
+        }
+    }
+}
+
+/// The valid entries of a peer list; invalid ones are dropped (membership counts what it
+/// refuses of the rest).
+fn valid_adverts(infos: &[pb::PeerInfo], max_tx: u32) -> Vec<PeerAdvert> {
+    infos
+        .iter()
+        .filter_map(|info| advert_from_proto(info, max_tx).ok())
+        .collect()
+}
