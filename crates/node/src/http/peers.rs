@@ -3,12 +3,13 @@
 use std::time::{Duration, Instant};
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::StatusCode;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
-use sorcha_peer_core::model::PeerId;
+use sorcha_peer_core::model::{ModelError, PeerId};
 
 use super::{HttpState, error, handle_error};
 use crate::actor::now;
@@ -21,11 +22,20 @@ const DEFAULT_BAN: Duration = Duration::from_secs(24 * 3600);
 /// Operator pings give up after this.
 const PING_TIMEOUT: Duration = Duration::from_secs(5);
 
-fn parse_id(raw: &str) -> Result<PeerId, Response> {
-    raw.parse()
-        .map_err(|e: sorcha_peer_core::model::ModelError| {
-            error(StatusCode::BAD_REQUEST, &e.to_string())
-        })
+/// A peer id from the path, refused with 400 and the reason when it is not a valid id.
+pub struct PeerIdPath(PeerId);
+
+impl<S: Send + Sync> FromRequestParts<S> for PeerIdPath {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        raw.parse()
+            .map(PeerIdPath)
+            .map_err(|e: ModelError| error(StatusCode::BAD_REQUEST, &e.to_string()))
+    }
 }
 
 pub async fn list(State(state): State<HttpState>) -> Response {
@@ -38,11 +48,7 @@ pub async fn list(State(state): State<HttpState>) -> Response {
     }
 }
 
-pub async fn one(State(state): State<HttpState>, Path(id): Path<String>) -> Response {
-    let id = match parse_id(&id) {
-        Ok(id) => id,
-        Err(response) => return response,
-    };
+pub async fn one(State(state): State<HttpState>, PeerIdPath(id): PeerIdPath) -> Response {
     match state.node.peers().await {
         Ok(peers) => match peers.into_iter().find(|p| p.peer_id == id.as_str()) {
             Some(peer) => Json(peer).into_response(),
@@ -60,13 +66,9 @@ pub struct BanQuery {
 
 pub async fn ban(
     State(state): State<HttpState>,
-    Path(id): Path<String>,
+    PeerIdPath(id): PeerIdPath,
     Query(q): Query<BanQuery>,
 ) -> Response {
-    let id = match parse_id(&id) {
-        Ok(id) => id,
-        Err(response) => return response,
-    };
     let duration = match q.duration.as_deref().map(humantime::parse_duration) {
         None => DEFAULT_BAN,
         Some(Ok(d)) if !d.is_zero() => d,
@@ -86,11 +88,7 @@ pub async fn ban(
     }
 }
 
-pub async fn unban(State(state): State<HttpState>, Path(id): Path<String>) -> Response {
-    let id = match parse_id(&id) {
-        Ok(id) => id,
-        Err(response) => return response,
-    };
+pub async fn unban(State(state): State<HttpState>, PeerIdPath(id): PeerIdPath) -> Response {
     match state.node.ban(id.clone(), None).await {
         Ok(_) => {
             tracing::info!(peer = %id, "peer unbanned by the operator");
@@ -100,11 +98,7 @@ pub async fn unban(State(state): State<HttpState>, Path(id): Path<String>) -> Re
     }
 }
 
-pub async fn remove(State(state): State<HttpState>, Path(id): Path<String>) -> Response {
-    let id = match parse_id(&id) {
-        Ok(id) => id,
-        Err(response) => return response,
-    };
+pub async fn remove(State(state): State<HttpState>, PeerIdPath(id): PeerIdPath) -> Response {
     match state.node.remove(id.clone()).await {
         Ok(true) => Json(json!({ "peer_id": id, "removed": true })).into_response(),
         Ok(false) => error(StatusCode::NOT_FOUND, &format!("peer {id} is not known")),
@@ -113,11 +107,7 @@ pub async fn remove(State(state): State<HttpState>, Path(id): Path<String>) -> R
 }
 
 /// Pings the peer now, over gRPC, and reports the round trip.
-pub async fn ping(State(state): State<HttpState>, Path(id): Path<String>) -> Response {
-    let id = match parse_id(&id) {
-        Ok(id) => id,
-        Err(response) => return response,
-    };
+pub async fn ping(State(state): State<HttpState>, PeerIdPath(id): PeerIdPath) -> Response {
     let peer = match state.node.peers().await {
         Ok(peers) => peers.into_iter().find(|p| p.peer_id == id.as_str()),
         Err(e) => return handle_error(e),
