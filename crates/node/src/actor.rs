@@ -20,7 +20,7 @@ use sorcha_peer_core::membership::{
 };
 use sorcha_peer_core::model::{NodeState, PeerAdvert, PeerId, Timestamp};
 use sorcha_peer_core::node::{Event, Node, Output, Timer};
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::address::{AddressReport, AddressSource, NatState};
 use crate::metrics::Metrics;
@@ -169,9 +169,15 @@ pub struct NodeHandle {
     peer_id: PeerId,
     transactions: Arc<Mutex<TxStore>>,
     deliveries: broadcast::Sender<Delivered>,
+    state: watch::Receiver<NodeState>,
 }
 
 impl NodeHandle {
+    /// The node's state as of its latest input, without a round trip.
+    pub fn state(&self) -> watch::Receiver<NodeState> {
+        self.state.clone()
+    }
+
     /// Our own id, without a round trip to the actor (it never changes).
     pub fn peer_id(&self) -> &PeerId {
         &self.peer_id
@@ -325,6 +331,7 @@ pub struct Actor {
     transactions: Arc<Mutex<TxStore>>,
     deliveries: broadcast::Sender<Delivered>,
     fetch_timeout: Duration,
+    state: watch::Sender<NodeState>,
     timers: BTreeSet<(Timestamp, Timer)>,
     metrics: Arc<Metrics>,
     /// The latest result of address discovery.
@@ -347,7 +354,9 @@ impl Actor {
             settings.cache_ttl,
         )));
         let peer_id = node.peer_id().clone();
+        let (state, state_rx) = watch::channel(node.state());
         let handle = NodeHandle {
+            state: state_rx,
             tx,
             metrics: metrics.clone(),
             peer_id: peer_id.clone(),
@@ -372,6 +381,7 @@ impl Actor {
             transactions,
             deliveries,
             fetch_timeout: settings.fetch_timeout,
+            state,
             timers: BTreeSet::new(),
             metrics,
             address: None,
@@ -598,6 +608,7 @@ impl Actor {
             MembershipEvent::StateChanged { from, to } => {
                 tracing::info!(from = from.as_str(), to = to.as_str(), "node state changed");
                 self.metrics.record_state(to);
+                self.state.send_replace(to);
             }
             MembershipEvent::Bootstrapped { peer_id } => {
                 tracing::info!(peer = %peer_id, "bootstrapped")

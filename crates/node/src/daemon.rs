@@ -32,6 +32,7 @@ use crate::http;
 use crate::http::HttpState;
 use crate::identity::{Identity, IdentityError};
 use crate::metrics::Metrics;
+use crate::offline::{self, OfflineQueue, QueueError};
 use crate::store::{PeerStore, StoreError, StoreWriter, WriterConfig};
 
 /// File in the data dir that tells clients and tests which ports the node bound.
@@ -77,6 +78,9 @@ pub enum DaemonError {
     /// The peer store could not be opened or read.
     #[error("peer store: {0}")]
     Store(#[from] StoreError),
+    /// The offline queue could not be opened.
+    #[error("{0}")]
+    Queue(#[from] QueueError),
     /// The metrics pipeline could not be built.
     #[error("metrics: {0}")]
     Metrics(String),
@@ -129,6 +133,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let stored = store.load_for_start(actor::now(), config.discovery.max_peers_in_list as usize)?;
     tracing::info!(stored = stored.len(), "peer store loaded");
     let writer = StoreWriter::spawn(store, WriterConfig::default())?;
+    let queue = offline::share(OfflineQueue::open_in(
+        &data_dir,
+        u64::from(config.offline.max_queue_size),
+        config.offline.max_retries,
+        config.communication.retry_delay,
+    )?)?;
+    tracing::info!(queued = queue.pending(), "offline queue opened");
     let admin_token: Arc<str> = http::admin::load_or_create_token(&data_dir)
         .map_err(data_error)?
         .into();
@@ -170,13 +181,21 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         health.clone(),
         health_service,
         config.distribution.max_transaction_size,
+        queue.clone(),
         stopped(stop_rx.clone()),
+    ));
+    let flusher_task = tokio::spawn(offline::flusher(
+        queue.clone(),
+        handle.clone(),
+        handle.state(),
+        stop_rx.clone(),
     ));
     let http_state = HttpState {
         node: handle,
         ready: ready.clone(),
         admin_token,
         max_transaction_size: config.distribution.max_transaction_size as usize,
+        queue,
     };
     let mut http_task = tokio::spawn(crate::http::serve(
         http_listener,
@@ -217,9 +236,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         grpc_task.abort();
         http_task.abort();
     }
-    // Discovery may be waiting on a STUN server; it holds a handle, so it goes before the actor.
+    // Discovery may be waiting on a STUN server and the flusher on the actor; both hold
+    // handles, so they go before the actor.
     address_task.abort();
     let _ = address_task.await;
+    flusher_task.abort();
+    let _ = flusher_task.await;
     if tokio::time::timeout(ACTOR_STOP_TIMEOUT, actor_task)
         .await
         .is_err()

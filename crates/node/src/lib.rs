@@ -19,6 +19,7 @@ pub mod grpc;
 pub mod http;
 pub mod identity;
 pub mod metrics;
+pub mod offline;
 pub mod outbound;
 pub mod peers;
 pub mod proto;

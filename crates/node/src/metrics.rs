@@ -69,6 +69,8 @@ pub struct Metrics {
     pub transaction_store_bytes: Gauge<i64>,
     /// Local subscribers that fell behind and missed notifications.
     pub subscriber_lagged_total: Counter<u64>,
+    /// Submissions refused because the offline queue was full.
+    pub queue_refused_total: Counter<u64>,
     /// What has been reported of the core's cumulative counters, to add only the difference.
     reported: std::sync::Mutex<MembershipStats>,
     reported_gossip: std::sync::Mutex<GossipStats>,
@@ -190,6 +192,10 @@ impl Metrics {
             subscriber_lagged_total: counter(
                 "subscriber_lagged_total",
                 "Notifications local subscribers missed by falling behind",
+            ),
+            queue_refused_total: counter(
+                "queue_refused_total",
+                "Submissions refused because the offline queue was full",
             ),
             reported: Default::default(),
             reported_gossip: Default::default(),

@@ -226,11 +226,12 @@ fn distribution(c: &Config, v: &mut Problems) {
         1024,
         64 * 1024 * 1024,
     );
+    // Above max_transaction_size it simply means "never stream".
     v.range(
         "distribution.streaming_threshold",
         d.streaming_threshold,
         1024,
-        d.max_transaction_size.max(1024),
+        64 * 1024 * 1024,
     );
 }
 

@@ -14,6 +14,7 @@ use tonic::Status;
 use tonic::transport::Server;
 
 use crate::actor::{HandleError, NodeHandle};
+use crate::offline::SharedQueue;
 use crate::proto::communication::peer_communication_server::PeerCommunicationServer;
 use crate::proto::discovery::peer_discovery_server::PeerDiscoveryServer;
 use crate::proto::heartbeat::peer_heartbeat_server::PeerHeartbeatServer;
@@ -48,6 +49,7 @@ pub async fn serve(
         impl tonic_health::pb::health_server::Health,
     >,
     max_transaction_size: u32,
+    queue: SharedQueue,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     for name in SERVICE_NAMES.into_iter().chain([""]) {
@@ -80,8 +82,11 @@ pub async fn serve(
                 .max_decoding_message_size(MAX_CONTROL_MESSAGE),
         )
         .add_service(
-            TransactionDistributionServer::new(transaction::TransactionService::new(node.clone()))
-                .max_decoding_message_size(max_tx),
+            TransactionDistributionServer::new(transaction::TransactionService::new(
+                node.clone(),
+                queue,
+            ))
+            .max_decoding_message_size(max_tx),
         )
         .add_service(
             PeerCommunicationServer::new(communication::CommunicationService::new(node.clone()))

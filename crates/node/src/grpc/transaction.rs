@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status};
 
 use super::handle_error;
 use crate::actor::NodeHandle;
+use crate::offline::{SharedQueue, with_queue};
 use crate::outbound::CHUNK_SIZE;
 use crate::proto::transaction::transaction_distribution_server::TransactionDistribution;
 use crate::proto::transaction::*;
@@ -19,11 +20,24 @@ use crate::wire::from_notification;
 
 pub struct TransactionService {
     node: NodeHandle,
+    queue: SharedQueue,
 }
 
 impl TransactionService {
-    pub fn new(node: NodeHandle) -> Self {
-        Self { node }
+    pub fn new(node: NodeHandle, queue: SharedQueue) -> Self {
+        Self { node, queue }
+    }
+
+    /// A peer pulled `hash`; if it was waiting in the offline queue, it has now left the node.
+    fn confirm(&self, hash: TxHash) {
+        if self.queue.pending() > 0 {
+            let queue = self.queue.clone();
+            tokio::spawn(async move {
+                if let Err(e) = with_queue(&queue, move |q| q.confirm(&hash)).await {
+                    tracing::warn!(error = %e, "offline queue confirmation failed");
+                }
+            });
+        }
     }
 
     fn lookup(&self, request: &TransactionRequest) -> Result<Option<(TxHash, StoredTx)>, Status> {
@@ -69,6 +83,7 @@ impl TransactionDistribution for TransactionService {
                 self.node
                     .metrics()
                     .record_sent("body", tx.body.len() as u64);
+                self.confirm(hash);
                 TransactionResponse {
                     transaction_hash: hash.to_string(),
                     transaction_data: tx.body.to_vec(),
@@ -101,6 +116,7 @@ impl TransactionDistribution for TransactionService {
         self.node
             .metrics()
             .record_sent("body", tx.body.len() as u64);
+        self.confirm(hash);
         Ok(Response::new(Box::pin(chunks(hash, tx.body))))
     }
 }

@@ -19,6 +19,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::actor::{HandleError, NodeHandle};
+use crate::offline::SharedQueue;
 
 /// Largest request body on the HTTP port until endpoints that take bodies arrive.
 const MAX_BODY: usize = 64 * 1024;
@@ -32,6 +33,8 @@ pub struct HttpState {
     pub admin_token: Arc<str>,
     /// Largest transaction body accepted.
     pub max_transaction_size: usize,
+    /// Where submissions wait while the node is Offline.
+    pub queue: SharedQueue,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -60,6 +63,7 @@ pub fn router(state: HttpState) -> Router {
                 )),
         )
         .route("/api/v1/transactions/stream", get(transactions::stream))
+        .route("/api/v1/queue", get(transactions::queue_status))
         .route("/api/v1/transactions/{hash}", get(transactions::get))
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
@@ -109,7 +113,10 @@ async fn metrics(State(state): State<HttpState>) -> Response {
 
 async fn status(State(state): State<HttpState>) -> Response {
     match state.node.status().await {
-        Ok(status) => Json(status).into_response(),
+        Ok(mut status) => {
+            status.queue_size = state.queue.pending();
+            Json(status).into_response()
+        }
         Err(e) => handle_error(e),
     }
 }

@@ -12,10 +12,12 @@ use futures::Stream;
 use serde::Deserialize;
 use serde_json::json;
 use sorcha_peer_core::gossip::SubmitError;
-use sorcha_peer_core::model::TxHash;
+use sorcha_peer_core::model::{NodeState, TxHash};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::{HttpState, error, handle_error};
+use crate::actor::now;
+use crate::offline::{QueueError, with_queue};
 
 /// Most transactions one listing returns.
 const MAX_PAGE: usize = 1000;
@@ -46,6 +48,15 @@ pub async fn submit(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let register_id = q.register_id.or(header_register).filter(|r| !r.is_empty());
+    if body.is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "empty transaction: send the transaction bytes as the request body",
+        );
+    }
+    if *state.node.state().borrow() == NodeState::Offline {
+        return queue(&state, body, register_id).await;
+    }
     match state.node.submit(body.to_vec(), register_id).await {
         Ok(Ok(submitted)) => {
             let code = if submitted.new {
@@ -60,6 +71,45 @@ pub async fn submit(
         }
         Ok(Err(e)) => error(StatusCode::BAD_REQUEST, &e.to_string()),
         Err(e) => handle_error(e),
+    }
+}
+
+/// No healthy peer: the transaction waits, durably, in the offline queue (202).
+async fn queue(state: &HttpState, body: Bytes, register_id: Option<String>) -> Response {
+    let hash = TxHash::of(&body);
+    let pushed = with_queue(&state.queue, move |q| {
+        q.push(hash, &body, register_id.as_deref(), now())
+    })
+    .await;
+    match pushed {
+        Ok(new) => {
+            state
+                .node
+                .metrics()
+                .transaction_queue_size
+                .record(state.queue.pending() as i64, &[]);
+            let answer =
+                json!({ "hash": hash.to_string(), "new": new, "queued": true, "announced_to": 0 });
+            (StatusCode::ACCEPTED, Json(answer)).into_response()
+        }
+        Err(e @ QueueError::Full(_)) => {
+            state.node.metrics().queue_refused_total.add(1, &[]);
+            error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "offline queue write failed");
+            error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())
+        }
+    }
+}
+
+/// `GET /api/v1/queue`: the offline queue's size and its dead letters.
+pub async fn queue_status(State(state): State<HttpState>) -> Response {
+    match with_queue(&state.queue, |q| q.dead_letters(MAX_PAGE)).await {
+        Ok(dead) => {
+            Json(json!({ "size": state.queue.pending(), "dead_letters": dead })).into_response()
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
     }
 }
 
