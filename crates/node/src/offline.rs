@@ -135,7 +135,7 @@ impl OfflineQueue {
         register_id: Option<&str>,
         now: Timestamp,
     ) -> Result<bool, QueueError> {
-        let len = self.len()?;
+        let len = self.count()?;
         if len >= self.max_size {
             return Err(QueueError::Full(len));
         }
@@ -150,7 +150,8 @@ impl OfflineQueue {
         Ok(inserted == 1)
     }
 
-    pub fn len(&self) -> Result<u64, QueueError> {
+    /// Transactions waiting (not dead letters).
+    pub fn count(&self) -> Result<u64, QueueError> {
         self.conn
             .query_row("SELECT COUNT(*) FROM queue", [], |row| row.get::<_, i64>(0))
             .map(|n| n as u64)
@@ -280,7 +281,7 @@ pub struct Shared {
 pub type SharedQueue = Arc<Shared>;
 
 pub fn share(queue: OfflineQueue) -> Result<SharedQueue, QueueError> {
-    let pending = AtomicU64::new(queue.len()?);
+    let pending = AtomicU64::new(queue.count()?);
     Ok(Arc::new(Shared {
         queue: Mutex::new(queue),
         pending,
@@ -308,7 +309,7 @@ pub async fn with_queue<T: Send + 'static>(
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let result = f(&mut guard);
-        if let Ok(len) = guard.len() {
+        if let Ok(len) = guard.count() {
             queue.pending.store(len, Ordering::Relaxed);
         }
         result
@@ -385,7 +386,7 @@ mod tests {
         assert!(full.to_string().contains("full"), "{full}");
         drop(q);
         let q = open(&dir, 2);
-        assert_eq!(q.len().unwrap(), 2);
+        assert_eq!(q.count().unwrap(), 2);
         assert!(q.contains(&TxHash::of(b"a")).unwrap());
     }
 
@@ -412,7 +413,7 @@ mod tests {
             q.take_due(t(60_000), 10).unwrap().is_empty(),
             "out of attempts"
         );
-        assert_eq!(q.len().unwrap(), 0);
+        assert_eq!(q.count().unwrap(), 0);
         let dead = q.dead_letters(10).unwrap();
         assert_eq!(dead.len(), 1);
         assert_eq!(dead[0].hash, hash.to_string());
@@ -426,6 +427,6 @@ mod tests {
         q.push(TxHash::of(b"y"), b"y", None, t(0)).unwrap();
         assert!(q.confirm(&TxHash::of(b"y")).unwrap());
         assert!(!q.confirm(&TxHash::of(b"y")).unwrap());
-        assert_eq!(q.len().unwrap(), 0);
+        assert_eq!(q.count().unwrap(), 0);
     }
 }
