@@ -192,3 +192,102 @@ async fn a_restarted_node_rejoins_from_its_stored_peers_when_bootstrap_is_down()
         nodes[0].log()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operators_ping_ban_and_remove_peers_and_bans_stick() {
+    use sorcha_peer::proto::discovery::peer_discovery_client::PeerDiscoveryClient;
+    use sorcha_peer::proto::discovery::{PeerInfo, RegisterPeerRequest};
+
+    common::init_crypto();
+    let mut node = TestNode::start_with(&[], &FAST);
+    let mut other = TestNode::start_with(&["--bootstrap", &node.peer_addr()], &FAST);
+    let other_id = other.status().await["peer_id"].as_str().unwrap().to_owned();
+    assert!(
+        eventually(SETTLE, || async {
+            known_ids(&node).await.contains(&other_id)
+        })
+        .await
+    );
+
+    let client = reqwest::Client::new();
+    let url = |path: &str| node.http_url(&format!("/api/v1/peers/{other_id}{path}"));
+    let (code, one) = node.get_json(&format!("/api/v1/peers/{other_id}")).await;
+    assert_eq!(code, 200, "{one}");
+    assert_eq!(one["port"], other.ports.peer);
+    let ping: serde_json::Value = client
+        .post(url("/ping"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ping["reachable"], true, "{ping}");
+
+    let banned = client.post(url("/ban?duration=1h")).send().await.unwrap();
+    assert_eq!(banned.status().as_u16(), 200);
+    let register = |id: String, port: i32| RegisterPeerRequest {
+        peer_info: Some(PeerInfo {
+            peer_id: id,
+            address: "127.0.0.1".into(),
+            port,
+            ..Default::default()
+        }),
+    };
+    let mut grpc = PeerDiscoveryClient::connect(node.grpc_url()).await.unwrap();
+    let refused = grpc
+        .register_peer(register(other_id.clone(), other.ports.peer.into()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        !refused.success,
+        "a banned peer registered: {}",
+        refused.message
+    );
+
+    node.stop();
+    node.restart(&[], &FAST);
+    let mut grpc = PeerDiscoveryClient::connect(node.grpc_url()).await.unwrap();
+    let still = grpc
+        .register_peer(register(other_id.clone(), other.ports.peer.into()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!still.success, "the ban did not survive a restart");
+
+    let url = |path: &str| node.http_url(&format!("/api/v1/peers/{other_id}{path}"));
+    assert_eq!(
+        client
+            .delete(url("/ban"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+    let again = grpc
+        .register_peer(register(other_id.clone(), other.ports.peer.into()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(again.success, "unbanned peer refused: {}", again.message);
+    // A live peer that is removed registers again at its next heartbeat (as it should), so
+    // it is stopped first.
+    other.kill();
+    assert_eq!(
+        client
+            .delete(url(""))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
+        200
+    );
+    let (code, _) = node.get_json(&format!("/api/v1/peers/{other_id}")).await;
+    assert_eq!(code, 404, "a removed peer is gone");
+    let (code, _) = node.get_json("/api/v1/peers/not%20an%20id").await;
+    assert_eq!(code, 400);
+}
