@@ -180,7 +180,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         handle.clone(),
         health.clone(),
         health_service,
-        config.distribution.max_transaction_size,
+        crate::grpc::GrpcSettings {
+            max_transaction_size: config.distribution.max_transaction_size,
+            compress_bodies: config.distribution.enable_compression,
+        },
         queue.clone(),
         stopped(stop_rx.clone()),
     ));

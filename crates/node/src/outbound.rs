@@ -20,6 +20,7 @@ use sorcha_peer_core::membership::{
 };
 use sorcha_peer_core::model::{PeerAdvert, PeerId, PeerStatus, TxHash};
 use tokio::sync::{Semaphore, mpsc};
+use tonic::codec::CompressionEncoding;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
@@ -255,8 +256,10 @@ async fn fetch_body(
     max_tx: u32,
 ) -> Result<Vec<u8>, FetchFailure> {
     let limit = max_tx as usize;
-    let mut client =
-        TransactionDistributionClient::new(channel).max_decoding_message_size(limit + CHUNK_SIZE);
+    let mut client = TransactionDistributionClient::new(channel)
+        .max_decoding_message_size(limit + CHUNK_SIZE)
+        .accept_compressed(CompressionEncoding::Zstd)
+        .accept_compressed(CompressionEncoding::Gzip);
     let request = TransactionRequest {
         transaction_hash: hash.to_string(),
         requesting_peer_id: me,

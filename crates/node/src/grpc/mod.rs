@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::Status;
+use tonic::codec::CompressionEncoding;
 use tonic::transport::Server;
 
 use crate::actor::{HandleError, NodeHandle};
@@ -40,6 +41,14 @@ pub const SERVICE_NAMES: [&str; 4] = [
     "sorcha.peer.communication.PeerCommunication",
 ];
 
+/// What the peer port's services need from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct GrpcSettings {
+    pub max_transaction_size: u32,
+    /// Send transaction bodies compressed (zstd, else gzip) to peers that accept it.
+    pub compress_bodies: bool,
+}
+
 /// Serves the peer port on `listener` until `shutdown` completes, then finishes in-flight calls.
 pub async fn serve(
     listener: TcpListener,
@@ -48,10 +57,11 @@ pub async fn serve(
     health_service: tonic_health::pb::health_server::HealthServer<
         impl tonic_health::pb::health_server::Health,
     >,
-    max_transaction_size: u32,
+    settings: GrpcSettings,
     queue: SharedQueue,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
+    let max_transaction_size = settings.max_transaction_size;
     for name in SERVICE_NAMES.into_iter().chain([""]) {
         health
             .set_service_status(name, tonic_health::ServingStatus::Serving)
@@ -62,6 +72,18 @@ pub async fn serve(
         .build_v1()
         .expect("invariant: the descriptor set was produced by build.rs from our own protos");
     let max_tx = max_transaction_size as usize + 64 * 1024;
+    let mut transactions = TransactionDistributionServer::new(
+        transaction::TransactionService::new(node.clone(), queue),
+    )
+    .max_decoding_message_size(max_tx)
+    .accept_compressed(CompressionEncoding::Zstd)
+    .accept_compressed(CompressionEncoding::Gzip);
+    if settings.compress_bodies {
+        // Bodies only: announcements are hashes, which do not compress.
+        transactions = transactions
+            .send_compressed(CompressionEncoding::Zstd)
+            .send_compressed(CompressionEncoding::Gzip);
+    }
 
     Server::builder()
         .tcp_nodelay(true)
@@ -75,22 +97,22 @@ pub async fn serve(
                 node.clone(),
                 max_transaction_size,
             ))
-            .max_decoding_message_size(MAX_CONTROL_MESSAGE),
+            .max_decoding_message_size(MAX_CONTROL_MESSAGE)
+            .accept_compressed(CompressionEncoding::Zstd)
+            .accept_compressed(CompressionEncoding::Gzip),
         )
         .add_service(
             PeerHeartbeatServer::new(heartbeat::HeartbeatService::new(node.clone()))
-                .max_decoding_message_size(MAX_CONTROL_MESSAGE),
+                .max_decoding_message_size(MAX_CONTROL_MESSAGE)
+                .accept_compressed(CompressionEncoding::Zstd)
+                .accept_compressed(CompressionEncoding::Gzip),
         )
-        .add_service(
-            TransactionDistributionServer::new(transaction::TransactionService::new(
-                node.clone(),
-                queue,
-            ))
-            .max_decoding_message_size(max_tx),
-        )
+        .add_service(transactions)
         .add_service(
             PeerCommunicationServer::new(communication::CommunicationService::new(node.clone()))
-                .max_decoding_message_size(max_tx),
+                .max_decoding_message_size(max_tx)
+                .accept_compressed(CompressionEncoding::Zstd)
+                .accept_compressed(CompressionEncoding::Gzip),
         )
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
