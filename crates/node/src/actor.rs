@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
+use sorcha_peer_core::breaker::BreakerConfig;
 use sorcha_peer_core::gossip::{self, AnnounceEntry, GossipEvent, GossipMessage, SubmitError};
 use sorcha_peer_core::membership::{
     HeartbeatOutcome, KnownPeer, MembershipEvent, Pong, Refusal, RegisterOutcome,
@@ -51,6 +52,7 @@ pub struct ActorSettings {
     pub cache_max_transactions: usize,
     pub cache_max_bytes: usize,
     pub cache_ttl: Duration,
+    pub breaker: BreakerConfig,
 }
 
 /// Timers armed at most. The core re-arms three kinds; anything near this is a bug, and what
@@ -371,6 +373,7 @@ impl Actor {
             settings.peer_timeout,
             settings.max_transaction_size,
             settings.streaming_threshold,
+            settings.breaker.clone(),
         );
         let actor = Self {
             node,
@@ -397,12 +400,7 @@ impl Actor {
             let sleep = sleep_until(next_timer);
             tokio::select! {
                 biased;
-                Some(answer) = self.answers.recv() => match answer {
-                    Answer::Membership(id, result) => self.node.handle_response(id, result, now()),
-                    Answer::Fetched { from, hash, result } => {
-                        self.node.handle_fetched(&from, hash, result, now());
-                    }
-                },
+                Some(answer) = self.answers.recv() => self.handle_answer(answer),
                 command = self.rx.recv() => match command {
                     Some(command) => self.handle(command, now()),
                     None => break,
@@ -417,6 +415,20 @@ impl Actor {
             tracing::warn!(error = %e, "peer store flush at shutdown failed");
         }
         tracing::debug!("node actor stopped: no handles left");
+    }
+
+    fn handle_answer(&mut self, answer: Answer) {
+        if let Some((peer, ok)) = answer.health() {
+            let peer = peer.clone();
+            self.outbound.record(&peer, ok);
+        }
+        match answer {
+            Answer::Membership { id, result, .. } => self.node.handle_response(id, result, now()),
+            Answer::Fetched { from, hash, result } => {
+                self.node.handle_fetched(&from, hash, result, now())
+            }
+            Answer::Outcome { .. } => {}
+        }
     }
 
     fn handle(&mut self, command: Command, now: Timestamp) {
@@ -455,7 +467,7 @@ impl Actor {
                     .node
                     .membership()
                     .peers()
-                    .map(|p| PeerView::of(p, now))
+                    .map(|p| PeerView::of(p, now, self.outbound.circuit(&p.node.peer_id)))
                     .collect();
                 let _ = reply.send(peers);
             }

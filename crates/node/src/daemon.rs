@@ -161,6 +161,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         cache_max_transactions: d.cache_max_transactions as usize,
         cache_max_bytes: usize::try_from(d.cache_max_bytes).unwrap_or(usize::MAX),
         cache_ttl: d.transaction_cache_ttl,
+        breaker: config.breaker(),
     };
     let (actor, handle) = Actor::new(node, metrics, writer.handle().clone(), &settings);
     let actor_task = tokio::spawn(actor.run());

@@ -18,6 +18,7 @@ pub mod daemon;
 pub mod grpc;
 pub mod http;
 pub mod identity;
+pub mod links;
 pub mod metrics;
 pub mod offline;
 pub mod outbound;

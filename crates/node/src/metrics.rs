@@ -69,6 +69,8 @@ pub struct Metrics {
     pub transaction_store_bytes: Gauge<i64>,
     /// Local subscribers that fell behind and missed notifications.
     pub subscriber_lagged_total: Counter<u64>,
+    /// Peers whose circuit breaker is open.
+    pub circuit_breakers_open: Gauge<i64>,
     /// Submissions refused because the offline queue was full.
     pub queue_refused_total: Counter<u64>,
     /// What has been reported of the core's cumulative counters, to add only the difference.
@@ -192,6 +194,10 @@ impl Metrics {
             subscriber_lagged_total: counter(
                 "subscriber_lagged_total",
                 "Notifications local subscribers missed by falling behind",
+            ),
+            circuit_breakers_open: gauge(
+                "circuit_breakers_open",
+                "Peers whose circuit breaker is open",
             ),
             queue_refused_total: counter(
                 "queue_refused_total",

@@ -9,11 +9,12 @@
 //! Today every request goes over unary gRPC; the communication layer (issue 4) adds the
 //! bidirectional stream and the REST fallback behind the same calls.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use opentelemetry::KeyValue;
+use sorcha_peer_core::breaker::{BreakerConfig, BreakerState, Breakers};
 use sorcha_peer_core::gossip::{FetchFailure, GossipMessage};
 use sorcha_peer_core::membership::{
     Contact, Failure, HeartbeatOutcome, Request, RequestId, Response,
@@ -27,8 +28,8 @@ use tonic::{Code, Status};
 use crate::actor::now;
 use crate::convert::{advert_from_proto, advert_to_proto};
 use crate::grpc::NOT_REGISTERED;
+use crate::links::Links;
 use crate::metrics::Metrics;
-use crate::proto::communication::peer_communication_client::PeerCommunicationClient;
 use crate::proto::discovery::peer_discovery_client::PeerDiscoveryClient;
 use crate::proto::discovery::{
     self as pb, PeerExchangeRequest, PeerListRequest, PingRequest, RegisterPeerRequest,
@@ -37,7 +38,6 @@ use crate::proto::heartbeat::PeerHeartbeatRequest;
 use crate::proto::heartbeat::peer_heartbeat_client::PeerHeartbeatClient;
 use crate::proto::transaction::TransactionRequest;
 use crate::proto::transaction::transaction_distribution_client::TransactionDistributionClient;
-use crate::wire::to_peer_message;
 
 /// Channels kept open at most. An active set of 8 plus discovery and probes stays far below;
 /// beyond this the least recently used channel is closed (and counted).
@@ -55,16 +55,47 @@ pub const CHUNK_SIZE: usize = 64 * 1024;
 /// What comes back to the actor.
 #[derive(Debug)]
 pub enum Answer {
-    Membership(RequestId, Result<Response, Failure>),
+    Membership {
+        id: RequestId,
+        peer: Option<PeerId>,
+        result: Result<Response, Failure>,
+    },
     Fetched {
         from: PeerId,
         hash: TxHash,
         result: Result<Vec<u8>, FetchFailure>,
     },
+    /// How a gossip send on a peer's link went (for its circuit breaker).
+    Outcome { peer: PeerId, ok: bool },
+}
+
+impl Answer {
+    /// The peer this answer is about and whether it showed the peer healthy: an answer of any
+    /// kind (even a refusal) is a live peer; only silence and broken connections are not.
+    pub fn health(&self) -> Option<(&PeerId, bool)> {
+        match self {
+            Answer::Membership { peer, result, .. } => {
+                let failed = matches!(result, Err(Failure::Timeout | Failure::Unreachable));
+                peer.as_ref().map(|p| (p, !failed))
+            }
+            Answer::Fetched { from, result, .. } => {
+                let failed = matches!(
+                    result,
+                    Err(FetchFailure::Timeout | FetchFailure::Unreachable)
+                );
+                Some((from, !failed))
+            }
+            Answer::Outcome { peer, ok } => Some((peer, *ok)),
+        }
+    }
 }
 
 pub struct Outbound {
     channels: HashMap<String, (Channel, Instant)>,
+    links: Links,
+    breakers: Breakers,
+    /// Peers whose circuit is open, for the gauge and to close their links once.
+    open_circuits: BTreeSet<PeerId>,
     gossip_slots: Arc<Semaphore>,
     streaming_threshold: u64,
     answers: mpsc::Sender<Answer>,
@@ -83,8 +114,13 @@ impl Outbound {
         timeout: Duration,
         max_transaction_size: u32,
         streaming_threshold: u32,
+        breaker: BreakerConfig,
     ) -> Self {
         Self {
+            links: Links::new(self_id.clone(), timeout, metrics.clone(), answers.clone()),
+            breakers: Breakers::new(breaker)
+                .expect("invariant: the breaker config is validated with the configuration"),
+            open_circuits: BTreeSet::new(),
             channels: HashMap::new(),
             gossip_slots: Arc::new(Semaphore::new(MAX_GOSSIP_IN_FLIGHT)),
             streaming_threshold: u64::from(streaming_threshold),
@@ -96,28 +132,52 @@ impl Outbound {
         }
     }
 
-    /// Sends `message` to `to` in its own task, fire and forget.
+    /// Queues `message` on the link to `to`, unless its circuit is open.
     pub fn send_gossip(&mut self, to: &Contact, message: GossipMessage) {
-        let Ok(permit) = self.gossip_slots.clone().try_acquire_owned() else {
+        let Some(peer) = to.peer_id.clone() else {
+            return; // Gossip always names a peer; a contact without one has nobody to send to.
+        };
+        if self.breakers.check(&peer, now()).is_err() {
             self.metrics
                 .gossip_dropped_total
-                .add(1, &[KeyValue::new("kind", "send")]);
+                .add(1, &[KeyValue::new("kind", "circuit_open")]);
             return;
+        }
+        let channel = if self.links.contains(&peer) {
+            None
+        } else {
+            self.channel(to).ok()
         };
-        let Ok(channel) = self.channel(to) else {
-            return;
-        };
-        let wire = to_peer_message(&message, &self.self_id, to.peer_id.as_ref(), now());
-        let bytes = wire.payload.len() as u64;
-        let (metrics, timeout, kind) = (self.metrics.clone(), self.timeout, message_kind(&message));
-        tokio::spawn(async move {
-            let _permit = permit;
-            let mut client = PeerCommunicationClient::new(channel);
-            match tokio::time::timeout(timeout, client.send_message(wire)).await {
-                Ok(Ok(_)) => metrics.record_sent(kind, bytes),
-                Ok(Err(_)) | Err(_) => metrics.connection_errors_total.add(1, &[]),
-            }
-        });
+        self.links.push(&peer, message, channel);
+    }
+
+    /// Records how a call to `peer` went, opening or closing its circuit.
+    pub fn record(&mut self, peer: &PeerId, ok: bool) {
+        let now = now();
+        if ok {
+            self.breakers.record_success(peer, now);
+        } else {
+            self.breakers.record_failure(peer, now);
+        }
+        let open = matches!(self.breakers.state(peer, now), BreakerState::Open { .. });
+        if open && self.open_circuits.insert(peer.clone()) {
+            tracing::info!(peer = %peer, "circuit opened: calls to the peer are skipped until it half-opens");
+            self.links.close(peer);
+        } else if !open && self.open_circuits.remove(peer) {
+            tracing::info!(peer = %peer, "circuit closed");
+        }
+        self.metrics
+            .circuit_breakers_open
+            .record(self.open_circuits.len() as i64, &[]);
+    }
+
+    /// `closed`, `open` or `half_open`.
+    pub fn circuit(&self, peer: &PeerId) -> &'static str {
+        match self.breakers.state(peer, now()) {
+            BreakerState::Closed => "closed",
+            BreakerState::Open { .. } => "open",
+            BreakerState::HalfOpen => "half_open",
+        }
     }
 
     /// Fetches the body of `hash` from `from`; the result arrives on the answers channel.
@@ -131,6 +191,10 @@ impl Outbound {
             hash,
             result: Err(result),
         };
+        if self.breakers.check(&peer_id, now()).is_err() {
+            let _ = answers.try_send(fail(FetchFailure::Unreachable));
+            return;
+        }
         let Ok(permit) = self.gossip_slots.clone().try_acquire_owned() else {
             self.metrics
                 .gossip_dropped_total
@@ -169,13 +233,23 @@ impl Outbound {
 
     /// Sends `request` to `to` in its own task; the answer arrives on the answers channel.
     pub fn send(&mut self, to: &Contact, request: Request, id: RequestId) {
+        let peer = to.peer_id.clone();
+        let unreachable = |peer| Answer::Membership {
+            id,
+            peer,
+            result: Err(Failure::Unreachable),
+        };
+        if let Some(p) = &peer
+            && self.breakers.check(p, now()).is_err()
+        {
+            let _ = self.answers.try_send(unreachable(peer));
+            return;
+        }
         let channel = match self.channel(to) {
             Ok(channel) => channel,
             Err(e) => {
                 tracing::debug!(to = %to.address, port = to.port, error = %e, "cannot address peer");
-                let _ = self
-                    .answers
-                    .try_send(Answer::Membership(id, Err(Failure::Unreachable)));
+                let _ = self.answers.try_send(unreachable(peer));
                 return;
             }
         };
@@ -196,7 +270,7 @@ impl Outbound {
             }
             // The actor bounds requests in flight below this channel's capacity; a send error
             // only means the actor is gone (shutdown).
-            let _ = answers.send(Answer::Membership(id, result)).await;
+            let _ = answers.send(Answer::Membership { id, peer, result }).await;
         });
     }
 
@@ -237,7 +311,7 @@ impl Outbound {
 }
 
 /// The label of a gossip message in the bandwidth metrics.
-fn message_kind(message: &GossipMessage) -> &'static str {
+pub fn message_kind(message: &GossipMessage) -> &'static str {
     match message {
         GossipMessage::Announce { .. } => "announce",
         GossipMessage::Push { .. } => "push",

@@ -23,10 +23,12 @@ pub struct PeerView {
     pub is_bootstrap: bool,
     pub banned_until: Option<u64>,
     pub protocols: Vec<String>,
+    /// The peer's circuit breaker: closed, open (calls skipped) or half_open (one trial).
+    pub circuit: String,
 }
 
 impl PeerView {
-    pub fn of(peer: &KnownPeer, now: Timestamp) -> Self {
+    pub fn of(peer: &KnownPeer, now: Timestamp, circuit: &str) -> Self {
         let node = &peer.node;
         let status = if node.is_banned(now) {
             "banned"
@@ -56,6 +58,7 @@ impl PeerView {
                 .iter()
                 .map(|p| p.as_str().to_owned())
                 .collect(),
+            circuit: circuit.to_owned(),
         }
     }
 }

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use sorcha_peer_core::breaker::BreakerConfig;
 use sorcha_peer_core::gossip::{FanoutMode, GossipConfig};
 use sorcha_peer_core::membership::MembershipConfig;
 use sorcha_peer_core::node::NodeConfig;
@@ -166,6 +167,18 @@ impl Config {
         NodeConfig {
             membership: self.membership(),
             gossip: self.gossip(),
+        }
+    }
+
+    /// The per-peer circuit breakers.
+    pub fn breaker(&self) -> BreakerConfig {
+        let c = &self.communication;
+        BreakerConfig {
+            threshold: c.circuit_breaker_threshold,
+            reset: c.circuit_breaker_reset,
+            // A peer that keeps failing is tried less and less often, up to six resets apart.
+            max_reset: c.circuit_breaker_reset * 6,
+            trial_timeout: self.discovery.peer_timeout * 2,
         }
     }
 

@@ -90,7 +90,6 @@ impl TestNode {
         command
             .args(["run", "--data-dir"])
             .arg(data_dir)
-            .args(["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
             .args(args)
             .env("SORCHA_PEER__ADDRESS__STUN_SERVERS", "")
             .env("SORCHA_PEER__ADDRESS__HTTP_LOOKUP_SERVICES", "")
@@ -98,6 +97,13 @@ impl TestNode {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
+        // Loopback and OS-picked ports unless the test chose its own.
+        if !args.contains(&"--listen") {
+            command.args(["--listen", "127.0.0.1:0"]);
+        }
+        if !args.contains(&"--http-listen") {
+            command.args(["--http-listen", "127.0.0.1:0"]);
+        }
         for (k, v) in env {
             command.env(k, v);
         }
