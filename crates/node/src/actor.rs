@@ -373,7 +373,7 @@ impl Actor {
             settings.peer_timeout,
             settings.max_transaction_size,
             settings.streaming_threshold,
-            settings.breaker.clone(),
+            settings.breaker,
         );
         let actor = Self {
             node,

@@ -1,6 +1,6 @@
-//! One outgoing link per peer: a bounded send queue with priority lanes (control > announcements
-//! > bodies) drained by that peer's own worker task, so a slow or stuck peer fills and drops
-//! only its own queue and never delays the others.
+//! One outgoing link per peer: a bounded send queue with priority lanes (control first, then
+//! announcements, then bodies) drained by that peer's own worker task, so a slow or stuck peer
+//! fills and drops only its own queue and never delays the others.
 //!
 //! The actor pushes; the worker pops and sends with a deadline and reports each outcome back
 //! (for the peer's circuit breaker). Links are bounded in number: the least recently used one
