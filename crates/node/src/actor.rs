@@ -16,15 +16,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 use sorcha_peer_core::breaker::BreakerConfig;
 use sorcha_peer_core::gossip::{self, AnnounceEntry, GossipEvent, GossipMessage, SubmitError};
+use sorcha_peer_core::membership::Contact;
 use sorcha_peer_core::membership::{
     HeartbeatOutcome, KnownPeer, MembershipEvent, Pong, Refusal, RegisterOutcome,
 };
-use sorcha_peer_core::model::{NodeState, PeerAdvert, PeerId, Timestamp};
+use sorcha_peer_core::model::{NodeState, PeerAdvert, PeerId, Protocol, Timestamp};
 use sorcha_peer_core::node::{Event, Node, Output, Timer};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::address::{AddressReport, AddressSource, NatState};
 use crate::metrics::Metrics;
+use crate::negotiate::Speaks;
 use crate::outbound::{Answer, Outbound};
 use crate::peers::PeerView;
 use crate::store::{SendError, StoreHandle};
@@ -53,6 +55,10 @@ pub struct ActorSettings {
     pub cache_max_bytes: usize,
     pub cache_ttl: Duration,
     pub breaker: BreakerConfig,
+    /// The transports this node speaks.
+    pub speaks: Speaks,
+    /// What worked with each peer last time (from the peer store).
+    pub remembered: Vec<(PeerId, Protocol)>,
 }
 
 /// Timers armed at most. The core re-arms three kinds; anything near this is a bug, and what
@@ -366,15 +372,11 @@ impl Actor {
             deliveries: deliveries.clone(),
         };
         metrics.record_state(node.state());
-        let outbound = Outbound::new(
-            answers_tx,
-            metrics.clone(),
-            peer_id,
-            settings.peer_timeout,
-            settings.max_transaction_size,
-            settings.streaming_threshold,
-            settings.breaker,
-        );
+        let outbound = Outbound::new(answers_tx, metrics.clone(), peer_id, settings);
+        let mut outbound = outbound;
+        for (peer, protocol) in &settings.remembered {
+            outbound.worked(peer, *protocol, true);
+        }
         let actor = Self {
             node,
             rx,
@@ -423,12 +425,44 @@ impl Actor {
             self.outbound.record(&peer, ok);
         }
         match answer {
-            Answer::Membership { id, result, .. } => self.node.handle_response(id, result, now()),
+            Answer::Membership {
+                id,
+                result,
+                peer,
+                via,
+            } => {
+                if let (Some(peer), Some(protocol)) = (&peer, via) {
+                    self.note_protocol(peer, protocol, false);
+                }
+                self.node.handle_response(id, result, now());
+            }
             Answer::Fetched { from, hash, result } => {
                 self.node.handle_fetched(&from, hash, result, now())
             }
             Answer::Outcome { .. } => {}
+            Answer::Protocol { peer, protocol } => self.note_protocol(&peer, protocol, true),
         }
+    }
+
+    /// Remembers the transport that worked with `peer`, in memory and in the peer store.
+    fn note_protocol(&mut self, peer: &PeerId, protocol: Protocol, from_link: bool) {
+        if self.outbound.worked(peer, protocol, from_link) {
+            tracing::debug!(peer = %peer, protocol = protocol.as_str(), "transport chosen");
+            self.persist(
+                self.store
+                    .set_preferred_protocol(peer.clone(), Some(protocol)),
+            );
+        }
+    }
+
+    /// What a contact's peer advertises it speaks (nothing known for bootstrap contacts).
+    fn offers(&self, contact: &Contact) -> Vec<Protocol> {
+        contact
+            .peer_id
+            .as_ref()
+            .and_then(|id| self.node.membership().peer(id))
+            .map(|p| p.node.supported_protocols.clone())
+            .unwrap_or_default()
     }
 
     fn handle(&mut self, command: Command, now: Timestamp) {
@@ -467,7 +501,15 @@ impl Actor {
                     .node
                     .membership()
                     .peers()
-                    .map(|p| PeerView::of(p, now, self.outbound.circuit(&p.node.peer_id)))
+                    .map(|p| {
+                        let id = &p.node.peer_id;
+                        PeerView::of(
+                            p,
+                            now,
+                            self.outbound.circuit(id),
+                            self.outbound.protocol(id),
+                        )
+                    })
                     .collect();
                 let _ = reply.send(peers);
             }
@@ -543,12 +585,19 @@ impl Actor {
     fn carry_out(&mut self) {
         while let Some(output) = self.node.poll_output() {
             match output {
-                Output::Send { to, request, id } => self.outbound.send(&to, request, id),
-                Output::Gossip { to, message } => self.outbound.send_gossip(&to, message),
+                Output::Send { to, request, id } => {
+                    let offers = self.offers(&to);
+                    self.outbound.send(&to, &offers, request, id);
+                }
+                Output::Gossip { to, message } => {
+                    let offers = self.offers(&to);
+                    self.outbound.send_gossip(&to, &offers, message);
+                }
                 Output::Fetch { from, hash, size } => {
                     let mib = u32::try_from(size >> 20).unwrap_or(u32::MAX);
                     let timeout = self.fetch_timeout + Duration::from_secs(1) * mib;
-                    self.outbound.fetch(&from, hash, size, timeout);
+                    let offers = self.offers(&from);
+                    self.outbound.fetch(&from, &offers, hash, size, timeout);
                 }
                 Output::Store {
                     hash,

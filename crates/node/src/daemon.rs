@@ -20,7 +20,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use sorcha_peer_core::membership::Contact;
-use sorcha_peer_core::model::{PeerAdvert, PeerCapabilities, PeerId, Protocol};
+use sorcha_peer_core::model::{PeerAdvert, PeerCapabilities, PeerId};
 use sorcha_peer_core::node::Node;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -28,6 +28,7 @@ use tokio::sync::watch;
 use crate::actor::{self, Actor, ActorSettings};
 use crate::address::{self, DiscoveryOptions, ExternalAddress, ExternalHost};
 use crate::config::{BootstrapAddr, Config};
+use crate::grpc::{PeerPortSettings, Services};
 use crate::http;
 use crate::http::HttpState;
 use crate::identity::{Identity, IdentityError};
@@ -132,6 +133,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let store = PeerStore::open_in(&data_dir)?;
     let stored = store.load_for_start(actor::now(), config.discovery.max_peers_in_list as usize)?;
     tracing::info!(stored = stored.len(), "peer store loaded");
+    let remembered = stored
+        .iter()
+        .filter_map(|p| {
+            let protocol = store.preferred_protocol(&p.peer_id).ok().flatten()?;
+            Some((p.peer_id.clone(), protocol))
+        })
+        .collect();
     let writer = StoreWriter::spawn(store, WriterConfig::default())?;
     let queue = offline::share(OfflineQueue::open_in(
         &data_dir,
@@ -162,6 +170,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         cache_max_bytes: usize::try_from(d.cache_max_bytes).unwrap_or(usize::MAX),
         cache_ttl: d.transaction_cache_ttl,
         breaker: config.breaker(),
+        speaks: config.speaks(),
+        remembered,
     };
     let (actor, handle) = Actor::new(node, metrics, writer.handle().clone(), &settings);
     let actor_task = tokio::spawn(actor.run());
@@ -176,16 +186,21 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     ));
     let ready = Arc::new(AtomicBool::new(false));
     let (health, health_service) = tonic_health::server::health_reporter();
+    let speaks = config.speaks();
+    let port_settings = PeerPortSettings {
+        max_transaction_size: config.distribution.max_transaction_size,
+        compress_bodies: config.distribution.enable_compression,
+        grpc: speaks.grpc,
+        stream: speaks.stream,
+        rest: speaks.rest,
+    };
+    let services = Arc::new(Services::new(handle.clone(), queue.clone(), &port_settings));
     let mut grpc_task = tokio::spawn(crate::grpc::serve(
         peer_listener,
-        handle.clone(),
+        services.clone(),
         health.clone(),
         health_service,
-        crate::grpc::GrpcSettings {
-            max_transaction_size: config.distribution.max_transaction_size,
-            compress_bodies: config.distribution.enable_compression,
-        },
-        queue.clone(),
+        port_settings,
         stopped(stop_rx.clone()),
     ));
     let flusher_task = tokio::spawn(offline::flusher(
@@ -200,6 +215,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         admin_token,
         max_transaction_size: config.distribution.max_transaction_size as usize,
         queue,
+        services,
     };
     let mut http_task = tokio::spawn(crate::http::serve(
         http_listener,
@@ -323,10 +339,9 @@ fn provisional_advert(config: &Config, peer_id: &PeerId, port: u16) -> PeerAdver
         peer_id: peer_id.clone(),
         address,
         port,
-        // The unary rpcs are what this version serves; the stream joins with issue 4.
-        supported_protocols: vec![Protocol::Grpc],
+        supported_protocols: config.speaks().protocols(),
         capabilities: PeerCapabilities {
-            supports_streaming: false,
+            supports_streaming: config.speaks().stream,
             supports_transaction_distribution: true,
             max_transaction_size: config.distribution.max_transaction_size,
         },

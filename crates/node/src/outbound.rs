@@ -14,22 +14,24 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use opentelemetry::KeyValue;
-use sorcha_peer_core::breaker::{BreakerConfig, BreakerState, Breakers};
+use sorcha_peer_core::breaker::{BreakerState, Breakers};
 use sorcha_peer_core::gossip::{FetchFailure, GossipMessage};
 use sorcha_peer_core::membership::{
     Contact, Failure, HeartbeatOutcome, Request, RequestId, Response,
 };
-use sorcha_peer_core::model::{PeerAdvert, PeerId, PeerStatus, TxHash};
+use sorcha_peer_core::model::{PeerAdvert, PeerId, PeerStatus, Protocol, TxHash};
 use tokio::sync::{Semaphore, mpsc};
 use tonic::codec::CompressionEncoding;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
+use crate::actor::ActorSettings;
 use crate::actor::now;
 use crate::convert::{advert_from_proto, advert_to_proto};
 use crate::grpc::NOT_REGISTERED;
-use crate::links::Links;
+use crate::links::{Links, Mode};
 use crate::metrics::Metrics;
+use crate::negotiate::Negotiator;
 use crate::proto::discovery::peer_discovery_client::PeerDiscoveryClient;
 use crate::proto::discovery::{
     self as pb, PeerExchangeRequest, PeerListRequest, PingRequest, RegisterPeerRequest,
@@ -38,6 +40,7 @@ use crate::proto::heartbeat::PeerHeartbeatRequest;
 use crate::proto::heartbeat::peer_heartbeat_client::PeerHeartbeatClient;
 use crate::proto::transaction::TransactionRequest;
 use crate::proto::transaction::transaction_distribution_client::TransactionDistributionClient;
+use crate::rest::client::RestClient;
 
 /// Channels kept open at most. An active set of 8 plus discovery and probes stays far below;
 /// beyond this the least recently used channel is closed (and counted).
@@ -59,6 +62,8 @@ pub enum Answer {
         id: RequestId,
         peer: Option<PeerId>,
         result: Result<Response, Failure>,
+        /// The transport that got the answer.
+        via: Option<Protocol>,
     },
     Fetched {
         from: PeerId,
@@ -67,6 +72,8 @@ pub enum Answer {
     },
     /// How a gossip send on a peer's link went (for its circuit breaker).
     Outcome { peer: PeerId, ok: bool },
+    /// A transport worked with a peer.
+    Protocol { peer: PeerId, protocol: Protocol },
 }
 
 impl Answer {
@@ -86,6 +93,7 @@ impl Answer {
                 Some((from, !failed))
             }
             Answer::Outcome { peer, ok } => Some((peer, *ok)),
+            Answer::Protocol { .. } => None,
         }
     }
 }
@@ -93,6 +101,8 @@ impl Answer {
 pub struct Outbound {
     channels: HashMap<String, (Channel, Instant)>,
     links: Links,
+    negotiator: Negotiator,
+    rest: RestClient,
     breakers: Breakers,
     /// Peers whose circuit is open, for the gauge and to close their links once.
     open_circuits: BTreeSet<PeerId>,
@@ -111,13 +121,24 @@ impl Outbound {
         answers: mpsc::Sender<Answer>,
         metrics: Arc<Metrics>,
         self_id: PeerId,
-        timeout: Duration,
-        max_transaction_size: u32,
-        streaming_threshold: u32,
-        breaker: BreakerConfig,
+        settings: &ActorSettings,
     ) -> Self {
+        let timeout = settings.peer_timeout;
+        let (max_transaction_size, streaming_threshold) =
+            (settings.max_transaction_size, settings.streaming_threshold);
+        let (breaker, speaks) = (settings.breaker, settings.speaks);
+        let rest = RestClient::new(timeout)
+            .expect("invariant: a plain HTTP client with the ring provider installed builds");
         Self {
-            links: Links::new(self_id.clone(), timeout, metrics.clone(), answers.clone()),
+            links: Links::new(
+                self_id.clone(),
+                timeout,
+                metrics.clone(),
+                answers.clone(),
+                rest.clone(),
+            ),
+            negotiator: Negotiator::new(speaks),
+            rest,
             breakers: Breakers::new(breaker)
                 .expect("invariant: the breaker config is validated with the configuration"),
             open_circuits: BTreeSet::new(),
@@ -133,7 +154,7 @@ impl Outbound {
     }
 
     /// Queues `message` on the link to `to`, unless its circuit is open.
-    pub fn send_gossip(&mut self, to: &Contact, message: GossipMessage) {
+    pub fn send_gossip(&mut self, to: &Contact, offers: &[Protocol], message: GossipMessage) {
         let Some(peer) = to.peer_id.clone() else {
             return; // Gossip always names a peer; a contact without one has nobody to send to.
         };
@@ -143,12 +164,15 @@ impl Outbound {
                 .add(1, &[KeyValue::new("kind", "circuit_open")]);
             return;
         }
-        let channel = if self.links.contains(&peer) {
+        let open = if self.links.contains(&peer) {
             None
         } else {
-            self.channel(to).ok()
+            let mode = self.negotiator.plan(Some(&peer), offers).mode;
+            self.channel(to)
+                .ok()
+                .map(|channel| (channel, base_url(to), mode))
         };
-        self.links.push(&peer, message, channel);
+        self.links.push(&peer, message, open);
     }
 
     /// Records how a call to `peer` went, opening or closing its circuit.
@@ -171,6 +195,16 @@ impl Outbound {
             .record(self.open_circuits.len() as i64, &[]);
     }
 
+    /// Records that `protocol` worked with `peer`; true if that is news (worth storing).
+    pub fn worked(&mut self, peer: &PeerId, protocol: Protocol, from_link: bool) -> bool {
+        self.negotiator.worked(peer, protocol, from_link)
+    }
+
+    /// The transport that last worked with `peer`.
+    pub fn protocol(&self, peer: &PeerId) -> Option<Protocol> {
+        self.negotiator.protocol(peer)
+    }
+
     /// `closed`, `open` or `half_open`.
     pub fn circuit(&self, peer: &PeerId) -> &'static str {
         match self.breakers.state(peer, now()) {
@@ -181,7 +215,14 @@ impl Outbound {
     }
 
     /// Fetches the body of `hash` from `from`; the result arrives on the answers channel.
-    pub fn fetch(&mut self, from: &Contact, hash: TxHash, size: u64, timeout: Duration) {
+    pub fn fetch(
+        &mut self,
+        from: &Contact,
+        offers: &[Protocol],
+        hash: TxHash,
+        size: u64,
+        timeout: Duration,
+    ) {
         let Some(peer_id) = from.peer_id.clone() else {
             return; // The core names a peer for every fetch; without one nobody is waiting.
         };
@@ -209,10 +250,18 @@ impl Outbound {
         let me = self.self_id.to_string();
         let (metrics, max_tx) = (self.metrics.clone(), self.max_transaction_size);
         let stream = size > self.streaming_threshold;
+        let over_rest = self.negotiator.plan(Some(&peer_id), offers).mode == Mode::Rest;
+        let (rest, base) = (self.rest.clone(), base_url(from));
         tokio::spawn(async move {
             let _permit = permit;
-            let fetched =
-                tokio::time::timeout(timeout, fetch_body(channel, hash, me, stream, max_tx)).await;
+            let fetch = async {
+                if over_rest {
+                    rest.fetch(&base, hash, max_tx).await
+                } else {
+                    fetch_body(channel, hash, me, stream, max_tx).await
+                }
+            };
+            let fetched = tokio::time::timeout(timeout, fetch).await;
             let result = match fetched {
                 Ok(result) => result,
                 Err(_) => Err(FetchFailure::Timeout),
@@ -232,12 +281,13 @@ impl Outbound {
     }
 
     /// Sends `request` to `to` in its own task; the answer arrives on the answers channel.
-    pub fn send(&mut self, to: &Contact, request: Request, id: RequestId) {
+    pub fn send(&mut self, to: &Contact, offers: &[Protocol], request: Request, id: RequestId) {
         let peer = to.peer_id.clone();
         let unreachable = |peer| Answer::Membership {
             id,
             peer,
             result: Err(Failure::Unreachable),
+            via: None,
         };
         if let Some(p) = &peer
             && self.breakers.check(p, now()).is_err()
@@ -257,20 +307,43 @@ impl Outbound {
         let metrics = self.metrics.clone();
         let self_id = self.self_id.clone();
         let (timeout, max_tx) = (self.timeout, self.max_transaction_size);
+        let plan = self.negotiator.plan(peer.as_ref(), offers);
+        let (rest, base) = (self.rest.clone(), base_url(to));
         tokio::spawn(async move {
-            let result =
-                match tokio::time::timeout(timeout, call(channel, request, &self_id, max_tx)).await
-                {
-                    Ok(Ok(response)) => Ok(response),
-                    Ok(Err(status)) => Err(failure(&status)),
-                    Err(_) => Err(Failure::Timeout),
-                };
+            let over_rest = || async {
+                let result = rest.call(&base, request.clone(), &self_id, max_tx).await;
+                (result.map_err(Failure::from), Protocol::Rest)
+            };
+            let (result, used) = if plan.mode == Mode::Rest {
+                over_rest().await
+            } else {
+                let grpc =
+                    tokio::time::timeout(timeout, call(channel, request.clone(), &self_id, max_tx))
+                        .await;
+                match grpc {
+                    Ok(Ok(response)) => (Ok(response), Protocol::Grpc),
+                    // No gRPC answer at all from a peer that may speak REST: try REST.
+                    Ok(Err(status)) if plan.rest_fallback && is_transport_failure(&status) => {
+                        over_rest().await
+                    }
+                    Ok(Err(status)) => (Err(failure(&status)), Protocol::Grpc),
+                    Err(_) => (Err(Failure::Timeout), Protocol::Grpc),
+                }
+            };
             if result.is_err() {
                 metrics.connection_errors_total.add(1, &[]);
             }
+            let via = result.is_ok().then_some(used);
             // The actor bounds requests in flight below this channel's capacity; a send error
             // only means the actor is gone (shutdown).
-            let _ = answers.send(Answer::Membership { id, peer, result }).await;
+            let _ = answers
+                .send(Answer::Membership {
+                    id,
+                    peer,
+                    result,
+                    via,
+                })
+                .await;
         });
     }
 
@@ -373,6 +446,24 @@ async fn fetch_body(
         expected += 1;
     }
     Ok(body)
+}
+
+/// A failure below gRPC (no HTTP/2 answer: wrong protocol, refused connection), as opposed
+/// to a gRPC status a gRPC server sent.
+fn is_transport_failure(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unavailable | Code::Unknown | Code::Internal | Code::Unimplemented
+    )
+}
+
+/// `http://host:port` of a contact, for REST.
+fn base_url(to: &Contact) -> String {
+    if to.address.contains(':') {
+        format!("http://[{}]:{}", to.address, to.port)
+    } else {
+        format!("http://{}:{}", to.address, to.port)
+    }
 }
 
 /// Maps a gRPC status onto what membership needs to know.

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use sorcha_peer_core::membership::{KnownPeer, PeerHealth};
-use sorcha_peer_core::model::Timestamp;
+use sorcha_peer_core::model::{Protocol, Timestamp};
 
 /// One row of `GET /api/v1/peers`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -25,10 +25,12 @@ pub struct PeerView {
     pub protocols: Vec<String>,
     /// The peer's circuit breaker: closed, open (calls skipped) or half_open (one trial).
     pub circuit: String,
+    /// The transport that last worked with the peer: GrpcStream, Grpc or Rest.
+    pub protocol: Option<String>,
 }
 
 impl PeerView {
-    pub fn of(peer: &KnownPeer, now: Timestamp, circuit: &str) -> Self {
+    pub fn of(peer: &KnownPeer, now: Timestamp, circuit: &str, protocol: Option<Protocol>) -> Self {
         let node = &peer.node;
         let status = if node.is_banned(now) {
             "banned"
@@ -59,6 +61,7 @@ impl PeerView {
                 .map(|p| p.as_str().to_owned())
                 .collect(),
             circuit: circuit.to_owned(),
+            protocol: protocol.map(|p| p.as_str().to_owned()),
         }
     }
 }

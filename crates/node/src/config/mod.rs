@@ -22,6 +22,7 @@ use sorcha_peer_core::membership::MembershipConfig;
 use sorcha_peer_core::node::NodeConfig;
 
 use crate::address::{DiscoveryOptions, PreferredFamily, parse_external_address};
+use crate::negotiate::Speaks;
 
 pub use load::{ConfigError, ENV_PREFIX, Invalid, LoadedConfig, Origin, Sources, load};
 pub use validate::BootstrapAddr;
@@ -170,6 +171,16 @@ impl Config {
         }
     }
 
+    /// The transports this node speaks.
+    pub fn speaks(&self) -> Speaks {
+        let has = |p| self.communication.serve.contains(&p);
+        Speaks {
+            stream: has(WireProtocol::GrpcStream),
+            grpc: has(WireProtocol::Grpc),
+            rest: has(WireProtocol::Rest),
+        }
+    }
+
     /// The per-peer circuit breakers.
     pub fn breaker(&self) -> BreakerConfig {
         let c = &self.communication;
@@ -291,6 +302,10 @@ pub struct CommunicationConfig {
     /// An open circuit half-opens after this. Sorcha: 5 minutes.
     #[serde(with = "duration")]
     pub circuit_breaker_reset: Duration,
+    /// The transports this node serves on its peer port and uses with peers: `grpc_stream`,
+    /// `grpc`, `rest`. All three by default; a node behind an HTTP/1.1-only proxy may list
+    /// only `rest`.
+    pub serve: Vec<WireProtocol>,
 }
 
 impl Default for CommunicationConfig {
@@ -302,6 +317,11 @@ impl Default for CommunicationConfig {
             retry_delay: Duration::from_secs(5),
             circuit_breaker_threshold: 5,
             circuit_breaker_reset: Duration::from_secs(5 * 60),
+            serve: vec![
+                WireProtocol::GrpcStream,
+                WireProtocol::Grpc,
+                WireProtocol::Rest,
+            ],
         }
     }
 }

@@ -19,6 +19,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::actor::{HandleError, NodeHandle};
+use crate::grpc::Services;
 use crate::offline::SharedQueue;
 
 /// Largest request body on the HTTP port until endpoints that take bodies arrive.
@@ -35,6 +36,8 @@ pub struct HttpState {
     pub max_transaction_size: usize,
     /// Where submissions wait while the node is Offline.
     pub queue: SharedQueue,
+    /// The rpc implementations, for the REST fallback.
+    pub services: Arc<Services>,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -79,7 +82,11 @@ pub async fn serve(
     state: HttpState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let rest =
+        crate::rest::server::shared_routes(state.services.clone(), state.max_transaction_size);
+    let app = router(state)
+        .merge(rest)
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

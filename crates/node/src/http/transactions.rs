@@ -113,8 +113,21 @@ pub async fn queue_status(State(state): State<HttpState>) -> Response {
     }
 }
 
-/// `GET /api/v1/transactions/{hash}`: the raw body, with its register id in a header.
-pub async fn get(State(state): State<HttpState>, Path(hash): Path<String>) -> Response {
+/// `GET /api/v1/transactions/{hash}`: the raw body, with its register id in a header; a peer
+/// asking for JSON (`Accept: application/json`, the REST fallback) gets `GetTransaction`'s
+/// answer instead.
+pub async fn get(
+    State(state): State<HttpState>,
+    Path(hash): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let wants_json = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/json"));
+    if wants_json {
+        return crate::rest::server::transaction(State(state.services.clone()), Path(hash)).await;
+    }
     let hash: TxHash = match hash.parse() {
         Ok(hash) => hash,
         Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
