@@ -290,7 +290,11 @@ fn run(args: &ConfigArgs) -> ExitCode {
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
-    match runtime.block_on(daemon::run(loaded.config, daemon::termination_signal())) {
+    let stopped = runtime.block_on(async {
+        let signal = daemon::termination_signal();
+        daemon::run(loaded.config, signal).await
+    });
+    match stopped {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
