@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
+use sorcha_peer_core::backoff::RetryPolicy;
 use sorcha_peer_core::breaker::BreakerConfig;
 use sorcha_peer_core::gossip::{self, AnnounceEntry, GossipEvent, GossipMessage, SubmitError};
 use sorcha_peer_core::membership::Contact;
@@ -59,6 +60,8 @@ pub struct ActorSettings {
     pub speaks: Speaks,
     /// What worked with each peer last time (from the peer store).
     pub remembered: Vec<(PeerId, Protocol)>,
+    /// Retries of idempotent sends.
+    pub retry: RetryPolicy,
 }
 
 /// Timers armed at most. The core re-arms three kinds; anything near this is a bug, and what

@@ -172,6 +172,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         breaker: config.breaker(),
         speaks: config.speaks(),
         remembered,
+        retry: config.retry(),
     };
     let (actor, handle) = Actor::new(node, metrics, writer.handle().clone(), &settings);
     let actor_task = tokio::spawn(actor.run());

@@ -18,6 +18,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use opentelemetry::KeyValue;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use sorcha_peer_core::backoff::{CallKind, ErrorClass, RetryDecision, RetryPolicy};
 use sorcha_peer_core::gossip::GossipMessage;
 use sorcha_peer_core::model::{PeerId, Protocol};
 use sorcha_peer_core::sendqueue::{Lane, SendQueue, SendQueueConfig};
@@ -88,6 +91,9 @@ impl Drop for Link {
 pub struct Links {
     links: HashMap<PeerId, Link>,
     rest: RestClient,
+    /// Gossip messages are idempotent (receivers deduplicate by hash), so a failed send is
+    /// retried with exponential backoff and jitter, up to `max_retries`.
+    retry: RetryPolicy,
     self_id: PeerId,
     timeout: Duration,
     metrics: Arc<Metrics>,
@@ -101,10 +107,12 @@ impl Links {
         metrics: Arc<Metrics>,
         answers: mpsc::Sender<Answer>,
         rest: RestClient,
+        retry: RetryPolicy,
     ) -> Self {
         Self {
             links: HashMap::new(),
             rest,
+            retry,
             self_id,
             timeout,
             metrics,
@@ -184,6 +192,8 @@ impl Links {
             downgraded_at: None,
             stream: None,
             timeout: self.timeout,
+            retry: self.retry.clone(),
+            rng: ChaCha8Rng::seed_from_u64(rand::random()),
             metrics: self.metrics.clone(),
             answers: self.answers.clone(),
         }));
@@ -257,6 +267,8 @@ struct Worker {
     downgraded_at: Option<Instant>,
     stream: Option<OpenStream>,
     timeout: Duration,
+    retry: RetryPolicy,
+    rng: ChaCha8Rng,
     metrics: Arc<Metrics>,
     answers: mpsc::Sender<Answer>,
 }
@@ -278,12 +290,24 @@ async fn drain(mut w: Worker) {
         };
         let wire = to_peer_message(&message, &w.self_id, Some(&w.peer), now());
         let bytes = wire.payload.len() as u64;
-        let ok = send(&mut w, wire).await;
+        let mut backoff = w.retry.backoff();
+        let ok = loop {
+            if send(&mut w, wire.clone()).await {
+                break true;
+            }
+            w.metrics.connection_errors_total.add(1, &[]);
+            let class = ErrorClass::Unavailable;
+            match w
+                .retry
+                .decide(class, CallKind::Idempotent, &mut backoff, &mut w.rng)
+            {
+                RetryDecision::RetryAfter(delay) => tokio::time::sleep(delay).await,
+                RetryDecision::GiveUp(_) => break false,
+            }
+        };
         if ok {
             w.metrics
                 .record_sent(crate::outbound::message_kind(&message), bytes);
-        } else {
-            w.metrics.connection_errors_total.add(1, &[]);
         }
         let mut answers = vec![Answer::Outcome {
             peer: w.peer.clone(),

@@ -63,9 +63,13 @@ impl Negotiator {
         let s = self.speaks;
         let offered = |p| offers.is_empty() || offers.contains(&p);
         let remembered = peer.and_then(|p| self.worked.get(p)).copied();
+        let stream_offered = s.grpc && s.stream && offers.contains(&Protocol::GrpcStream);
         let mode = match remembered {
             Some(Protocol::Rest) if s.rest => Mode::Rest,
             Some(Protocol::GrpcStream) if s.grpc && s.stream => Mode::Stream,
+            // A unary answer says gRPC works; whether the stream does is the link's to find
+            // out (it falls back to unary on a refusal, and remembers that).
+            Some(Protocol::Grpc) if stream_offered => Mode::Stream,
             Some(Protocol::Grpc | Protocol::GrpcStream) if s.grpc => Mode::Unary,
             _ if s.grpc && s.stream && offers.contains(&Protocol::GrpcStream) => Mode::Stream,
             _ if s.grpc && (offered(Protocol::Grpc) || offered(Protocol::GrpcStream)) => {

@@ -136,6 +136,7 @@ impl Outbound {
                 metrics.clone(),
                 answers.clone(),
                 rest.clone(),
+                settings.retry.clone(),
             ),
             negotiator: Negotiator::new(speaks),
             rest,

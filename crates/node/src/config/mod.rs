@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use sorcha_peer_core::backoff::{BackoffConfig, RetryPolicy};
 use sorcha_peer_core::breaker::BreakerConfig;
 use sorcha_peer_core::gossip::{FanoutMode, GossipConfig};
 use sorcha_peer_core::membership::MembershipConfig;
@@ -179,6 +180,22 @@ impl Config {
             grpc: has(WireProtocol::Grpc),
             rest: has(WireProtocol::Rest),
         }
+    }
+
+    /// Retries of idempotent sends: `max_retries`, the first after `retry_delay` (capped at the
+    /// peer timeout so a retry never waits longer than a call may take), doubling with jitter.
+    pub fn retry(&self) -> RetryPolicy {
+        let c = &self.communication;
+        let initial = c
+            .retry_delay
+            .min(self.discovery.peer_timeout)
+            .max(Duration::from_millis(1));
+        RetryPolicy::new(BackoffConfig {
+            initial,
+            max: initial * 8,
+            max_retries: c.max_retries,
+        })
+        .expect("invariant: initial is positive and max is eight times it")
     }
 
     /// The per-peer circuit breakers.
