@@ -192,7 +192,7 @@ impl Links {
             downgraded_at: None,
             stream: None,
             timeout: self.timeout,
-            retry: self.retry.clone(),
+            retry: self.retry,
             rng: ChaCha8Rng::seed_from_u64(rand::random()),
             metrics: self.metrics.clone(),
             answers: self.answers.clone(),

@@ -136,7 +136,7 @@ impl Outbound {
                 metrics.clone(),
                 answers.clone(),
                 rest.clone(),
-                settings.retry.clone(),
+                settings.retry,
             ),
             negotiator: Negotiator::new(speaks),
             rest,
