@@ -1,6 +1,7 @@
 //! Wire types to model types and back. Everything a peer sends is validated here, at the edge,
 //! with an error that names the offending field; the core only ever sees valid values.
 
+use sorcha_peer_core::membership::HeartbeatOutcome;
 use sorcha_peer_core::model::{
     ModelError, PeerAdvert, PeerCapabilities, PeerStatus, Protocol, Timestamp, validate_address,
     validate_port,
@@ -111,6 +112,33 @@ pub fn status_to_proto(status: PeerStatus) -> pb::PeerStatus {
         PeerStatus::Offline => pb::PeerStatus::Offline,
         PeerStatus::Busy => pb::PeerStatus::Busy,
     }
+}
+
+pub fn status_from_proto(status: pb::PeerStatus) -> PeerStatus {
+    match status {
+        pb::PeerStatus::Online => PeerStatus::Online,
+        pb::PeerStatus::Offline => PeerStatus::Offline,
+        pb::PeerStatus::Busy => PeerStatus::Busy,
+        pb::PeerStatus::Unknown => PeerStatus::Unknown,
+    }
+}
+
+/// How a heartbeat answer reads: accepted, "register first", or refused (banned).
+pub fn heartbeat_outcome(success: bool, message: &str) -> HeartbeatOutcome {
+    match (success, message) {
+        (true, _) => HeartbeatOutcome::Accepted,
+        (false, crate::grpc::NOT_REGISTERED) => HeartbeatOutcome::NotRegistered,
+        (false, _) => HeartbeatOutcome::Banned,
+    }
+}
+
+/// The valid entries of a peer list from a peer; invalid ones are dropped (membership counts
+/// what it refuses of the rest).
+pub fn valid_adverts(infos: &[pb::PeerInfo], max_tx: u32) -> Vec<PeerAdvert> {
+    infos
+        .iter()
+        .filter_map(|info| advert_from_proto(info, max_tx).ok())
+        .collect()
 }
 
 /// A `max_peers` from the wire: zero or negative means "your choice", capped at `limit`.

@@ -16,10 +16,8 @@ use std::time::{Duration, Instant};
 use opentelemetry::KeyValue;
 use sorcha_peer_core::breaker::{BreakerState, Breakers};
 use sorcha_peer_core::gossip::{FetchFailure, GossipMessage};
-use sorcha_peer_core::membership::{
-    Contact, Failure, HeartbeatOutcome, Request, RequestId, Response,
-};
-use sorcha_peer_core::model::{PeerAdvert, PeerId, PeerStatus, Protocol, TxHash};
+use sorcha_peer_core::membership::{Contact, Failure, Request, RequestId, Response};
+use sorcha_peer_core::model::{PeerId, Protocol, TxHash};
 use tokio::sync::{Semaphore, mpsc};
 use tonic::codec::CompressionEncoding;
 use tonic::transport::{Channel, Endpoint};
@@ -27,14 +25,13 @@ use tonic::{Code, Status};
 
 use crate::actor::ActorSettings;
 use crate::actor::now;
-use crate::convert::{advert_from_proto, advert_to_proto};
-use crate::grpc::NOT_REGISTERED;
+use crate::convert::{advert_to_proto, heartbeat_outcome, status_from_proto, valid_adverts};
 use crate::links::{Links, Mode};
 use crate::metrics::Metrics;
 use crate::negotiate::Negotiator;
 use crate::proto::discovery::peer_discovery_client::PeerDiscoveryClient;
 use crate::proto::discovery::{
-    self as pb, PeerExchangeRequest, PeerListRequest, PingRequest, RegisterPeerRequest,
+    PeerExchangeRequest, PeerListRequest, PingRequest, RegisterPeerRequest,
 };
 use crate::proto::heartbeat::PeerHeartbeatRequest;
 use crate::proto::heartbeat::peer_heartbeat_client::PeerHeartbeatClient;
@@ -495,12 +492,7 @@ async fn call(
                 .peer_id
                 .parse()
                 .map_err(|e| Status::invalid_argument(format!("ping answer: {e}")))?;
-            let status = match pong.status() {
-                pb::PeerStatus::Online => PeerStatus::Online,
-                pb::PeerStatus::Offline => PeerStatus::Offline,
-                pb::PeerStatus::Busy => PeerStatus::Busy,
-                pb::PeerStatus::Unknown => PeerStatus::Unknown,
-            };
+            let status = status_from_proto(pong.status());
             Ok(Response::Pong { peer_id, status })
         }
         Request::Register { advert } => {
@@ -543,21 +535,8 @@ async fn call(
                 ..Default::default()
             };
             let answer = heartbeat.send_heartbeat(request).await?.into_inner();
-            let outcome = match (answer.success, answer.message.as_str()) {
-                (true, _) => HeartbeatOutcome::Accepted,
-                (false, NOT_REGISTERED) => HeartbeatOutcome::NotRegistered,
-                (false, _) => HeartbeatOutcome::Banned,
-            };
+            let outcome = heartbeat_outcome(answer.success, &answer.message);
             Ok(Response::Heartbeat { outcome })
         }
     }
-}
-
-/// The valid entries of a peer list; invalid ones are dropped (membership counts what it
-/// refuses of the rest).
-fn valid_adverts(infos: &[pb::PeerInfo], max_tx: u32) -> Vec<PeerAdvert> {
-    infos
-        .iter()
-        .filter_map(|info| advert_from_proto(info, max_tx).ok())
-        .collect()
 }

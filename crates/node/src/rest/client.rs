@@ -7,12 +7,11 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sorcha_peer_core::gossip::FetchFailure;
-use sorcha_peer_core::membership::{Failure, HeartbeatOutcome, Request, Response};
-use sorcha_peer_core::model::{PeerId, PeerStatus, TxHash};
+use sorcha_peer_core::membership::{Failure, Request, Response};
+use sorcha_peer_core::model::{PeerId, TxHash};
 
 use crate::actor::now;
-use crate::convert::{advert_from_proto, advert_to_proto};
-use crate::grpc::NOT_REGISTERED;
+use crate::convert::{advert_to_proto, heartbeat_outcome, status_from_proto, valid_adverts};
 use crate::proto::communication::{MessageAck, PeerMessage};
 use crate::proto::discovery::{
     self as pb, PeerExchangeResponse, PeerListResponse, PingResponse, RegisterPeerRequest,
@@ -78,12 +77,7 @@ impl RestClient {
                     .get(&format!("{base}/api/v1/peers/ping?peerId={me}"))
                     .await?;
                 let peer_id = pong.peer_id.parse().map_err(|_| RestFailure::Malformed)?;
-                let status = match pong.status() {
-                    pb::PeerStatus::Online => PeerStatus::Online,
-                    pb::PeerStatus::Offline => PeerStatus::Offline,
-                    pb::PeerStatus::Busy => PeerStatus::Busy,
-                    pb::PeerStatus::Unknown => PeerStatus::Unknown,
-                };
+                let status = status_from_proto(pong.status());
                 Ok(Response::Pong { peer_id, status })
             }
             Request::Register { advert } => {
@@ -101,7 +95,7 @@ impl RestClient {
                 let url = format!("{base}/api/v1/peers/list?requestingPeerId={me}&maxPeers={max}");
                 let answer: PeerListResponse = self.get(&url).await?;
                 Ok(Response::PeerList {
-                    peers: adverts(&answer.peers, max_tx),
+                    peers: valid_adverts(&answer.peers, max_tx),
                 })
             }
             Request::ExchangePeers { adverts: ours, max } => {
@@ -114,7 +108,7 @@ impl RestClient {
                     .post(&format!("{base}/api/v1/peers/exchange"), &body)
                     .await?;
                 Ok(Response::Exchanged {
-                    peers: adverts(&answer.known_peers, max_tx),
+                    peers: valid_adverts(&answer.known_peers, max_tx),
                 })
             }
             Request::Heartbeat { sequence } => {
@@ -127,11 +121,7 @@ impl RestClient {
                 let answer: PeerHeartbeatResponse = self
                     .post(&format!("{base}/api/v1/peers/heartbeat"), &body)
                     .await?;
-                let outcome = match (answer.success, answer.message.as_str()) {
-                    (true, _) => HeartbeatOutcome::Accepted,
-                    (false, NOT_REGISTERED) => HeartbeatOutcome::NotRegistered,
-                    (false, _) => HeartbeatOutcome::Banned,
-                };
+                let outcome = heartbeat_outcome(answer.success, &answer.message);
                 Ok(Response::Heartbeat { outcome })
             }
         }
@@ -218,11 +208,4 @@ async fn read<T: DeserializeOwned>(
         body.extend_from_slice(&chunk);
     }
     serde_json::from_slice(&body).map_err(|_| RestFailure::Malformed)
-}
-
-fn adverts(infos: &[pb::PeerInfo], max_tx: u32) -> Vec<sorcha_peer_core::model::PeerAdvert> {
-    infos
-        .iter()
-        .filter_map(|i| advert_from_proto(i, max_tx).ok())
-        .collect()
 }
