@@ -9,9 +9,9 @@
 //! Shutdown: the actor keeps answering until the last handle is dropped (the listeners drop
 //! theirs once their in-flight requests are done), so no request is cut off mid-way.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use sorcha_peer_core::backoff::RetryPolicy;
@@ -21,7 +21,7 @@ use sorcha_peer_core::membership::Contact;
 use sorcha_peer_core::membership::{
     HeartbeatOutcome, KnownPeer, MembershipEvent, Pong, Refusal, RegisterOutcome,
 };
-use sorcha_peer_core::model::{NodeState, PeerAdvert, PeerId, Protocol, Timestamp};
+use sorcha_peer_core::model::{NodeState, PeerAdvert, PeerId, Protocol, Timestamp, TxHash};
 use sorcha_peer_core::node::{Event, Node, Output, Timer};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
@@ -63,6 +63,10 @@ pub struct ActorSettings {
     /// Retries of idempotent sends.
     pub retry: RetryPolicy,
 }
+
+/// Announced transactions whose arrival is being timed, at most (a few seconds of traffic at
+/// thousands of transactions per second).
+const MAX_HEARD: usize = 16_384;
 
 /// Timers armed at most. The core re-arms three kinds; anything near this is a bug, and what
 /// is refused is counted.
@@ -347,6 +351,10 @@ pub struct Actor {
     metrics: Arc<Metrics>,
     /// The latest result of address discovery.
     address: Option<AddressReport>,
+    /// When each announced, not yet held transaction was first heard of, for
+    /// `transaction_distribution_latency`; bounded, oldest forgotten first.
+    heard: HashMap<TxHash, Instant>,
+    heard_order: VecDeque<TxHash>,
 }
 
 impl Actor {
@@ -393,6 +401,8 @@ impl Actor {
             timers: BTreeSet::new(),
             metrics,
             address: None,
+            heard: HashMap::new(),
+            heard_order: VecDeque::new(),
         };
         (actor, handle)
     }
@@ -445,6 +455,20 @@ impl Actor {
             Answer::Outcome { .. } => {}
             Answer::Protocol { peer, protocol } => self.note_protocol(&peer, protocol, true),
         }
+    }
+
+    /// Notes when an announced transaction we lack was first heard of.
+    fn heard_of(&mut self, hash: TxHash) {
+        if self.node.gossip().is_known(&hash) || self.heard.contains_key(&hash) {
+            return;
+        }
+        if self.heard_order.len() >= MAX_HEARD {
+            if let Some(oldest) = self.heard_order.pop_front() {
+                self.heard.remove(&oldest);
+            }
+        }
+        self.heard.insert(hash, Instant::now());
+        self.heard_order.push_back(hash);
     }
 
     /// Remembers the transport that worked with `peer`, in memory and in the peer store.
@@ -554,9 +578,17 @@ impl Actor {
                     });
                 let _ = reply.send(result);
             }
-            Command::Gossip { from, message } => self.node.handle_gossip(&from, message, now),
+            Command::Gossip { from, message } => {
+                if let GossipMessage::Announce { entries } = &message {
+                    for entry in entries {
+                        self.heard_of(entry.hash);
+                    }
+                }
+                self.node.handle_gossip(&from, message, now);
+            }
             Command::Notify { from, entry, reply } => {
                 let known = self.node.gossip().is_known(&entry.hash);
+                self.heard_of(entry.hash);
                 let message = GossipMessage::Announce {
                     entries: vec![entry],
                 };
@@ -608,6 +640,12 @@ impl Actor {
                     register_id,
                     origin,
                 } => {
+                    if let Some(heard) = self.heard.remove(&hash) {
+                        let seconds = heard.elapsed().as_secs_f64();
+                        self.metrics
+                            .transaction_distribution_latency
+                            .record(seconds, &[]);
+                    }
                     let origin = match origin {
                         gossip::Origin::Local => "local".to_owned(),
                         gossip::Origin::Peer(id) => id.to_string(),

@@ -30,7 +30,8 @@ pub struct Metrics {
     pub bandwidth_received_bytes: Counter<u64>,
     pub connection_errors_total: Counter<u64>,
     pub gossip_rounds_total: Counter<u64>,
-    /// Seconds from first sight of a transaction to its distribution.
+    /// Seconds from first hearing of a transaction (an announcement) to holding its verified
+    /// body, on this node.
     pub transaction_distribution_latency: Histogram<f64>,
     /// 0 offline, 1 degraded, 2 online (Sorcha: peer_service_status).
     pub peer_service_status: Gauge<i64>,
@@ -119,7 +120,9 @@ impl Metrics {
             gossip_rounds_total: counter("gossip_rounds_total", "Gossip rounds run"),
             transaction_distribution_latency: meter
                 .f64_histogram("transaction_distribution_latency")
-                .with_description("Seconds from first sight of a transaction to its distribution")
+                .with_description(
+                    "Seconds from first hearing of a transaction to holding its verified body",
+                )
                 .with_boundaries(vec![
                     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
                 ])

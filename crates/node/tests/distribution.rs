@@ -133,6 +133,15 @@ async fn a_thousand_transactions_reach_all_ten_nodes_intact() {
     for node in &nodes {
         verify_bodies(&client, node, &expected).await;
     }
+    let (_, metrics) = nodes[3].get_text("/metrics").await;
+    let timed = metrics
+        .lines()
+        .find(|l| l.starts_with("transaction_distribution_latency_count"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok());
+    assert!(
+        timed.is_some_and(|n| n > 0),
+        "no distribution latency recorded:\n{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
