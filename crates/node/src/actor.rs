@@ -462,10 +462,10 @@ impl Actor {
         if self.node.gossip().is_known(&hash) || self.heard.contains_key(&hash) {
             return;
         }
-        if self.heard_order.len() >= MAX_HEARD {
-            if let Some(oldest) = self.heard_order.pop_front() {
-                self.heard.remove(&oldest);
-            }
+        if self.heard_order.len() >= MAX_HEARD
+            && let Some(oldest) = self.heard_order.pop_front()
+        {
+            self.heard.remove(&oldest);
         }
         self.heard.insert(hash, Instant::now());
         self.heard_order.push_back(hash);
