@@ -1,0 +1,288 @@
+//! [`NodeHandle`]: how the listeners talk to the actor. Every call is a command over one
+//! bounded channel, answered on a oneshot; a full channel is refused at once (and counted)
+//! rather than queued without bound.
+
+use std::sync::{Arc, Mutex};
+
+use serde::Serialize;
+use sorcha_peer_core::gossip::{AnnounceEntry, GossipMessage, SubmitError};
+use sorcha_peer_core::membership::{HeartbeatOutcome, Pong, Refusal, RegisterOutcome};
+use sorcha_peer_core::model::{NodeState, PeerAdvert, PeerId, Timestamp};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
+
+use crate::address::{AddressReport, AddressSource, NatState};
+use crate::metrics::Metrics;
+use crate::peers::PeerView;
+use crate::txstore::TxStore;
+
+/// Commands waiting for the actor at most. A burst beyond this is refused (and counted) rather
+/// than queued: a caller gets a clear "busy" at once instead of an unbounded wait.
+pub const COMMAND_QUEUE_CAPACITY: usize = 1024;
+
+/// New-transaction notices buffered per local subscriber; one that falls further behind
+/// misses the oldest (counted) and can catch up through `GET /api/v1/transactions`.
+pub const DELIVERY_CAPACITY: usize = 4096;
+
+/// The node's state as `/api/v1/status` and `sorcha-peer status` show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub peer_id: PeerId,
+    pub state: NodeState,
+    pub peers_known: usize,
+    pub peers_active: usize,
+    /// The address peers are told to reach us at; `None` until discovery has run once.
+    pub external_address: Option<String>,
+    /// How `external_address` was found: override, interface, stun, http, internal_fallback.
+    pub address_source: Option<AddressSource>,
+    /// no_nat, behind_nat, behind_restrictive_nat or unknown.
+    pub nat: Option<NatState>,
+    pub queue_size: u64,
+    pub version: &'static str,
+}
+
+pub(super) enum Command {
+    Register {
+        advert: PeerAdvert,
+        reply: oneshot::Sender<Result<RegisterOutcome, Refusal>>,
+    },
+    Heartbeat {
+        peer_id: PeerId,
+        reply: oneshot::Sender<HeartbeatOutcome>,
+    },
+    PeerList {
+        requester: Option<PeerId>,
+        max: usize,
+        reply: oneshot::Sender<(Vec<PeerAdvert>, usize)>,
+    },
+    Exchange {
+        from: PeerId,
+        adverts: Vec<PeerAdvert>,
+        max: usize,
+        reply: oneshot::Sender<Vec<PeerAdvert>>,
+    },
+    Ping {
+        from: Option<PeerId>,
+        reply: oneshot::Sender<Result<Pong, Refusal>>,
+    },
+    Status {
+        reply: oneshot::Sender<Status>,
+    },
+    Peers {
+        reply: oneshot::Sender<Vec<PeerView>>,
+    },
+    Ban {
+        peer_id: PeerId,
+        until: Option<Timestamp>,
+        reply: oneshot::Sender<bool>,
+    },
+    Remove {
+        peer_id: PeerId,
+        reply: oneshot::Sender<bool>,
+    },
+    SetAddress {
+        report: Box<AddressReport>,
+    },
+    Submit {
+        body: Vec<u8>,
+        register_id: Option<String>,
+        reply: oneshot::Sender<Result<Submitted, SubmitError>>,
+    },
+    Gossip {
+        from: PeerId,
+        message: GossipMessage,
+    },
+    Notify {
+        from: PeerId,
+        entry: AnnounceEntry,
+        reply: oneshot::Sender<bool>,
+    },
+}
+
+/// The answer to a local submission.
+#[derive(Debug, Clone, Serialize)]
+pub struct Submitted {
+    pub hash: String,
+    /// False when the transaction was known already.
+    pub new: bool,
+    /// Healthy active peers it is being announced to (0: kept until peers appear).
+    pub announced_to: usize,
+}
+
+/// A new transaction, as local subscribers hear of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Delivered {
+    pub hash: String,
+    pub register_id: Option<String>,
+    pub size: u64,
+}
+
+/// Why a call to the actor got no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HandleError {
+    /// The command queue is full.
+    #[error("node is saturated: its command queue ({COMMAND_QUEUE_CAPACITY}) is full; retry later")]
+    Busy,
+    /// The actor has stopped.
+    #[error("node is shutting down")]
+    Stopped,
+}
+
+/// A cheap, cloneable way to ask the node something.
+#[derive(Clone)]
+pub struct NodeHandle {
+    pub(super) tx: mpsc::Sender<Command>,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) peer_id: PeerId,
+    pub(super) transactions: Arc<Mutex<TxStore>>,
+    pub(super) deliveries: broadcast::Sender<Delivered>,
+    pub(super) state: watch::Receiver<NodeState>,
+}
+
+impl NodeHandle {
+    /// The node's state as of its latest input, without a round trip.
+    pub fn state(&self) -> watch::Receiver<NodeState> {
+        self.state.clone()
+    }
+
+    /// Our own id, without a round trip to the actor (it never changes).
+    pub fn peer_id(&self) -> &PeerId {
+        &self.peer_id
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    pub async fn register(
+        &self,
+        advert: PeerAdvert,
+    ) -> Result<Result<RegisterOutcome, Refusal>, HandleError> {
+        self.call(|reply| Command::Register { advert, reply }).await
+    }
+
+    pub async fn heartbeat(&self, peer_id: PeerId) -> Result<HeartbeatOutcome, HandleError> {
+        self.call(|reply| Command::Heartbeat { peer_id, reply })
+            .await
+    }
+
+    /// Up to `max` peers for `requester`, and how many this node knows in all.
+    pub async fn peer_list(
+        &self,
+        requester: Option<PeerId>,
+        max: usize,
+    ) -> Result<(Vec<PeerAdvert>, usize), HandleError> {
+        self.call(|reply| Command::PeerList {
+            requester,
+            max,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn exchange(
+        &self,
+        from: PeerId,
+        adverts: Vec<PeerAdvert>,
+        max: usize,
+    ) -> Result<Vec<PeerAdvert>, HandleError> {
+        self.call(|reply| Command::Exchange {
+            from,
+            adverts,
+            max,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn ping(&self, from: Option<PeerId>) -> Result<Result<Pong, Refusal>, HandleError> {
+        self.call(|reply| Command::Ping { from, reply }).await
+    }
+
+    pub async fn status(&self) -> Result<Status, HandleError> {
+        self.call(|reply| Command::Status { reply }).await
+    }
+
+    pub async fn peers(&self) -> Result<Vec<PeerView>, HandleError> {
+        self.call(|reply| Command::Peers { reply }).await
+    }
+
+    /// Bans `peer_id` until `until`, or lifts its ban with `None`. False if the ban list is full.
+    pub async fn ban(
+        &self,
+        peer_id: PeerId,
+        until: Option<Timestamp>,
+    ) -> Result<bool, HandleError> {
+        self.call(|reply| Command::Ban {
+            peer_id,
+            until,
+            reply,
+        })
+        .await
+    }
+
+    /// Forgets `peer_id`; false if it was not known.
+    pub async fn remove(&self, peer_id: PeerId) -> Result<bool, HandleError> {
+        self.call(|reply| Command::Remove { peer_id, reply }).await
+    }
+
+    /// A transaction submitted on this node.
+    pub async fn submit(
+        &self,
+        body: Vec<u8>,
+        register_id: Option<String>,
+    ) -> Result<Result<Submitted, SubmitError>, HandleError> {
+        self.call(|reply| Command::Submit {
+            body,
+            register_id,
+            reply,
+        })
+        .await
+    }
+
+    /// A gossip message from a peer; refused (and counted) when the node is saturated.
+    pub fn gossip(&self, from: PeerId, message: GossipMessage) -> Result<(), HandleError> {
+        self.send(Command::Gossip { from, message })
+    }
+
+    /// A Sorcha-style notification; answers whether the hash was known already.
+    pub async fn notify(&self, from: PeerId, entry: AnnounceEntry) -> Result<bool, HandleError> {
+        self.call(|reply| Command::Notify { from, entry, reply })
+            .await
+    }
+
+    /// The body store, for handlers that serve bodies.
+    pub fn transactions(&self) -> &Arc<Mutex<TxStore>> {
+        &self.transactions
+    }
+
+    /// Every new transaction from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Delivered> {
+        self.deliveries.subscribe()
+    }
+
+    /// Hands the actor a new result of address discovery.
+    pub fn set_address(&self, report: AddressReport) -> Result<(), HandleError> {
+        self.send(Command::SetAddress {
+            report: Box::new(report),
+        })
+    }
+
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, HandleError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(make(reply))?;
+        answer.await.map_err(|_| HandleError::Stopped)
+    }
+
+    fn send(&self, command: Command) -> Result<(), HandleError> {
+        self.tx.try_send(command).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                self.metrics.commands_refused_total.add(1, &[]);
+                HandleError::Busy
+            }
+            mpsc::error::TrySendError::Closed(_) => HandleError::Stopped,
+        })
+    }
+}
