@@ -40,6 +40,13 @@ impl World {
         let epoch = self.nodes[n].epoch;
         let bytes = wire::request_len(&request, &self.nodes[n].id);
         self.rec.traffic().membership += bytes as u64;
+        self.rec.count(match request {
+            Request::Register { .. } => "requests_register",
+            Request::GetPeerList { .. } => "requests_get_peer_list",
+            Request::ExchangePeers { .. } => "requests_exchange_peers",
+            Request::Ping => "requests_ping",
+            Request::Heartbeat { .. } => "requests_heartbeat",
+        });
         let timeout = |at| {
             let result = Err(Failure::Timeout);
             let ev = Ev::Response {

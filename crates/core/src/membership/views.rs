@@ -202,6 +202,8 @@ impl Membership {
         if free == 0 {
             return;
         }
+        // References, not clones: the list holds up to `max_peers_in_list` peers and only
+        // `free` of them are used (the simulator measured the clones at scale).
         let mut alive = Vec::new();
         let mut candidates = Vec::new();
         for p in self.peers.values() {
@@ -209,14 +211,15 @@ impl Membership {
                 continue;
             }
             match p.health {
-                PeerHealth::Alive | PeerHealth::Suspect => alive.push(p.node.peer_id.clone()),
-                PeerHealth::Candidate => candidates.push(p.node.peer_id.clone()),
+                PeerHealth::Alive | PeerHealth::Suspect => alive.push(&p.node.peer_id),
+                PeerHealth::Candidate => candidates.push(&p.node.peer_id),
                 PeerHealth::Unreachable => {}
             }
         }
         alive.shuffle(&mut self.rng);
         candidates.shuffle(&mut self.rng);
-        for id in alive.into_iter().chain(candidates).take(free) {
+        let chosen: Vec<PeerId> = alive.into_iter().chain(candidates).take(free).cloned().collect();
+        for id in chosen {
             self.send_probe(&id, now);
         }
     }
@@ -250,16 +253,17 @@ impl Membership {
             if excluded {
                 continue;
             }
+            // References: only the `max` handed out are turned into adverts.
             match p.health {
-                PeerHealth::Candidate => candidates.push(p.node.advert()),
-                _ => verified.push(p.node.advert()),
+                PeerHealth::Candidate => candidates.push(p),
+                _ => verified.push(p),
             }
         }
         verified.shuffle(&mut self.rng);
         candidates.shuffle(&mut self.rng);
         verified.extend(candidates);
         verified.truncate(max);
-        verified
+        verified.into_iter().map(|p| p.node.advert()).collect()
     }
 }
 
