@@ -5,10 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # The interop test drives the node from a second gRPC implementation (Python grpcio).
-PY_PACKAGES=(grpcio==1.85.1 grpcio-tools==1.85.1 grpcio-health-checking==1.85.1)
+# Pinned in tests/interop/requirements.txt.
 if ! python3 -c 'import grpc, grpc_tools, grpc_health' 2>/dev/null; then
-  echo "== installing Python test packages: ${PY_PACKAGES[*]}"
-  python3 -m pip install --quiet --disable-pip-version-check "${PY_PACKAGES[@]}"
+  echo "== installing Python test packages (tests/interop/requirements.txt)"
+  python3 -m pip install --quiet --disable-pip-version-check -r tests/interop/requirements.txt
 fi
 
 echo "== cargo fmt --check"

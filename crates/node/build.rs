@@ -13,6 +13,14 @@ const PROTOS: [&str; 4] = [
     "sorcha/peer/communication.proto",
 ];
 
+/// The `bytes` fields, which JSON carries as base64.
+const BYTES_FIELDS: [&str; 4] = [
+    ".sorcha.peer.transaction.TransactionResponse.transaction_data",
+    ".sorcha.peer.transaction.TransactionChunk.chunk_data",
+    ".sorcha.peer.communication.PeerMessage.payload",
+    ".sorcha.peer.communication.GossipPush.transaction_data",
+];
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     for proto in PROTOS {
@@ -21,9 +29,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile(PROTOS, [&root])?;
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out.join("sorcha_peer_descriptor.bin"), fds.encode_to_vec())?;
-    tonic_prost_build::configure()
+    // The REST fallback carries the same messages as JSON, shaped like the proto JSON mapping:
+    // camelCase names, absent fields at their defaults, bytes as base64.
+    let mut builder = tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
-        .compile_fds(fds)?;
+        .message_attribute(
+            ".sorcha",
+            "#[derive(serde::Serialize, serde::Deserialize)] #[serde(default, rename_all = \"camelCase\")]",
+        );
+    for field in BYTES_FIELDS {
+        builder = builder.field_attribute(field, "#[serde(with = \"crate::rest::base64_bytes\")]");
+    }
+    builder.compile_fds(fds)?;
     Ok(())
 }

@@ -282,17 +282,17 @@ impl Node {
 
     pub fn poll_output(&mut self) -> Option<Output> {
         if let Some(output) = self.membership.poll_output() {
-            return Some(Self::from_membership(output));
+            return Some(Self::membership_output(output));
         }
         loop {
             let output = self.gossip.poll_output()?;
-            if let Some(output) = self.from_gossip(output) {
+            if let Some(output) = self.gossip_output(output) {
                 return Some(output);
             }
         }
     }
 
-    fn from_membership(output: membership::Output) -> Output {
+    fn membership_output(output: membership::Output) -> Output {
         use membership::Output as M;
         match output {
             M::Send { to, request, id } => Output::Send { to, request, id },
@@ -309,7 +309,7 @@ impl Node {
     /// Resolves gossip's peer ids to addresses; a peer membership forgot in the meantime
     /// turns the send into an event (and a fetch into an immediate failure, so gossip moves on
     /// to the next announcer).
-    fn from_gossip(&mut self, output: gossip::Output) -> Option<Output> {
+    fn gossip_output(&mut self, output: gossip::Output) -> Option<Output> {
         use gossip::Output as G;
         Some(match output {
             G::Send { to, message } => match self.contact(&to) {

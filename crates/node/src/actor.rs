@@ -1,24 +1,69 @@
 //! The one task that owns the core [`Node`]. Every listener talks to it through a cloneable
-//! [`NodeHandle`] over a bounded channel; nothing else touches the node's state, so there are no
-//! locks around protocol state and the order of inputs is the order they were received.
+//! [`NodeHandle`] over a bounded channel; nothing else touches protocol state, so there are no
+//! locks around it and inputs are handled in the order they arrive.
+//!
+//! The loop (`tokio::select!`, biased): answers to our own requests first (they free room in
+//! the core's bounded pending map), then commands from the listeners, then due timers. After
+//! each input the core's outputs are carried out: persistence, sends, timers, events.
 //!
 //! Shutdown: the actor keeps answering until the last handle is dropped (the listeners drop
 //! theirs once their in-flight requests are done), so no request is cut off mid-way.
 
-use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
-use sorcha_peer_core::model::{NodeState, PeerAdvert, PeerId, Timestamp};
-use sorcha_peer_core::node::{HeartbeatOutcome, Node, NodeEvent, RegisterError};
-use tokio::sync::{mpsc, oneshot};
+use sorcha_peer_core::breaker::BreakerConfig;
+use sorcha_peer_core::gossip::{self, AnnounceEntry, GossipEvent, GossipMessage, SubmitError};
+use sorcha_peer_core::membership::Contact;
+use sorcha_peer_core::membership::{
+    HeartbeatOutcome, KnownPeer, MembershipEvent, Pong, Refusal, RegisterOutcome,
+};
+use sorcha_peer_core::model::{NodeState, PeerAdvert, PeerId, Protocol, Timestamp};
+use sorcha_peer_core::node::{Event, Node, Output, Timer};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::address::{AddressReport, AddressSource, NatState};
 use crate::metrics::Metrics;
+use crate::negotiate::Speaks;
+use crate::outbound::{Answer, Outbound};
+use crate::peers::PeerView;
+use crate::store::{SendError, StoreHandle};
+use crate::txstore::TxStore;
 
 /// Commands waiting for the actor at most. A burst beyond this is refused (and counted) rather
 /// than queued: a caller gets a clear "busy" at once instead of an unbounded wait.
 pub const COMMAND_QUEUE_CAPACITY: usize = 1024;
+
+/// Answers to our own requests waiting for the actor. The core keeps at most
+/// `MAX_PENDING_REQUESTS` (256) in flight, so this never fills.
+pub const ANSWER_QUEUE_CAPACITY: usize = 1024;
+
+/// New-transaction notices buffered per local subscriber; one that falls further behind
+/// misses the oldest (counted) and can catch up through `GET /api/v1/transactions`.
+pub const DELIVERY_CAPACITY: usize = 4096;
+
+/// What the actor needs from the configuration besides the core's own knobs.
+#[derive(Debug, Clone)]
+pub struct ActorSettings {
+    pub peer_timeout: Duration,
+    pub fetch_timeout: Duration,
+    pub max_transaction_size: u32,
+    pub streaming_threshold: u32,
+    pub cache_max_transactions: usize,
+    pub cache_max_bytes: usize,
+    pub cache_ttl: Duration,
+    pub breaker: BreakerConfig,
+    /// The transports this node speaks.
+    pub speaks: Speaks,
+    /// What worked with each peer last time (from the peer store).
+    pub remembered: Vec<(PeerId, Protocol)>,
+}
+
+/// Timers armed at most. The core re-arms three kinds; anything near this is a bug, and what
+/// is refused is counted.
+const MAX_TIMERS: usize = 256;
 
 /// The node's state as `/api/v1/status` and `sorcha-peer status` show it.
 #[derive(Debug, Clone, Serialize)]
@@ -40,7 +85,7 @@ pub struct Status {
 enum Command {
     Register {
         advert: PeerAdvert,
-        reply: oneshot::Sender<Result<(), RegisterError>>,
+        reply: oneshot::Sender<Result<RegisterOutcome, Refusal>>,
     },
     Heartbeat {
         peer_id: PeerId,
@@ -49,14 +94,68 @@ enum Command {
     PeerList {
         requester: Option<PeerId>,
         max: usize,
+        reply: oneshot::Sender<(Vec<PeerAdvert>, usize)>,
+    },
+    Exchange {
+        from: PeerId,
+        adverts: Vec<PeerAdvert>,
+        max: usize,
         reply: oneshot::Sender<Vec<PeerAdvert>>,
+    },
+    Ping {
+        from: Option<PeerId>,
+        reply: oneshot::Sender<Result<Pong, Refusal>>,
     },
     Status {
         reply: oneshot::Sender<Status>,
     },
+    Peers {
+        reply: oneshot::Sender<Vec<PeerView>>,
+    },
+    Ban {
+        peer_id: PeerId,
+        until: Option<Timestamp>,
+        reply: oneshot::Sender<bool>,
+    },
+    Remove {
+        peer_id: PeerId,
+        reply: oneshot::Sender<bool>,
+    },
     SetAddress {
         report: Box<AddressReport>,
     },
+    Submit {
+        body: Vec<u8>,
+        register_id: Option<String>,
+        reply: oneshot::Sender<Result<Submitted, SubmitError>>,
+    },
+    Gossip {
+        from: PeerId,
+        message: GossipMessage,
+    },
+    Notify {
+        from: PeerId,
+        entry: AnnounceEntry,
+        reply: oneshot::Sender<bool>,
+    },
+}
+
+/// The answer to a local submission.
+#[derive(Debug, Clone, Serialize)]
+pub struct Submitted {
+    pub hash: String,
+    /// False when the transaction was known already.
+    pub new: bool,
+    /// Healthy active peers it is being announced to (0: kept until peers appear).
+    pub announced_to: usize,
+}
+
+/// A new transaction, as local subscribers hear of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Delivered {
+    pub hash: String,
+    pub register_id: Option<String>,
+    pub size: u64,
 }
 
 /// Why a call to the actor got no answer.
@@ -76,9 +175,17 @@ pub struct NodeHandle {
     tx: mpsc::Sender<Command>,
     metrics: Arc<Metrics>,
     peer_id: PeerId,
+    transactions: Arc<Mutex<TxStore>>,
+    deliveries: broadcast::Sender<Delivered>,
+    state: watch::Receiver<NodeState>,
 }
 
 impl NodeHandle {
+    /// The node's state as of its latest input, without a round trip.
+    pub fn state(&self) -> watch::Receiver<NodeState> {
+        self.state.clone()
+    }
+
     /// Our own id, without a round trip to the actor (it never changes).
     pub fn peer_id(&self) -> &PeerId {
         &self.peer_id
@@ -91,7 +198,7 @@ impl NodeHandle {
     pub async fn register(
         &self,
         advert: PeerAdvert,
-    ) -> Result<Result<(), RegisterError>, HandleError> {
+    ) -> Result<Result<RegisterOutcome, Refusal>, HandleError> {
         self.call(|reply| Command::Register { advert, reply }).await
     }
 
@@ -100,11 +207,12 @@ impl NodeHandle {
             .await
     }
 
+    /// Up to `max` peers for `requester`, and how many this node knows in all.
     pub async fn peer_list(
         &self,
         requester: Option<PeerId>,
         max: usize,
-    ) -> Result<Vec<PeerAdvert>, HandleError> {
+    ) -> Result<(Vec<PeerAdvert>, usize), HandleError> {
         self.call(|reply| Command::PeerList {
             requester,
             max,
@@ -113,8 +221,85 @@ impl NodeHandle {
         .await
     }
 
+    pub async fn exchange(
+        &self,
+        from: PeerId,
+        adverts: Vec<PeerAdvert>,
+        max: usize,
+    ) -> Result<Vec<PeerAdvert>, HandleError> {
+        self.call(|reply| Command::Exchange {
+            from,
+            adverts,
+            max,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn ping(&self, from: Option<PeerId>) -> Result<Result<Pong, Refusal>, HandleError> {
+        self.call(|reply| Command::Ping { from, reply }).await
+    }
+
     pub async fn status(&self) -> Result<Status, HandleError> {
         self.call(|reply| Command::Status { reply }).await
+    }
+
+    pub async fn peers(&self) -> Result<Vec<PeerView>, HandleError> {
+        self.call(|reply| Command::Peers { reply }).await
+    }
+
+    /// Bans `peer_id` until `until`, or lifts its ban with `None`. False if the ban list is full.
+    pub async fn ban(
+        &self,
+        peer_id: PeerId,
+        until: Option<Timestamp>,
+    ) -> Result<bool, HandleError> {
+        self.call(|reply| Command::Ban {
+            peer_id,
+            until,
+            reply,
+        })
+        .await
+    }
+
+    /// Forgets `peer_id`; false if it was not known.
+    pub async fn remove(&self, peer_id: PeerId) -> Result<bool, HandleError> {
+        self.call(|reply| Command::Remove { peer_id, reply }).await
+    }
+
+    /// A transaction submitted on this node.
+    pub async fn submit(
+        &self,
+        body: Vec<u8>,
+        register_id: Option<String>,
+    ) -> Result<Result<Submitted, SubmitError>, HandleError> {
+        self.call(|reply| Command::Submit {
+            body,
+            register_id,
+            reply,
+        })
+        .await
+    }
+
+    /// A gossip message from a peer; refused (and counted) when the node is saturated.
+    pub fn gossip(&self, from: PeerId, message: GossipMessage) -> Result<(), HandleError> {
+        self.send(Command::Gossip { from, message })
+    }
+
+    /// A Sorcha-style notification; answers whether the hash was known already.
+    pub async fn notify(&self, from: PeerId, entry: AnnounceEntry) -> Result<bool, HandleError> {
+        self.call(|reply| Command::Notify { from, entry, reply })
+            .await
+    }
+
+    /// The body store, for handlers that serve bodies.
+    pub fn transactions(&self) -> &Arc<Mutex<TxStore>> {
+        &self.transactions
+    }
+
+    /// Every new transaction from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Delivered> {
+        self.deliveries.subscribe()
     }
 
     /// Hands the actor a new result of address discovery.
@@ -148,39 +333,136 @@ impl NodeHandle {
 pub struct Actor {
     node: Node,
     rx: mpsc::Receiver<Command>,
+    answers: mpsc::Receiver<Answer>,
+    outbound: Outbound,
+    store: StoreHandle,
+    transactions: Arc<Mutex<TxStore>>,
+    deliveries: broadcast::Sender<Delivered>,
+    fetch_timeout: Duration,
+    state: watch::Sender<NodeState>,
+    timers: BTreeSet<(Timestamp, Timer)>,
     metrics: Arc<Metrics>,
     /// The latest result of address discovery.
     address: Option<AddressReport>,
-    /// Counters of the core already reported to the metrics, to add only the difference.
-    reported: sorcha_peer_core::node::NodeStats,
 }
 
 impl Actor {
-    pub fn new(node: Node, metrics: Arc<Metrics>) -> (Self, NodeHandle) {
+    pub fn new(
+        node: Node,
+        metrics: Arc<Metrics>,
+        store: StoreHandle,
+        settings: &ActorSettings,
+    ) -> (Self, NodeHandle) {
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE_CAPACITY);
+        let (answers_tx, answers) = mpsc::channel(ANSWER_QUEUE_CAPACITY);
+        let (deliveries, _) = broadcast::channel(DELIVERY_CAPACITY);
+        let transactions = Arc::new(Mutex::new(TxStore::new(
+            settings.cache_max_transactions,
+            settings.cache_max_bytes,
+            settings.cache_ttl,
+        )));
+        let peer_id = node.peer_id().clone();
+        let (state, state_rx) = watch::channel(node.state());
         let handle = NodeHandle {
+            state: state_rx,
             tx,
             metrics: metrics.clone(),
-            peer_id: node.peer_id().clone(),
+            peer_id: peer_id.clone(),
+            transactions: transactions.clone(),
+            deliveries: deliveries.clone(),
         };
         metrics.record_state(node.state());
+        let outbound = Outbound::new(answers_tx, metrics.clone(), peer_id, settings);
+        let mut outbound = outbound;
+        for (peer, protocol) in &settings.remembered {
+            outbound.worked(peer, *protocol, true);
+        }
         let actor = Self {
             node,
             rx,
+            answers,
+            outbound,
+            store,
+            transactions,
+            deliveries,
+            fetch_timeout: settings.fetch_timeout,
+            state,
+            timers: BTreeSet::new(),
             metrics,
             address: None,
-            reported: Default::default(),
         };
         (actor, handle)
     }
 
     /// Runs until every handle is dropped.
     pub async fn run(mut self) {
-        while let Some(command) = self.rx.recv().await {
-            self.handle(command, now());
-            self.drain_events();
+        self.carry_out();
+        loop {
+            let next_timer = self.timers.first().map(|(at, _)| *at);
+            let sleep = sleep_until(next_timer);
+            tokio::select! {
+                biased;
+                Some(answer) = self.answers.recv() => self.handle_answer(answer),
+                command = self.rx.recv() => match command {
+                    Some(command) => self.handle(command, now()),
+                    None => break,
+                },
+                () = sleep => self.fire_timers(now()),
+            }
+            self.carry_out();
+        }
+        // The writer thread makes everything sent so far durable; the wait is short and only
+        // at shutdown, so blocking this worker thread is fine.
+        if let Err(e) = tokio::task::block_in_place(|| self.store.flush()) {
+            tracing::warn!(error = %e, "peer store flush at shutdown failed");
         }
         tracing::debug!("node actor stopped: no handles left");
+    }
+
+    fn handle_answer(&mut self, answer: Answer) {
+        if let Some((peer, ok)) = answer.health() {
+            let peer = peer.clone();
+            self.outbound.record(&peer, ok);
+        }
+        match answer {
+            Answer::Membership {
+                id,
+                result,
+                peer,
+                via,
+            } => {
+                if let (Some(peer), Some(protocol)) = (&peer, via) {
+                    self.note_protocol(peer, protocol, false);
+                }
+                self.node.handle_response(id, result, now());
+            }
+            Answer::Fetched { from, hash, result } => {
+                self.node.handle_fetched(&from, hash, result, now())
+            }
+            Answer::Outcome { .. } => {}
+            Answer::Protocol { peer, protocol } => self.note_protocol(&peer, protocol, true),
+        }
+    }
+
+    /// Remembers the transport that worked with `peer`, in memory and in the peer store.
+    fn note_protocol(&mut self, peer: &PeerId, protocol: Protocol, from_link: bool) {
+        if self.outbound.worked(peer, protocol, from_link) {
+            tracing::debug!(peer = %peer, protocol = protocol.as_str(), "transport chosen");
+            self.persist(
+                self.store
+                    .set_preferred_protocol(peer.clone(), Some(protocol)),
+            );
+        }
+    }
+
+    /// What a contact's peer advertises it speaks (nothing known for bootstrap contacts).
+    fn offers(&self, contact: &Contact) -> Vec<Protocol> {
+        contact
+            .peer_id
+            .as_ref()
+            .and_then(|id| self.node.membership().peer(id))
+            .map(|p| p.node.supported_protocols.clone())
+            .unwrap_or_default()
     }
 
     fn handle(&mut self, command: Command, now: Timestamp) {
@@ -197,21 +479,251 @@ impl Actor {
                 max,
                 reply,
             } => {
-                let _ = reply.send(self.node.peer_list(requester.as_ref(), max, now));
+                let list = self.node.peer_list(requester.as_ref(), max, now);
+                let _ = reply.send((list, self.node.membership().known_count()));
+            }
+            Command::Exchange {
+                from,
+                adverts,
+                max,
+                reply,
+            } => {
+                let _ = reply.send(self.node.handle_exchange(&from, adverts, max, now));
+            }
+            Command::Ping { from, reply } => {
+                let _ = reply.send(self.node.handle_ping(from.as_ref(), now));
             }
             Command::Status { reply } => {
-                let _ = reply.send(self.status(now));
+                let _ = reply.send(self.status());
+            }
+            Command::Peers { reply } => {
+                let peers = self
+                    .node
+                    .membership()
+                    .peers()
+                    .map(|p| {
+                        let id = &p.node.peer_id;
+                        PeerView::of(
+                            p,
+                            now,
+                            self.outbound.circuit(id),
+                            self.outbound.protocol(id),
+                        )
+                    })
+                    .collect();
+                let _ = reply.send(peers);
+            }
+            Command::Ban {
+                peer_id,
+                until,
+                reply,
+            } => {
+                let done = match until {
+                    Some(until) => self.node.ban(&peer_id, until, now),
+                    None => {
+                        self.node.unban(&peer_id, now);
+                        true
+                    }
+                };
+                if done {
+                    self.persist(self.store.set_ban(peer_id, until));
+                }
+                let _ = reply.send(done);
+            }
+            Command::Remove { peer_id, reply } => {
+                let known = self.node.membership().peer(&peer_id).is_some();
+                self.node.remove(&peer_id, now);
+                let _ = reply.send(known);
             }
             Command::SetAddress { report } => self.set_address(*report),
+            Command::Submit {
+                body,
+                register_id,
+                reply,
+            } => {
+                let result = self
+                    .node
+                    .submit(body, register_id, now)
+                    .map(|outcome| Submitted {
+                        hash: outcome.hash.to_string(),
+                        new: outcome.new,
+                        announced_to: self.node.gossip().peers().len(),
+                    });
+                let _ = reply.send(result);
+            }
+            Command::Gossip { from, message } => self.node.handle_gossip(&from, message, now),
+            Command::Notify { from, entry, reply } => {
+                let known = self.node.gossip().is_known(&entry.hash);
+                let message = GossipMessage::Announce {
+                    entries: vec![entry],
+                };
+                self.node.handle_gossip(&from, message, now);
+                let _ = reply.send(known);
+            }
         }
     }
 
-    fn status(&self, now: Timestamp) -> Status {
+    /// A write the store refused (its queue full, or the writer gone) is counted; the peer is
+    /// written again with its next change, and membership never depends on the store.
+    fn persist(&self, sent: Result<(), SendError>) {
+        if sent.is_err() {
+            self.metrics.store_writes_refused_total.add(1, &[]);
+        }
+    }
+
+    fn fire_timers(&mut self, now: Timestamp) {
+        while let Some(&(at, timer)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            self.node.handle_timer(timer, now);
+        }
+    }
+
+    /// Carries out everything the core asked for, in order.
+    fn carry_out(&mut self) {
+        while let Some(output) = self.node.poll_output() {
+            match output {
+                Output::Send { to, request, id } => {
+                    let offers = self.offers(&to);
+                    self.outbound.send(&to, &offers, request, id);
+                }
+                Output::Gossip { to, message } => {
+                    let offers = self.offers(&to);
+                    self.outbound.send_gossip(&to, &offers, message);
+                }
+                Output::Fetch { from, hash, size } => {
+                    let mib = u32::try_from(size >> 20).unwrap_or(u32::MAX);
+                    let timeout = self.fetch_timeout + Duration::from_secs(1) * mib;
+                    let offers = self.offers(&from);
+                    self.outbound.fetch(&from, &offers, hash, size, timeout);
+                }
+                Output::Store {
+                    hash,
+                    body,
+                    register_id,
+                    origin,
+                } => {
+                    let origin = match origin {
+                        gossip::Origin::Local => "local".to_owned(),
+                        gossip::Origin::Peer(id) => id.to_string(),
+                    };
+                    if let Ok(mut store) = self.transactions.lock() {
+                        store.insert(hash, body, register_id, origin, now());
+                    }
+                }
+                Output::Deliver {
+                    hash,
+                    register_id,
+                    size,
+                } => {
+                    // No subscriber is fine; a lagging one is counted when it reads.
+                    let _ = self.deliveries.send(Delivered {
+                        hash: hash.to_string(),
+                        register_id,
+                        size,
+                    });
+                }
+                Output::ScheduleTimer { at, timer } => {
+                    if self.timers.len() < MAX_TIMERS {
+                        self.timers.insert((at, timer));
+                    } else {
+                        self.metrics.timers_refused_total.add(1, &[]);
+                    }
+                }
+                Output::Persist(node) => self.persist(self.store.upsert(node)),
+                Output::Forget(id) => self.persist(self.store.forget(id)),
+                Output::Event(event) => self.report(event),
+            }
+        }
+        let membership = self.node.membership();
+        self.metrics
+            .peer_count
+            .record(membership.known_count() as i64, &[]);
+        self.metrics
+            .peer_count_active
+            .record(healthy_active(membership.active_peers()) as i64, &[]);
+        self.metrics.record_membership(membership.stats());
+        self.metrics.record_gossip(self.node.gossip().stats());
+        if let Ok(store) = self.transactions.lock() {
+            self.metrics
+                .transaction_store_size
+                .record(store.len() as i64, &[]);
+            self.metrics
+                .transaction_store_bytes
+                .record(store.bytes() as i64, &[]);
+        }
+    }
+
+    fn report(&self, event: Event) {
+        let event = match event {
+            Event::Membership(event) => event,
+            Event::Gossip(event) => return self.report_gossip(event),
+            Event::UnknownPeer { peer_id } => {
+                tracing::debug!(peer = %peer_id, "gossip for a peer membership forgot; dropped");
+                return;
+            }
+        };
+        match event {
+            MembershipEvent::StateChanged { from, to } => {
+                tracing::info!(from = from.as_str(), to = to.as_str(), "node state changed");
+                self.metrics.record_state(to);
+                self.state.send_replace(to);
+            }
+            MembershipEvent::Bootstrapped { peer_id } => {
+                tracing::info!(peer = %peer_id, "bootstrapped")
+            }
+            MembershipEvent::BootstrapFailed { attempt, retry_at } => {
+                let retry_in = retry_at.since(now());
+                tracing::warn!(attempt, ?retry_in, "every bootstrap node failed; retrying");
+            }
+            MembershipEvent::DiscoveryRound { round, new_peers } => {
+                self.metrics.discovery_rounds_total.add(1, &[]);
+                if new_peers > 0 {
+                    self.metrics.record_discovery_success(now());
+                }
+                tracing::debug!(round, new_peers, "discovery round");
+            }
+            MembershipEvent::PeerAdded { peer_id } => {
+                tracing::debug!(peer = %peer_id, "peer added")
+            }
+            MembershipEvent::PeerActivated { peer_id } => {
+                tracing::info!(peer = %peer_id, "peer connected")
+            }
+            MembershipEvent::PeerSuspect { peer_id } => {
+                tracing::debug!(peer = %peer_id, "peer suspect")
+            }
+            MembershipEvent::PeerUnreachable { peer_id } => {
+                tracing::info!(peer = %peer_id, "peer disconnected")
+            }
+            MembershipEvent::PeerRemoved { peer_id } => {
+                tracing::info!(peer = %peer_id, "peer removed")
+            }
+        }
+    }
+
+    fn report_gossip(&self, event: GossipEvent) {
+        match event {
+            GossipEvent::BadBody { from, hash } => {
+                tracing::warn!(peer = %from, %hash, "peer served a body that does not match its hash");
+            }
+            GossipEvent::FetchAbandoned { hash } => {
+                tracing::warn!(%hash, "every announcer failed to serve a transaction; waiting for anti-entropy");
+            }
+            GossipEvent::Repaired { hash, from } => {
+                tracing::debug!(%hash, peer = %from, "anti-entropy repair")
+            }
+        }
+    }
+
+    fn status(&self) -> Status {
+        let membership = self.node.membership();
         Status {
             peer_id: self.node.peer_id().clone(),
             state: self.node.state(),
-            peers_known: self.node.peers().count(),
-            peers_active: self.node.healthy_count(now),
+            peers_known: membership.known_count(),
+            peers_active: healthy_active(membership.active_peers()),
             external_address: self
                 .address
                 .as_ref()
@@ -235,8 +747,11 @@ impl Actor {
                 nat = ?report.nat,
                 "advertised address"
             );
-            // Telling peers about a change rides on the next registration and heartbeats of
-            // membership, which read the advertised address from here.
+            let mut advert = self.node.membership().self_advert().clone();
+            advert.address = report.external_address.to_string();
+            advert.port = report.port;
+            // Peers learn the new address from our next registrations and exchanges.
+            self.node.set_advert(advert);
         }
         if let Some(old) = &self.address {
             self.metrics.record_address(old, 0);
@@ -244,32 +759,17 @@ impl Actor {
         self.metrics.record_address(&report, 1);
         self.address = Some(report);
     }
+}
 
-    fn drain_events(&mut self) {
-        while let Some(event) = self.node.poll_event() {
-            match event {
-                NodeEvent::PeerRegistered { peer_id, new } => {
-                    tracing::info!(peer = %peer_id, new, "peer registered");
-                }
-                NodeEvent::StateChanged { from, to } => {
-                    tracing::info!(from = from.as_str(), to = to.as_str(), "node state changed");
-                    self.metrics.record_state(to);
-                }
-            }
-        }
-        let now = now();
-        self.metrics
-            .peer_count
-            .record(self.node.peers().count() as i64, &[]);
-        self.metrics
-            .peer_count_active
-            .record(self.node.healthy_count(now) as i64, &[]);
-        let stats = self.node.stats().clone();
-        let refused = stats.registrations_refused - self.reported.registrations_refused;
-        let dropped = stats.events_dropped - self.reported.events_dropped;
-        self.metrics.registrations_refused_total.add(refused, &[]);
-        self.metrics.events_dropped_total.add(dropped, &[]);
-        self.reported = stats;
+fn healthy_active<'a>(active: impl Iterator<Item = &'a KnownPeer>) -> usize {
+    active.filter(|p| p.is_healthy()).count()
+}
+
+/// Sleeps until `at`, or forever when nothing is armed.
+async fn sleep_until(at: Option<Timestamp>) {
+    match at {
+        Some(at) => tokio::time::sleep(at.since(now())).await,
+        None => std::future::pending().await,
     }
 }
 

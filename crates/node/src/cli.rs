@@ -39,6 +39,8 @@ pub enum Command {
     Config(ConfigCommand),
     /// Show the status of a running node.
     Status(ClientArgs),
+    /// Show the peers of a running node.
+    Peers(ClientArgs),
     /// Find the address this node advertises (override, interfaces, STUN, HTTP) and print it.
     Address(AddressArgs),
 }
@@ -193,6 +195,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Init(args) => init(&args),
         Command::Config(ConfigCommand::Check { args, json }) => check(&args, json),
         Command::Status(args) => status(&args),
+        Command::Peers(args) => peers(&args),
         Command::Address(args) => address(&args),
     }
 }
@@ -380,6 +383,68 @@ fn check(args: &ConfigArgs, json: bool) -> ExitCode {
 }
 
 fn status(args: &ClientArgs) -> ExitCode {
+    let doc = match fetch(args, "/api/v1/status") {
+        Ok(doc) => doc,
+        Err(code) => return code,
+    };
+    if args.json {
+        println!("{doc:#}");
+        return ExitCode::SUCCESS;
+    }
+    for name in [
+        "peer_id",
+        "state",
+        "peers_known",
+        "peers_active",
+        "external_address",
+        "address_source",
+        "nat",
+        "queue_size",
+        "version",
+    ] {
+        println!("{name:18} {}", field(&doc[name]));
+    }
+    ExitCode::SUCCESS
+}
+
+fn peers(args: &ClientArgs) -> ExitCode {
+    let doc = match fetch(args, "/api/v1/peers") {
+        Ok(doc) => doc,
+        Err(code) => return code,
+    };
+    if args.json {
+        println!("{doc:#}");
+        return ExitCode::SUCCESS;
+    }
+    println!(
+        "{:40}  {:22}  {:11}  {:6}  {:>10}  {:>9}  {:>8}",
+        "PEER ID", "ADDRESS", "STATUS", "ACTIVE", "LAST SEEN", "LATENCY", "FAILURES"
+    );
+    for peer in doc["peers"].as_array().into_iter().flatten() {
+        let address = format!("{}:{}", field(&peer["address"]), field(&peer["port"]));
+        let ago = peer["last_seen_ago_ms"]
+            .as_u64()
+            .map_or("-".into(), |ms| format!("{:.1}s ago", ms as f64 / 1000.0));
+        let latency = peer["latency_ms"]
+            .as_u64()
+            .map_or("-".into(), |ms| format!("{ms} ms"));
+        println!(
+            "{:40}  {:22}  {:11}  {:6}  {:>10}  {:>9}  {:>8}",
+            field(&peer["peer_id"]),
+            address,
+            field(&peer["status"]),
+            if peer["active"] == true { "yes" } else { "no" },
+            ago,
+            latency,
+            field(&peer["failure_count"]),
+        );
+    }
+    println!("{} peers", field(&doc["total"]));
+    ExitCode::SUCCESS
+}
+
+/// GETs `path` from the node `args` points at.
+fn fetch(args: &ClientArgs, path: &str) -> Result<serde_json::Value, ExitCode> {
     let addr = args
         .http
         .clone()
@@ -387,17 +452,14 @@ fn status(args: &ClientArgs) -> ExitCode {
             Ok(ports) => format!("127.0.0.1:{}", ports.http),
             Err(_) => format!("127.0.0.1:{}", config::DEFAULT_HTTP_PORT),
         });
-    let url = format!("http://{addr}/api/v1/status");
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    let url = format!("http://{addr}{path}");
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
+        .map_err(|e| {
             eprintln!("sorcha-peer: cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_RUNTIME);
-        }
-    };
+            ExitCode::from(EXIT_RUNTIME)
+        })?;
     let answer = runtime.block_on(async {
         let client = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(5))
@@ -405,34 +467,17 @@ fn status(args: &ClientArgs) -> ExitCode {
         let response = client.get(&url).send().await?.error_for_status()?;
         response.json::<serde_json::Value>().await
     });
-    match answer {
-        Ok(doc) if args.json => {
-            println!("{doc:#}");
-            ExitCode::SUCCESS
-        }
-        Ok(doc) => {
-            let field = |name: &str| match &doc[name] {
-                serde_json::Value::Null => "-".to_owned(),
-                serde_json::Value::String(s) => s.clone(),
-                other => other.to_string(),
-            };
-            for name in [
-                "peer_id",
-                "state",
-                "peers_known",
-                "peers_active",
-                "external_address",
-                "queue_size",
-                "version",
-            ] {
-                println!("{name:18} {}", field(name));
-            }
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("sorcha-peer: cannot get the status from {url}: {e}");
-            ExitCode::from(EXIT_RUNTIME)
-        }
+    answer.map_err(|e| {
+        eprintln!("sorcha-peer: cannot get {url}: {e}");
+        ExitCode::from(EXIT_RUNTIME)
+    })
+}
+
+fn field(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::Null => "-".to_owned(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
     }
 }
 

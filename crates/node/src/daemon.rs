@@ -16,17 +16,25 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use sorcha_peer_core::node::{Node, NodeConfig};
+use sorcha_peer_core::membership::Contact;
+use sorcha_peer_core::model::{PeerAdvert, PeerCapabilities, PeerId};
+use sorcha_peer_core::node::Node;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::actor::Actor;
-use crate::address::{self, DiscoveryOptions};
-use crate::config::Config;
+use crate::actor::{self, Actor, ActorSettings};
+use crate::address::{self, DiscoveryOptions, ExternalAddress, ExternalHost};
+use crate::config::{BootstrapAddr, Config};
+use crate::grpc::{PeerPortSettings, Services};
+use crate::http;
 use crate::http::HttpState;
 use crate::identity::{Identity, IdentityError};
 use crate::metrics::Metrics;
+use crate::offline::{self, OfflineQueue, QueueError};
+use crate::store::{PeerStore, StoreError, StoreWriter, WriterConfig};
 
 /// File in the data dir that tells clients and tests which ports the node bound.
 pub const PORTS_FILE: &str = "ports.json";
@@ -68,6 +76,12 @@ pub enum DaemonError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    /// The peer store could not be opened or read.
+    #[error("peer store: {0}")]
+    Store(#[from] StoreError),
+    /// The offline queue could not be opened.
+    #[error("{0}")]
+    Queue(#[from] QueueError),
     /// The metrics pipeline could not be built.
     #[error("metrics: {0}")]
     Metrics(String),
@@ -116,19 +130,55 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         );
     }
 
+    let store = PeerStore::open_in(&data_dir)?;
+    let stored = store.load_for_start(actor::now(), config.discovery.max_peers_in_list as usize)?;
+    tracing::info!(stored = stored.len(), "peer store loaded");
+    let remembered = stored
+        .iter()
+        .filter_map(|p| {
+            let protocol = store.preferred_protocol(&p.peer_id).ok().flatten()?;
+            Some((p.peer_id.clone(), protocol))
+        })
+        .collect();
+    let writer = StoreWriter::spawn(store, WriterConfig::default())?;
+    let queue = offline::share(OfflineQueue::open_in(
+        &data_dir,
+        u64::from(config.offline.max_queue_size),
+        config.offline.max_retries,
+        config.communication.retry_delay,
+    )?)?;
+    tracing::info!(queued = queue.pending(), "offline queue opened");
+    let admin_token: Arc<str> = http::admin::load_or_create_token(&data_dir)
+        .map_err(data_error)?
+        .into();
+
     let node = Node::new(
-        identity.peer_id().clone(),
-        NodeConfig {
-            min_healthy_peers: config.discovery.min_healthy_peers as usize,
-            max_peers: config.discovery.max_peers_in_list as usize,
-        },
+        config.node(),
+        provisional_advert(&config, identity.peer_id(), ports.peer),
+        bootstrap_contacts(&config),
+        stored,
+        ChaCha8Rng::seed_from_u64(rand::random()),
+        actor::now(),
     );
-    let (actor, handle) = Actor::new(node, metrics);
+    let d = &config.distribution;
+    let settings = ActorSettings {
+        peer_timeout: config.discovery.peer_timeout,
+        fetch_timeout: d.fetch_timeout,
+        max_transaction_size: d.max_transaction_size,
+        streaming_threshold: d.streaming_threshold,
+        cache_max_transactions: d.cache_max_transactions as usize,
+        cache_max_bytes: usize::try_from(d.cache_max_bytes).unwrap_or(usize::MAX),
+        cache_ttl: d.transaction_cache_ttl,
+        breaker: config.breaker(),
+        speaks: config.speaks(),
+        remembered,
+    };
+    let (actor, handle) = Actor::new(node, metrics, writer.handle().clone(), &settings);
     let actor_task = tokio::spawn(actor.run());
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let address_task = tokio::spawn(address_loop(
-        config.address.discovery_options(),
+        discovery_options(&config),
         config.address.recheck_interval,
         ports.peer,
         handle.clone(),
@@ -136,17 +186,36 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     ));
     let ready = Arc::new(AtomicBool::new(false));
     let (health, health_service) = tonic_health::server::health_reporter();
+    let speaks = config.speaks();
+    let port_settings = PeerPortSettings {
+        max_transaction_size: config.distribution.max_transaction_size,
+        compress_bodies: config.distribution.enable_compression,
+        grpc: speaks.grpc,
+        stream: speaks.stream,
+        rest: speaks.rest,
+    };
+    let services = Arc::new(Services::new(handle.clone(), queue.clone(), &port_settings));
     let mut grpc_task = tokio::spawn(crate::grpc::serve(
         peer_listener,
-        handle.clone(),
+        services.clone(),
         health.clone(),
         health_service,
-        config.distribution.max_transaction_size,
+        port_settings,
         stopped(stop_rx.clone()),
+    ));
+    let flusher_task = tokio::spawn(offline::flusher(
+        queue.clone(),
+        handle.clone(),
+        handle.state(),
+        stop_rx.clone(),
     ));
     let http_state = HttpState {
         node: handle,
         ready: ready.clone(),
+        admin_token,
+        max_transaction_size: config.distribution.max_transaction_size as usize,
+        queue,
+        services,
     };
     let mut http_task = tokio::spawn(crate::http::serve(
         http_listener,
@@ -187,14 +256,20 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         grpc_task.abort();
         http_task.abort();
     }
-    // Discovery may be waiting on a STUN server; it holds a handle, so it goes before the actor.
+    // Discovery may be waiting on a STUN server and the flusher on the actor; both hold
+    // handles, so they go before the actor.
     address_task.abort();
     let _ = address_task.await;
+    flusher_task.abort();
+    let _ = flusher_task.await;
     if tokio::time::timeout(ACTOR_STOP_TIMEOUT, actor_task)
         .await
         .is_err()
     {
         tracing::warn!("node actor did not stop in time");
+    }
+    if let Err(e) = writer.shutdown() {
+        tracing::warn!(error = %e, "peer store did not close cleanly");
     }
     let _ = std::fs::remove_file(data_dir.join(PORTS_FILE));
     match failure {
@@ -231,6 +306,59 @@ async fn address_loop(
             _ = stop.wait_for(|s| *s) => return,
         }
     }
+}
+
+/// Address discovery as configured, except that a node bound to one IP advertises that IP
+/// (it cannot be reached at any other) unless `external_address` says otherwise.
+fn discovery_options(config: &Config) -> DiscoveryOptions {
+    let mut options = config.address.discovery_options();
+    let listen = config.network.listen.ip();
+    if options.external_address.is_none() && !listen.is_unspecified() {
+        options.external_address = Some(ExternalAddress {
+            host: ExternalHost::Ip(listen),
+            port: None,
+        });
+    }
+    options
+}
+
+/// What we advertise until address discovery has run: the listen IP when the node is bound
+/// to one, else the configured override, else loopback (discovery replaces it in moments).
+fn provisional_advert(config: &Config, peer_id: &PeerId, port: u16) -> PeerAdvert {
+    let listen = config.network.listen.ip();
+    let address = if !listen.is_unspecified() {
+        listen.to_string()
+    } else {
+        config
+            .address
+            .discovery_options()
+            .external_address
+            .map_or_else(|| "127.0.0.1".to_owned(), |a| a.host.to_string())
+    };
+    PeerAdvert {
+        peer_id: peer_id.clone(),
+        address,
+        port,
+        supported_protocols: config.speaks().protocols(),
+        capabilities: PeerCapabilities {
+            supports_streaming: config.speaks().stream,
+            supports_transaction_distribution: true,
+            max_transaction_size: config.distribution.max_transaction_size,
+        },
+        last_seen: actor::now(),
+        is_seed_node: config.discovery.bootstrap_nodes.is_empty(),
+    }
+}
+
+fn bootstrap_contacts(config: &Config) -> Vec<Contact> {
+    config
+        .discovery
+        .bootstrap_nodes
+        .iter()
+        // Validated at load time: every entry parses.
+        .filter_map(|raw| raw.parse::<BootstrapAddr>().ok())
+        .map(|b| Contact::bootstrap(b.host, b.port))
+        .collect()
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener, DaemonError> {

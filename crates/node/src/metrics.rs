@@ -10,6 +10,9 @@ use opentelemetry_sdk::metrics::SdkMeterProvider;
 use prometheus::{Encoder, Registry, TextEncoder};
 use sorcha_peer_core::model::NodeState;
 
+use sorcha_peer_core::gossip::GossipStats;
+use sorcha_peer_core::membership::MembershipStats;
+
 use crate::address::AddressReport;
 
 /// Every instrument the node records.
@@ -35,14 +38,44 @@ pub struct Metrics {
     pub commands_refused_total: Counter<u64>,
     /// PeerInfo entries from peers that failed validation, by reason.
     pub peer_info_rejected_total: Counter<u64>,
-    /// Registrations refused (self id, banned, list full).
-    pub registrations_refused_total: Counter<u64>,
-    /// Core events dropped because the runtime fell behind.
-    pub events_dropped_total: Counter<u64>,
     /// 1 for the advertised address, labelled with how it was found.
     pub external_address_info: Gauge<i64>,
     /// STUN answers ignored (wrong transaction id, class, malformed).
     pub stun_responses_ignored_total: Counter<u64>,
+    /// Outbound channels closed to stay within the pool's bound.
+    pub channels_evicted_total: Counter<u64>,
+    /// Timers the actor refused because too many were armed.
+    pub timers_refused_total: Counter<u64>,
+    /// Peer store writes refused (queue full or writer gone).
+    pub store_writes_refused_total: Counter<u64>,
+    pub discovery_rounds_total: Counter<u64>,
+    /// When a discovery round last brought a new peer, ms since the epoch.
+    pub last_successful_discovery: Gauge<i64>,
+    /// Adverts membership refused, by reason.
+    pub adverts_refused_total: Counter<u64>,
+    /// Core outputs and requests dropped or expired, by kind.
+    pub membership_dropped_total: Counter<u64>,
+    /// Gossip sends, fetches and events dropped, by kind.
+    pub gossip_dropped_total: Counter<u64>,
+    /// Bodies received for transactions already known.
+    pub duplicate_bodies_total: Counter<u64>,
+    /// Bodies pulled from peers.
+    pub transaction_pulls_total: Counter<u64>,
+    /// Pulled bodies whose SHA-256 did not match the announced hash.
+    pub verification_failures_total: Counter<u64>,
+    pub anti_entropy_repairs_total: Counter<u64>,
+    /// Transactions in the body store, and their bytes.
+    pub transaction_store_size: Gauge<i64>,
+    pub transaction_store_bytes: Gauge<i64>,
+    /// Local subscribers that fell behind and missed notifications.
+    pub subscriber_lagged_total: Counter<u64>,
+    /// Peers whose circuit breaker is open.
+    pub circuit_breakers_open: Gauge<i64>,
+    /// Submissions refused because the offline queue was full.
+    pub queue_refused_total: Counter<u64>,
+    /// What has been reported of the core's cumulative counters, to add only the difference.
+    reported: std::sync::Mutex<MembershipStats>,
+    reported_gossip: std::sync::Mutex<GossipStats>,
 }
 
 impl Metrics {
@@ -100,14 +133,6 @@ impl Metrics {
                 "peer_info_rejected_total",
                 "Invalid PeerInfo entries dropped, by reason",
             ),
-            registrations_refused_total: counter(
-                "registrations_refused_total",
-                "RegisterPeer calls refused",
-            ),
-            events_dropped_total: counter(
-                "events_dropped_total",
-                "Core events dropped because the runtime fell behind",
-            ),
             external_address_info: meter
                 .i64_gauge("external_address_info")
                 .with_description("1 for the advertised address, labelled by source and NAT state")
@@ -116,6 +141,70 @@ impl Metrics {
                 "stun_responses_ignored_total",
                 "STUN answers ignored: wrong transaction id or class, malformed",
             ),
+            channels_evicted_total: counter(
+                "channels_evicted_total",
+                "Outbound channels closed to stay within the pool bound",
+            ),
+            timers_refused_total: counter(
+                "timers_refused_total",
+                "Timers refused because too many were armed",
+            ),
+            store_writes_refused_total: counter(
+                "store_writes_refused_total",
+                "Peer store writes refused: queue full or writer gone",
+            ),
+            discovery_rounds_total: counter("discovery_rounds_total", "Peer discovery rounds run"),
+            last_successful_discovery: gauge(
+                "last_successful_discovery_timestamp_ms",
+                "When a discovery round last brought a new peer (ms since the epoch)",
+            ),
+            adverts_refused_total: counter(
+                "adverts_refused_total",
+                "Peer adverts refused by membership, by reason",
+            ),
+            membership_dropped_total: counter(
+                "membership_dropped_total",
+                "Membership outputs and requests dropped or expired, by kind",
+            ),
+            gossip_dropped_total: counter(
+                "gossip_dropped_total",
+                "Gossip sends, fetches and outputs dropped, by kind",
+            ),
+            duplicate_bodies_total: counter(
+                "duplicate_bodies_total",
+                "Bodies received for transactions already known",
+            ),
+            transaction_pulls_total: counter("transaction_pulls_total", "Bodies pulled from peers"),
+            verification_failures_total: counter(
+                "verification_failures_total",
+                "Pulled bodies whose SHA-256 did not match the announced hash",
+            ),
+            anti_entropy_repairs_total: counter(
+                "anti_entropy_repairs_total",
+                "Transactions recovered by anti-entropy",
+            ),
+            transaction_store_size: gauge(
+                "transaction_store_size",
+                "Transactions whose bodies are kept",
+            ),
+            transaction_store_bytes: gauge(
+                "transaction_store_bytes",
+                "Bytes of kept transaction bodies",
+            ),
+            subscriber_lagged_total: counter(
+                "subscriber_lagged_total",
+                "Notifications local subscribers missed by falling behind",
+            ),
+            circuit_breakers_open: gauge(
+                "circuit_breakers_open",
+                "Peers whose circuit breaker is open",
+            ),
+            queue_refused_total: counter(
+                "queue_refused_total",
+                "Submissions refused because the offline queue was full",
+            ),
+            reported: Default::default(),
+            reported_gossip: Default::default(),
             registry,
             _provider: provider,
         })
@@ -141,6 +230,144 @@ impl Metrics {
             KeyValue::new("nat", crate::address::label(&report.nat)),
         ];
         self.external_address_info.record(value, &labels);
+    }
+
+    pub fn record_discovery_success(&self, now: sorcha_peer_core::model::Timestamp) {
+        self.last_successful_discovery.record(now.to_wire(), &[]);
+    }
+
+    /// Adds what the core's cumulative counters gained since the last call.
+    pub fn record_membership(&self, stats: &MembershipStats) {
+        let Ok(mut reported) = self.reported.lock() else {
+            return; // A panic elsewhere poisoned it; metrics are not worth a second panic.
+        };
+        let refused = [
+            ("banned", stats.refused_banned, reported.refused_banned),
+            ("self", stats.refused_self, reported.refused_self),
+            (
+                "bad_address",
+                stats.refused_bad_address,
+                reported.refused_bad_address,
+            ),
+            (
+                "bad_port",
+                stats.refused_bad_port,
+                reported.refused_bad_port,
+            ),
+            (
+                "oversized",
+                stats.refused_oversized,
+                reported.refused_oversized,
+            ),
+            ("stale", stats.refused_stale, reported.refused_stale),
+            (
+                "list_full",
+                stats.refused_list_full,
+                reported.refused_list_full,
+            ),
+        ];
+        for (reason, now, before) in refused {
+            if now > before {
+                self.adverts_refused_total
+                    .add(now - before, &[KeyValue::new("reason", reason)]);
+            }
+        }
+        let dropped = [
+            ("outputs", stats.outputs_dropped, reported.outputs_dropped),
+            ("sends", stats.sends_refused, reported.sends_refused),
+            (
+                "expired_requests",
+                stats.requests_expired,
+                reported.requests_expired,
+            ),
+            (
+                "unknown_responses",
+                stats.responses_unknown,
+                reported.responses_unknown,
+            ),
+        ];
+        for (kind, now, before) in dropped {
+            if now > before {
+                self.membership_dropped_total
+                    .add(now - before, &[KeyValue::new("kind", kind)]);
+            }
+        }
+        *reported = *stats;
+    }
+
+    /// Bytes sent to peers, by message kind.
+    pub fn record_sent(&self, kind: &'static str, bytes: u64) {
+        self.bandwidth_sent_bytes
+            .add(bytes, &[KeyValue::new("kind", kind)]);
+    }
+
+    /// Bytes received from peers, by message kind.
+    pub fn record_received(&self, kind: &'static str, bytes: u64) {
+        self.bandwidth_received_bytes
+            .add(bytes, &[KeyValue::new("kind", kind)]);
+    }
+
+    /// Adds what the gossip core's cumulative counters gained since the last call.
+    pub fn record_gossip(&self, stats: &GossipStats) {
+        let Ok(mut reported) = self.reported_gossip.lock() else {
+            return;
+        };
+        let delta = |now: u64, before: u64| now.saturating_sub(before);
+        self.gossip_rounds_total.add(
+            delta(
+                stats.announce_messages_sent,
+                reported.announce_messages_sent,
+            ),
+            &[],
+        );
+        self.duplicate_bodies_total.add(
+            delta(stats.duplicate_bodies, reported.duplicate_bodies),
+            &[],
+        );
+        self.transaction_pulls_total
+            .add(delta(stats.fetches, reported.fetches), &[]);
+        self.verification_failures_total
+            .add(delta(stats.bad_bodies, reported.bad_bodies), &[]);
+        self.anti_entropy_repairs_total.add(
+            delta(stats.anti_entropy_repairs, reported.anti_entropy_repairs),
+            &[],
+        );
+        let dropped = [
+            (
+                "pending_full",
+                stats.dropped_pending_full,
+                reported.dropped_pending_full,
+            ),
+            (
+                "announcers_full",
+                stats.dropped_announcers_full,
+                reported.dropped_announcers_full,
+            ),
+            (
+                "over_message_limit",
+                stats.dropped_over_message_limit,
+                reported.dropped_over_message_limit,
+            ),
+            (
+                "bad_entries",
+                stats.refused_bad_entries,
+                reported.refused_bad_entries,
+            ),
+            (
+                "oversized_bodies",
+                stats.refused_oversized_bodies,
+                reported.refused_oversized_bodies,
+            ),
+            ("outputs", stats.outputs_dropped, reported.outputs_dropped),
+            ("known_evicted", stats.known_evicted, reported.known_evicted),
+        ];
+        for (kind, now, before) in dropped {
+            if now > before {
+                self.gossip_dropped_total
+                    .add(now - before, &[KeyValue::new("kind", kind)]);
+            }
+        }
+        *reported = *stats;
     }
 
     pub fn reject_peer_info(&self, reason: &'static str) {

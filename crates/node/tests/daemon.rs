@@ -306,11 +306,16 @@ async fn bad_and_oversized_requests_are_refused_without_harm() {
     let mut transactions = TransactionDistributionClient::connect(node.grpc_url())
         .await
         .unwrap();
-    let pending = transactions
+    let bad_hash = transactions
         .get_transaction(TransactionRequest::default())
         .await
         .unwrap_err();
-    assert_eq!(pending.code(), Code::Unimplemented);
+    assert_eq!(bad_hash.code(), Code::InvalidArgument);
+    assert!(
+        bad_hash.message().contains("transaction_hash"),
+        "{}",
+        bad_hash.message()
+    );
 
     // Still alive and answering.
     let (code, _) = node.get_json("/health/ready").await;

@@ -273,14 +273,19 @@ fn set(
 }
 
 /// Reads an environment value with the type the key has in the defaults: strings stay
-/// strings (a node id of "123" is not a number), lists may be comma-separated, anything else is
+/// strings (a node id of "123" is not a number), lists may be comma-separated (or a TOML
+/// array), anything else is
 /// read as a TOML literal (`5`, `true`, `["a", "b"]`) and left a string when it is not one.
 fn env_value(defaults: &Table, key: &str, raw: &str) -> Value {
     match lookup(defaults, key) {
         Some(Value::String(_)) => Value::String(raw.to_owned()),
-        Some(Value::Array(_)) if !raw.trim_start().starts_with('[') => {
-            Value::String(raw.to_owned())
-        }
+        Some(Value::Array(_)) if !raw.trim_start().starts_with('[') => Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|item| !item.is_empty())
+                .map(|item| Value::String(item.to_owned()))
+                .collect(),
+        ),
         _ => toml::from_str::<Table>(&format!("v = {raw}"))
             .ok()
             .and_then(|mut t| t.remove("v"))

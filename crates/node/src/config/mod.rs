@@ -16,7 +16,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use sorcha_peer_core::breaker::BreakerConfig;
+use sorcha_peer_core::gossip::{FanoutMode, GossipConfig};
+use sorcha_peer_core::membership::MembershipConfig;
+use sorcha_peer_core::node::NodeConfig;
+
 use crate::address::{DiscoveryOptions, PreferredFamily, parse_external_address};
+use crate::negotiate::Speaks;
 
 pub use load::{ConfigError, ENV_PREFIX, Invalid, LoadedConfig, Origin, Sources, load};
 pub use validate::BootstrapAddr;
@@ -134,6 +140,75 @@ pub enum IpFamily {
     Ipv6,
 }
 
+impl Config {
+    /// The knobs of the membership state machine.
+    pub fn membership(&self) -> MembershipConfig {
+        let d = &self.discovery;
+        MembershipConfig {
+            refresh_interval: d.refresh_interval,
+            max_peers_in_list: d.max_peers_in_list as usize,
+            min_healthy_peers: d.min_healthy_peers as usize,
+            peer_timeout: d.peer_timeout,
+            max_concurrent_discoveries: d.max_concurrent_discoveries as usize,
+            failure_threshold: d.failure_threshold,
+            active_size: d.active_peers as usize,
+            probe_interval: d.heartbeat_interval,
+            removal_after: d.forget_after,
+            // Bootstrap retries back off up to the refresh interval (Sorcha: 5 min cap).
+            bootstrap_retry_cap: d.refresh_interval.min(Duration::from_secs(300)),
+            bootstrap_retry_base: d.heartbeat_interval.min(Duration::from_secs(5)),
+            ..MembershipConfig::default()
+        }
+    }
+}
+
+impl Config {
+    /// The knobs of every state machine of the core node.
+    pub fn node(&self) -> NodeConfig {
+        NodeConfig {
+            membership: self.membership(),
+            gossip: self.gossip(),
+        }
+    }
+
+    /// The transports this node speaks.
+    pub fn speaks(&self) -> Speaks {
+        let has = |p| self.communication.serve.contains(&p);
+        Speaks {
+            stream: has(WireProtocol::GrpcStream),
+            grpc: has(WireProtocol::Grpc),
+            rest: has(WireProtocol::Rest),
+        }
+    }
+
+    /// The per-peer circuit breakers.
+    pub fn breaker(&self) -> BreakerConfig {
+        let c = &self.communication;
+        BreakerConfig {
+            threshold: c.circuit_breaker_threshold,
+            reset: c.circuit_breaker_reset,
+            // A peer that keeps failing is tried less and less often, up to six resets apart.
+            max_reset: c.circuit_breaker_reset * 6,
+            trial_timeout: self.discovery.peer_timeout * 2,
+        }
+    }
+
+    /// The knobs of the gossip state machine.
+    pub fn gossip(&self) -> GossipConfig {
+        let d = &self.distribution;
+        GossipConfig {
+            fanout: FanoutMode::Fixed(d.fanout as usize),
+            max_hops: d.gossip_rounds,
+            max_transaction_size: u64::from(d.max_transaction_size),
+            transaction_cache_ttl: d.transaction_cache_ttl,
+            max_known: d.cache_max_transactions as usize,
+            anti_entropy_interval: Some(d.anti_entropy_interval),
+            fetch_timeout: d.fetch_timeout,
+            ..GossipConfig::default()
+        }
+    }
+}
+
 impl AddressConfig {
     /// What address discovery needs from this section. `external_address` was validated at
     /// load time, so a parse failure here cannot happen; it would only mean "no override".
@@ -172,6 +247,16 @@ pub struct DiscoveryConfig {
     pub peer_timeout: Duration,
     /// Peer-list requests in flight at once during discovery. Sorcha: 10.
     pub max_concurrent_discoveries: u32,
+    /// Active peers are heartbeaten this often (and a few passive ones checked).
+    #[serde(with = "duration")]
+    pub heartbeat_interval: Duration,
+    /// Peers kept in the active set: heartbeaten, counted as healthy, used for gossip.
+    pub active_peers: u32,
+    /// Consecutive failed contacts after which a peer is unreachable and leaves the active set.
+    pub failure_threshold: u32,
+    /// A peer silent this long (and not active) is forgotten.
+    #[serde(with = "duration")]
+    pub forget_after: Duration,
 }
 
 impl Default for DiscoveryConfig {
@@ -183,6 +268,17 @@ impl Default for DiscoveryConfig {
             min_healthy_peers: 5,
             peer_timeout: Duration::from_secs(30),
             max_concurrent_discoveries: 10,
+            // One heartbeat per active peer every 10 s: with the failure threshold of 3 a dead
+            // peer leaves the active set in about 30 s, Sorcha's peer timeout, and one lost
+            // packet never removes a peer (SWIM's suspicion before removal).
+            heartbeat_interval: Duration::from_secs(10),
+            // Enough for a gossip fanout of 3 with spares; HyParView's active view is
+            // log(n)+1, 8 for ~1,000 nodes and still connected at 10,000.
+            active_peers: 8,
+            // Sorcha design: three failures mark a peer unreachable.
+            failure_threshold: 3,
+            // A peer silent for an hour is gone; keeping it longer only slows bootstrap.
+            forget_after: Duration::from_secs(3600),
         }
     }
 }
@@ -206,6 +302,10 @@ pub struct CommunicationConfig {
     /// An open circuit half-opens after this. Sorcha: 5 minutes.
     #[serde(with = "duration")]
     pub circuit_breaker_reset: Duration,
+    /// The transports this node serves on its peer port and uses with peers: `grpc_stream`,
+    /// `grpc`, `rest`. All three by default; a node behind an HTTP/1.1-only proxy may list
+    /// only `rest`.
+    pub serve: Vec<WireProtocol>,
 }
 
 impl Default for CommunicationConfig {
@@ -217,6 +317,11 @@ impl Default for CommunicationConfig {
             retry_delay: Duration::from_secs(5),
             circuit_breaker_threshold: 5,
             circuit_breaker_reset: Duration::from_secs(5 * 60),
+            serve: vec![
+                WireProtocol::GrpcStream,
+                WireProtocol::Grpc,
+                WireProtocol::Rest,
+            ],
         }
     }
 }
@@ -246,6 +351,17 @@ pub struct DistributionConfig {
     pub streaming_threshold: u32,
     /// Compress bodies on the wire. Sorcha: on.
     pub enable_compression: bool,
+    /// Transactions whose bodies are kept for peers and readers, at most.
+    pub cache_max_transactions: u32,
+    /// Bytes of bodies kept, at most.
+    pub cache_max_bytes: u64,
+    /// A random active peer gets a digest of our recent hashes this often, so partitions and
+    /// restarts heal without resubmission.
+    #[serde(with = "duration")]
+    pub anti_entropy_interval: Duration,
+    /// A body fetch gives up on one announcer after this (plus 1 s per MiB) and tries the next.
+    #[serde(with = "duration")]
+    pub fetch_timeout: Duration,
 }
 
 impl Default for DistributionConfig {
@@ -257,6 +373,15 @@ impl Default for DistributionConfig {
             max_transaction_size: 10 * 1024 * 1024,
             streaming_threshold: 1024 * 1024,
             enable_compression: true,
+            // The lab's memory preset: 100,000 cached transactions within 100 MB of RSS.
+            cache_max_transactions: 100_000,
+            cache_max_bytes: 256 * 1024 * 1024,
+            // The gossip core's mini network: 5 s repairs a 10%-loss network in seconds while
+            // costing one digest per node per 5 s.
+            anti_entropy_interval: Duration::from_secs(5),
+            // Long enough for a slow peer on a loaded link, short enough that a dead announcer
+            // costs seconds, not minutes.
+            fetch_timeout: Duration::from_secs(5),
         }
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use sorcha_peer_core::model::{PeerId, validate_address};
 
-use super::Config;
+use super::{Config, WireProtocol};
 use crate::address::parse_external_address;
 
 /// A `host:port` of another node (bootstrap nodes, STUN servers). An `http://` or `https://`
@@ -180,6 +180,16 @@ fn discovery(c: &Config, v: &mut Problems) {
 
 fn communication(c: &Config, v: &mut Problems) {
     let m = &c.communication;
+    let serve = &m.serve;
+    if serve.is_empty() {
+        v.push(
+            "communication.serve",
+            "must list at least one of grpc_stream, grpc, rest".into(),
+        );
+    } else if serve.contains(&WireProtocol::GrpcStream) && !serve.contains(&WireProtocol::Grpc) {
+        let problem = "grpc_stream needs grpc too: discovery and body fetches are unary calls";
+        v.push("communication.serve", problem.into());
+    }
     v.duration(
         "communication.connection_timeout",
         m.connection_timeout,
@@ -226,11 +236,12 @@ fn distribution(c: &Config, v: &mut Problems) {
         1024,
         64 * 1024 * 1024,
     );
+    // Above max_transaction_size it simply means "never stream".
     v.range(
         "distribution.streaming_threshold",
         d.streaming_threshold,
         1024,
-        d.max_transaction_size.max(1024),
+        64 * 1024 * 1024,
     );
 }
 

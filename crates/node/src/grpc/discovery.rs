@@ -25,8 +25,9 @@ impl DiscoveryService {
         }
     }
 
-    async fn list(&self, requester_id: &str, max: i32) -> Result<Vec<PeerInfo>, Status> {
-        let adverts = self
+    /// Up to `max` of our peers, and how many we know in all.
+    async fn list(&self, requester_id: &str, max: i32) -> Result<(Vec<PeerInfo>, usize), Status> {
+        let (adverts, total) = self
             .node
             .peer_list(
                 requester(requester_id),
@@ -34,7 +35,7 @@ impl DiscoveryService {
             )
             .await
             .map_err(handle_error)?;
-        Ok(adverts.iter().map(advert_to_proto).collect())
+        Ok((adverts.iter().map(advert_to_proto).collect(), total))
     }
 }
 
@@ -45,10 +46,11 @@ impl PeerDiscovery for DiscoveryService {
         request: Request<PeerListRequest>,
     ) -> Result<Response<PeerListResponse>, Status> {
         let request = request.into_inner();
-        let peers = self
+        let (peers, total) = self
             .list(&request.requesting_peer_id, request.max_peers)
             .await?;
-        let total_peers = i32::try_from(peers.len()).unwrap_or(i32::MAX);
+        // Sorcha reads total_peers as how many the answering node knows, not how many it sent.
+        let total_peers = i32::try_from(total).unwrap_or(i32::MAX);
         Ok(Response::new(PeerListResponse { peers, total_peers }))
     }
 
@@ -65,22 +67,24 @@ impl PeerDiscovery for DiscoveryService {
             Status::invalid_argument(e.to_string())
         })?;
         let answer = match self.node.register(advert).await.map_err(handle_error)? {
-            Ok(()) => RegisterPeerResponse {
+            Ok(_) => RegisterPeerResponse {
                 success: true,
                 message: "Peer registered".into(),
             },
             Err(refused) => RegisterPeerResponse {
                 success: false,
-                message: refused.to_string(),
+                message: format!("registration refused: {refused}"),
             },
         };
         Ok(Response::new(answer))
     }
 
-    async fn ping(&self, _request: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
+    async fn ping(&self, request: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
+        let from = requester(&request.get_ref().peer_id);
         // Answering at all means this node is up; BUSY tells the caller we are saturated.
-        let status = match self.node.status().await {
-            Ok(_) => PeerStatus::Online,
+        let status = match self.node.ping(from).await {
+            Ok(Ok(_)) => PeerStatus::Online,
+            Ok(Err(refused)) => return Err(Status::permission_denied(refused.to_string())),
             Err(crate::actor::HandleError::Busy) => PeerStatus::Busy,
             Err(e) => return Err(handle_error(e)),
         };
@@ -91,16 +95,38 @@ impl PeerDiscovery for DiscoveryService {
         }))
     }
 
-    /// Answers with our peers. Merging the caller's list into ours is membership's job
-    /// (issue 3); until it lands, learned peers are not taken in.
+    /// Takes in the caller's peers (as candidates, verified before use) and answers with ours.
     async fn exchange_peers(
         &self,
         request: Request<PeerExchangeRequest>,
     ) -> Result<Response<PeerExchangeResponse>, Status> {
         let request = request.into_inner();
-        let known_peers = self.list(&request.peer_id, request.max_peers).await?;
+        let from = request
+            .peer_id
+            .parse()
+            .map_err(|e| Status::invalid_argument(format!("peer_id: {e}")))?;
+        let adverts = request
+            .known_peers
+            .iter()
+            .take(MAX_PEERS_PER_ANSWER)
+            .filter_map(
+                |info| match advert_from_proto(info, self.max_transaction_size) {
+                    Ok(advert) => Some(advert),
+                    Err(e) => {
+                        self.node.metrics().reject_peer_info(e.reason());
+                        None
+                    }
+                },
+            )
+            .collect();
+        let max = max_peers(request.max_peers, MAX_PEERS_PER_ANSWER);
+        let answer = self
+            .node
+            .exchange(from, adverts, max)
+            .await
+            .map_err(handle_error)?;
         Ok(Response::new(PeerExchangeResponse {
-            known_peers,
+            known_peers: answer.iter().map(advert_to_proto).collect(),
             success: true,
             message: String::new(),
         }))

@@ -11,7 +11,7 @@ use super::handle_error;
 use crate::actor::{NodeHandle, now};
 use crate::proto::heartbeat::peer_heartbeat_server::PeerHeartbeat;
 use crate::proto::heartbeat::*;
-use sorcha_peer_core::node::HeartbeatOutcome;
+use sorcha_peer_core::membership::HeartbeatOutcome;
 
 /// Answers buffered per heartbeat stream; a peer that stops reading its answers stalls only its
 /// own stream, and we stop reading its requests.
@@ -19,6 +19,8 @@ const STREAM_BUFFER: usize = 16;
 
 /// The message Sorcha peers look for to know they must call RegisterPeer.
 pub const NOT_REGISTERED: &str = "Peer not registered";
+/// Our answer to a banned peer; it must not register again.
+pub const BANNED: &str = "Peer is banned";
 
 pub struct HeartbeatService {
     node: NodeHandle,
@@ -44,6 +46,7 @@ async fn answer(
     let (success, message) = match outcome {
         HeartbeatOutcome::Accepted => (true, String::new()),
         HeartbeatOutcome::NotRegistered => (false, NOT_REGISTERED.to_owned()),
+        HeartbeatOutcome::Banned => (false, BANNED.to_owned()),
     };
     Ok(PeerHeartbeatResponse {
         success,
@@ -76,14 +79,21 @@ impl PeerHeartbeat for HeartbeatService {
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let node = self.node.clone();
         tokio::spawn(async move {
-            while let Some(item) = inbound.next().await {
-                let reply = match item {
-                    Ok(beat) => answer(&node, beat).await,
-                    Err(status) => Err(status),
+            // A transport error ends the stream; a bad heartbeat only gets a refusal, so one
+            // malformed message does not cost the peer its stream.
+            while let Some(Ok(beat)) = inbound.next().await {
+                let reply = match answer(&node, beat).await {
+                    Ok(reply) => reply,
+                    Err(status) => PeerHeartbeatResponse {
+                        success: false,
+                        peer_id: node.peer_id().to_string(),
+                        timestamp: now().to_wire(),
+                        message: status.message().to_owned(),
+                        ..Default::default()
+                    },
                 };
-                let failed = reply.is_err();
                 // The caller hung up: stop reading its stream.
-                if tx.send(reply).await.is_err() || failed {
+                if tx.send(Ok(reply)).await.is_err() {
                     break;
                 }
             }

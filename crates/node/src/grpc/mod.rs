@@ -1,18 +1,23 @@
 //! The peer port: the four services of the wire contract, `grpc.health.v1` and reflection.
 
-mod discovery;
-mod heartbeat;
-mod unimplemented;
+pub mod communication;
+pub mod discovery;
+pub mod heartbeat;
+pub mod transaction;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::Status;
+use tonic::codec::CompressionEncoding;
+use tonic::service::Routes;
 use tonic::transport::Server;
 
 use crate::actor::{HandleError, NodeHandle};
+use crate::offline::SharedQueue;
 use crate::proto::communication::peer_communication_server::PeerCommunicationServer;
 use crate::proto::discovery::peer_discovery_server::PeerDiscoveryServer;
 use crate::proto::heartbeat::peer_heartbeat_server::PeerHeartbeatServer;
@@ -38,17 +43,65 @@ pub const SERVICE_NAMES: [&str; 4] = [
     "sorcha.peer.communication.PeerCommunication",
 ];
 
-/// Serves the peer port on `listener` until `shutdown` completes, then finishes in-flight calls.
+/// What the peer port's services need from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerPortSettings {
+    pub max_transaction_size: u32,
+    /// Send transaction bodies compressed (zstd, else gzip) to peers that accept it.
+    pub compress_bodies: bool,
+    /// Serve the gRPC services (the unary rpcs).
+    pub grpc: bool,
+    /// Serve `PeerCommunication.Stream` (needs `grpc`).
+    pub stream: bool,
+    /// Serve the REST fallback on this port too (HTTP/1.1 beside gRPC's HTTP/2).
+    pub rest: bool,
+}
+
+/// The implementations of the four services, shared by gRPC and the REST fallback.
+pub struct Services {
+    pub discovery: Arc<discovery::DiscoveryService>,
+    pub heartbeat: Arc<heartbeat::HeartbeatService>,
+    pub transaction: Arc<transaction::TransactionService>,
+    pub communication: Arc<communication::CommunicationService>,
+}
+
+impl Services {
+    pub fn new(node: NodeHandle, queue: SharedQueue, settings: &PeerPortSettings) -> Self {
+        Self {
+            discovery: Arc::new(discovery::DiscoveryService::new(
+                node.clone(),
+                settings.max_transaction_size,
+            )),
+            heartbeat: Arc::new(heartbeat::HeartbeatService::new(node.clone())),
+            transaction: Arc::new(transaction::TransactionService::new(node.clone(), queue)),
+            communication: Arc::new(communication::CommunicationService::new(
+                node,
+                settings.stream,
+            )),
+        }
+    }
+}
+
+/// Serves the peer port on `listener` until `shutdown` completes, then finishes in-flight calls:
+/// gRPC (and, when configured, the REST fallback beside it), or only REST.
 pub async fn serve(
     listener: TcpListener,
-    node: NodeHandle,
+    services: Arc<Services>,
     health: tonic_health::server::HealthReporter,
     health_service: tonic_health::pb::health_server::HealthServer<
         impl tonic_health::pb::health_server::Health,
     >,
-    max_transaction_size: u32,
-    shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), tonic::transport::Error> {
+    settings: PeerPortSettings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    let max_tx = settings.max_transaction_size as usize;
+    let rest = crate::rest::server::router(services.clone(), max_tx);
+    if !settings.grpc {
+        return axum::serve(listener, rest)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(|e| e.to_string());
+    }
     for name in SERVICE_NAMES.into_iter().chain([""]) {
         health
             .set_service_status(name, tonic_health::ServingStatus::Serving)
@@ -58,36 +111,54 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
         .build_v1()
         .expect("invariant: the descriptor set was produced by build.rs from our own protos");
-    let max_tx = max_transaction_size as usize + 64 * 1024;
-
+    let max_message = max_tx + 64 * 1024;
+    let mut transactions = TransactionDistributionServer::from_arc(services.transaction.clone())
+        .max_decoding_message_size(max_message)
+        .accept_compressed(CompressionEncoding::Zstd)
+        .accept_compressed(CompressionEncoding::Gzip);
+    if settings.compress_bodies {
+        // Bodies only: announcements are hashes, which do not compress.
+        transactions = transactions
+            .send_compressed(CompressionEncoding::Zstd)
+            .send_compressed(CompressionEncoding::Gzip);
+    }
+    // The REST routes answer HTTP/1.1 requests; gRPC's services are added on top of them.
+    let routes = if settings.rest {
+        Routes::from(rest)
+    } else {
+        Routes::default()
+    };
     Server::builder()
+        .accept_http1(settings.rest)
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+        .add_routes(routes)
         .add_service(health_service)
         .add_service(reflection)
         .add_service(
-            PeerDiscoveryServer::new(discovery::DiscoveryService::new(
-                node.clone(),
-                max_transaction_size,
-            ))
-            .max_decoding_message_size(MAX_CONTROL_MESSAGE),
+            PeerDiscoveryServer::from_arc(services.discovery.clone())
+                .max_decoding_message_size(MAX_CONTROL_MESSAGE)
+                .accept_compressed(CompressionEncoding::Zstd)
+                .accept_compressed(CompressionEncoding::Gzip),
         )
         .add_service(
-            PeerHeartbeatServer::new(heartbeat::HeartbeatService::new(node.clone()))
-                .max_decoding_message_size(MAX_CONTROL_MESSAGE),
+            PeerHeartbeatServer::from_arc(services.heartbeat.clone())
+                .max_decoding_message_size(MAX_CONTROL_MESSAGE)
+                .accept_compressed(CompressionEncoding::Zstd)
+                .accept_compressed(CompressionEncoding::Gzip),
         )
+        .add_service(transactions)
         .add_service(
-            TransactionDistributionServer::new(unimplemented::TransactionService)
-                .max_decoding_message_size(max_tx),
-        )
-        .add_service(
-            PeerCommunicationServer::new(unimplemented::CommunicationService)
-                .max_decoding_message_size(max_tx),
+            PeerCommunicationServer::from_arc(services.communication.clone())
+                .max_decoding_message_size(max_message)
+                .accept_compressed(CompressionEncoding::Zstd)
+                .accept_compressed(CompressionEncoding::Gzip),
         )
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
+        .map_err(|e| e.to_string())
 }
 
 /// Maps an actor failure to the status a peer should see.

@@ -1,5 +1,10 @@
-//! The HTTP port: health, metrics and the node's status (the REST fallback, admin API and
-//! dashboard join it with their issues).
+//! The HTTP port: health, metrics, the node's status and the peer table; the operator's
+//! actions (ping, ban, remove) need a loopback caller or the admin token (see [`admin`]).
+//! The REST fallback and the dashboard join it with their issues.
+
+pub mod admin;
+mod peers;
+mod transactions;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -8,12 +13,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::actor::{HandleError, NodeHandle};
+use crate::grpc::Services;
+use crate::offline::SharedQueue;
 
 /// Largest request body on the HTTP port until endpoints that take bodies arrive.
 const MAX_BODY: usize = 64 * 1024;
@@ -23,10 +30,44 @@ pub struct HttpState {
     pub node: NodeHandle,
     /// True once both listeners and the storage are up; false again as shutdown begins.
     pub ready: Arc<AtomicBool>,
+    /// What non-loopback callers of admin endpoints must present.
+    pub admin_token: Arc<str>,
+    /// Largest transaction body accepted.
+    pub max_transaction_size: usize,
+    /// Where submissions wait while the node is Offline.
+    pub queue: SharedQueue,
+    /// The rpc implementations, for the REST fallback.
+    pub services: Arc<Services>,
 }
 
 pub fn router(state: HttpState) -> Router {
+    let admin = || axum::middleware::from_fn_with_state(state.clone(), admin::require_admin);
     Router::new()
+        .route("/api/v1/peers", get(peers::list))
+        .route(
+            "/api/v1/peers/{id}",
+            get(peers::one).merge(delete(peers::remove).route_layer(admin())),
+        )
+        .route(
+            "/api/v1/peers/{id}/ban",
+            post(peers::ban).delete(peers::unban).route_layer(admin()),
+        )
+        .route(
+            "/api/v1/peers/{id}/ping",
+            post(peers::ping).route_layer(admin()),
+        )
+        .route(
+            "/api/v1/transactions",
+            get(transactions::list)
+                .post(transactions::submit)
+                .layer(DefaultBodyLimit::max(
+                    // One byte over the limit still reaches the handler, which answers 413 in JSON.
+                    state.max_transaction_size + 1,
+                )),
+        )
+        .route("/api/v1/transactions/stream", get(transactions::stream))
+        .route("/api/v1/queue", get(transactions::queue_status))
+        .route("/api/v1/transactions/{hash}", get(transactions::get))
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
@@ -41,7 +82,12 @@ pub async fn serve(
     state: HttpState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
+    let rest =
+        crate::rest::server::shared_routes(state.services.clone(), state.max_transaction_size);
+    let app = router(state)
+        .merge(rest)
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
 }
@@ -74,7 +120,10 @@ async fn metrics(State(state): State<HttpState>) -> Response {
 
 async fn status(State(state): State<HttpState>) -> Response {
     match state.node.status().await {
-        Ok(status) => Json(status).into_response(),
+        Ok(mut status) => {
+            status.queue_size = state.queue.pending();
+            Json(status).into_response()
+        }
         Err(e) => handle_error(e),
     }
 }
@@ -86,7 +135,7 @@ async fn not_found(method: Method, uri: Uri) -> Response {
     )
 }
 
-fn handle_error(e: HandleError) -> Response {
+pub(crate) fn handle_error(e: HandleError) -> Response {
     match e {
         HandleError::Busy => error(StatusCode::TOO_MANY_REQUESTS, &e.to_string()),
         HandleError::Stopped => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),

@@ -38,11 +38,47 @@ pub struct TestNode {
 impl TestNode {
     /// Starts `sorcha-peer run` on loopback port 0s in a fresh data dir, plus `args`.
     pub fn start(args: &[&str]) -> Self {
+        Self::start_with(args, &[])
+    }
+
+    /// As [`TestNode::start`], with extra environment variables.
+    pub fn start_with(args: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let data_dir = dir.path().to_owned();
-        let mut node = Self::start_in(&data_dir, args, &[]);
+        let mut node = Self::start_in(&data_dir, args, env);
         node._dir = Some(dir);
         node
+    }
+
+    /// `127.0.0.1:<peer port>`, as other nodes' `--bootstrap` takes it.
+    pub fn peer_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.ports.peer)
+    }
+
+    /// Kills the process without warning (SIGKILL), leaving its data dir.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the process with SIGTERM and waits for it, leaving its data dir; keeps the temp
+    /// dir alive so the node can be started again in it.
+    pub fn stop(&mut self) {
+        self.signal_and_wait("TERM", Duration::from_secs(10));
+    }
+
+    /// Starts the node again in its data dir (new ports), with `args` and `env`.
+    pub fn restart(&mut self, args: &[&str], env: &[(&str, &str)]) {
+        let dir = self._dir.take();
+        let mut fresh = Self::start_in(&self.data_dir.clone(), args, env);
+        fresh._dir = dir;
+        std::mem::swap(self, &mut fresh);
+    }
+
+    pub async fn status(&self) -> serde_json::Value {
+        self.get_json("/api/v1/status").await.1
     }
 
     /// Starts a node in an existing data dir (restarts), with extra environment variables.
@@ -54,7 +90,6 @@ impl TestNode {
         command
             .args(["run", "--data-dir"])
             .arg(data_dir)
-            .args(["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
             .args(args)
             .env("SORCHA_PEER__ADDRESS__STUN_SERVERS", "")
             .env("SORCHA_PEER__ADDRESS__HTTP_LOOKUP_SERVICES", "")
@@ -62,6 +97,13 @@ impl TestNode {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
+        // Loopback and OS-picked ports unless the test chose its own.
+        if !args.contains(&"--listen") {
+            command.args(["--listen", "127.0.0.1:0"]);
+        }
+        if !args.contains(&"--http-listen") {
+            command.args(["--http-listen", "127.0.0.1:0"]);
+        }
         for (k, v) in env {
             command.env(k, v);
         }
@@ -165,6 +207,24 @@ impl Drop for TestNode {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// Polls `check` every 100 ms until it returns true or `limit` passes; returns whether it did.
+pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -1,0 +1,142 @@
+//! `sorcha.peer.transaction.TransactionDistribution`: announcements from Sorcha-style peers,
+//! and serving bodies, whole or in 64 KiB chunks.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use prost::Message;
+use sorcha_peer_core::model::TxHash;
+use tonic::{Request, Response, Status};
+
+use super::handle_error;
+use crate::actor::NodeHandle;
+use crate::offline::{SharedQueue, with_queue};
+use crate::outbound::CHUNK_SIZE;
+use crate::proto::transaction::transaction_distribution_server::TransactionDistribution;
+use crate::proto::transaction::*;
+use crate::txstore::StoredTx;
+use crate::wire::from_notification;
+
+pub struct TransactionService {
+    node: NodeHandle,
+    queue: SharedQueue,
+}
+
+impl TransactionService {
+    pub fn new(node: NodeHandle, queue: SharedQueue) -> Self {
+        Self { node, queue }
+    }
+
+    /// A peer pulled `hash`; if it was waiting in the offline queue, it has now left the node.
+    fn confirm(&self, hash: TxHash) {
+        if self.queue.pending() > 0 {
+            let queue = self.queue.clone();
+            tokio::spawn(async move {
+                if let Err(e) = with_queue(&queue, move |q| q.confirm(&hash)).await {
+                    tracing::warn!(error = %e, "offline queue confirmation failed");
+                }
+            });
+        }
+    }
+
+    fn lookup(&self, request: &TransactionRequest) -> Result<Option<(TxHash, StoredTx)>, Status> {
+        let hash: TxHash = request
+            .transaction_hash
+            .parse()
+            .map_err(|e| Status::invalid_argument(format!("transaction_hash: {e}")))?;
+        let store = self
+            .node
+            .transactions()
+            .lock()
+            .map_err(|_| Status::internal("transaction store unavailable"))?;
+        Ok(store.get(&hash).map(|tx| (hash, tx)))
+    }
+}
+
+#[tonic::async_trait]
+impl TransactionDistribution for TransactionService {
+    async fn notify_transaction(
+        &self,
+        request: Request<TransactionNotification>,
+    ) -> Result<Response<NotificationAck>, Status> {
+        let notification = request.into_inner();
+        let metrics = self.node.metrics();
+        metrics.record_received("notify", notification.encoded_len() as u64);
+        let (from, entry) = from_notification(&notification)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let already_known = self.node.notify(from, entry).await.map_err(handle_error)?;
+        Ok(Response::new(NotificationAck {
+            already_known,
+            will_request: !already_known,
+        }))
+    }
+
+    /// Sorcha's contract answers an unknown hash with `found = false`, not an error.
+    async fn get_transaction(
+        &self,
+        request: Request<TransactionRequest>,
+    ) -> Result<Response<TransactionResponse>, Status> {
+        let request = request.into_inner();
+        let answer = match self.lookup(&request)? {
+            Some((hash, tx)) => {
+                self.node
+                    .metrics()
+                    .record_sent("body", tx.body.len() as u64);
+                self.confirm(hash);
+                TransactionResponse {
+                    transaction_hash: hash.to_string(),
+                    transaction_data: tx.body.to_vec(),
+                    found: true,
+                }
+            }
+            None => TransactionResponse {
+                transaction_hash: request.transaction_hash,
+                transaction_data: Vec::new(),
+                found: false,
+            },
+        };
+        Ok(Response::new(answer))
+    }
+
+    type StreamTransactionStream =
+        Pin<Box<dyn Stream<Item = Result<TransactionChunk, Status>> + Send>>;
+
+    async fn stream_transaction(
+        &self,
+        request: Request<TransactionRequest>,
+    ) -> Result<Response<Self::StreamTransactionStream>, Status> {
+        let request = request.into_inner();
+        let Some((hash, tx)) = self.lookup(&request)? else {
+            return Err(Status::not_found(format!(
+                "transaction {} is not known",
+                request.transaction_hash
+            )));
+        };
+        self.node
+            .metrics()
+            .record_sent("body", tx.body.len() as u64);
+        self.confirm(hash);
+        Ok(Response::new(Box::pin(chunks(hash, tx.body))))
+    }
+}
+
+/// The body in 64 KiB chunks, each cut when it is sent (no second copy of the body).
+fn chunks(
+    hash: TxHash,
+    body: Arc<[u8]>,
+) -> impl Stream<Item = Result<TransactionChunk, Status>> + Send {
+    let total = body.len().div_ceil(CHUNK_SIZE).max(1);
+    let total_chunks = i32::try_from(total).unwrap_or(i32::MAX);
+    let hash = hash.to_string();
+    futures::stream::iter((0..total).map(move |i| {
+        let start = i * CHUNK_SIZE;
+        let end = (start + CHUNK_SIZE).min(body.len());
+        Ok(TransactionChunk {
+            transaction_hash: hash.clone(),
+            chunk_index: i32::try_from(i).unwrap_or(i32::MAX),
+            total_chunks,
+            chunk_data: body[start..end].to_vec(),
+        })
+    }))
+}

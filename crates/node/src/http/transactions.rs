@@ -1,0 +1,215 @@
+//! `/api/v1/transactions`: submit, read, list, and the live stream of new transactions.
+
+use std::convert::Infallible;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures::Stream;
+use serde::Deserialize;
+use serde_json::json;
+use sorcha_peer_core::gossip::SubmitError;
+use sorcha_peer_core::model::{NodeState, TxHash};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::{HttpState, error, handle_error};
+use crate::actor::now;
+use crate::offline::{QueueError, with_queue};
+
+/// Most transactions one listing returns.
+const MAX_PAGE: usize = 1000;
+
+#[derive(Debug, Deserialize)]
+pub struct SubmitQuery {
+    register_id: Option<String>,
+}
+
+/// `POST /api/v1/transactions`: the raw body is the transaction; the register id comes from
+/// `?register_id=` or the `X-Register-Id` header.
+pub async fn submit(
+    State(state): State<HttpState>,
+    Query(q): Query<SubmitQuery>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if body.len() > state.max_transaction_size {
+        let message = format!(
+            "transaction of {} bytes is too large: at most {} bytes (distribution.max_transaction_size)",
+            body.len(),
+            state.max_transaction_size
+        );
+        return error(StatusCode::PAYLOAD_TOO_LARGE, &message);
+    }
+    let header_register = headers
+        .get("x-register-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let register_id = q.register_id.or(header_register).filter(|r| !r.is_empty());
+    if body.is_empty() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "empty transaction: send the transaction bytes as the request body",
+        );
+    }
+    if *state.node.state().borrow() == NodeState::Offline {
+        return queue(&state, body, register_id).await;
+    }
+    match state.node.submit(body.to_vec(), register_id).await {
+        Ok(Ok(submitted)) => {
+            let code = if submitted.new {
+                StatusCode::CREATED
+            } else {
+                StatusCode::OK
+            };
+            (code, Json(submitted)).into_response()
+        }
+        Ok(Err(e @ SubmitError::TooLarge { .. })) => {
+            error(StatusCode::PAYLOAD_TOO_LARGE, &e.to_string())
+        }
+        Ok(Err(e)) => error(StatusCode::BAD_REQUEST, &e.to_string()),
+        Err(e) => handle_error(e),
+    }
+}
+
+/// No healthy peer: the transaction waits, durably, in the offline queue (202).
+async fn queue(state: &HttpState, body: Bytes, register_id: Option<String>) -> Response {
+    let hash = TxHash::of(&body);
+    let pushed = with_queue(&state.queue, move |q| {
+        q.push(hash, &body, register_id.as_deref(), now())
+    })
+    .await;
+    match pushed {
+        Ok(new) => {
+            state
+                .node
+                .metrics()
+                .transaction_queue_size
+                .record(state.queue.pending() as i64, &[]);
+            let answer =
+                json!({ "hash": hash.to_string(), "new": new, "queued": true, "announced_to": 0 });
+            (StatusCode::ACCEPTED, Json(answer)).into_response()
+        }
+        Err(e @ QueueError::Full(_)) => {
+            state.node.metrics().queue_refused_total.add(1, &[]);
+            error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "offline queue write failed");
+            error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())
+        }
+    }
+}
+
+/// `GET /api/v1/queue`: the offline queue's size and its dead letters.
+pub async fn queue_status(State(state): State<HttpState>) -> Response {
+    match with_queue(&state.queue, |q| q.dead_letters(MAX_PAGE)).await {
+        Ok(dead) => {
+            Json(json!({ "size": state.queue.pending(), "dead_letters": dead })).into_response()
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+/// `GET /api/v1/transactions/{hash}`: the raw body, with its register id in a header; a peer
+/// asking for JSON (`Accept: application/json`, the REST fallback) gets `GetTransaction`'s
+/// answer instead.
+pub async fn get(
+    State(state): State<HttpState>,
+    Path(hash): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let wants_json = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/json"));
+    if wants_json {
+        return crate::rest::server::transaction(State(state.services.clone()), Path(hash)).await;
+    }
+    let hash: TxHash = match hash.parse() {
+        Ok(hash) => hash,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
+    };
+    let stored = match state.node.transactions().lock() {
+        Ok(store) => store.get(&hash),
+        Err(_) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "transaction store unavailable",
+            );
+        }
+    };
+    let Some(tx) = stored else {
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!("transaction {hash} is not known"),
+        );
+    };
+    let mut response = (
+        [(header::CONTENT_TYPE, "application/octet-stream")],
+        tx.body.to_vec(),
+    )
+        .into_response();
+    let headers = response.headers_mut();
+    if let Some(register) = tx.register_id.as_deref().and_then(|r| r.parse().ok()) {
+        headers.insert("x-register-id", register);
+    }
+    if let Ok(origin) = tx.origin.parse() {
+        headers.insert("x-origin", origin);
+    }
+    response
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    offset: Option<usize>,
+    limit: Option<usize>,
+}
+
+/// `GET /api/v1/transactions?offset=&limit=`: known transactions, oldest first.
+pub async fn list(State(state): State<HttpState>, Query(q): Query<ListQuery>) -> Response {
+    let offset = q.offset.unwrap_or(0);
+    let limit = q.limit.unwrap_or(100).min(MAX_PAGE);
+    match state.node.transactions().lock() {
+        Ok(store) => Json(json!({
+            "total": store.len(),
+            "offset": offset,
+            "transactions": store.page(offset, limit),
+        }))
+        .into_response(),
+        Err(_) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "transaction store unavailable",
+        ),
+    }
+}
+
+/// `GET /api/v1/transactions/stream`: server-sent events, one `transaction` event per new
+/// transaction (`{"hash", "register_id", "size"}`); a subscriber too slow to keep up gets a
+/// `lagged` event saying how many it missed.
+pub async fn stream(
+    State(state): State<HttpState>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let receiver = state.node.subscribe();
+    let metrics = state.node.metrics().clone();
+    let events = futures::stream::unfold(receiver, move |mut receiver| {
+        let metrics = metrics.clone();
+        async move {
+            let event = match receiver.recv().await {
+                Ok(delivered) => Event::default()
+                    .event("transaction")
+                    .json_data(&delivered)
+                    .ok()?,
+                Err(RecvError::Lagged(missed)) => {
+                    metrics.subscriber_lagged_total.add(missed, &[]);
+                    Event::default().event("lagged").data(missed.to_string())
+                }
+                Err(RecvError::Closed) => return None,
+            };
+            Some((Ok(event), receiver))
+        }
+    });
+    Sse::new(events).keep_alive(KeepAlive::default())
+}

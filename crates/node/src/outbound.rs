@@ -1,0 +1,562 @@
+//! Carrying out the core's sends and fetches: one pooled HTTP/2 channel per peer address, each
+//! request a task with a deadline, each answer (or failure) fed back to the actor.
+//!
+//! Membership requests are bounded by the core (`MAX_PENDING_REQUESTS`); gossip sends and
+//! fetches by [`MAX_GOSSIP_IN_FLIGHT`] here: past it a send is dropped and counted (gossip's
+//! anti-entropy repairs what a dropped announcement missed) and a fetch fails at once (gossip
+//! tries the next announcer).
+//!
+//! Today every request goes over unary gRPC; the communication layer (issue 4) adds the
+//! bidirectional stream and the REST fallback behind the same calls.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use opentelemetry::KeyValue;
+use sorcha_peer_core::breaker::{BreakerState, Breakers};
+use sorcha_peer_core::gossip::{FetchFailure, GossipMessage};
+use sorcha_peer_core::membership::{
+    Contact, Failure, HeartbeatOutcome, Request, RequestId, Response,
+};
+use sorcha_peer_core::model::{PeerAdvert, PeerId, PeerStatus, Protocol, TxHash};
+use tokio::sync::{Semaphore, mpsc};
+use tonic::codec::CompressionEncoding;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+use crate::actor::ActorSettings;
+use crate::actor::now;
+use crate::convert::{advert_from_proto, advert_to_proto};
+use crate::grpc::NOT_REGISTERED;
+use crate::links::{Links, Mode};
+use crate::metrics::Metrics;
+use crate::negotiate::Negotiator;
+use crate::proto::discovery::peer_discovery_client::PeerDiscoveryClient;
+use crate::proto::discovery::{
+    self as pb, PeerExchangeRequest, PeerListRequest, PingRequest, RegisterPeerRequest,
+};
+use crate::proto::heartbeat::PeerHeartbeatRequest;
+use crate::proto::heartbeat::peer_heartbeat_client::PeerHeartbeatClient;
+use crate::proto::transaction::TransactionRequest;
+use crate::proto::transaction::transaction_distribution_client::TransactionDistributionClient;
+use crate::rest::client::RestClient;
+
+/// Channels kept open at most. An active set of 8 plus discovery and probes stays far below;
+/// beyond this the least recently used channel is closed (and counted).
+pub const MAX_CHANNELS: usize = 512;
+
+/// Largest answer accepted from a peer: a list of 100 PeerInfo fits in well under this.
+const MAX_ANSWER: usize = 256 * 1024;
+
+/// Gossip sends and fetches in flight at most.
+pub const MAX_GOSSIP_IN_FLIGHT: usize = 512;
+
+/// Size of the chunks of `StreamTransaction` (the wire contract's 64 KiB).
+pub const CHUNK_SIZE: usize = 64 * 1024;
+
+/// What comes back to the actor.
+#[derive(Debug)]
+pub enum Answer {
+    Membership {
+        id: RequestId,
+        peer: Option<PeerId>,
+        result: Result<Response, Failure>,
+        /// The transport that got the answer.
+        via: Option<Protocol>,
+    },
+    Fetched {
+        from: PeerId,
+        hash: TxHash,
+        result: Result<Vec<u8>, FetchFailure>,
+    },
+    /// How a gossip send on a peer's link went (for its circuit breaker).
+    Outcome { peer: PeerId, ok: bool },
+    /// A transport worked with a peer.
+    Protocol { peer: PeerId, protocol: Protocol },
+}
+
+impl Answer {
+    /// The peer this answer is about and whether it showed the peer healthy: an answer of any
+    /// kind (even a refusal) is a live peer; only silence and broken connections are not.
+    pub fn health(&self) -> Option<(&PeerId, bool)> {
+        match self {
+            Answer::Membership { peer, result, .. } => {
+                let failed = matches!(result, Err(Failure::Timeout | Failure::Unreachable));
+                peer.as_ref().map(|p| (p, !failed))
+            }
+            Answer::Fetched { from, result, .. } => {
+                let failed = matches!(
+                    result,
+                    Err(FetchFailure::Timeout | FetchFailure::Unreachable)
+                );
+                Some((from, !failed))
+            }
+            Answer::Outcome { peer, ok } => Some((peer, *ok)),
+            Answer::Protocol { .. } => None,
+        }
+    }
+}
+
+pub struct Outbound {
+    channels: HashMap<String, (Channel, Instant)>,
+    links: Links,
+    negotiator: Negotiator,
+    rest: RestClient,
+    breakers: Breakers,
+    /// Peers whose circuit is open, for the gauge and to close their links once.
+    open_circuits: BTreeSet<PeerId>,
+    gossip_slots: Arc<Semaphore>,
+    streaming_threshold: u64,
+    answers: mpsc::Sender<Answer>,
+    metrics: Arc<Metrics>,
+    self_id: PeerId,
+    timeout: Duration,
+    max_transaction_size: u32,
+}
+
+impl Outbound {
+    /// `answers` must have room for every request in flight (the core bounds those).
+    pub fn new(
+        answers: mpsc::Sender<Answer>,
+        metrics: Arc<Metrics>,
+        self_id: PeerId,
+        settings: &ActorSettings,
+    ) -> Self {
+        let timeout = settings.peer_timeout;
+        let (max_transaction_size, streaming_threshold) =
+            (settings.max_transaction_size, settings.streaming_threshold);
+        let (breaker, speaks) = (settings.breaker, settings.speaks);
+        let rest = RestClient::new(timeout)
+            .expect("invariant: a plain HTTP client with the ring provider installed builds");
+        Self {
+            links: Links::new(
+                self_id.clone(),
+                timeout,
+                metrics.clone(),
+                answers.clone(),
+                rest.clone(),
+            ),
+            negotiator: Negotiator::new(speaks),
+            rest,
+            breakers: Breakers::new(breaker)
+                .expect("invariant: the breaker config is validated with the configuration"),
+            open_circuits: BTreeSet::new(),
+            channels: HashMap::new(),
+            gossip_slots: Arc::new(Semaphore::new(MAX_GOSSIP_IN_FLIGHT)),
+            streaming_threshold: u64::from(streaming_threshold),
+            answers,
+            metrics,
+            self_id,
+            timeout,
+            max_transaction_size,
+        }
+    }
+
+    /// Queues `message` on the link to `to`, unless its circuit is open.
+    pub fn send_gossip(&mut self, to: &Contact, offers: &[Protocol], message: GossipMessage) {
+        let Some(peer) = to.peer_id.clone() else {
+            return; // Gossip always names a peer; a contact without one has nobody to send to.
+        };
+        if self.breakers.check(&peer, now()).is_err() {
+            self.metrics
+                .gossip_dropped_total
+                .add(1, &[KeyValue::new("kind", "circuit_open")]);
+            return;
+        }
+        let open = if self.links.contains(&peer) {
+            None
+        } else {
+            let mode = self.negotiator.plan(Some(&peer), offers).mode;
+            self.channel(to)
+                .ok()
+                .map(|channel| (channel, base_url(to), mode))
+        };
+        self.links.push(&peer, message, open);
+    }
+
+    /// Records how a call to `peer` went, opening or closing its circuit.
+    pub fn record(&mut self, peer: &PeerId, ok: bool) {
+        let now = now();
+        if ok {
+            self.breakers.record_success(peer, now);
+        } else {
+            self.breakers.record_failure(peer, now);
+        }
+        let open = matches!(self.breakers.state(peer, now), BreakerState::Open { .. });
+        if open && self.open_circuits.insert(peer.clone()) {
+            tracing::info!(peer = %peer, "circuit opened: calls to the peer are skipped until it half-opens");
+            self.links.close(peer);
+        } else if !open && self.open_circuits.remove(peer) {
+            tracing::info!(peer = %peer, "circuit closed");
+        }
+        self.metrics
+            .circuit_breakers_open
+            .record(self.open_circuits.len() as i64, &[]);
+    }
+
+    /// Records that `protocol` worked with `peer`; true if that is news (worth storing).
+    pub fn worked(&mut self, peer: &PeerId, protocol: Protocol, from_link: bool) -> bool {
+        self.negotiator.worked(peer, protocol, from_link)
+    }
+
+    /// The transport that last worked with `peer`.
+    pub fn protocol(&self, peer: &PeerId) -> Option<Protocol> {
+        self.negotiator.protocol(peer)
+    }
+
+    /// `closed`, `open` or `half_open`.
+    pub fn circuit(&self, peer: &PeerId) -> &'static str {
+        match self.breakers.state(peer, now()) {
+            BreakerState::Closed => "closed",
+            BreakerState::Open { .. } => "open",
+            BreakerState::HalfOpen => "half_open",
+        }
+    }
+
+    /// Fetches the body of `hash` from `from`; the result arrives on the answers channel.
+    pub fn fetch(
+        &mut self,
+        from: &Contact,
+        offers: &[Protocol],
+        hash: TxHash,
+        size: u64,
+        timeout: Duration,
+    ) {
+        let Some(peer_id) = from.peer_id.clone() else {
+            return; // The core names a peer for every fetch; without one nobody is waiting.
+        };
+        let answers = self.answers.clone();
+        let fail = |result| Answer::Fetched {
+            from: peer_id.clone(),
+            hash,
+            result: Err(result),
+        };
+        if self.breakers.check(&peer_id, now()).is_err() {
+            let _ = answers.try_send(fail(FetchFailure::Unreachable));
+            return;
+        }
+        let Ok(permit) = self.gossip_slots.clone().try_acquire_owned() else {
+            self.metrics
+                .gossip_dropped_total
+                .add(1, &[KeyValue::new("kind", "fetch")]);
+            let _ = answers.try_send(fail(FetchFailure::Unreachable));
+            return;
+        };
+        let Ok(channel) = self.channel(from) else {
+            let _ = answers.try_send(fail(FetchFailure::Unreachable));
+            return;
+        };
+        let me = self.self_id.to_string();
+        let (metrics, max_tx) = (self.metrics.clone(), self.max_transaction_size);
+        let stream = size > self.streaming_threshold;
+        let over_rest = self.negotiator.plan(Some(&peer_id), offers).mode == Mode::Rest;
+        let (rest, base) = (self.rest.clone(), base_url(from));
+        tokio::spawn(async move {
+            let _permit = permit;
+            let fetch = async {
+                if over_rest {
+                    rest.fetch(&base, hash, max_tx).await
+                } else {
+                    fetch_body(channel, hash, me, stream, max_tx).await
+                }
+            };
+            let fetched = tokio::time::timeout(timeout, fetch).await;
+            let result = match fetched {
+                Ok(result) => result,
+                Err(_) => Err(FetchFailure::Timeout),
+            };
+            match &result {
+                Ok(body) => metrics.record_received("body", body.len() as u64),
+                Err(_) => metrics.connection_errors_total.add(1, &[]),
+            }
+            let _ = answers
+                .send(Answer::Fetched {
+                    from: peer_id,
+                    hash,
+                    result,
+                })
+                .await;
+        });
+    }
+
+    /// Sends `request` to `to` in its own task; the answer arrives on the answers channel.
+    pub fn send(&mut self, to: &Contact, offers: &[Protocol], request: Request, id: RequestId) {
+        let peer = to.peer_id.clone();
+        let unreachable = |peer| Answer::Membership {
+            id,
+            peer,
+            result: Err(Failure::Unreachable),
+            via: None,
+        };
+        if let Some(p) = &peer
+            && self.breakers.check(p, now()).is_err()
+        {
+            let _ = self.answers.try_send(unreachable(peer));
+            return;
+        }
+        let channel = match self.channel(to) {
+            Ok(channel) => channel,
+            Err(e) => {
+                tracing::debug!(to = %to.address, port = to.port, error = %e, "cannot address peer");
+                let _ = self.answers.try_send(unreachable(peer));
+                return;
+            }
+        };
+        let answers = self.answers.clone();
+        let metrics = self.metrics.clone();
+        let self_id = self.self_id.clone();
+        let (timeout, max_tx) = (self.timeout, self.max_transaction_size);
+        let plan = self.negotiator.plan(peer.as_ref(), offers);
+        let (rest, base) = (self.rest.clone(), base_url(to));
+        tokio::spawn(async move {
+            let over_rest = || async {
+                let result = rest.call(&base, request.clone(), &self_id, max_tx).await;
+                (result.map_err(Failure::from), Protocol::Rest)
+            };
+            let (result, used) = if plan.mode == Mode::Rest {
+                over_rest().await
+            } else {
+                let grpc =
+                    tokio::time::timeout(timeout, call(channel, request.clone(), &self_id, max_tx))
+                        .await;
+                match grpc {
+                    Ok(Ok(response)) => (Ok(response), Protocol::Grpc),
+                    // No gRPC answer at all from a peer that may speak REST: try REST.
+                    Ok(Err(status)) if plan.rest_fallback && is_transport_failure(&status) => {
+                        over_rest().await
+                    }
+                    Ok(Err(status)) => (Err(failure(&status)), Protocol::Grpc),
+                    Err(_) => (Err(Failure::Timeout), Protocol::Grpc),
+                }
+            };
+            if result.is_err() {
+                metrics.connection_errors_total.add(1, &[]);
+            }
+            let via = result.is_ok().then_some(used);
+            // The actor bounds requests in flight below this channel's capacity; a send error
+            // only means the actor is gone (shutdown).
+            let _ = answers
+                .send(Answer::Membership {
+                    id,
+                    peer,
+                    result,
+                    via,
+                })
+                .await;
+        });
+    }
+
+    fn channel(&mut self, to: &Contact) -> Result<Channel, tonic::transport::Error> {
+        let key = if to.address.contains(':') {
+            format!("[{}]:{}", to.address, to.port)
+        } else {
+            format!("{}:{}", to.address, to.port)
+        };
+        if let Some((channel, used)) = self.channels.get_mut(&key) {
+            *used = Instant::now();
+            return Ok(channel.clone());
+        }
+        if self.channels.len() >= MAX_CHANNELS {
+            self.evict_oldest();
+        }
+        let channel = Endpoint::from_shared(format!("http://{key}"))?
+            .connect_timeout(self.timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .connect_lazy();
+        self.channels.insert(key, (channel.clone(), Instant::now()));
+        Ok(channel)
+    }
+
+    fn evict_oldest(&mut self) {
+        let oldest = self
+            .channels
+            .iter()
+            .min_by_key(|(_, (_, used))| *used)
+            .map(|(key, _)| key.clone());
+        if let Some(key) = oldest {
+            self.channels.remove(&key);
+            self.metrics.channels_evicted_total.add(1, &[]);
+        }
+    }
+}
+
+/// The label of a gossip message in the bandwidth metrics.
+pub fn message_kind(message: &GossipMessage) -> &'static str {
+    match message {
+        GossipMessage::Announce { .. } => "announce",
+        GossipMessage::Push { .. } => "push",
+        GossipMessage::Digest { .. } => "digest",
+        GossipMessage::DigestReply { .. } => "digest_reply",
+    }
+}
+
+/// Pulls one body, unary or (for large ones) in 64 KiB chunks, refusing more than `max_tx`
+/// bytes before allocating them.
+async fn fetch_body(
+    channel: Channel,
+    hash: TxHash,
+    me: String,
+    stream: bool,
+    max_tx: u32,
+) -> Result<Vec<u8>, FetchFailure> {
+    let limit = max_tx as usize;
+    let mut client = TransactionDistributionClient::new(channel)
+        .max_decoding_message_size(limit + CHUNK_SIZE)
+        .accept_compressed(CompressionEncoding::Zstd)
+        .accept_compressed(CompressionEncoding::Gzip);
+    let request = TransactionRequest {
+        transaction_hash: hash.to_string(),
+        requesting_peer_id: me,
+        register_id: String::new(),
+    };
+    let grpc_failure = |status: Status| match status.code() {
+        Code::NotFound => FetchFailure::NotFound,
+        Code::OutOfRange | Code::ResourceExhausted => FetchFailure::TooLarge,
+        Code::DeadlineExceeded => FetchFailure::Timeout,
+        _ => FetchFailure::Unreachable,
+    };
+    if !stream {
+        let answer = client
+            .get_transaction(request)
+            .await
+            .map_err(grpc_failure)?
+            .into_inner();
+        return if answer.found {
+            Ok(answer.transaction_data)
+        } else {
+            Err(FetchFailure::NotFound)
+        };
+    }
+    let mut chunks = client
+        .stream_transaction(request)
+        .await
+        .map_err(grpc_failure)?
+        .into_inner();
+    let mut body = Vec::new();
+    let mut expected = 0;
+    while let Some(chunk) = chunks.message().await.map_err(grpc_failure)? {
+        // Chunks must come in order and the total must stay within our limit.
+        if chunk.chunk_index != expected || body.len() + chunk.chunk_data.len() > limit {
+            return Err(FetchFailure::TooLarge);
+        }
+        body.extend_from_slice(&chunk.chunk_data);
+        expected += 1;
+    }
+    Ok(body)
+}
+
+/// A failure below gRPC (no HTTP/2 answer: wrong protocol, refused connection), as opposed
+/// to a gRPC status a gRPC server sent.
+fn is_transport_failure(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unavailable | Code::Unknown | Code::Internal | Code::Unimplemented
+    )
+}
+
+/// `http://host:port` of a contact, for REST.
+fn base_url(to: &Contact) -> String {
+    if to.address.contains(':') {
+        format!("http://[{}]:{}", to.address, to.port)
+    } else {
+        format!("http://{}:{}", to.address, to.port)
+    }
+}
+
+/// Maps a gRPC status onto what membership needs to know.
+fn failure(status: &Status) -> Failure {
+    match status.code() {
+        Code::DeadlineExceeded => Failure::Timeout,
+        Code::Unavailable | Code::Unknown | Code::Cancelled => Failure::Unreachable,
+        _ => Failure::Refused,
+    }
+}
+
+async fn call(
+    channel: Channel,
+    request: Request,
+    self_id: &PeerId,
+    max_tx: u32,
+) -> Result<Response, Status> {
+    let mut discovery =
+        PeerDiscoveryClient::new(channel.clone()).max_decoding_message_size(MAX_ANSWER);
+    let me = self_id.to_string();
+    match request {
+        Request::Ping => {
+            let pong = discovery
+                .ping(PingRequest { peer_id: me })
+                .await?
+                .into_inner();
+            let peer_id = pong
+                .peer_id
+                .parse()
+                .map_err(|e| Status::invalid_argument(format!("ping answer: {e}")))?;
+            let status = match pong.status() {
+                pb::PeerStatus::Online => PeerStatus::Online,
+                pb::PeerStatus::Offline => PeerStatus::Offline,
+                pb::PeerStatus::Busy => PeerStatus::Busy,
+                pb::PeerStatus::Unknown => PeerStatus::Unknown,
+            };
+            Ok(Response::Pong { peer_id, status })
+        }
+        Request::Register { advert } => {
+            let request = RegisterPeerRequest {
+                peer_info: Some(advert_to_proto(&advert)),
+            };
+            let answer = discovery.register_peer(request).await?.into_inner();
+            Ok(Response::Registered {
+                success: answer.success,
+            })
+        }
+        Request::GetPeerList { max } => {
+            let request = PeerListRequest {
+                requesting_peer_id: me,
+                max_peers: i32::try_from(max).unwrap_or(i32::MAX),
+            };
+            let answer = discovery.get_peer_list(request).await?.into_inner();
+            Ok(Response::PeerList {
+                peers: valid_adverts(&answer.peers, max_tx),
+            })
+        }
+        Request::ExchangePeers { adverts, max } => {
+            let request = PeerExchangeRequest {
+                peer_id: me,
+                known_peers: adverts.iter().map(advert_to_proto).collect(),
+                max_peers: i32::try_from(max).unwrap_or(i32::MAX),
+            };
+            let answer = discovery.exchange_peers(request).await?.into_inner();
+            Ok(Response::Exchanged {
+                peers: valid_adverts(&answer.known_peers, max_tx),
+            })
+        }
+        Request::Heartbeat { sequence } => {
+            let mut heartbeat =
+                PeerHeartbeatClient::new(channel).max_decoding_message_size(MAX_ANSWER);
+            let request = PeerHeartbeatRequest {
+                peer_id: me,
+                timestamp: now().to_wire(),
+                sequence_number: i64::try_from(sequence).unwrap_or(i64::MAX),
+                ..Default::default()
+            };
+            let answer = heartbeat.send_heartbeat(request).await?.into_inner();
+            let outcome = match (answer.success, answer.message.as_str()) {
+                (true, _) => HeartbeatOutcome::Accepted,
+                (false, NOT_REGISTERED) => HeartbeatOutcome::NotRegistered,
+                (false, _) => HeartbeatOutcome::Banned,
+            };
+            Ok(Response::Heartbeat { outcome })
+        }
+    }
+}
+
+/// The valid entries of a peer list; invalid ones are dropped (membership counts what it
+/// refuses of the rest).
+fn valid_adverts(infos: &[pb::PeerInfo], max_tx: u32) -> Vec<PeerAdvert> {
+    infos
+        .iter()
+        .filter_map(|info| advert_from_proto(info, max_tx).ok())
+        .collect()
+}

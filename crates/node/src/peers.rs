@@ -1,0 +1,67 @@
+//! How a peer looks in the admin API and `sorcha-peer peers`.
+
+use serde::{Deserialize, Serialize};
+use sorcha_peer_core::membership::{KnownPeer, PeerHealth};
+use sorcha_peer_core::model::{Protocol, Timestamp};
+
+/// One row of `GET /api/v1/peers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerView {
+    pub peer_id: String,
+    pub address: String,
+    pub port: u16,
+    /// candidate (heard of, not yet verified), alive, suspect, unreachable or banned.
+    pub status: String,
+    /// In the active set: heartbeaten and used for gossip.
+    pub active: bool,
+    /// Milliseconds since the Unix epoch.
+    pub first_seen: u64,
+    pub last_seen: u64,
+    pub last_seen_ago_ms: u64,
+    pub latency_ms: Option<u64>,
+    pub failure_count: u32,
+    pub is_bootstrap: bool,
+    pub banned_until: Option<u64>,
+    pub protocols: Vec<String>,
+    /// The peer's circuit breaker: closed, open (calls skipped) or half_open (one trial).
+    pub circuit: String,
+    /// The transport that last worked with the peer: GrpcStream, Grpc or Rest.
+    pub protocol: Option<String>,
+}
+
+impl PeerView {
+    pub fn of(peer: &KnownPeer, now: Timestamp, circuit: &str, protocol: Option<Protocol>) -> Self {
+        let node = &peer.node;
+        let status = if node.is_banned(now) {
+            "banned"
+        } else {
+            match peer.health {
+                PeerHealth::Candidate => "candidate",
+                PeerHealth::Alive => "alive",
+                PeerHealth::Suspect => "suspect",
+                PeerHealth::Unreachable => "unreachable",
+            }
+        };
+        Self {
+            peer_id: node.peer_id.to_string(),
+            address: node.address.clone(),
+            port: node.port,
+            status: status.to_owned(),
+            active: peer.active,
+            first_seen: node.first_seen.as_millis(),
+            last_seen: node.last_seen.as_millis(),
+            last_seen_ago_ms: now.since(node.last_seen).as_millis() as u64,
+            latency_ms: node.latency.map(|l| l.as_millis() as u64),
+            failure_count: node.failure_count,
+            is_bootstrap: node.is_bootstrap,
+            banned_until: node.banned_until.map(Timestamp::as_millis),
+            protocols: node
+                .supported_protocols
+                .iter()
+                .map(|p| p.as_str().to_owned())
+                .collect(),
+            circuit: circuit.to_owned(),
+            protocol: protocol.map(|p| p.as_str().to_owned()),
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! Reaching a peer over the REST fallback: the same requests as over gRPC, as JSON over
+//! HTTP/1.1 with reqwest's pooled keep-alive connections. Answers are read with a size bound
+//! before they are parsed, and every failure maps onto the same outcomes a gRPC failure does.
+
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sorcha_peer_core::gossip::FetchFailure;
+use sorcha_peer_core::membership::{Failure, HeartbeatOutcome, Request, Response};
+use sorcha_peer_core::model::{PeerId, PeerStatus, TxHash};
+
+use crate::actor::now;
+use crate::convert::{advert_from_proto, advert_to_proto};
+use crate::grpc::NOT_REGISTERED;
+use crate::proto::communication::{MessageAck, PeerMessage};
+use crate::proto::discovery::{
+    self as pb, PeerExchangeResponse, PeerListResponse, PingResponse, RegisterPeerRequest,
+    RegisterPeerResponse,
+};
+use crate::proto::heartbeat::{PeerHeartbeatRequest, PeerHeartbeatResponse};
+use crate::proto::transaction::TransactionResponse;
+
+/// Largest control answer read (a peer list of 100 entries is far below).
+const MAX_CONTROL_ANSWER: usize = 512 * 1024;
+
+/// Why a REST call failed, in the terms the core understands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RestFailure {
+    /// No answer in time.
+    Timeout,
+    /// No connection, or the answer was not HTTP.
+    Unreachable,
+    /// The peer answered with an error status (it is alive).
+    Refused(u16),
+    /// The answer was too large or not the expected JSON.
+    Malformed,
+}
+
+impl From<RestFailure> for Failure {
+    fn from(f: RestFailure) -> Self {
+        match f {
+            RestFailure::Timeout => Failure::Timeout,
+            RestFailure::Unreachable => Failure::Unreachable,
+            RestFailure::Refused(_) | RestFailure::Malformed => Failure::Refused,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct RestClient {
+    http: reqwest::Client,
+}
+
+impl RestClient {
+    pub fn new(timeout: Duration) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .pool_max_idle_per_host(2)
+            .no_proxy()
+            .build()?;
+        Ok(Self { http })
+    }
+
+    /// A membership request to the peer at `base` (`http://host:port`).
+    pub async fn call(
+        &self,
+        base: &str,
+        request: Request,
+        me: &PeerId,
+        max_tx: u32,
+    ) -> Result<Response, RestFailure> {
+        let me = me.to_string();
+        match request {
+            Request::Ping => {
+                let pong: PingResponse = self
+                    .get(&format!("{base}/api/v1/peers/ping?peerId={me}"))
+                    .await?;
+                let peer_id = pong.peer_id.parse().map_err(|_| RestFailure::Malformed)?;
+                let status = match pong.status() {
+                    pb::PeerStatus::Online => PeerStatus::Online,
+                    pb::PeerStatus::Offline => PeerStatus::Offline,
+                    pb::PeerStatus::Busy => PeerStatus::Busy,
+                    pb::PeerStatus::Unknown => PeerStatus::Unknown,
+                };
+                Ok(Response::Pong { peer_id, status })
+            }
+            Request::Register { advert } => {
+                let body = RegisterPeerRequest {
+                    peer_info: Some(advert_to_proto(&advert)),
+                };
+                let answer: RegisterPeerResponse = self
+                    .post(&format!("{base}/api/v1/peers/register"), &body)
+                    .await?;
+                Ok(Response::Registered {
+                    success: answer.success,
+                })
+            }
+            Request::GetPeerList { max } => {
+                let url = format!("{base}/api/v1/peers/list?requestingPeerId={me}&maxPeers={max}");
+                let answer: PeerListResponse = self.get(&url).await?;
+                Ok(Response::PeerList {
+                    peers: adverts(&answer.peers, max_tx),
+                })
+            }
+            Request::ExchangePeers { adverts: ours, max } => {
+                let body = pb::PeerExchangeRequest {
+                    peer_id: me,
+                    known_peers: ours.iter().map(advert_to_proto).collect(),
+                    max_peers: i32::try_from(max).unwrap_or(i32::MAX),
+                };
+                let answer: PeerExchangeResponse = self
+                    .post(&format!("{base}/api/v1/peers/exchange"), &body)
+                    .await?;
+                Ok(Response::Exchanged {
+                    peers: adverts(&answer.known_peers, max_tx),
+                })
+            }
+            Request::Heartbeat { sequence } => {
+                let body = PeerHeartbeatRequest {
+                    peer_id: me,
+                    timestamp: now().to_wire(),
+                    sequence_number: i64::try_from(sequence).unwrap_or(i64::MAX),
+                    ..Default::default()
+                };
+                let answer: PeerHeartbeatResponse = self
+                    .post(&format!("{base}/api/v1/peers/heartbeat"), &body)
+                    .await?;
+                let outcome = match (answer.success, answer.message.as_str()) {
+                    (true, _) => HeartbeatOutcome::Accepted,
+                    (false, NOT_REGISTERED) => HeartbeatOutcome::NotRegistered,
+                    (false, _) => HeartbeatOutcome::Banned,
+                };
+                Ok(Response::Heartbeat { outcome })
+            }
+        }
+    }
+
+    /// Pulls a body over `GET /api/v1/transactions/{hash}` in JSON.
+    pub async fn fetch(
+        &self,
+        base: &str,
+        hash: TxHash,
+        max_tx: u32,
+    ) -> Result<Vec<u8>, FetchFailure> {
+        let url = format!("{base}/api/v1/transactions/{hash}");
+        // Base64 grows a body by a third.
+        let limit = max_tx as usize / 3 * 4 + 4096;
+        let request = self.http.get(url).header("accept", "application/json");
+        let answer: TransactionResponse = read(request, limit).await.map_err(|f| match f {
+            RestFailure::Timeout => FetchFailure::Timeout,
+            RestFailure::Unreachable => FetchFailure::Unreachable,
+            RestFailure::Refused(404) => FetchFailure::NotFound,
+            RestFailure::Refused(_) => FetchFailure::Unreachable,
+            RestFailure::Malformed => FetchFailure::TooLarge,
+        })?;
+        if answer.found {
+            Ok(answer.transaction_data)
+        } else {
+            Err(FetchFailure::NotFound)
+        }
+    }
+
+    /// Delivers a gossip message over `POST /api/v1/messages`.
+    pub async fn message(&self, base: &str, message: &PeerMessage) -> Result<(), RestFailure> {
+        let ack: MessageAck = self
+            .post(&format!("{base}/api/v1/messages"), message)
+            .await?;
+        if ack.received {
+            Ok(())
+        } else {
+            Err(RestFailure::Refused(200))
+        }
+    }
+
+    async fn get<T: DeserializeOwned>(&self, url: &str) -> Result<T, RestFailure> {
+        read(self.http.get(url), MAX_CONTROL_ANSWER).await
+    }
+
+    async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        url: &str,
+        body: &B,
+    ) -> Result<T, RestFailure> {
+        read(self.http.post(url).json(body), MAX_CONTROL_ANSWER).await
+    }
+}
+
+/// Sends `request` and parses at most `limit` bytes of its answer.
+async fn read<T: DeserializeOwned>(
+    request: reqwest::RequestBuilder,
+    limit: usize,
+) -> Result<T, RestFailure> {
+    let transport = |e: reqwest::Error| {
+        if e.is_timeout() {
+            RestFailure::Timeout
+        } else {
+            RestFailure::Unreachable
+        }
+    };
+    let mut response = request.send().await.map_err(transport)?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(RestFailure::Refused(status.as_u16()));
+    }
+    if response
+        .content_length()
+        .is_some_and(|len| len as usize > limit)
+    {
+        return Err(RestFailure::Malformed);
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(transport)? {
+        if body.len() + chunk.len() > limit {
+            return Err(RestFailure::Malformed);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    serde_json::from_slice(&body).map_err(|_| RestFailure::Malformed)
+}
+
+fn adverts(infos: &[pb::PeerInfo], max_tx: u32) -> Vec<sorcha_peer_core::model::PeerAdvert> {
+    infos
+        .iter()
+        .filter_map(|i| advert_from_proto(i, max_tx).ok())
+        .collect()
+}

@@ -1,0 +1,87 @@
+//! The schema of `peers.db`, as an append-only list of migrations.
+//!
+//! rusqlite_migration records the number of applied migrations in SQLite's `user_version`, so
+//! opening a file applies exactly the ones it lacks. Never edit a migration that has shipped:
+//! a node that already ran it would not run it again. Add a new `M::up` at the end instead.
+
+use rusqlite_migration::{M, Migrations};
+
+/// Version 1: the peers table (Sorcha's `PeerNode` plus what this node keeps) and the bans of
+/// peers that have no row.
+///
+/// - `STRICT` tables make SQLite refuse a value of the wrong type instead of storing it, so a
+///   bug shows up at the write, not as a corrupt row at the next start.
+/// - Timestamps are Unix milliseconds, like `Timestamp`; `latency_ms` and `banned_until` are
+///   NULL when unknown or not banned.
+/// - `protocols` is a comma list of wire names (`GrpcStream,Grpc,Rest`) and `capabilities`
+///   is JSON: both are read by the admin tools with plain `sqlite3`.
+/// - `(address, port)` is UNIQUE: one row per endpoint (see `PeerStore::upsert` for how a
+///   new id at a known endpoint replaces the old row).
+/// - `orphan_bans` holds bans of peer ids without a row: a peer banned before it registered,
+///   or a banned peer that was forgotten. Bans must outlive both, or a restart (or a `Forget`)
+///   would lift them.
+const V1_PEERS: &str = "
+CREATE TABLE peers (
+    peer_id       TEXT    NOT NULL PRIMARY KEY,
+    address       TEXT    NOT NULL,
+    port          INTEGER NOT NULL CHECK (port BETWEEN 1 AND 65535),
+    protocols     TEXT    NOT NULL,
+    first_seen    INTEGER NOT NULL,
+    last_seen     INTEGER NOT NULL,
+    failure_count INTEGER NOT NULL DEFAULT 0,
+    capabilities  TEXT    NOT NULL,
+    is_bootstrap  INTEGER NOT NULL DEFAULT 0 CHECK (is_bootstrap IN (0, 1)),
+    latency_ms    INTEGER,
+    banned_until  INTEGER,
+    status        TEXT    NOT NULL DEFAULT 'unknown'
+) STRICT;
+CREATE INDEX peers_last_seen ON peers (last_seen);
+CREATE INDEX peers_is_bootstrap ON peers (is_bootstrap);
+CREATE UNIQUE INDEX peers_endpoint ON peers (address, port);
+CREATE INDEX peers_banned_until ON peers (banned_until) WHERE banned_until IS NOT NULL;
+
+CREATE TABLE orphan_bans (
+    peer_id      TEXT    NOT NULL PRIMARY KEY,
+    banned_until INTEGER NOT NULL
+) STRICT;
+";
+
+/// Version 2: the protocol that last worked with each peer, written by the communication layer
+/// so a restarted node dials with it first. A separate migration on purpose: it is the pattern
+/// every later column follows.
+const V2_PREFERRED_PROTOCOL: &str = "ALTER TABLE peers ADD COLUMN preferred_protocol TEXT;";
+
+/// Every migration, oldest first.
+const MIGRATION_LIST: &[M<'static>] = &[M::up(V1_PEERS), M::up(V2_PREFERRED_PROTOCOL)];
+
+pub(super) const MIGRATIONS: Migrations<'static> = Migrations::from_slice(MIGRATION_LIST);
+
+/// How many migrations there are: the schema version of an up-to-date file.
+pub(super) const MIGRATION_COUNT: usize = MIGRATION_LIST.len();
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::Connection;
+
+    use super::*;
+
+    #[test]
+    fn migrations_are_valid() {
+        MIGRATIONS.validate().unwrap();
+    }
+
+    #[test]
+    fn migrating_twice_is_a_no_op_and_reaches_the_latest_version() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        MIGRATIONS.to_latest(&mut conn).unwrap();
+        MIGRATIONS.to_latest(&mut conn).unwrap();
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, 2);
+        assert_eq!(MIGRATION_COUNT, 2);
+        // The column of the second migration exists.
+        conn.prepare("SELECT preferred_protocol FROM peers")
+            .unwrap();
+    }
+}

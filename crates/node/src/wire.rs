@@ -1,0 +1,293 @@
+//! Gossip messages on the wire: `GossipMessage` of the core to and from `PeerMessage`s of
+//! `sorcha.peer.communication`, and Sorcha's `TransactionNotification` to an announcement.
+//! Everything from a peer is validated here; an invalid message is refused whole, with the
+//! field at fault named.
+
+use prost::Message;
+use sorcha_peer_core::gossip::{AnnounceEntry, GossipMessage, MAX_REGISTER_ID_LEN};
+use sorcha_peer_core::model::{PeerId, Timestamp, TxHash};
+
+use crate::proto::communication::{
+    self as pb, GossipAnnounce, GossipDigest, GossipDigestReply, GossipPush, MessageType,
+    PeerMessage,
+};
+use crate::proto::transaction::TransactionNotification;
+
+/// Why a gossip message from a peer was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// The payload did not decode as the message its type names.
+    #[error("payload of {kind} does not decode: {reason}")]
+    Decode { kind: &'static str, reason: String },
+    /// The message type is not one gossip carries.
+    #[error("message type {0} is not a gossip message")]
+    NotGossip(i32),
+    /// A field is invalid.
+    #[error("{field}: {reason}")]
+    Field { field: &'static str, reason: String },
+}
+
+fn field(field: &'static str, reason: impl ToString) -> WireError {
+    WireError::Field {
+        field,
+        reason: reason.to_string(),
+    }
+}
+
+/// Encodes `message` as the `PeerMessage` from `from` to `to`.
+pub fn to_peer_message(
+    message: &GossipMessage,
+    from: &PeerId,
+    to: Option<&PeerId>,
+    now: Timestamp,
+) -> PeerMessage {
+    let (kind, payload) = match message {
+        GossipMessage::Announce { entries } => (
+            MessageType::GossipAnnounce,
+            GossipAnnounce {
+                entries: entries.iter().map(entry_to_proto).collect(),
+            }
+            .encode_to_vec(),
+        ),
+        GossipMessage::Push { entry, body } => (
+            MessageType::GossipPush,
+            GossipPush {
+                entry: Some(entry_to_proto(entry)),
+                transaction_data: body.clone(),
+            }
+            .encode_to_vec(),
+        ),
+        GossipMessage::Digest { prefixes } => (
+            MessageType::GossipDigest,
+            GossipDigest {
+                prefixes: prefixes.clone(),
+            }
+            .encode_to_vec(),
+        ),
+        GossipMessage::DigestReply { missing, wanted } => (
+            MessageType::GossipDigestReply,
+            GossipDigestReply {
+                missing: missing.iter().map(entry_to_proto).collect(),
+                wanted: wanted.clone(),
+            }
+            .encode_to_vec(),
+        ),
+    };
+    PeerMessage {
+        sender_peer_id: from.to_string(),
+        recipient_peer_id: to.map(ToString::to_string).unwrap_or_default(),
+        message_type: kind.into(),
+        payload,
+        timestamp: now.to_wire(),
+    }
+}
+
+/// Decodes the gossip message a `PeerMessage` carries.
+pub fn from_peer_message(message: &PeerMessage) -> Result<GossipMessage, WireError> {
+    let decode_error = |kind| {
+        move |e: prost::DecodeError| WireError::Decode {
+            kind,
+            reason: e.to_string(),
+        }
+    };
+    let payload = message.payload.as_slice();
+    match MessageType::try_from(message.message_type) {
+        Ok(MessageType::GossipAnnounce) => {
+            let m = GossipAnnounce::decode(payload).map_err(decode_error("GOSSIP_ANNOUNCE"))?;
+            Ok(GossipMessage::Announce {
+                entries: entries_from_proto(&m.entries)?,
+            })
+        }
+        Ok(MessageType::GossipPush) => {
+            let m = GossipPush::decode(payload).map_err(decode_error("GOSSIP_PUSH"))?;
+            let entry = m.entry.as_ref().ok_or_else(|| field("entry", "missing"))?;
+            Ok(GossipMessage::Push {
+                entry: entry_from_proto(entry)?,
+                body: m.transaction_data,
+            })
+        }
+        Ok(MessageType::GossipDigest) => {
+            let m = GossipDigest::decode(payload).map_err(decode_error("GOSSIP_DIGEST"))?;
+            Ok(GossipMessage::Digest {
+                prefixes: m.prefixes,
+            })
+        }
+        Ok(MessageType::GossipDigestReply) => {
+            let m =
+                GossipDigestReply::decode(payload).map_err(decode_error("GOSSIP_DIGEST_REPLY"))?;
+            Ok(GossipMessage::DigestReply {
+                missing: entries_from_proto(&m.missing)?,
+                wanted: m.wanted,
+            })
+        }
+        _ => Err(WireError::NotGossip(message.message_type)),
+    }
+}
+
+/// A Sorcha peer's notification, as the announcement it is.
+pub fn from_notification(
+    n: &TransactionNotification,
+) -> Result<(PeerId, AnnounceEntry), WireError> {
+    let sender = n
+        .sender_peer_id
+        .parse()
+        .map_err(|e| field("sender_peer_id", e))?;
+    let entry = entry_from_parts(
+        &n.transaction_hash,
+        n.transaction_size,
+        &n.register_id,
+        n.hop_count,
+    )?;
+    Ok((sender, entry))
+}
+
+pub fn to_notification(
+    entry: &AnnounceEntry,
+    from: &PeerId,
+    now: Timestamp,
+) -> TransactionNotification {
+    TransactionNotification {
+        transaction_hash: entry.hash.to_string(),
+        sender_peer_id: from.to_string(),
+        timestamp: now.to_wire(),
+        transaction_size: i64::try_from(entry.size).unwrap_or(i64::MAX),
+        register_id: entry.register_id.clone().unwrap_or_default(),
+        hop_count: entry.hops,
+    }
+}
+
+fn entry_to_proto(entry: &AnnounceEntry) -> pb::AnnounceEntry {
+    pb::AnnounceEntry {
+        transaction_hash: entry.hash.to_string(),
+        transaction_size: i64::try_from(entry.size).unwrap_or(i64::MAX),
+        register_id: entry.register_id.clone().unwrap_or_default(),
+        hop_count: entry.hops,
+    }
+}
+
+fn entries_from_proto(entries: &[pb::AnnounceEntry]) -> Result<Vec<AnnounceEntry>, WireError> {
+    // The core caps entries per message; nothing more is decoded than arrived (the transport
+    // already bounded the message's size).
+    entries.iter().map(entry_from_proto).collect()
+}
+
+fn entry_from_proto(e: &pb::AnnounceEntry) -> Result<AnnounceEntry, WireError> {
+    entry_from_parts(
+        &e.transaction_hash,
+        e.transaction_size,
+        &e.register_id,
+        e.hop_count,
+    )
+}
+
+fn entry_from_parts(
+    hash: &str,
+    size: i64,
+    register_id: &str,
+    hops: u32,
+) -> Result<AnnounceEntry, WireError> {
+    let hash: TxHash = hash.parse().map_err(|e| field("transaction_hash", e))?;
+    let size = u64::try_from(size)
+        .map_err(|_| field("transaction_size", format!("{size} is negative")))?;
+    if register_id.len() > MAX_REGISTER_ID_LEN {
+        let reason = format!(
+            "{} characters, at most {MAX_REGISTER_ID_LEN}",
+            register_id.len()
+        );
+        return Err(field("register_id", reason));
+    }
+    Ok(AnnounceEntry {
+        hash,
+        size,
+        register_id: Some(register_id.to_owned()).filter(|r| !r.is_empty()),
+        hops,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(body: &[u8]) -> AnnounceEntry {
+        AnnounceEntry {
+            hash: TxHash::of(body),
+            size: body.len() as u64,
+            register_id: Some("reg-1".into()),
+            hops: 2,
+        }
+    }
+
+    #[test]
+    fn every_gossip_message_round_trips() {
+        let me: PeerId = "node-a".parse().unwrap();
+        let messages = [
+            GossipMessage::Announce {
+                entries: vec![entry(b"x"), entry(b"y")],
+            },
+            GossipMessage::Push {
+                entry: entry(b"body"),
+                body: b"body".to_vec(),
+            },
+            GossipMessage::Digest {
+                prefixes: vec![1, u64::MAX],
+            },
+            GossipMessage::DigestReply {
+                missing: vec![entry(b"z")],
+                wanted: vec![7],
+            },
+        ];
+        for message in messages {
+            let wire = to_peer_message(&message, &me, None, Timestamp::from_millis(5));
+            assert_eq!(wire.sender_peer_id, "node-a");
+            assert_eq!(from_peer_message(&wire).unwrap(), message);
+        }
+    }
+
+    #[test]
+    fn bad_messages_name_the_problem() {
+        let mut wire = to_peer_message(
+            &GossipMessage::Announce {
+                entries: vec![entry(b"x")],
+            },
+            &"a".parse().unwrap(),
+            None,
+            Timestamp::from_millis(0),
+        );
+        wire.payload = vec![0xff, 0xff, 0xff];
+        assert!(matches!(
+            from_peer_message(&wire),
+            Err(WireError::Decode { .. })
+        ));
+        wire.message_type = MessageType::Heartbeat.into();
+        assert_eq!(from_peer_message(&wire), Err(WireError::NotGossip(5)));
+
+        let bad_hash = TransactionNotification {
+            transaction_hash: "nope".into(),
+            sender_peer_id: "a".into(),
+            ..Default::default()
+        };
+        let err = from_notification(&bad_hash).unwrap_err();
+        assert!(err.to_string().starts_with("transaction_hash"), "{err}");
+        let negative = TransactionNotification {
+            transaction_hash: TxHash::of(b"x").to_string(),
+            sender_peer_id: "a".into(),
+            transaction_size: -1,
+            ..Default::default()
+        };
+        assert!(
+            from_notification(&negative)
+                .unwrap_err()
+                .to_string()
+                .starts_with("transaction_size")
+        );
+    }
+
+    #[test]
+    fn notifications_carry_the_hop_count() {
+        let e = entry(b"abc");
+        let n = to_notification(&e, &"me".parse().unwrap(), Timestamp::from_millis(9));
+        let (from, back) = from_notification(&n).unwrap();
+        assert_eq!(from.as_str(), "me");
+        assert_eq!(back, e);
+    }
+}

@@ -1,0 +1,254 @@
+//! The communication layer against misbehaving peers: one that never finishes reading must not
+//! slow the others; one that is dead must trip its circuit breaker, which closes again once the
+//! peer answers.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::pin::Pin;
+use std::time::Duration;
+
+use common::{TestNode, eventually, init_crypto};
+use futures::Stream;
+use sorcha_peer::proto::communication::peer_communication_server::{
+    PeerCommunication, PeerCommunicationServer,
+};
+use sorcha_peer::proto::communication::{MessageAck, PeerMessage};
+use sorcha_peer::proto::discovery::peer_discovery_client::PeerDiscoveryClient;
+use sorcha_peer::proto::discovery::peer_discovery_server::{PeerDiscovery, PeerDiscoveryServer};
+use sorcha_peer::proto::discovery::*;
+use sorcha_peer::proto::heartbeat::peer_heartbeat_server::{PeerHeartbeat, PeerHeartbeatServer};
+use sorcha_peer::proto::heartbeat::{PeerHeartbeatRequest, PeerHeartbeatResponse};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Request, Response, Status, Streaming};
+
+const FAST: [(&str, &str); 6] = [
+    ("SORCHA_PEER__DISCOVERY__HEARTBEAT_INTERVAL", "300ms"),
+    ("SORCHA_PEER__DISCOVERY__PEER_TIMEOUT", "1s"),
+    ("SORCHA_PEER__DISCOVERY__REFRESH_INTERVAL", "2s"),
+    ("SORCHA_PEER__DISCOVERY__MIN_HEALTHY_PEERS", "2"),
+    ("SORCHA_PEER__DISTRIBUTION__ANTI_ENTROPY_INTERVAL", "1s"),
+    ("SORCHA_PEER__DISTRIBUTION__FANOUT", "20"),
+];
+
+/// A peer that answers every membership call at once and accepts gossip messages but never
+/// finishes reading them.
+struct Stuck {
+    id: String,
+}
+
+#[tonic::async_trait]
+impl PeerDiscovery for Stuck {
+    async fn get_peer_list(
+        &self,
+        _: Request<PeerListRequest>,
+    ) -> Result<Response<PeerListResponse>, Status> {
+        Ok(Response::new(PeerListResponse::default()))
+    }
+    async fn register_peer(
+        &self,
+        _: Request<RegisterPeerRequest>,
+    ) -> Result<Response<RegisterPeerResponse>, Status> {
+        Ok(Response::new(RegisterPeerResponse {
+            success: true,
+            message: String::new(),
+        }))
+    }
+    async fn ping(&self, _: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
+        Ok(Response::new(PingResponse {
+            peer_id: self.id.clone(),
+            timestamp: 0,
+            status: PeerStatus::Online.into(),
+        }))
+    }
+    async fn exchange_peers(
+        &self,
+        _: Request<PeerExchangeRequest>,
+    ) -> Result<Response<PeerExchangeResponse>, Status> {
+        Ok(Response::new(PeerExchangeResponse {
+            success: true,
+            ..Default::default()
+        }))
+    }
+    async fn find_peers_for_register(
+        &self,
+        _: Request<FindPeersForRegisterRequest>,
+    ) -> Result<Response<FindPeersForRegisterResponse>, Status> {
+        Ok(Response::new(FindPeersForRegisterResponse::default()))
+    }
+}
+
+#[tonic::async_trait]
+impl PeerHeartbeat for Stuck {
+    async fn send_heartbeat(
+        &self,
+        _: Request<PeerHeartbeatRequest>,
+    ) -> Result<Response<PeerHeartbeatResponse>, Status> {
+        Ok(Response::new(PeerHeartbeatResponse {
+            success: true,
+            peer_id: self.id.clone(),
+            ..Default::default()
+        }))
+    }
+    type StreamHeartbeatStream =
+        Pin<Box<dyn Stream<Item = Result<PeerHeartbeatResponse, Status>> + Send>>;
+    async fn stream_heartbeat(
+        &self,
+        _: Request<Streaming<PeerHeartbeatRequest>>,
+    ) -> Result<Response<Self::StreamHeartbeatStream>, Status> {
+        Err(Status::unimplemented("not needed"))
+    }
+}
+
+#[tonic::async_trait]
+impl PeerCommunication for Stuck {
+    async fn send_message(&self, _: Request<PeerMessage>) -> Result<Response<MessageAck>, Status> {
+        std::future::pending().await
+    }
+    type StreamStream = Pin<Box<dyn Stream<Item = Result<PeerMessage, Status>> + Send>>;
+    async fn stream(
+        &self,
+        _: Request<Streaming<PeerMessage>>,
+    ) -> Result<Response<Self::StreamStream>, Status> {
+        std::future::pending().await
+    }
+}
+
+async fn start_stuck_peer(id: &str) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let stuck = || Stuck { id: id.to_owned() };
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(PeerDiscoveryServer::new(stuck()))
+            .add_service(PeerHeartbeatServer::new(stuck()))
+            .add_service(PeerCommunicationServer::new(stuck()))
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    port
+}
+
+async fn register(node: &TestNode, id: &str, port: u16) {
+    let mut client = PeerDiscoveryClient::connect(node.grpc_url()).await.unwrap();
+    let info = PeerInfo {
+        peer_id: id.into(),
+        address: "127.0.0.1".into(),
+        port: port.into(),
+        supported_protocols: vec!["Grpc".into()],
+        ..Default::default()
+    };
+    let answer = client
+        .register_peer(RegisterPeerRequest {
+            peer_info: Some(info),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(answer.success, "{}", answer.message);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_never_reads_does_not_stall_the_others() {
+    init_crypto();
+    let stuck_port = start_stuck_peer("stuck-peer").await;
+    let a = TestNode::start_with(&[], &FAST);
+    let b = TestNode::start_with(&["--bootstrap", &a.peer_addr()], &FAST);
+    let c = TestNode::start_with(&["--bootstrap", &a.peer_addr()], &FAST);
+    register(&a, "stuck-peer", stuck_port).await;
+    let active = eventually(Duration::from_secs(30), || async {
+        let (_, doc) = a.get_json("/api/v1/peers").await;
+        let peers = doc["peers"].as_array().cloned().unwrap_or_default();
+        peers
+            .iter()
+            .filter(|p| p["active"] == true && p["status"] == "alive")
+            .count()
+            == 3
+    })
+    .await;
+    assert!(
+        active,
+        "the stuck peer and two real ones should all be active at A"
+    );
+
+    let client = reqwest::Client::new();
+    let mut hashes = BTreeSet::new();
+    for i in 0..300 {
+        let body = format!("tx {i} {}", "y".repeat(300));
+        let answer: serde_json::Value = client
+            .post(a.http_url("/api/v1/transactions"))
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        hashes.insert(answer["hash"].as_str().unwrap().to_owned());
+    }
+    let spread = eventually(Duration::from_secs(30), || async {
+        for node in [&b, &c] {
+            let (_, doc) = node.get_json("/api/v1/transactions?limit=1000").await;
+            let have: BTreeSet<String> = doc["transactions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["hash"].as_str().unwrap().to_owned())
+                .collect();
+            if !hashes.is_subset(&have) {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    assert!(
+        spread,
+        "transactions did not reach the healthy peers past a stuck one"
+    );
+    let counted = eventually(Duration::from_secs(10), || async {
+        let (_, metrics) = a.get_text("/metrics").await;
+        metrics
+            .lines()
+            .any(|l| l.starts_with("connection_errors_total") && !l.ends_with(" 0"))
+    })
+    .await;
+    assert!(counted, "the stuck peer's timeouts were not counted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_breaker_opens_on_a_dead_peer_and_closes_when_it_answers() {
+    init_crypto();
+    let breaker = [
+        ("SORCHA_PEER__COMMUNICATION__CIRCUIT_BREAKER_THRESHOLD", "2"),
+        ("SORCHA_PEER__COMMUNICATION__CIRCUIT_BREAKER_RESET", "1s"),
+        ("SORCHA_PEER__DISCOVERY__FAILURE_THRESHOLD", "20"),
+    ];
+    let env: Vec<_> = FAST.iter().chain(breaker.iter()).copied().collect();
+    let node = TestNode::start_with(&[], &env);
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = free.local_addr().unwrap().port();
+    drop(free);
+    register(&node, "dead-peer", port).await;
+
+    let circuit = |expected: &'static str| {
+        let node = &node;
+        move || async move {
+            let (_, doc) = node.get_json("/api/v1/peers/dead-peer").await;
+            doc["circuit"] == expected
+        }
+    };
+    assert!(
+        eventually(Duration::from_secs(20), circuit("open")).await,
+        "the circuit never opened"
+    );
+    let (_, metrics) = node.get_text("/metrics").await;
+    assert!(metrics.contains("circuit_breakers_open 1"), "{metrics}");
+
+    // The peer comes to life at that address, under that id.
+    let port_arg = format!("127.0.0.1:{port}");
+    let _revived = TestNode::start_with(&["--listen", &port_arg, "--node-id", "dead-peer"], &FAST);
+    assert!(
+        eventually(Duration::from_secs(20), circuit("closed")).await,
+        "the circuit did not close once the peer answered"
+    );
+}
