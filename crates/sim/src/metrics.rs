@@ -143,7 +143,8 @@ pub struct HealReport {
     /// From the heal until every transaction submitted before it reached every live honest
     /// node; null if some never did.
     pub tx_converge_ms: Option<u64>,
-    /// From the heal until the active graph was strongly connected again (sampled).
+    /// From the heal until the active graph was one piece again (one weak component, sampled;
+    /// strong connectivity is no test: nodes nobody holds as active exist without faults).
     pub graph_reconnect_ms: Option<u64>,
 }
 

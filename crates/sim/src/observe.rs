@@ -74,7 +74,7 @@ impl World {
     pub(crate) fn heal(&mut self) {
         self.faults_due -= 1;
         self.net.heal();
-        let connected = self.graph().strongly_connected;
+        let connected = self.graph().weak_components == 1;
         self.rec.heals.push(Heal {
             at: self.now,
             graph_reconnected: connected.then_some(self.now),
@@ -135,7 +135,7 @@ impl World {
             self.rec.timeline.push((self.now.as_millis(), coverage));
         }
         let awaiting_graph = self.rec.heals.iter().any(|h| h.graph_reconnected.is_none());
-        if awaiting_graph && self.graph().strongly_connected {
+        if awaiting_graph && self.graph().weak_components == 1 {
             let now = self.now;
             for h in self.rec.heals.iter_mut() {
                 h.graph_reconnected.get_or_insert(now);
