@@ -75,7 +75,7 @@ impl World {
                     epoch,
                     to: target as u32,
                     id,
-                    request,
+                    request: Box::new(request),
                     deadline,
                 };
                 (now.saturating_add(d), ev)
@@ -130,8 +130,7 @@ impl World {
     /// Node `to` answers `from`'s request through its inbound methods, as the rpc handlers do.
     fn answer(&mut self, to: usize, from: usize, request: Request) -> Result<Response, Failure> {
         let now = self.now;
-        let sender = self.nodes[from].id.clone();
-        let core = self.nodes[to].core.as_mut().expect("checked up");
+        let (sender, core) = self.sender_and_core(from, to).ok_or(Failure::Unreachable)?;
         Ok(match request {
             Request::Register { advert } => Response::Registered {
                 success: core.handle_register(advert, now).is_ok(),
@@ -184,14 +183,14 @@ impl World {
 
     pub(crate) fn on_gossip(&mut self, from: usize, to: usize, message: GossipMessage) {
         let now = self.now;
-        let sender = self.nodes[from].id.clone();
-        let Some(core) = self.nodes[to].core.as_mut() else {
+        let push = matches!(message, GossipMessage::Push { .. });
+        let Some((sender, core)) = self.sender_and_core(from, to) else {
             return;
         };
-        if matches!(message, GossipMessage::Push { .. }) {
+        core.handle_gossip(sender, message, now);
+        if push {
             self.rec.bodies_received += 1;
         }
-        core.handle_gossip(&sender, message, now);
         self.drain(to);
     }
 
@@ -311,12 +310,19 @@ impl World {
         result: Result<Vec<u8>, FetchFailure>,
     ) {
         let now = self.now;
-        let sender = self.nodes[from].id.clone();
-        let Some(core) = self.live_core(node, epoch) else {
+        if self.nodes[node].epoch != epoch || !self.is_up(node) {
             return;
-        };
+        }
         let body = result.is_ok();
-        core.handle_fetched(&sender, hash, result, now);
+        match self.sender_and_core(from, node) {
+            Some((sender, core)) => core.handle_fetched(sender, hash, result, now),
+            // A fetch that named no simulated node fails back to the fetcher itself.
+            None => {
+                let sender = self.nodes[from].id.clone();
+                let core = self.nodes[node].core.as_mut().expect("checked up");
+                core.handle_fetched(&sender, hash, result, now);
+            }
+        }
         if body {
             self.rec.bodies_received += 1;
         }

@@ -73,7 +73,9 @@ pub(crate) enum Ev {
         epoch: u32,
         to: u32,
         id: RequestId,
-        request: Request,
+        /// Boxed: a `Register` carries a whole advert, and every queued event pays for the
+        /// largest variant.
+        request: Box<Request>,
         deadline: Timestamp,
     },
     Response {
@@ -309,7 +311,7 @@ impl World {
                 id,
                 request,
                 deadline,
-            } => self.on_request(from as usize, epoch, to as usize, id, request, deadline),
+            } => self.on_request(from as usize, epoch, to as usize, id, *request, deadline),
             Ev::Response {
                 node,
                 epoch,
@@ -351,6 +353,26 @@ impl World {
             return None;
         }
         node.core.as_mut()
+    }
+
+    /// Node `from`'s id and node `to`'s core, borrowed together (no clone of the id per
+    /// message); `None` if `to` is down or is `from`.
+    pub(crate) fn sender_and_core(
+        &mut self,
+        from: usize,
+        to: usize,
+    ) -> Option<(&PeerId, &mut Node)> {
+        if from == to {
+            return None;
+        }
+        let (sender, target) = if from < to {
+            let (a, b) = self.nodes.split_at_mut(to);
+            (&a[from], &mut b[0])
+        } else {
+            let (a, b) = self.nodes.split_at_mut(from);
+            (&b[0], &mut a[to])
+        };
+        Some((&sender.id, target.core.as_mut()?))
     }
 
     pub(crate) fn is_up(&self, n: usize) -> bool {
