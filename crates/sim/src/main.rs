@@ -69,7 +69,7 @@ fn main() -> Result<()> {
         for seed in seeds {
             eprintln!("running {} (seed {seed}, {} nodes)...", s.name, s.nodes);
             let started = Instant::now();
-            let report = sorcha_peer_sim::run(s, seed);
+            let report = sorcha_peer_sim::run_and_leak(s, seed);
             let wall = started.elapsed().as_secs_f64();
             eprintln!(
                 "  {} events, {:.1} s virtual, {wall:.1} s wall",

@@ -4,41 +4,20 @@
 //! layout; the sequence number makes "same time" mean "first pushed, first popped", so a run is
 //! a function of the seed only (STYLE rule 9).
 
-use std::cmp::Ordering;
+use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use sorcha_peer_core::model::Timestamp;
 
-struct Entry<E> {
-    at: Timestamp,
-    seq: u64,
-    event: E,
-}
-
-impl<E> PartialEq for Entry<E> {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
-    }
-}
-
-impl<E> Eq for Entry<E> {}
-
-impl<E> PartialOrd for Entry<E> {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl<E> Ord for Entry<E> {
-    /// Reversed: `BinaryHeap` is a max-heap and we want the earliest (then the first pushed).
-    fn cmp(&self, other: &Self) -> Ordering {
-        (other.at, other.seq).cmp(&(self.at, self.seq))
-    }
-}
-
 /// Pending events, earliest first; events due at the same time come out in push order.
+///
+/// The heap holds only (time, sequence, slot), 24 bytes, and the events sit in a slab: a
+/// 10,000-node run keeps ~10^6 events queued and sifting large entries cost ~10% of a run.
+/// Slots are reused, which changes nothing about the order.
 pub struct EventQueue<E> {
-    heap: BinaryHeap<Entry<E>>,
+    heap: BinaryHeap<Reverse<(Timestamp, u64, u32)>>,
+    slots: Vec<Option<E>>,
+    free: Vec<u32>,
     next_seq: u64,
 }
 
@@ -46,6 +25,8 @@ impl<E> Default for EventQueue<E> {
     fn default() -> Self {
         Self {
             heap: BinaryHeap::new(),
+            slots: Vec::new(),
+            free: Vec::new(),
             next_seq: 0,
         }
     }
@@ -55,17 +36,32 @@ impl<E> EventQueue<E> {
     pub fn push(&mut self, at: Timestamp, event: E) {
         let seq = self.next_seq;
         self.next_seq += 1;
-        self.heap.push(Entry { at, seq, event });
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.slots[slot as usize] = Some(event);
+                slot
+            }
+            None => {
+                self.slots.push(Some(event));
+                u32::try_from(self.slots.len() - 1).expect("fewer than 2^32 queued events")
+            }
+        };
+        self.heap.push(Reverse((at, seq, slot)));
     }
 
     /// The earliest event and its time.
     pub fn pop(&mut self) -> Option<(Timestamp, E)> {
-        self.heap.pop().map(|e| (e.at, e.event))
+        let Reverse((at, _, slot)) = self.heap.pop()?;
+        self.free.push(slot);
+        let event = self.slots[slot as usize]
+            .take()
+            .expect("a queued slot holds its event");
+        Some((at, event))
     }
 
     /// When the earliest event is due.
     pub fn next_at(&self) -> Option<Timestamp> {
-        self.heap.peek().map(|e| e.at)
+        self.heap.peek().map(|Reverse((at, _, _))| *at)
     }
 
     pub fn len(&self) -> usize {

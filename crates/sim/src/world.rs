@@ -276,7 +276,7 @@ impl World {
     }
 
     /// Runs to the end (or until everything is delivered) and reports.
-    pub fn run(mut self) -> Report {
+    pub fn run(&mut self) -> Report {
         let end = Timestamp::from_millis(self.scenario.duration.ms());
         while !self.done {
             let Some(at) = self.queue.next_at() else {

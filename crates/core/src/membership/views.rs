@@ -218,7 +218,12 @@ impl Membership {
         }
         alive.shuffle(&mut self.rng);
         candidates.shuffle(&mut self.rng);
-        let chosen: Vec<PeerId> = alive.into_iter().chain(candidates).take(free).cloned().collect();
+        let chosen: Vec<PeerId> = alive
+            .into_iter()
+            .chain(candidates)
+            .take(free)
+            .cloned()
+            .collect();
         for id in chosen {
             self.send_probe(&id, now);
         }
