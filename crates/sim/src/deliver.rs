@@ -136,12 +136,12 @@ impl World {
                 success: core.handle_register(advert, now).is_ok(),
             },
             Request::GetPeerList { max } => Response::PeerList {
-                peers: core.peer_list(Some(&sender), max as usize, now),
+                peers: core.peer_list(Some(sender), max as usize, now),
             },
             Request::ExchangePeers { adverts, max } => Response::Exchanged {
-                peers: core.handle_exchange(&sender, adverts, max as usize, now),
+                peers: core.handle_exchange(sender, adverts, max as usize, now),
             },
-            Request::Ping => match core.handle_ping(Some(&sender), now) {
+            Request::Ping => match core.handle_ping(Some(sender), now) {
                 Ok(pong) => Response::Pong {
                     peer_id: pong.peer_id,
                     status: pong.status,
@@ -149,7 +149,7 @@ impl World {
                 Err(_) => return Err(Failure::Refused),
             },
             Request::Heartbeat { .. } => Response::Heartbeat {
-                outcome: core.handle_heartbeat(&sender, now),
+                outcome: core.handle_heartbeat(sender, now),
             },
         })
     }
