@@ -264,15 +264,18 @@ impl Node {
     }
 
     /// Hands gossip the healthy active peers when they changed.
+    /// Runs after every input: compares by reference and clones only on change (the
+    /// simulator measured the per-input clones at 10,000 nodes).
     fn sync_gossip_peers(&mut self, now: Timestamp) {
-        let mut peers: Vec<PeerId> = self
+        let mut peers: Vec<&PeerId> = self
             .membership
             .active_peers()
             .filter(|p| p.is_healthy())
-            .map(|p| p.node.peer_id.clone())
+            .map(|p| &p.node.peer_id)
             .collect();
         peers.sort();
-        if peers != self.gossip_peers {
+        if peers.iter().copied().ne(self.gossip_peers.iter()) {
+            let peers: Vec<PeerId> = peers.into_iter().cloned().collect();
             self.gossip.set_peers(&peers, now);
             self.gossip_peers = peers;
         }

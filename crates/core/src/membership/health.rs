@@ -49,18 +49,21 @@ impl Membership {
     /// Pings a few passive peers that are not unreachable, so dead entries are found and live
     /// ones stay fresh enough to hand out.
     fn check_passive(&mut self, now: Timestamp) {
-        let mut passive: Vec<PeerId> = self
+        // References, not clones: only `passive_checks_per_probe` of the list are used.
+        let mut passive: Vec<&PeerId> = self
             .peers
             .values()
             .filter(|p| !p.active && !p.probing && p.health != PeerHealth::Unreachable)
             .filter(|p| !self.is_banned(&p.node.peer_id, now))
-            .map(|p| p.node.peer_id.clone())
+            .map(|p| &p.node.peer_id)
             .collect();
         passive.shuffle(&mut self.rng);
-        for id in passive
+        let chosen: Vec<PeerId> = passive
             .into_iter()
             .take(self.config.passive_checks_per_probe)
-        {
+            .cloned()
+            .collect();
+        for id in chosen {
             self.send_probe(&id, now);
         }
     }

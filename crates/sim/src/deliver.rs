@@ -1,0 +1,372 @@
+//! Carrying messages: what the daemon's adapters do, with the network model in between.
+//!
+//! - A membership `Send` travels to its target, which answers through its inbound methods (as
+//!   the daemon's rpc handlers do); the answer travels back. If either leg is lost or blocked,
+//!   the target crashed, or the answer would come after `peer_timeout`, the sender gets
+//!   `Failure::Timeout` at the deadline, as the daemon's call timeout gives it. A node that
+//!   *left* refuses the connection: `Failure::Unreachable` after the way back.
+//! - A gossip message is one-way: it arrives or it does not.
+//! - A `Fetch` is a call answered from the target's store (the transaction table survives
+//!   restarts); its deadline is the core's own fetch timeout for that size. Droppers never
+//!   answer; liars answer with the right size and the wrong bytes.
+
+use std::time::Duration;
+
+use sorcha_peer_core::gossip::{FetchFailure, GossipEvent, GossipMessage, Origin};
+use sorcha_peer_core::membership::{
+    Contact, Failure, MembershipEvent, Request, RequestId, Response,
+};
+use sorcha_peer_core::model::{NodeState, Timestamp, TxHash};
+use sorcha_peer_core::node::Event;
+
+use crate::network::Transit;
+use crate::wire;
+use crate::world::{Ev, Role, World, index_of_address, index_of_id};
+
+impl World {
+    fn target(&self, contact: &Contact) -> Option<usize> {
+        index_of_address(&contact.address).filter(|t| *t < self.nodes.len())
+    }
+
+    /// When a refused connection is reported: one round trip to the host and back.
+    fn refused_at(&self, from: usize, to: usize) -> Timestamp {
+        let rtt = 2 * self.net.link_ms(from, to);
+        self.now.saturating_add(Duration::from_millis(rtt))
+    }
+
+    pub(crate) fn send_request(&mut self, n: usize, to: &Contact, request: Request, id: RequestId) {
+        let now = self.now;
+        let deadline = now.saturating_add(self.config.membership.peer_timeout);
+        let epoch = self.nodes[n].epoch;
+        let bytes = wire::request_len(&request, &self.nodes[n].id);
+        self.rec.traffic().membership += bytes as u64;
+        self.rec.count(match request {
+            Request::Register { .. } => "requests_register",
+            Request::GetPeerList { .. } => "requests_get_peer_list",
+            Request::ExchangePeers { .. } => "requests_exchange_peers",
+            Request::Ping => "requests_ping",
+            Request::Heartbeat { .. } => "requests_heartbeat",
+        });
+        let timeout = |at| {
+            let result = Err(Failure::Timeout);
+            let ev = Ev::Response {
+                node: n as u32,
+                epoch,
+                id,
+                result,
+            };
+            (at, ev)
+        };
+        let Some(target) = self.target(to) else {
+            let result = Err(Failure::Unreachable);
+            let ev = Ev::Response {
+                node: n as u32,
+                epoch,
+                id,
+                result,
+            };
+            self.queue.push(now, ev);
+            return;
+        };
+        let (at, ev) = match self.net.transit(n, target, bytes) {
+            Transit::Arrives(d) if now.saturating_add(d) <= deadline => {
+                let ev = Ev::Request {
+                    from: n as u32,
+                    epoch,
+                    to: target as u32,
+                    id,
+                    request: Box::new(request),
+                    deadline,
+                };
+                (now.saturating_add(d), ev)
+            }
+            _ => timeout(deadline),
+        };
+        self.queue.push(at, ev);
+    }
+
+    pub(crate) fn on_request(
+        &mut self,
+        from: usize,
+        epoch: u32,
+        to: usize,
+        id: RequestId,
+        request: Request,
+        deadline: Timestamp,
+    ) {
+        let reply = |result: Result<Response, Failure>| Ev::Response {
+            node: from as u32,
+            epoch,
+            id,
+            result,
+        };
+        if !self.is_up(to) {
+            self.rec.count("requests_to_down_nodes");
+            let ev = if self.nodes[to].left {
+                let at = self.refused_at(to, from).min(deadline);
+                (at, reply(Err(Failure::Unreachable)))
+            } else {
+                (deadline, reply(Err(Failure::Timeout)))
+            };
+            self.queue.push(ev.0, ev.1);
+            return;
+        }
+        let result = self.answer(to, from, request);
+        self.drain(to);
+        let bytes = match &result {
+            Ok(response) => wire::response_len(response, &self.nodes[to].id),
+            Err(_) => wire::ERROR_LEN,
+        };
+        self.rec.traffic().membership += bytes as u64;
+        let now = self.now;
+        match self.net.transit(to, from, bytes) {
+            Transit::Arrives(d) if now.saturating_add(d) <= deadline => {
+                self.queue.push(now.saturating_add(d), reply(result))
+            }
+            _ => self.queue.push(deadline, reply(Err(Failure::Timeout))),
+        }
+    }
+
+    /// Node `to` answers `from`'s request through its inbound methods, as the rpc handlers do.
+    fn answer(&mut self, to: usize, from: usize, request: Request) -> Result<Response, Failure> {
+        let now = self.now;
+        let (sender, core) = self.sender_and_core(from, to).ok_or(Failure::Unreachable)?;
+        Ok(match request {
+            Request::Register { advert } => Response::Registered {
+                success: core.handle_register(advert, now).is_ok(),
+            },
+            Request::GetPeerList { max } => Response::PeerList {
+                peers: core.peer_list(Some(sender), max as usize, now),
+            },
+            Request::ExchangePeers { adverts, max } => Response::Exchanged {
+                peers: core.handle_exchange(sender, adverts, max as usize, now),
+            },
+            Request::Ping => match core.handle_ping(Some(sender), now) {
+                Ok(pong) => Response::Pong {
+                    peer_id: pong.peer_id,
+                    status: pong.status,
+                },
+                Err(_) => return Err(Failure::Refused),
+            },
+            Request::Heartbeat { .. } => Response::Heartbeat {
+                outcome: core.handle_heartbeat(sender, now),
+            },
+        })
+    }
+
+    pub(crate) fn send_gossip(&mut self, n: usize, to: &Contact, message: GossipMessage) {
+        if self.nodes[n].role == Role::Dropper {
+            self.rec.count("gossip_suppressed_by_droppers");
+            return;
+        }
+        let bytes = message.approx_wire_len() as u64;
+        let traffic = self.rec.traffic();
+        match &message {
+            GossipMessage::Announce { .. } => traffic.announcements += bytes,
+            GossipMessage::Push { .. } => traffic.bodies += bytes,
+            GossipMessage::Digest { .. } | GossipMessage::DigestReply { .. } => {
+                traffic.anti_entropy += bytes
+            }
+        }
+        let Some(target) = self.target(to) else {
+            return;
+        };
+        if let Transit::Arrives(d) = self.net.transit(n, target, bytes as usize) {
+            let ev = Ev::Gossip {
+                from: n as u32,
+                to: target as u32,
+                message,
+            };
+            self.queue.push(self.now.saturating_add(d), ev);
+        }
+    }
+
+    pub(crate) fn on_gossip(&mut self, from: usize, to: usize, message: GossipMessage) {
+        let now = self.now;
+        let push = matches!(message, GossipMessage::Push { .. });
+        let Some((sender, core)) = self.sender_and_core(from, to) else {
+            return;
+        };
+        core.handle_gossip(sender, message, now);
+        if push {
+            self.rec.bodies_received += 1;
+        }
+        self.drain(to);
+    }
+
+    /// The deadline the daemon gives a fetch of `size` bytes: the core's own fetch timeout.
+    fn fetch_deadline(&self, size: u64) -> Timestamp {
+        let g = &self.config.gossip;
+        let per_mib = g.fetch_timeout_per_mib.as_millis() * u128::from(size) / (1 << 20);
+        let extra = Duration::from_millis(u64::try_from(per_mib).unwrap_or(u64::MAX));
+        self.now
+            .saturating_add(g.fetch_timeout.saturating_add(extra))
+    }
+
+    pub(crate) fn send_fetch(&mut self, n: usize, from: &Contact, hash: TxHash, size: u64) {
+        let now = self.now;
+        let deadline = self.fetch_deadline(size);
+        let epoch = self.nodes[n].epoch;
+        let bytes = wire::fetch_request_len(&self.nodes[n].id);
+        self.rec.traffic().fetch_requests += bytes as u64;
+        let Some(target) = self.target(from) else {
+            let ev = Ev::Fetched {
+                node: n as u32,
+                epoch,
+                from: n as u32,
+                hash,
+                result: Err(FetchFailure::Unreachable),
+            };
+            self.queue.push(now, ev);
+            return;
+        };
+        let (at, ev) = match self.net.transit(n, target, bytes) {
+            Transit::Arrives(d) if now.saturating_add(d) <= deadline => {
+                let ev = Ev::FetchRequest {
+                    from: n as u32,
+                    epoch,
+                    to: target as u32,
+                    hash,
+                    deadline,
+                };
+                (now.saturating_add(d), ev)
+            }
+            _ => {
+                let ev = Ev::Fetched {
+                    node: n as u32,
+                    epoch,
+                    from: target as u32,
+                    hash,
+                    result: Err(FetchFailure::Timeout),
+                };
+                (deadline, ev)
+            }
+        };
+        self.queue.push(at, ev);
+    }
+
+    pub(crate) fn on_fetch_request(
+        &mut self,
+        from: usize,
+        epoch: u32,
+        to: usize,
+        hash: TxHash,
+        deadline: Timestamp,
+    ) {
+        let reply = |result| Ev::Fetched {
+            node: from as u32,
+            epoch,
+            from: to as u32,
+            hash,
+            result,
+        };
+        if !self.is_up(to) || self.nodes[to].role == Role::Dropper {
+            let ev = if !self.is_up(to) && self.nodes[to].left {
+                let at = self.refused_at(to, from).min(deadline);
+                (at, reply(Err(FetchFailure::Unreachable)))
+            } else {
+                (deadline, reply(Err(FetchFailure::Timeout)))
+            };
+            self.queue.push(ev.0, ev.1);
+            return;
+        }
+        let held = self
+            .tx_by_hash
+            .get(&hash)
+            .map(|t| &self.txs[*t as usize])
+            .filter(|tx| tx.has(to));
+        let result = match (held, self.nodes[to].role) {
+            (Some(tx), Role::Liar) => Ok(tx.body.iter().map(|b| !b).collect()),
+            (Some(tx), _) => Ok(tx.body.clone()),
+            (None, _) => Err(FetchFailure::NotFound),
+        };
+        let bytes = match &result {
+            Ok(body) => {
+                let bytes = wire::fetch_answer_len(body.len());
+                self.rec.traffic().bodies += bytes as u64;
+                bytes
+            }
+            Err(_) => {
+                let bytes = wire::fetch_answer_len(0);
+                self.rec.traffic().fetch_requests += bytes as u64;
+                bytes
+            }
+        };
+        let now = self.now;
+        match self.net.transit(to, from, bytes) {
+            Transit::Arrives(d) if now.saturating_add(d) <= deadline => {
+                self.queue.push(now.saturating_add(d), reply(result))
+            }
+            _ => self.queue.push(deadline, reply(Err(FetchFailure::Timeout))),
+        }
+    }
+
+    pub(crate) fn on_fetched(
+        &mut self,
+        node: usize,
+        epoch: u32,
+        from: usize,
+        hash: TxHash,
+        result: Result<Vec<u8>, FetchFailure>,
+    ) {
+        let now = self.now;
+        if self.nodes[node].epoch != epoch || !self.is_up(node) {
+            return;
+        }
+        let body = result.is_ok();
+        match self.sender_and_core(from, node) {
+            Some((sender, core)) => core.handle_fetched(sender, hash, result, now),
+            // A fetch that named no simulated node fails back to the fetcher itself.
+            None => {
+                let sender = self.nodes[from].id.clone();
+                let core = self.nodes[node].core.as_mut().expect("checked up");
+                core.handle_fetched(&sender, hash, result, now);
+            }
+        }
+        if body {
+            self.rec.bodies_received += 1;
+        }
+        self.drain(node);
+    }
+
+    /// A node keeps a body: the first time, that is its delivery.
+    pub(crate) fn on_store(&mut self, n: usize, hash: TxHash, origin: Origin) {
+        let Some(&t) = self.tx_by_hash.get(&hash) else {
+            self.rec.count("stores_of_unknown_hashes");
+            return;
+        };
+        let hops = match &origin {
+            Origin::Local => 0,
+            Origin::Peer(p) => index_of_id(p)
+                .map_or(0, |p| self.txs[t as usize].hops[p])
+                .saturating_add(1),
+        };
+        let now = self.now;
+        let tx = &mut self.txs[t as usize];
+        if tx.has(n) {
+            self.rec.count("stored_again_after_restart");
+            return;
+        }
+        let ms = now.since(tx.submitted_at).as_millis();
+        tx.first[n] = u32::try_from(ms).unwrap_or(u32::MAX - 1);
+        tx.hops[n] = hops;
+    }
+
+    pub(crate) fn on_event(&mut self, event: &Event) {
+        let name = match event {
+            Event::Gossip(GossipEvent::BadBody { .. }) => "bad_bodies",
+            Event::Gossip(GossipEvent::FetchAbandoned { .. }) => "fetches_abandoned",
+            Event::Gossip(GossipEvent::Repaired { .. }) => "anti_entropy_repairs",
+            Event::UnknownPeer { .. } => "gossip_to_unknown_peers",
+            Event::Membership(MembershipEvent::PeerUnreachable { .. }) => "peers_unreachable",
+            Event::Membership(MembershipEvent::PeerRemoved { .. }) => "peers_removed",
+            Event::Membership(MembershipEvent::BootstrapFailed { .. }) => "bootstrap_failures",
+            Event::Membership(MembershipEvent::StateChanged {
+                to: NodeState::Offline,
+                ..
+            }) => "went_offline",
+            _ => return,
+        };
+        self.rec.count(name);
+    }
+}

@@ -1,0 +1,304 @@
+//! What a run measures: per-transaction delivery records, traffic by kind, counters, the
+//! coverage timeline, and the [`Report`] computed from them at the end.
+//!
+//! Definitions (also in the README of the crate's scenarios):
+//! - *coverage*: delivered (live honest node, transaction) pairs over all such pairs, where a
+//!   node is live if it is up at the end and honest if it is neither a dropper nor a liar;
+//! - *time / hops to X%*: per transaction, when (how many pull hops from the origin) the
+//!   ceil(X% of live honest nodes)-th of them received it; then p50, p95 and max over the
+//!   transactions that got that far (`unreached` counts the others);
+//! - *RMR*: bodies received (fetch answers with a body, pushes) / (transactions x (nodes - 1))
+//!   - 1: 0 means every node received each body exactly once;
+//! - *bytes per node per transaction*: bytes sent from the first submission to the end, by
+//!   kind, over nodes x transactions (sizes: `wire.rs`).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use sorcha_peer_core::model::{Timestamp, TxHash};
+
+use crate::graph::GraphQuality;
+
+/// `TxRecord::first` of a node that never received the transaction.
+pub const NEVER: u32 = u32::MAX;
+
+/// One submitted transaction and who received it when.
+#[derive(Debug)]
+pub struct TxRecord {
+    pub hash: TxHash,
+    pub body: Vec<u8>,
+    pub submitted_at: Timestamp,
+    pub origin: u32,
+    /// Per node: ms from submission to its first `Store` (kept across restarts: the store is
+    /// on disk), or [`NEVER`].
+    pub first: Vec<u32>,
+    /// Per node: pull hops from the origin (the origin is 0).
+    pub hops: Vec<u16>,
+}
+
+impl TxRecord {
+    pub fn has(&self, node: usize) -> bool {
+        self.first[node] != NEVER
+    }
+}
+
+/// Bytes sent, by kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Traffic {
+    /// `Announce` messages.
+    pub announcements: u64,
+    /// `Digest` and `DigestReply` messages.
+    pub anti_entropy: u64,
+    /// Fetch calls (`TransactionRequest`).
+    pub fetch_requests: u64,
+    /// Fetch answers and pushes (the bodies).
+    pub bodies: u64,
+    /// Membership requests and answers.
+    pub membership: u64,
+}
+
+impl Traffic {
+    pub fn total(&self) -> u64 {
+        self.announcements + self.anti_entropy + self.fetch_requests + self.bodies + self.membership
+    }
+}
+
+/// A partition heal and when the active graph was whole again.
+#[derive(Debug, Clone)]
+pub struct Heal {
+    pub at: Timestamp,
+    pub graph_reconnected: Option<Timestamp>,
+}
+
+/// Counters and samples kept while the simulation runs.
+#[derive(Debug, Default)]
+pub struct Recorder {
+    /// Traffic before the first submission.
+    pub warmup: Traffic,
+    /// Traffic from the first submission on.
+    pub measured: Traffic,
+    pub measuring_since: Option<Timestamp>,
+    pub bodies_received: u64,
+    pub counters: BTreeMap<&'static str, u64>,
+    /// (ms, coverage) samples.
+    pub timeline: Vec<(u64, f64)>,
+    pub heals: Vec<Heal>,
+}
+
+impl Recorder {
+    pub fn count(&mut self, name: &'static str) {
+        *self.counters.entry(name).or_default() += 1;
+    }
+
+    pub fn traffic(&mut self) -> &mut Traffic {
+        if self.measuring_since.is_some() {
+            &mut self.measured
+        } else {
+            &mut self.warmup
+        }
+    }
+}
+
+/// A figure over transactions: p50, p95 and max of those that reached the target.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Spread {
+    pub p50: Option<u64>,
+    pub p95: Option<u64>,
+    pub max: Option<u64>,
+    /// Transactions that never reached the target.
+    pub unreached: usize,
+}
+
+/// A figure at 50, 90, 99 and 100% of the live honest nodes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Spreads {
+    pub to_50: Spread,
+    pub to_90: Spread,
+    pub to_99: Spread,
+    pub to_100: Spread,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TxSummary {
+    pub submitted: usize,
+    /// Reached every live honest node.
+    pub complete: usize,
+    /// Missed at least one live honest node at the end.
+    pub lost: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PerNodeTx {
+    pub announcements: f64,
+    pub anti_entropy: f64,
+    pub fetch_requests: f64,
+    pub bodies: f64,
+    pub membership: f64,
+    pub total: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct HealReport {
+    pub healed_at_ms: u64,
+    /// From the heal until every transaction submitted before it reached every live honest
+    /// node; null if some never did.
+    pub tx_converge_ms: Option<u64>,
+    /// From the heal until the active graph was one piece again (one weak component, sampled;
+    /// strong connectivity is no test: nodes nobody holds as active exist without faults).
+    pub graph_reconnect_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NodeStates {
+    pub online: usize,
+    pub degraded: usize,
+    pub offline: usize,
+}
+
+/// Everything a run reports (the JSON written by `--out` and `--json`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    pub scenario: String,
+    pub seed: u64,
+    pub nodes: usize,
+    /// Virtual time at which the run ended.
+    pub end_ms: u64,
+    pub live_honest_nodes: usize,
+    pub transactions: TxSummary,
+    pub coverage: f64,
+    pub time_ms: Spreads,
+    pub hops: Spreads,
+    pub rmr: f64,
+    pub bytes_per_node_per_tx: PerNodeTx,
+    /// Membership bytes per node per second over the whole run (warm-up included).
+    pub membership_bytes_per_node_per_s: f64,
+    pub graph: GraphQuality,
+    pub states: NodeStates,
+    pub partitions: Vec<HealReport>,
+    pub counters: BTreeMap<String, u64>,
+    /// Coverage samples: [ms, fraction of delivered (live honest node, submitted tx) pairs].
+    pub timeline: Vec<(u64, f64)>,
+    pub events_processed: u64,
+}
+
+/// The k-th smallest (1-based) that X% of `m` needs.
+fn needed(percent: usize, m: usize) -> usize {
+    (percent * m).div_ceil(100).max(1)
+}
+
+/// p50, p95 (nearest rank) and max of `values`.
+fn spread(mut values: Vec<u64>, unreached: usize) -> Spread {
+    values.sort_unstable();
+    let rank = |p: usize| (!values.is_empty()).then(|| values[needed(p, values.len()) - 1]);
+    Spread {
+        p50: rank(50),
+        p95: rank(95),
+        max: values.last().copied(),
+        unreached,
+    }
+}
+
+/// Time and hop spreads over `txs`, counting the nodes with `counted[n]`.
+pub fn spreads(txs: &[TxRecord], counted: &[bool]) -> (Spreads, Spreads) {
+    let m = counted.iter().filter(|c| **c).count();
+    let percents = [50, 90, 99, 100];
+    let mut times: [Vec<u64>; 4] = Default::default();
+    let mut hops: [Vec<u64>; 4] = Default::default();
+    for tx in txs {
+        let mut t: Vec<u32> = Vec::with_capacity(m);
+        let mut h: Vec<u16> = Vec::with_capacity(m);
+        for n in (0..counted.len()).filter(|n| counted[*n] && tx.has(*n)) {
+            t.push(tx.first[n]);
+            h.push(tx.hops[n]);
+        }
+        t.sort_unstable();
+        h.sort_unstable();
+        for (i, p) in percents.iter().enumerate() {
+            let k = needed(*p, m);
+            if t.len() >= k {
+                times[i].push(u64::from(t[k - 1]));
+                hops[i].push(u64::from(h[k - 1]));
+            }
+        }
+    }
+    let build = |v: [Vec<u64>; 4]| {
+        let [a, b, c, d] = v.map(|values| {
+            let unreached = txs.len() - values.len();
+            spread(values, unreached)
+        });
+        Spreads {
+            to_50: a,
+            to_90: b,
+            to_99: c,
+            to_100: d,
+        }
+    };
+    (build(times), build(hops))
+}
+
+/// Bytes per node per transaction.
+pub fn per_node_tx(t: &Traffic, nodes: usize, txs: usize) -> PerNodeTx {
+    let per = (nodes * txs.max(1)) as f64;
+    PerNodeTx {
+        announcements: t.announcements as f64 / per,
+        anti_entropy: t.anti_entropy as f64 / per,
+        fetch_requests: t.fetch_requests as f64 / per,
+        bodies: t.bodies as f64 / per,
+        membership: t.membership as f64 / per,
+        total: t.total() as f64 / per,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tx(first: Vec<u32>, hops: Vec<u16>) -> TxRecord {
+        TxRecord {
+            hash: TxHash::of(b"x"),
+            body: vec![],
+            submitted_at: Timestamp::from_millis(0),
+            origin: 0,
+            first,
+            hops,
+        }
+    }
+
+    #[test]
+    fn spreads_take_the_rank_each_target_needs() {
+        // Ten nodes; the tenth never receives tx 0.
+        let t0 = tx(
+            vec![0, 10, 20, 30, 40, 50, 60, 70, 80, NEVER],
+            vec![0, 1, 1, 2, 2, 2, 3, 3, 3, 0],
+        );
+        let t1 = tx(
+            (0..10).map(|i| i * 100).collect(),
+            vec![0, 1, 1, 1, 2, 2, 2, 2, 2, 9],
+        );
+        let counted = vec![true; 10];
+        let (time, hops) = spreads(&[t0, t1], &counted);
+        assert_eq!(time.to_50.max, Some(400), "5th of 10 for tx 1");
+        assert_eq!(time.to_50.p50, Some(40));
+        assert_eq!(time.to_90.max, Some(800));
+        assert_eq!(time.to_100.unreached, 1);
+        assert_eq!(time.to_100.max, Some(900));
+        assert_eq!(hops.to_100.max, Some(9));
+        // Not counting node 9, tx 0 is complete.
+        let mut counted = counted;
+        counted[9] = false;
+        assert_eq!(
+            spreads(&[tx(vec![0; 10], vec![0; 10])], &counted)
+                .0
+                .to_100
+                .unreached,
+            0
+        );
+    }
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let s = spread((1..=100).collect(), 0);
+        assert_eq!((s.p50, s.p95, s.max), (Some(50), Some(95), Some(100)));
+        assert_eq!(spread(vec![], 3).p50, None);
+    }
+}

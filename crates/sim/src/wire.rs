@@ -1,0 +1,124 @@
+//! Estimated sizes on the wire of what the core does not size itself.
+//!
+//! Gossip messages use [`GossipMessage::approx_wire_len`] (the core's own estimate). Membership
+//! requests and answers and the fetch calls are estimated here the same way: protobuf encoding
+//! of the fields of the `.proto` messages (DESIGN.md section 3), one tag and length byte per
+//! field (two for long ones), varints at their typical size, strings as written (peer ids 40
+//! characters, hashes 64 hex digits), plus [`FRAME`] bytes of message framing. HTTP/2 and TLS
+//! overhead is not counted, on either side of the comparison.
+//!
+//! [`GossipMessage::approx_wire_len`]: sorcha_peer_core::gossip::GossipMessage::approx_wire_len
+
+use sorcha_peer_core::membership::{Request, Response};
+use sorcha_peer_core::model::{PeerAdvert, PeerId};
+
+/// Framing per message: the same 8 bytes `approx_wire_len` uses.
+pub const FRAME: usize = 8;
+
+/// A string field: tag, length, bytes.
+fn string(len: usize) -> usize {
+    2 + len
+}
+
+/// Typical varint field: tag + 6 bytes (millisecond timestamps, sizes).
+const VARINT_FIELD: usize = 7;
+
+/// `PeerHealthMetrics` with its eight fields filled (doubles are 9 bytes each).
+const HEALTH_METRICS: usize = 2 + 3 * 9 + 5 * 4;
+
+/// A `PeerInfo`: id, address, port, protocols, last seen, capabilities, seed flag.
+pub fn advert_len(a: &PeerAdvert) -> usize {
+    let protocols: usize = a
+        .supported_protocols
+        .iter()
+        .map(|p| string(p.as_str().len()))
+        .sum();
+    string(a.peer_id.as_str().len())
+        + string(a.address.len())
+        + 4
+        + protocols
+        + VARINT_FIELD
+        + (2 + 2 + 2 + 5)
+        + 2
+}
+
+fn adverts_len(adverts: &[PeerAdvert]) -> usize {
+    adverts.iter().map(|a| 3 + advert_len(a)).sum()
+}
+
+/// A membership request sent by `sender`.
+pub fn request_len(request: &Request, sender: &PeerId) -> usize {
+    let id = string(sender.as_str().len());
+    FRAME
+        + match request {
+            Request::Register { advert } => 3 + advert_len(advert),
+            Request::GetPeerList { .. } => id + 3,
+            Request::ExchangePeers { adverts, .. } => id + adverts_len(adverts) + 3,
+            Request::Ping => id,
+            Request::Heartbeat { .. } => id + VARINT_FIELD + 4 + HEALTH_METRICS,
+        }
+}
+
+/// The answer to a membership request, from `responder`.
+pub fn response_len(response: &Response, responder: &PeerId) -> usize {
+    let id = string(responder.as_str().len());
+    FRAME
+        + match response {
+            Response::Registered { .. } => 2,
+            Response::PeerList { peers } => adverts_len(peers) + 3,
+            Response::Exchanged { peers } => adverts_len(peers) + 2,
+            Response::Pong { .. } => id + VARINT_FIELD + 2,
+            Response::Heartbeat { .. } => 2 + id + VARINT_FIELD + HEALTH_METRICS,
+        }
+}
+
+/// A failed call still costs its error frame.
+pub const ERROR_LEN: usize = FRAME + 16;
+
+/// `TransactionRequest`: the hash as hex and the requester's id.
+pub fn fetch_request_len(requester: &PeerId) -> usize {
+    FRAME + string(64) + string(requester.as_str().len())
+}
+
+/// `TransactionResponse` carrying `body_len` bytes (0 for not found).
+pub fn fetch_answer_len(body_len: usize) -> usize {
+    FRAME + string(64) + 2 + if body_len > 0 { 4 + body_len } else { 0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sorcha_peer_core::model::{PeerCapabilities, Protocol, Timestamp};
+
+    #[test]
+    fn sizes_grow_with_content() {
+        let id: PeerId = "a".repeat(40).parse().expect("valid id");
+        let advert = PeerAdvert {
+            peer_id: id.clone(),
+            address: "10.0.1.2".into(),
+            port: 5001,
+            supported_protocols: vec![Protocol::Grpc],
+            capabilities: PeerCapabilities {
+                supports_streaming: true,
+                supports_transaction_distribution: true,
+                max_transaction_size: 1 << 20,
+            },
+            last_seen: Timestamp::from_millis(1),
+            is_seed_node: false,
+        };
+        let one = advert_len(&advert);
+        assert!((60..120).contains(&one), "a PeerInfo is ~80 bytes: {one}");
+        let list = |n| Response::PeerList {
+            peers: vec![advert.clone(); n],
+        };
+        assert_eq!(
+            response_len(&list(10), &id) - response_len(&list(0), &id),
+            10 * (one + 3)
+        );
+        assert!(
+            request_len(&Request::Ping, &id)
+                < request_len(&Request::Heartbeat { sequence: 1 }, &id)
+        );
+        assert_eq!(fetch_answer_len(250) - fetch_answer_len(0), 254);
+    }
+}
