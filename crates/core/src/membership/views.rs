@@ -109,11 +109,20 @@ impl Membership {
         health: PeerHealth,
     ) -> Result<(), Refusal> {
         if self.peers.len() >= self.config.max_peers_in_list {
+            // Unreachable peers go first. A peer that reached us itself (not a candidate heard
+            // of through gossip) may also displace a never-verified candidate: otherwise a list
+            // filled with hearsay refuses every real peer, which then re-registers at every
+            // heartbeat, forever (seen in the simulator at 10,000 nodes).
+            let verified = health != PeerHealth::Candidate;
             let victim = self
                 .peers
                 .values()
-                .filter(|p| p.health == PeerHealth::Unreachable && !p.active)
-                .min_by_key(|p| p.node.last_seen)
+                .filter(|p| !p.active)
+                .filter(|p| {
+                    p.health == PeerHealth::Unreachable
+                        || (verified && p.health == PeerHealth::Candidate)
+                })
+                .min_by_key(|p| (p.health != PeerHealth::Unreachable, p.node.last_seen))
                 .map(|p| p.node.peer_id.clone())
                 .ok_or(Refusal::ListFull)?;
             self.remove_peer(&victim);
@@ -396,6 +405,39 @@ mod tests {
         assert!(!ids.contains(&id(0)) && !ids.contains(&id(1)) && !ids.contains(&id(2)));
         assert_eq!(ids.len(), 2);
         assert_eq!(m.peer_list(None, 1, t(2)).len(), 1, "max is honoured");
+    }
+
+    #[test]
+    fn a_real_peer_displaces_hearsay_in_a_full_list_but_hearsay_does_not() {
+        let config = MembershipConfig {
+            max_peers_in_list: 4,
+            active_size: 1,
+            ..Default::default()
+        };
+        let mut m = machine(0, vec![], vec![], config, t(0));
+        m.handle_register(advert(1, t(0)), t(0)).expect("room");
+        // Peer 1 tells us of three peers nobody has verified: the list is full of hearsay.
+        let hearsay: Vec<_> = (2..=4).map(|n| advert(n, t(n as u64))).collect();
+        m.handle_exchange(&id(1), hearsay, 10, t(5));
+        assert_eq!(m.known_count(), 4);
+        assert!(
+            m.peers()
+                .filter(|p| p.health == PeerHealth::Candidate)
+                .count()
+                >= 2
+        );
+
+        // More hearsay is refused...
+        m.handle_exchange(&id(1), vec![advert(5, t(6))], 10, t(6));
+        assert!(
+            m.peer(&id(5)).is_none(),
+            "a candidate must not displace a candidate"
+        );
+        // ...but a peer that registers itself takes the oldest candidate's place.
+        m.handle_register(advert(6, t(7)), t(7))
+            .expect("a real peer is admitted");
+        assert!(m.peer(&id(6)).is_some());
+        assert_eq!(m.known_count(), 4);
     }
 
     #[test]

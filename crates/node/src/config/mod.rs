@@ -284,7 +284,10 @@ impl Default for DiscoveryConfig {
             max_peers_in_list: 1000,
             min_healthy_peers: 5,
             peer_timeout: Duration::from_secs(30),
-            max_concurrent_discoveries: 10,
+            // Sorcha's 10 asks every newly learned peer for its list at once; the simulator's
+            // tuning runs (crates/sim/scenarios/tuning.toml, 1,000 nodes) reach the same
+            // coverage and latency with 2, for 16x less CPU and 45x less membership traffic.
+            max_concurrent_discoveries: 2,
             // One heartbeat per active peer every 10 s: with the failure threshold of 3 a dead
             // peer leaves the active set in about 30 s, Sorcha's peer timeout, and one lost
             // packet never removes a peer (SWIM's suspicion before removal).
@@ -393,12 +396,13 @@ impl Default for DistributionConfig {
             // The lab's memory preset: 100,000 cached transactions within 100 MB of RSS.
             cache_max_transactions: 100_000,
             cache_max_bytes: 256 * 1024 * 1024,
-            // The gossip core's mini network: 5 s repairs a 10%-loss network in seconds while
-            // costing one digest per node per 5 s.
-            anti_entropy_interval: Duration::from_secs(5),
-            // Long enough for a slow peer on a loaded link, short enough that a dead announcer
-            // costs seconds, not minutes.
-            fetch_timeout: Duration::from_secs(5),
+            // The simulator's tuning runs (1,000 nodes, 20-200 ms, 1% loss): time to 99% of
+            // nodes (p95) 13.3 s at 5 s, 8.2 s at 2 s, 7.7 s at 1 s, with no more bytes sent;
+            // anti-entropy is what reaches the nodes few peers have in their active sets.
+            anti_entropy_interval: Duration::from_secs(2),
+            // The same runs: 2 s fails over to the next announcer sooner than 5 s with no false
+            // timeouts at internet latencies (1 s gained nothing more).
+            fetch_timeout: Duration::from_secs(2),
         }
     }
 }
