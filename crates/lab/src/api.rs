@@ -28,7 +28,11 @@ pub enum ApiError {
     #[error("{url}: {error}")]
     Http { url: String, error: reqwest::Error },
     #[error("{url}: HTTP {code}: {body}")]
-    Status { url: String, code: u16, body: String },
+    Status {
+        url: String,
+        code: u16,
+        body: String,
+    },
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -173,7 +177,10 @@ impl Api {
                 return Ok(keys);
             }
             offset += page.len();
-            keys.extend(page.iter().filter_map(|t| t["hash"].as_str().and_then(tx_key)));
+            keys.extend(
+                page.iter()
+                    .filter_map(|t| t["hash"].as_str().and_then(tx_key)),
+            );
         }
     }
 

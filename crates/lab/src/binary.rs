@@ -27,7 +27,10 @@ pub fn candidates() -> Vec<PathBuf> {
         dirs.push(PathBuf::from(target).join("release"));
     }
     // peer-lab itself usually sits in <target>/<profile>/, next to the node's build.
-    if let Some(dir) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_owned)) {
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_owned))
+    {
         dirs.push(dir);
     }
     dirs.into_iter().map(|d| d.join(NAME)).collect()
@@ -46,7 +49,11 @@ pub fn find(flag: Option<&Path>) -> Result<PathBuf, BinaryError> {
         return Ok(clean(found));
     }
     let on_path = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).map(|d| d.join(NAME)).collect::<Vec<_>>())
+        .map(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join(NAME))
+                .collect::<Vec<_>>()
+        })
         .unwrap_or_default();
     on_path
         .into_iter()

@@ -248,7 +248,13 @@ impl Cluster {
     }
 
     fn spawn(&self, i: usize, bootstrap: &[String]) -> Result<(), ClusterError> {
-        let io = |what| move |error| ClusterError::Io { node: i, what, error };
+        let io = |what| {
+            move |error| ClusterError::Io {
+                node: i,
+                what,
+                error,
+            }
+        };
         let dir = self.data_dir(i);
         std::fs::create_dir_all(&dir).map_err(io("creating its data dir"))?;
         // A SIGKILLed node leaves its ports.json behind: never read a stale one.

@@ -6,17 +6,21 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use peer_lab::binary;
 use peer_lab::cluster::Hosts;
 use peer_lab::report::{EXIT_HARNESS, EXIT_USAGE};
 use peer_lab::run::{self, Options};
 use peer_lab::scenario::{PRESETS, Scenario, parse_origins};
-use peer_lab::binary;
 
 /// Exit status after SIGINT or SIGTERM (128 + SIGINT, as shells report it).
 const EXIT_INTERRUPTED: i32 = 130;
 
 #[derive(Parser)]
-#[command(name = "peer-lab", version, about = "Real-process cluster harness and benchmarks for sorcha-peer")]
+#[command(
+    name = "peer-lab",
+    version,
+    about = "Real-process cluster harness and benchmarks for sorcha-peer"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -79,7 +83,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // reqwest is built without a default provider: exactly one must be installed.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("peer-lab: cannot start the runtime: {e}");

@@ -5,8 +5,8 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Deserialize;
@@ -80,7 +80,10 @@ impl Observations {
     }
 
     fn lock(&self, i: usize) -> std::sync::MutexGuard<'_, HashMap<TxKey, Instant>> {
-        self.nodes[i].first.lock().unwrap_or_else(|e| e.into_inner())
+        self.nodes[i]
+            .first
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -181,7 +184,10 @@ impl SseParser {
         let line = String::from_utf8_lossy(&self.line);
         let line = line.strip_suffix('\r').unwrap_or(&line);
         if line.is_empty() {
-            let (event, data) = (std::mem::take(&mut self.event), std::mem::take(&mut self.data));
+            let (event, data) = (
+                std::mem::take(&mut self.event),
+                std::mem::take(&mut self.data),
+            );
             match event.as_str() {
                 "transaction" => {
                     let key = serde_json::from_str::<Delivered>(&data)

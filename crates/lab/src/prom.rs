@@ -60,11 +60,12 @@ impl Scrape {
                     .iter()
                     .find(|b| b.name == s.name && b.labels == s.labels)
                     .map_or(0.0, |b| b.value);
-                let value = if s.value >= old { s.value - old } else { s.value };
-                Sample {
-                    value,
-                    ..s.clone()
-                }
+                let value = if s.value >= old {
+                    s.value - old
+                } else {
+                    s.value
+                };
+                Sample { value, ..s.clone() }
             })
             .collect();
         Scrape { samples }
@@ -100,7 +101,10 @@ fn parse_line(line: &str) -> Option<Sample> {
         v => v.parse().ok()?,
     };
     let (name, labels) = match series.find('{') {
-        Some(open) => (&series[..open], parse_labels(&series[open + 1..series.len() - 1])?),
+        Some(open) => (
+            &series[..open],
+            parse_labels(&series[open + 1..series.len() - 1])?,
+        ),
         None => (series, BTreeMap::new()),
     };
     Some(Sample {

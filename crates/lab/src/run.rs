@@ -73,7 +73,7 @@ pub async fn run(scenario: &Scenario, options: &Options) -> Result<Report, LabEr
     progress!(started, "{} nodes in {}", nodes, cluster.root().display());
     let seen = Arc::new(Observations::new(nodes));
     // Aborted when dropped: the subscribers live exactly as long as the run.
-    let _subscribers = observe::subscribe_all(cluster.clone(), seen.clone());
+    let mut subscribers = observe::subscribe_all(cluster.clone(), seen.clone());
     let measured = if let Some(queue) = &scenario.queue {
         queue_flow(&cluster, &seen, scenario, queue.transactions, started).await?
     } else {
@@ -82,11 +82,17 @@ pub async fn run(scenario: &Scenario, options: &Options) -> Result<Report, LabEr
     let mut report = summary::build(&cluster, &seen, scenario, measured).await;
     report.binary = options.binary.display().to_string();
     report.hosts = options.hosts.as_str().to_owned();
+    // An open stream is an in-flight request a node would wait for on SIGTERM.
+    subscribers.shutdown().await;
     progress!(started, "stopping the nodes");
     report.clean_exits = cluster.shutdown().await;
     report.duration_seconds = started.elapsed().as_secs_f64();
     if options.keep {
-        progress!(started, "data dirs and logs kept in {}", cluster.root().display());
+        progress!(
+            started,
+            "data dirs and logs kept in {}",
+            cluster.root().display()
+        );
     }
     Ok(report)
 }
@@ -132,7 +138,11 @@ async fn traffic_flow(
     let boot = Arc::new(bootstraps(cluster, scenario));
     let rest_launched = Instant::now();
     start_nodes(cluster, scenario.bootstrap_nodes..scenario.nodes, &boot).await?;
-    progress!(started, "all {} nodes started; waiting for Online", scenario.nodes);
+    progress!(
+        started,
+        "all {} nodes started; waiting for Online",
+        scenario.nodes
+    );
     let startup = wait_online(cluster, scenario, launched, rest_launched).await?;
     progress!(
         started,
@@ -147,7 +157,11 @@ async fn traffic_flow(
         let accepted = inject::register(grpc, scenario.inject_peers)
             .await
             .map_err(LabError::Inject)?;
-        progress!(started, "node 0 accepted {accepted} of {} injected peers", scenario.inject_peers);
+        progress!(
+            started,
+            "node 0 accepted {accepted} of {} injected peers",
+            scenario.inject_peers
+        );
     }
     wait_subscribed(cluster, seen, 0..scenario.nodes).await?;
     cluster.mark().await;
@@ -174,7 +188,13 @@ async fn traffic_flow(
             let (c, f, b) = (cluster.clone(), scenario.faults.clone(), boot.clone());
             tokio::spawn(faults::run(c, f, phase_start, b))
         });
-        progress!(started, "phase {}: {} tx at {}", p + 1, t.transactions, rate_text(rate));
+        progress!(
+            started,
+            "phase {}: {} tx at {}",
+            p + 1,
+            t.transactions,
+            rate_text(rate)
+        );
         let outcome = traffic::submit(cluster, load, nonce).await;
         let submitted_at = Instant::now();
         if let Some(task) = fault_task {
@@ -194,11 +214,19 @@ async fn traffic_flow(
             outcome.refused,
             outcome.seconds
         );
-        let remaining = scenario.settle_timeout.saturating_sub(submitted_at.elapsed());
+        let remaining = scenario
+            .settle_timeout
+            .saturating_sub(submitted_at.elapsed());
         let settled = settle::settle(cluster, seen, &mut listed, &keys, remaining).await;
         let settle_ms = settled.map(|_| submitted_at.elapsed().as_secs_f64() * 1000.0);
         let lost = settle::lost(cluster, seen, &mut listed, &keys).await;
-        progress!(started, "phase {}: settled {}, {} lost", p + 1, ms_text(settle_ms), lost.len());
+        progress!(
+            started,
+            "phase {}: settled {}, {} lost",
+            p + 1,
+            ms_text(settle_ms),
+            lost.len()
+        );
         measured.phases.push(Phase {
             rate_target_tps: rate,
             submitted: outcome.submitted,
@@ -264,7 +292,11 @@ async fn queue_flow(
         (Some(a), Some(b)) => Some(b.saturating_duration_since(a).as_secs_f64()),
         _ => None,
     };
-    progress!(started, "flushed in {} s", flush_seconds.map_or("-".into(), |s| format!("{s:.3}")));
+    progress!(
+        started,
+        "flushed in {} s",
+        flush_seconds.map_or("-".into(), |s| format!("{s:.3}"))
+    );
     let queue = QueueReport {
         queued,
         enqueue_seconds: outcome.seconds,
@@ -344,7 +376,9 @@ async fn wait_online(
     };
     loop {
         let statuses = statuses(cluster).await;
-        let online = statuses.iter().all(|s| s.as_ref().is_some_and(|s| s.state == "online"));
+        let online = statuses
+            .iter()
+            .all(|s| s.as_ref().is_some_and(|s| s.state == "online"));
         let discovered = statuses
             .iter()
             .all(|s| s.as_ref().is_some_and(|s| s.peers_known >= goal));
@@ -408,7 +442,10 @@ fn not_online(cluster: &Cluster, statuses: &[Option<Status>]) -> String {
                 s.peers_active,
                 cluster.log_path(i).display()
             ),
-            None => format!("  node {i}: no answer; log {}", cluster.log_path(i).display()),
+            None => format!(
+                "  node {i}: no answer; log {}",
+                cluster.log_path(i).display()
+            ),
         })
         .collect::<Vec<_>>()
         .join("\n")

@@ -265,11 +265,7 @@ impl Scenario {
             })
         };
         if !(1..=MAX_NODES).contains(&self.nodes) {
-            return invalid(
-                "nodes",
-                self.nodes.to_string(),
-                format!("1 to {MAX_NODES}"),
-            );
+            return invalid("nodes", self.nodes.to_string(), format!("1 to {MAX_NODES}"));
         }
         if !(1..=self.nodes).contains(&self.bootstrap_nodes) {
             return invalid(
@@ -415,7 +411,8 @@ mod tests {
         assert!(e.to_string().starts_with("nodes = 0"), "{e}");
         let e = Scenario::parse("name = \"x\"\nnodes = 2\nfoo = 1\n", "t").unwrap_err();
         assert!(e.to_string().contains("foo"), "{e}");
-        let text = "name = \"x\"\nnodes = 3\n[[faults]]\nat = \"1s\"\naction = \"kill\"\nnodes = [3]\n";
+        let text =
+            "name = \"x\"\nnodes = 3\n[[faults]]\nat = \"1s\"\naction = \"kill\"\nnodes = [3]\n";
         let e = Scenario::parse(text, "t").unwrap_err();
         assert!(e.to_string().contains("faults.nodes = 3"), "{e}");
         let text = "name = \"x\"\nnodes = 3\n[traffic]\norigins = \"node:7\"\n";

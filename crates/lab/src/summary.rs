@@ -7,8 +7,8 @@ use crate::api::TxKey;
 use crate::cluster::{Cluster, Usage};
 use crate::observe::Observations;
 use crate::report::{
-    self, Bandwidth, Duplicates, FaultRecord, MemoryReport, NodeReport, Phase, QueueReport,
-    Report, Resources, Startup, Transactions,
+    self, Bandwidth, Duplicates, FaultRecord, MemoryReport, NodeReport, Phase, QueueReport, Report,
+    Resources, Startup, Transactions,
 };
 use crate::run::{per_second, statuses};
 use crate::scenario::Scenario;
@@ -71,7 +71,13 @@ pub async fn build(
     }
     let keys: Vec<TxKey> = m.accepted.iter().map(|s| s.key).collect();
     let accepted = keys.len();
-    let per_tx = |total: f64| if accepted > 0 { total / accepted as f64 } else { 0.0 };
+    let per_tx = |total: f64| {
+        if accepted > 0 {
+            total / accepted as f64
+        } else {
+            0.0
+        }
+    };
 
     let per_node: Vec<NodeReport> = (0..n)
         .map(|i| NodeReport {
@@ -119,7 +125,12 @@ pub async fn build(
         nodes: n,
         ok: lost_total == 0,
         lost: lost_total,
-        lost_hashes: m.lost.iter().take(report::MAX_LISTED).map(hex::encode).collect(),
+        lost_hashes: m
+            .lost
+            .iter()
+            .take(report::MAX_LISTED)
+            .map(hex::encode)
+            .collect(),
         startup: m.startup,
         transactions: Transactions {
             submitted: m.submitted,
@@ -129,7 +140,11 @@ pub async fn build(
             size_bytes: scenario.traffic.size,
             submit_seconds: m.submit_seconds,
             submitted_tps: per_second(accepted, m.submit_seconds),
-            settle_ms: m.phases.iter().map(|p| p.settle_ms).try_fold(0.0f64, |a, s| s.map(|s| a.max(s))),
+            settle_ms: m
+                .phases
+                .iter()
+                .map(|p| p.settle_ms)
+                .try_fold(0.0f64, |a, s| s.map(|s| a.max(s))),
             throughput_tps: throughput,
         },
         propagation_ms: report::propagation(&arrivals(seen, &m.accepted, n), n),
@@ -176,7 +191,9 @@ fn bandwidth(usage: &[Usage], nodes: usize, accepted: usize) -> Bandwidth {
     let by_kind = |metric: &str| {
         let mut kinds: BTreeMap<String, f64> = BTreeMap::new();
         for u in usage {
-            for (kind, bytes) in u.metrics.by_label(metric, "kind") {
+            // The unlabelled zero every counter starts with is no kind.
+            let labelled = u.metrics.by_label(metric, "kind").into_iter();
+            for (kind, bytes) in labelled.filter(|(k, _)| !k.is_empty()) {
                 *kinds.entry(kind).or_default() += bytes / scale;
             }
         }

@@ -50,7 +50,8 @@ pub struct Load {
 /// seeded filler.
 pub fn body(nonce: u64, index: usize, size: usize, seed: u64) -> Vec<u8> {
     let mut body = format!("peer-lab {nonce:016x} {index:010} ").into_bytes();
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut rng =
+        ChaCha8Rng::seed_from_u64(seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     const FILLER: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
     while body.len() < size {
         body.push(FILLER[rng.random_range(0..FILLER.len())]);
@@ -64,7 +65,9 @@ pub fn origin(cluster: &Cluster, origins: Origins, pick: usize) -> Option<usize>
         Origins::Node(i) => cluster.is_responsive(i).then_some(i),
         Origins::Random => {
             let n = cluster.len();
-            (0..n).map(|k| (pick + k) % n).find(|i| cluster.is_responsive(*i))
+            (0..n)
+                .map(|k| (pick + k) % n)
+                .find(|i| cluster.is_responsive(*i))
         }
     }
 }
@@ -72,7 +75,9 @@ pub fn origin(cluster: &Cluster, origins: Origins, pick: usize) -> Option<usize>
 /// Submits `load`, at most `concurrency` in flight, each at its slot when a rate is set.
 pub async fn submit(cluster: &Cluster, load: Load, nonce: u64) -> PhaseOutcome {
     let mut rng = ChaCha8Rng::seed_from_u64(load.seed.wrapping_add(load.first_index as u64));
-    let picks: Vec<usize> = (0..load.count).map(|_| rng.random_range(0..cluster.len())).collect();
+    let picks: Vec<usize> = (0..load.count)
+        .map(|_| rng.random_range(0..cluster.len()))
+        .collect();
     let start = tokio::time::Instant::now();
     let started = Instant::now();
     let attempts = futures::stream::iter(0..load.count).map(|k| {
@@ -92,8 +97,17 @@ pub async fn submit(cluster: &Cluster, load: Load, nonce: u64) -> PhaseOutcome {
                 return Err(Submitted::Refused { code: 0, error });
             };
             let at = Instant::now();
-            match cluster.api().submit(&base, body(nonce, index, load.size, load.seed)).await {
-                Submitted::Accepted { key, queued } => Ok(Submission { key, at, node, queued }),
+            match cluster
+                .api()
+                .submit(&base, body(nonce, index, load.size, load.seed))
+                .await
+            {
+                Submitted::Accepted { key, queued } => Ok(Submission {
+                    key,
+                    at,
+                    node,
+                    queued,
+                }),
                 refused => Err(refused),
             }
         }
