@@ -488,30 +488,37 @@ impl Cluster {
         let mut clean = 0;
         for i in 0..self.len() {
             loop {
-                let mut proc = self.proc(i);
-                let Some(child) = proc.child.as_mut() else {
+                if let Some(exited_cleanly) = self.reap(i, deadline) {
+                    clean += usize::from(exited_cleanly);
                     break;
-                };
-                match child.try_wait() {
-                    Ok(Some(status)) => {
-                        clean += usize::from(status.success());
-                        proc.child = None;
-                        break;
-                    }
-                    Ok(None) if Instant::now() < deadline => {}
-                    _ => {
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        proc.child = None;
-                        break;
-                    }
                 }
-                drop(proc);
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             self.live[i].store(false, Ordering::Release);
         }
         clean
+    }
+}
+
+impl Cluster {
+    /// Node `i` once it has exited (SIGKILLed past `deadline`): whether it exited with 0;
+    /// `None` while it still runs.
+    fn reap(&self, i: usize, deadline: Instant) -> Option<bool> {
+        let mut proc = self.proc(i);
+        let Some(child) = proc.child.as_mut() else {
+            return Some(false);
+        };
+        let clean = match child.try_wait() {
+            Ok(Some(status)) => status.success(),
+            Ok(None) if Instant::now() < deadline => return None,
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                false
+            }
+        };
+        proc.child = None;
+        Some(clean)
     }
 }
 
