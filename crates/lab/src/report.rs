@@ -84,6 +84,8 @@ pub struct Propagation {
     pub nodes_100: Distribution,
     /// Transactions timed on every node; the rest were missed by a restarting subscriber.
     pub timed_transactions: usize,
+    /// Submission to the origin node's own stream event: the lab's measuring overhead.
+    pub origin: Distribution,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -133,6 +135,8 @@ pub struct NodeReport {
     pub transactions_held: usize,
     pub missing: usize,
     pub stream_gaps: u64,
+    /// Time from submission to this node's first sighting, over the transactions it had.
+    pub arrival_ms: Distribution,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

@@ -7,8 +7,8 @@ use crate::api::TxKey;
 use crate::cluster::{Cluster, Usage};
 use crate::observe::Observations;
 use crate::report::{
-    self, Bandwidth, Duplicates, FaultRecord, MemoryReport, NodeReport, Phase, QueueReport, Report,
-    Resources, Startup, Transactions,
+    self, Bandwidth, Duplicates, FaultRecord, MemoryReport, NodeReport, Phase, Propagation,
+    QueueReport, Report, Resources, Startup, Transactions,
 };
 use crate::run::{per_second, statuses};
 use crate::scenario::Scenario;
@@ -79,6 +79,7 @@ pub async fn build(
         }
     };
 
+    let arrivals = arrivals(seen, &m.accepted, n);
     let per_node: Vec<NodeReport> = (0..n)
         .map(|i| NodeReport {
             index: i,
@@ -99,6 +100,7 @@ pub async fn build(
                 0
             },
             stream_gaps: seen.gaps(i),
+            arrival_ms: report::distribution(arrivals.iter().filter_map(|a| a[i]).collect()),
         })
         .collect();
 
@@ -147,7 +149,16 @@ pub async fn build(
                 .try_fold(0.0f64, |a, s| s.map(|s| a.max(s))),
             throughput_tps: throughput,
         },
-        propagation_ms: report::propagation(&arrivals(seen, &m.accepted, n), n),
+        propagation_ms: Propagation {
+            origin: report::distribution(
+                m.accepted
+                    .iter()
+                    .zip(&arrivals)
+                    .filter_map(|(s, a)| a[s.node])
+                    .collect(),
+            ),
+            ..report::propagation(&timed(&arrivals), n)
+        },
         bandwidth: bandwidth(&usage, n, accepted),
         duplicate_bodies: Duplicates {
             total: total(&usage, "duplicate_bodies_total"),
@@ -168,16 +179,24 @@ pub async fn build(
     }
 }
 
-/// Per transaction, ms from its submission to each node's first sighting of it.
-fn arrivals(seen: &Observations, accepted: &[Submission], nodes: usize) -> Vec<Vec<f64>> {
+/// Per transaction and node, ms from its submission to the node's first sighting of it.
+fn arrivals(seen: &Observations, accepted: &[Submission], nodes: usize) -> Vec<Vec<Option<f64>>> {
     accepted
         .iter()
         .map(|s| {
             (0..nodes)
-                .filter_map(|i| seen.first_seen(i, &s.key))
-                .map(|t| t.saturating_duration_since(s.at).as_secs_f64() * 1000.0)
+                .map(|i| seen.first_seen(i, &s.key))
+                .map(|t| t.map(|t| t.saturating_duration_since(s.at).as_secs_f64() * 1000.0))
                 .collect()
         })
+        .collect()
+}
+
+/// Per transaction, the arrival times of the nodes that were seen to have it.
+fn timed(arrivals: &[Vec<Option<f64>>]) -> Vec<Vec<f64>> {
+    arrivals
+        .iter()
+        .map(|a| a.iter().flatten().copied().collect())
         .collect()
 }
 
