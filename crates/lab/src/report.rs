@@ -242,6 +242,7 @@ pub fn propagation(per_tx: &[Vec<f64>], nodes: usize) -> Propagation {
         nodes_99: at(0.99),
         timed_transactions: nodes_100.count,
         nodes_100,
+        origin: Distribution::default(),
     }
 }
 
