@@ -53,6 +53,8 @@ pub struct Startup {
     pub online_ms: Option<f64>,
     /// From the spawn of the non-bootstrap nodes until every node knew `discovery_target_peers`.
     pub discovery_ms: Option<f64>,
+    /// The same from when the last node had bound its ports (process start-up left out).
+    pub discovery_from_ready_ms: Option<f64>,
     pub discovery_target_peers: u64,
     /// Fewest peers any node knew when the traffic started.
     pub peers_known_min: u64,
@@ -117,6 +119,8 @@ pub struct Resources {
     pub cpu_seconds_total: f64,
     pub cpu_seconds_max: f64,
     pub peak_rss_mib_max: f64,
+    /// The lab's own CPU time over the whole run (it shares the machine with the nodes).
+    pub lab_cpu_seconds: f64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

@@ -138,12 +138,17 @@ async fn traffic_flow(
     let boot = Arc::new(bootstraps(cluster, scenario));
     let rest_launched = Instant::now();
     start_nodes(cluster, scenario.bootstrap_nodes..scenario.nodes, &boot).await?;
+    let times = Launch {
+        first: launched,
+        rest: rest_launched,
+        ready: Instant::now(),
+    };
     progress!(
         started,
         "all {} nodes started; waiting for Online",
         scenario.nodes
     );
-    let startup = wait_online(cluster, scenario, launched, rest_launched).await?;
+    let startup = wait_online(cluster, scenario, times).await?;
     progress!(
         started,
         "Online after {:.0} ms; discovery {}",
@@ -362,14 +367,21 @@ async fn watch_flush(
 
 /// Polls every node until all are Online; times discovery (every node knows the goal's peers)
 /// on the way, until the Online timeout at most.
+/// When the nodes were spawned: the first, the non-bootstrap ones, all bound.
+#[derive(Debug, Clone, Copy)]
+struct Launch {
+    first: Instant,
+    rest: Instant,
+    ready: Instant,
+}
+
 async fn wait_online(
     cluster: &Cluster,
     scenario: &Scenario,
-    launched: Instant,
-    rest_launched: Instant,
+    times: Launch,
 ) -> Result<Startup, LabError> {
     let goal = scenario.discovery_goal();
-    let deadline = launched + scenario.online_timeout;
+    let deadline = times.first + scenario.online_timeout;
     let mut startup = Startup {
         discovery_target_peers: goal,
         ..Startup::default()
@@ -387,11 +399,13 @@ async fn wait_online(
                 cluster.set_peer_id(i, s.peer_id.clone());
             }
         }
+        let since = |t: Instant| Some(t.elapsed().as_secs_f64() * 1000.0);
         if online && startup.online_ms.is_none() {
-            startup.online_ms = Some(launched.elapsed().as_secs_f64() * 1000.0);
+            startup.online_ms = since(times.first);
         }
         if discovered && startup.discovery_ms.is_none() {
-            startup.discovery_ms = Some(rest_launched.elapsed().as_secs_f64() * 1000.0);
+            startup.discovery_ms = since(times.rest);
+            startup.discovery_from_ready_ms = since(times.ready);
         }
         startup.peers_known_min = statuses
             .iter()

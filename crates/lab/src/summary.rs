@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use crate::api::TxKey;
 use crate::cluster::{Cluster, Usage};
 use crate::observe::Observations;
+use crate::procfs;
 use crate::report::{
     self, Bandwidth, Duplicates, FaultRecord, MemoryReport, NodeReport, Phase, Propagation,
     QueueReport, Report, Resources, Startup, Transactions,
@@ -169,6 +170,7 @@ pub async fn build(
             cpu_seconds_total: per_node.iter().map(|p| p.cpu_seconds).sum(),
             cpu_seconds_max: per_node.iter().map(|p| p.cpu_seconds).fold(0.0, f64::max),
             peak_rss_mib_max: per_node.iter().map(|p| p.peak_rss_mib).fold(0.0, f64::max),
+            lab_cpu_seconds: procfs::sample(std::process::id()).map_or(0.0, |s| s.cpu_seconds),
         },
         per_node,
         phases: m.phases,
