@@ -429,6 +429,14 @@ impl Cluster {
         Ok(())
     }
 
+    /// CPU seconds of every running node now, summed.
+    pub fn cpu_seconds(&self) -> f64 {
+        (0..self.len())
+            .filter_map(|i| self.pid(i).and_then(procfs::sample))
+            .map(|s| s.cpu_seconds)
+            .sum()
+    }
+
     /// Starts the measured window: counters and CPU of every node now.
     pub async fn mark(&self) {
         for i in 0..self.len() {

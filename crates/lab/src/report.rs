@@ -141,6 +141,9 @@ pub struct NodeReport {
     pub stream_gaps: u64,
     /// Time from submission to this node's first sighting, over the transactions it had.
     pub arrival_ms: Distribution,
+    /// What the node's own counters gained during the run (drops, repairs, errors), non-zero
+    /// ones only, as `name` or `name{kind=...}`.
+    pub counters: BTreeMap<String, f64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -153,6 +156,9 @@ pub struct Phase {
     pub submitted_tps: f64,
     pub lost: usize,
     pub settle_ms: Option<f64>,
+    /// CPU the nodes (together) and the lab used while this phase submitted.
+    pub nodes_cpu_seconds: f64,
+    pub lab_cpu_seconds: f64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

@@ -200,8 +200,13 @@ async fn traffic_flow(
             t.transactions,
             rate_text(rate)
         );
+        let cpu_before = (cluster.cpu_seconds(), lab_cpu());
         let outcome = traffic::submit(cluster, load, nonce).await;
         let submitted_at = Instant::now();
+        let (nodes_cpu_seconds, lab_cpu_seconds) = (
+            cluster.cpu_seconds() - cpu_before.0,
+            lab_cpu() - cpu_before.1,
+        );
         if let Some(task) = fault_task {
             measured.faults = task.await.unwrap_or_default();
         }
@@ -240,6 +245,8 @@ async fn traffic_flow(
             submitted_tps: per_second(keys.len(), outcome.seconds),
             lost: lost.len(),
             settle_ms,
+            nodes_cpu_seconds,
+            lab_cpu_seconds,
         });
         measured.absorb(outcome, lost);
     }
@@ -484,6 +491,10 @@ async fn wait_subscribed(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+fn lab_cpu() -> f64 {
+    crate::procfs::sample(std::process::id()).map_or(0.0, |s| s.cpu_seconds)
 }
 
 /// Distinguishes this run's bodies from any earlier run's.

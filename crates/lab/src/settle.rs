@@ -70,15 +70,19 @@ pub async fn settle(
     timeout: Duration,
 ) -> Option<Duration> {
     let started = Instant::now();
+    // What each node still lacks; checked again only for what is still missing.
+    let mut remaining: Vec<Vec<TxKey>> = vec![keys.to_vec(); cluster.len()];
     loop {
         let mut done = true;
         for i in (0..cluster.len()).filter(|i| cluster.is_live(*i)) {
-            if missing(seen, listed, i, keys) == 0 {
+            remaining[i].retain(|k| !holds(seen, listed, i, k));
+            if remaining[i].is_empty() {
                 continue;
             }
             if seen.gaps(i) > 0 || seen.overflow(i) > 0 || !seen.is_connected(i) {
                 listed.refresh(cluster, i, false).await;
-                if missing(seen, listed, i, keys) == 0 {
+                remaining[i].retain(|k| !holds(seen, listed, i, k));
+                if remaining[i].is_empty() {
                     continue;
                 }
             }

@@ -102,6 +102,7 @@ pub async fn build(
             },
             stream_gaps: seen.gaps(i),
             arrival_ms: report::distribution(arrivals.iter().filter_map(|a| a[i]).collect()),
+            counters: counters(&usage[i]),
         })
         .collect();
 
@@ -226,4 +227,34 @@ fn bandwidth(usage: &[Usage], nodes: usize, accepted: usize) -> Bandwidth {
         sent_by_kind: by_kind("bandwidth_sent_bytes"),
         received_by_kind: by_kind("bandwidth_received_bytes"),
     }
+}
+
+/// Counters that explain a node's figures: what it dropped, repaired, refused, failed.
+const EXPLAINING: [&str; 9] = [
+    "gossip_dropped_total",
+    "membership_dropped_total",
+    "anti_entropy_repairs_total",
+    "verification_failures_total",
+    "subscriber_lagged_total",
+    "commands_refused_total",
+    "connection_errors_total",
+    "queue_refused_total",
+    "timers_refused_total",
+];
+
+fn counters(usage: &Usage) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for name in EXPLAINING {
+        for (kind, value) in usage.metrics.by_label(name, "kind") {
+            if value > 0.0 {
+                let key = if kind.is_empty() {
+                    name.to_owned()
+                } else {
+                    format!("{name}{{kind={kind}}}")
+                };
+                *out.entry(key).or_default() += value;
+            }
+        }
+    }
+    out
 }
