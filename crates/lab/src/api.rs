@@ -160,6 +160,23 @@ impl Api {
         }
     }
 
+    /// The peer ids in the node's active set.
+    pub async fn active_peers(&self, base: &str) -> Result<Vec<String>, ApiError> {
+        let url = format!("{base}/api/v1/peers");
+        let doc: serde_json::Value = self
+            .get(url.clone())
+            .await?
+            .json()
+            .await
+            .map_err(|error| ApiError::Http { url, error })?;
+        let peers = doc["peers"].as_array().cloned().unwrap_or_default();
+        Ok(peers
+            .iter()
+            .filter(|p| p["active"] == true)
+            .filter_map(|p| p["peer_id"].as_str().map(str::to_owned))
+            .collect())
+    }
+
     /// Every hash the node holds, page by page.
     pub async fn hashes(&self, base: &str) -> Result<HashSet<TxKey>, ApiError> {
         let mut keys = HashSet::new();

@@ -136,6 +136,11 @@ pub struct NodeReport {
     pub received_bytes: f64,
     pub duplicate_bodies: f64,
     pub peers_known: u64,
+    /// Peers in this node's active set at the end.
+    pub peers_active: u64,
+    /// Other nodes that have this node in their active set at the end: a node in nobody's
+    /// active set is announced nothing and learns only through its own anti-entropy digests.
+    pub active_in: usize,
     pub transactions_held: usize,
     pub missing: usize,
     pub stream_gaps: u64,

@@ -70,6 +70,7 @@ pub async fn build(
         };
         held.push(gauges.unwrap_or_default());
     }
+    let active_in = active_in(cluster).await;
     let keys: Vec<TxKey> = m.accepted.iter().map(|s| s.key).collect();
     let accepted = keys.len();
     let per_tx = |total: f64| {
@@ -94,6 +95,8 @@ pub async fn build(
             received_bytes: usage[i].metrics.sum("bandwidth_received_bytes"),
             duplicate_bodies: usage[i].metrics.sum("duplicate_bodies_total"),
             peers_known: status[i].as_ref().map_or(0, |s| s.peers_known),
+            peers_active: status[i].as_ref().map_or(0, |s| s.peers_active),
+            active_in: active_in[i],
             transactions_held: held[i].sum("transaction_store_size") as usize,
             missing: if cluster.is_live(i) {
                 settle::missing_on(seen, &m.listed, i, &keys)
@@ -180,6 +183,25 @@ pub async fn build(
         faults: m.faults,
         ..Report::default()
     }
+}
+
+/// For each node, how many other nodes have it in their active set.
+async fn active_in(cluster: &Cluster) -> Vec<usize> {
+    let mut counts = vec![0; cluster.len()];
+    let index: BTreeMap<&str, usize> = (0..cluster.len())
+        .filter_map(|i| cluster.peer_id(i).map(|id| (id, i)))
+        .collect();
+    for i in 0..cluster.len() {
+        let Some(base) = cluster.http(i).filter(|_| cluster.is_responsive(i)) else {
+            continue;
+        };
+        for id in cluster.api().active_peers(&base).await.unwrap_or_default() {
+            if let Some(&j) = index.get(id.as_str()) {
+                counts[j] += 1;
+            }
+        }
+    }
+    counts
 }
 
 /// Per transaction and node, ms from its submission to the node's first sighting of it.
