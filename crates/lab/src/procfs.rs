@@ -42,6 +42,14 @@ pub fn status_kib(status: &str, key: &str) -> Option<u64> {
         .and_then(|n| n.parse().ok())
 }
 
+/// The 1-minute load average of the machine (0 if unreadable).
+pub fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|t| t.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0.0)
+}
+
 fn clock_ticks_per_second() -> f64 {
     // SAFETY: sysconf only reads a configuration value.
     let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };

@@ -45,6 +45,16 @@ pub struct Report {
     pub memory: Option<MemoryReport>,
     pub faults: Vec<FaultRecord>,
     pub clean_exits: usize,
+    pub machine: Machine,
+}
+
+/// What else the machine was doing: figures from a busy machine are not comparable.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Machine {
+    pub cpus: usize,
+    /// 1-minute load average (/proc/loadavg) when the run started and when it ended.
+    pub load_average_start: f64,
+    pub load_average_end: f64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

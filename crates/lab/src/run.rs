@@ -60,6 +60,7 @@ macro_rules! progress {
 
 pub async fn run(scenario: &Scenario, options: &Options) -> Result<Report, LabError> {
     let started = Instant::now();
+    let load_average_start = crate::procfs::load_average();
     let nodes = scenario.nodes;
     let api = Api::new(nodes, scenario.traffic.concurrency);
     let cluster = Arc::new(Cluster::prepare(
@@ -87,6 +88,11 @@ pub async fn run(scenario: &Scenario, options: &Options) -> Result<Report, LabEr
     progress!(started, "stopping the nodes");
     report.clean_exits = cluster.shutdown().await;
     report.duration_seconds = started.elapsed().as_secs_f64();
+    report.machine = crate::report::Machine {
+        cpus: std::thread::available_parallelism().map_or(0, usize::from),
+        load_average_start,
+        load_average_end: crate::procfs::load_average(),
+    };
     if options.keep {
         progress!(
             started,
