@@ -1,0 +1,30 @@
+//! peer-lab: starts N real `sorcha-peer` processes (on loopback, or one network namespace per
+//! node), drives traffic and faults through their public surfaces, and reports what it
+//! measured as JSON or a short table.
+//!
+//! - [`scenario`]: what a run does (TOML; the presets are embedded).
+//! - [`cluster`]: the node processes: start, signal, kill, restart, usage; killed on drop.
+//! - [`netns`]: namespaces, veths and a bridge for `--hosts netns`; removed on drop.
+//! - [`api`]: the node's HTTP endpoints the lab calls.
+//! - [`observe`]: one SSE subscriber per node: when each node first had each transaction.
+//! - [`traffic`], [`faults`], [`inject`]: what the lab does to the cluster.
+//! - [`settle`]: waiting until every node holds everything; loss.
+//! - [`run`]: the flows (traffic, queue) start to finish; [`summary`] and [`report`] turn
+//!   measurements into the report.
+//! - [`prom`], [`procfs`]: reading Prometheus text and `/proc`.
+
+pub mod api;
+pub mod binary;
+pub mod cluster;
+pub mod faults;
+pub mod inject;
+pub mod netns;
+pub mod observe;
+pub mod procfs;
+pub mod prom;
+pub mod report;
+pub mod run;
+pub mod scenario;
+pub mod settle;
+pub mod summary;
+pub mod traffic;

@@ -1,0 +1,257 @@
+//! `--hosts netns`: one network namespace per node, each with its own address on a veth to a
+//! bridge in the lab's namespace. Everything created here is removed when the [`Netns`] guard
+//! drops, whatever ended the run. Partitions are blackhole routes inside the namespaces (no
+//! iptables); a slow link is a `tc netem` delay on the node's veth.
+
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// The /16 the lab's namespaces live in; the bridge holds `.0.1`, node `i` holds `i + 2`.
+const SUBNET: (u8, u8) = (10, 203);
+const PREFIX_LEN: u8 = 16;
+/// Nodes one subnet can address.
+pub const MAX_NODES: usize = 65_000;
+
+/// Why namespaces could not be set up or changed.
+#[derive(Debug, thiserror::Error)]
+pub enum NetnsError {
+    /// Namespaces, veths and bridges need CAP_NET_ADMIN and CAP_SYS_ADMIN.
+    #[error(
+        "--hosts netns needs root (it creates network namespaces, veths and a bridge); run as root or use --hosts loopback"
+    )]
+    NotRoot,
+    /// The lab's subnet is already in use on this machine.
+    #[error("{0}.{1}.0.0/16 is already assigned on this machine; --hosts netns needs it free", SUBNET.0, SUBNET.1)]
+    SubnetInUse,
+    /// An `ip` or `tc` command failed.
+    #[error("`{command}` failed: {stderr}")]
+    Command { command: String, stderr: String },
+}
+
+/// The namespaces, veths and bridge of one run; removed on drop.
+#[derive(Debug)]
+pub struct Netns {
+    tag: String,
+    bridge: Option<String>,
+    namespaces: Vec<String>,
+    host_links: Vec<String>,
+}
+
+impl Netns {
+    /// Creates `count` namespaces wired to one bridge. On error, what was created is removed.
+    pub fn create(count: usize) -> Result<Self, NetnsError> {
+        // SAFETY: geteuid only reads the process's credentials.
+        if unsafe { libc::geteuid() } != 0 {
+            return Err(NetnsError::NotRoot);
+        }
+        let prefix = format!("{}.{}.", SUBNET.0, SUBNET.1);
+        if run(&["ip", "-4", "-o", "addr", "show"])?.contains(&format!(" {prefix}")) {
+            return Err(NetnsError::SubnetInUse);
+        }
+        let tag = format!("pl{}", std::process::id() % 100_000);
+        let mut net = Self {
+            tag: tag.clone(),
+            bridge: None,
+            namespaces: Vec::new(),
+            host_links: Vec::new(),
+        };
+        let bridge = format!("{tag}br");
+        run(&["ip", "link", "add", &bridge, "type", "bridge"])?;
+        net.bridge = Some(bridge.clone());
+        let host_cidr = format!("{}/{PREFIX_LEN}", host_ip());
+        run(&["ip", "addr", "add", &host_cidr, "dev", &bridge])?;
+        run(&["ip", "link", "set", &bridge, "up"])?;
+        for i in 0..count {
+            net.add_node(i, &bridge)?;
+        }
+        Ok(net)
+    }
+
+    fn add_node(&mut self, i: usize, bridge: &str) -> Result<(), NetnsError> {
+        let ns = self.namespace(i);
+        run(&["ip", "netns", "add", &ns])?;
+        self.namespaces.push(ns.clone());
+        run(&["ip", "-n", &ns, "link", "set", "lo", "up"])?;
+        let (host, inner) = (format!("{}h{i}", self.tag), self.inner_link(i));
+        run(&[
+            "ip", "link", "add", &host, "type", "veth", "peer", "name", &inner, "netns", &ns,
+        ])?;
+        self.host_links.push(host.clone());
+        run(&["ip", "link", "set", &host, "master", bridge])?;
+        run(&["ip", "link", "set", &host, "up"])?;
+        let cidr = format!("{}/{PREFIX_LEN}", node_ip(i));
+        run(&["ip", "-n", &ns, "addr", "add", &cidr, "dev", &inner])?;
+        run(&["ip", "-n", &ns, "link", "set", &inner, "up"])?;
+        Ok(())
+    }
+
+    pub fn namespace(&self, i: usize) -> String {
+        format!("{}n{i}", self.tag)
+    }
+
+    fn inner_link(&self, i: usize) -> String {
+        format!("{}p{i}", self.tag)
+    }
+
+    /// The command prefix that runs a program inside node `i`'s namespace.
+    pub fn exec_prefix(&self, i: usize) -> Vec<String> {
+        ["ip", "netns", "exec"]
+            .map(str::to_owned)
+            .into_iter()
+            .chain([self.namespace(i)])
+            .collect()
+    }
+
+    /// Cuts every link between nodes of different groups (blackhole routes both ways).
+    pub fn partition(&self, groups: &[Vec<usize>]) -> Result<(), NetnsError> {
+        self.routes(groups, "replace")
+    }
+
+    /// Removes the routes [`Netns::partition`] added for `groups`.
+    pub fn heal(&self, groups: &[Vec<usize>]) -> Result<(), NetnsError> {
+        self.routes(groups, "del")
+    }
+
+    fn routes(&self, groups: &[Vec<usize>], verb: &str) -> Result<(), NetnsError> {
+        for (g, group) in groups.iter().enumerate() {
+            let others: Vec<usize> = groups
+                .iter()
+                .enumerate()
+                .filter(|(h, _)| *h != g)
+                .flat_map(|(_, nodes)| nodes.iter().copied())
+                .collect();
+            let batch: String = others
+                .iter()
+                .map(|o| format!("route {verb} blackhole {}/32\n", node_ip(*o)))
+                .collect();
+            for node in group {
+                run_batch(&self.namespace(*node), &batch, verb == "del")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Delays every packet node `i` sends by `delay` (netem), or removes the delay (`None`).
+    pub fn delay(&self, i: usize, delay: Option<Duration>) -> Result<(), NetnsError> {
+        let (ns, link) = (self.namespace(i), self.inner_link(i));
+        match delay {
+            Some(d) => {
+                let ms = format!("{}ms", d.as_millis());
+                let args = [
+                    "ip", "netns", "exec", &ns, "tc", "qdisc", "replace", "dev", &link, "root",
+                    "netem", "delay", &ms,
+                ];
+                run(&args).map(drop)
+            }
+            None => {
+                let args = [
+                    "ip", "netns", "exec", &ns, "tc", "qdisc", "del", "dev", &link, "root",
+                ];
+                run(&args).map(drop)
+            }
+        }
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for ns in self.namespaces.drain(..) {
+            quiet(&["ip", "netns", "del", &ns]);
+        }
+        // Deleting a namespace deletes its veth end and so the pair; these are for the rest.
+        for link in self.host_links.drain(..) {
+            if run(&["ip", "link", "show", &link]).is_ok() {
+                quiet(&["ip", "link", "del", &link]);
+            }
+        }
+        if let Some(bridge) = self.bridge.take() {
+            quiet(&["ip", "link", "del", &bridge]);
+        }
+    }
+}
+
+/// The bridge's address: the lab reaches every node from here.
+pub fn host_ip() -> Ipv4Addr {
+    Ipv4Addr::new(SUBNET.0, SUBNET.1, 0, 1)
+}
+
+/// Node `i`'s address.
+pub fn node_ip(i: usize) -> Ipv4Addr {
+    let n = i + 2;
+    Ipv4Addr::new(SUBNET.0, SUBNET.1, (n / 256) as u8, (n % 256) as u8)
+}
+
+fn run(args: &[&str]) -> Result<String, NetnsError> {
+    let output = Command::new(args[0])
+        .args(&args[1..])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| NetnsError::Command {
+            command: args.join(" "),
+            stderr: e.to_string(),
+        })?;
+    if !output.status.success() {
+        return Err(NetnsError::Command {
+            command: args.join(" "),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// Runs `ip -n NS -batch -` with `commands` on stdin; `-force` keeps going past errors
+/// (deleting a route that is already gone).
+fn run_batch(ns: &str, commands: &str, force: bool) -> Result<(), NetnsError> {
+    let mut args = vec!["-n", ns];
+    if force {
+        args.push("-force");
+    }
+    args.extend(["-batch", "-"]);
+    let describe = || format!("ip {}", args.join(" "));
+    let fail = |e: std::io::Error| NetnsError::Command {
+        command: describe(),
+        stderr: e.to_string(),
+    };
+    let mut child = Command::new("ip")
+        .args(&args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(fail)?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(commands.as_bytes()).map_err(fail)?;
+    }
+    let output = child.wait_with_output().map_err(fail)?;
+    if !output.status.success() && !force {
+        return Err(NetnsError::Command {
+            command: describe(),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Teardown: a failure is reported, never fatal (the rest must still be removed).
+fn quiet(args: &[&str]) {
+    if let Err(e) = run(args) {
+        eprintln!("peer-lab: cleanup: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_stay_in_the_subnet_and_distinct() {
+        assert_eq!(host_ip().to_string(), "10.203.0.1");
+        assert_eq!(node_ip(0).to_string(), "10.203.0.2");
+        assert_eq!(node_ip(254).to_string(), "10.203.1.0");
+        let all: std::collections::BTreeSet<_> = (0..1000).map(node_ip).collect();
+        assert_eq!(all.len(), 1000);
+        assert!(!all.contains(&host_ip()));
+    }
+}
