@@ -112,7 +112,60 @@ impl Membership {
             return HeartbeatOutcome::NotRegistered;
         }
         self.touch(peer_id, now);
+        self.note_heartbeater(peer_id, now);
         HeartbeatOutcome::Accepted
+    }
+
+    /// Remembers that `peer_id` holds us in its active set (it heartbeats us), so gossip can
+    /// use the link both ways. Bounded: past `MAX_HEARTBEATERS` the stalest entry goes.
+    fn note_heartbeater(&mut self, peer_id: &PeerId, now: Timestamp) {
+        if !self.heartbeaters.contains_key(peer_id)
+            && self.heartbeaters.len() >= super::MAX_HEARTBEATERS
+        {
+            let stalest = self
+                .heartbeaters
+                .iter()
+                .min_by_key(|(_, at)| **at)
+                .map(|(id, _)| id.clone());
+            if let Some(id) = stalest {
+                self.heartbeaters.remove(&id);
+            }
+        }
+        self.heartbeaters.insert(peer_id.clone(), now);
+    }
+
+    /// The peers gossip should use: our healthy active peers, plus up to `active_size` of the
+    /// peers that recently heartbeated us (they hold us in their active sets). Without the
+    /// second half, links are one-way: a node in nobody's active set hears of transactions only
+    /// through its own anti-entropy (the simulator and the lab both showed it), while with it
+    /// every active link carries announcements both ways. Capped so a popular node does not
+    /// flood hundreds of peers.
+    pub fn gossip_peers(&self, now: Timestamp) -> Vec<PeerId> {
+        let mut peers: Vec<PeerId> = self
+            .active_peers()
+            .filter(|p| p.is_healthy())
+            .map(|p| p.node.peer_id.clone())
+            .collect();
+        let fresh = self.config.probe_interval * 3;
+        let mut inbound: Vec<(&PeerId, Timestamp)> = self
+            .heartbeaters
+            .iter()
+            .filter(|(id, at)| {
+                now.since(**at) <= fresh && !self.is_banned(id, now) && !peers.contains(id)
+            })
+            .filter(|(id, _)| self.peers.get(*id).is_some_and(|p| p.is_healthy()))
+            .map(|(id, at)| (id, *at))
+            .collect();
+        // Most recent first; ties by id so the choice is deterministic.
+        inbound.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        peers.extend(
+            inbound
+                .into_iter()
+                .take(self.config.active_size)
+                .map(|(id, _)| id.clone()),
+        );
+        peers.sort();
+        peers
     }
 
     /// A known peer contacted us: it is alive (no address is learned from the contact).
@@ -178,6 +231,46 @@ impl Output {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn peers_that_heartbeat_us_are_gossip_peers_both_ways() {
+        use crate::membership::test_util as tu;
+        let config = MembershipConfig {
+            active_size: 1,
+            ..Default::default()
+        };
+        let mut m = tu::machine(0, vec![], vec![], config, tu::t(0));
+        for n in 1..=3 {
+            m.handle_register(tu::advert(n, tu::t(0)), tu::t(0))
+                .expect("room");
+        }
+        let active: Vec<_> = m.active_peers().map(|p| p.node.peer_id.clone()).collect();
+        assert_eq!(active.len(), 1);
+        let outsider = (1..=3)
+            .map(tu::id)
+            .find(|id| !active.contains(id))
+            .expect("one is passive");
+        assert!(!m.gossip_peers(tu::t(1)).contains(&outsider));
+        assert_eq!(
+            m.handle_heartbeat(&outsider, tu::t(1)),
+            HeartbeatOutcome::Accepted
+        );
+        let both = m.gossip_peers(tu::t(1));
+        assert!(
+            both.contains(&outsider),
+            "a peer that heartbeats us hears our gossip"
+        );
+        assert_eq!(
+            both.len(),
+            2,
+            "capped: active peers plus active_size heartbeaters"
+        );
+        let stale = tu::t(1).saturating_add(m.config().probe_interval * 4);
+        assert!(
+            !m.gossip_peers(stale).contains(&outsider),
+            "a peer that stopped heartbeating is dropped"
+        );
+    }
+
     use super::super::test_util::*;
     use super::super::*;
     use crate::model::PeerStatus;

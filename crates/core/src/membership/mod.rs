@@ -53,6 +53,10 @@ pub const MAX_PENDING_REQUESTS: usize = 256;
 /// Bans kept; more would let an operator script grow memory without bound.
 pub const MAX_BANS: usize = 4096;
 
+/// Peers remembered as heartbeating us: a popular node is heartbeated by many, and only the
+/// freshest few are used for gossip anyway.
+pub const MAX_HEARTBEATERS: usize = 1024;
+
 /// The membership state machine of one node.
 ///
 /// Call order, as in quinn's `Connection`:
@@ -95,6 +99,8 @@ pub struct Membership {
     active: BTreeSet<PeerId>,
     /// Banned ids and until when; separate from `peers` so a ban outlives the peer's entry.
     bans: BTreeMap<PeerId, Timestamp>,
+    /// Peers that heartbeated us, and when last (bounded by `MAX_HEARTBEATERS`).
+    heartbeaters: BTreeMap<PeerId, Timestamp>,
     pending: BTreeMap<RequestId, Pending>,
     next_request: u64,
     heartbeat_sequence: u64,
@@ -127,6 +133,7 @@ impl Membership {
             peers: BTreeMap::new(),
             active: BTreeSet::new(),
             bans: BTreeMap::new(),
+            heartbeaters: BTreeMap::new(),
             pending: BTreeMap::new(),
             next_request: 0,
             heartbeat_sequence: 0,
