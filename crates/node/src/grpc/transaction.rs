@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status};
 
 use super::handle_error;
 use crate::actor::NodeHandle;
-use crate::offline::{SharedQueue, with_queue};
+use crate::offline::SharedQueue;
 use crate::outbound::CHUNK_SIZE;
 use crate::proto::transaction::transaction_distribution_server::TransactionDistribution;
 use crate::proto::transaction::*;
@@ -30,14 +30,7 @@ impl TransactionService {
 
     /// A peer pulled `hash`; if it was waiting in the offline queue, it has now left the node.
     fn confirm(&self, hash: TxHash) {
-        if self.queue.pending() > 0 {
-            let queue = self.queue.clone();
-            tokio::spawn(async move {
-                if let Err(e) = with_queue(&queue, move |q| q.confirm(&hash)).await {
-                    tracing::warn!(error = %e, "offline queue confirmation failed");
-                }
-            });
-        }
+        self.queue.confirm_later(hash);
     }
 
     fn lookup(&self, request: &TransactionRequest) -> Result<Option<(TxHash, StoredTx)>, Status> {
