@@ -13,6 +13,7 @@ use futures::StreamExt;
 use tokio::task::JoinSet;
 
 use crate::cluster::Cluster;
+use crate::netns::NetnsError;
 use crate::report::FaultRecord;
 use crate::scenario::{Action, Fault};
 
@@ -90,11 +91,31 @@ async fn apply(
         }
         Action::Heal => partition(cluster, &fault.groups, None).await,
         Action::Slow => {
-            let cluster = cluster.clone();
-            let fault = fault.clone();
-            let note = slow_note(&cluster, &fault);
-            slow.spawn(async move { make_slow(&cluster, &fault).await });
-            note
+            let (cluster, fault) = (cluster.clone(), fault.clone());
+            match start_delay(&cluster, &fault) {
+                Ok(Some(note)) => {
+                    let duration = fault.duration.unwrap_or(DEFAULT_SLOW);
+                    slow.spawn(async move {
+                        tokio::time::sleep(duration).await;
+                        if let Some(net) = cluster.netns() {
+                            for &i in &fault.nodes {
+                                let _ = net.delay(i, None);
+                            }
+                        }
+                    });
+                    note
+                }
+                Ok(None) => {
+                    let note = bursts_note(&fault);
+                    slow.spawn(async move { stop_bursts(&cluster, &fault).await });
+                    note
+                }
+                Err(e) => {
+                    let note = format!("netem unavailable ({e}); {}", bursts_note(&fault));
+                    slow.spawn(async move { stop_bursts(&cluster, &fault).await });
+                    note
+                }
+            }
         }
     }
 }
@@ -158,44 +179,36 @@ async fn partition(cluster: &Cluster, groups: &[Vec<usize>], ban: Option<Duratio
     }
 }
 
-fn slow_note(cluster: &Cluster, fault: &Fault) -> String {
-    let duration = fault.duration.unwrap_or(DEFAULT_SLOW);
-    match (cluster.netns(), fault.delay) {
-        (Some(_), Some(d)) => format!("netem delay {d:?} for {duration:?}"),
-        _ => format!(
-            "SIGSTOP {:?} every {:?} for {duration:?}",
-            fault.pause.unwrap_or(DEFAULT_PAUSE),
-            fault.period.unwrap_or(DEFAULT_PERIOD)
-        ),
+/// Applies a netem delay to every slow node when running in namespaces with a `delay`;
+/// `Ok(None)` when SIGSTOP bursts are the way (loopback, or no delay given).
+fn start_delay(cluster: &Cluster, fault: &Fault) -> Result<Option<String>, NetnsError> {
+    let (Some(net), Some(delay)) = (cluster.netns(), fault.delay) else {
+        return Ok(None);
+    };
+    for (k, &i) in fault.nodes.iter().enumerate() {
+        if let Err(e) = net.delay(i, Some(delay)) {
+            for &done in &fault.nodes[..k] {
+                let _ = net.delay(done, None);
+            }
+            return Err(e);
+        }
     }
+    let duration = fault.duration.unwrap_or(DEFAULT_SLOW);
+    Ok(Some(format!("netem delay {delay:?} for {duration:?}")))
 }
 
-async fn make_slow(cluster: &Cluster, fault: &Fault) {
+fn bursts_note(fault: &Fault) -> String {
+    format!(
+        "SIGSTOP {:?} every {:?} for {:?}",
+        fault.pause.unwrap_or(DEFAULT_PAUSE),
+        fault.period.unwrap_or(DEFAULT_PERIOD),
+        fault.duration.unwrap_or(DEFAULT_SLOW)
+    )
+}
+
+/// A slow peer without netem: stopped for `pause` every `period`, for `duration`.
+async fn stop_bursts(cluster: &Cluster, fault: &Fault) {
     let duration = fault.duration.unwrap_or(DEFAULT_SLOW);
-    if let (Some(net), Some(delay)) = (cluster.netns(), fault.delay) {
-        let delayed: Vec<usize> = fault
-            .nodes
-            .iter()
-            .copied()
-            .filter(|i| match net.delay(*i, Some(delay)) {
-                Ok(()) => true,
-                Err(e) => {
-                    eprintln!("peer-lab: netem on node {i} failed ({e}); using SIGSTOP bursts");
-                    false
-                }
-            })
-            .collect();
-        if delayed.len() == fault.nodes.len() {
-            tokio::time::sleep(duration).await;
-            for i in delayed {
-                let _ = net.delay(i, None);
-            }
-            return;
-        }
-        for i in delayed {
-            let _ = net.delay(i, None);
-        }
-    }
     let pause = fault.pause.unwrap_or(DEFAULT_PAUSE);
     let period = fault.period.unwrap_or(DEFAULT_PERIOD).max(pause);
     let end = Instant::now() + duration;

@@ -268,7 +268,6 @@ async fn queue_flow(
     count: usize,
     started: Instant,
 ) -> Result<Measured, LabError> {
-    let launched = Instant::now();
     cluster.start(0, &[]).await?;
     let base = cluster.http(0).unwrap_or_default();
     let deadline = Instant::now() + scenario.online_timeout;
@@ -291,7 +290,12 @@ async fn queue_flow(
         seed: t.seed,
     };
     progress!(started, "node 0 is alone; queueing {count} tx");
+    let cpu_before = (cluster.cpu_seconds(), lab_cpu());
     let outcome = traffic::submit(cluster, load, rand_nonce()).await;
+    let (nodes_cpu_seconds, lab_cpu_seconds) = (
+        cluster.cpu_seconds() - cpu_before.0,
+        lab_cpu() - cpu_before.1,
+    );
     let queued = outcome.accepted.iter().filter(|s| s.queued).count();
     let status = cluster.api().status(&base).await.ok();
     progress!(
@@ -335,7 +339,8 @@ async fn queue_flow(
     let lost = settle::lost(cluster, seen, &mut listed, &keys).await;
     let mut measured = Measured {
         startup: Startup {
-            online_ms: online_at.map(|a| (a - launched).as_secs_f64() * 1000.0),
+            // From the peers' spawn: node 0 was meant to stay Offline until then.
+            online_ms: online_at.map(|a| (a - joined).as_secs_f64() * 1000.0),
             discovery_target_peers: scenario.discovery_goal(),
             ..Startup::default()
         },
@@ -349,6 +354,8 @@ async fn queue_flow(
         submitted_tps: per_second(keys.len(), outcome.seconds),
         lost: lost.len(),
         settle_ms,
+        nodes_cpu_seconds,
+        lab_cpu_seconds,
         ..Phase::default()
     });
     measured.absorb(outcome, lost);

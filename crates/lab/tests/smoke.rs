@@ -6,6 +6,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Mutex;
+
+/// One cluster at a time: two at once on a loaded 2-core CI machine would blur the timings
+/// the smoke checks.
+static CLUSTER: Mutex<()> = Mutex::new(());
 
 fn lab() -> &'static str {
     env!("CARGO_BIN_EXE_peer-lab")
@@ -33,6 +38,7 @@ fn node_binary() -> PathBuf {
 
 /// Runs `peer-lab run <args> --json`: (exit code, the report, stderr).
 fn run_lab(args: &[&str]) -> (i32, serde_json::Value, String) {
+    let _one_at_a_time = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
     let out = Command::new(lab())
         .arg("run")
         .args(args)
