@@ -241,8 +241,13 @@ impl Node {
 
     pub fn handle_heartbeat(&mut self, from: &PeerId, now: Timestamp) -> HeartbeatOutcome {
         self.last_now = now;
+        let before = self.membership.heartbeaters_added();
         let outcome = self.membership.handle_heartbeat(from, now);
-        self.sync_gossip_peers(now);
+        // Heartbeats are the most frequent input; only a new heartbeater can change the
+        // gossip peers here.
+        if self.membership.heartbeaters_added() != before {
+            self.sync_gossip_peers(now);
+        }
         outcome
     }
 

@@ -131,7 +131,15 @@ impl Membership {
                 self.heartbeaters.remove(&id);
             }
         }
-        self.heartbeaters.insert(peer_id.clone(), now);
+        if self.heartbeaters.insert(peer_id.clone(), now).is_none() {
+            self.heartbeaters_added += 1;
+        }
+    }
+
+    /// Grows whenever a new peer starts heartbeating us: the gossip peers may have changed.
+    /// (A known heartbeater's refresh cannot change them; staleness is re-checked on timers.)
+    pub fn heartbeaters_added(&self) -> u64 {
+        self.heartbeaters_added
     }
 
     /// The peers gossip should use: our healthy active peers, plus up to `active_size` of the

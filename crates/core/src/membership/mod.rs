@@ -101,6 +101,7 @@ pub struct Membership {
     bans: BTreeMap<PeerId, Timestamp>,
     /// Peers that heartbeated us, and when last (bounded by `MAX_HEARTBEATERS`).
     heartbeaters: BTreeMap<PeerId, Timestamp>,
+    heartbeaters_added: u64,
     pending: BTreeMap<RequestId, Pending>,
     next_request: u64,
     heartbeat_sequence: u64,
@@ -134,6 +135,7 @@ impl Membership {
             active: BTreeSet::new(),
             bans: BTreeMap::new(),
             heartbeaters: BTreeMap::new(),
+            heartbeaters_added: 0,
             pending: BTreeMap::new(),
             next_request: 0,
             heartbeat_sequence: 0,
