@@ -1,13 +1,10 @@
 //! Carrying out the core's sends and fetches: one pooled HTTP/2 channel per peer address, each
 //! request a task with a deadline, each answer (or failure) fed back to the actor.
 //!
-//! Membership requests are bounded by the core (`MAX_PENDING_REQUESTS`); gossip sends and
-//! fetches by [`MAX_GOSSIP_IN_FLIGHT`] here: past it a send is dropped and counted (gossip's
-//! anti-entropy repairs what a dropped announcement missed) and a fetch fails at once (gossip
-//! tries the next announcer).
-//!
-//! Today every request goes over unary gRPC; the communication layer (issue 4) adds the
-//! bidirectional stream and the REST fallback behind the same calls.
+//! The core bounds what is in flight: membership requests by `MAX_PENDING_REQUESTS`, body
+//! fetches by the gossip config's `max_in_flight` (and per peer); gossip messages go through
+//! each peer's bounded link ([`crate::links`]). Each call uses the transport negotiated for
+//! the peer ([`crate::negotiate`]): gRPC, with the REST fallback where it applies.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -18,7 +15,7 @@ use sorcha_peer_core::breaker::{BreakerState, Breakers};
 use sorcha_peer_core::gossip::{FetchFailure, GossipMessage};
 use sorcha_peer_core::membership::{Contact, Failure, Request, RequestId, Response};
 use sorcha_peer_core::model::{PeerId, Protocol, TxHash};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
@@ -45,9 +42,6 @@ pub const MAX_CHANNELS: usize = 512;
 
 /// Largest answer accepted from a peer: a list of 100 PeerInfo fits in well under this.
 const MAX_ANSWER: usize = 256 * 1024;
-
-/// Gossip sends and fetches in flight at most.
-pub const MAX_GOSSIP_IN_FLIGHT: usize = 512;
 
 /// Size of the chunks of `StreamTransaction` (the wire contract's 64 KiB).
 pub const CHUNK_SIZE: usize = 64 * 1024;
@@ -103,7 +97,6 @@ pub struct Outbound {
     breakers: Breakers,
     /// Peers whose circuit is open, for the gauge and to close their links once.
     open_circuits: BTreeSet<PeerId>,
-    gossip_slots: Arc<Semaphore>,
     streaming_threshold: u64,
     answers: mpsc::Sender<Answer>,
     metrics: Arc<Metrics>,
@@ -141,7 +134,6 @@ impl Outbound {
                 .expect("invariant: the breaker config is validated with the configuration"),
             open_circuits: BTreeSet::new(),
             channels: HashMap::new(),
-            gossip_slots: Arc::new(Semaphore::new(MAX_GOSSIP_IN_FLIGHT)),
             streaming_threshold: u64::from(streaming_threshold),
             answers,
             metrics,
@@ -234,13 +226,6 @@ impl Outbound {
             let _ = answers.try_send(fail(FetchFailure::Unreachable));
             return;
         }
-        let Ok(permit) = self.gossip_slots.clone().try_acquire_owned() else {
-            self.metrics
-                .gossip_dropped_total
-                .add(1, &[KeyValue::new("kind", "fetch")]);
-            let _ = answers.try_send(fail(FetchFailure::Unreachable));
-            return;
-        };
         let Ok(channel) = self.channel(from) else {
             let _ = answers.try_send(fail(FetchFailure::Unreachable));
             return;
@@ -251,7 +236,6 @@ impl Outbound {
         let over_rest = self.negotiator.plan(Some(&peer_id), offers).mode == Mode::Rest;
         let (rest, base) = (self.rest.clone(), base_url(from));
         tokio::spawn(async move {
-            let _permit = permit;
             let fetch = async {
                 if over_rest {
                     rest.fetch(&base, hash, max_tx).await
