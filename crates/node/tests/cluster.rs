@@ -57,6 +57,19 @@ async fn summary(nodes: &[TestNode]) -> String {
     lines.join("\n")
 }
 
+/// Waits until every node is Online and knows at least `min_known` peers it has not given up on.
+async fn all_online_knowing(nodes: &[TestNode], min_known: usize) -> bool {
+    eventually(SETTLE, || async {
+        for node in nodes {
+            if !is_online(node).await || known_ids(node).await.len() < min_known {
+                return false;
+            }
+        }
+        true
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_nodes_join_through_one_bootstrap_node_and_survive_its_death() {
     let mut bootstrap = TestNode::start_with(&[], &FAST);
@@ -109,15 +122,7 @@ async fn twenty_nodes_join_through_one_bootstrap_node_and_survive_its_death() {
 async fn a_killed_node_is_detected_and_dropped() {
     let bootstrap = TestNode::start_with(&[], &FAST);
     let mut nodes: Vec<TestNode> = (0..5).map(|_| start_joining(&[&bootstrap])).collect();
-    let all_online = eventually(SETTLE, || async {
-        for node in &nodes {
-            if !is_online(node).await || known_ids(node).await.len() < 5 {
-                return false;
-            }
-        }
-        true
-    })
-    .await;
+    let all_online = all_online_knowing(&nodes, 5).await;
     assert!(
         all_online,
         "cluster did not settle:\n{}",
@@ -161,15 +166,7 @@ async fn a_restarted_node_rejoins_from_its_stored_peers_when_bootstrap_is_down()
     let mut bootstrap = TestNode::start_with(&[], &FAST);
     let bootstrap_addr = bootstrap.peer_addr();
     let mut nodes: Vec<TestNode> = (0..5).map(|_| start_joining(&[&bootstrap])).collect();
-    let settled = eventually(SETTLE, || async {
-        for node in &nodes {
-            if !is_online(node).await || known_ids(node).await.len() < 5 {
-                return false;
-            }
-        }
-        true
-    })
-    .await;
+    let settled = all_online_knowing(&nodes, 5).await;
     assert!(
         settled,
         "cluster did not settle:\n{}",
