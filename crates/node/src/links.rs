@@ -339,31 +339,32 @@ async fn send(w: &mut Worker, wire: PeerMessage) -> bool {
     }
     match w.mode {
         Mode::Rest => w.rest.message(&w.base, &wire).await.is_ok(),
-        Mode::Unary => matches!(
-            tokio::time::timeout(w.timeout, w.client.send_message(wire)).await,
-            Ok(Ok(_))
-        ),
-        Mode::Stream => match stream_send(w, wire.clone()).await {
+        Mode::Unary => unary(w, wire).await,
+        Mode::Stream => match stream_send(w, wire).await {
             StreamSend::Sent => true,
             StreamSend::Failed => false,
-            StreamSend::Refused => {
+            StreamSend::Refused(wire) => {
                 tracing::debug!(peer = %w.peer, "peer refuses the stream; using unary calls");
                 w.mode = Mode::Unary;
                 w.downgraded_at = Some(Instant::now());
-                matches!(
-                    tokio::time::timeout(w.timeout, w.client.send_message(wire)).await,
-                    Ok(Ok(_))
-                )
+                unary(w, wire).await
             }
         },
     }
 }
 
+async fn unary(w: &mut Worker, wire: PeerMessage) -> bool {
+    matches!(
+        tokio::time::timeout(w.timeout, w.client.send_message(wire)).await,
+        Ok(Ok(_))
+    )
+}
+
 enum StreamSend {
     Sent,
     Failed,
-    /// The peer does not serve the stream.
-    Refused,
+    /// The peer does not serve the stream; the message comes back to go another way.
+    Refused(PeerMessage),
 }
 
 async fn stream_send(w: &mut Worker, wire: PeerMessage) -> StreamSend {
@@ -387,7 +388,7 @@ async fn stream_send(w: &mut Worker, wire: PeerMessage) -> StreamSend {
                 w.stream = Some(OpenStream { tx, alive });
             }
             Ok(Err(status)) if status.code() == tonic::Code::Unimplemented => {
-                return StreamSend::Refused;
+                return StreamSend::Refused(wire);
             }
             _ => return StreamSend::Failed,
         }
