@@ -14,6 +14,7 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
+use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -87,7 +88,7 @@ pub async fn serve(
     let app = router(state)
         .merge(rest)
         .into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app)
+    axum::serve(listener.tap_io(crate::grpc::no_delay), app)
         .with_graceful_shutdown(shutdown)
         .await
 }
