@@ -4,7 +4,9 @@
 //! field at fault named.
 
 use prost::Message;
-use sorcha_peer_core::gossip::{AnnounceEntry, GossipMessage, MAX_REGISTER_ID_LEN};
+use sorcha_peer_core::gossip::{
+    AnnounceEntry, GossipMessage, HashPrefix, MAX_REGISTER_ID_LEN, PrefixRange,
+};
 use sorcha_peer_core::model::{PeerId, Timestamp, TxHash};
 
 use crate::proto::communication::{
@@ -57,10 +59,12 @@ pub fn to_peer_message(
             }
             .encode_to_vec(),
         ),
-        GossipMessage::Digest { prefixes } => (
+        GossipMessage::Digest { range, prefixes } => (
             MessageType::GossipDigest,
             GossipDigest {
                 prefixes: prefixes.clone(),
+                range_first: range.first,
+                range_last: Some(range.last),
             }
             .encode_to_vec(),
         ),
@@ -108,7 +112,12 @@ pub fn from_peer_message(message: &PeerMessage) -> Result<GossipMessage, WireErr
         }
         Ok(MessageType::GossipDigest) => {
             let m = GossipDigest::decode(payload).map_err(decode_error("GOSSIP_DIGEST"))?;
+            let range = PrefixRange {
+                first: m.range_first,
+                last: m.range_last.unwrap_or(HashPrefix::MAX),
+            };
             Ok(GossipMessage::Digest {
+                range,
                 prefixes: m.prefixes,
             })
         }
@@ -229,7 +238,11 @@ mod tests {
                 body: b"body".to_vec(),
             },
             GossipMessage::Digest {
-                prefixes: vec![1, u64::MAX],
+                range: PrefixRange {
+                    first: 1,
+                    last: u64::MAX - 1,
+                },
+                prefixes: vec![1, u64::MAX - 1],
             },
             GossipMessage::DigestReply {
                 missing: vec![entry(b"z")],
@@ -241,6 +254,30 @@ mod tests {
             assert_eq!(wire.sender_peer_id, "node-a");
             assert_eq!(from_peer_message(&wire).unwrap(), message);
         }
+    }
+
+    #[test]
+    fn a_digest_without_a_range_end_runs_to_the_end_of_the_space() {
+        let digest = GossipDigest {
+            prefixes: vec![5],
+            range_first: 3,
+            range_last: None,
+        };
+        let wire = PeerMessage {
+            sender_peer_id: "node-a".into(),
+            message_type: MessageType::GossipDigest.into(),
+            payload: digest.encode_to_vec(),
+            ..Default::default()
+        };
+        let range = PrefixRange {
+            first: 3,
+            last: u64::MAX,
+        };
+        let prefixes = vec![5];
+        assert_eq!(
+            from_peer_message(&wire).unwrap(),
+            GossipMessage::Digest { range, prefixes }
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
-use super::types::{GossipStats, HashPrefix};
+use super::types::{GossipStats, HashPrefix, PrefixRange};
 use crate::model::{Timestamp, TxHash};
 
 /// A plain bloom filter over SHA-256 hashes. The hashes are uniform already, so the bit
@@ -172,33 +172,23 @@ impl Dedup {
         }
     }
 
-    /// Up to `max` known hashes first seen at or after `since`, newest first.
-    pub(super) fn recent(
-        &self,
-        since: Timestamp,
-        max: usize,
-    ) -> impl Iterator<Item = (&TxHash, &KnownTx)> {
-        self.order
-            .iter()
-            .rev()
-            .take_while(move |(seen, _)| *seen >= since)
-            .take(max)
-            .filter_map(|(_, h)| self.known.get_key_value(h))
-    }
-
     /// A known hash starting with `prefix`, if any.
     pub(super) fn by_prefix(&self, prefix: HashPrefix) -> Option<(&TxHash, &KnownTx)> {
-        self.known.range(prefix_range(prefix)).next()
+        self.in_range(PrefixRange {
+            first: prefix,
+            last: prefix,
+        })
+        .next()
     }
-}
 
-/// The hashes that start with `prefix`, as a range of the ordered maps.
-pub(super) fn prefix_range(prefix: HashPrefix) -> std::ops::RangeInclusive<TxHash> {
-    let mut lo = [0u8; 32];
-    let mut hi = [0xffu8; 32];
-    lo[..8].copy_from_slice(&prefix.to_be_bytes());
-    hi[..8].copy_from_slice(&prefix.to_be_bytes());
-    TxHash::from_bytes(lo)..=TxHash::from_bytes(hi)
+    /// Known hashes within `range`, in hash order (none when the range is empty).
+    pub(super) fn in_range(&self, range: PrefixRange) -> impl Iterator<Item = (&TxHash, &KnownTx)> {
+        let valid = range.first <= range.last;
+        valid
+            .then(|| self.known.range(range.hashes()))
+            .into_iter()
+            .flatten()
+    }
 }
 
 #[cfg(test)]
@@ -282,18 +272,32 @@ mod tests {
     }
 
     #[test]
-    fn recent_and_prefix_lookups() {
+    fn range_and_prefix_lookups() {
         let mut d = dedup(1 << 12, 100);
         let mut stats = GossipStats::default();
         for n in 0..10 {
             d.insert(h(n), tx(u64::from(n) * 100), &mut stats);
         }
-        let recent: Vec<TxHash> = d
-            .recent(Timestamp::from_millis(700), 100)
-            .map(|(h, _)| *h)
-            .collect();
-        assert_eq!(recent, vec![h(9), h(8), h(7)]);
-        assert_eq!(d.recent(Timestamp::from_millis(0), 2).count(), 2);
+        let mut all: Vec<TxHash> = (0..10).map(h).collect();
+        all.sort();
+        let listed: Vec<TxHash> = d.in_range(PrefixRange::FULL).map(|(h, _)| *h).collect();
+        assert_eq!(listed, all, "the full range, in hash order");
+        let (lo, hi) = (prefix_of(&all[2]), prefix_of(&all[5]));
+        let slice = PrefixRange {
+            first: lo,
+            last: hi,
+        };
+        let listed: Vec<TxHash> = d.in_range(slice).map(|(h, _)| *h).collect();
+        assert_eq!(listed, all[2..=5].to_vec());
+        let empty = PrefixRange {
+            first: hi,
+            last: lo,
+        };
+        assert_eq!(
+            d.in_range(empty).count(),
+            0,
+            "first above last is empty, no panic"
+        );
         assert_eq!(d.by_prefix(prefix_of(&h(3))).map(|(x, _)| *x), Some(h(3)));
         assert_eq!(d.by_prefix(prefix_of(&h(99))), None);
     }

@@ -77,7 +77,7 @@ use crate::model::{PeerId, Timestamp, TxHash};
 pub use config::{FanoutMode, GossipConfig};
 pub use types::{
     AnnounceEntry, FetchFailure, GossipEvent, GossipMessage, GossipStats, HashPrefix,
-    MAX_REGISTER_ID_LEN, Origin, Output, SubmitError, SubmitOutcome, Timer,
+    MAX_REGISTER_ID_LEN, Origin, Output, PrefixRange, SubmitError, SubmitOutcome, Timer,
 };
 
 use dedup::{Dedup, KnownTx};
@@ -93,8 +93,8 @@ pub const MAX_OUTPUTS: usize = 8192;
 /// Twice the default batch, so a peer with a larger `max_batch` still gets through mostly.
 pub const MAX_ENTRIES_PER_MESSAGE: usize = 512;
 
-/// Prefixes in one digest (sent and read): 16 KiB. At the default window that covers ~3 tx/s
-/// for ten minutes; beyond it the newest are sent.
+/// Prefixes in one digest (sent and read): 16 KiB. A window holding more is covered by
+/// successive digests, each of one slice of the hash space.
 pub const MAX_DIGEST_ENTRIES: usize = 2048;
 
 /// Entries and prefixes in one digest reply, each way.
@@ -151,6 +151,8 @@ pub struct Gossip {
     armed: BTreeMap<Timer, Timestamp>,
     rng: ChaCha8Rng,
     stats: GossipStats,
+    /// Where the next anti-entropy digest's slice of the hash space starts.
+    digest_cursor: HashPrefix,
 }
 
 impl Gossip {
@@ -178,6 +180,7 @@ impl Gossip {
             armed: BTreeMap::new(),
             rng,
             stats: GossipStats::default(),
+            digest_cursor: 0,
         };
         if let Some(every) = this.config.anti_entropy_interval {
             this.schedule(now.saturating_add(every), Timer::AntiEntropy);
@@ -280,7 +283,7 @@ impl Gossip {
         match message {
             GossipMessage::Announce { entries } => self.on_announce(from, entries, false, now),
             GossipMessage::Push { entry, body } => self.on_push(from, entry, body, now),
-            GossipMessage::Digest { prefixes } => self.on_digest(from, prefixes, now),
+            GossipMessage::Digest { range, prefixes } => self.on_digest(from, range, prefixes, now),
             GossipMessage::DigestReply { missing, wanted } => {
                 self.on_digest_reply(from, missing, wanted, now)
             }

@@ -33,6 +33,34 @@ pub struct AnnounceEntry {
 /// Among the ~2,000 hashes of a digest a collision has odds of about 2^-42.
 pub type HashPrefix = u64;
 
+/// An inclusive range of hash prefixes: the slice of the hash space one digest covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrefixRange {
+    pub first: HashPrefix,
+    pub last: HashPrefix,
+}
+
+impl PrefixRange {
+    /// Every hash.
+    pub const FULL: PrefixRange = PrefixRange {
+        first: 0,
+        last: HashPrefix::MAX,
+    };
+
+    pub fn contains(&self, prefix: HashPrefix) -> bool {
+        (self.first..=self.last).contains(&prefix)
+    }
+
+    /// The hashes of the range, as a range of the ordered maps (empty when `first > last`).
+    pub(crate) fn hashes(&self) -> std::ops::RangeInclusive<TxHash> {
+        let mut lo = [0u8; 32];
+        let mut hi = [0xffu8; 32];
+        lo[..8].copy_from_slice(&self.first.to_be_bytes());
+        hi[..8].copy_from_slice(&self.last.to_be_bytes());
+        TxHash::from_bytes(lo)..=TxHash::from_bytes(hi)
+    }
+}
+
 pub(crate) fn prefix_of(hash: &TxHash) -> HashPrefix {
     let mut b = [0u8; 8];
     b.copy_from_slice(&hash.as_bytes()[..8]);
@@ -50,8 +78,13 @@ pub enum GossipMessage {
     Announce { entries: Vec<AnnounceEntry> },
     /// Eager push of a small body with its announcement.
     Push { entry: AnnounceEntry, body: Vec<u8> },
-    /// Anti-entropy: prefixes of the hashes the sender saw within its window, ascending.
-    Digest { prefixes: Vec<HashPrefix> },
+    /// Anti-entropy: the prefixes, ascending, of every hash within `range` that the sender
+    /// saw within its window (or is fetching). A digest covers one slice of the hash space;
+    /// successive digests walk the whole of it.
+    Digest {
+        range: PrefixRange,
+        prefixes: Vec<HashPrefix>,
+    },
     /// Answer to a digest: entries the digest lacked (the digest's sender fetches them) and
     /// prefixes of the digest the replier lacks (answered with an `Announce`).
     DigestReply {
@@ -70,7 +103,7 @@ impl GossipMessage {
             + match self {
                 GossipMessage::Announce { entries } => entries.iter().map(entry).sum(),
                 GossipMessage::Push { entry: e, body } => entry(e) + body.len(),
-                GossipMessage::Digest { prefixes } => 8 * prefixes.len(),
+                GossipMessage::Digest { prefixes, .. } => 16 + 8 * prefixes.len(),
                 GossipMessage::DigestReply { missing, wanted } => {
                     missing.iter().map(entry).sum::<usize>() + 8 * wanted.len()
                 }
@@ -213,6 +246,8 @@ pub struct GossipStats {
     pub refused_oversized_bodies: u64,
     /// Messages claiming to come from this node.
     pub refused_from_self: u64,
+    /// Digests whose range was empty (first above last), ignored.
+    pub refused_bad_digests: u64,
     /// Outputs dropped because the output queue was full.
     pub outputs_dropped: u64,
     /// Known hashes forgotten before their TTL because `max_known` were kept.
