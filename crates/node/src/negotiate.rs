@@ -63,7 +63,7 @@ impl Negotiator {
         let s = self.speaks;
         let offered = |p| offers.is_empty() || offers.contains(&p);
         let remembered = peer.and_then(|p| self.worked.get(p)).copied();
-        let stream_offered = s.grpc && s.stream && offers.contains(&Protocol::GrpcStream);
+        let stream_offered = s.grpc && s.stream && offered(Protocol::GrpcStream);
         let mode = match remembered {
             Some(Protocol::Rest) if s.rest => Mode::Rest,
             Some(Protocol::GrpcStream) if s.grpc && s.stream => Mode::Stream,
@@ -71,7 +71,8 @@ impl Negotiator {
             // out (it falls back to unary on a refusal, and remembers that).
             Some(Protocol::Grpc) if stream_offered => Mode::Stream,
             Some(Protocol::Grpc | Protocol::GrpcStream) if s.grpc => Mode::Unary,
-            _ if s.grpc && s.stream && offers.contains(&Protocol::GrpcStream) => Mode::Stream,
+            // Unknown offers (a bootstrap node): the stream, which falls back on a refusal.
+            _ if stream_offered => Mode::Stream,
             _ if s.grpc && (offered(Protocol::Grpc) || offered(Protocol::GrpcStream)) => {
                 Mode::Unary
             }
@@ -138,8 +139,23 @@ mod tests {
         );
         assert_eq!(p(&[Protocol::Rest]).mode, Mode::Rest);
         let unknown = p(&[]);
-        assert_eq!(unknown.mode, Mode::Unary);
+        assert_eq!(
+            unknown.mode,
+            Mode::Stream,
+            "tried first; a refusal falls back"
+        );
         assert!(unknown.rest_fallback, "an unknown peer may speak REST");
+    }
+
+    #[test]
+    fn a_peer_of_unknown_offers_gets_the_stream_tried_even_after_unary_calls_worked() {
+        // A bootstrap node: known by address only, answering membership calls (unary).
+        let mut n = Negotiator::new(ALL);
+        let peer: PeerId = "bootstrap".parse().unwrap();
+        n.worked(&peer, Protocol::Grpc, false);
+        assert_eq!(n.plan(Some(&peer), &[]).mode, Mode::Stream);
+        // A peer that says it speaks no stream is not asked for one.
+        assert_eq!(n.plan(Some(&peer), &[Protocol::Grpc]).mode, Mode::Unary);
     }
 
     #[test]

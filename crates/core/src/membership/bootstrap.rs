@@ -12,7 +12,7 @@ use super::{
     Contact, Failure, Membership, MembershipConfig, MembershipEvent, PeerHealth, Purpose, Request,
     Response, Timer,
 };
-use crate::model::{PeerCapabilities, PeerNode, PeerStatus, Protocol, Timestamp};
+use crate::model::{PeerCapabilities, PeerNode, PeerStatus, Timestamp};
 
 /// Where bootstrap stands.
 #[derive(Debug, Default)]
@@ -161,7 +161,9 @@ fn bootstrap_node(contact: &Contact, peer_id: crate::model::PeerId, now: Timesta
         peer_id,
         address: contact.address.clone(),
         port: contact.port,
-        supported_protocols: vec![Protocol::Grpc],
+        // Unknown until it tells us: the runtime tries its best transport and falls back. ("Grpc"
+        // here kept every link to a bootstrap node on unary calls for good.)
+        supported_protocols: Vec::new(),
         capabilities: PeerCapabilities {
             supports_streaming: false,
             supports_transaction_distribution: true,
