@@ -9,20 +9,27 @@
 //! timeouts) is re-opened on the next message.
 //!
 //! The actor pushes; the worker pops and sends with a deadline and reports each outcome back
-//! (for the peer's circuit breaker) and the transport that worked. Links are bounded in number:
+//! (for the peer's circuit breaker) and the transport that worked.
+//!
+//! Pulls ride the stream too, with peers known to speak our gossip extensions: a
+//! `GOSSIP_FETCH` names up to [`MAX_FETCH_BATCH`] hashes and the peer answers each with a
+//! `TRANSACTION_RESPONSE` on the same stream, which the stream's reader hands to the actor as
+//! fetch results. A batch that cannot be sent fails its hashes at once, so the gossip core
+//! moves to the next announcer instead of waiting for its timeout. Links are bounded in number:
 //! the least recently used one is closed (its worker stopped, its queue counted as dropped).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use opentelemetry::KeyValue;
+use prost::Message;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use sorcha_peer_core::backoff::{CallKind, ErrorClass, RetryDecision, RetryPolicy};
-use sorcha_peer_core::gossip::GossipMessage;
-use sorcha_peer_core::model::{PeerId, Protocol};
+use sorcha_peer_core::gossip::{FetchFailure, GossipMessage};
+use sorcha_peer_core::model::{PeerId, Protocol, TxHash};
 use sorcha_peer_core::sendqueue::{Lane, SendQueue, SendQueueConfig};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
@@ -30,12 +37,14 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
 use crate::actor::now;
+use crate::grpc::communication::STREAM_HEARTBEAT;
 use crate::metrics::Metrics;
 use crate::outbound::Answer;
-use crate::proto::communication::PeerMessage;
 use crate::proto::communication::peer_communication_client::PeerCommunicationClient;
+use crate::proto::communication::{GossipFetch, MessageType, PeerMessage};
+use crate::proto::transaction::TransactionResponse;
 use crate::rest::client::RestClient;
-use crate::wire::to_peer_message;
+use crate::wire::{MAX_FETCH_BATCH, to_peer_message};
 
 /// Links open at most: every active and recently contacted peer, with room to spare.
 pub const MAX_LINKS: usize = 512;
@@ -75,11 +84,30 @@ fn queue_config() -> SendQueueConfig {
     }
 }
 
+/// What a link carries.
+#[derive(Debug)]
+enum Outgoing {
+    Gossip(GossipMessage),
+    /// Bodies to pull over the stream.
+    Fetch(Vec<TxHash>),
+}
+
+/// Whether a link's stream is open, shared by its worker and the stream's reader.
+#[derive(Default)]
+struct StreamState {
+    open: AtomicBool,
+    /// Which stream `open` is about: a reader of an older stream must not close a newer one.
+    generation: AtomicU64,
+}
+
 struct Link {
-    queue: Arc<Mutex<SendQueue<GossipMessage>>>,
+    queue: Arc<Mutex<SendQueue<Outgoing>>>,
     wake: Arc<Notify>,
     worker: JoinHandle<()>,
     used: Instant,
+    stream: Arc<StreamState>,
+    /// The peer sent us gossip messages, so it answers `GOSSIP_FETCH`.
+    speaks_gossip: bool,
 }
 
 impl Drop for Link {
@@ -96,6 +124,8 @@ pub struct Links {
     retry: RetryPolicy,
     self_id: PeerId,
     timeout: Duration,
+    /// Largest message read from a peer's side of a stream (a body and some framing).
+    max_message: usize,
     metrics: Arc<Metrics>,
     answers: mpsc::Sender<Answer>,
 }
@@ -104,6 +134,7 @@ impl Links {
     pub fn new(
         self_id: PeerId,
         timeout: Duration,
+        max_message: usize,
         metrics: Arc<Metrics>,
         answers: mpsc::Sender<Answer>,
         rest: RestClient,
@@ -115,8 +146,48 @@ impl Links {
             retry,
             self_id,
             timeout,
+            max_message,
             metrics,
             answers,
+        }
+    }
+
+    /// Notes that `peer` sent us gossip: it speaks our extensions, `GOSSIP_FETCH` included.
+    pub fn heard_gossip_from(&mut self, peer: &PeerId) {
+        if let Some(link) = self.links.get_mut(peer) {
+            link.speaks_gossip = true;
+        }
+    }
+
+    /// Whether pulls from `peer` can go over its link's open stream.
+    pub fn can_fetch(&self, peer: &PeerId) -> bool {
+        self.links
+            .get(peer)
+            .is_some_and(|l| l.speaks_gossip && l.stream.open.load(Ordering::Relaxed))
+    }
+
+    /// Queues a pull of `hashes` (at most [`MAX_FETCH_BATCH`]) from `peer` on its stream;
+    /// gives them back when the link's control lane is full.
+    pub fn fetch(&mut self, peer: &PeerId, hashes: Vec<TxHash>) -> Result<(), Vec<TxHash>> {
+        debug_assert!(hashes.len() <= MAX_FETCH_BATCH, "the caller splits batches");
+        let Some(link) = self.links.get_mut(peer) else {
+            return Err(hashes);
+        };
+        link.used = Instant::now();
+        let size = 72 * hashes.len();
+        let pushed = match link.queue.lock() {
+            Ok(mut q) => q.push(Lane::Control, Outgoing::Fetch(hashes), size),
+            Err(_) => return Ok(()), // A worker panicked mid-push; nothing can be sent.
+        };
+        match pushed {
+            Ok(()) => {
+                link.wake.notify_one();
+                Ok(())
+            }
+            Err(dropped) => match dropped.item {
+                Outgoing::Fetch(hashes) => Err(hashes),
+                Outgoing::Gossip(_) => Ok(()),
+            },
         }
     }
 
@@ -148,11 +219,10 @@ impl Links {
             .expect("invariant: inserted above when missing");
         link.used = Instant::now();
         let (lane, size) = lane_of(&message);
-        let pushed = link
-            .queue
-            .lock()
-            .map_err(|_| ())
-            .and_then(|mut q| q.push(lane, message, size).map_err(|_| ()));
+        let pushed = link.queue.lock().map_err(|_| ()).and_then(|mut q| {
+            q.push(lane, Outgoing::Gossip(message), size)
+                .map_err(|_| ())
+        });
         match pushed {
             Ok(()) => link.wake.notify_one(),
             Err(()) => self.drop_message(lane_name(lane)),
@@ -179,12 +249,15 @@ impl Links {
             SendQueue::new(queue_config()).expect("invariant: the link queue config is valid"),
         ));
         let wake = Arc::new(Notify::new());
+        let stream = Arc::new(StreamState::default());
         let worker = tokio::spawn(drain(Worker {
             peer,
             self_id: self.self_id.clone(),
             queue: queue.clone(),
             wake: wake.clone(),
-            client: PeerCommunicationClient::new(channel),
+            client: PeerCommunicationClient::new(channel)
+                .max_decoding_message_size(self.max_message),
+            stream_state: stream.clone(),
             rest: self.rest.clone(),
             base,
             preferred: mode,
@@ -202,6 +275,8 @@ impl Links {
             wake,
             worker,
             used: Instant::now(),
+            stream,
+            speaks_gossip: false,
         }
     }
 
@@ -233,7 +308,8 @@ impl Links {
     }
 }
 
-/// Digests steer repairs (control); announcements are the bulk; pushed bodies may wait.
+/// Digests steer repairs (control, as do pulls); announcements are the bulk; pushed bodies
+/// may wait.
 fn lane_of(message: &GossipMessage) -> (Lane, usize) {
     let lane = match message {
         GossipMessage::Digest { .. } | GossipMessage::DigestReply { .. } => Lane::Control,
@@ -254,9 +330,10 @@ fn lane_name(lane: Lane) -> &'static str {
 struct Worker {
     peer: PeerId,
     self_id: PeerId,
-    queue: Arc<Mutex<SendQueue<GossipMessage>>>,
+    queue: Arc<Mutex<SendQueue<Outgoing>>>,
     wake: Arc<Notify>,
     client: PeerCommunicationClient<Channel>,
+    stream_state: Arc<StreamState>,
     rest: RestClient,
     /// `http://host:port` of the peer, for REST.
     base: String,
@@ -284,9 +361,18 @@ async fn drain(mut w: Worker) {
     let mut reported: Option<Mode> = None;
     loop {
         let next = w.queue.lock().ok().and_then(|mut q| q.pop());
-        let Some((_, message)) = next else {
-            w.wake.notified().await;
-            continue;
+        let message = match next {
+            Some((_, Outgoing::Gossip(message))) => message,
+            Some((_, Outgoing::Fetch(hashes))) => {
+                if !fetch(&mut w, hashes).await {
+                    return; // The actor is gone: shutting down.
+                }
+                continue;
+            }
+            None => {
+                w.wake.notified().await;
+                continue;
+            }
         };
         let wire = to_peer_message(&message, &w.self_id, Some(&w.peer), now());
         let bytes = wire.payload.len() as u64;
@@ -326,6 +412,40 @@ async fn drain(mut w: Worker) {
             }
         }
     }
+}
+
+/// Asks the peer for `hashes` on the stream; if that cannot be done, fails them at once so the
+/// gossip core tries other announcers. False when the actor is gone.
+async fn fetch(w: &mut Worker, hashes: Vec<TxHash>) -> bool {
+    let payload = GossipFetch {
+        transaction_hashes: hashes.iter().map(TxHash::to_string).collect(),
+    }
+    .encode_to_vec();
+    let bytes = payload.len() as u64;
+    let wire = PeerMessage {
+        sender_peer_id: w.self_id.to_string(),
+        recipient_peer_id: w.peer.to_string(),
+        message_type: MessageType::GossipFetch.into(),
+        payload,
+        timestamp: now().to_wire(),
+    };
+    let sent = w.mode == Mode::Stream && matches!(stream_send(w, wire).await, StreamSend::Sent);
+    if sent {
+        w.metrics.record_sent("fetch", bytes);
+        return true;
+    }
+    w.metrics.connection_errors_total.add(1, &[]);
+    for hash in hashes {
+        let failed = Answer::Fetched {
+            from: w.peer.clone(),
+            hash,
+            result: Err(FetchFailure::Unreachable),
+        };
+        if w.answers.send(failed).await.is_err() {
+            return false;
+        }
+    }
+    true
 }
 
 /// Sends one message over the link's transport, downgrading a refused stream to unary.
@@ -380,10 +500,23 @@ async fn stream_send(w: &mut Worker, wire: PeerMessage) -> StreamSend {
         match opened {
             Ok(Ok(response)) => {
                 let alive = Arc::new(AtomicBool::new(true));
+                let state = &w.stream_state;
+                let generation = state.generation.fetch_add(1, Ordering::Relaxed) + 1;
+                state.open.store(true, Ordering::Relaxed);
                 tokio::spawn(watch_stream(
                     response.into_inner(),
-                    alive.clone(),
-                    w.timeout * 3,
+                    Reader {
+                        peer: w.peer.clone(),
+                        alive: alive.clone(),
+                        state: state.clone(),
+                        generation,
+                        // The peer's heartbeats come every STREAM_HEARTBEAT whatever our
+                        // timeout: with a 1 s peer timeout a 3 s bound closed live streams,
+                        // and the pulls answered on them, every few seconds.
+                        silence: (w.timeout * 3).max(STREAM_HEARTBEAT * 3),
+                        answers: w.answers.clone(),
+                        metrics: w.metrics.clone(),
+                    },
                 ));
                 w.stream = Some(OpenStream { tx, alive });
             }
@@ -406,20 +539,58 @@ async fn stream_send(w: &mut Worker, wire: PeerMessage) -> StreamSend {
     }
 }
 
-/// Reads the peer's side of a stream (its heartbeats); a stream silent for `silence` or
-/// broken is marked dead, and the link opens a new one on its next message.
-async fn watch_stream(
-    mut inbound: tonic::Streaming<PeerMessage>,
+/// The reader of one stream's inbound side.
+struct Reader {
+    peer: PeerId,
+    /// This stream's liveness, read by the worker before each send.
     alive: Arc<AtomicBool>,
+    state: Arc<StreamState>,
+    generation: u64,
     silence: Duration,
-) {
+    answers: mpsc::Sender<Answer>,
+    metrics: Arc<Metrics>,
+}
+
+/// Reads the peer's side of a stream: its heartbeats, and the answers to our `GOSSIP_FETCH`es,
+/// which go to the actor as fetch results (the gossip core checks each body's hash and ignores
+/// what it did not ask this peer for). A stream silent for `silence` or broken is marked dead,
+/// and the link opens a new one on its next message.
+async fn watch_stream(mut inbound: tonic::Streaming<PeerMessage>, r: Reader) {
     loop {
-        match tokio::time::timeout(silence, inbound.message()).await {
-            Ok(Ok(Some(_))) => continue,
-            _ => {
-                alive.store(false, Ordering::Relaxed);
-                return;
-            }
+        let message = match tokio::time::timeout(r.silence, inbound.message()).await {
+            Ok(Ok(Some(message))) => message,
+            _ => break,
+        };
+        if message.message_type != MessageType::TransactionResponse as i32 {
+            continue;
         }
+        let answer = TransactionResponse::decode(message.payload.as_slice())
+            .ok()
+            .and_then(|a| Some((a.transaction_hash.parse::<TxHash>().ok()?, a)));
+        let Some((hash, answer)) = answer else {
+            r.metrics
+                .gossip_dropped_total
+                .add(1, &[KeyValue::new("kind", "bad_fetch_answer")]);
+            continue;
+        };
+        let result = if answer.found {
+            let bytes = answer.transaction_data.len() as u64;
+            r.metrics.record_received("body", bytes);
+            Ok(answer.transaction_data)
+        } else {
+            Err(FetchFailure::NotFound)
+        };
+        let fetched = Answer::Fetched {
+            from: r.peer.clone(),
+            hash,
+            result,
+        };
+        if r.answers.send(fetched).await.is_err() {
+            break; // The actor is gone.
+        }
+    }
+    r.alive.store(false, Ordering::Relaxed);
+    if r.state.generation.load(Ordering::Relaxed) == r.generation {
+        r.state.open.store(false, Ordering::Relaxed);
     }
 }

@@ -6,7 +6,7 @@
 //! each peer's bounded link ([`crate::links`]). Each call uses the transport negotiated for
 //! the peer ([`crate::negotiate`]): gRPC, with the REST fallback where it applies.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,6 +35,7 @@ use crate::proto::heartbeat::peer_heartbeat_client::PeerHeartbeatClient;
 use crate::proto::transaction::TransactionRequest;
 use crate::proto::transaction::transaction_distribution_client::TransactionDistributionClient;
 use crate::rest::client::RestClient;
+use crate::wire::MAX_FETCH_BATCH;
 
 /// Channels kept open at most. An active set of 8 plus discovery and probes stays far below;
 /// beyond this the least recently used channel is closed (and counted).
@@ -103,6 +104,19 @@ pub struct Outbound {
     self_id: PeerId,
     timeout: Duration,
     max_transaction_size: u32,
+    /// Pulls for links' streams, gathered while the actor carries out one round of outputs
+    /// and sent as one `GOSSIP_FETCH` per peer by [`Outbound::flush_fetches`]; bounded by the
+    /// gossip core's fetches in flight.
+    batched: BTreeMap<PeerId, Vec<Pull>>,
+}
+
+/// A pull waiting to be batched, with what it takes to make it unary instead.
+struct Pull {
+    from: Contact,
+    offers: Vec<Protocol>,
+    hash: TxHash,
+    size: u64,
+    timeout: Duration,
 }
 
 impl Outbound {
@@ -123,6 +137,7 @@ impl Outbound {
             links: Links::new(
                 self_id.clone(),
                 timeout,
+                max_transaction_size as usize + CHUNK_SIZE,
                 metrics.clone(),
                 answers.clone(),
                 rest.clone(),
@@ -140,6 +155,32 @@ impl Outbound {
             self_id,
             timeout,
             max_transaction_size,
+            batched: BTreeMap::new(),
+        }
+    }
+
+    /// Notes that `peer` sent us gossip (so it answers pulls on a stream).
+    pub fn heard_gossip_from(&mut self, peer: &PeerId) {
+        self.links.heard_gossip_from(peer);
+    }
+
+    /// Sends the pulls gathered by [`Outbound::fetch`]: one `GOSSIP_FETCH` per peer and
+    /// [`MAX_FETCH_BATCH`] hashes; a batch the peer's link cannot take goes unary.
+    pub fn flush_fetches(&mut self) {
+        for (peer, pulls) in std::mem::take(&mut self.batched) {
+            let mut pulls: BTreeMap<TxHash, Pull> =
+                pulls.into_iter().map(|p| (p.hash, p)).collect();
+            let hashes: Vec<TxHash> = pulls.keys().copied().collect();
+            for batch in hashes.chunks(MAX_FETCH_BATCH) {
+                let Err(refused) = self.links.fetch(&peer, batch.to_vec()) else {
+                    continue;
+                };
+                for hash in refused {
+                    if let Some(p) = pulls.remove(&hash) {
+                        self.fetch_unary(&p.from, &p.offers, p.hash, p.size, p.timeout);
+                    }
+                }
+            }
         }
     }
 
@@ -205,7 +246,36 @@ impl Outbound {
     }
 
     /// Fetches the body of `hash` from `from`; the result arrives on the answers channel.
+    /// Bodies up to the streaming threshold from a peer whose link has an open stream wait for
+    /// [`Outbound::flush_fetches`] and go in a batch; the rest are one call each.
     pub fn fetch(
+        &mut self,
+        from: &Contact,
+        offers: &[Protocol],
+        hash: TxHash,
+        size: u64,
+        timeout: Duration,
+    ) {
+        if let Some(peer) = &from.peer_id
+            && size <= self.streaming_threshold
+            && self.links.can_fetch(peer)
+            && self.breakers.check(peer, now()).is_ok()
+        {
+            let pull = Pull {
+                from: from.clone(),
+                offers: offers.to_vec(),
+                hash,
+                size,
+                timeout,
+            };
+            self.batched.entry(peer.clone()).or_default().push(pull);
+            return;
+        }
+        self.fetch_unary(from, offers, hash, size, timeout);
+    }
+
+    /// One `GetTransaction` (or `StreamTransaction`, or REST) call for one body.
+    fn fetch_unary(
         &mut self,
         from: &Contact,
         offers: &[Protocol],

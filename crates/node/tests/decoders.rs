@@ -6,12 +6,14 @@
 use proptest::prelude::*;
 use prost::Message;
 use sorcha_peer::convert::advert_from_proto;
-use sorcha_peer::proto::communication::{MessageType, PeerMessage};
+use sorcha_peer::proto::communication::{GossipFetch, MessageType, PeerMessage};
 use sorcha_peer::proto::discovery::{
     PeerExchangeRequest, PeerInfo, PeerListRequest, PingRequest, RegisterPeerRequest,
 };
 use sorcha_peer::proto::heartbeat::PeerHeartbeatRequest;
-use sorcha_peer::proto::transaction::{TransactionNotification, TransactionRequest};
+use sorcha_peer::proto::transaction::{
+    TransactionNotification, TransactionRequest, TransactionResponse,
+};
 use sorcha_peer::wire::{from_notification, from_peer_message};
 
 /// Every message type a peer can name, and a few it cannot.
@@ -34,6 +36,16 @@ fn decode_everything(bytes: &[u8]) {
     }
     if let Ok(n) = TransactionNotification::decode(bytes) {
         let _ = from_notification(&n);
+    }
+    if let Ok(fetch) = GossipFetch::decode(bytes) {
+        for hash in &fetch.transaction_hashes {
+            let _ = hash.parse::<sorcha_peer_core::model::TxHash>();
+        }
+    }
+    if let Ok(answer) = TransactionResponse::decode(bytes) {
+        let _ = answer
+            .transaction_hash
+            .parse::<sorcha_peer_core::model::TxHash>();
     }
     let _ = PeerListRequest::decode(bytes);
     let _ = PingRequest::decode(bytes);

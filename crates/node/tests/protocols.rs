@@ -139,6 +139,153 @@ async fn a_full_node_speaks_stream_unary_and_rest_peers_and_says_which() {
     );
 }
 
+/// The value of an unlabelled-or-labelled sample line `name` in a Prometheus text page.
+fn sample(page: &str, name: &str) -> f64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pulls_between_stream_peers_ride_the_stream() {
+    init_crypto();
+    let a = start("grpc_stream,grpc", None);
+    let b = start("grpc_stream,grpc", Some(&a));
+    let client = reqwest::Client::new();
+    let submit = |node: &TestNode, n: usize| {
+        client
+            .post(node.http_url("/api/v1/transactions"))
+            .body(format!("stream pull {n} {}", "x".repeat(200)))
+            .send()
+    };
+    // A first exchange both ways opens each side's link and shows each that the other speaks
+    // the gossip extensions.
+    let mut all = BTreeSet::new();
+    for (n, node) in [&a, &b].into_iter().enumerate() {
+        let answer: serde_json::Value = submit(node, n).await.unwrap().json().await.unwrap();
+        all.insert(answer["hash"].as_str().unwrap().to_owned());
+    }
+    let both = eventually(SETTLE, || async {
+        all.is_subset(&hashes(&a).await) && all.is_subset(&hashes(&b).await)
+    })
+    .await;
+    assert!(both, "the first two transactions did not cross");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    for n in 2..300 {
+        let answer: serde_json::Value = submit(&a, n).await.unwrap().json().await.unwrap();
+        all.insert(answer["hash"].as_str().unwrap().to_owned());
+    }
+    let arrived = eventually(SETTLE, || async { all.is_subset(&hashes(&b).await) }).await;
+    assert!(arrived, "node b lacks some of the 300 transactions");
+
+    // b asked a for bodies with GOSSIP_FETCH on its stream, and a answered there.
+    let (_, pages_a) = a.get_text("/metrics").await;
+    let (_, pages_b) = b.get_text("/metrics").await;
+    let asked = sample(&pages_b, "bandwidth_sent_bytes{kind=\"fetch\"}");
+    let served = sample(&pages_a, "bandwidth_received_bytes{kind=\"GOSSIP_FETCH\"}");
+    assert!(
+        asked > 0.0 && served > 0.0,
+        "no pull rode the stream:\n{pages_b}"
+    );
+    // Each hash asked for costs ~67 bytes; batches put many in one message.
+    assert!(
+        asked < 300.0 * 80.0,
+        "{asked} bytes of fetches for 300 bodies"
+    );
+    assert_eq!(sample(&pages_b, "verification_failures_total"), 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_fetch_is_bounded_and_only_answered_on_a_stream() {
+    use prost::Message;
+    use sorcha_peer::proto::communication::peer_communication_client::PeerCommunicationClient;
+    use sorcha_peer::proto::communication::{GossipFetch, MessageType, PeerMessage};
+    use sorcha_peer::proto::transaction::TransactionResponse;
+
+    init_crypto();
+    let node = start("grpc_stream,grpc", None);
+    // A peer, so that the node is online and stores what it is given (rather than queueing).
+    let _peer = start("grpc_stream,grpc", Some(&node));
+    let online = eventually(SETTLE, || async {
+        node.status().await["state"] != "offline"
+    })
+    .await;
+    assert!(online, "the node never found its peer");
+    let body = b"a body to pull".to_vec();
+    let answer: serde_json::Value = reqwest::Client::new()
+        .post(node.http_url("/api/v1/transactions"))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let known = answer["hash"].as_str().unwrap().to_owned();
+    // The known hash and 299 well-formed unknown ones: 44 past the limit of 256 per batch.
+    let mut hashes = vec![known.clone()];
+    hashes.extend((1..300).map(|n| format!("{n:064x}")));
+    let fetch = |hashes: Vec<String>| PeerMessage {
+        sender_peer_id: "tester".into(),
+        message_type: MessageType::GossipFetch.into(),
+        payload: GossipFetch {
+            transaction_hashes: hashes,
+        }
+        .encode_to_vec(),
+        ..Default::default()
+    };
+    let mut client = PeerCommunicationClient::connect(node.grpc_url())
+        .await
+        .unwrap();
+
+    let unary = client.send_message(fetch(hashes.clone())).await;
+    assert_eq!(
+        unary.unwrap_err().code(),
+        tonic::Code::FailedPrecondition,
+        "answers need a stream"
+    );
+
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(fetch(hashes)).await.unwrap();
+    let mut answers = client
+        .stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut got = Vec::new();
+    while got.len() < 256 {
+        let next = tokio::time::timeout(Duration::from_secs(10), answers.message()).await;
+        let message = next
+            .expect("answers in time")
+            .unwrap()
+            .expect("stream open");
+        if message.message_type == MessageType::TransactionResponse as i32 {
+            got.push(TransactionResponse::decode(message.payload.as_slice()).unwrap());
+        }
+    }
+    assert_eq!(got[0].transaction_hash, known);
+    assert!(got[0].found);
+    assert_eq!(got[0].transaction_data, body);
+    assert!(
+        got[1..]
+            .iter()
+            .all(|a| !a.found && a.transaction_data.is_empty())
+    );
+    // Nothing beyond the limit: the next message, if any soon, is not an answer.
+    let more = tokio::time::timeout(Duration::from_millis(500), answers.message()).await;
+    if let Ok(Ok(Some(m))) = more {
+        assert_ne!(m.message_type, MessageType::TransactionResponse as i32);
+    }
+    drop(tx);
+    let (_, page) = node.get_text("/metrics").await;
+    assert_eq!(
+        sample(&page, "gossip_dropped_total{kind=\"fetch_over_limit\"}"),
+        44.0,
+        "{page}"
+    );
+}
+
 #[tokio::test]
 async fn rest_endpoints_refuse_bad_input_with_clear_statuses() {
     init_crypto();

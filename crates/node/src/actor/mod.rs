@@ -312,6 +312,7 @@ impl Actor {
                 let _ = reply.send(result);
             }
             Command::Gossip { from, message } => {
+                self.outbound.heard_gossip_from(&from);
                 if let GossipMessage::Announce { entries } = &message {
                     for entry in entries {
                         self.heard_of(entry.hash);
@@ -411,6 +412,7 @@ impl Actor {
                 Output::Event(event) => self.report(event),
             }
         }
+        self.outbound.flush_fetches();
         let membership = self.node.membership();
         self.metrics
             .peer_count

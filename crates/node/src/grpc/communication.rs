@@ -3,6 +3,7 @@
 //! `GOSSIP_*` message types); Sorcha's own notification type is understood too.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
@@ -13,28 +14,76 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::handle_error;
+use super::transaction::TransactionService;
 use crate::actor::{NodeHandle, now};
 use crate::proto::communication::peer_communication_server::PeerCommunication;
-use crate::proto::communication::{MessageAck, MessageType, PeerMessage};
-use crate::proto::transaction::TransactionNotification;
-use crate::wire::{from_notification, from_peer_message};
+use crate::proto::communication::{GossipFetch, MessageAck, MessageType, PeerMessage};
+use crate::proto::transaction::{TransactionNotification, TransactionRequest};
+use crate::wire::{MAX_FETCH_BATCH, from_notification, from_peer_message};
 
-/// Our heartbeats on a peer's stream: well inside the shortest peer timeout allowed (100 ms is
-/// the floor, 30 s the default), so a live stream is never taken for dead.
+/// Our heartbeats on a peer's stream. The opener takes a stream silent for three of these (or
+/// three of its peer timeouts, if longer) for dead.
 pub const STREAM_HEARTBEAT: Duration = Duration::from_secs(5);
 
-/// Our messages buffered per inbound stream.
-const STREAM_BUFFER: usize = 4;
+/// Our messages buffered per inbound stream (heartbeats and answered pulls); a peer that does
+/// not read them holds up only its own stream.
+const STREAM_BUFFER: usize = 64;
 
 pub struct CommunicationService {
     node: NodeHandle,
+    /// Serves the bodies a `GOSSIP_FETCH` asks for, as `GetTransaction` does.
+    transactions: Arc<TransactionService>,
     /// Whether this node serves the bidirectional stream.
     stream: bool,
 }
 
 impl CommunicationService {
-    pub fn new(node: NodeHandle, stream: bool) -> Self {
-        Self { node, stream }
+    pub fn new(node: NodeHandle, transactions: Arc<TransactionService>, stream: bool) -> Self {
+        Self {
+            node,
+            transactions,
+            stream,
+        }
+    }
+
+    /// Answers a `GOSSIP_FETCH` from a stream: one `TRANSACTION_RESPONSE` per hash (at most
+    /// [`MAX_FETCH_BATCH`]; more are dropped and counted), sent back on the stream.
+    async fn answer_fetch(
+        &self,
+        message: &PeerMessage,
+        out: &mpsc::Sender<Result<PeerMessage, Status>>,
+    ) -> Result<(), Status> {
+        let metrics = self.node.metrics();
+        metrics.record_received("GOSSIP_FETCH", message.payload.len() as u64);
+        let fetch = GossipFetch::decode(message.payload.as_slice())
+            .map_err(|e| Status::invalid_argument(format!("GOSSIP_FETCH payload: {e}")))?;
+        let mut hashes = fetch.transaction_hashes;
+        if hashes.len() > MAX_FETCH_BATCH {
+            let over = (hashes.len() - MAX_FETCH_BATCH) as u64;
+            metrics
+                .gossip_dropped_total
+                .add(over, &[KeyValue::new("kind", "fetch_over_limit")]);
+            hashes.truncate(MAX_FETCH_BATCH);
+        }
+        let me = self.node.peer_id().to_string();
+        for transaction_hash in hashes {
+            let request = TransactionRequest {
+                transaction_hash,
+                ..Default::default()
+            };
+            let answer = self.transactions.answer(&request)?;
+            let reply = PeerMessage {
+                sender_peer_id: me.clone(),
+                recipient_peer_id: message.sender_peer_id.clone(),
+                message_type: MessageType::TransactionResponse.into(),
+                payload: answer.encode_to_vec(),
+                timestamp: now().to_wire(),
+            };
+            if out.send(Ok(reply)).await.is_err() {
+                break; // The peer closed the stream.
+            }
+        }
+        Ok(())
     }
 }
 
@@ -67,6 +116,9 @@ impl CommunicationService {
                 self.node.gossip(from, gossip).map_err(handle_error)?;
                 Ok(true)
             }
+            MessageType::GossipFetch => Err(Status::failed_precondition(
+                "GOSSIP_FETCH is answered on PeerCommunication.Stream only",
+            )),
             // Liveness on a stream; heartbeats proper have their own service; BLS shares belong
             // to the consensus layer, which this node does not run.
             _ => Ok(false),
@@ -105,6 +157,7 @@ impl PeerCommunication for CommunicationService {
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let service = CommunicationService {
             node: self.node.clone(),
+            transactions: self.transactions.clone(),
             stream: true,
         };
         tokio::spawn(async move {
@@ -113,7 +166,12 @@ impl PeerCommunication for CommunicationService {
                 tokio::select! {
                     item = inbound.next() => match item {
                         Some(Ok(message)) => {
-                            if let Err(status) = service.take(message).await {
+                            let taken = if message.message_type == MessageType::GossipFetch as i32 {
+                                service.answer_fetch(&message, &tx).await
+                            } else {
+                                service.take(message).await.map(|_| ())
+                            };
+                            if let Err(status) = taken {
                                 tracing::debug!(%status, "stream message refused");
                                 service.node.metrics().gossip_dropped_total.add(1, &[KeyValue::new("kind", "stream_refused")]);
                             }

@@ -68,15 +68,17 @@ pub struct Services {
 
 impl Services {
     pub fn new(node: NodeHandle, queue: SharedQueue, settings: &PeerPortSettings) -> Self {
+        let transaction = Arc::new(transaction::TransactionService::new(node.clone(), queue));
         Self {
             discovery: Arc::new(discovery::DiscoveryService::new(
                 node.clone(),
                 settings.max_transaction_size,
             )),
             heartbeat: Arc::new(heartbeat::HeartbeatService::new(node.clone())),
-            transaction: Arc::new(transaction::TransactionService::new(node.clone(), queue)),
+            transaction: transaction.clone(),
             communication: Arc::new(communication::CommunicationService::new(
                 node,
+                transaction,
                 settings.stream,
             )),
         }

@@ -45,6 +45,29 @@ impl TransactionService {
             .map_err(|_| Status::internal("transaction store unavailable"))?;
         Ok(store.get(&hash).map(|tx| (hash, tx)))
     }
+
+    /// Sorcha's answer to a pull: the body, or `found = false` for an unknown hash.
+    pub fn answer(&self, request: &TransactionRequest) -> Result<TransactionResponse, Status> {
+        let answer = match self.lookup(request)? {
+            Some((hash, tx)) => {
+                self.node
+                    .metrics()
+                    .record_sent("body", tx.body.len() as u64);
+                self.confirm(hash);
+                TransactionResponse {
+                    transaction_hash: hash.to_string(),
+                    transaction_data: tx.body.to_vec(),
+                    found: true,
+                }
+            }
+            None => TransactionResponse {
+                transaction_hash: request.transaction_hash.clone(),
+                transaction_data: Vec::new(),
+                found: false,
+            },
+        };
+        Ok(answer)
+    }
 }
 
 #[tonic::async_trait]
@@ -70,25 +93,7 @@ impl TransactionDistribution for TransactionService {
         &self,
         request: Request<TransactionRequest>,
     ) -> Result<Response<TransactionResponse>, Status> {
-        let request = request.into_inner();
-        let answer = match self.lookup(&request)? {
-            Some((hash, tx)) => {
-                self.node
-                    .metrics()
-                    .record_sent("body", tx.body.len() as u64);
-                self.confirm(hash);
-                TransactionResponse {
-                    transaction_hash: hash.to_string(),
-                    transaction_data: tx.body.to_vec(),
-                    found: true,
-                }
-            }
-            None => TransactionResponse {
-                transaction_hash: request.transaction_hash,
-                transaction_data: Vec::new(),
-                found: false,
-            },
-        };
+        let answer = self.answer(&request.into_inner())?;
         Ok(Response::new(answer))
     }
 
