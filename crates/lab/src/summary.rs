@@ -252,8 +252,9 @@ fn bandwidth(usage: &[Usage], nodes: usize, accepted: usize) -> Bandwidth {
 }
 
 /// Counters that explain a node's figures: what it dropped, repaired, refused, failed.
-const EXPLAINING: [&str; 9] = [
+const EXPLAINING: [&str; 10] = [
     "gossip_dropped_total",
+    "gossip_fetch_failures_total",
     "membership_dropped_total",
     "anti_entropy_repairs_total",
     "verification_failures_total",

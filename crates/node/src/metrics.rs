@@ -65,6 +65,12 @@ pub struct Metrics {
     /// Pulled bodies whose SHA-256 did not match the announced hash.
     pub verification_failures_total: Counter<u64>,
     pub anti_entropy_repairs_total: Counter<u64>,
+    /// Pulls that brought no body, by kind: `timeout`, `failed` (refused, unreachable, not
+    /// found), `abandoned` (every announcer tried; anti-entropy may still bring it).
+    pub gossip_fetch_failures_total: Counter<u64>,
+    /// Announced hashes waiting for their body, and pulls outstanding.
+    pub gossip_pending: Gauge<i64>,
+    pub gossip_fetches_in_flight: Gauge<i64>,
     /// Transactions in the body store, and their bytes.
     pub transaction_store_size: Gauge<i64>,
     pub transaction_store_bytes: Gauge<i64>,
@@ -186,6 +192,15 @@ impl Metrics {
                 "anti_entropy_repairs_total",
                 "Transactions recovered by anti-entropy",
             ),
+            gossip_fetch_failures_total: counter(
+                "gossip_fetch_failures_total",
+                "Pulls that brought no body, by kind (timeout, failed, abandoned)",
+            ),
+            gossip_pending: gauge(
+                "gossip_pending",
+                "Announced transactions waiting for their body",
+            ),
+            gossip_fetches_in_flight: gauge("gossip_fetches_in_flight", "Pulls outstanding"),
             transaction_store_size: gauge(
                 "transaction_store_size",
                 "Transactions whose bodies are kept",
@@ -363,10 +378,30 @@ impl Metrics {
             ),
             ("outputs", stats.outputs_dropped, reported.outputs_dropped),
             ("known_evicted", stats.known_evicted, reported.known_evicted),
+            (
+                "bad_digest",
+                stats.refused_bad_digests,
+                reported.refused_bad_digests,
+            ),
         ];
         for (kind, now, before) in dropped {
             if now > before {
                 self.gossip_dropped_total
+                    .add(now - before, &[KeyValue::new("kind", kind)]);
+            }
+        }
+        let failed = [
+            ("timeout", stats.fetch_timeouts, reported.fetch_timeouts),
+            ("failed", stats.fetch_failures, reported.fetch_failures),
+            (
+                "abandoned",
+                stats.fetches_abandoned,
+                reported.fetches_abandoned,
+            ),
+        ];
+        for (kind, now, before) in failed {
+            if now > before {
+                self.gossip_fetch_failures_total
                     .add(now - before, &[KeyValue::new("kind", kind)]);
             }
         }

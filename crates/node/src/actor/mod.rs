@@ -421,7 +421,14 @@ impl Actor {
             .peer_count_active
             .record(healthy_active(membership.active_peers()) as i64, &[]);
         self.metrics.record_membership(membership.stats());
-        self.metrics.record_gossip(self.node.gossip().stats());
+        let gossip = self.node.gossip();
+        self.metrics.record_gossip(gossip.stats());
+        self.metrics
+            .gossip_pending
+            .record(gossip.pending_count() as i64, &[]);
+        self.metrics
+            .gossip_fetches_in_flight
+            .record(gossip.in_flight() as i64, &[]);
         if let Ok(store) = self.transactions.lock() {
             self.metrics
                 .transaction_store_size
