@@ -418,7 +418,7 @@ async fn drain(mut w: Worker) {
 /// gossip core tries other announcers. False when the actor is gone.
 async fn fetch(w: &mut Worker, hashes: Vec<TxHash>) -> bool {
     let payload = GossipFetch {
-        transaction_hashes: hashes.iter().map(TxHash::to_string).collect(),
+        hashes: hashes.iter().map(|h| h.as_bytes().to_vec()).collect(),
     }
     .encode_to_vec();
     let bytes = payload.len() as u64;

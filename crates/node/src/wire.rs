@@ -145,12 +145,11 @@ pub fn from_notification(
         .sender_peer_id
         .parse()
         .map_err(|e| field("sender_peer_id", e))?;
-    let entry = entry_from_parts(
-        &n.transaction_hash,
-        n.transaction_size,
-        &n.register_id,
-        n.hop_count,
-    )?;
+    let hash = n
+        .transaction_hash
+        .parse()
+        .map_err(|e| field("transaction_hash", e))?;
+    let entry = entry_from_parts(hash, n.transaction_size, &n.register_id, n.hop_count)?;
     Ok((sender, entry))
 }
 
@@ -171,10 +170,11 @@ pub fn to_notification(
 
 fn entry_to_proto(entry: &AnnounceEntry) -> pb::AnnounceEntry {
     pb::AnnounceEntry {
-        transaction_hash: entry.hash.to_string(),
+        transaction_hash: String::new(),
         transaction_size: i64::try_from(entry.size).unwrap_or(i64::MAX),
         register_id: entry.register_id.clone().unwrap_or_default(),
         hop_count: entry.hops,
+        hash: entry.hash.as_bytes().to_vec(),
     }
 }
 
@@ -185,21 +185,30 @@ fn entries_from_proto(entries: &[pb::AnnounceEntry]) -> Result<Vec<AnnounceEntry
 }
 
 fn entry_from_proto(e: &pb::AnnounceEntry) -> Result<AnnounceEntry, WireError> {
-    entry_from_parts(
-        &e.transaction_hash,
-        e.transaction_size,
-        &e.register_id,
-        e.hop_count,
-    )
+    let hash = if e.hash.is_empty() {
+        e.transaction_hash
+            .parse()
+            .map_err(|e| field("transaction_hash", e))?
+    } else {
+        raw_hash(&e.hash).map_err(|reason| field("hash", reason))?
+    };
+    entry_from_parts(hash, e.transaction_size, &e.register_id, e.hop_count)
+}
+
+/// A hash sent as its 32 raw bytes.
+pub fn raw_hash(bytes: &[u8]) -> Result<TxHash, String> {
+    let raw: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| format!("{} bytes, expected 32", bytes.len()))?;
+    Ok(TxHash::from_bytes(raw))
 }
 
 fn entry_from_parts(
-    hash: &str,
+    hash: TxHash,
     size: i64,
     register_id: &str,
     hops: u32,
 ) -> Result<AnnounceEntry, WireError> {
-    let hash: TxHash = hash.parse().map_err(|e| field("transaction_hash", e))?;
     let size = u64::try_from(size)
         .map_err(|_| field("transaction_size", format!("{size} is negative")))?;
     if register_id.len() > MAX_REGISTER_ID_LEN {
@@ -258,6 +267,30 @@ mod tests {
             assert_eq!(wire.sender_peer_id, "node-a");
             assert_eq!(from_peer_message(&wire).unwrap(), message);
         }
+    }
+
+    #[test]
+    fn announced_hashes_travel_raw_and_hex_is_still_read() {
+        let e = entry(b"x");
+        let wire = entry_to_proto(&e);
+        assert_eq!(wire.hash, e.hash.as_bytes().to_vec());
+        assert!(
+            wire.transaction_hash.is_empty(),
+            "32 raw bytes, not 64 of hex"
+        );
+        assert_eq!(entry_from_proto(&wire).unwrap(), e);
+        let hex = pb::AnnounceEntry {
+            transaction_hash: e.hash.to_string(),
+            hash: Vec::new(),
+            ..wire.clone()
+        };
+        assert_eq!(entry_from_proto(&hex).unwrap(), e);
+        let short = pb::AnnounceEntry {
+            hash: vec![1; 31],
+            ..wire
+        };
+        let error = entry_from_proto(&short).unwrap_err().to_string();
+        assert!(error.contains("31 bytes, expected 32"), "{error}");
     }
 
     #[test]

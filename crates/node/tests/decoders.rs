@@ -38,8 +38,8 @@ fn decode_everything(bytes: &[u8]) {
         let _ = from_notification(&n);
     }
     if let Ok(fetch) = GossipFetch::decode(bytes) {
-        for hash in &fetch.transaction_hashes {
-            let _ = hash.parse::<sorcha_peer_core::model::TxHash>();
+        for hash in &fetch.hashes {
+            let _ = sorcha_peer::wire::raw_hash(hash);
         }
     }
     if let Ok(answer) = TransactionResponse::decode(bytes) {
@@ -78,12 +78,22 @@ fn decode_json(bytes: &[u8]) {
 fn valid_announcement() -> Vec<u8> {
     use sorcha_peer::proto::communication::{AnnounceEntry, GossipAnnounce};
     GossipAnnounce {
-        entries: vec![AnnounceEntry {
-            transaction_hash: "ab".repeat(32),
-            transaction_size: 250,
-            register_id: "register".into(),
-            hop_count: 2,
-        }],
+        entries: vec![
+            AnnounceEntry {
+                transaction_hash: "ab".repeat(32),
+                transaction_size: 250,
+                register_id: "register".into(),
+                hop_count: 2,
+                hash: Vec::new(),
+            },
+            AnnounceEntry {
+                transaction_hash: String::new(),
+                transaction_size: 250,
+                register_id: String::new(),
+                hop_count: 1,
+                hash: vec![0xab; 32],
+            },
+        ],
     }
     .encode_to_vec()
 }

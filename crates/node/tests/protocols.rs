@@ -224,15 +224,17 @@ async fn a_stream_fetch_is_bounded_and_only_answered_on_a_stream() {
         .unwrap();
     let known = answer["hash"].as_str().unwrap().to_owned();
     // The known hash and 299 well-formed unknown ones: 44 past the limit of 256 per batch.
-    let mut hashes = vec![known.clone()];
-    hashes.extend((1..300).map(|n| format!("{n:064x}")));
-    let fetch = |hashes: Vec<String>| PeerMessage {
+    let raw = |hex: &str| -> Vec<u8> {
+        (0..32)
+            .map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap())
+            .collect()
+    };
+    let mut hashes = vec![raw(&known)];
+    hashes.extend((1..300).map(|n| raw(&format!("{n:064x}"))));
+    let fetch = |hashes: Vec<Vec<u8>>| PeerMessage {
         sender_peer_id: "tester".into(),
         message_type: MessageType::GossipFetch.into(),
-        payload: GossipFetch {
-            transaction_hashes: hashes,
-        }
-        .encode_to_vec(),
+        payload: GossipFetch { hashes }.encode_to_vec(),
         ..Default::default()
     };
     let mut client = PeerCommunicationClient::connect(node.grpc_url())

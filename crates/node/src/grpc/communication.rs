@@ -19,7 +19,7 @@ use crate::actor::{NodeHandle, now};
 use crate::proto::communication::peer_communication_server::PeerCommunication;
 use crate::proto::communication::{GossipFetch, MessageAck, MessageType, PeerMessage};
 use crate::proto::transaction::{TransactionNotification, TransactionRequest};
-use crate::wire::{MAX_FETCH_BATCH, from_notification, from_peer_message};
+use crate::wire::{MAX_FETCH_BATCH, from_notification, from_peer_message, raw_hash};
 
 /// Our heartbeats on a peer's stream. The opener takes a stream silent for three of these (or
 /// three of its peer timeouts, if longer) for dead.
@@ -57,7 +57,7 @@ impl CommunicationService {
         metrics.record_received("GOSSIP_FETCH", message.payload.len() as u64);
         let fetch = GossipFetch::decode(message.payload.as_slice())
             .map_err(|e| Status::invalid_argument(format!("GOSSIP_FETCH payload: {e}")))?;
-        let mut hashes = fetch.transaction_hashes;
+        let mut hashes = fetch.hashes;
         if hashes.len() > MAX_FETCH_BATCH {
             let over = (hashes.len() - MAX_FETCH_BATCH) as u64;
             metrics
@@ -66,9 +66,12 @@ impl CommunicationService {
             hashes.truncate(MAX_FETCH_BATCH);
         }
         let me = self.node.peer_id().to_string();
-        for transaction_hash in hashes {
+        for raw in hashes {
+            let hash = raw_hash(&raw).map_err(|reason| {
+                Status::invalid_argument(format!("GOSSIP_FETCH hash: {reason}"))
+            })?;
             let request = TransactionRequest {
-                transaction_hash,
+                transaction_hash: hash.to_string(),
                 ..Default::default()
             };
             let answer = self.transactions.answer(&request)?;
