@@ -106,8 +106,6 @@ struct Link {
     worker: JoinHandle<()>,
     used: Instant,
     stream: Arc<StreamState>,
-    /// The peer sent us gossip messages, so it answers `GOSSIP_FETCH`.
-    speaks_gossip: bool,
 }
 
 impl Drop for Link {
@@ -152,18 +150,11 @@ impl Links {
         }
     }
 
-    /// Notes that `peer` sent us gossip: it speaks our extensions, `GOSSIP_FETCH` included.
-    pub fn heard_gossip_from(&mut self, peer: &PeerId) {
-        if let Some(link) = self.links.get_mut(peer) {
-            link.speaks_gossip = true;
-        }
-    }
-
-    /// Whether pulls from `peer` can go over its link's open stream.
-    pub fn can_fetch(&self, peer: &PeerId) -> bool {
+    /// Whether `peer`'s link has an open stream (pulls can ride it).
+    pub fn stream_open(&self, peer: &PeerId) -> bool {
         self.links
             .get(peer)
-            .is_some_and(|l| l.speaks_gossip && l.stream.open.load(Ordering::Relaxed))
+            .is_some_and(|l| l.stream.open.load(Ordering::Relaxed))
     }
 
     /// Queues a pull of `hashes` (at most [`MAX_FETCH_BATCH`]) from `peer` on its stream;
@@ -276,7 +267,6 @@ impl Links {
             worker,
             used: Instant::now(),
             stream,
-            speaks_gossip: false,
         }
     }
 

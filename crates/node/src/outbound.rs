@@ -6,7 +6,7 @@
 //! each peer's bounded link ([`crate::links`]). Each call uses the transport negotiated for
 //! the peer ([`crate::negotiate`]): gRPC, with the REST fallback where it applies.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -108,7 +108,13 @@ pub struct Outbound {
     /// and sent as one `GOSSIP_FETCH` per peer by [`Outbound::flush_fetches`]; bounded by the
     /// gossip core's fetches in flight.
     batched: BTreeMap<PeerId, Vec<Pull>>,
+    /// Peers that sent us gossip messages, so speak our extensions (`GOSSIP_FETCH` included);
+    /// at most [`MAX_SPEAKERS`], past which the others pull the unary way.
+    speakers: HashSet<PeerId>,
 }
+
+/// Peers remembered as speaking the gossip extensions: eight times the links kept open.
+const MAX_SPEAKERS: usize = 8 * crate::links::MAX_LINKS;
 
 /// A pull waiting to be batched, with what it takes to make it unary instead.
 struct Pull {
@@ -156,12 +162,20 @@ impl Outbound {
             timeout,
             max_transaction_size,
             batched: BTreeMap::new(),
+            speakers: HashSet::new(),
         }
     }
 
     /// Notes that `peer` sent us gossip (so it answers pulls on a stream).
     pub fn heard_gossip_from(&mut self, peer: &PeerId) {
-        self.links.heard_gossip_from(peer);
+        if self.speakers.len() < MAX_SPEAKERS && !self.speakers.contains(peer) {
+            self.speakers.insert(peer.clone());
+        }
+    }
+
+    /// Forgets what was learned about `peer` (membership forgot it).
+    pub fn forget(&mut self, peer: &PeerId) {
+        self.speakers.remove(peer);
     }
 
     /// Sends the pulls gathered by [`Outbound::fetch`]: one `GOSSIP_FETCH` per peer and
@@ -258,7 +272,8 @@ impl Outbound {
     ) {
         if let Some(peer) = &from.peer_id
             && size <= self.streaming_threshold
-            && self.links.can_fetch(peer)
+            && self.speakers.contains(peer)
+            && self.links.stream_open(peer)
             && self.breakers.check(peer, now()).is_ok()
         {
             let pull = Pull {

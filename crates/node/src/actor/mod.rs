@@ -408,7 +408,10 @@ impl Actor {
                     }
                 }
                 Output::Persist(node) => self.persist(self.store.upsert(node)),
-                Output::Forget(id) => self.persist(self.store.forget(id)),
+                Output::Forget(id) => {
+                    self.outbound.forget(&id);
+                    self.persist(self.store.forget(id));
+                }
                 Output::Event(event) => self.report(event),
             }
         }
