@@ -111,6 +111,11 @@ impl Gossip {
         if p.next >= p.announcers.len() {
             return Attempt::Exhausted;
         }
+        if self.in_flight > 0
+            && self.in_flight_bytes.saturating_add(size) > self.config.max_in_flight_bytes
+        {
+            return Attempt::Busy;
+        }
         let free = (p.next..p.announcers.len()).find(|&i| {
             self.in_flight_per_peer
                 .get(&p.announcers[i])
@@ -124,6 +129,7 @@ impl Gossip {
         p.next += 1;
         p.fetching = Some((from.clone(), deadline));
         self.in_flight += 1;
+        self.in_flight_bytes = self.in_flight_bytes.saturating_add(size);
         *self.in_flight_per_peer.entry(from.clone()).or_default() += 1;
         self.deadlines.insert((deadline, hash));
         self.stats.fetches += 1;
@@ -143,11 +149,15 @@ impl Gossip {
 
     /// Frees the fetch slot of `hash`, if it is fetching.
     fn release(&mut self, hash: &TxHash) {
-        let Some((from, deadline)) = self.pending.get_mut(hash).and_then(|p| p.fetching.take())
+        let Some((size, (from, deadline))) = self
+            .pending
+            .get_mut(hash)
+            .and_then(|p| Some((p.size, p.fetching.take()?)))
         else {
             return;
         };
         self.in_flight -= 1;
+        self.in_flight_bytes = self.in_flight_bytes.saturating_sub(size);
         if let Some(n) = self.in_flight_per_peer.get_mut(&from) {
             *n -= 1;
             if *n == 0 {
@@ -390,5 +400,24 @@ mod tests {
             "freed slot reused"
         );
         assert_eq!(g.in_flight(), 2);
+    }
+
+    #[test]
+    fn bytes_in_flight_are_bounded_but_one_large_body_still_comes() {
+        let config = GossipConfig {
+            max_in_flight_bytes: 100,
+            ..quiet()
+        };
+        let mut g = node(0, [1], config);
+        let sized = |n: usize, size: u64| AnnounceEntry {
+            size,
+            ..entry(n, 1)
+        };
+        // 150 bytes alone pass the bound (nothing else in flight); the next waits.
+        g.handle_message(&id(1), announce(vec![sized(0, 150), sized(1, 10)]), ms(0));
+        assert_eq!(fetches(&drain(&mut g)), vec![(id(1), h(0))]);
+        assert!(g.stats().fetches_deferred > 0);
+        g.handle_fetched(&id(1), h(0), Ok(body(0)), ms(5));
+        assert_eq!(fetches(&drain(&mut g)), vec![(id(1), h(1))], "room again");
     }
 }

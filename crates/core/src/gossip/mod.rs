@@ -143,6 +143,8 @@ pub struct Gossip {
     deadlines: BTreeSet<(Timestamp, TxHash)>,
     in_flight_per_peer: BTreeMap<PeerId, usize>,
     in_flight: usize,
+    /// Announced sizes of the fetches in flight.
+    in_flight_bytes: u64,
     /// Announcements waiting for the flush, per peer; each below `config.max_batch`.
     outbox: BTreeMap<PeerId, Vec<AnnounceEntry>>,
     outputs: VecDeque<Output>,
@@ -175,6 +177,7 @@ impl Gossip {
             deadlines: BTreeSet::new(),
             in_flight_per_peer: BTreeMap::new(),
             in_flight: 0,
+            in_flight_bytes: 0,
             outbox: BTreeMap::new(),
             outputs: VecDeque::new(),
             armed: BTreeMap::new(),
