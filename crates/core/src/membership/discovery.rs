@@ -3,8 +3,9 @@
 //! A discovery *session* starts from newly learned peers (from a bootstrap node's list or an
 //! exchange). Round 1 asks each of them for its list, at most `max_concurrent_discoveries` at
 //! once; peers new to us found in round k are asked in round k+1. The session stops when a
-//! round brings nothing new or the list is full. Peers learned this way are candidates until
-//! they answer us.
+//! round brings nothing new or the list holds `discovery_target` peers (a node with a full
+//! view has nothing to gain from asking more, and every answer is ~20 adverts of traffic).
+//! Peers learned this way are candidates until they answer us.
 
 use std::collections::VecDeque;
 
@@ -30,7 +31,7 @@ pub(super) struct Discovery {
 impl Membership {
     /// Adds newly learned peers to discovery: the next round of a running session, or round 1.
     pub(super) fn discover(&mut self, new_peers: Vec<PeerId>, now: Timestamp) {
-        if new_peers.is_empty() {
+        if new_peers.is_empty() || self.knows_enough() {
             return;
         }
         if self.discovery.round == 0 {
@@ -54,7 +55,20 @@ impl Membership {
         self.discovery.round
     }
 
+    /// Whether the known list is big enough for discovery to stop asking.
+    fn knows_enough(&self) -> bool {
+        let target = self
+            .config
+            .discovery_target
+            .min(self.config.max_peers_in_list);
+        self.peers.len() >= target
+    }
+
     fn dispatch_discovery(&mut self, now: Timestamp) {
+        if self.knows_enough() {
+            self.discovery.queue.clear();
+            self.discovery.next.clear();
+        }
         while self.discovery.in_flight < self.config.max_concurrent_discoveries {
             let Some(id) = self.discovery.queue.pop_front() else {
                 break;
@@ -87,8 +101,7 @@ impl Membership {
         let (round, new_peers) = (d.round, d.new_this_round);
         self.stats.discovery_rounds += 1;
         self.emit(MembershipEvent::DiscoveryRound { round, new_peers });
-        let full = self.peers.len() >= self.config.max_peers_in_list;
-        if new_peers == 0 || full || self.discovery.next.is_empty() {
+        if new_peers == 0 || self.knows_enough() || self.discovery.next.is_empty() {
             self.discovery = Default::default();
             return;
         }
@@ -295,6 +308,33 @@ mod tests {
         assert!(
             list_requests(&out).len() == 2,
             "new candidates are asked for their lists"
+        );
+    }
+
+    #[test]
+    fn discovery_stops_asking_once_the_list_holds_the_target() {
+        let config = MembershipConfig {
+            discovery_target: 10,
+            max_concurrent_discoveries: 1,
+            ..Default::default()
+        };
+        let (mut m, out) = bootstrapped(config, adverts(100..105));
+        let first = list_requests(&out);
+        assert_eq!(first.len(), 1, "one at a time");
+        m.handle_response(first[0].2, list(adverts(200..206)), t(3));
+        let out = drain(&mut m);
+        assert_eq!(m.known_count(), 12, "everything learned is kept");
+        assert!(
+            list_requests(&out).is_empty(),
+            "no further asking: the rest of round 1 and round 2 are dropped"
+        );
+        assert_eq!(m.discovery_round(), 0);
+        m.handle_exchange(&id(1), adverts(300..302), 10, t(4));
+        let out = drain(&mut m);
+        assert_eq!(m.known_count(), 14);
+        assert!(
+            list_requests(&out).is_empty(),
+            "peers learned later do not start a session"
         );
     }
 }
