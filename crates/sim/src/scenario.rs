@@ -302,6 +302,7 @@ overrides!(
         exchange_size: u32 => |v| v,
         peer_list_request_size: u32 => |v| v,
         discovery_target: usize => |v| v,
+        max_inbound: usize => |v| v,
         removal_after: Dur => |d: Dur| d.0,
     }
 );

@@ -104,11 +104,11 @@ impl Membership {
         result: Result<Response, Failure>,
         now: Timestamp,
     ) {
-        let peer_id = match result {
-            Ok(Response::Pong { peer_id, .. })
+        let (peer_id, status) = match result {
+            Ok(Response::Pong { peer_id, status })
                 if peer_id != self.self_advert.peer_id && !self.is_banned(&peer_id, now) =>
             {
-                peer_id
+                (peer_id, status)
             }
             Ok(_) | Err(_) => return self.try_bootstrap_contact(index + 1, now),
         };
@@ -128,7 +128,11 @@ impl Membership {
             known.node.is_bootstrap = true;
         }
         self.mark_alive(&peer_id, None, now);
-        self.activate(&peer_id);
+        // A busy bootstrap node (every joiner pings it first) still registers us and hands
+        // out its list; it just does not become one more hub in our active set.
+        if status != PeerStatus::Busy {
+            self.activate(&peer_id);
+        }
         self.emit(MembershipEvent::Bootstrapped {
             peer_id: peer_id.clone(),
         });
@@ -323,6 +327,29 @@ mod tests {
         // The retry timer finds the node healthy and does not bootstrap again.
         m.handle_timer(Timer::Bootstrap, t(200));
         assert!(sends(&drain(&mut m)).is_empty());
+        assert!(!m.is_bootstrapping());
+    }
+
+    #[test]
+    fn a_busy_bootstrap_node_registers_us_and_lists_peers_but_stays_passive() {
+        let mut m = machine(0, vec![contact(1)], vec![], Default::default(), t(0));
+        let sent = sends(&drain(&mut m));
+        let busy = Ok(Response::Pong {
+            peer_id: id(1),
+            status: crate::model::PeerStatus::Busy,
+        });
+        m.handle_response(sent[0].2, busy, t(1));
+        let sent = sends(&drain(&mut m));
+        assert!(
+            sent.iter()
+                .any(|(_, r, _)| matches!(r, Request::Register { .. }))
+        );
+        assert!(sent.iter().any(|(_, r, _)| is_list(r)));
+        let boot = m.peer(&id(1)).expect("known");
+        assert!(
+            boot.node.is_bootstrap && !boot.active,
+            "not one more hub link"
+        );
         assert!(!m.is_bootstrapping());
     }
 }

@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 
-use rand::seq::SliceRandom;
+use rand::seq::{IndexedRandom, SliceRandom};
 
 use super::{Contact, Membership, MembershipEvent, PeerHealth, Purpose, Request, Timer};
 use crate::model::{PeerAdvert, PeerId, Timestamp};
@@ -26,6 +26,8 @@ pub(super) struct Discovery {
     next: Vec<PeerId>,
     in_flight: usize,
     new_this_round: usize,
+    /// When a starved active set last asked for more peers (see `ask_for_more_peers`).
+    asked_for_more_at: Option<Timestamp>,
 }
 
 impl Membership {
@@ -102,13 +104,51 @@ impl Membership {
         self.stats.discovery_rounds += 1;
         self.emit(MembershipEvent::DiscoveryRound { round, new_peers });
         if new_peers == 0 || self.knows_enough() || self.discovery.next.is_empty() {
-            self.discovery = Default::default();
+            self.discovery = Discovery {
+                asked_for_more_at: self.discovery.asked_for_more_at,
+                ..Default::default()
+            };
             return;
         }
         self.discovery.round += 1;
         self.discovery.queue = std::mem::take(&mut self.discovery.next).into();
         self.discovery.new_this_round = 0;
         self.dispatch_discovery(now);
+    }
+
+    /// The active set has free slots and no known peer left to try (all active, busy or
+    /// unreachable): ask one random live peer for its list, at most once per probe interval so
+    /// a small network, where everyone is known already, does not ask forever. Discovery may
+    /// have stopped at `discovery_target` with a list of peers that all turned out busy.
+    pub(super) fn ask_for_more_peers(&mut self, now: Timestamp) {
+        let recent = self
+            .discovery
+            .asked_for_more_at
+            .is_some_and(|at| now.since(at) < self.config.probe_interval);
+        if recent || self.discovery.round > 0 {
+            return;
+        }
+        let sources: Vec<&PeerId> = self
+            .peers
+            .values()
+            .filter(|p| p.is_healthy() && !self.is_banned(&p.node.peer_id, now))
+            .map(|p| &p.node.peer_id)
+            .collect();
+        let Some(id) = sources.choose(&mut self.rng).map(|id| (*id).clone()) else {
+            return;
+        };
+        let Some(known) = self.peers.get(&id) else {
+            return;
+        };
+        let to = Contact::of(&known.node);
+        let max = self.config.peer_list_request_size;
+        let purpose = Purpose::PeerList {
+            peer: id,
+            discovery: false,
+        };
+        if self.send(to, Request::GetPeerList { max }, purpose, now) {
+            self.discovery.asked_for_more_at = Some(now);
+        }
     }
 
     /// A peer list arrived (`Some`) or its request failed (`None`).
