@@ -8,6 +8,7 @@
 //! Peers learned this way are candidates until they answer us.
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
 use rand::seq::{IndexedRandom, SliceRandom};
 
@@ -26,8 +27,17 @@ pub(super) struct Discovery {
     next: Vec<PeerId>,
     in_flight: usize,
     new_this_round: usize,
-    /// When a starved active set last asked for more peers (see `ask_for_more_peers`).
-    asked_for_more_at: Option<Timestamp>,
+    /// The last time a starved active set asked for more peers (see `ask_for_more_peers`).
+    refill: Refill,
+}
+
+/// When a starved active set last asked for more peers, how many peers we knew then, and how
+/// long to wait before asking again.
+#[derive(Debug, Default, Clone, Copy)]
+struct Refill {
+    at: Option<Timestamp>,
+    known_then: usize,
+    wait: Duration,
 }
 
 impl Membership {
@@ -105,7 +115,7 @@ impl Membership {
         self.emit(MembershipEvent::DiscoveryRound { round, new_peers });
         if new_peers == 0 || self.knows_enough() || self.discovery.next.is_empty() {
             self.discovery = Discovery {
-                asked_for_more_at: self.discovery.asked_for_more_at,
+                refill: self.discovery.refill,
                 ..Default::default()
             };
             return;
@@ -117,14 +127,20 @@ impl Membership {
     }
 
     /// The active set has free slots and no known peer left to try (all active, busy or
-    /// unreachable): ask one random live peer for its list, at most once per probe interval so
-    /// a small network, where everyone is known already, does not ask forever. Discovery may
-    /// have stopped at `discovery_target` with a list of peers that all turned out busy.
+    /// unreachable): ask one random live peer for its list. Discovery may have stopped at
+    /// `discovery_target` with a list of peers that all turned out busy. At most once per
+    /// probe interval, and half as often each time the last ask brought nobody new (up to
+    /// `refresh_interval`), so a small network where everyone is known already goes quiet.
     pub(super) fn ask_for_more_peers(&mut self, now: Timestamp) {
-        let recent = self
-            .discovery
-            .asked_for_more_at
-            .is_some_and(|at| now.since(at) < self.config.probe_interval);
+        let last = self.discovery.refill;
+        // Someone new came since the last ask (its answer, an exchange, a registration).
+        let grew = self.peers.len() > last.known_then;
+        let wait = if grew {
+            self.config.probe_interval
+        } else {
+            last.wait
+        };
+        let recent = last.at.is_some_and(|at| now.since(at) < wait);
         if recent || self.discovery.round > 0 {
             return;
         }
@@ -147,7 +163,16 @@ impl Membership {
             discovery: false,
         };
         if self.send(to, Request::GetPeerList { max }, purpose, now) {
-            self.discovery.asked_for_more_at = Some(now);
+            let wait = if last.at.is_some() && !grew {
+                (last.wait * 2).clamp(self.config.probe_interval, self.config.refresh_interval)
+            } else {
+                self.config.probe_interval
+            };
+            self.discovery.refill = Refill {
+                at: Some(now),
+                known_then: self.peers.len(),
+                wait,
+            };
         }
     }
 
@@ -375,6 +400,41 @@ mod tests {
         assert!(
             list_requests(&out).is_empty(),
             "peers learned later do not start a session"
+        );
+    }
+
+    #[test]
+    fn a_starved_active_set_asks_for_more_peers_ever_more_rarely_when_nobody_new_comes() {
+        let mut m = with_registered(1..=2);
+        let mut asked_at = Vec::new();
+        for k in 1..=30u64 {
+            let now = t(10 * k);
+            m.handle_timer(Timer::Probe, now);
+            for (_, request, rid) in sends(&drain(&mut m)) {
+                let answer = if is_list(&request) {
+                    asked_at.push(10 * k);
+                    list(adverts(1..3))
+                } else {
+                    heartbeat_ok()
+                };
+                m.handle_response(rid, answer, now);
+            }
+        }
+        assert_eq!(
+            asked_at,
+            [10, 20, 40, 80, 160],
+            "backoff doubles while fruitless"
+        );
+        // Someone new (here a registration) resets the wait to one probe interval.
+        m.handle_timer(Timer::Probe, t(320));
+        assert!(sends(&drain(&mut m)).iter().any(|(_, r, _)| is_list(r)));
+        m.handle_register(advert(40, t(325)), t(325)).expect("room");
+        drain(&mut m);
+        m.handle_timer(Timer::Probe, t(330));
+        let sent = sends(&drain(&mut m));
+        assert!(
+            sent.iter().any(|(_, r, _)| is_list(r)),
+            "asked again 10 s later"
         );
     }
 }
