@@ -120,6 +120,12 @@ impl Membership {
             return HeartbeatOutcome::Banned;
         }
         if !self.peers.contains_key(peer_id) {
+            // A prober we told Online but do not know yet: it registers now and heartbeats
+            // again one probe interval later, so its place is held until then (else it
+            // lapses in between and the place is promised twice).
+            if let Some(at) = self.reserved.get_mut(peer_id) {
+                *at = now;
+            }
             return HeartbeatOutcome::NotRegistered;
         }
         self.touch(peer_id, now);
@@ -458,5 +464,39 @@ mod tests {
         // A heartbeater that stops is forgotten after three missed intervals.
         assert_eq!(status(&mut m, 4, 41), PeerStatus::Online);
         assert_eq!(m.inbound_count(), 1, "only the new reservation is left");
+    }
+
+    #[test]
+    fn a_prober_that_must_register_first_keeps_its_place() {
+        let config = MembershipConfig {
+            max_inbound: 1,
+            ..Default::default()
+        };
+        let mut m = machine(0, vec![], vec![], config, t(0));
+        let status = |m: &mut Membership, n: usize, at: u64| {
+            m.handle_ping(Some(&id(n)), t(at)).expect("answered").status
+        };
+        assert_eq!(
+            status(&mut m, 1, 0),
+            PeerStatus::Offline,
+            "admitted, not Busy"
+        );
+        // Its first heartbeat, 10 s on, finds it unknown; it registers and heartbeats again
+        // 10 s after that, past the reservation's first 11 s.
+        assert_eq!(
+            m.handle_heartbeat(&id(1), t(10)),
+            HeartbeatOutcome::NotRegistered
+        );
+        m.handle_register(advert(1, t(10)), t(10)).expect("room");
+        assert_eq!(
+            status(&mut m, 2, 15),
+            PeerStatus::Busy,
+            "still held for node-1"
+        );
+        assert_eq!(
+            m.handle_heartbeat(&id(1), t(20)),
+            HeartbeatOutcome::Accepted
+        );
+        assert_eq!(m.inbound_count(), 1);
     }
 }
