@@ -92,7 +92,8 @@ impl Default for MembershipConfig {
             // Measured at 10,000 nodes (scale.toml n10000, seed 1), with the list turnover and
             // starved refill of the same change: unbounded, in-degree 0/7.9/2,379 (8,745 nodes
             // in nobody's active set), coverage 95.1%; 16: in-degree 0/8.0/29 (233 at 0),
-            // 100% at 106 s; 24: max 47, 100% at 100 s, same bytes. The tighter bound won.
+            // 100% at 106 s; 24: max 47, 100% at 100 s, same bytes. The tighter bound won
+            // (in-degree max 19 once a prober that registers first keeps its place).
             max_inbound: 16,
             // HyParView's passive view is k_p (log n + c) = 30 at 10,000 nodes; 50 adds the
             // active set and a margin. Measured at 10,000 nodes (scale.toml n10000, seed 1):
