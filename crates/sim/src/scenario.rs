@@ -301,6 +301,8 @@ overrides!(
         exchange_fanout: usize => |v| v,
         exchange_size: u32 => |v| v,
         peer_list_request_size: u32 => |v| v,
+        discovery_target: usize => |v| v,
+        max_inbound: usize => |v| v,
         removal_after: Dur => |d: Dur| d.0,
     }
 );

@@ -1,7 +1,10 @@
 //! Bootstrap: the configured nodes are tried in order with a `Ping` (they have no known id
 //! yet; the `Pong` tells it). The first that answers gets our `RegisterPeer` and a
-//! `GetPeerList`, whose answer starts recursive discovery. When all fail the node retries with
-//! exponential backoff and jitter; stored peers (see `fill_active`) meanwhile keep it joined.
+//! `GetPeerList`, whose answer starts recursive discovery. A contact silent for
+//! `bootstrap_retry_base` is hedged with a ping to the next contact (the same one if it is the
+//! only one), so one lost packet does not cost a whole `peer_timeout`. When all fail the node
+//! retries with exponential backoff and jitter; stored peers (see `fill_active`) meanwhile
+//! keep it joined.
 
 use std::time::Duration;
 
@@ -20,13 +23,19 @@ pub(super) struct Bootstrap {
     phase: Phase,
     /// Failed attempts in a row (every contact failed), drives the backoff.
     failed_attempts: u32,
+    /// How many pings this attempt has sent: the next goes to contact `sent % contacts`.
+    sent: usize,
+    /// Pings of this attempt still awaiting an answer.
+    outstanding: usize,
+    /// When this attempt started; hedging stops one `peer_timeout` later.
+    started: Option<Timestamp>,
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
 enum Phase {
     #[default]
     Idle,
-    /// Waiting for the answer of contact `index`.
+    /// Waiting for the answer of at least one contact.
     Trying,
     /// Every contact failed; the retry timer is armed.
     Waiting,
@@ -56,19 +65,31 @@ impl Membership {
             return;
         }
         self.stats.bootstrap_attempts += 1;
-        self.try_bootstrap_contact(0, now);
+        self.bootstrap.phase = Phase::Trying;
+        self.bootstrap.sent = 0;
+        self.bootstrap.outstanding = 0;
+        self.bootstrap.started = Some(now);
+        self.ping_next_contact(now);
     }
 
-    /// Pings contact `index`; past the last contact the attempt has failed.
-    fn try_bootstrap_contact(&mut self, index: usize, now: Timestamp) {
+    /// Pings the next contact (cycling, for hedges) and arms the hedge timer while the attempt
+    /// is younger than one `peer_timeout`; an attempt with nothing left in flight has failed.
+    fn ping_next_contact(&mut self, now: Timestamp) {
+        let index = self.bootstrap.sent % self.bootstrap_contacts.len().max(1);
         let Some(contact) = self.bootstrap_contacts.get(index).cloned() else {
-            self.bootstrap_failed(now);
-            return;
+            return self.bootstrap_failed(now);
         };
-        self.bootstrap.phase = Phase::Trying;
         let purpose = Purpose::BootstrapProbe { index };
-        if !self.send(contact, Request::Ping, purpose, now) {
-            self.bootstrap_failed(now);
+        if self.send(contact, Request::Ping, purpose, now) {
+            self.bootstrap.sent += 1;
+            self.bootstrap.outstanding += 1;
+        } else if self.bootstrap.outstanding == 0 {
+            return self.bootstrap_failed(now);
+        }
+        let hedge_at = now.saturating_add(self.config.bootstrap_retry_base);
+        let started = self.bootstrap.started.unwrap_or(now);
+        if hedge_at < started.saturating_add(self.config.peer_timeout) {
+            self.schedule(hedge_at, Timer::Bootstrap);
         }
     }
 
@@ -86,6 +107,10 @@ impl Membership {
     }
 
     pub(super) fn on_bootstrap_timer(&mut self, now: Timestamp) {
+        if self.bootstrap.phase == Phase::Trying {
+            // No contact has answered yet: hedge.
+            return self.ping_next_contact(now);
+        }
         if self.bootstrap.phase != Phase::Waiting {
             return;
         }
@@ -104,13 +129,23 @@ impl Membership {
         result: Result<Response, Failure>,
         now: Timestamp,
     ) {
-        let peer_id = match result {
-            Ok(Response::Pong { peer_id, .. })
+        if self.bootstrap.phase != Phase::Trying {
+            // A hedge's late answer: the attempt already succeeded or failed.
+            return;
+        }
+        self.bootstrap.outstanding = self.bootstrap.outstanding.saturating_sub(1);
+        let (peer_id, status) = match result {
+            Ok(Response::Pong { peer_id, status })
                 if peer_id != self.self_advert.peer_id && !self.is_banned(&peer_id, now) =>
             {
-                peer_id
+                (peer_id, status)
             }
-            Ok(_) | Err(_) => return self.try_bootstrap_contact(index + 1, now),
+            // Another ping may still answer; else the next untried contact, else give up.
+            Ok(_) | Err(_) if self.bootstrap.outstanding > 0 => return,
+            Ok(_) | Err(_) if self.bootstrap.sent < self.bootstrap_contacts.len() => {
+                return self.ping_next_contact(now);
+            }
+            Ok(_) | Err(_) => return self.bootstrap_failed(now),
         };
         let Some(contact) = self.bootstrap_contacts.get(index).cloned() else {
             return;
@@ -128,7 +163,11 @@ impl Membership {
             known.node.is_bootstrap = true;
         }
         self.mark_alive(&peer_id, None, now);
-        self.activate(&peer_id);
+        // A busy bootstrap node (every joiner pings it first) still registers us and hands
+        // out its list; it just does not become one more hub in our active set.
+        if status != PeerStatus::Busy {
+            self.activate(&peer_id);
+        }
         self.emit(MembershipEvent::Bootstrapped {
             peer_id: peer_id.clone(),
         });
@@ -326,5 +365,81 @@ mod tests {
         m.handle_timer(Timer::Bootstrap, t(200));
         assert!(sends(&drain(&mut m)).is_empty());
         assert!(!m.is_bootstrapping());
+    }
+
+    #[test]
+    fn a_busy_bootstrap_node_registers_us_and_lists_peers_but_stays_passive() {
+        let mut m = machine(0, vec![contact(1)], vec![], Default::default(), t(0));
+        let sent = sends(&drain(&mut m));
+        let busy = Ok(Response::Pong {
+            peer_id: id(1),
+            status: crate::model::PeerStatus::Busy,
+        });
+        m.handle_response(sent[0].2, busy, t(1));
+        let sent = sends(&drain(&mut m));
+        assert!(
+            sent.iter()
+                .any(|(_, r, _)| matches!(r, Request::Register { .. }))
+        );
+        assert!(sent.iter().any(|(_, r, _)| is_list(r)));
+        let boot = m.peer(&id(1)).expect("known");
+        assert!(
+            boot.node.is_bootstrap && !boot.active,
+            "not one more hub link"
+        );
+        assert!(!m.is_bootstrapping());
+    }
+
+    #[test]
+    fn a_silent_contact_is_hedged_and_a_late_answer_is_ignored() {
+        let mut m = machine(0, vec![contact(1)], vec![], Default::default(), t(0));
+        let first = sends(&drain(&mut m));
+        assert_eq!(first.len(), 1);
+        // Five seconds of silence (bootstrap_retry_base): the only contact is pinged again.
+        m.handle_timer(Timer::Bootstrap, t(5));
+        let second = sends(&drain(&mut m));
+        assert_eq!(second.len(), 1);
+        assert_eq!((&second[0].0, &second[0].1), (&contact(1), &Request::Ping));
+        m.handle_response(second[0].2, pong(1), t(6));
+        let out = drain(&mut m);
+        assert!(events(&out).contains(&MembershipEvent::Bootstrapped { peer_id: id(1) }));
+        assert!(!m.is_bootstrapping());
+        // The first ping's timeout comes in later: no failure, no retry.
+        m.handle_response(first[0].2, Err(Failure::Timeout), t(30));
+        let out = drain(&mut m);
+        assert!(out.is_empty(), "{out:?}");
+        assert_eq!(m.stats().bootstrap_failures, 0);
+    }
+
+    #[test]
+    fn hedging_stops_after_one_peer_timeout_and_the_attempt_fails_when_all_pings_did() {
+        let mut m = machine(
+            0,
+            vec![contact(1), contact(2)],
+            vec![],
+            Default::default(),
+            t(0),
+        );
+        let mut pings = sends(&drain(&mut m));
+        for k in 1..=10u64 {
+            m.handle_timer(Timer::Bootstrap, t(5 * k));
+            pings.extend(sends(&drain(&mut m)));
+        }
+        assert_eq!(pings.len(), 6, "the first ping and five hedges, 5 s apart");
+        let targets: Vec<_> = pings.iter().map(|(to, ..)| to.clone()).collect();
+        assert_eq!(
+            targets[..3],
+            [contact(1), contact(2), contact(1)],
+            "cycling"
+        );
+        for (i, (_, _, rid)) in pings.iter().enumerate() {
+            m.handle_response(*rid, Err(Failure::Timeout), t(31));
+            let failed = m.stats().bootstrap_failures;
+            assert_eq!(
+                failed,
+                u64::from(i == pings.len() - 1),
+                "only once all failed"
+            );
+        }
     }
 }

@@ -3,12 +3,14 @@
 //! A discovery *session* starts from newly learned peers (from a bootstrap node's list or an
 //! exchange). Round 1 asks each of them for its list, at most `max_concurrent_discoveries` at
 //! once; peers new to us found in round k are asked in round k+1. The session stops when a
-//! round brings nothing new or the list is full. Peers learned this way are candidates until
-//! they answer us.
+//! round brings nothing new or the list holds `discovery_target` peers (a node with a full
+//! view has nothing to gain from asking more, and every answer is ~20 adverts of traffic).
+//! Peers learned this way are candidates until they answer us.
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
-use rand::seq::SliceRandom;
+use rand::seq::{IndexedRandom, SliceRandom};
 
 use super::{Contact, Membership, MembershipEvent, PeerHealth, Purpose, Request, Timer};
 use crate::model::{PeerAdvert, PeerId, Timestamp};
@@ -25,12 +27,23 @@ pub(super) struct Discovery {
     next: Vec<PeerId>,
     in_flight: usize,
     new_this_round: usize,
+    /// The last time a starved active set asked for more peers (see `ask_for_more_peers`).
+    refill: Refill,
+}
+
+/// When a starved active set last asked for more peers, how many peers we knew then, and how
+/// long to wait before asking again.
+#[derive(Debug, Default, Clone, Copy)]
+struct Refill {
+    at: Option<Timestamp>,
+    known_then: usize,
+    wait: Duration,
 }
 
 impl Membership {
     /// Adds newly learned peers to discovery: the next round of a running session, or round 1.
     pub(super) fn discover(&mut self, new_peers: Vec<PeerId>, now: Timestamp) {
-        if new_peers.is_empty() {
+        if new_peers.is_empty() || self.knows_enough() {
             return;
         }
         if self.discovery.round == 0 {
@@ -54,7 +67,20 @@ impl Membership {
         self.discovery.round
     }
 
+    /// Whether the known list is big enough for discovery to stop asking.
+    fn knows_enough(&self) -> bool {
+        let target = self
+            .config
+            .discovery_target
+            .min(self.config.max_peers_in_list);
+        self.peers.len() >= target
+    }
+
     fn dispatch_discovery(&mut self, now: Timestamp) {
+        if self.knows_enough() {
+            self.discovery.queue.clear();
+            self.discovery.next.clear();
+        }
         while self.discovery.in_flight < self.config.max_concurrent_discoveries {
             let Some(id) = self.discovery.queue.pop_front() else {
                 break;
@@ -87,15 +113,67 @@ impl Membership {
         let (round, new_peers) = (d.round, d.new_this_round);
         self.stats.discovery_rounds += 1;
         self.emit(MembershipEvent::DiscoveryRound { round, new_peers });
-        let full = self.peers.len() >= self.config.max_peers_in_list;
-        if new_peers == 0 || full || self.discovery.next.is_empty() {
-            self.discovery = Default::default();
+        if new_peers == 0 || self.knows_enough() || self.discovery.next.is_empty() {
+            self.discovery = Discovery {
+                refill: self.discovery.refill,
+                ..Default::default()
+            };
             return;
         }
         self.discovery.round += 1;
         self.discovery.queue = std::mem::take(&mut self.discovery.next).into();
         self.discovery.new_this_round = 0;
         self.dispatch_discovery(now);
+    }
+
+    /// The active set has free slots and no known peer left to try (all active, busy or
+    /// unreachable): ask one random live peer for its list. Discovery may have stopped at
+    /// `discovery_target` with a list of peers that all turned out busy. At most once per
+    /// probe interval, and half as often each time the last ask brought nobody new (up to
+    /// `refresh_interval`), so a small network where everyone is known already goes quiet.
+    pub(super) fn ask_for_more_peers(&mut self, now: Timestamp) {
+        let last = self.discovery.refill;
+        // Someone new came since the last ask (its answer, an exchange, a registration).
+        let grew = self.peers.len() > last.known_then;
+        let wait = if grew {
+            self.config.probe_interval
+        } else {
+            last.wait
+        };
+        let recent = last.at.is_some_and(|at| now.since(at) < wait);
+        if recent || self.discovery.round > 0 {
+            return;
+        }
+        let sources: Vec<&PeerId> = self
+            .peers
+            .values()
+            .filter(|p| p.is_healthy() && !self.is_banned(&p.node.peer_id, now))
+            .map(|p| &p.node.peer_id)
+            .collect();
+        let Some(id) = sources.choose(&mut self.rng).map(|id| (*id).clone()) else {
+            return;
+        };
+        let Some(known) = self.peers.get(&id) else {
+            return;
+        };
+        let to = Contact::of(&known.node);
+        let max = self.config.peer_list_request_size;
+        let purpose = Purpose::PeerList {
+            peer: id,
+            discovery: false,
+        };
+        if self.send(to, Request::GetPeerList { max }, purpose, now) {
+            let wait = if last.at.is_some() && !grew {
+                (last.wait * 2).clamp(self.config.probe_interval, self.config.refresh_interval)
+            } else {
+                self.config.probe_interval
+            };
+            self.discovery.refill = Refill {
+                at: Some(now),
+                known_then: self.peers.len(),
+                wait,
+            };
+        }
     }
 
     /// A peer list arrived (`Some`) or its request failed (`None`).
@@ -295,6 +373,68 @@ mod tests {
         assert!(
             list_requests(&out).len() == 2,
             "new candidates are asked for their lists"
+        );
+    }
+
+    #[test]
+    fn discovery_stops_asking_once_the_list_holds_the_target() {
+        let config = MembershipConfig {
+            discovery_target: 10,
+            max_concurrent_discoveries: 1,
+            ..Default::default()
+        };
+        let (mut m, out) = bootstrapped(config, adverts(100..105));
+        let first = list_requests(&out);
+        assert_eq!(first.len(), 1, "one at a time");
+        m.handle_response(first[0].2, list(adverts(200..206)), t(3));
+        let out = drain(&mut m);
+        assert_eq!(m.known_count(), 12, "everything learned is kept");
+        assert!(
+            list_requests(&out).is_empty(),
+            "no further asking: the rest of round 1 and round 2 are dropped"
+        );
+        assert_eq!(m.discovery_round(), 0);
+        m.handle_exchange(&id(1), adverts(300..302), 10, t(4));
+        let out = drain(&mut m);
+        assert_eq!(m.known_count(), 14);
+        assert!(
+            list_requests(&out).is_empty(),
+            "peers learned later do not start a session"
+        );
+    }
+
+    #[test]
+    fn a_starved_active_set_asks_for_more_peers_ever_more_rarely_when_nobody_new_comes() {
+        let mut m = with_registered(1..=2);
+        let mut asked_at = Vec::new();
+        for k in 1..=30u64 {
+            let now = t(10 * k);
+            m.handle_timer(Timer::Probe, now);
+            for (_, request, rid) in sends(&drain(&mut m)) {
+                let answer = if is_list(&request) {
+                    asked_at.push(10 * k);
+                    list(adverts(1..3))
+                } else {
+                    heartbeat_ok()
+                };
+                m.handle_response(rid, answer, now);
+            }
+        }
+        assert_eq!(
+            asked_at,
+            [10, 20, 40, 80, 160],
+            "backoff doubles while fruitless"
+        );
+        // Someone new (here a registration) resets the wait to one probe interval.
+        m.handle_timer(Timer::Probe, t(320));
+        assert!(sends(&drain(&mut m)).iter().any(|(_, r, _)| is_list(r)));
+        m.handle_register(advert(40, t(325)), t(325)).expect("room");
+        drain(&mut m);
+        m.handle_timer(Timer::Probe, t(330));
+        let sent = sends(&drain(&mut m));
+        assert!(
+            sent.iter().any(|(_, r, _)| is_list(r)),
+            "asked again 10 s later"
         );
     }
 }

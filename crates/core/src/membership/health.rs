@@ -21,6 +21,7 @@ impl Membership {
         self.schedule(now.saturating_add(self.config.probe_interval), Timer::Probe);
         self.expire_pending(now);
         self.sweep(now);
+        self.prune_inbound(now);
         let due: Vec<PeerId> = self
             .active_peers()
             .filter(|p| !p.probing)
@@ -178,12 +179,25 @@ impl Membership {
         }
     }
 
-    pub(super) fn on_probe_answer(&mut self, id: &PeerId, rtt: Duration, now: Timestamp) {
+    /// A `Ping` was answered. A Busy peer (at its `max_inbound`) stays passive and is left
+    /// alone for a while; another peer is tried for the slot at once.
+    pub(super) fn on_probe_answer(
+        &mut self,
+        id: &PeerId,
+        status: PeerStatus,
+        rtt: Duration,
+        now: Timestamp,
+    ) {
+        let busy = status == PeerStatus::Busy;
+        let busy_for = self.config.probe_interval * 3;
         if let Some(known) = self.peers.get_mut(id) {
             known.probing = false;
+            known.busy_until = busy.then(|| now.saturating_add(busy_for));
         }
         self.mark_alive(id, Some(rtt), now);
-        if !self.is_banned(id, now) {
+        if busy {
+            self.fill_active(now);
+        } else if !self.is_banned(id, now) {
             self.activate(id);
         }
     }
@@ -353,11 +367,17 @@ mod tests {
     fn requests_never_answered_expire_as_failures() {
         let mut m = with_registered(1..=1);
         let (_, sent) = tick(&mut m, t(10));
+        // Besides the heartbeat, the starved active set asks node-1 for more peers.
+        let sent: Vec<_> = sent
+            .into_iter()
+            .filter(|(_, r, _)| is_heartbeat(r))
+            .collect();
         assert_eq!(sent.len(), 1);
         tick(&mut m, t(20));
         assert_eq!(m.stats().requests_expired, 0);
         tick(&mut m, t(80));
-        assert_eq!(m.stats().requests_expired, 1);
+        let heartbeats_and_list_requests = 2;
+        assert_eq!(m.stats().requests_expired, heartbeats_and_list_requests);
         assert_eq!(m.peer(&id(1)).expect("known").health, PeerHealth::Suspect);
         // The late answer is ignored and counted.
         m.handle_response(sent[0].2, heartbeat_ok(), t(81));
@@ -382,7 +402,7 @@ mod tests {
         let (out, sent) = tick(&mut m, t(5));
         assert!(out.is_empty() && sent.is_empty(), "probe is due at 10 s");
         let (out, sent) = tick(&mut m, t(10));
-        assert_eq!(sent.len(), 1);
+        assert_eq!(sent.iter().filter(|(_, r, _)| is_heartbeat(r)).count(), 1);
         assert!(out.contains(&Output::ScheduleTimer {
             at: t(20),
             timer: Timer::Probe
@@ -390,5 +410,34 @@ mod tests {
         // A duplicate of the same firing does nothing either.
         let (out, _) = tick(&mut m, t(10));
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_busy_peer_is_not_promoted_and_another_is_tried_at_once() {
+        let config = MembershipConfig {
+            active_size: 1,
+            ..Default::default()
+        };
+        let stored: Vec<_> = (1..=3)
+            .map(|n| crate::model::PeerNode::from_advert(advert(n, t(0)), t(0)))
+            .collect();
+        let mut m = machine(0, vec![], stored, config, t(0));
+        let sent = sends(&drain(&mut m));
+        assert_eq!(sent.len(), 1, "one free slot, one probe");
+        let first = sent[0].0.peer_id.clone().expect("stored peers have ids");
+        let busy = Ok(Response::Pong {
+            peer_id: first.clone(),
+            status: crate::model::PeerStatus::Busy,
+        });
+        m.handle_response(sent[0].2, busy, t(1));
+        assert!(!m.peer(&first).expect("kept").active, "busy: stays passive");
+        assert_eq!(m.peer(&first).expect("kept").health, PeerHealth::Alive);
+        let sent = sends(&drain(&mut m));
+        assert_eq!(sent.len(), 1, "the slot is tried again at once");
+        let second = sent[0].0.peer_id.clone().expect("id");
+        assert_ne!(second, first, "not the busy peer again");
+        let n: usize = second.as_str()[5..].parse().expect("n");
+        m.handle_response(sent[0].2, pong(n), t(2));
+        assert!(m.peer(&second).expect("kept").active);
     }
 }

@@ -7,6 +7,10 @@ use super::{
 };
 use crate::model::{PeerAdvert, PeerId, PeerNode, PeerStatus, Timestamp};
 
+/// How much longer than one probe interval a place promised by a Ping is held: a round trip
+/// of the answer and the heartbeat on a slow link.
+const RESERVATION_SLACK: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl Membership {
     /// `RegisterPeer`: the sender describes itself. It joins the list (Alive: it just talked to
     /// us) and the active set if there is room.
@@ -83,7 +87,8 @@ impl Membership {
     }
 
     /// `Ping`: who we are and how we are. `from` is the `peer_id` field, when the sender gave
-    /// one.
+    /// one. Busy when `max_inbound` peers already hold (or may be about to hold) us active:
+    /// a Ping is how a peer tries us before promoting us into its active set.
     pub fn handle_ping(&mut self, from: Option<&PeerId>, now: Timestamp) -> Result<Pong, Refusal> {
         if let Some(id) = from {
             if self.is_banned(id, now) {
@@ -92,7 +97,13 @@ impl Membership {
             }
             self.touch(id, now);
         }
+        // Busy before Offline: a prober promotes any peer that does not say Busy.
+        let admitted = from.is_none_or(|id| self.admit_inbound(id, now));
         let status = match self.state {
+            _ if !admitted => {
+                self.stats.pings_busy += 1;
+                PeerStatus::Busy
+            }
             super::NodeState::Offline => PeerStatus::Offline,
             _ => PeerStatus::Online,
         };
@@ -109,11 +120,50 @@ impl Membership {
             return HeartbeatOutcome::Banned;
         }
         if !self.peers.contains_key(peer_id) {
+            // A prober we told Online but do not know yet: it registers now and heartbeats
+            // again one probe interval later, so its place is held until then (else it
+            // lapses in between and the place is promised twice).
+            if let Some(at) = self.reserved.get_mut(peer_id) {
+                *at = now;
+            }
             return HeartbeatOutcome::NotRegistered;
         }
         self.touch(peer_id, now);
+        self.reserved.remove(peer_id);
         self.note_heartbeater(peer_id, now);
         HeartbeatOutcome::Accepted
+    }
+
+    /// Whether `id` may hold us active: it already does (or was told it may), or fewer than
+    /// `max_inbound` peers do. Admitting reserves a place until its first heartbeat is due.
+    fn admit_inbound(&mut self, id: &PeerId, now: Timestamp) -> bool {
+        self.prune_inbound(now);
+        if self.heartbeaters.contains_key(id) {
+            return true;
+        }
+        if !self.reserved.contains_key(id) && self.inbound_count() >= self.config.max_inbound {
+            return false;
+        }
+        self.reserved.insert(id.clone(), now);
+        true
+    }
+
+    /// Peers holding us active, or told they may: what `max_inbound` bounds.
+    pub fn inbound_count(&self) -> usize {
+        self.heartbeaters.len() + self.reserved.len()
+    }
+
+    /// Forgets heartbeaters that stopped (they dropped us from their active sets) and
+    /// reservations whose first heartbeat never came (the prober chose someone else). Both maps
+    /// are small once `max_inbound` holds, so this runs on every Ping.
+    pub(super) fn prune_inbound(&mut self, now: Timestamp) {
+        let fresh = self.config.probe_interval * 3;
+        self.heartbeaters.retain(|_, at| now.since(*at) <= fresh);
+        // The prober heartbeats a peer it promoted at its next probe tick, at most one
+        // probe_interval (plus a round trip) after our answer. Longer would let passive-list
+        // pings (which promote only when a slot is free) hold places they rarely use.
+        let reserved_for = self.config.probe_interval + RESERVATION_SLACK;
+        self.reserved.retain(|_, at| now.since(*at) <= reserved_for);
     }
 
     /// Remembers that `peer_id` holds us in its active set (it heartbeats us), so gossip can
@@ -368,5 +418,85 @@ mod tests {
             m.handle_register(advert(4, t(11)), t(11)),
             Err(Refusal::Banned)
         );
+    }
+
+    #[test]
+    fn pings_past_max_inbound_are_answered_busy_until_places_free_up() {
+        let config = MembershipConfig {
+            max_inbound: 2,
+            ..Default::default()
+        };
+        let mut m = machine(0, vec![], vec![], config, t(0));
+        let status = |m: &mut Membership, n: usize, at: u64| {
+            m.handle_ping(Some(&id(n)), t(at)).expect("answered").status
+        };
+        // Offline nodes say so whatever their in-degree; register enough peers to be Online.
+        for n in 10..15 {
+            m.handle_register(advert(n, t(0)), t(0)).expect("room");
+        }
+        assert_eq!(status(&mut m, 1, 1), PeerStatus::Online);
+        assert_eq!(status(&mut m, 2, 1), PeerStatus::Online);
+        assert_eq!(
+            status(&mut m, 3, 2),
+            PeerStatus::Busy,
+            "two places reserved"
+        );
+        assert_eq!(
+            status(&mut m, 1, 3),
+            PeerStatus::Online,
+            "already holds one"
+        );
+        assert_eq!(m.stats().pings_busy, 1);
+        m.handle_register(advert(1, t(10)), t(10)).expect("known");
+        assert_eq!(
+            m.handle_heartbeat(&id(1), t(10)),
+            HeartbeatOutcome::Accepted
+        );
+        assert_eq!(
+            m.inbound_count(),
+            2,
+            "the heartbeat took over its reservation"
+        );
+        // Node 2 never heartbeated: its reservation lapses after one probe interval and a
+        // second (11 s); node 1 keeps heartbeating.
+        assert_eq!(status(&mut m, 3, 13), PeerStatus::Online);
+        assert_eq!(status(&mut m, 4, 13), PeerStatus::Busy);
+        // A heartbeater that stops is forgotten after three missed intervals.
+        assert_eq!(status(&mut m, 4, 41), PeerStatus::Online);
+        assert_eq!(m.inbound_count(), 1, "only the new reservation is left");
+    }
+
+    #[test]
+    fn a_prober_that_must_register_first_keeps_its_place() {
+        let config = MembershipConfig {
+            max_inbound: 1,
+            ..Default::default()
+        };
+        let mut m = machine(0, vec![], vec![], config, t(0));
+        let status = |m: &mut Membership, n: usize, at: u64| {
+            m.handle_ping(Some(&id(n)), t(at)).expect("answered").status
+        };
+        assert_eq!(
+            status(&mut m, 1, 0),
+            PeerStatus::Offline,
+            "admitted, not Busy"
+        );
+        // Its first heartbeat, 10 s on, finds it unknown; it registers and heartbeats again
+        // 10 s after that, past the reservation's first 11 s.
+        assert_eq!(
+            m.handle_heartbeat(&id(1), t(10)),
+            HeartbeatOutcome::NotRegistered
+        );
+        m.handle_register(advert(1, t(10)), t(10)).expect("room");
+        assert_eq!(
+            status(&mut m, 2, 15),
+            PeerStatus::Busy,
+            "still held for node-1"
+        );
+        assert_eq!(
+            m.handle_heartbeat(&id(1), t(20)),
+            HeartbeatOutcome::Accepted
+        );
+        assert_eq!(m.inbound_count(), 1);
     }
 }

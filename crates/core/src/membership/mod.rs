@@ -102,6 +102,10 @@ pub struct Membership {
     /// Peers that heartbeated us, and when last (bounded by `MAX_HEARTBEATERS`).
     heartbeaters: BTreeMap<PeerId, Timestamp>,
     heartbeaters_added: u64,
+    /// Peers told Online by a `Ping` that do not heartbeat us yet, and when: each may be about
+    /// to promote us, so they count against `max_inbound` (bounded by it: past it nobody is
+    /// told Online).
+    reserved: BTreeMap<PeerId, Timestamp>,
     pending: BTreeMap<RequestId, Pending>,
     next_request: u64,
     heartbeat_sequence: u64,
@@ -136,6 +140,7 @@ impl Membership {
             bans: BTreeMap::new(),
             heartbeaters: BTreeMap::new(),
             heartbeaters_added: 0,
+            reserved: BTreeMap::new(),
             pending: BTreeMap::new(),
             next_request: 0,
             heartbeat_sequence: 0,
@@ -267,8 +272,10 @@ impl Membership {
             (Purpose::Heartbeat { peer }, Ok(Response::Heartbeat { outcome })) => {
                 self.on_heartbeat_answer(&peer, outcome, rtt, now)
             }
-            (Purpose::Probe { peer }, Ok(Response::Pong { peer_id, .. })) if peer_id == peer => {
-                self.on_probe_answer(&peer, rtt, now)
+            (Purpose::Probe { peer }, Ok(Response::Pong { peer_id, status }))
+                if peer_id == peer =>
+            {
+                self.on_probe_answer(&peer, status, rtt, now)
             }
             (purpose, result) => {
                 if result.is_ok() {

@@ -224,6 +224,8 @@ pub struct KnownPeer {
     pub active: bool,
     /// A heartbeat or ping to it is outstanding.
     pub(crate) probing: bool,
+    /// It answered a `Ping` Busy (its in-degree is at `max_inbound`): not promoted before this.
+    pub(crate) busy_until: Option<Timestamp>,
 }
 
 impl KnownPeer {
@@ -258,6 +260,8 @@ pub struct MembershipStats {
     pub discovery_rounds: u64,
     pub peers_removed: u64,
     pub heartbeats_unregistered: u64,
+    /// Pings answered Busy because `max_inbound` peers hold (or may hold) us active.
+    pub pings_busy: u64,
 }
 
 impl MembershipStats {

@@ -109,22 +109,7 @@ impl Membership {
         health: PeerHealth,
     ) -> Result<(), Refusal> {
         if self.peers.len() >= self.config.max_peers_in_list {
-            // Unreachable peers go first. A peer that reached us itself (not a candidate heard
-            // of through gossip) may also displace a never-verified candidate: otherwise a list
-            // filled with hearsay refuses every real peer, which then re-registers at every
-            // heartbeat, forever (seen in the simulator at 10,000 nodes).
-            let verified = health != PeerHealth::Candidate;
-            let victim = self
-                .peers
-                .values()
-                .filter(|p| !p.active)
-                .filter(|p| {
-                    p.health == PeerHealth::Unreachable
-                        || (verified && p.health == PeerHealth::Candidate)
-                })
-                .min_by_key(|p| (p.health != PeerHealth::Unreachable, p.node.last_seen))
-                .map(|p| p.node.peer_id.clone())
-                .ok_or(Refusal::ListFull)?;
+            let victim = self.eviction_victim(health != PeerHealth::Candidate)?;
             self.remove_peer(&victim);
         }
         let id = node.peer_id.clone();
@@ -133,11 +118,42 @@ impl Membership {
             health,
             active: false,
             probing: false,
+            busy_until: None,
         };
         self.peers.insert(id.clone(), known);
         self.stats.adverts_accepted += 1;
         self.emit(MembershipEvent::PeerAdded { peer_id: id });
         Ok(())
+    }
+
+    /// Whom a new peer replaces in a full list. Unreachable peers go first. A peer that reached
+    /// us itself (`verified`, not a candidate heard of through gossip) may also displace a
+    /// never-verified candidate, else the stalest passive peer: otherwise a list filled with
+    /// hearsay refuses every real peer, which then re-registers at every heartbeat, forever,
+    /// and a bootstrap node's full list would hand its first few hundred registrants to every
+    /// later joiner, making them hubs (both seen in the simulator at 10,000 nodes). Like
+    /// HyParView's passive view, the list turns over towards fresh peers. Never evicted:
+    /// active peers, peers that hold us active (they heartbeat us), bootstrap nodes.
+    fn eviction_victim(&self, verified: bool) -> Result<PeerId, Refusal> {
+        let rank = |p: &KnownPeer| match p.health {
+            PeerHealth::Unreachable => Some(0),
+            PeerHealth::Candidate if verified => Some(1),
+            PeerHealth::Alive | PeerHealth::Suspect
+                if verified
+                    && !p.node.is_bootstrap
+                    && !self.heartbeaters.contains_key(&p.node.peer_id) =>
+            {
+                Some(2)
+            }
+            _ => None,
+        };
+        self.peers
+            .values()
+            .filter(|p| !p.active)
+            .filter_map(|p| rank(p).map(|r| (r, p.node.last_seen, &p.node.peer_id)))
+            .min()
+            .map(|(_, _, id)| id.clone())
+            .ok_or(Refusal::ListFull)
     }
 
     /// Drops a peer from the list and the store.
@@ -226,7 +242,8 @@ impl Membership {
         let mut alive = Vec::new();
         let mut candidates = Vec::new();
         for p in self.peers.values() {
-            if p.active || p.probing || self.is_banned(&p.node.peer_id, now) {
+            let busy = p.busy_until.is_some_and(|until| until > now);
+            if p.active || p.probing || busy || self.is_banned(&p.node.peer_id, now) {
                 continue;
             }
             match p.health {
@@ -243,8 +260,12 @@ impl Membership {
             .take(free)
             .cloned()
             .collect();
+        let starved = chosen.len() < free;
         for id in chosen {
             self.send_probe(&id, now);
+        }
+        if starved {
+            self.ask_for_more_peers(now);
         }
     }
 
@@ -451,12 +472,25 @@ mod tests {
         for n in 1..=3 {
             m.handle_register(advert(n, t(0)), t(0)).expect("room");
         }
+        let passive: Vec<PeerId> = m
+            .peers()
+            .filter(|p| !p.active)
+            .map(|p| p.node.peer_id.clone())
+            .collect();
+        // The passive peers hold us active (they heartbeat us): they are never evicted.
+        let hold_us = |m: &mut Membership, now| {
+            for p in &passive {
+                m.handle_heartbeat(p, now);
+            }
+        };
+        hold_us(&mut m, t(0));
         assert_eq!(
             m.handle_register(advert(4, t(0)), t(0)),
             Err(Refusal::ListFull)
         );
         // Make the active peer unreachable.
         for k in 1..=3u64 {
+            hold_us(&mut m, t(10 * k));
             m.handle_timer(Timer::Probe, t(10 * k));
             for (to, r, rid) in sends(&drain(&mut m)) {
                 let res = if is_heartbeat(&r) {
@@ -481,5 +515,43 @@ mod tests {
             Ok(RegisterOutcome::Added)
         );
         assert_eq!(m.known_count(), 3);
+        assert!(passive.iter().all(|p| m.peer(p).is_some()));
+    }
+
+    #[test]
+    fn a_registrant_turns_a_full_list_over_but_spares_active_heartbeating_and_bootstrap_peers() {
+        let config = MembershipConfig {
+            max_peers_in_list: 5,
+            active_size: 1,
+            ..Default::default()
+        };
+        let mut m = machine(0, vec![], vec![], config, t(0));
+        for n in 1..=5 {
+            m.handle_register(advert(n, t(n as u64)), t(n as u64))
+                .expect("room");
+        }
+        let active = m.active_peers().next().expect("one").node.peer_id.clone();
+        assert_eq!(active, id(1), "the first registrant took the only slot");
+        // node-2 holds us active; node-3 was a bootstrap node.
+        m.handle_heartbeat(&id(2), t(6));
+        let seed = PeerAdvert {
+            is_seed_node: true,
+            ..advert(3, t(6))
+        };
+        m.handle_register(seed, t(6)).expect("known");
+        // node-4 (seen at 4 s) is the stalest evictable peer, then node-5.
+        for (newcomer, evicted) in [(6, 4), (7, 5)] {
+            let now = t(10);
+            m.handle_register(advert(newcomer, now), now)
+                .expect("a verified peer gets a place");
+            assert!(m.peer(&id(evicted)).is_none(), "node-{evicted} made room");
+        }
+        for spared in [1, 2, 3] {
+            assert!(m.peer(&id(spared)).is_some(), "node-{spared} spared");
+        }
+        // Hearsay never displaces a verified peer.
+        m.handle_exchange(&id(2), vec![advert(8, t(10))], 10, t(10));
+        assert!(m.peer(&id(8)).is_none());
+        assert_eq!(m.stats().refused_list_full, 1);
     }
 }
