@@ -554,9 +554,18 @@ async fn watch_stream(mut inbound: tonic::Streaming<PeerMessage>, r: Reader) {
         if message.message_type != MessageType::TransactionResponse as i32 {
             continue;
         }
+        // A found body comes without its hash: it is the body's SHA-256. (The gossip core
+        // still checks that it asked this peer for that hash.)
         let answer = TransactionResponse::decode(message.payload.as_slice())
             .ok()
-            .and_then(|a| Some((a.transaction_hash.parse::<TxHash>().ok()?, a)));
+            .and_then(|a| {
+                let hash = if a.found && a.transaction_hash.is_empty() {
+                    TxHash::of(&a.transaction_data)
+                } else {
+                    a.transaction_hash.parse::<TxHash>().ok()?
+                };
+                Some((hash, a))
+            });
         let Some((hash, answer)) = answer else {
             r.metrics
                 .gossip_dropped_total

@@ -207,7 +207,7 @@ impl World {
         let now = self.now;
         let deadline = self.fetch_deadline(size);
         let epoch = self.nodes[n].epoch;
-        let bytes = wire::fetch_request_len(&self.nodes[n].id);
+        let bytes = wire::fetch_request_len();
         self.rec.traffic().fetch_requests += bytes as u64;
         let Some(target) = self.target(from) else {
             let ev = Ev::Fetched {

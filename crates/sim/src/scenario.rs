@@ -332,6 +332,7 @@ overrides!(
         fanout: FanoutSpec => |f: FanoutSpec| f.mode().expect("checked by validate"),
         max_hops: u32 => |v| v,
         flood_past_max_hops: bool => |v| v,
+        flood_fanout: FanoutSpec => |f: FanoutSpec| f.mode().expect("checked by validate"),
         flush_interval: Dur => |d: Dur| d.0,
         max_batch: usize => |v| v,
         max_transaction_size: u64 => |v| v,
@@ -436,14 +437,15 @@ impl Scenario {
         if self.seeds.is_empty() {
             return Err(self.invalid("seeds", "[]", "at least one seed"));
         }
-        if let Some(f) = &self.gossip.fanout
-            && f.mode().is_none()
-        {
-            return Err(self.invalid(
-                "gossip.fanout",
-                format!("{f:?}"),
-                "a number, \"sqrt\" or \"all\"",
-            ));
+        for (key, f) in [
+            ("gossip.fanout", &self.gossip.fanout),
+            ("gossip.flood_fanout", &self.gossip.flood_fanout),
+        ] {
+            if let Some(f) = f
+                && f.mode().is_none()
+            {
+                return Err(self.invalid(key, format!("{f:?}"), "a number, \"sqrt\" or \"all\""));
+            }
         }
         if !(2..=MAX_NODES).contains(&self.nodes) {
             return Err(self.invalid("nodes", self.nodes, "2 to 16777214"));

@@ -75,14 +75,22 @@ pub fn response_len(response: &Response, responder: &PeerId) -> usize {
 /// A failed call still costs its error frame.
 pub const ERROR_LEN: usize = FRAME + 16;
 
-/// `TransactionRequest`: the hash as hex and the requester's id.
-pub fn fetch_request_len(requester: &PeerId) -> usize {
-    FRAME + string(64) + string(requester.as_str().len())
+/// A pull as the daemon makes it from a peer of ours: a `GOSSIP_FETCH` on the stream with the
+/// hash as 32 raw bytes. The daemon batches the pulls of one round to a peer in one message;
+/// each is counted here as its own message (an upper bound). Unary `GetTransaction` (the hash
+/// as hex and the requester's id, ~116 bytes) is only for peers that do not speak our gossip.
+pub fn fetch_request_len() -> usize {
+    FRAME + string(32)
 }
 
-/// `TransactionResponse` carrying `body_len` bytes (0 for not found).
+/// `TransactionResponse` on the stream carrying `body_len` bytes: a found body without its
+/// hash (the requester computes it), a missing one (0) with the hash as hex.
 pub fn fetch_answer_len(body_len: usize) -> usize {
-    FRAME + string(64) + 2 + if body_len > 0 { 4 + body_len } else { 0 }
+    if body_len > 0 {
+        FRAME + 2 + 4 + body_len
+    } else {
+        FRAME + string(64) + 2
+    }
 }
 
 #[cfg(test)]
@@ -119,6 +127,6 @@ mod tests {
             request_len(&Request::Ping, &id)
                 < request_len(&Request::Heartbeat { sequence: 1 }, &id)
         );
-        assert_eq!(fetch_answer_len(250) - fetch_answer_len(0), 254);
+        assert_eq!(fetch_answer_len(250) - fetch_answer_len(1), 249);
     }
 }

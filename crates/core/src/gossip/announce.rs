@@ -2,8 +2,10 @@
 //! the announcements and pushes peers send us.
 //!
 //! A node announces a transaction once, when it accepts it, to `fanout` active peers that are
-//! not known to hold it already (its announcers and the peer it came from). Entries wait in a
-//! per-peer batch for at most `flush_interval`; a full batch (`max_batch`) goes at once.
+//! not known to hold it already (every peer that announced it to us, up to
+//! [`MAX_HEARD`](super::fetch::MAX_HEARD), and the peer it came from). Entries wait in a
+//! per-peer batch for at most `flush_interval`; a full batch (`max_batch`) goes at once, and an
+//! entry still batched for a peer that announces the same hash to us is taken out.
 
 use rand::seq::SliceRandom;
 
@@ -109,6 +111,10 @@ impl Gossip {
             }
             if self.dedup.contains(&entry.hash, &mut self.stats) {
                 self.stats.duplicate_announcements += 1;
+                // It holds the transaction: our announcement to it, if still batched, is moot.
+                if let Some(batch) = self.outbox.get_mut(from) {
+                    batch.retain(|e| e.hash != entry.hash);
+                }
                 continue;
             }
             self.note_announcer(from, entry, repair, now);
@@ -342,5 +348,54 @@ mod tests {
         g.handle_message(&id(1), announce(many), ms(1));
         assert_eq!(g.stats().dropped_over_message_limit, 10);
         assert_eq!(g.pending_count(), MAX_ENTRIES_PER_MESSAGE);
+    }
+
+    #[test]
+    fn every_peer_that_announced_a_hash_is_spared_its_announcement() {
+        let config = GossipConfig {
+            fanout: FanoutMode::All,
+            max_announcers: 2,
+            ..quiet()
+        };
+        let mut g = node(0, 1..=6, config);
+        let e = entry(1, 5);
+        for peer in 1..=5 {
+            g.handle_message(&id(peer), announce(vec![e.clone()]), ms(peer as u64));
+        }
+        drain(&mut g);
+        assert_eq!(
+            g.stats().dropped_announcers_full,
+            3,
+            "only two are fetched from"
+        );
+        g.handle_fetched(&id(1), e.hash, Ok(body(1)), ms(10));
+        g.handle_timer(Timer::Flush, ms(100));
+        let targets: Vec<PeerId> = announces(&drain(&mut g))
+            .into_iter()
+            .map(|(to, _)| to)
+            .collect();
+        assert_eq!(targets, vec![id(6)], "peers 1 to 5 hold it already");
+    }
+
+    #[test]
+    fn a_batched_announcement_is_dropped_when_its_target_announces_the_hash() {
+        let config = GossipConfig {
+            fanout: FanoutMode::All,
+            ..quiet()
+        };
+        let mut g = node(0, [1, 2], config);
+        let hash = g.submit(body(1), None, ms(0)).expect("valid").hash;
+        drain(&mut g);
+        let e = AnnounceEntry {
+            hash,
+            ..entry(1, 1)
+        };
+        g.handle_message(&id(1), announce(vec![e]), ms(5));
+        g.handle_timer(Timer::Flush, ms(100));
+        let targets: Vec<PeerId> = announces(&drain(&mut g))
+            .into_iter()
+            .map(|(to, _)| to)
+            .collect();
+        assert_eq!(targets, vec![id(2)]);
     }
 }

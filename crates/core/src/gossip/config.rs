@@ -33,8 +33,10 @@ pub struct GossipConfig {
     pub fanout: FanoutMode,
     /// A transaction received with this many hops is not announced further (`gossip_rounds`).
     pub max_hops: u32,
-    /// Past `max_hops`, announce to every active peer instead of stopping.
+    /// Past `max_hops`, announce to `flood_fanout` peers instead of stopping.
     pub flood_past_max_hops: bool,
+    /// Announcement targets per accepted transaction past `max_hops`.
+    pub flood_fanout: FanoutMode,
     /// Announcements to one peer wait at most this long to be sent together.
     pub flush_interval: Duration,
     /// Entries per `Announce`; a batch this full is sent at once.
@@ -92,6 +94,7 @@ impl Default for GossipConfig {
             // Measured in net_tests (module doc): stopping at the hop limit leaves ~45% of a
             // 50-node network to anti-entropy; announcing onwards to all reaches everyone.
             flood_past_max_hops: true,
+            flood_fanout: FanoutMode::All,
             // Bitcoin trickles inv every ~100 ms on average; 10 ms adds less than one LAN RTT
             // per hop and still merges bursts of submissions.
             flush_interval: Duration::from_millis(10),

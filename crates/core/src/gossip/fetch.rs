@@ -14,6 +14,11 @@ use super::{
 };
 use crate::model::{PeerId, Timestamp, TxHash};
 
+/// Peers remembered per pending hash as holding it, fetched from or not: they are not
+/// announced to once the body is in. At least the gossip peers of a node (active set plus
+/// as many that heartbeat it).
+pub(super) const MAX_HEARD: usize = 16;
+
 /// An announced hash we lack.
 #[derive(Debug, Clone)]
 pub(super) struct Pending {
@@ -23,6 +28,8 @@ pub(super) struct Pending {
     /// In order of announcement; `announcers[..next]` were tried.
     announcers: Vec<PeerId>,
     next: usize,
+    /// Announcers beyond `max_announcers`: not fetched from, not announced to.
+    heard: Vec<PeerId>,
     /// The announcer being fetched from and the deadline.
     fetching: Option<(PeerId, Timestamp)>,
     /// Learned through anti-entropy.
@@ -48,11 +55,14 @@ impl Gossip {
         _now: Timestamp,
     ) {
         if let Some(p) = self.pending.get_mut(&entry.hash) {
-            if p.announcers.contains(from) {
+            if p.announcers.contains(from) || p.heard.contains(from) {
                 return;
             }
             if p.announcers.len() >= self.config.max_announcers.max(1) {
                 self.stats.dropped_announcers_full += 1;
+                if p.heard.len() < MAX_HEARD {
+                    p.heard.push(from.clone());
+                }
                 return;
             }
             p.announcers.push(from.clone());
@@ -69,6 +79,7 @@ impl Gossip {
             hops: entry.hops,
             announcers: vec![from.clone()],
             next: 0,
+            heard: Vec::new(),
             fetching: None,
             repair,
         };
@@ -167,7 +178,8 @@ impl Gossip {
         self.deadlines.remove(&(deadline, *hash));
     }
 
-    /// Stops tracking `hash` (it was accepted); returns its announcers and repair flag.
+    /// Stops tracking `hash` (it was accepted); returns every peer that announced it (up to
+    /// the bounds) and the repair flag.
     pub(super) fn forget_pending(&mut self, hash: &TxHash) -> (Vec<PeerId>, bool) {
         let fetching = self.pending.get(hash).map(|p| p.fetching.is_some());
         match fetching {
@@ -175,7 +187,8 @@ impl Gossip {
             Some(true) => self.release(hash),
             Some(false) => self.waiting.retain(|h| h != hash),
         }
-        let p = self.pending.remove(hash).expect("checked present above");
+        let mut p = self.pending.remove(hash).expect("checked present above");
+        p.announcers.append(&mut p.heard);
         (p.announcers, p.repair)
     }
 

@@ -379,7 +379,7 @@ impl Gossip {
         let fanout = if hops < self.config.max_hops {
             self.config.fanout
         } else if self.config.flood_past_max_hops {
-            FanoutMode::All
+            self.config.flood_fanout
         } else {
             return;
         };

@@ -47,7 +47,8 @@ impl CommunicationService {
     }
 
     /// Answers a `GOSSIP_FETCH` from a stream: one `TRANSACTION_RESPONSE` per hash (at most
-    /// [`MAX_FETCH_BATCH`]; more are dropped and counted), sent back on the stream.
+    /// [`MAX_FETCH_BATCH`]; more are dropped and counted), sent back on the stream. A found
+    /// body goes without its hash, which the requester computes; a missing one names it.
     async fn answer_fetch(
         &self,
         message: &PeerMessage,
@@ -74,7 +75,11 @@ impl CommunicationService {
                 transaction_hash: hash.to_string(),
                 ..Default::default()
             };
-            let answer = self.transactions.answer(&request)?;
+            let mut answer = self.transactions.answer(&request)?;
+            if answer.found {
+                // A body names itself (its SHA-256): the hash would be 66 of ~320 bytes.
+                answer.transaction_hash.clear();
+            }
             let reply = PeerMessage {
                 sender_peer_id: me.clone(),
                 recipient_peer_id: message.sender_peer_id.clone(),
