@@ -211,13 +211,27 @@ mod tests {
         receive(&mut g, 2, 3);
         assert!(flush(&mut g, ms(40)).is_empty(), "max_hops reached");
 
-        let mut g = node(0, 1..=9, quiet());
+        let flood = GossipConfig {
+            flood_fanout: FanoutMode::All,
+            ..quiet()
+        };
+        let mut g = node(0, 1..=9, flood);
         receive(&mut g, 2, 3);
         let sent = announces(&flush(&mut g, ms(40)));
         assert_eq!(
             sent.len(),
             8,
             "past max_hops: every active peer but the announcer"
+        );
+        assert!(sent.iter().all(|(to, e)| *to != id(9) && e[0].hops == 4));
+
+        let mut g = node(0, 1..=9, quiet());
+        receive(&mut g, 2, 3);
+        let sent = announces(&flush(&mut g, ms(40)));
+        assert_eq!(
+            sent.len(),
+            3,
+            "the default: on past max_hops, to flood_fanout peers"
         );
         assert!(sent.iter().all(|(to, e)| *to != id(9) && e[0].hops == 4));
     }
