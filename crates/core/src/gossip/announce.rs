@@ -230,7 +230,7 @@ mod tests {
         let sent = announces(&flush(&mut g, ms(40)));
         assert_eq!(
             sent.len(),
-            3,
+            6,
             "the default: on past max_hops, to flood_fanout peers"
         );
         assert!(sent.iter().all(|(to, e)| *to != id(9) && e[0].hops == 4));
