@@ -11,6 +11,11 @@
 //! The actor pushes; the worker pops and sends with a deadline and reports each outcome back
 //! (for the peer's circuit breaker) and the transport that worked.
 //!
+//! A peer not known to speak our gossip extensions (a Sorcha peer: it never sent us a
+//! `GOSSIP_*` message) gets each announcement as Sorcha's unary `NotifyTransaction` (REST:
+//! `POST /api/v1/transactions/notify`), as the wire contract requires; digests still go as they
+//! are, so that a sorcha-peer node learns we speak them and answers in kind.
+//!
 //! Pulls ride the stream too, with peers known to speak our gossip extensions: a
 //! `GOSSIP_FETCH` names up to [`MAX_FETCH_BATCH`] hashes and the peer answers each with a
 //! `TRANSACTION_RESPONSE` on the same stream, which the stream's reader hands to the actor as
@@ -28,7 +33,7 @@ use prost::Message;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use sorcha_peer_core::backoff::{CallKind, ErrorClass, RetryDecision, RetryPolicy};
-use sorcha_peer_core::gossip::{FetchFailure, GossipMessage};
+use sorcha_peer_core::gossip::{AnnounceEntry, FetchFailure, GossipMessage};
 use sorcha_peer_core::model::{PeerId, Protocol, TxHash};
 use sorcha_peer_core::sendqueue::{Lane, SendQueue, SendQueueConfig};
 use tokio::sync::{Notify, mpsc};
@@ -43,8 +48,9 @@ use crate::outbound::Answer;
 use crate::proto::communication::peer_communication_client::PeerCommunicationClient;
 use crate::proto::communication::{GossipFetch, MessageType, PeerMessage};
 use crate::proto::transaction::TransactionResponse;
+use crate::proto::transaction::transaction_distribution_client::TransactionDistributionClient;
 use crate::rest::client::RestClient;
-use crate::wire::{MAX_FETCH_BATCH, to_peer_message};
+use crate::wire::{MAX_FETCH_BATCH, to_notification, to_peer_message};
 
 /// Links open at most: every active and recently contacted peer, with room to spare.
 pub const MAX_LINKS: usize = 512;
@@ -88,6 +94,8 @@ fn queue_config() -> SendQueueConfig {
 #[derive(Debug)]
 enum Outgoing {
     Gossip(GossipMessage),
+    /// Announcements for a peer that speaks only Sorcha's contract.
+    Notify(Vec<AnnounceEntry>),
     /// Bodies to pull over the stream.
     Fetch(Vec<TxHash>),
 }
@@ -177,7 +185,7 @@ impl Links {
             }
             Err(dropped) => match dropped.item {
                 Outgoing::Fetch(hashes) => Err(hashes),
-                Outgoing::Gossip(_) => Ok(()),
+                Outgoing::Gossip(_) | Outgoing::Notify(_) => Ok(()),
             },
         }
     }
@@ -187,11 +195,14 @@ impl Links {
     }
 
     /// Queues `message` for `to`, opening its link (over `channel`, in `mode`) if it has none.
+    /// `speaks_gossip`: the peer understands the `GOSSIP_*` messages; if not, announcements
+    /// (and pushes) become Sorcha notifications.
     pub fn push(
         &mut self,
         to: &PeerId,
         message: GossipMessage,
         open: Option<(Channel, String, Mode)>,
+        speaks_gossip: bool,
     ) {
         if !self.links.contains_key(to) {
             let Some((channel, base, mode)) = open else {
@@ -210,10 +221,16 @@ impl Links {
             .expect("invariant: inserted above when missing");
         link.used = Instant::now();
         let (lane, size) = lane_of(&message);
-        let pushed = link.queue.lock().map_err(|_| ()).and_then(|mut q| {
-            q.push(lane, Outgoing::Gossip(message), size)
-                .map_err(|_| ())
-        });
+        let item = match message {
+            GossipMessage::Announce { entries } if !speaks_gossip => Outgoing::Notify(entries),
+            GossipMessage::Push { entry, .. } if !speaks_gossip => Outgoing::Notify(vec![entry]),
+            message => Outgoing::Gossip(message),
+        };
+        let pushed = link
+            .queue
+            .lock()
+            .map_err(|_| ())
+            .and_then(|mut q| q.push(lane, item, size).map_err(|_| ()));
         match pushed {
             Ok(()) => link.wake.notify_one(),
             Err(()) => self.drop_message(lane_name(lane)),
@@ -246,8 +263,9 @@ impl Links {
             self_id: self.self_id.clone(),
             queue: queue.clone(),
             wake: wake.clone(),
-            client: PeerCommunicationClient::new(channel)
+            client: PeerCommunicationClient::new(channel.clone())
                 .max_decoding_message_size(self.max_message),
+            transactions: TransactionDistributionClient::new(channel),
             stream_state: stream.clone(),
             rest: self.rest.clone(),
             base,
@@ -323,6 +341,8 @@ struct Worker {
     queue: Arc<Mutex<SendQueue<Outgoing>>>,
     wake: Arc<Notify>,
     client: PeerCommunicationClient<Channel>,
+    /// For Sorcha's `NotifyTransaction`.
+    transactions: TransactionDistributionClient<Channel>,
     stream_state: Arc<StreamState>,
     rest: RestClient,
     /// `http://host:port` of the peer, for REST.
@@ -353,6 +373,17 @@ async fn drain(mut w: Worker) {
         let next = w.queue.lock().ok().and_then(|mut q| q.pop());
         let message = match next {
             Some((_, Outgoing::Gossip(message))) => message,
+            Some((_, Outgoing::Notify(entries))) => {
+                let ok = notify(&mut w, &entries).await;
+                let outcome = Answer::Outcome {
+                    peer: w.peer.clone(),
+                    ok,
+                };
+                if w.answers.send(outcome).await.is_err() {
+                    return;
+                }
+                continue;
+            }
             Some((_, Outgoing::Fetch(hashes))) => {
                 if !fetch(&mut w, hashes).await {
                     return; // The actor is gone: shutting down.
@@ -402,6 +433,29 @@ async fn drain(mut w: Worker) {
             }
         }
     }
+}
+
+/// Announces `entries` the way a Sorcha peer understands: one `NotifyTransaction` each (the
+/// REST equivalent for a REST-only peer). True if every one was delivered.
+async fn notify(w: &mut Worker, entries: &[AnnounceEntry]) -> bool {
+    let mut all = true;
+    for entry in entries {
+        let notification = to_notification(entry, &w.self_id, now());
+        let bytes = notification.encoded_len() as u64;
+        let sent = if w.mode == Mode::Rest {
+            w.rest.notify(&w.base, &notification).await.is_ok()
+        } else {
+            let call = w.transactions.notify_transaction(notification);
+            matches!(tokio::time::timeout(w.timeout, call).await, Ok(Ok(_)))
+        };
+        if sent {
+            w.metrics.record_sent("notify", bytes);
+        } else {
+            w.metrics.connection_errors_total.add(1, &[]);
+            all = false;
+        }
+    }
+    all
 }
 
 /// Asks the peer for `hashes` on the stream; if that cannot be done, fails them at once so the
@@ -591,5 +645,109 @@ async fn watch_stream(mut inbound: tonic::Streaming<PeerMessage>, r: Reader) {
     r.alive.store(false, Ordering::Relaxed);
     if r.state.generation.load(Ordering::Relaxed) == r.generation {
         r.state.open.store(false, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+
+    use futures::Stream;
+    use sorcha_peer_core::model::TxHash;
+    use tokio_stream::wrappers::TcpListenerStream;
+    use tonic::{Request, Response, Status};
+
+    use super::*;
+    use crate::proto::transaction::transaction_distribution_server::{
+        TransactionDistribution, TransactionDistributionServer,
+    };
+    use crate::proto::transaction::{
+        NotificationAck, TransactionChunk, TransactionNotification, TransactionRequest,
+    };
+
+    /// A Sorcha peer's transaction service: it records the notifications it gets.
+    struct SorchaPeer(mpsc::Sender<TransactionNotification>);
+
+    #[tonic::async_trait]
+    impl TransactionDistribution for SorchaPeer {
+        async fn notify_transaction(
+            &self,
+            request: Request<TransactionNotification>,
+        ) -> Result<Response<NotificationAck>, Status> {
+            let _ = self.0.send(request.into_inner()).await;
+            Ok(Response::new(NotificationAck {
+                already_known: false,
+                will_request: true,
+            }))
+        }
+
+        async fn get_transaction(
+            &self,
+            _: Request<TransactionRequest>,
+        ) -> Result<Response<TransactionResponse>, Status> {
+            Err(Status::not_found("none"))
+        }
+
+        type StreamTransactionStream =
+            Pin<Box<dyn Stream<Item = Result<TransactionChunk, Status>> + Send>>;
+
+        async fn stream_transaction(
+            &self,
+            _: Request<TransactionRequest>,
+        ) -> Result<Response<Self::StreamTransactionStream>, Status> {
+            Err(Status::not_found("none"))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_speaks_only_sorcha_gets_announcements_as_notify_transaction() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (seen, mut notifications) = mpsc::channel(8);
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(TransactionDistributionServer::new(SorchaPeer(seen)))
+                .serve_with_incoming(TcpListenerStream::new(listener)),
+        );
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+            .unwrap()
+            .connect_lazy();
+        let (answers, mut outcomes) = mpsc::channel(8);
+        let me: PeerId = "rust-node".parse().unwrap();
+        let mut links = Links::new(
+            me.clone(),
+            Duration::from_secs(5),
+            1 << 20,
+            Arc::new(Metrics::new().unwrap()),
+            answers,
+            RestClient::new(Duration::from_secs(5)).unwrap(),
+            RetryPolicy::default(),
+        );
+        let peer: PeerId = "csharp-node".parse().unwrap();
+        let entry = AnnounceEntry {
+            hash: TxHash::of(b"tx"),
+            size: 2,
+            register_id: Some("reg".into()),
+            hops: 1,
+        };
+        let message = GossipMessage::Announce {
+            entries: vec![entry.clone()],
+        };
+        let open = Some((channel, format!("http://{address}"), Mode::Unary));
+        links.push(&peer, message, open, false);
+
+        let got = tokio::time::timeout(Duration::from_secs(10), notifications.recv())
+            .await
+            .expect("notified in time")
+            .expect("a notification");
+        assert_eq!(got.transaction_hash, entry.hash.to_string());
+        assert_eq!(got.sender_peer_id, "rust-node");
+        assert_eq!((got.transaction_size, got.register_id.as_str()), (2, "reg"));
+        let outcome = outcomes.recv().await.expect("an outcome");
+        assert!(
+            matches!(outcome, Answer::Outcome { ok: true, .. }),
+            "{outcome:?}"
+        );
     }
 }

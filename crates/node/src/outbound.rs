@@ -217,7 +217,8 @@ impl Outbound {
                 .ok()
                 .map(|channel| (channel, base_url(to), mode))
         };
-        self.links.push(&peer, message, open);
+        let speaks = self.speakers.contains(&peer);
+        self.links.push(&peer, message, open, speaks);
     }
 
     /// Records how a call to `peer` went, opening or closing its circuit.

@@ -18,7 +18,7 @@ use crate::proto::discovery::{
     RegisterPeerResponse,
 };
 use crate::proto::heartbeat::{PeerHeartbeatRequest, PeerHeartbeatResponse};
-use crate::proto::transaction::TransactionResponse;
+use crate::proto::transaction::{NotificationAck, TransactionNotification, TransactionResponse};
 
 /// Largest control answer read (a peer list of 100 entries is far below).
 const MAX_CONTROL_ANSWER: usize = 512 * 1024;
@@ -162,6 +162,17 @@ impl RestClient {
         } else {
             Err(RestFailure::Refused(200))
         }
+    }
+
+    /// Announces a transaction to a Sorcha peer over `POST /api/v1/transactions/notify`.
+    pub async fn notify(
+        &self,
+        base: &str,
+        notification: &TransactionNotification,
+    ) -> Result<(), RestFailure> {
+        let url = format!("{base}/api/v1/transactions/notify");
+        let _: NotificationAck = self.post(&url, notification).await?;
+        Ok(())
     }
 
     async fn get<T: DeserializeOwned>(&self, url: &str) -> Result<T, RestFailure> {
