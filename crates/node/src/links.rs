@@ -11,10 +11,12 @@
 //! The actor pushes; the worker pops and sends with a deadline and reports each outcome back
 //! (for the peer's circuit breaker) and the transport that worked.
 //!
-//! A peer not known to speak our gossip extensions (a Sorcha peer: it never sent us a
-//! `GOSSIP_*` message) gets each announcement as Sorcha's unary `NotifyTransaction` (REST:
-//! `POST /api/v1/transactions/notify`), as the wire contract requires; digests still go as they
-//! are, so that a sorcha-peer node learns we speak them and answers in kind.
+//! A peer that announces to us with Sorcha's `NotifyTransaction` and has never sent us a
+//! `GOSSIP_*` message (a Sorcha peer) gets each announcement the same way, unary (REST: `POST
+//! /api/v1/transactions/notify`), as the wire contract requires; digests still go as they are,
+//! so that a sorcha-peer node can show it speaks them. A Sorcha peer that never announces is
+//! not recognised and gets `GOSSIP_*` messages it ignores: adverts do not say yet which
+//! extensions a peer speaks.
 //!
 //! Pulls ride the stream too, with peers known to speak our gossip extensions: a
 //! `GOSSIP_FETCH` names up to [`MAX_FETCH_BATCH`] hashes and the peer answers each with a

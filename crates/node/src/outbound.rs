@@ -111,6 +111,11 @@ pub struct Outbound {
     /// Peers that sent us gossip messages, so speak our extensions (`GOSSIP_FETCH` included);
     /// at most [`MAX_SPEAKERS`], past which the others pull the unary way.
     speakers: HashSet<PeerId>,
+    /// Peers that announced to us with Sorcha's `NotifyTransaction` and never sent gossip: we
+    /// announce to them the same way. Every other peer is taken to speak our extensions (a
+    /// peer learns it from our adverts nowhere yet: see the links module). At most
+    /// [`MAX_SPEAKERS`].
+    sorcha_only: HashSet<PeerId>,
 }
 
 /// Peers remembered as speaking the gossip extensions: eight times the links kept open.
@@ -163,19 +168,33 @@ impl Outbound {
             max_transaction_size,
             batched: BTreeMap::new(),
             speakers: HashSet::new(),
+            sorcha_only: HashSet::new(),
         }
     }
 
     /// Notes that `peer` sent us gossip (so it answers pulls on a stream).
     pub fn heard_gossip_from(&mut self, peer: &PeerId) {
+        self.sorcha_only.remove(peer);
         if self.speakers.len() < MAX_SPEAKERS && !self.speakers.contains(peer) {
             self.speakers.insert(peer.clone());
+        }
+    }
+
+    /// Notes that `peer` announced with `NotifyTransaction`: unless it also sent us gossip, it
+    /// is a Sorcha peer, and gets our announcements as notifications.
+    pub fn heard_notify_from(&mut self, peer: &PeerId) {
+        if !self.speakers.contains(peer)
+            && self.sorcha_only.len() < MAX_SPEAKERS
+            && !self.sorcha_only.contains(peer)
+        {
+            self.sorcha_only.insert(peer.clone());
         }
     }
 
     /// Forgets what was learned about `peer` (membership forgot it).
     pub fn forget(&mut self, peer: &PeerId) {
         self.speakers.remove(peer);
+        self.sorcha_only.remove(peer);
     }
 
     /// Sends the pulls gathered by [`Outbound::fetch`]: one `GOSSIP_FETCH` per peer and
@@ -217,7 +236,7 @@ impl Outbound {
                 .ok()
                 .map(|channel| (channel, base_url(to), mode))
         };
-        let speaks = self.speakers.contains(&peer);
+        let speaks = !self.sorcha_only.contains(&peer);
         self.links.push(&peer, message, open, speaks);
     }
 

@@ -321,6 +321,7 @@ impl Actor {
                 self.node.handle_gossip(&from, message, now);
             }
             Command::Notify { from, entry, reply } => {
+                self.outbound.heard_notify_from(&from);
                 let known = self.node.gossip().is_known(&entry.hash);
                 self.heard_of(entry.hash);
                 let message = GossipMessage::Announce {
