@@ -383,8 +383,8 @@ mod tests {
         let mut nodes = [node(0, [1], config.clone()), node(1, [0], config)];
         let mut bodies = BTreeMap::new();
         for n in 0..20 {
-            // Half a second before the first digest: within the 1 s settle time.
-            let out = nodes[0].submit(body(n), None, ms(4500)).expect("valid");
+            // 200 ms before the first digest: within the 300 ms settle time.
+            let out = nodes[0].submit(body(n), None, ms(4800)).expect("valid");
             bodies.insert(out.hash, body(n));
         }
         drain(&mut nodes[0]);
