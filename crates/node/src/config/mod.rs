@@ -153,6 +153,8 @@ impl Config {
             max_concurrent_discoveries: d.max_concurrent_discoveries as usize,
             failure_threshold: d.failure_threshold,
             active_size: d.active_peers as usize,
+            max_inbound: d.max_inbound as usize,
+            discovery_target: d.discovery_target as usize,
             probe_interval: d.heartbeat_interval,
             removal_after: d.forget_after,
             // Bootstrap retries back off up to the refresh interval (Sorcha: 5 min cap).
@@ -269,6 +271,11 @@ pub struct DiscoveryConfig {
     pub heartbeat_interval: Duration,
     /// Peers kept in the active set: heartbeaten, counted as healthy, used for gossip.
     pub active_peers: u32,
+    /// Peers that may hold this node in their active sets at once; past it a Ping is answered
+    /// BUSY and the prober picks another peer, so no node becomes everyone's hub.
+    pub max_inbound: u32,
+    /// Known peers at which discovery stops asking peers for their lists.
+    pub discovery_target: u32,
     /// Consecutive failed contacts after which a peer is unreachable and leaves the active set.
     pub failure_threshold: u32,
     /// A peer silent this long (and not active) is forgotten.
@@ -295,6 +302,9 @@ impl Default for DiscoveryConfig {
             // Enough for a gossip fanout of 3 with spares; HyParView's active view is
             // log(n)+1, 8 for ~1,000 nodes and still connected at 10,000.
             active_peers: 8,
+            // The simulator's choices (crates/core/src/membership/config.rs has the runs).
+            max_inbound: MembershipConfig::default().max_inbound as u32,
+            discovery_target: MembershipConfig::default().discovery_target as u32,
             // Sorcha design: three failures mark a peer unreachable.
             failure_threshold: 3,
             // A peer silent for an hour is gone; keeping it longer only slows bootstrap.

@@ -118,6 +118,33 @@ fn out_of_range_values_name_key_value_origin_and_range() {
 }
 
 #[test]
+fn an_inbound_bound_below_the_active_set_is_refused() {
+    let sources = Sources {
+        env: env(&[("SORCHA_PEER__DISCOVERY__MAX_INBOUND", "4")]),
+        ..Default::default()
+    };
+    let bad = one_refusal(&sources);
+    assert_eq!(bad.key, "discovery.max_inbound");
+    assert!(
+        bad.problem.contains("below discovery.active_peers (8)"),
+        "{bad}"
+    );
+    let config = load(&Sources {
+        env: env(&[
+            ("SORCHA_PEER__DISCOVERY__MAX_INBOUND", "12"),
+            ("SORCHA_PEER__DISCOVERY__DISCOVERY_TARGET", "30"),
+        ]),
+        ..Default::default()
+    })
+    .expect("valid");
+    let membership = config.config.membership();
+    assert_eq!(
+        (membership.max_inbound, membership.discovery_target),
+        (12, 30)
+    );
+}
+
+#[test]
 fn every_problem_is_reported_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let text = "[distribution]\nfanout = 0\n[discovery]\nmax_peers_in_list = 5\npeer_timeout = \"10ms\"\nbootstrap_nodes = [\"good.example:5001\", \"no-port\", \"[::1]:0\"]\n";

@@ -176,6 +176,19 @@ fn discovery(c: &Config, v: &mut Problems) {
         1,
         50,
     );
+    v.range("discovery.discovery_target", d.discovery_target, 1, 10_000);
+    v.range("discovery.max_inbound", d.max_inbound, 1, 1024);
+    // Every active link is some node's inbound one: below the active set size, a network of
+    // equal nodes could not give everyone a full active set.
+    if d.max_inbound < d.active_peers {
+        v.push(
+            "discovery.max_inbound",
+            format!(
+                "{} is below discovery.active_peers ({}): must be at least the active set size",
+                d.max_inbound, d.active_peers
+            ),
+        );
+    }
 }
 
 fn communication(c: &Config, v: &mut Problems) {
