@@ -25,7 +25,7 @@
 //! moves to the next announcer instead of waiting for its timeout. Links are bounded in number:
 //! the least recently used one is closed (its worker stopped, its queue counted as dropped).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -366,7 +366,16 @@ struct Worker {
 struct OpenStream {
     tx: mpsc::Sender<PeerMessage>,
     alive: Arc<AtomicBool>,
+    /// Pulls asked on this stream and not answered yet; failed at once if the stream ends.
+    asked: Asked,
 }
+
+/// Pulls outstanding on one stream, shared by the worker and the stream's reader.
+type Asked = Arc<Mutex<HashSet<TxHash>>>;
+
+/// Outstanding pulls remembered per stream; past it a pull still works, but if the stream
+/// breaks it waits for the gossip core's fetch timeout instead of failing at once.
+const MAX_ASKED: usize = 4 * MAX_FETCH_BATCH;
 
 /// Sends what the link's queue holds, one message at a time, each with a deadline.
 async fn drain(mut w: Worker) {
@@ -478,6 +487,13 @@ async fn fetch(w: &mut Worker, hashes: Vec<TxHash>) -> bool {
     let sent = w.mode == Mode::Stream && matches!(stream_send(w, wire).await, StreamSend::Sent);
     if sent {
         w.metrics.record_sent("fetch", bytes);
+        // Noted after the send: an answer faster than this leaves its hash behind, and if the
+        // stream then breaks the core is told of a failure for a hash it no longer waits
+        // for, which it ignores.
+        if let Some(Ok(mut asked)) = w.stream.as_ref().map(|s| s.asked.lock()) {
+            let room = MAX_ASKED.saturating_sub(asked.len());
+            asked.extend(hashes.into_iter().take(room));
+        }
         return true;
     }
     w.metrics.connection_errors_total.add(1, &[]);
@@ -546,6 +562,7 @@ async fn stream_send(w: &mut Worker, wire: PeerMessage) -> StreamSend {
         match opened {
             Ok(Ok(response)) => {
                 let alive = Arc::new(AtomicBool::new(true));
+                let asked = Asked::default();
                 let state = &w.stream_state;
                 let generation = state.generation.fetch_add(1, Ordering::Relaxed) + 1;
                 state.open.store(true, Ordering::Relaxed);
@@ -554,6 +571,7 @@ async fn stream_send(w: &mut Worker, wire: PeerMessage) -> StreamSend {
                     Reader {
                         peer: w.peer.clone(),
                         alive: alive.clone(),
+                        asked: asked.clone(),
                         state: state.clone(),
                         generation,
                         // The peer's heartbeats come every STREAM_HEARTBEAT whatever our
@@ -564,7 +582,7 @@ async fn stream_send(w: &mut Worker, wire: PeerMessage) -> StreamSend {
                         metrics: w.metrics.clone(),
                     },
                 ));
-                w.stream = Some(OpenStream { tx, alive });
+                w.stream = Some(OpenStream { tx, alive, asked });
             }
             Ok(Err(status)) if status.code() == tonic::Code::Unimplemented => {
                 return StreamSend::Refused(wire);
@@ -590,6 +608,7 @@ struct Reader {
     peer: PeerId,
     /// This stream's liveness, read by the worker before each send.
     alive: Arc<AtomicBool>,
+    asked: Asked,
     state: Arc<StreamState>,
     generation: u64,
     silence: Duration,
@@ -635,18 +654,38 @@ async fn watch_stream(mut inbound: tonic::Streaming<PeerMessage>, r: Reader) {
         } else {
             Err(FetchFailure::NotFound)
         };
+        if let Ok(mut asked) = r.asked.lock() {
+            asked.remove(&hash);
+        }
         let fetched = Answer::Fetched {
             from: r.peer.clone(),
             hash,
             result,
         };
         if r.answers.send(fetched).await.is_err() {
-            break; // The actor is gone.
+            return; // The actor is gone.
         }
     }
     r.alive.store(false, Ordering::Relaxed);
     if r.state.generation.load(Ordering::Relaxed) == r.generation {
         r.state.open.store(false, Ordering::Relaxed);
+    }
+    // Whatever was asked on this stream will not be answered: the core tries other
+    // announcers now rather than at its fetch timeout.
+    let unanswered: Vec<TxHash> = r
+        .asked
+        .lock()
+        .map(|mut asked| asked.drain().collect())
+        .unwrap_or_default();
+    for hash in unanswered {
+        let failed = Answer::Fetched {
+            from: r.peer.clone(),
+            hash,
+            result: Err(FetchFailure::Unreachable),
+        };
+        if r.answers.send(failed).await.is_err() {
+            return;
+        }
     }
 }
 
@@ -660,6 +699,10 @@ mod tests {
     use tonic::{Request, Response, Status};
 
     use super::*;
+    use crate::proto::communication::MessageAck;
+    use crate::proto::communication::peer_communication_server::{
+        PeerCommunication, PeerCommunicationServer,
+    };
     use crate::proto::transaction::transaction_distribution_server::{
         TransactionDistribution, TransactionDistributionServer,
     };
@@ -699,6 +742,96 @@ mod tests {
         ) -> Result<Response<Self::StreamTransactionStream>, Status> {
             Err(Status::not_found("none"))
         }
+    }
+
+    /// A peer whose stream takes messages and ends, without an answer, at the first pull.
+    struct HangsUpOnPulls;
+
+    #[tonic::async_trait]
+    impl PeerCommunication for HangsUpOnPulls {
+        async fn send_message(
+            &self,
+            _: Request<PeerMessage>,
+        ) -> Result<Response<MessageAck>, Status> {
+            Ok(Response::new(MessageAck::default()))
+        }
+
+        type StreamStream = Pin<Box<dyn Stream<Item = Result<PeerMessage, Status>> + Send>>;
+
+        async fn stream(
+            &self,
+            request: Request<tonic::Streaming<PeerMessage>>,
+        ) -> Result<Response<Self::StreamStream>, Status> {
+            let mut inbound = request.into_inner();
+            let (tx, rx) = mpsc::channel(4);
+            tokio::spawn(async move {
+                while let Ok(Some(m)) = inbound.message().await {
+                    if m.message_type == MessageType::GossipFetch as i32 {
+                        drop(tx);
+                        return;
+                    }
+                }
+            });
+            Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        }
+    }
+
+    #[tokio::test]
+    async fn pulls_on_a_stream_that_ends_fail_at_once() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(PeerCommunicationServer::new(HangsUpOnPulls))
+                .serve_with_incoming(TcpListenerStream::new(listener)),
+        );
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+            .unwrap()
+            .connect_lazy();
+        let (answers, mut results) = mpsc::channel(8);
+        // A long timeout: the failure must come from the stream's end, not from a deadline.
+        let mut links = Links::new(
+            "rust-node".parse().unwrap(),
+            Duration::from_secs(30),
+            1 << 20,
+            Arc::new(Metrics::new().unwrap()),
+            answers,
+            RestClient::new(Duration::from_secs(30)).unwrap(),
+            RetryPolicy::default(),
+        );
+        let peer: PeerId = "peer".parse().unwrap();
+        let digest = GossipMessage::Digest {
+            range: sorcha_peer_core::gossip::PrefixRange::FULL,
+            prefixes: vec![],
+        };
+        let open = Some((channel, format!("http://{address}"), Mode::Stream));
+        links.push(&peer, digest, open, true);
+        let opened = async {
+            while !links.stream_open(&peer) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), opened)
+            .await
+            .expect("the stream opens");
+        let hash = TxHash::of(b"wanted");
+        links.fetch(&peer, vec![hash]).expect("queued");
+        let failed = async {
+            loop {
+                match results.recv().await.expect("answers") {
+                    Answer::Fetched {
+                        hash: h, result, ..
+                    } => return (h, result),
+                    _ => continue,
+                }
+            }
+        };
+        let (h, result) = tokio::time::timeout(Duration::from_secs(10), failed)
+            .await
+            .expect("failed well before the 30 s timeout");
+        assert_eq!(h, hash);
+        assert_eq!(result, Err(FetchFailure::Unreachable));
     }
 
     #[tokio::test]
