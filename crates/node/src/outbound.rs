@@ -112,8 +112,8 @@ pub struct Outbound {
     /// at most [`MAX_SPEAKERS`], past which the others pull the unary way.
     speakers: HashSet<PeerId>,
     /// Peers that announced to us with Sorcha's `NotifyTransaction` and never sent gossip: we
-    /// announce to them the same way. Every other peer is taken to speak our extensions (a
-    /// peer learns it from our adverts nowhere yet: see the links module). At most
+    /// announce to them the same way. Every other peer is taken to speak our extensions
+    /// (adverts do not say yet which extensions a peer speaks: see the links module). At most
     /// [`MAX_SPEAKERS`].
     sorcha_only: HashSet<PeerId>,
 }
