@@ -284,12 +284,7 @@ impl Metrics {
                 reported.refused_list_full,
             ),
         ];
-        for (reason, now, before) in refused {
-            if now > before {
-                self.adverts_refused_total
-                    .add(now - before, &[KeyValue::new("reason", reason)]);
-            }
-        }
+        add_deltas(&self.adverts_refused_total, "reason", &refused);
         let dropped = [
             ("outputs", stats.outputs_dropped, reported.outputs_dropped),
             ("sends", stats.sends_refused, reported.sends_refused),
@@ -304,12 +299,7 @@ impl Metrics {
                 reported.responses_unknown,
             ),
         ];
-        for (kind, now, before) in dropped {
-            if now > before {
-                self.membership_dropped_total
-                    .add(now - before, &[KeyValue::new("kind", kind)]);
-            }
-        }
+        add_deltas(&self.membership_dropped_total, "kind", &dropped);
         *reported = *stats;
     }
 
@@ -384,12 +374,7 @@ impl Metrics {
                 reported.refused_bad_digests,
             ),
         ];
-        for (kind, now, before) in dropped {
-            if now > before {
-                self.gossip_dropped_total
-                    .add(now - before, &[KeyValue::new("kind", kind)]);
-            }
-        }
+        add_deltas(&self.gossip_dropped_total, "kind", &dropped);
         let failed = [
             ("timeout", stats.fetch_timeouts, reported.fetch_timeouts),
             ("failed", stats.fetch_failures, reported.fetch_failures),
@@ -399,12 +384,7 @@ impl Metrics {
                 reported.fetches_abandoned,
             ),
         ];
-        for (kind, now, before) in failed {
-            if now > before {
-                self.gossip_fetch_failures_total
-                    .add(now - before, &[KeyValue::new("kind", kind)]);
-            }
-        }
+        add_deltas(&self.gossip_fetch_failures_total, "kind", &failed);
         *reported = *stats;
     }
 
@@ -422,6 +402,16 @@ impl Metrics {
             tracing::warn!(error = %e, "cannot encode metrics");
         }
         String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// Adds to `counter`, labelled `key` = each row's name, what each stats field gained since it
+/// was last reported: `(name, now, before)` rows.
+fn add_deltas(counter: &Counter<u64>, key: &'static str, rows: &[(&'static str, u64, u64)]) {
+    for &(name, now, before) in rows {
+        if now > before {
+            counter.add(now - before, &[KeyValue::new(key, name)]);
+        }
     }
 }
 
