@@ -170,20 +170,9 @@ async fn a_peer_that_never_reads_does_not_stall_the_others() {
         "the stuck peer and two real ones should all be active at A"
     );
 
-    let client = reqwest::Client::new();
     let mut hashes = BTreeSet::new();
     for i in 0..300 {
-        let body = format!("tx {i} {}", "y".repeat(300));
-        let answer: serde_json::Value = client
-            .post(a.http_url("/api/v1/transactions"))
-            .body(body)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        hashes.insert(answer["hash"].as_str().unwrap().to_owned());
+        hashes.insert(a.submit(format!("tx {i} {}", "y".repeat(300))).await);
     }
     let spread = eventually(Duration::from_secs(30), || async {
         for node in [&b, &c] {

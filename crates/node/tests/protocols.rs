@@ -75,19 +75,9 @@ async fn a_full_node_speaks_stream_unary_and_rest_peers_and_says_which() {
     );
 
     // Transactions: one from each node reaches every node.
-    let client = reqwest::Client::new();
     let mut all = BTreeSet::new();
     for (i, node) in nodes.iter().enumerate() {
-        let answer: serde_json::Value = client
-            .post(node.http_url("/api/v1/transactions"))
-            .body(format!("submitted at node {i}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        all.insert(answer["hash"].as_str().expect("a hash").to_owned());
+        all.insert(node.submit(format!("submitted at node {i}")).await);
     }
     let everywhere = eventually(SETTLE, || async {
         for node in nodes {
@@ -120,6 +110,7 @@ async fn a_full_node_speaks_stream_unary_and_rest_peers_and_says_which() {
 
     // The REST fallback's own answer for a body: JSON, the data in base64.
     let hash = all.iter().next().unwrap();
+    let client = reqwest::Client::new();
     let doc: serde_json::Value = client
         .get(rest.http_url(&format!("/api/v1/transactions/{hash}")))
         .header("accept", "application/json")
@@ -151,19 +142,12 @@ async fn pulls_between_stream_peers_ride_the_stream() {
     init_crypto();
     let a = start("grpc_stream,grpc", None);
     let b = start("grpc_stream,grpc", Some(&a));
-    let client = reqwest::Client::new();
-    let submit = |node: &TestNode, n: usize| {
-        client
-            .post(node.http_url("/api/v1/transactions"))
-            .body(format!("stream pull {n} {}", "x".repeat(200)))
-            .send()
-    };
+    let body = |n: usize| format!("stream pull {n} {}", "x".repeat(200));
     // A first exchange both ways opens each side's link and shows each that the other speaks
     // the gossip extensions.
     let mut all = BTreeSet::new();
     for (n, node) in [&a, &b].into_iter().enumerate() {
-        let answer: serde_json::Value = submit(node, n).await.unwrap().json().await.unwrap();
-        all.insert(answer["hash"].as_str().unwrap().to_owned());
+        all.insert(node.submit(body(n)).await);
     }
     let both = eventually(SETTLE, || async {
         all.is_subset(&hashes(&a).await) && all.is_subset(&hashes(&b).await)
@@ -173,8 +157,7 @@ async fn pulls_between_stream_peers_ride_the_stream() {
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     for n in 2..300 {
-        let answer: serde_json::Value = submit(&a, n).await.unwrap().json().await.unwrap();
-        all.insert(answer["hash"].as_str().unwrap().to_owned());
+        all.insert(a.submit(body(n)).await);
     }
     let arrived = eventually(SETTLE, || async { all.is_subset(&hashes(&b).await) }).await;
     assert!(arrived, "node b lacks some of the 300 transactions");
@@ -213,16 +196,7 @@ async fn a_stream_fetch_is_bounded_and_only_answered_on_a_stream() {
     .await;
     assert!(online, "the node never found its peer");
     let body = b"a body to pull".to_vec();
-    let answer: serde_json::Value = reqwest::Client::new()
-        .post(node.http_url("/api/v1/transactions"))
-        .body(body.clone())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let known = answer["hash"].as_str().unwrap().to_owned();
+    let known = node.submit(body.clone()).await;
     // The known hash and 299 well-formed unknown ones: 44 past the limit of 256 per batch.
     let raw = |hex: &str| -> Vec<u8> {
         (0..32)

@@ -189,6 +189,23 @@ impl TestNode {
         (status, response.json().await.expect("JSON body"))
     }
 
+    /// Submits `body` (`POST /api/v1/transactions`) and returns its hash.
+    pub async fn submit(&self, body: impl Into<reqwest::Body>) -> String {
+        init_crypto();
+        let answer: serde_json::Value = reqwest::Client::new()
+            .post(self.http_url("/api/v1/transactions"))
+            .body(body)
+            .send()
+            .await
+            .expect("HTTP request")
+            .json()
+            .await
+            .expect("JSON body");
+        let hash = answer["hash"].as_str();
+        hash.unwrap_or_else(|| panic!("no hash in {answer}"))
+            .to_owned()
+    }
+
     pub async fn get_text(&self, path: &str) -> (u16, String) {
         init_crypto();
         let response = reqwest::get(self.http_url(path))
