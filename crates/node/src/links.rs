@@ -168,28 +168,22 @@ impl Links {
     }
 
     /// Queues a pull of `hashes` (at most [`MAX_FETCH_BATCH`]) from `peer` on its stream;
-    /// gives them back when the link's control lane is full.
-    pub fn fetch(&mut self, peer: &PeerId, hashes: Vec<TxHash>) -> Result<(), Vec<TxHash>> {
+    /// false when the link is gone or its control lane is full.
+    pub fn fetch(&mut self, peer: &PeerId, hashes: Vec<TxHash>) -> bool {
         debug_assert!(hashes.len() <= MAX_FETCH_BATCH, "the caller splits batches");
         let Some(link) = self.links.get_mut(peer) else {
-            return Err(hashes);
+            return false;
         };
         link.used = Instant::now();
         let size = 72 * hashes.len();
-        let pushed = match link.queue.lock() {
-            Ok(mut q) => q.push(Lane::Control, Outgoing::Fetch(hashes), size),
-            Err(_) => return Ok(()), // A worker panicked mid-push; nothing can be sent.
-        };
-        match pushed {
-            Ok(()) => {
-                link.wake.notify_one();
-                Ok(())
-            }
-            Err(dropped) => match dropped.item {
-                Outgoing::Fetch(hashes) => Err(hashes),
-                Outgoing::Gossip(_) | Outgoing::Notify(_) => Ok(()),
-            },
+        let pushed = link
+            .queue
+            .lock()
+            .is_ok_and(|mut q| q.push(Lane::Control, Outgoing::Fetch(hashes), size).is_ok());
+        if pushed {
+            link.wake.notify_one();
         }
+        pushed
     }
 
     pub fn contains(&self, peer: &PeerId) -> bool {
@@ -816,7 +810,7 @@ mod tests {
             .await
             .expect("the stream opens");
         let hash = TxHash::of(b"wanted");
-        links.fetch(&peer, vec![hash]).expect("queued");
+        assert!(links.fetch(&peer, vec![hash]), "queued");
         let failed = async {
             loop {
                 match results.recv().await.expect("answers") {

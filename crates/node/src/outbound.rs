@@ -201,15 +201,10 @@ impl Outbound {
     /// [`MAX_FETCH_BATCH`] hashes; a batch the peer's link cannot take goes unary.
     pub fn flush_fetches(&mut self) {
         for (peer, pulls) in std::mem::take(&mut self.batched) {
-            let mut pulls: BTreeMap<TxHash, Pull> =
-                pulls.into_iter().map(|p| (p.hash, p)).collect();
-            let hashes: Vec<TxHash> = pulls.keys().copied().collect();
-            for batch in hashes.chunks(MAX_FETCH_BATCH) {
-                let Err(refused) = self.links.fetch(&peer, batch.to_vec()) else {
-                    continue;
-                };
-                for hash in refused {
-                    if let Some(p) = pulls.remove(&hash) {
+            for batch in pulls.chunks(MAX_FETCH_BATCH) {
+                let hashes = batch.iter().map(|p| p.hash).collect();
+                if !self.links.fetch(&peer, hashes) {
+                    for p in batch {
                         self.fetch_unary(&p.from, &p.offers, p.hash, p.size, p.timeout);
                     }
                 }
