@@ -798,6 +798,7 @@ mod tests {
         let digest = GossipMessage::Digest {
             range: sorcha_peer_core::gossip::PrefixRange::FULL,
             prefixes: vec![],
+            recent: None,
         };
         let open = Some((channel, format!("http://{address}"), Mode::Stream));
         links.push(&peer, digest, open, true);

@@ -3,6 +3,8 @@
 //! Everything from a peer is validated here; an invalid message is refused whole, with the
 //! field at fault named.
 
+use std::time::Duration;
+
 use prost::Message;
 use sorcha_peer_core::gossip::{
     AnnounceEntry, GossipMessage, HashPrefix, MAX_REGISTER_ID_LEN, PrefixRange,
@@ -63,12 +65,17 @@ pub fn to_peer_message(
             }
             .encode_to_vec(),
         ),
-        GossipMessage::Digest { range, prefixes } => (
+        GossipMessage::Digest {
+            range,
+            prefixes,
+            recent,
+        } => (
             MessageType::GossipDigest,
             GossipDigest {
                 prefixes: prefixes.clone(),
                 range_first: range.first,
                 range_last: Some(range.last),
+                recent_ms: recent.map(|d| u32::try_from(d.as_millis()).unwrap_or(u32::MAX)),
             }
             .encode_to_vec(),
         ),
@@ -123,6 +130,7 @@ pub fn from_peer_message(message: &PeerMessage) -> Result<GossipMessage, WireErr
             Ok(GossipMessage::Digest {
                 range,
                 prefixes: m.prefixes,
+                recent: m.recent_ms.map(|ms| Duration::from_millis(ms.into())),
             })
         }
         Ok(MessageType::GossipDigestReply) => {
@@ -256,6 +264,7 @@ mod tests {
                     last: u64::MAX - 1,
                 },
                 prefixes: vec![1, u64::MAX - 1],
+                recent: Some(Duration::from_secs(30)),
             },
             GossipMessage::DigestReply {
                 missing: vec![entry(b"z")],
@@ -299,6 +308,7 @@ mod tests {
             prefixes: vec![5],
             range_first: 3,
             range_last: None,
+            recent_ms: None,
         };
         let wire = PeerMessage {
             sender_peer_id: "node-a".into(),
@@ -313,7 +323,12 @@ mod tests {
         let prefixes = vec![5];
         assert_eq!(
             from_peer_message(&wire).unwrap(),
-            GossipMessage::Digest { range, prefixes }
+            GossipMessage::Digest {
+                range,
+                prefixes,
+                recent: None
+            },
+            "no recent_ms: a sweep"
         );
     }
 

@@ -271,6 +271,8 @@ impl World {
             add("dropped_pending_full", g.dropped_pending_full);
             add("dropped_announcers_full", g.dropped_announcers_full);
             add("fetches_deferred", g.fetches_deferred);
+            add("digests_sent", g.digests_sent);
+            add("sweeps_sent", g.sweeps_sent);
             let m = core.membership().stats();
             add("sends_refused", m.sends_refused);
             add("membership_outputs_dropped", m.outputs_dropped);

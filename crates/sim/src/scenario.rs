@@ -351,6 +351,8 @@ overrides!(
         bloom_reset_interval: Dur => |d: Dur| d.0,
         anti_entropy_interval: OptDur => |d: OptDur| d.0,
         anti_entropy_window: Dur => |d: Dur| d.0,
+        anti_entropy_recent: Dur => |d: Dur| d.0,
+        anti_entropy_sweep_interval: Dur => |d: Dur| d.0,
     }
 );
 

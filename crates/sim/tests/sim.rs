@@ -127,3 +127,21 @@ gossip = { bloom_bits = 4096 }
     assert!(r.counters["bad_bodies"] > 0, "liars were asked and caught");
     assert_eq!(r.coverage, 1.0, "honest nodes still get every body");
 }
+
+#[test]
+fn every_shipped_scenario_file_loads() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+    let mut files = 0;
+    for entry in std::fs::read_dir(&dir).expect("the scenarios folder") {
+        let path = entry.expect("a folder entry").path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let loaded = scenario::load(&path);
+            assert!(loaded.is_ok(), "{}: {:?}", path.display(), loaded.err());
+            files += 1;
+        }
+    }
+    assert!(
+        files >= 6,
+        "smoke, ci, scale, faults, tuning, steady: {files}"
+    );
+}

@@ -1,20 +1,30 @@
-//! Anti-entropy: every `anti_entropy_interval` a node sends one random active peer a digest of
-//! one slice of the hash space: the sorted 8-byte prefixes of every hash in that slice which it
-//! first saw within `anti_entropy_window` (or is fetching), at most [`MAX_DIGEST_ENTRIES`]. The
-//! next digest starts where this one ended, so successive digests walk the whole window
-//! however many transactions it holds; a digest of "the newest N" (as before) let a hash
-//! missed at 2,000 tx/s fall out of every digest within a second, and it was never repaired.
+//! Anti-entropy: what gossip lost is found by comparing digests, the sorted 8-byte prefixes
+//! of the hashes a node holds (or is fetching) in one slice of the hash space.
+//!
+//! - Every `anti_entropy_interval` a node sends one random active peer a **recent digest**:
+//!   the hashes it first saw within `anti_entropy_recent`. Losses are repaired within seconds,
+//!   and each hash goes into a handful of digests; listing the whole window every time cost
+//!   more bytes than the announcements at a steady 1 tx/s (each hash in ~120 digests).
+//! - Older gaps (a partition, a restart, a node offline for a while) are found by **sweeps**:
+//!   digests of everything first seen within `anti_entropy_window`, one slice after the other
+//!   until the hash space is covered, so they walk the window however many transactions it
+//!   holds. A node sweeps each new active peer (links change when a partition heals or a node
+//!   comes back), a peer whose repairs filled a reply (it has more to give), and, as a
+//!   backstop, a random peer every `anti_entropy_sweep_interval`.
 //!
 //! The peer answers with a `DigestReply`: full entries for its hashes in the slice that the
 //! digest lacks (the sender fetches them from it) and the prefixes it lacks itself (the sender
 //! answers those with a reply carrying the full entries, which asks for nothing, so exchanges
-//! end there). Hashes first seen less than `anti_entropy_settle` ago stay out of both sides:
-//! gossip is most likely still carrying them, and offering them would only race it.
+//! end there). To a recent digest it offers only hashes from the younger two thirds of the
+//! span: one it saw near the old end the sender may have seen earlier and already dropped
+//! from its digests. Hashes first seen less than `anti_entropy_settle` ago stay out of both
+//! sides: gossip is most likely still carrying them, and offering them would only race it.
 //!
 //! Each message is bounded ([`MAX_DIGEST_ENTRIES`], [`MAX_REPAIR_ENTRIES`]), and so is the work
 //! one digest costs ([`MAX_DIGEST_SCAN`]); a node far behind catches up over several rounds.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use rand::Rng;
 
@@ -29,14 +39,43 @@ use crate::model::{PeerId, Timestamp, TxHash};
 /// `max_known` hashes and older ones sit between them in hash order.
 pub const MAX_DIGEST_SCAN: usize = 16 * MAX_DIGEST_ENTRIES;
 
+/// Departed gossip peers remembered (a few times the gossip peers a node has).
+pub const MAX_DEPARTED: usize = 64;
+
 impl Gossip {
-    /// Known hashes first seen in `[window start, now - settle]` go into digests and replies.
-    fn digest_span(&self, now: Timestamp) -> (Timestamp, Timestamp) {
-        let millis = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    /// Known hashes first seen in `[now - span, now - settle]` go into digests and replies.
+    fn span(&self, now: Timestamp, span: Duration) -> (Timestamp, Timestamp) {
+        let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let at = now.as_millis();
-        let since = at.saturating_sub(millis(self.config.anti_entropy_window));
+        let since = at.saturating_sub(millis(span));
         let until = at.saturating_sub(millis(self.config.anti_entropy_settle));
         (Timestamp::from_millis(since), Timestamp::from_millis(until))
+    }
+
+    /// Remembers peers that left the gossip peers for the younger two thirds of the recent
+    /// span, at most [`MAX_DEPARTED`] (the oldest are forgotten: they will be swept if they
+    /// come back).
+    pub(super) fn note_departures(&mut self, left: Vec<PeerId>, now: Timestamp) {
+        let recent = self.config.anti_entropy_recent;
+        let (since, _) = self.span(now, recent - recent / 3);
+        self.departed.retain(|_, at| *at >= since);
+        for peer in left {
+            if self.departed.len() >= MAX_DEPARTED
+                && let Some(oldest) = self.departed.iter().min_by_key(|(_, at)| **at)
+            {
+                let oldest = oldest.0.clone();
+                self.departed.remove(&oldest);
+            }
+            self.departed.insert(peer, now);
+        }
+    }
+
+    /// Queues a sweep of `peer` from the start of the hash space, unless one is queued.
+    pub(super) fn owe_sweep(&mut self, peer: &PeerId) {
+        let queued = self.sweeps.iter().any(|(p, _)| p == peer);
+        if self.config.anti_entropy_interval.is_some() && !queued {
+            self.sweeps.push_back((peer.clone(), 0));
+        }
     }
 
     pub(super) fn on_anti_entropy_timer(&mut self, now: Timestamp) {
@@ -47,20 +86,92 @@ impl Gossip {
         if self.peers.is_empty() {
             return;
         }
+        if let Some((to, first)) = self.sweeps.pop_front() {
+            let (range, prefixes) = self.sweep_slice(now, first);
+            if let Some(next) = range.last.checked_add(1) {
+                self.sweeps.push_back((to.clone(), next));
+            }
+            self.send_digest(to, range, prefixes, None);
+        }
         let to = self.peers[self.rng.random_range(0..self.peers.len())].clone();
-        let (range, prefixes) = self.next_digest(now);
-        self.digest_cursor = range.last.checked_add(1).unwrap_or(0);
+        if now >= self.next_sweep {
+            let (range, prefixes) = self.sweep_slice(now, self.digest_cursor);
+            match range.last.checked_add(1) {
+                Some(next) => self.digest_cursor = next,
+                None => {
+                    self.digest_cursor = 0;
+                    let every = self.config.anti_entropy_sweep_interval;
+                    self.next_sweep = now.saturating_add(every);
+                }
+            }
+            self.send_digest(to, range, prefixes, None);
+        } else {
+            let (range, prefixes) = self.recent_slice(now, self.recent_cursor);
+            self.recent_cursor = range.last.checked_add(1).unwrap_or(0);
+            let recent = Some(self.config.anti_entropy_recent);
+            self.send_digest(to, range, prefixes, recent);
+        }
+    }
+
+    fn send_digest(
+        &mut self,
+        to: PeerId,
+        range: PrefixRange,
+        prefixes: Vec<HashPrefix>,
+        recent: Option<Duration>,
+    ) {
         self.stats.digests_sent += 1;
-        let message = GossipMessage::Digest { range, prefixes };
+        self.stats.sweeps_sent += u64::from(recent.is_none());
+        let message = GossipMessage::Digest {
+            range,
+            prefixes,
+            recent,
+        };
         self.push(Output::Send { to, message });
     }
 
-    /// The slice starting at the cursor: every prefix of a window hash or a pending hash, in
-    /// order, until [`MAX_DIGEST_ENTRIES`] are taken or [`MAX_DIGEST_SCAN`] hashes examined;
-    /// the slice ends just before the first prefix left out (or at the end of the space).
-    fn next_digest(&self, now: Timestamp) -> (PrefixRange, Vec<HashPrefix>) {
-        let (since, until) = self.digest_span(now);
-        let first = self.digest_cursor;
+    /// A recent digest's slice starting at `first`: the prefixes of the hashes first seen
+    /// within `anti_entropy_recent` (found by the time index, at most [`MAX_DIGEST_SCAN`] of
+    /// them, oldest first) and of the pending ones, up to [`MAX_DIGEST_ENTRIES`].
+    fn recent_slice(&self, now: Timestamp, first: HashPrefix) -> (PrefixRange, Vec<HashPrefix>) {
+        let (since, until) = self.span(now, self.config.anti_entropy_recent);
+        let rest = PrefixRange {
+            first,
+            last: HashPrefix::MAX,
+        };
+        let recent = self
+            .dedup
+            .seen_between(since, until)
+            .take(MAX_DIGEST_SCAN)
+            .map(|(h, _)| h);
+        let pending = self.pending.range(rest.hashes()).map(|(h, _)| h);
+        let mut prefixes: Vec<HashPrefix> = recent
+            .chain(pending)
+            .map(prefix_of)
+            .filter(|p| rest.contains(*p))
+            .collect();
+        prefixes.sort_unstable();
+        prefixes.dedup();
+        match prefixes.get(MAX_DIGEST_ENTRIES) {
+            // Sorted, distinct and at least `first`: the one past the limit is above `first`.
+            Some(&cut) => {
+                prefixes.truncate(MAX_DIGEST_ENTRIES);
+                let range = PrefixRange {
+                    first,
+                    last: cut - 1,
+                };
+                (range, prefixes)
+            }
+            None => (rest, prefixes),
+        }
+    }
+
+    /// A sweep's slice starting at `first`: every prefix of a window hash or a pending hash,
+    /// in order, until [`MAX_DIGEST_ENTRIES`] are taken or [`MAX_DIGEST_SCAN`] hashes
+    /// examined; the slice ends just before the first prefix left out (or at the end of the
+    /// space).
+    fn sweep_slice(&self, now: Timestamp, first: HashPrefix) -> (PrefixRange, Vec<HashPrefix>) {
+        let (since, until) = self.span(now, self.config.anti_entropy_window);
         let rest = PrefixRange {
             first,
             last: HashPrefix::MAX,
@@ -110,6 +221,7 @@ impl Gossip {
         from: &PeerId,
         range: PrefixRange,
         mut prefixes: Vec<HashPrefix>,
+        recent: Option<Duration>,
         now: Timestamp,
     ) {
         self.stats.digests_received += 1;
@@ -125,22 +237,41 @@ impl Gossip {
             .into_iter()
             .filter(|p| range.contains(*p))
             .collect();
-        let (since, until) = self.digest_span(now);
-        let missing: Vec<AnnounceEntry> = self
-            .dedup
-            .in_range(range)
-            .take(MAX_DIGEST_SCAN)
-            .filter(|(h, tx)| {
-                (since..=until).contains(&tx.seen_at) && !theirs.contains(&prefix_of(h))
-            })
-            .take(MAX_REPAIR_ENTRIES)
-            .map(|(hash, tx)| AnnounceEntry {
-                hash: *hash,
-                size: tx.size,
-                register_id: tx.register_id.clone(),
-                hops: 1,
-            })
-            .collect();
+        let lacking = |(h, _): &(&TxHash, _)| {
+            let prefix = prefix_of(h);
+            range.contains(prefix) && !theirs.contains(&prefix)
+        };
+        let entry = |(hash, tx): (&TxHash, &super::dedup::KnownTx)| AnnounceEntry {
+            hash: *hash,
+            size: tx.size,
+            register_id: tx.register_id.clone(),
+            hops: 1,
+        };
+        let window = self.config.anti_entropy_window;
+        let missing: Vec<AnnounceEntry> = match recent {
+            Some(span) => {
+                let offered = span.min(window);
+                let (since, until) = self.span(now, offered - offered / 3);
+                self.dedup
+                    .seen_between(since, until)
+                    .take(MAX_DIGEST_SCAN)
+                    .filter(lacking)
+                    .take(MAX_REPAIR_ENTRIES)
+                    .map(entry)
+                    .collect()
+            }
+            None => {
+                let (since, until) = self.span(now, window);
+                self.dedup
+                    .in_range(range)
+                    .take(MAX_DIGEST_SCAN)
+                    .filter(|(_, tx)| (since..=until).contains(&tx.seen_at))
+                    .filter(lacking)
+                    .take(MAX_REPAIR_ENTRIES)
+                    .map(entry)
+                    .collect()
+            }
+        };
         let wanted: Vec<HashPrefix> = theirs
             .into_iter()
             .filter(|p| {
@@ -170,6 +301,11 @@ impl Gossip {
         mut wanted: Vec<HashPrefix>,
         now: Timestamp,
     ) {
+        // A full reply means the peer had more to offer: sweep it until it has not.
+        let active = self.peers.binary_search(from).is_ok();
+        if missing.len() >= MAX_REPAIR_ENTRIES && active {
+            self.owe_sweep(from);
+        }
         self.on_announce(from, missing, true, now);
         if wanted.len() > MAX_REPAIR_ENTRIES {
             self.stats.dropped_over_message_limit += (wanted.len() - MAX_REPAIR_ENTRIES) as u64;
@@ -202,6 +338,7 @@ impl Gossip {
 #[cfg(test)]
 mod tests {
     use std::collections::{BTreeMap, VecDeque};
+    use std::time::Duration;
 
     use super::super::test_util::*;
     use super::super::*;
@@ -217,7 +354,29 @@ mod tests {
             bodies.insert(out.hash, body(n));
         }
         drain(&mut full);
-        ([full, node(1, [0], config)], bodies)
+        ([unswept(full), unswept(node(1, [0], config))], bodies)
+    }
+
+    /// The node without the sweeps it owes its new peers (tested on their own below), so its
+    /// rounds send recent digests only.
+    fn unswept(mut g: Gossip) -> Gossip {
+        g.sweeps.clear();
+        g
+    }
+
+    /// The digests among `out`: (range, prefixes, recent span).
+    fn digests(out: &[Output]) -> Vec<(PrefixRange, Vec<HashPrefix>, Option<Duration>)> {
+        sends(out)
+            .into_iter()
+            .filter_map(|(_, m)| match m {
+                GossipMessage::Digest {
+                    range,
+                    prefixes,
+                    recent,
+                } => Some((range, prefixes, recent)),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Fires node `n`'s anti-entropy timer, then carries messages between the two and answers
@@ -289,19 +448,104 @@ mod tests {
     }
 
     #[test]
-    fn the_digest_covers_the_window_only() {
+    fn recent_digests_list_recent_hashes_and_sweeps_the_window() {
         let (mut nodes, _) = pair();
-        let late = ms(100 + 10 * 60 * 1000 + 1);
-        nodes[0].handle_timer(Timer::AntiEntropy, ms(5000));
-        let digest = sends(&drain(&mut nodes[0]));
+        let listed = |g: &mut Gossip, at: u64| {
+            g.handle_timer(Timer::AntiEntropy, ms(at));
+            digests(&drain(g))
+                .into_iter()
+                .map(|(_, prefixes, recent)| (prefixes.len(), recent.is_some()))
+                .collect::<Vec<_>>()
+        };
+        // Submitted at 100 ms: recent until 30.1 s, in the window until 10 min 0.1 s.
+        assert_eq!(listed(&mut nodes[0], 5000), [(20, true)]);
+        assert_eq!(listed(&mut nodes[0], 30_101), [(0, true)]);
+        nodes[0].owe_sweep(&id(1));
+        assert_eq!(listed(&mut nodes[0], 40_000), [(20, false), (0, true)]);
+        nodes[0].owe_sweep(&id(1));
+        // Out of the window; the backstop sweep (due every 5 min) replaces the recent digest.
+        let late = 100 + 10 * 60 * 1000 + 1;
+        assert_eq!(listed(&mut nodes[0], late), [(0, false), (0, false)]);
+    }
+
+    #[test]
+    fn a_new_peer_is_swept_at_once() {
+        let (mut nodes, _) = pair();
+        // A minute on, the transactions are out of recent digests.
+        nodes[0].set_peers(&[id(1), id(2)], ms(60_000));
+        nodes[0].handle_timer(Timer::AntiEntropy, ms(60_000));
+        let out = drain(&mut nodes[0]);
+        let sweep: Vec<_> = sends(&out)
+            .into_iter()
+            .filter(|(_, m)| matches!(m, GossipMessage::Digest { recent: None, .. }))
+            .collect();
+        assert_eq!(sweep.len(), 1, "{out:?}");
+        assert_eq!(sweep[0].0, id(2), "the new peer, not the old one");
         assert!(
-            matches!(&digest[0].1, GossipMessage::Digest { prefixes, .. } if prefixes.len() == 20)
+            matches!(&sweep[0].1, GossipMessage::Digest { prefixes, .. } if prefixes.len() == 20)
         );
-        nodes[0].handle_timer(Timer::AntiEntropy, late);
-        let digest = sends(&drain(&mut nodes[0]));
+        nodes[0].handle_timer(Timer::AntiEntropy, ms(65_000));
+        let later = digests(&drain(&mut nodes[0]));
         assert!(
-            matches!(&digest[0].1, GossipMessage::Digest { prefixes, .. } if prefixes.is_empty())
+            later.iter().all(|(_, _, recent)| recent.is_some()),
+            "one sweep"
         );
+    }
+
+    #[test]
+    fn replies_to_a_recent_digest_offer_the_younger_two_thirds_of_its_span() {
+        let (mut nodes, _) = pair();
+        let empty_recent = |secs| GossipMessage::Digest {
+            range: PrefixRange::FULL,
+            prefixes: vec![],
+            recent: Some(Duration::from_secs(secs)),
+        };
+        // Seen at 100 ms, asked at 25.1 s: 25 s old, in the older third of a 30 s span, where
+        // the sender may have seen it earlier and dropped it.
+        nodes[0].handle_message(&id(1), empty_recent(30), ms(25_100));
+        assert!(sends(&drain(&mut nodes[0])).is_empty());
+        nodes[0].handle_message(&id(1), empty_recent(60), ms(25_100));
+        let reply = sends(&drain(&mut nodes[0]));
+        assert!(
+            matches!(&reply[0].1, GossipMessage::DigestReply { missing, .. } if missing.len() == 20),
+            "{reply:?}"
+        );
+    }
+
+    #[test]
+    fn a_full_reply_is_followed_by_sweeps_until_the_peer_has_no_more() {
+        let count = 3 * MAX_REPAIR_ENTRIES + 10;
+        let gaps: Vec<usize> = (0..count).collect();
+        let (mut nodes, bodies) = large_pair(count, &gaps);
+        assert_eq!(nodes[0].known_count(), 0);
+        let mut rounds = 0;
+        while nodes[0].known_count() < count && rounds < 10 {
+            rounds += 1;
+            round(&mut nodes, 0, 5000 * rounds, &bodies);
+        }
+        assert_eq!(nodes[0].known_count(), count);
+        // A recent digest each round brings 512; the first full reply adds a sweep to each
+        // round after it, which brings 512 more.
+        assert_eq!(rounds, 3);
+    }
+
+    #[test]
+    fn the_backstop_sweep_comes_every_sweep_interval() {
+        let (mut nodes, _) = pair();
+        let every = GossipConfig::default().anti_entropy_sweep_interval;
+        let sweeps_until = |g: &mut Gossip, from: u64, to: u64| {
+            (from..to)
+                .step_by(5000)
+                .map(|at| {
+                    g.handle_timer(Timer::AntiEntropy, ms(at));
+                    let d = digests(&drain(g));
+                    d.iter().filter(|(_, _, recent)| recent.is_none()).count()
+                })
+                .sum::<usize>()
+        };
+        let end = every.as_millis() as u64;
+        assert_eq!(sweeps_until(&mut nodes[0], 5000, end), 0);
+        assert_eq!(sweeps_until(&mut nodes[0], end, 2 * end), 1);
     }
 
     /// Two nodes holding `count` transactions first seen at 100 ms, except that node 0 lacks
@@ -321,13 +565,13 @@ mod tests {
         for g in &mut nodes {
             drain(g);
         }
-        (nodes, bodies)
+        (nodes.map(unswept), bodies)
     }
 
     fn digest_of(out: &[Output]) -> (PrefixRange, Vec<HashPrefix>) {
-        match sends(out).into_iter().next() {
-            Some((_, GossipMessage::Digest { range, prefixes })) => (range, prefixes),
-            other => panic!("expected a digest, got {other:?}"),
+        match digests(out).as_slice() {
+            [(range, prefixes, _)] => (*range, prefixes.clone()),
+            other => panic!("expected one digest, got {other:?}"),
         }
     }
 
@@ -380,7 +624,7 @@ mod tests {
     #[test]
     fn fresh_hashes_stay_out_of_digests_and_replies() {
         let config = GossipConfig::default();
-        let mut nodes = [node(0, [1], config.clone()), node(1, [0], config)];
+        let mut nodes = [node(0, [1], config.clone()), node(1, [0], config)].map(unswept);
         let mut bodies = BTreeMap::new();
         for n in 0..20 {
             // 200 ms before the first digest: within the 300 ms settle time.
@@ -404,6 +648,7 @@ mod tests {
         let digest = GossipMessage::Digest {
             range,
             prefixes: vec![],
+            recent: None,
         };
         nodes[0].handle_message(&id(1), digest, ms(5000));
         assert!(sends(&drain(&mut nodes[0])).is_empty());

@@ -181,6 +181,20 @@ impl Dedup {
         .next()
     }
 
+    /// Known hashes first seen within `[since, until]`, oldest first: found by the time
+    /// index, so looking at the last seconds costs nothing for the older hashes kept.
+    pub(super) fn seen_between(
+        &self,
+        since: Timestamp,
+        until: Timestamp,
+    ) -> impl Iterator<Item = (&TxHash, &KnownTx)> {
+        let start = self.order.partition_point(|(seen, _)| *seen < since);
+        self.order
+            .range(start..)
+            .take_while(move |(seen, _)| *seen <= until)
+            .filter_map(|(_, hash)| self.known.get_key_value(hash))
+    }
+
     /// Known hashes within `range`, in hash order (none when the range is empty).
     pub(super) fn in_range(&self, range: PrefixRange) -> impl Iterator<Item = (&TxHash, &KnownTx)> {
         let valid = range.first <= range.last;

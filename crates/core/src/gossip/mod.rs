@@ -156,8 +156,18 @@ pub struct Gossip {
     armed: BTreeMap<Timer, Timestamp>,
     rng: ChaCha8Rng,
     stats: GossipStats,
-    /// Where the next anti-entropy digest's slice of the hash space starts.
+    /// Where the next backstop sweep's slice of the hash space starts.
     digest_cursor: HashPrefix,
+    /// When the next backstop sweep starts; a sweep in progress continues every round.
+    next_sweep: Timestamp,
+    /// Where the next recent digest's slice starts (one slice holds them at most rates).
+    recent_cursor: HashPrefix,
+    /// Peers owed a sweep (new active peers, or peers whose repairs filled a reply), with
+    /// where their next slice starts; one slice goes each anti-entropy round, in turn.
+    sweeps: VecDeque<(PeerId, HashPrefix)>,
+    /// Peers that left the gossip peers lately, and when: one back within the span recent
+    /// digests repair is not swept again (inbound peers come and go with heartbeats).
+    departed: BTreeMap<PeerId, Timestamp>,
 }
 
 impl Gossip {
@@ -170,6 +180,7 @@ impl Gossip {
             config.max_known,
             now,
         );
+        let config_sweep_interval = config.anti_entropy_sweep_interval;
         let mut this = Self {
             config,
             self_id,
@@ -187,6 +198,10 @@ impl Gossip {
             rng,
             stats: GossipStats::default(),
             digest_cursor: 0,
+            next_sweep: now.saturating_add(config_sweep_interval),
+            recent_cursor: 0,
+            sweeps: VecDeque::new(),
+            departed: BTreeMap::new(),
         };
         if let Some(every) = this.config.anti_entropy_interval {
             this.schedule(now.saturating_add(every), Timer::AntiEntropy);
@@ -245,7 +260,21 @@ impl Gossip {
         peers.sort();
         peers.dedup();
         self.outbox.retain(|p, _| peers.binary_search(p).is_ok());
-        self.peers = peers;
+        self.sweeps.retain(|(p, _)| peers.binary_search(p).is_ok());
+        let old = std::mem::replace(&mut self.peers, peers);
+        let left = old.iter().filter(|p| self.peers.binary_search(p).is_err());
+        let joined: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|p| old.binary_search(p).is_err())
+            .cloned()
+            .collect();
+        self.note_departures(left.cloned().collect(), now);
+        for peer in joined {
+            if self.departed.remove(&peer).is_none() {
+                self.owe_sweep(&peer);
+            }
+        }
     }
 
     /// A transaction submitted to this node. A new one is stored, delivered and announced; a
@@ -289,7 +318,11 @@ impl Gossip {
         match message {
             GossipMessage::Announce { entries } => self.on_announce(from, entries, false, now),
             GossipMessage::Push { entry, body } => self.on_push(from, entry, body, now),
-            GossipMessage::Digest { range, prefixes } => self.on_digest(from, range, prefixes, now),
+            GossipMessage::Digest {
+                range,
+                prefixes,
+                recent,
+            } => self.on_digest(from, range, prefixes, recent, now),
             GossipMessage::DigestReply { missing, wanted } => {
                 self.on_digest_reply(from, missing, wanted, now)
             }
@@ -539,6 +572,7 @@ mod tests {
         g.handle_timer(Timer::AntiEntropy, ms(4999));
         assert!(drain(&mut g).is_empty());
         g.handle_timer(Timer::AntiEntropy, ms(5000));
-        assert_eq!(sends(&drain(&mut g)).len(), 1, "digest to one peer");
+        // A sweep to the first new peer, and the recent digest to a random one.
+        assert_eq!(sends(&drain(&mut g)).len(), 2);
     }
 }

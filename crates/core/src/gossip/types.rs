@@ -1,6 +1,8 @@
 //! What crosses the boundary of the gossip machine: the messages peers exchange, the outputs
 //! the runtime carries out, timers, events, errors and counters.
 
+use std::time::Duration;
+
 use crate::model::{PeerId, Timestamp, TxHash};
 
 /// Longest register id accepted in an announcement or a submission. Sorcha register ids are
@@ -79,11 +81,12 @@ pub enum GossipMessage {
     /// Eager push of a small body with its announcement.
     Push { entry: AnnounceEntry, body: Vec<u8> },
     /// Anti-entropy: the prefixes, ascending, of every hash within `range` that the sender
-    /// saw within its window (or is fetching). A digest covers one slice of the hash space;
-    /// successive digests walk the whole of it.
+    /// first saw within `recent` (`None`: within its whole window), or is fetching. A digest
+    /// covers one slice of the hash space; successive digests walk the whole of it.
     Digest {
         range: PrefixRange,
         prefixes: Vec<HashPrefix>,
+        recent: Option<Duration>,
     },
     /// Answer to a digest: entries the digest lacked (the digest's sender fetches them) and
     /// prefixes of the digest the replier lacks (answered with an `Announce`).
@@ -103,7 +106,9 @@ impl GossipMessage {
             + match self {
                 GossipMessage::Announce { entries } => entries.iter().map(entry).sum(),
                 GossipMessage::Push { entry: e, body } => entry(e) + body.len(),
-                GossipMessage::Digest { prefixes, .. } => 16 + 8 * prefixes.len(),
+                GossipMessage::Digest {
+                    prefixes, recent, ..
+                } => 16 + 8 * prefixes.len() + recent.map_or(0, |_| 4),
                 GossipMessage::DigestReply { missing, wanted } => {
                     missing.iter().map(entry).sum::<usize>() + 8 * wanted.len()
                 }
@@ -228,6 +233,8 @@ pub struct GossipStats {
     pub fetches_unexpected: u64,
     pub bad_bodies: u64,
     pub digests_sent: u64,
+    /// Of `digests_sent`, the sweeps (slices of the whole window).
+    pub sweeps_sent: u64,
     pub digests_received: u64,
     pub anti_entropy_repairs: u64,
     /// Bloom said "maybe" and the exact set said no.
