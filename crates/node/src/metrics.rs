@@ -405,6 +405,14 @@ impl Metrics {
     }
 }
 
+/// What gRPC puts before each message: a compression flag and a 4-byte length.
+pub const GRPC_PREFIX: u64 = 5;
+
+/// Bytes one protobuf message takes in a gRPC call or stream: its encoding and the prefix.
+pub fn wire_len(message: &impl prost::Message) -> u64 {
+    message.encoded_len() as u64 + GRPC_PREFIX
+}
+
 /// Adds to `counter`, labelled `key` = each row's name, what each stats field gained since it
 /// was last reported: `(name, now, before)` rows.
 fn add_deltas(counter: &Counter<u64>, key: &'static str, rows: &[(&'static str, u64, u64)]) {
