@@ -45,14 +45,14 @@ use tonic::transport::Channel;
 
 use crate::actor::now;
 use crate::grpc::communication::STREAM_HEARTBEAT;
-use crate::metrics::Metrics;
-use crate::outbound::Answer;
+use crate::metrics::{Metrics, wire_len};
+use crate::outbound::{Answer, message_kind};
 use crate::proto::communication::peer_communication_client::PeerCommunicationClient;
-use crate::proto::communication::{GossipFetch, MessageType, PeerMessage};
+use crate::proto::communication::{MessageType, PeerMessage};
 use crate::proto::transaction::TransactionResponse;
 use crate::proto::transaction::transaction_distribution_client::TransactionDistributionClient;
 use crate::rest::client::RestClient;
-use crate::wire::{MAX_FETCH_BATCH, to_notification, to_peer_message};
+use crate::wire::{MAX_FETCH_BATCH, compact, to_fetch_message, to_notification, to_peer_message};
 
 /// Links open at most: every active and recently contacted peer, with room to spare.
 pub const MAX_LINKS: usize = 512;
@@ -401,11 +401,10 @@ async fn drain(mut w: Worker) {
             }
         };
         let wire = to_peer_message(&message, &w.self_id, Some(&w.peer), now());
-        let bytes = wire.payload.len() as u64;
         let mut backoff = w.retry.backoff();
-        let ok = loop {
-            if send(&mut w, wire.clone()).await {
-                break true;
+        let sent = loop {
+            if let Some(bytes) = send(&mut w, wire.clone()).await {
+                break Some(bytes);
             }
             w.metrics.connection_errors_total.add(1, &[]);
             let class = ErrorClass::Unavailable;
@@ -414,13 +413,13 @@ async fn drain(mut w: Worker) {
                 .decide(class, CallKind::Idempotent, &mut backoff, &mut w.rng)
             {
                 RetryDecision::RetryAfter(delay) => tokio::time::sleep(delay).await,
-                RetryDecision::GiveUp(_) => break false,
+                RetryDecision::GiveUp(_) => break None,
             }
         };
-        if ok {
-            w.metrics
-                .record_sent(crate::outbound::message_kind(&message), bytes);
+        if let Some(bytes) = sent {
+            w.metrics.record_sent(message_kind(&message), bytes);
         }
+        let ok = sent.is_some();
         let mut answers = vec![Answer::Outcome {
             peer: w.peer.clone(),
             ok,
@@ -446,7 +445,7 @@ async fn notify(w: &mut Worker, entries: &[AnnounceEntry]) -> bool {
     let mut all = true;
     for entry in entries {
         let notification = to_notification(entry, &w.self_id, now());
-        let bytes = notification.encoded_len() as u64;
+        let bytes = wire_len(&notification);
         let sent = if w.mode == Mode::Rest {
             w.rest.notify(&w.base, &notification).await.is_ok()
         } else {
@@ -466,20 +465,12 @@ async fn notify(w: &mut Worker, entries: &[AnnounceEntry]) -> bool {
 /// Asks the peer for `hashes` on the stream; if that cannot be done, fails them at once so the
 /// gossip core tries other announcers. False when the actor is gone.
 async fn fetch(w: &mut Worker, hashes: Vec<TxHash>) -> bool {
-    let payload = GossipFetch {
-        hashes: hashes.iter().map(|h| h.as_bytes().to_vec()).collect(),
-    }
-    .encode_to_vec();
-    let bytes = payload.len() as u64;
-    let wire = PeerMessage {
-        sender_peer_id: w.self_id.to_string(),
-        recipient_peer_id: w.peer.to_string(),
-        message_type: MessageType::GossipFetch.into(),
-        payload,
-        timestamp: now().to_wire(),
+    let wire = to_fetch_message(&hashes, &w.self_id, &w.peer, now());
+    let sent = match w.mode {
+        Mode::Stream => stream_send(w, wire).await,
+        Mode::Unary | Mode::Rest => StreamSend::Failed,
     };
-    let sent = w.mode == Mode::Stream && matches!(stream_send(w, wire).await, StreamSend::Sent);
-    if sent {
+    if let StreamSend::Sent(bytes) = sent {
         w.metrics.record_sent("fetch", bytes);
         // Noted after the send: an answer faster than this leaves its hash behind, and if the
         // stream then breaks the core is told of a failure for a hash it no longer waits
@@ -504,8 +495,9 @@ async fn fetch(w: &mut Worker, hashes: Vec<TxHash>) -> bool {
     true
 }
 
-/// Sends one message over the link's transport, downgrading a refused stream to unary.
-async fn send(w: &mut Worker, wire: PeerMessage) -> bool {
+/// Sends one message over the link's transport, downgrading a refused stream to unary; the
+/// bytes it took ([`wire_len`]) if it went.
+async fn send(w: &mut Worker, wire: PeerMessage) -> Option<u64> {
     if w.mode == Mode::Unary
         && w.preferred == Mode::Stream
         && w.downgraded_at
@@ -514,11 +506,14 @@ async fn send(w: &mut Worker, wire: PeerMessage) -> bool {
         w.mode = Mode::Stream;
     }
     match w.mode {
-        Mode::Rest => w.rest.message(&w.base, &wire).await.is_ok(),
+        Mode::Rest => {
+            let bytes = wire_len(&wire);
+            w.rest.message(&w.base, &wire).await.ok().map(|()| bytes)
+        }
         Mode::Unary => unary(w, wire).await,
         Mode::Stream => match stream_send(w, wire).await {
-            StreamSend::Sent => true,
-            StreamSend::Failed => false,
+            StreamSend::Sent(bytes) => Some(bytes),
+            StreamSend::Failed => None,
             StreamSend::Refused(wire) => {
                 tracing::debug!(peer = %w.peer, "peer refuses the stream; using unary calls");
                 w.mode = Mode::Unary;
@@ -529,26 +524,31 @@ async fn send(w: &mut Worker, wire: PeerMessage) -> bool {
     }
 }
 
-async fn unary(w: &mut Worker, wire: PeerMessage) -> bool {
-    matches!(
-        tokio::time::timeout(w.timeout, w.client.send_message(wire)).await,
-        Ok(Ok(_))
-    )
+/// A unary call has no earlier message: it carries the whole envelope.
+async fn unary(w: &mut Worker, wire: PeerMessage) -> Option<u64> {
+    let bytes = wire_len(&wire);
+    let call = tokio::time::timeout(w.timeout, w.client.send_message(wire)).await;
+    matches!(call, Ok(Ok(_))).then_some(bytes)
 }
 
 enum StreamSend {
-    Sent,
+    /// Queued on the stream, taking this many bytes.
+    Sent(u64),
     Failed,
     /// The peer does not serve the stream; the message comes back to go another way.
     Refused(PeerMessage),
 }
 
+/// Sends `wire` on the link's stream, opening one if there is none. The first message of a
+/// stream goes whole: the peer binds its sender to the stream. The later ones go compact
+/// ([`compact`]).
 async fn stream_send(w: &mut Worker, wire: PeerMessage) -> StreamSend {
     let usable = w
         .stream
         .as_ref()
         .is_some_and(|s| s.alive.load(Ordering::Relaxed) && !s.tx.is_closed());
-    if !usable {
+    let first = !usable;
+    if first {
         w.stream = None;
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let opened =
@@ -587,8 +587,10 @@ async fn stream_send(w: &mut Worker, wire: PeerMessage) -> StreamSend {
     let Some(stream) = &w.stream else {
         return StreamSend::Failed;
     };
+    let wire = if first { wire } else { compact(wire) };
+    let bytes = wire_len(&wire);
     match tokio::time::timeout(w.timeout, stream.tx.send(wire)).await {
-        Ok(Ok(())) => StreamSend::Sent,
+        Ok(Ok(())) => StreamSend::Sent(bytes),
         _ => {
             // Flow control held us past the deadline, or the stream is gone: start afresh.
             w.stream = None;
@@ -613,7 +615,8 @@ struct Reader {
 /// Reads the peer's side of a stream: its heartbeats, and the answers to our `GOSSIP_FETCH`es,
 /// which go to the actor as fetch results (the gossip core checks each body's hash and ignores
 /// what it did not ask this peer for). A stream silent for `silence` or broken is marked dead,
-/// and the link opens a new one on its next message.
+/// and the link opens a new one on its next message. No message here needs its sender: the
+/// stream is to `r.peer` (answers come without sender, recipient and timestamp).
 async fn watch_stream(mut inbound: tonic::Streaming<PeerMessage>, r: Reader) {
     loop {
         let message = match tokio::time::timeout(r.silence, inbound.message()).await {
@@ -623,6 +626,7 @@ async fn watch_stream(mut inbound: tonic::Streaming<PeerMessage>, r: Reader) {
         if message.message_type != MessageType::TransactionResponse as i32 {
             continue;
         }
+        r.metrics.record_received("body", wire_len(&message));
         // A found body comes without its hash: it is the body's SHA-256. (The gossip core
         // still checks that it asked this peer for that hash.)
         let answer = TransactionResponse::decode(message.payload.as_slice())
@@ -642,8 +646,6 @@ async fn watch_stream(mut inbound: tonic::Streaming<PeerMessage>, r: Reader) {
             continue;
         };
         let result = if answer.found {
-            let bytes = answer.transaction_data.len() as u64;
-            r.metrics.record_received("body", bytes);
             Ok(answer.transaction_data)
         } else {
             Err(FetchFailure::NotFound)
@@ -768,6 +770,141 @@ mod tests {
             });
             Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
         }
+    }
+
+    /// A peer that records each message its streams bring, with the stream's number, and
+    /// ends its first stream after `close_first_after` messages.
+    struct Recorder {
+        seen: mpsc::Sender<(usize, PeerMessage)>,
+        streams: std::sync::atomic::AtomicUsize,
+        close_first_after: usize,
+    }
+
+    #[tonic::async_trait]
+    impl PeerCommunication for Recorder {
+        async fn send_message(
+            &self,
+            _: Request<PeerMessage>,
+        ) -> Result<Response<MessageAck>, Status> {
+            Err(Status::unimplemented("streams only"))
+        }
+
+        type StreamStream = Pin<Box<dyn Stream<Item = Result<PeerMessage, Status>> + Send>>;
+
+        async fn stream(
+            &self,
+            request: Request<tonic::Streaming<PeerMessage>>,
+        ) -> Result<Response<Self::StreamStream>, Status> {
+            let number = self.streams.fetch_add(1, Ordering::Relaxed);
+            let (seen, close_after) = (self.seen.clone(), self.close_first_after);
+            let mut inbound = request.into_inner();
+            let (tx, rx) = mpsc::channel::<Result<PeerMessage, Status>>(4);
+            tokio::spawn(async move {
+                let mut count = 0;
+                while let Ok(Some(m)) = inbound.message().await {
+                    let _ = seen.send((number, m)).await;
+                    count += 1;
+                    if number == 0 && count == close_after {
+                        return; // Drops `tx`: our side of the stream ends.
+                    }
+                }
+                drop(tx);
+            });
+            Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        }
+    }
+
+    #[tokio::test]
+    async fn only_the_first_message_of_each_stream_names_sender_and_recipient() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (seen, mut received) = mpsc::channel(16);
+        let recorder = Recorder {
+            seen,
+            streams: Default::default(),
+            close_first_after: 3,
+        };
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(PeerCommunicationServer::new(recorder))
+                .serve_with_incoming(TcpListenerStream::new(listener)),
+        );
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+            .unwrap()
+            .connect_lazy();
+        let (answers, _outcomes) = mpsc::channel(64);
+        let mut links = Links::new(
+            "rust-node".parse().unwrap(),
+            Duration::from_secs(30),
+            1 << 20,
+            Arc::new(Metrics::new().unwrap()),
+            answers,
+            RestClient::new(Duration::from_secs(30)).unwrap(),
+            RetryPolicy::default(),
+        );
+        let peer: PeerId = "peer".parse().unwrap();
+        let announce = |n: u8| GossipMessage::Announce {
+            entries: vec![AnnounceEntry {
+                hash: TxHash::of(&[n]),
+                size: 1,
+                register_id: None,
+                hops: 1,
+            }],
+        };
+        let digest = GossipMessage::Digest {
+            range: sorcha_peer_core::gossip::PrefixRange::FULL,
+            prefixes: vec![1],
+        };
+        let mut next = async || {
+            tokio::time::timeout(Duration::from_secs(10), received.recv())
+                .await
+                .expect("a message in time")
+                .expect("the recorder runs")
+        };
+        let open = Some((channel, format!("http://{address}"), Mode::Stream));
+        links.push(&peer, announce(1), open, true);
+        let (stream, first) = next().await;
+        assert_eq!(stream, 0);
+        links.push(&peer, digest, None, true);
+        assert!(links.fetch(&peer, vec![TxHash::of(b"wanted")]), "queued");
+        let mut later = vec![next().await, next().await];
+        // The first stream has ended; the next message opens a second one.
+        let closed = async {
+            while links.stream_open(&peer) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), closed)
+            .await
+            .expect("the first stream is seen to end");
+        links.push(&peer, announce(2), None, true);
+        let (stream, first_again) = next().await;
+        assert_eq!(stream, 1, "a new stream");
+        links.push(&peer, announce(3), None, true);
+        later.push(next().await);
+
+        for whole in [&first, &first_again] {
+            assert_eq!(whole.sender_peer_id, "rust-node");
+            assert_eq!(whole.recipient_peer_id, "peer");
+            assert!(whole.timestamp > 0);
+        }
+        let types: Vec<i32> = later.iter().map(|(_, m)| m.message_type).collect();
+        let expected = [
+            MessageType::GossipDigest,
+            MessageType::GossipFetch,
+            MessageType::GossipAnnounce,
+        ];
+        assert_eq!(types, expected.map(i32::from));
+        for (_, m) in &later {
+            assert_eq!(
+                (m.sender_peer_id.as_str(), m.recipient_peer_id.as_str()),
+                ("", "")
+            );
+            assert_eq!(m.timestamp, 0);
+            assert!(!m.payload.is_empty());
+        }
+        assert_eq!(later[2].0, 1, "compact on the second stream too");
     }
 
     #[tokio::test]

@@ -303,13 +303,25 @@ impl Metrics {
         *reported = *stats;
     }
 
-    /// Bytes sent to peers, by message kind.
+    /// Bytes sent to peers, by message kind. What is counted, on both ends of a call:
+    ///
+    /// - each message as gRPC carries it, [`wire_len`]: its protobuf encoding (envelope
+    ///   included, before any compression) plus the 5-byte gRPC length prefix; HTTP/2 frames
+    ///   and headers and TLS are not counted, and a call made over REST counts as its
+    ///   protobuf equivalent (its JSON is larger);
+    /// - gossip and pulls: `PeerMessage`s (sent: `announce`, `push`, `digest`, `digest_reply`,
+    ///   `fetch`; received: the message type's name), `GetTransaction` and `StreamTransaction`
+    ///   requests (`fetch`), their answers and the `TRANSACTION_RESPONSE`s that answer a
+    ///   `GOSSIP_FETCH` (`body`), `NotifyTransaction` (`notify`). Not counted: membership and
+    ///   heartbeat calls, the heartbeats on a stream, the acks of unary calls;
+    /// - a message read as it arrives (refused or not); a message sent once it is queued on a
+    ///   stream or its unary call is answered (retries count once).
     pub fn record_sent(&self, kind: &'static str, bytes: u64) {
         self.bandwidth_sent_bytes
             .add(bytes, &[KeyValue::new("kind", kind)]);
     }
 
-    /// Bytes received from peers, by message kind.
+    /// Bytes received from peers, by message kind, counted as [`Metrics::record_sent`] says.
     pub fn record_received(&self, kind: &'static str, bytes: u64) {
         self.bandwidth_received_bytes
             .add(bytes, &[KeyValue::new("kind", kind)]);
@@ -403,6 +415,14 @@ impl Metrics {
         }
         String::from_utf8(out).unwrap_or_default()
     }
+}
+
+/// What gRPC puts before each message: a compression flag and a 4-byte length.
+pub const GRPC_PREFIX: u64 = 5;
+
+/// Bytes one protobuf message takes in a gRPC call or stream: its encoding and the prefix.
+pub fn wire_len(message: &impl prost::Message) -> u64 {
+    message.encoded_len() as u64 + GRPC_PREFIX
 }
 
 /// Adds to `counter`, labelled `key` = each row's name, what each stats field gained since it

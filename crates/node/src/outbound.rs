@@ -24,7 +24,7 @@ use crate::actor::ActorSettings;
 use crate::actor::now;
 use crate::convert::{advert_to_proto, heartbeat_outcome, status_from_proto, valid_adverts};
 use crate::links::{Links, Mode};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, wire_len};
 use crate::negotiate::Negotiator;
 use crate::proto::discovery::peer_discovery_client::PeerDiscoveryClient;
 use crate::proto::discovery::{
@@ -32,8 +32,8 @@ use crate::proto::discovery::{
 };
 use crate::proto::heartbeat::PeerHeartbeatRequest;
 use crate::proto::heartbeat::peer_heartbeat_client::PeerHeartbeatClient;
-use crate::proto::transaction::TransactionRequest;
 use crate::proto::transaction::transaction_distribution_client::TransactionDistributionClient;
+use crate::proto::transaction::{TransactionRequest, TransactionResponse};
 use crate::rest::client::RestClient;
 use crate::wire::MAX_FETCH_BATCH;
 
@@ -330,7 +330,11 @@ impl Outbound {
             let _ = answers.try_send(fail(FetchFailure::Unreachable));
             return;
         };
-        let me = self.self_id.to_string();
+        let request = TransactionRequest {
+            transaction_hash: hash.to_string(),
+            requesting_peer_id: self.self_id.to_string(),
+            register_id: String::new(),
+        };
         let (metrics, max_tx) = (self.metrics.clone(), self.max_transaction_size);
         let stream = size > self.streaming_threshold;
         let over_rest = self.negotiator.plan(Some(&peer_id), offers).mode == Mode::Rest;
@@ -338,9 +342,18 @@ impl Outbound {
         tokio::spawn(async move {
             let fetch = async {
                 if over_rest {
-                    rest.fetch(&base, hash, max_tx).await
+                    let body = rest.fetch(&base, hash, max_tx).await?;
+                    // Counted as the GetTransaction it stands for (its JSON is larger).
+                    metrics.record_sent("fetch", wire_len(&request));
+                    let answer = TransactionResponse {
+                        transaction_hash: request.transaction_hash,
+                        transaction_data: body,
+                        found: true,
+                    };
+                    metrics.record_received("body", wire_len(&answer));
+                    Ok(answer.transaction_data)
                 } else {
-                    fetch_body(channel, hash, me, stream, max_tx).await
+                    fetch_body(channel, request, stream, max_tx, &metrics).await
                 }
             };
             let fetched = tokio::time::timeout(timeout, fetch).await;
@@ -348,9 +361,8 @@ impl Outbound {
                 Ok(result) => result,
                 Err(_) => Err(FetchFailure::Timeout),
             };
-            match &result {
-                Ok(body) => metrics.record_received("body", body.len() as u64),
-                Err(_) => metrics.connection_errors_total.add(1, &[]),
+            if result.is_err() {
+                metrics.connection_errors_total.add(1, &[]);
             }
             let _ = answers
                 .send(Answer::Fetched {
@@ -476,24 +488,21 @@ pub fn message_kind(message: &GossipMessage) -> &'static str {
 }
 
 /// Pulls one body, unary or (for large ones) in 64 KiB chunks, refusing more than `max_tx`
-/// bytes before allocating them.
+/// bytes before allocating them. The request and what answers it are counted once the peer
+/// answers.
 async fn fetch_body(
     channel: Channel,
-    hash: TxHash,
-    me: String,
+    request: TransactionRequest,
     stream: bool,
     max_tx: u32,
+    metrics: &Metrics,
 ) -> Result<Vec<u8>, FetchFailure> {
     let limit = max_tx as usize;
     let mut client = TransactionDistributionClient::new(channel)
         .max_decoding_message_size(limit + CHUNK_SIZE)
         .accept_compressed(CompressionEncoding::Zstd)
         .accept_compressed(CompressionEncoding::Gzip);
-    let request = TransactionRequest {
-        transaction_hash: hash.to_string(),
-        requesting_peer_id: me,
-        register_id: String::new(),
-    };
+    let request_len = wire_len(&request);
     let grpc_failure = |status: Status| match status.code() {
         Code::NotFound => FetchFailure::NotFound,
         Code::OutOfRange | Code::ResourceExhausted => FetchFailure::TooLarge,
@@ -506,6 +515,8 @@ async fn fetch_body(
             .await
             .map_err(grpc_failure)?
             .into_inner();
+        metrics.record_sent("fetch", request_len);
+        metrics.record_received("body", wire_len(&answer));
         return if answer.found {
             Ok(answer.transaction_data)
         } else {
@@ -517,9 +528,11 @@ async fn fetch_body(
         .await
         .map_err(grpc_failure)?
         .into_inner();
+    metrics.record_sent("fetch", request_len);
     let mut body = Vec::new();
     let mut expected = 0;
     while let Some(chunk) = chunks.message().await.map_err(grpc_failure)? {
+        metrics.record_received("body", wire_len(&chunk));
         // Chunks must come in order and the total must stay within our limit.
         if chunk.chunk_index != expected || body.len() + chunk.chunk_data.len() > limit {
             return Err(FetchFailure::TooLarge);

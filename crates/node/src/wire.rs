@@ -12,10 +12,10 @@ use sorcha_peer_core::gossip::{
 use sorcha_peer_core::model::{PeerId, Timestamp, TxHash};
 
 use crate::proto::communication::{
-    self as pb, GossipAnnounce, GossipDigest, GossipDigestReply, GossipPush, MessageType,
-    PeerMessage,
+    self as pb, GossipAnnounce, GossipDigest, GossipDigestReply, GossipFetch, GossipPush,
+    MessageType, PeerMessage,
 };
-use crate::proto::transaction::TransactionNotification;
+use crate::proto::transaction::{TransactionNotification, TransactionResponse};
 
 /// Why a gossip message from a peer was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -95,6 +95,68 @@ pub fn to_peer_message(
         payload,
         timestamp: now.to_wire(),
     }
+}
+
+/// A `GOSSIP_FETCH` of `hashes` (as 32 raw bytes each), from `from` to `to`, with its whole
+/// envelope (the stream's sender [`compact`]s it unless it is the stream's first message).
+pub fn to_fetch_message(
+    hashes: &[TxHash],
+    from: &PeerId,
+    to: &PeerId,
+    now: Timestamp,
+) -> PeerMessage {
+    let fetch = GossipFetch {
+        hashes: hashes.iter().map(|h| h.as_bytes().to_vec()).collect(),
+    };
+    PeerMessage {
+        sender_peer_id: from.to_string(),
+        recipient_peer_id: to.to_string(),
+        message_type: MessageType::GossipFetch.into(),
+        payload: fetch.encode_to_vec(),
+        timestamp: now.to_wire(),
+    }
+}
+
+/// The `TRANSACTION_RESPONSE` that answers one hash of a `GOSSIP_FETCH` on the stream. A found
+/// body goes without its hash, which the requester computes (it would be 66 of ~320 bytes).
+/// No sender, recipient or timestamp: the requester opened the stream, so knows who answers,
+/// and a Sorcha peer never sends `GOSSIP_FETCH`, so never gets such an answer.
+pub fn to_fetch_answer(mut answer: TransactionResponse) -> PeerMessage {
+    if answer.found {
+        answer.transaction_hash.clear();
+    }
+    PeerMessage {
+        message_type: MessageType::TransactionResponse.into(),
+        payload: answer.encode_to_vec(),
+        ..Default::default()
+    }
+}
+
+/// Whether `message_type` is one of our extensions (`GOSSIP_*`), which Sorcha's peers never
+/// send and ignore.
+pub fn is_extension(message_type: i32) -> bool {
+    matches!(
+        MessageType::try_from(message_type),
+        Ok(MessageType::GossipAnnounce
+            | MessageType::GossipPush
+            | MessageType::GossipDigest
+            | MessageType::GossipDigestReply
+            | MessageType::GossipFetch)
+    )
+}
+
+/// `message` as it travels after the first message of a stream: an extension message leaves
+/// sender, recipient and timestamp empty, so protobuf omits them (~90 of the ~140 bytes of a
+/// one-entry announcement). The stream's first message named its sender, which the answerer
+/// binds to the stream, and the opener knows whom it opened the stream to. Messages of
+/// Sorcha's own types keep their whole envelope: Sorcha's peers read it.
+pub fn compact(mut message: PeerMessage) -> PeerMessage {
+    if is_extension(message.message_type) {
+        message.sender_peer_id.clear();
+        message.recipient_peer_id.clear();
+        message.timestamp = 0;
+    }
+    message
 }
 
 /// Decodes the gossip message a `PeerMessage` carries.
@@ -237,6 +299,7 @@ fn entry_from_parts(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::wire_len;
 
     fn entry(body: &[u8]) -> AnnounceEntry {
         AnnounceEntry {
@@ -276,6 +339,117 @@ mod tests {
             assert_eq!(wire.sender_peer_id, "node-a");
             assert_eq!(from_peer_message(&wire).unwrap(), message);
         }
+    }
+
+    #[test]
+    fn compacting_strips_the_envelope_of_extensions_only() {
+        let me: PeerId = "node-a".parse().unwrap();
+        let to: PeerId = "node-b".parse().unwrap();
+        let now = Timestamp::from_millis(1_700_000_000_000);
+        let announce = GossipMessage::Announce {
+            entries: vec![entry(b"x")],
+        };
+        let full = to_peer_message(&announce, &me, Some(&to), now);
+        let fetch = to_fetch_message(&[TxHash::of(b"x")], &me, &to, now);
+        for full in [full, fetch] {
+            let compact = compact(full.clone());
+            assert_eq!(
+                (
+                    compact.sender_peer_id.as_str(),
+                    compact.recipient_peer_id.as_str()
+                ),
+                ("", "")
+            );
+            assert_eq!(compact.timestamp, 0);
+            assert_eq!(
+                (compact.message_type, &compact.payload),
+                (full.message_type, &full.payload)
+            );
+        }
+        for sorcha in [MessageType::Heartbeat, MessageType::TransactionNotification] {
+            let full = PeerMessage {
+                sender_peer_id: me.to_string(),
+                recipient_peer_id: to.to_string(),
+                message_type: sorcha.into(),
+                payload: vec![1, 2, 3],
+                timestamp: now.to_wire(),
+            };
+            assert_eq!(compact(full.clone()), full, "Sorcha's {sorcha:?} keeps it");
+        }
+    }
+
+    /// Bytes of typical gossip messages on a stream after its first message, as the
+    /// bandwidth metrics count them, against the core's estimate (which the simulator
+    /// counts): they must agree within 3 bytes; one case does not yet, marked below.
+    /// `cargo test -- --nocapture` prints them.
+    #[test]
+    fn compact_stream_messages_cost_what_the_core_estimates() {
+        // Peer ids of Sorcha's typical length, a timestamp of today.
+        let me: PeerId = "a".repeat(40).parse().unwrap();
+        let to: PeerId = "b".repeat(40).parse().unwrap();
+        let now = Timestamp::from_millis(1_760_000_000_000);
+        let hash = TxHash::of(b"a typical transaction");
+        let announce = GossipMessage::Announce {
+            entries: vec![AnnounceEntry {
+                hash,
+                size: 250,
+                register_id: None,
+                hops: 3,
+            }],
+        };
+        let prefixes: Vec<u64> = (1..=100).map(|i| i * (u64::MAX / 101)).collect();
+        let digest = GossipMessage::Digest {
+            range: PrefixRange::FULL,
+            prefixes: prefixes.clone(),
+        };
+        // A slice of the space that neither starts at 0 nor runs to its end (the digest
+        // cursor mid-way): `range_first` costs 9 bytes more, which the estimate leaves out.
+        let sliced = GossipMessage::Digest {
+            range: PrefixRange {
+                first: 1 << 60,
+                last: u64::MAX - (1 << 60),
+            },
+            prefixes,
+        };
+        // `None`: within 3 bytes of the estimate, as the simulator's figures assume.
+        // `Some(n)`: MEASURED, NOT WITHIN 3 — exactly `n` bytes more than the estimate: the
+        // core's 16 bytes for a range are 7 short of a slice's two tagged fixed64s (18; FULL
+        // omits `range_first` = 0, so 9). To fix in the core's estimate, not here.
+        for (name, message, exact) in [
+            ("announce", announce, None),
+            ("digest", digest, None),
+            ("digest slice", sliced, Some(7)),
+        ] {
+            let full = to_peer_message(&message, &me, Some(&to), now);
+            let (before, after) = (wire_len(&full), wire_len(&compact(full)));
+            let estimate = message.approx_wire_len() as u64;
+            println!("{name}: {before} bytes whole, {after} compact, core estimate {estimate}");
+            match exact {
+                None => assert!(
+                    after.abs_diff(estimate) <= 3,
+                    "{name}: {after} bytes, core estimate {estimate}"
+                ),
+                Some(n) => assert_eq!(after, estimate + n, "{name}"),
+            }
+        }
+        let fetch = to_fetch_message(&[hash], &me, &to, now);
+        let (before, after) = (wire_len(&fetch), wire_len(&compact(fetch)));
+        println!("fetch of 1 hash: {before} bytes whole, {after} compact");
+        assert_eq!(after, 43, "type, and a payload of one 32-byte hash");
+        let answer = to_fetch_answer(TransactionResponse {
+            transaction_hash: hash.to_string(),
+            transaction_data: vec![7; 250],
+            found: true,
+        });
+        let whole = PeerMessage {
+            sender_peer_id: to.to_string(),
+            recipient_peer_id: me.to_string(),
+            timestamp: now.to_wire(),
+            ..answer.clone()
+        };
+        let (before, after) = (wire_len(&whole), wire_len(&answer));
+        println!("fetch answer, 250-byte body: {before} bytes whole, {after} compact");
+        assert_eq!(before - after, 91, "two 40-char ids and a ms timestamp");
     }
 
     #[test]

@@ -1,6 +1,13 @@
 //! `sorcha.peer.communication.PeerCommunication`: typed peer messages, one at a time
 //! (`SendMessage`) or over a long-lived bidirectional `Stream`. Gossip travels here (the
 //! `GOSSIP_*` message types); Sorcha's own notification type is understood too.
+//!
+//! A stream is one peer's: its first message names the sender, which is bound to the stream
+//! ([`StreamSender`]); later messages of our extension types may leave sender, recipient and
+//! timestamp out (the opener sends them so, [`crate::wire::compact`]), and none may name
+//! another sender. Sorcha's C# peers send only their own message types, always with the whole
+//! envelope, naming themselves: the rule changes nothing for them. A unary `SendMessage` names
+//! its sender in every call.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -9,6 +16,7 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use opentelemetry::KeyValue;
 use prost::Message;
+use sorcha_peer_core::model::PeerId;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -16,10 +24,13 @@ use tonic::{Request, Response, Status, Streaming};
 use super::handle_error;
 use super::transaction::TransactionService;
 use crate::actor::{NodeHandle, now};
+use crate::metrics::wire_len;
 use crate::proto::communication::peer_communication_server::PeerCommunication;
 use crate::proto::communication::{GossipFetch, MessageAck, MessageType, PeerMessage};
 use crate::proto::transaction::{TransactionNotification, TransactionRequest};
-use crate::wire::{MAX_FETCH_BATCH, from_notification, from_peer_message, raw_hash};
+use crate::wire::{
+    MAX_FETCH_BATCH, from_notification, from_peer_message, raw_hash, to_fetch_answer,
+};
 
 /// Our heartbeats on a peer's stream. The opener takes a stream silent for three of these (or
 /// three of its peer timeouts, if longer) for dead.
@@ -37,6 +48,34 @@ pub struct CommunicationService {
     stream: bool,
 }
 
+/// Where our stream messages go: the peer's side of its stream.
+type Out = mpsc::Sender<Result<PeerMessage, Status>>;
+
+/// The peer an inbound stream belongs to: named by the stream's first message, then bound.
+#[derive(Debug, Default)]
+struct StreamSender {
+    bound: Option<PeerId>,
+}
+
+impl StreamSender {
+    /// Who sent `message`, or why it is refused (its `gossip_dropped_total` kind). Until a
+    /// message names a valid sender none is bound, and messages that do not are refused: the
+    /// peer may still name itself in a later one.
+    fn of(&mut self, message: &PeerMessage) -> Result<PeerId, &'static str> {
+        let named = message.sender_peer_id.as_str();
+        match &self.bound {
+            None => {
+                let id: PeerId = named.parse().map_err(|_| "stream_sender_missing")?;
+                self.bound = Some(id.clone());
+                Ok(id)
+            }
+            Some(bound) if named.is_empty() || named == bound.as_str() => Ok(bound.clone()),
+            // One peer must not speak as another on its stream.
+            Some(_) => Err("stream_sender_changed"),
+        }
+    }
+}
+
 impl CommunicationService {
     pub fn new(node: NodeHandle, transactions: Arc<TransactionService>, stream: bool) -> Self {
         Self {
@@ -46,16 +85,44 @@ impl CommunicationService {
         }
     }
 
-    /// Answers a `GOSSIP_FETCH` from a stream: one `TRANSACTION_RESPONSE` per hash (at most
-    /// [`MAX_FETCH_BATCH`]; more are dropped and counted), sent back on the stream. A found
-    /// body goes without its hash, which the requester computes; a missing one names it.
-    async fn answer_fetch(
-        &self,
-        message: &PeerMessage,
-        out: &mpsc::Sender<Result<PeerMessage, Status>>,
-    ) -> Result<(), Status> {
+    /// Handles one message read from a peer's stream; a refused one is dropped and counted.
+    async fn take_from_stream(&self, sender: &mut StreamSender, message: PeerMessage, out: &Out) {
         let metrics = self.node.metrics();
-        metrics.record_received("GOSSIP_FETCH", message.payload.len() as u64);
+        metrics.record_received(kind_name(message.message_type), wire_len(&message));
+        let refused = match sender.of(&message) {
+            Ok(from) => {
+                let taken = if message.message_type == MessageType::GossipFetch as i32 {
+                    self.answer_fetch(&message, out).await
+                } else {
+                    self.take(from, message).await.map(|_| ())
+                };
+                match taken {
+                    Ok(()) => return,
+                    Err(status) => {
+                        tracing::debug!(%status, "stream message refused");
+                        "stream_refused"
+                    }
+                }
+            }
+            Err(kind) => {
+                tracing::debug!(
+                    named = %message.sender_peer_id,
+                    bound = ?sender.bound,
+                    "stream message refused: {kind}"
+                );
+                kind
+            }
+        };
+        metrics
+            .gossip_dropped_total
+            .add(1, &[KeyValue::new("kind", refused)]);
+    }
+
+    /// Answers a `GOSSIP_FETCH` from a stream: one `TRANSACTION_RESPONSE` per hash (at most
+    /// [`MAX_FETCH_BATCH`]; more are dropped and counted), sent back on the stream as
+    /// [`to_fetch_answer`] makes it: compact, a found body without its hash.
+    async fn answer_fetch(&self, message: &PeerMessage, out: &Out) -> Result<(), Status> {
+        let metrics = self.node.metrics();
         let fetch = GossipFetch::decode(message.payload.as_slice())
             .map_err(|e| Status::invalid_argument(format!("GOSSIP_FETCH payload: {e}")))?;
         let mut hashes = fetch.hashes;
@@ -66,7 +133,6 @@ impl CommunicationService {
                 .add(over, &[KeyValue::new("kind", "fetch_over_limit")]);
             hashes.truncate(MAX_FETCH_BATCH);
         }
-        let me = self.node.peer_id().to_string();
         for raw in hashes {
             let hash = raw_hash(&raw).map_err(|reason| {
                 Status::invalid_argument(format!("GOSSIP_FETCH hash: {reason}"))
@@ -75,37 +141,19 @@ impl CommunicationService {
                 transaction_hash: hash.to_string(),
                 ..Default::default()
             };
-            let mut answer = self.transactions.answer(&request)?;
-            if answer.found {
-                // A body names itself (its SHA-256): the hash would be 66 of ~320 bytes.
-                answer.transaction_hash.clear();
-            }
-            let reply = PeerMessage {
-                sender_peer_id: me.clone(),
-                recipient_peer_id: message.sender_peer_id.clone(),
-                message_type: MessageType::TransactionResponse.into(),
-                payload: answer.encode_to_vec(),
-                timestamp: now().to_wire(),
-            };
+            let reply = to_fetch_answer(self.transactions.answer(&request)?);
+            let bytes = wire_len(&reply);
             if out.send(Ok(reply)).await.is_err() {
                 break; // The peer closed the stream.
             }
+            metrics.record_sent("body", bytes);
         }
         Ok(())
     }
-}
 
-impl CommunicationService {
-    /// Handles one message from a peer, however it arrived; true if it was taken.
-    async fn take(&self, message: PeerMessage) -> Result<bool, Status> {
-        let from = message
-            .sender_peer_id
-            .parse()
-            .map_err(|e| Status::invalid_argument(format!("sender_peer_id: {e}")))?;
+    /// Handles one message `from` a peer, however it arrived; true if it was taken.
+    async fn take(&self, from: PeerId, message: PeerMessage) -> Result<bool, Status> {
         let kind = MessageType::try_from(message.message_type).unwrap_or(MessageType::Unknown);
-        self.node
-            .metrics()
-            .record_received(kind.as_str_name(), message.payload.len() as u64);
         match kind {
             MessageType::TransactionNotification => {
                 let n = TransactionNotification::decode(message.payload.as_slice())
@@ -134,13 +182,29 @@ impl CommunicationService {
     }
 }
 
+/// A message type's label in the bandwidth metrics: its name in the proto.
+fn kind_name(message_type: i32) -> &'static str {
+    MessageType::try_from(message_type)
+        .unwrap_or(MessageType::Unknown)
+        .as_str_name()
+}
+
 #[tonic::async_trait]
 impl PeerCommunication for CommunicationService {
+    /// One message, with its whole envelope: the sender must be named.
     async fn send_message(
         &self,
         request: Request<PeerMessage>,
     ) -> Result<Response<MessageAck>, Status> {
-        let received = self.take(request.into_inner()).await?;
+        let message = request.into_inner();
+        self.node
+            .metrics()
+            .record_received(kind_name(message.message_type), wire_len(&message));
+        let from = message
+            .sender_peer_id
+            .parse()
+            .map_err(|e| Status::invalid_argument(format!("sender_peer_id: {e}")))?;
+        let received = self.take(from, message).await?;
         Ok(Response::new(MessageAck {
             received,
             timestamp: now().to_wire(),
@@ -150,8 +214,8 @@ impl PeerCommunication for CommunicationService {
     type StreamStream = Pin<Box<dyn Stream<Item = Result<PeerMessage, Status>> + Send>>;
 
     /// A peer's long-lived stream: its messages in, our stream-level heartbeats out (so both
-    /// ends notice a dead stream within a peer timeout). A bad message is dropped and counted;
-    /// it does not cost the peer its stream.
+    /// ends notice a dead stream within a peer timeout). A bad message, or one whose sender is
+    /// not the stream's, is dropped and counted; it does not cost the peer its stream.
     async fn stream(
         &self,
         request: Request<Streaming<PeerMessage>>,
@@ -169,25 +233,17 @@ impl PeerCommunication for CommunicationService {
             stream: true,
         };
         tokio::spawn(async move {
+            let mut sender = StreamSender::default();
             let mut beat = tokio::time::interval(STREAM_HEARTBEAT);
             loop {
                 tokio::select! {
                     item = inbound.next() => match item {
-                        Some(Ok(message)) => {
-                            let taken = if message.message_type == MessageType::GossipFetch as i32 {
-                                service.answer_fetch(&message, &tx).await
-                            } else {
-                                service.take(message).await.map(|_| ())
-                            };
-                            if let Err(status) = taken {
-                                tracing::debug!(%status, "stream message refused");
-                                service.node.metrics().gossip_dropped_total.add(1, &[KeyValue::new("kind", "stream_refused")]);
-                            }
-                        }
+                        Some(Ok(message)) => service.take_from_stream(&mut sender, message, &tx).await,
                         // The peer closed its side, or the connection broke.
                         _ => return,
                     },
                     _ = beat.tick() => {
+                        // Sorcha's message type, so the whole envelope, as everywhere.
                         let heartbeat = PeerMessage {
                             sender_peer_id: service.node.peer_id().to_string(),
                             message_type: MessageType::Heartbeat.into(),
@@ -202,5 +258,43 @@ impl PeerCommunication for CommunicationService {
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(sender: &str) -> PeerMessage {
+        PeerMessage {
+            sender_peer_id: sender.into(),
+            message_type: MessageType::GossipAnnounce.into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_stream_is_bound_to_the_sender_its_first_message_names() {
+        let mut sender = StreamSender::default();
+        let a: PeerId = "peer-a".parse().unwrap();
+        assert_eq!(sender.of(&message("")), Err("stream_sender_missing"));
+        assert_eq!(
+            sender.of(&message("not a peer id!")),
+            Err("stream_sender_missing")
+        );
+        assert_eq!(sender.of(&message("peer-a")), Ok(a.clone()));
+        assert_eq!(
+            sender.of(&message("")),
+            Ok(a.clone()),
+            "empty: the bound peer"
+        );
+        assert_eq!(
+            sender.of(&message("peer-a")),
+            Ok(a.clone()),
+            "may repeat itself"
+        );
+        assert_eq!(sender.of(&message("peer-b")), Err("stream_sender_changed"));
+        assert_eq!(sender.of(&message("bad id!")), Err("stream_sender_changed"));
+        assert_eq!(sender.of(&message("")), Ok(a), "still bound to the first");
     }
 }

@@ -5,12 +5,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::Stream;
-use prost::Message;
 use sorcha_peer_core::model::TxHash;
 use tonic::{Request, Response, Status};
 
 use super::handle_error;
 use crate::actor::NodeHandle;
+use crate::metrics::{Metrics, wire_len};
 use crate::offline::SharedQueue;
 use crate::outbound::CHUNK_SIZE;
 use crate::proto::transaction::transaction_distribution_server::TransactionDistribution;
@@ -46,13 +46,11 @@ impl TransactionService {
         Ok(store.get(&hash).map(|tx| (hash, tx)))
     }
 
-    /// Sorcha's answer to a pull: the body, or `found = false` for an unknown hash.
+    /// Sorcha's answer to a pull: the body, or `found = false` for an unknown hash. The
+    /// caller counts it, as it goes (unary, or in a stream message).
     pub fn answer(&self, request: &TransactionRequest) -> Result<TransactionResponse, Status> {
         let answer = match self.lookup(request)? {
             Some((hash, tx)) => {
-                self.node
-                    .metrics()
-                    .record_sent("body", tx.body.len() as u64);
                 self.confirm(hash);
                 TransactionResponse {
                     transaction_hash: hash.to_string(),
@@ -78,7 +76,7 @@ impl TransactionDistribution for TransactionService {
     ) -> Result<Response<NotificationAck>, Status> {
         let notification = request.into_inner();
         let metrics = self.node.metrics();
-        metrics.record_received("notify", notification.encoded_len() as u64);
+        metrics.record_received("notify", wire_len(&notification));
         let (from, entry) = from_notification(&notification)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let already_known = self.node.notify(from, entry).await.map_err(handle_error)?;
@@ -93,7 +91,11 @@ impl TransactionDistribution for TransactionService {
         &self,
         request: Request<TransactionRequest>,
     ) -> Result<Response<TransactionResponse>, Status> {
-        let answer = self.answer(&request.into_inner())?;
+        let request = request.into_inner();
+        let metrics = self.node.metrics();
+        metrics.record_received("fetch", wire_len(&request));
+        let answer = self.answer(&request)?;
+        metrics.record_sent("body", wire_len(&answer));
         Ok(Response::new(answer))
     }
 
@@ -105,24 +107,25 @@ impl TransactionDistribution for TransactionService {
         request: Request<TransactionRequest>,
     ) -> Result<Response<Self::StreamTransactionStream>, Status> {
         let request = request.into_inner();
+        let metrics = self.node.metrics().clone();
+        metrics.record_received("fetch", wire_len(&request));
         let Some((hash, tx)) = self.lookup(&request)? else {
             return Err(Status::not_found(format!(
                 "transaction {} is not known",
                 request.transaction_hash
             )));
         };
-        self.node
-            .metrics()
-            .record_sent("body", tx.body.len() as u64);
         self.confirm(hash);
-        Ok(Response::new(Box::pin(chunks(hash, tx.body))))
+        Ok(Response::new(Box::pin(chunks(hash, tx.body, metrics))))
     }
 }
 
-/// The body in 64 KiB chunks, each cut when it is sent (no second copy of the body).
+/// The body in 64 KiB chunks, each cut (and counted as sent) when it is sent (no second copy
+/// of the body).
 fn chunks(
     hash: TxHash,
     body: Arc<[u8]>,
+    metrics: Arc<Metrics>,
 ) -> impl Stream<Item = Result<TransactionChunk, Status>> + Send {
     let total = body.len().div_ceil(CHUNK_SIZE).max(1);
     let total_chunks = i32::try_from(total).unwrap_or(i32::MAX);
@@ -130,11 +133,13 @@ fn chunks(
     futures::stream::iter((0..total).map(move |i| {
         let start = i * CHUNK_SIZE;
         let end = (start + CHUNK_SIZE).min(body.len());
-        Ok(TransactionChunk {
+        let chunk = TransactionChunk {
             transaction_hash: hash.clone(),
             chunk_index: i32::try_from(i).unwrap_or(i32::MAX),
             total_chunks,
             chunk_data: body[start..end].to_vec(),
-        })
+        };
+        metrics.record_sent("body", wire_len(&chunk));
+        Ok(chunk)
     }))
 }
