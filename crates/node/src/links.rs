@@ -855,6 +855,7 @@ mod tests {
         let digest = GossipMessage::Digest {
             range: sorcha_peer_core::gossip::PrefixRange::FULL,
             prefixes: vec![1],
+            recent: None,
         };
         let mut next = async || {
             tokio::time::timeout(Duration::from_secs(10), received.recv())

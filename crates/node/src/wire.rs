@@ -300,6 +300,7 @@ fn entry_from_parts(
 mod tests {
     use super::*;
     use crate::metrics::wire_len;
+    use sorcha_peer_core::gossip::{field_len, stream_message_len};
 
     fn entry(body: &[u8]) -> AnnounceEntry {
         AnnounceEntry {
@@ -379,8 +380,8 @@ mod tests {
     }
 
     /// Bytes of typical gossip messages on a stream after its first message, as the
-    /// bandwidth metrics count them, against the core's estimate (which the simulator
-    /// counts): they must agree within 3 bytes; one case does not yet, marked below.
+    /// bandwidth metrics count them, against the core's sizes (which the simulator counts):
+    /// they must agree to the byte.
     /// `cargo test -- --nocapture` prints them.
     #[test]
     fn compact_stream_messages_cost_what_the_core_estimates() {
@@ -401,41 +402,54 @@ mod tests {
         let digest = GossipMessage::Digest {
             range: PrefixRange::FULL,
             prefixes: prefixes.clone(),
+            recent: None,
         };
-        // A slice of the space that neither starts at 0 nor runs to its end (the digest
-        // cursor mid-way): `range_first` costs 9 bytes more, which the estimate leaves out.
+        // A recent digest of a slice that neither starts at 0 nor runs to the end of the
+        // space (the cursor mid-way): `range_first` and `recent_ms` are on the wire too.
         let sliced = GossipMessage::Digest {
             range: PrefixRange {
                 first: 1 << 60,
                 last: u64::MAX - (1 << 60),
             },
             prefixes,
+            recent: Some(Duration::from_secs(30)),
         };
-        // `None`: within 3 bytes of the estimate, as the simulator's figures assume.
-        // `Some(n)`: MEASURED, NOT WITHIN 3 — exactly `n` bytes more than the estimate: the
-        // core's 16 bytes for a range are 7 short of a slice's two tagged fixed64s (18; FULL
-        // omits `range_first` = 0, so 9). To fix in the core's estimate, not here.
-        for (name, message, exact) in [
-            ("announce", announce, None),
-            ("digest", digest, None),
-            ("digest slice", sliced, Some(7)),
+        let reply = GossipMessage::DigestReply {
+            missing: vec![AnnounceEntry {
+                hash,
+                size: 70_000,
+                register_id: Some("register-7".into()),
+                hops: 1,
+            }],
+            wanted: vec![1, 2, 3],
+        };
+        let push = GossipMessage::Push {
+            entry: AnnounceEntry {
+                hash,
+                size: 250,
+                register_id: None,
+                hops: 1,
+            },
+            body: vec![7; 250],
+        };
+        for (name, message) in [
+            ("announce", announce),
+            ("digest", digest),
+            ("recent digest slice", sliced),
+            ("digest reply", reply),
+            ("push", push),
         ] {
             let full = to_peer_message(&message, &me, Some(&to), now);
             let (before, after) = (wire_len(&full), wire_len(&compact(full)));
             let estimate = message.approx_wire_len() as u64;
             println!("{name}: {before} bytes whole, {after} compact, core estimate {estimate}");
-            match exact {
-                None => assert!(
-                    after.abs_diff(estimate) <= 3,
-                    "{name}: {after} bytes, core estimate {estimate}"
-                ),
-                Some(n) => assert_eq!(after, estimate + n, "{name}"),
-            }
+            assert_eq!(after, estimate, "{name}");
         }
         let fetch = to_fetch_message(&[hash], &me, &to, now);
         let (before, after) = (wire_len(&fetch), wire_len(&compact(fetch)));
         println!("fetch of 1 hash: {before} bytes whole, {after} compact");
-        assert_eq!(after, 43, "type, and a payload of one 32-byte hash");
+        let estimate = stream_message_len(field_len(32)) as u64;
+        assert_eq!(after, estimate, "type, and a payload of one 32-byte hash");
         let answer = to_fetch_answer(TransactionResponse {
             transaction_hash: hash.to_string(),
             transaction_data: vec![7; 250],
@@ -450,6 +464,8 @@ mod tests {
         let (before, after) = (wire_len(&whole), wire_len(&answer));
         println!("fetch answer, 250-byte body: {before} bytes whole, {after} compact");
         assert_eq!(before - after, 91, "two 40-char ids and a ms timestamp");
+        let estimate = stream_message_len(field_len(250) + 2) as u64;
+        assert_eq!(after, estimate, "the simulator's fetch answer");
     }
 
     #[test]

@@ -1,7 +1,9 @@
 //! Estimated sizes on the wire of what the core does not size itself.
 //!
-//! Gossip messages use [`GossipMessage::approx_wire_len`] (the core's own estimate). Membership
-//! requests and answers and the fetch calls are estimated here the same way: protobuf encoding
+//! Gossip messages and the pulls on a stream use the core's sizes
+//! ([`GossipMessage::approx_wire_len`], [`stream_message_len`]): the protobuf encoding as the
+//! daemon writes it on a peer's stream, checked against the daemon's real encoding by its wire
+//! tests. Membership requests and answers (unary calls) are estimated here: protobuf encoding
 //! of the fields of the `.proto` messages (DESIGN.md section 3), one tag and length byte per
 //! field (two for long ones), varints at their typical size, strings as written (peer ids 40
 //! characters, hashes 64 hex digits), plus [`FRAME`] bytes of message framing. HTTP/2 and TLS
@@ -9,6 +11,7 @@
 //!
 //! [`GossipMessage::approx_wire_len`]: sorcha_peer_core::gossip::GossipMessage::approx_wire_len
 
+use sorcha_peer_core::gossip::{field_len, stream_message_len};
 use sorcha_peer_core::membership::{Request, Response};
 use sorcha_peer_core::model::{PeerAdvert, PeerId};
 
@@ -80,16 +83,17 @@ pub const ERROR_LEN: usize = FRAME + 16;
 /// each is counted here as its own message (an upper bound). Unary `GetTransaction` (the hash
 /// as hex and the requester's id, ~116 bytes) is only for peers that do not speak our gossip.
 pub fn fetch_request_len() -> usize {
-    FRAME + string(32)
+    stream_message_len(field_len(32))
 }
 
 /// `TransactionResponse` on the stream carrying `body_len` bytes: a found body without its
-/// hash (the requester computes it), a missing one (0) with the hash as hex.
+/// hash (the requester computes it) and `found` (2 bytes), a missing one (0) with the hash as
+/// hex.
 pub fn fetch_answer_len(body_len: usize) -> usize {
     if body_len > 0 {
-        FRAME + 2 + 4 + body_len
+        stream_message_len(field_len(body_len) + 2)
     } else {
-        FRAME + string(64) + 2
+        stream_message_len(field_len(64))
     }
 }
 
@@ -127,6 +131,8 @@ mod tests {
             request_len(&Request::Ping, &id)
                 < request_len(&Request::Heartbeat { sequence: 1 }, &id)
         );
-        assert_eq!(fetch_answer_len(250) - fetch_answer_len(1), 249);
+        // As the daemon's wire tests measure them (compact stream messages, gRPC prefix).
+        assert_eq!(fetch_request_len(), 43);
+        assert_eq!(fetch_answer_len(250), 265);
     }
 }

@@ -80,7 +80,8 @@ use crate::model::{PeerId, Timestamp, TxHash};
 pub use config::{FanoutMode, GossipConfig};
 pub use types::{
     AnnounceEntry, FetchFailure, GossipEvent, GossipMessage, GossipStats, HashPrefix,
-    MAX_REGISTER_ID_LEN, Origin, Output, PrefixRange, SubmitError, SubmitOutcome, Timer,
+    MAX_REGISTER_ID_LEN, Origin, Output, PrefixRange, SubmitError, SubmitOutcome, Timer, field_len,
+    stream_message_len,
 };
 
 use dedup::{Dedup, KnownTx};

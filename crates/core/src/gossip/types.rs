@@ -97,23 +97,75 @@ pub enum GossipMessage {
 }
 
 impl GossipMessage {
-    /// Approximate encoded size in bytes (protobuf-like: hashes as 32 raw bytes, a few bytes
-    /// of framing per field). For metrics and the simulator's bandwidth figures.
+    /// Bytes this message takes on a peer's stream: the protobuf encoding of its payload
+    /// (`sorcha.peer.communication`, as the daemon writes it) in a compact `PeerMessage` (type
+    /// and payload: a stream names its sender once), plus gRPC's 5-byte length prefix. HTTP/2
+    /// framing and TLS are not counted. For metrics and the simulator's bandwidth figures; the
+    /// daemon's wire tests check it against the real encoding.
     pub fn approx_wire_len(&self) -> usize {
-        const FRAME: usize = 8;
-        let entry = |e: &AnnounceEntry| 32 + 6 + 2 + e.register_id.as_ref().map_or(0, String::len);
-        FRAME
-            + match self {
-                GossipMessage::Announce { entries } => entries.iter().map(entry).sum(),
-                GossipMessage::Push { entry: e, body } => entry(e) + body.len(),
-                GossipMessage::Digest {
-                    prefixes, recent, ..
-                } => 16 + 8 * prefixes.len() + recent.map_or(0, |_| 4),
-                GossipMessage::DigestReply { missing, wanted } => {
-                    missing.iter().map(entry).sum::<usize>() + 8 * wanted.len()
-                }
+        let payload = match self {
+            GossipMessage::Announce { entries } => {
+                entries.iter().map(|e| field_len(entry_len(e))).sum()
             }
+            GossipMessage::Push { entry, body } => {
+                field_len(entry_len(entry)) + field_len(body.len())
+            }
+            GossipMessage::Digest {
+                range,
+                prefixes,
+                recent,
+            } => {
+                let first = if range.first == 0 { 0 } else { 9 };
+                let recent = recent.map_or(0, |d| {
+                    1 + varint_len(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+                });
+                fixed64s(prefixes.len()) + first + 9 + recent
+            }
+            GossipMessage::DigestReply { missing, wanted } => {
+                let entries: usize = missing.iter().map(|e| field_len(entry_len(e))).sum();
+                entries + fixed64s(wanted.len())
+            }
+        };
+        stream_message_len(payload)
     }
+}
+
+/// Bytes of a `PeerMessage` on a stream carrying `payload` bytes of payload: gRPC's 5-byte
+/// length prefix, the message type, the payload field (the compact envelope: no sender,
+/// recipient or timestamp).
+pub fn stream_message_len(payload: usize) -> usize {
+    5 + 2 + if payload == 0 { 0 } else { field_len(payload) }
+}
+
+/// Bytes of a length-delimited protobuf field (tag, length, content).
+pub fn field_len(len: usize) -> usize {
+    1 + varint_len(len as u64) + len
+}
+
+/// Bytes of a protobuf varint.
+pub fn varint_len(v: u64) -> usize {
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
+}
+
+/// A packed `repeated fixed64` field of `n` values (absent when empty).
+fn fixed64s(n: usize) -> usize {
+    if n == 0 { 0 } else { field_len(8 * n) }
+}
+
+/// An `AnnounceEntry`: the raw hash, then size, register id and hop count when not zero.
+fn entry_len(e: &AnnounceEntry) -> usize {
+    let size = if e.size == 0 {
+        0
+    } else {
+        1 + varint_len(e.size)
+    };
+    let register = e.register_id.as_ref().map_or(0, |r| field_len(r.len()));
+    let hops = if e.hops == 0 {
+        0
+    } else {
+        1 + varint_len(u64::from(e.hops))
+    };
+    field_len(32) + size + register + hops
 }
 
 /// Why a fetch brought no body.
