@@ -385,8 +385,8 @@ pub struct DistributionConfig {
     pub cache_max_transactions: u32,
     /// Bytes of bodies kept, at most.
     pub cache_max_bytes: u64,
-    /// A random active peer gets a digest of our recent hashes this often, so partitions and
-    /// restarts heal without resubmission.
+    /// A random active peer gets a digest of our recent hashes this often, so lost
+    /// announcements are repaired; partitions and restarts heal by sweeps of the whole window.
     #[serde(with = "duration")]
     pub anti_entropy_interval: Duration,
     /// A body fetch gives up on one announcer after this (plus 1 s per MiB) and tries the next.
@@ -406,13 +406,12 @@ impl Default for DistributionConfig {
             // The lab's memory preset: 100,000 cached transactions within 100 MB of RSS.
             cache_max_transactions: 100_000,
             cache_max_bytes: 256 * 1024 * 1024,
-            // The simulator's tuning runs (1,000 nodes, 20-200 ms, 1% loss): time to 99% of
-            // nodes (p95) 13.3 s at 5 s, 8.2 s at 2 s, 7.7 s at 1 s, with no more bytes sent;
-            // anti-entropy is what reaches the nodes few peers have in their active sets.
-            anti_entropy_interval: Duration::from_secs(2),
-            // The same runs: 2 s fails over to the next announcer sooner than 5 s with no false
-            // timeouts at internet latencies (1 s gained nothing more).
-            fetch_timeout: Duration::from_secs(2),
+            // The gossip core's defaults, which the simulator runs (GossipConfig::default has
+            // the measurements): 5 s between recent digests, pulls moving on after 1 s.
+            anti_entropy_interval: GossipConfig::default()
+                .anti_entropy_interval
+                .unwrap_or(Duration::from_secs(5)),
+            fetch_timeout: GossipConfig::default().fetch_timeout,
         }
     }
 }

@@ -51,6 +51,18 @@ fn embedded_defaults_load_and_match_the_template() {
     );
 }
 
+/// The simulator runs the gossip core's defaults; the daemon must ship what it measured.
+#[test]
+fn the_daemon_ships_the_gossip_defaults_the_simulator_runs() {
+    let shipped = Config::default().gossip();
+    let core = sorcha_peer_core::gossip::GossipConfig::default();
+    assert_eq!(shipped.anti_entropy_interval, core.anti_entropy_interval);
+    assert_eq!(shipped.fetch_timeout, core.fetch_timeout);
+    assert_eq!(shipped.fanout, core.fanout);
+    assert_eq!(shipped.max_hops, core.max_hops);
+    assert_eq!(shipped.max_transaction_size, core.max_transaction_size);
+}
+
 #[test]
 fn layers_apply_in_order_and_remember_their_origin() {
     let dir = tempfile::tempdir().unwrap();
