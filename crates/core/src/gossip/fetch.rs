@@ -314,16 +314,17 @@ mod tests {
                 _ => None,
             })
             .expect("timeout armed");
-        assert_eq!(deadline, ms(5000));
-        g.handle_timer(Timer::FetchTimeout, ms(4999));
+        let timeout = quiet().fetch_timeout.as_millis() as u64;
+        assert_eq!(deadline, ms(timeout));
+        g.handle_timer(Timer::FetchTimeout, ms(timeout - 1));
         assert!(drain(&mut g).is_empty(), "not due yet");
         g.handle_timer(Timer::FetchTimeout, deadline);
         assert_eq!(fetches(&drain(&mut g)), vec![(id(2), h(1))]);
         assert_eq!(g.stats().fetch_timeouts, 1);
-        g.handle_fetched(&id(2), h(1), Ok(body(1)), ms(5100));
+        g.handle_fetched(&id(2), h(1), Ok(body(1)), ms(timeout + 100));
         assert_eq!(delivered(&drain(&mut g)), vec![h(1)]);
         // The first announcer answers late: a duplicate, not a second delivery.
-        g.handle_fetched(&id(1), h(1), Ok(body(1)), ms(5200));
+        g.handle_fetched(&id(1), h(1), Ok(body(1)), ms(timeout + 200));
         assert!(delivered(&drain(&mut g)).is_empty());
         assert_eq!(g.stats().duplicate_bodies, 1);
     }
