@@ -65,6 +65,9 @@ pub struct Metrics {
     /// Pulled bodies whose SHA-256 did not match the announced hash.
     pub verification_failures_total: Counter<u64>,
     pub anti_entropy_repairs_total: Counter<u64>,
+    /// Digests sent, by kind: `recent` (the last 30 s, every round) or `sweep` (a slice of
+    /// the whole window: to new gossip peers, after a full reply, every 5 min).
+    pub anti_entropy_digests_total: Counter<u64>,
     /// Pulls that brought no body, by kind: `timeout`, `failed` (refused, unreachable, not
     /// found), `abandoned` (every announcer tried; anti-entropy may still bring it).
     pub gossip_fetch_failures_total: Counter<u64>,
@@ -191,6 +194,10 @@ impl Metrics {
             anti_entropy_repairs_total: counter(
                 "anti_entropy_repairs_total",
                 "Transactions recovered by anti-entropy",
+            ),
+            anti_entropy_digests_total: counter(
+                "anti_entropy_digests_total",
+                "Anti-entropy digests sent, by kind (recent, sweep)",
             ),
             gossip_fetch_failures_total: counter(
                 "gossip_fetch_failures_total",
@@ -352,6 +359,12 @@ impl Metrics {
             delta(stats.anti_entropy_repairs, reported.anti_entropy_repairs),
             &[],
         );
+        let recent = |s: &GossipStats| s.digests_sent.saturating_sub(s.sweeps_sent);
+        let digests = [
+            ("recent", recent(stats), recent(&reported)),
+            ("sweep", stats.sweeps_sent, reported.sweeps_sent),
+        ];
+        add_deltas(&self.anti_entropy_digests_total, "kind", &digests);
         let dropped = [
             (
                 "pending_full",
@@ -463,5 +476,26 @@ mod tests {
         }
         assert!(text.contains("peer_service_status 2"), "{text}");
         assert!(!text.contains("connection_errors_total_total"), "{text}");
+    }
+
+    #[test]
+    fn digests_are_counted_by_kind_once() {
+        let m = Metrics::new().unwrap();
+        let stats = GossipStats {
+            digests_sent: 5,
+            sweeps_sent: 2,
+            ..Default::default()
+        };
+        m.record_gossip(&stats);
+        m.record_gossip(&stats);
+        let text = m.render();
+        for (kind, n) in [("recent", 3), ("sweep", 2)] {
+            let line = format!("anti_entropy_digests_total{{kind=\"{kind}\"");
+            let found = text.lines().find(|l| l.starts_with(&line));
+            assert!(
+                found.is_some_and(|l| l.ends_with(&format!(" {n}"))),
+                "{kind}: {found:?} in\n{text}"
+            );
+        }
     }
 }

@@ -218,6 +218,7 @@ impl Config {
         GossipConfig {
             fanout: FanoutMode::Fixed(d.fanout as usize),
             max_hops: d.gossip_rounds,
+            flood_fanout: FanoutMode::Fixed(d.flood_fanout as usize),
             max_transaction_size: u64::from(d.max_transaction_size),
             transaction_cache_ttl: d.transaction_cache_ttl,
             max_known: d.cache_max_transactions as usize,
@@ -372,6 +373,8 @@ pub struct DistributionConfig {
     pub fanout: u32,
     /// Hop limit of an announcement. Sorcha: 3 gossip rounds.
     pub gossip_rounds: u32,
+    /// Past the hop limit, a node announces to this many peers (not in Sorcha, which stops).
+    pub flood_fanout: u32,
     /// How long a known transaction is kept. Sorcha: 3600 s.
     #[serde(with = "duration")]
     pub transaction_cache_ttl: Duration,
@@ -399,6 +402,11 @@ impl Default for DistributionConfig {
         Self {
             fanout: 3,
             gossip_rounds: 3,
+            // The gossip core's default (GossipConfig::default has the measurements).
+            flood_fanout: match GossipConfig::default().flood_fanout {
+                FanoutMode::Fixed(n) => u32::try_from(n).unwrap_or(u32::MAX),
+                _ => 6,
+            },
             transaction_cache_ttl: Duration::from_secs(3600),
             max_transaction_size: 10 * 1024 * 1024,
             streaming_threshold: 1024 * 1024,

@@ -60,6 +60,7 @@ fn the_daemon_ships_the_gossip_defaults_the_simulator_runs() {
     assert_eq!(shipped.fetch_timeout, core.fetch_timeout);
     assert_eq!(shipped.fanout, core.fanout);
     assert_eq!(shipped.max_hops, core.max_hops);
+    assert_eq!(shipped.flood_fanout, core.flood_fanout);
     assert_eq!(shipped.max_transaction_size, core.max_transaction_size);
 }
 
@@ -159,7 +160,7 @@ fn an_inbound_bound_below_the_active_set_is_refused() {
 #[test]
 fn every_problem_is_reported_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let text = "[distribution]\nfanout = 0\n[discovery]\nmax_peers_in_list = 5\npeer_timeout = \"10ms\"\nbootstrap_nodes = [\"good.example:5001\", \"no-port\", \"[::1]:0\"]\n";
+    let text = "[distribution]\nfanout = 0\nflood_fanout = 65\n[discovery]\nmax_peers_in_list = 5\npeer_timeout = \"10ms\"\nbootstrap_nodes = [\"good.example:5001\", \"no-port\", \"[::1]:0\"]\n";
     let list = refused(&Sources {
         file: Some(file(&dir, "c.toml", text)),
         ..Default::default()
@@ -167,6 +168,7 @@ fn every_problem_is_reported_at_once() {
     let keys: Vec<_> = list.iter().map(|i| i.key.as_str()).collect();
     for key in [
         "distribution.fanout",
+        "distribution.flood_fanout",
         "discovery.max_peers_in_list",
         "discovery.peer_timeout",
         "discovery.bootstrap_nodes[1]",

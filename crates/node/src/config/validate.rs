@@ -237,6 +237,8 @@ fn distribution(c: &Config, v: &mut Problems) {
     v.range("distribution.fanout", d.fanout, 1, 20);
     // Sorcha allows 10 rounds; 16 hops cover a 10,000-node network even at fanout 2.
     v.range("distribution.gossip_rounds", d.gossip_rounds, 1, 16);
+    // A node has at most ~2 x active_peers gossip peers; 64 is "all of them" in practice.
+    v.range("distribution.flood_fanout", d.flood_fanout, 1, 64);
     v.duration(
         "distribution.transaction_cache_ttl",
         d.transaction_cache_ttl,
