@@ -50,7 +50,9 @@
 //!   flooding from the start (`FanoutMode::All`, the fastest: mean 297 ms).
 //!   At 10,000 nodes (sorcha-peer-sim) flooding every gossip peer cost 880 B/node/tx; onwards
 //!   hops now announce to `flood_fanout` (6) peers: 698 B, t99 p95 7.3 -> 8.0 s, still 100%
-//!   (figures in `GossipConfig::default`). The table above predates that change.
+//!   (figures in `GossipConfig::default`; with bytes counted as the daemon's stream sends
+//!   them and a 1 s fetch timeout, 682 B and 4.3 s: `crates/sim/README.md`). The table above
+//!   predates those changes.
 //! - **Eager push** saves a round trip (mean 451 -> 333 ms) but most nodes receive the body
 //!   from several pushers: ~157 duplicate bodies per node for 200 transactions and +63% bytes.
 //!   Off by default (`eager_push_max_size = 0`).
