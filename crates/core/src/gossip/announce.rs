@@ -73,7 +73,7 @@ impl Gossip {
         }
     }
 
-    fn flush_peer(&mut self, peer: &PeerId) {
+    pub(super) fn flush_peer(&mut self, peer: &PeerId) {
         let Some(entries) = self.outbox.remove(peer) else {
             return;
         };

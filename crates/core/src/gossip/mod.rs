@@ -262,7 +262,18 @@ impl Gossip {
             .collect();
         peers.sort();
         peers.dedup();
-        self.outbox.retain(|p, _| peers.binary_search(p).is_ok());
+        // Announcements batched for a peer that leaves go now: they were decided while it was
+        // a gossip peer (inbound ones come and go with heartbeats), and dropping them silently
+        // left the transaction to others' fanout.
+        let leaving: Vec<PeerId> = self
+            .outbox
+            .keys()
+            .filter(|p| peers.binary_search(p).is_err())
+            .cloned()
+            .collect();
+        for peer in leaving {
+            self.flush_peer(&peer);
+        }
         self.sweeps.retain(|(p, _)| peers.binary_search(p).is_ok());
         let old = std::mem::replace(&mut self.peers, peers);
         let left = old.iter().filter(|p| self.peers.binary_search(p).is_err());
@@ -552,6 +563,25 @@ mod tests {
         g.handle_message(&id(0), announce(vec![entry(1, 1)]), ms(0));
         assert!(drain(&mut g).is_empty());
         assert_eq!(g.stats().refused_from_self, 1);
+    }
+
+    #[test]
+    fn announcements_batched_for_a_peer_that_leaves_are_sent_not_dropped() {
+        let mut g = node(0, [1, 2], quiet());
+        let hash = g.submit(body(1), None, ms(0)).expect("valid").hash;
+        assert!(
+            announces(&drain(&mut g)).is_empty(),
+            "batched until the flush"
+        );
+        g.set_peers(&[id(1)], ms(1));
+        let sent = announces(&drain(&mut g));
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        assert_eq!(sent[0].0, id(2));
+        assert_eq!(sent[0].1[0].hash, hash);
+        g.handle_timer(Timer::Flush, ms(10));
+        let flushed = announces(&drain(&mut g));
+        assert_eq!(flushed.len(), 1, "the staying peer's batch at the flush");
+        assert_eq!(flushed[0].0, id(1));
     }
 
     #[test]
