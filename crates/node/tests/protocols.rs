@@ -130,6 +130,35 @@ async fn a_full_node_speaks_stream_unary_and_rest_peers_and_says_which() {
     );
 }
 
+/// A bootstrap node's transports are unknown until it answers, so the stream is tried first;
+/// one that does not serve it (UNIMPLEMENTED) is then reached over unary calls, and the link
+/// reports `Grpc` only once a message went that way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bootstrap_node_without_the_stream_is_reached_over_unary_calls() {
+    init_crypto();
+    let unary = start("grpc", None);
+    let full = start("grpc_stream,grpc,rest", Some(&unary));
+    let unary_id = unary.status().await["peer_id"].as_str().unwrap().to_owned();
+    let mut sent = BTreeSet::new();
+    for i in 0..20 {
+        sent.insert(
+            full.submit(format!("for a unary-only bootstrap node, {i}"))
+                .await,
+        );
+    }
+    let arrived = eventually(SETTLE, || async { sent.is_subset(&hashes(&unary).await) }).await;
+    assert!(arrived, "transactions did not reach the unary-only node");
+    let downgraded = eventually(SETTLE, || async {
+        peer_field(&full, &unary_id, "protocol").await == "Grpc"
+    })
+    .await;
+    assert!(
+        downgraded,
+        "the link to the bootstrap node did not settle on unary calls: {}",
+        full.get_json("/api/v1/peers").await.1
+    );
+}
+
 /// The value of an unlabelled-or-labelled sample line `name` in a Prometheus text page.
 fn sample(page: &str, name: &str) -> f64 {
     page.lines()
