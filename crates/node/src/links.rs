@@ -814,35 +814,44 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn only_the_first_message_of_each_stream_names_sender_and_recipient() {
+    /// Serves `router` on a loopback port: a lazy channel to it, and its URL.
+    async fn serve(router: tonic::transport::server::Router) -> (Channel, String) {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(router.serve_with_incoming(TcpListenerStream::new(listener)));
+        let channel = tonic::transport::Endpoint::from_shared(url.clone())
+            .unwrap()
+            .connect_lazy();
+        (channel, url)
+    }
+
+    /// The links of node "rust-node", whose calls give up after `timeout`.
+    fn links(timeout: Duration, answers: mpsc::Sender<Answer>) -> Links {
+        Links::new(
+            "rust-node".parse().unwrap(),
+            timeout,
+            1 << 20,
+            Arc::new(Metrics::new().unwrap()),
+            answers,
+            RestClient::new(timeout).unwrap(),
+            RetryPolicy::default(),
+        )
+    }
+
+    #[tokio::test]
+    async fn only_the_first_message_of_each_stream_names_sender_and_recipient() {
         let (seen, mut received) = mpsc::channel(16);
         let recorder = Recorder {
             seen,
             streams: Default::default(),
             close_first_after: 3,
         };
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(PeerCommunicationServer::new(recorder))
-                .serve_with_incoming(TcpListenerStream::new(listener)),
-        );
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-            .unwrap()
-            .connect_lazy();
+        let server =
+            tonic::transport::Server::builder().add_service(PeerCommunicationServer::new(recorder));
+        let (channel, url) = serve(server).await;
         let (answers, _outcomes) = mpsc::channel(64);
-        let mut links = Links::new(
-            "rust-node".parse().unwrap(),
-            Duration::from_secs(30),
-            1 << 20,
-            Arc::new(Metrics::new().unwrap()),
-            answers,
-            RestClient::new(Duration::from_secs(30)).unwrap(),
-            RetryPolicy::default(),
-        );
+        let mut links = links(Duration::from_secs(30), answers);
         let peer: PeerId = "peer".parse().unwrap();
         let announce = |n: u8| GossipMessage::Announce {
             entries: vec![AnnounceEntry {
@@ -863,7 +872,7 @@ mod tests {
                 .expect("a message in time")
                 .expect("the recorder runs")
         };
-        let open = Some((channel, format!("http://{address}"), Mode::Stream));
+        let open = Some((channel, url, Mode::Stream));
         links.push(&peer, announce(1), open, true);
         let (stream, first) = next().await;
         assert_eq!(stream, 0);
@@ -910,35 +919,19 @@ mod tests {
 
     #[tokio::test]
     async fn pulls_on_a_stream_that_ends_fail_at_once() {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(PeerCommunicationServer::new(HangsUpOnPulls))
-                .serve_with_incoming(TcpListenerStream::new(listener)),
-        );
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-            .unwrap()
-            .connect_lazy();
+        let server = tonic::transport::Server::builder()
+            .add_service(PeerCommunicationServer::new(HangsUpOnPulls));
+        let (channel, url) = serve(server).await;
         let (answers, mut results) = mpsc::channel(8);
         // A long timeout: the failure must come from the stream's end, not from a deadline.
-        let mut links = Links::new(
-            "rust-node".parse().unwrap(),
-            Duration::from_secs(30),
-            1 << 20,
-            Arc::new(Metrics::new().unwrap()),
-            answers,
-            RestClient::new(Duration::from_secs(30)).unwrap(),
-            RetryPolicy::default(),
-        );
+        let mut links = links(Duration::from_secs(30), answers);
         let peer: PeerId = "peer".parse().unwrap();
         let digest = GossipMessage::Digest {
             range: sorcha_peer_core::gossip::PrefixRange::FULL,
             prefixes: vec![],
             recent: None,
         };
-        let open = Some((channel, format!("http://{address}"), Mode::Stream));
+        let open = Some((channel, url, Mode::Stream));
         links.push(&peer, digest, open, true);
         let opened = async {
             while !links.stream_open(&peer) {
@@ -969,29 +962,12 @@ mod tests {
 
     #[tokio::test]
     async fn a_peer_that_speaks_only_sorcha_gets_announcements_as_notify_transaction() {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
         let (seen, mut notifications) = mpsc::channel(8);
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(TransactionDistributionServer::new(SorchaPeer(seen)))
-                .serve_with_incoming(TcpListenerStream::new(listener)),
-        );
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-            .unwrap()
-            .connect_lazy();
+        let server = tonic::transport::Server::builder()
+            .add_service(TransactionDistributionServer::new(SorchaPeer(seen)));
+        let (channel, url) = serve(server).await;
         let (answers, mut outcomes) = mpsc::channel(8);
-        let me: PeerId = "rust-node".parse().unwrap();
-        let mut links = Links::new(
-            me.clone(),
-            Duration::from_secs(5),
-            1 << 20,
-            Arc::new(Metrics::new().unwrap()),
-            answers,
-            RestClient::new(Duration::from_secs(5)).unwrap(),
-            RetryPolicy::default(),
-        );
+        let mut links = links(Duration::from_secs(5), answers);
         let peer: PeerId = "csharp-node".parse().unwrap();
         let entry = AnnounceEntry {
             hash: TxHash::of(b"tx"),
@@ -1002,7 +978,7 @@ mod tests {
         let message = GossipMessage::Announce {
             entries: vec![entry.clone()],
         };
-        let open = Some((channel, format!("http://{address}"), Mode::Unary));
+        let open = Some((channel, url, Mode::Unary));
         links.push(&peer, message, open, false);
 
         let got = tokio::time::timeout(Duration::from_secs(10), notifications.recv())
