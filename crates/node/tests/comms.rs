@@ -8,6 +8,7 @@ use std::collections::BTreeSet;
 use std::pin::Pin;
 use std::time::Duration;
 
+use common::peer::Agreeable;
 use common::{TestNode, eventually, init_crypto};
 use futures::Stream;
 use sorcha_peer::proto::communication::peer_communication_server::{
@@ -15,10 +16,9 @@ use sorcha_peer::proto::communication::peer_communication_server::{
 };
 use sorcha_peer::proto::communication::{MessageAck, PeerMessage};
 use sorcha_peer::proto::discovery::peer_discovery_client::PeerDiscoveryClient;
-use sorcha_peer::proto::discovery::peer_discovery_server::{PeerDiscovery, PeerDiscoveryServer};
+use sorcha_peer::proto::discovery::peer_discovery_server::PeerDiscoveryServer;
 use sorcha_peer::proto::discovery::*;
-use sorcha_peer::proto::heartbeat::peer_heartbeat_server::{PeerHeartbeat, PeerHeartbeatServer};
-use sorcha_peer::proto::heartbeat::{PeerHeartbeatRequest, PeerHeartbeatResponse};
+use sorcha_peer::proto::heartbeat::peer_heartbeat_server::PeerHeartbeatServer;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -31,74 +31,9 @@ const FAST: [(&str, &str); 6] = [
     ("SORCHA_PEER__DISTRIBUTION__FANOUT", "20"),
 ];
 
-/// A peer that answers every membership call at once and accepts gossip messages but never
-/// finishes reading them.
-struct Stuck {
-    id: String,
-}
-
-#[tonic::async_trait]
-impl PeerDiscovery for Stuck {
-    async fn get_peer_list(
-        &self,
-        _: Request<PeerListRequest>,
-    ) -> Result<Response<PeerListResponse>, Status> {
-        Ok(Response::new(PeerListResponse::default()))
-    }
-    async fn register_peer(
-        &self,
-        _: Request<RegisterPeerRequest>,
-    ) -> Result<Response<RegisterPeerResponse>, Status> {
-        Ok(Response::new(RegisterPeerResponse {
-            success: true,
-            message: String::new(),
-        }))
-    }
-    async fn ping(&self, _: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
-        Ok(Response::new(PingResponse {
-            peer_id: self.id.clone(),
-            timestamp: 0,
-            status: PeerStatus::Online.into(),
-        }))
-    }
-    async fn exchange_peers(
-        &self,
-        _: Request<PeerExchangeRequest>,
-    ) -> Result<Response<PeerExchangeResponse>, Status> {
-        Ok(Response::new(PeerExchangeResponse {
-            success: true,
-            ..Default::default()
-        }))
-    }
-    async fn find_peers_for_register(
-        &self,
-        _: Request<FindPeersForRegisterRequest>,
-    ) -> Result<Response<FindPeersForRegisterResponse>, Status> {
-        Ok(Response::new(FindPeersForRegisterResponse::default()))
-    }
-}
-
-#[tonic::async_trait]
-impl PeerHeartbeat for Stuck {
-    async fn send_heartbeat(
-        &self,
-        _: Request<PeerHeartbeatRequest>,
-    ) -> Result<Response<PeerHeartbeatResponse>, Status> {
-        Ok(Response::new(PeerHeartbeatResponse {
-            success: true,
-            peer_id: self.id.clone(),
-            ..Default::default()
-        }))
-    }
-    type StreamHeartbeatStream =
-        Pin<Box<dyn Stream<Item = Result<PeerHeartbeatResponse, Status>> + Send>>;
-    async fn stream_heartbeat(
-        &self,
-        _: Request<Streaming<PeerHeartbeatRequest>>,
-    ) -> Result<Response<Self::StreamHeartbeatStream>, Status> {
-        Err(Status::unimplemented("not needed"))
-    }
-}
+/// A peer that accepts gossip messages but never finishes reading them (its membership side
+/// is [`Agreeable`]).
+struct Stuck;
 
 #[tonic::async_trait]
 impl PeerCommunication for Stuck {
@@ -117,12 +52,12 @@ impl PeerCommunication for Stuck {
 async fn start_stuck_peer(id: &str) -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let stuck = || Stuck { id: id.to_owned() };
+    let agreeable = || Agreeable { id: id.to_owned() };
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(PeerDiscoveryServer::new(stuck()))
-            .add_service(PeerHeartbeatServer::new(stuck()))
-            .add_service(PeerCommunicationServer::new(stuck()))
+            .add_service(PeerDiscoveryServer::new(agreeable()))
+            .add_service(PeerHeartbeatServer::new(agreeable()))
+            .add_service(PeerCommunicationServer::new(Stuck))
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );
     port

@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{TestNode, eventually, init_crypto};
+use common::{TestNode, eventually, init_crypto, sample};
 
 const FAST: [(&str, &str); 5] = [
     ("SORCHA_PEER__DISCOVERY__HEARTBEAT_INTERVAL", "300ms"),
@@ -157,13 +157,6 @@ async fn a_bootstrap_node_without_the_stream_is_reached_over_unary_calls() {
         "the link to the bootstrap node did not settle on unary calls: {}",
         full.get_json("/api/v1/peers").await.1
     );
-}
-
-/// The value of an unlabelled-or-labelled sample line `name` in a Prometheus text page.
-fn sample(page: &str, name: &str) -> f64 {
-    page.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

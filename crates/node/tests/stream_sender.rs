@@ -11,7 +11,8 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{TestNode, eventually, init_crypto};
+use common::peer::Agreeable;
+use common::{TestNode, eventually, init_crypto, sample};
 use futures::Stream;
 use prost::Message;
 use sorcha_peer::proto::communication::peer_communication_client::PeerCommunicationClient;
@@ -22,10 +23,9 @@ use sorcha_peer::proto::communication::{
     AnnounceEntry, GossipAnnounce, MessageAck, MessageType, PeerMessage,
 };
 use sorcha_peer::proto::discovery::peer_discovery_client::PeerDiscoveryClient;
-use sorcha_peer::proto::discovery::peer_discovery_server::{PeerDiscovery, PeerDiscoveryServer};
+use sorcha_peer::proto::discovery::peer_discovery_server::PeerDiscoveryServer;
 use sorcha_peer::proto::discovery::*;
-use sorcha_peer::proto::heartbeat::peer_heartbeat_server::{PeerHeartbeat, PeerHeartbeatServer};
-use sorcha_peer::proto::heartbeat::{PeerHeartbeatRequest, PeerHeartbeatResponse};
+use sorcha_peer::proto::heartbeat::peer_heartbeat_server::PeerHeartbeatServer;
 use sorcha_peer::proto::transaction::transaction_distribution_server::{
     TransactionDistribution, TransactionDistributionServer,
 };
@@ -50,7 +50,6 @@ const SETTLE: Duration = Duration::from_secs(30);
 /// The peer the raw stream speaks for: answers membership calls, takes gossip, and serves
 /// every body of the test by `GetTransaction`, noting the hashes asked.
 struct Announcer {
-    id: String,
     bodies: BTreeMap<String, Vec<u8>>,
     asked: Mutex<Vec<String>>,
 }
@@ -90,69 +89,6 @@ impl TransactionDistribution for Announcer {
 }
 
 #[tonic::async_trait]
-impl PeerDiscovery for Announcer {
-    async fn get_peer_list(
-        &self,
-        _: Request<PeerListRequest>,
-    ) -> Result<Response<PeerListResponse>, Status> {
-        Ok(Response::new(PeerListResponse::default()))
-    }
-    async fn register_peer(
-        &self,
-        _: Request<RegisterPeerRequest>,
-    ) -> Result<Response<RegisterPeerResponse>, Status> {
-        Ok(Response::new(RegisterPeerResponse {
-            success: true,
-            message: String::new(),
-        }))
-    }
-    async fn ping(&self, _: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
-        Ok(Response::new(PingResponse {
-            peer_id: self.id.clone(),
-            timestamp: 0,
-            status: PeerStatus::Online.into(),
-        }))
-    }
-    async fn exchange_peers(
-        &self,
-        _: Request<PeerExchangeRequest>,
-    ) -> Result<Response<PeerExchangeResponse>, Status> {
-        Ok(Response::new(PeerExchangeResponse {
-            success: true,
-            ..Default::default()
-        }))
-    }
-    async fn find_peers_for_register(
-        &self,
-        _: Request<FindPeersForRegisterRequest>,
-    ) -> Result<Response<FindPeersForRegisterResponse>, Status> {
-        Ok(Response::new(FindPeersForRegisterResponse::default()))
-    }
-}
-
-#[tonic::async_trait]
-impl PeerHeartbeat for Announcer {
-    async fn send_heartbeat(
-        &self,
-        _: Request<PeerHeartbeatRequest>,
-    ) -> Result<Response<PeerHeartbeatResponse>, Status> {
-        Ok(Response::new(PeerHeartbeatResponse {
-            success: true,
-            peer_id: self.id.clone(),
-            ..Default::default()
-        }))
-    }
-    type StreamHeartbeatStream =
-        Pin<Box<dyn Stream<Item = Result<PeerHeartbeatResponse, Status>> + Send>>;
-    async fn stream_heartbeat(
-        &self,
-        _: Request<Streaming<PeerHeartbeatRequest>>,
-    ) -> Result<Response<Self::StreamHeartbeatStream>, Status> {
-        Err(Status::unimplemented("not needed"))
-    }
-}
-
-#[tonic::async_trait]
 impl PeerCommunication for Announcer {
     async fn send_message(&self, _: Request<PeerMessage>) -> Result<Response<MessageAck>, Status> {
         Ok(Response::new(MessageAck {
@@ -169,14 +105,15 @@ impl PeerCommunication for Announcer {
     }
 }
 
-/// Serves `announcer` on a loopback port, which it returns.
-async fn serve(announcer: Arc<Announcer>) -> u16 {
+/// Serves `announcer` as peer `id` on a loopback port, which it returns.
+async fn serve(id: &str, announcer: Arc<Announcer>) -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
+    let agreeable = || Agreeable { id: id.to_owned() };
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(PeerDiscoveryServer::from_arc(announcer.clone()))
-            .add_service(PeerHeartbeatServer::from_arc(announcer.clone()))
+            .add_service(PeerDiscoveryServer::new(agreeable()))
+            .add_service(PeerHeartbeatServer::new(agreeable()))
             .add_service(PeerCommunicationServer::from_arc(announcer.clone()))
             .add_service(TransactionDistributionServer::from_arc(announcer))
             .serve_with_incoming(TcpListenerStream::new(listener)),
@@ -204,13 +141,6 @@ fn announce(body: &[u8], sender: &str) -> PeerMessage {
     }
 }
 
-/// The value of sample line `name` in a Prometheus text page, 0 if absent.
-fn sample(page: &str, name: &str) -> f64 {
-    page.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_speaks_for_the_peer_its_first_message_names() {
     init_crypto();
@@ -222,14 +152,13 @@ async fn a_stream_speaks_for_the_peer_its_first_message_names() {
     let hash = |name: &str| TxHash::of(&bodies[name]).to_string();
     // The peer serves every body, so any announcement taken for its own would be pulled.
     let announcer = Arc::new(Announcer {
-        id: "tester".into(),
         bodies: bodies
             .values()
             .map(|b| (TxHash::of(b).to_string(), b.clone()))
             .collect(),
         asked: Mutex::default(),
     });
-    let port = serve(announcer.clone()).await;
+    let port = serve("tester", announcer.clone()).await;
     let mut discovery = PeerDiscoveryClient::connect(node.grpc_url()).await.unwrap();
     let info = PeerInfo {
         peer_id: "tester".into(),

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
+pub mod peer;
+
 /// How long a node may take to bind its ports (a debug build on a loaded 2-core machine).
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -270,4 +272,11 @@ pub fn run_cli(args: &[&str], env: &[(&str, &str)], cwd: Option<&Path>) -> (i32,
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// The value of sample line `name` (labels included) in a Prometheus text page, 0 if absent.
+pub fn sample(page: &str, name: &str) -> f64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
 }

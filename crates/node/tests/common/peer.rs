@@ -1,0 +1,80 @@
+//! The membership side of an in-process test peer: it answers every discovery and heartbeat
+//! call at once, as a healthy peer does, so a test can give its peer whatever gossip or
+//! transaction behaviour it studies.
+
+use std::pin::Pin;
+
+use futures::Stream;
+use sorcha_peer::proto::discovery::peer_discovery_server::PeerDiscovery;
+use sorcha_peer::proto::discovery::*;
+use sorcha_peer::proto::heartbeat::peer_heartbeat_server::PeerHeartbeat;
+use sorcha_peer::proto::heartbeat::{PeerHeartbeatRequest, PeerHeartbeatResponse};
+use tonic::{Request, Response, Status, Streaming};
+
+/// A peer named `id` that agrees to every membership call.
+pub struct Agreeable {
+    pub id: String,
+}
+
+#[tonic::async_trait]
+impl PeerDiscovery for Agreeable {
+    async fn get_peer_list(
+        &self,
+        _: Request<PeerListRequest>,
+    ) -> Result<Response<PeerListResponse>, Status> {
+        Ok(Response::new(PeerListResponse::default()))
+    }
+    async fn register_peer(
+        &self,
+        _: Request<RegisterPeerRequest>,
+    ) -> Result<Response<RegisterPeerResponse>, Status> {
+        Ok(Response::new(RegisterPeerResponse {
+            success: true,
+            message: String::new(),
+        }))
+    }
+    async fn ping(&self, _: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
+        Ok(Response::new(PingResponse {
+            peer_id: self.id.clone(),
+            timestamp: 0,
+            status: PeerStatus::Online.into(),
+        }))
+    }
+    async fn exchange_peers(
+        &self,
+        _: Request<PeerExchangeRequest>,
+    ) -> Result<Response<PeerExchangeResponse>, Status> {
+        Ok(Response::new(PeerExchangeResponse {
+            success: true,
+            ..Default::default()
+        }))
+    }
+    async fn find_peers_for_register(
+        &self,
+        _: Request<FindPeersForRegisterRequest>,
+    ) -> Result<Response<FindPeersForRegisterResponse>, Status> {
+        Ok(Response::new(FindPeersForRegisterResponse::default()))
+    }
+}
+
+#[tonic::async_trait]
+impl PeerHeartbeat for Agreeable {
+    async fn send_heartbeat(
+        &self,
+        _: Request<PeerHeartbeatRequest>,
+    ) -> Result<Response<PeerHeartbeatResponse>, Status> {
+        Ok(Response::new(PeerHeartbeatResponse {
+            success: true,
+            peer_id: self.id.clone(),
+            ..Default::default()
+        }))
+    }
+    type StreamHeartbeatStream =
+        Pin<Box<dyn Stream<Item = Result<PeerHeartbeatResponse, Status>> + Send>>;
+    async fn stream_heartbeat(
+        &self,
+        _: Request<Streaming<PeerHeartbeatRequest>>,
+    ) -> Result<Response<Self::StreamHeartbeatStream>, Status> {
+        Err(Status::unimplemented("not needed"))
+    }
+}
