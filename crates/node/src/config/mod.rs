@@ -397,16 +397,19 @@ pub struct DistributionConfig {
     pub fetch_timeout: Duration,
 }
 
+/// Most peers `distribution.flood_fanout` may name: a node has at most ~2 x `active_peers`
+/// gossip peers, so 64 is "all of them" in practice.
+pub const MAX_FLOOD_FANOUT: u32 = 64;
+
 impl Default for DistributionConfig {
     fn default() -> Self {
+        // Where the gossip core has a default, it is the daemon's: the simulator measured it
+        // (GossipConfig::default has the figures).
+        let core = GossipConfig::default();
         Self {
             fanout: 3,
             gossip_rounds: 3,
-            // The gossip core's default (GossipConfig::default has the measurements).
-            flood_fanout: match GossipConfig::default().flood_fanout {
-                FanoutMode::Fixed(n) => u32::try_from(n).unwrap_or(u32::MAX),
-                _ => 6,
-            },
+            flood_fanout: core.flood_fanout.count(MAX_FLOOD_FANOUT as usize) as u32,
             transaction_cache_ttl: Duration::from_secs(3600),
             max_transaction_size: 10 * 1024 * 1024,
             streaming_threshold: 1024 * 1024,
@@ -414,12 +417,9 @@ impl Default for DistributionConfig {
             // The lab's memory preset: 100,000 cached transactions within 100 MB of RSS.
             cache_max_transactions: 100_000,
             cache_max_bytes: 256 * 1024 * 1024,
-            // The gossip core's defaults, which the simulator runs (GossipConfig::default has
-            // the measurements): 5 s between recent digests, pulls moving on after 1 s.
-            anti_entropy_interval: GossipConfig::default()
-                .anti_entropy_interval
-                .unwrap_or(Duration::from_secs(5)),
-            fetch_timeout: GossipConfig::default().fetch_timeout,
+            // The daemon has no "off"; the core's default runs anti-entropy (tested).
+            anti_entropy_interval: core.anti_entropy_interval.unwrap_or(Duration::from_secs(5)),
+            fetch_timeout: core.fetch_timeout,
         }
     }
 }

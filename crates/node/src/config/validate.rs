@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use sorcha_peer_core::model::{PeerId, validate_address};
 
-use super::{Config, WireProtocol};
+use super::{Config, MAX_FLOOD_FANOUT, WireProtocol};
 use crate::address::parse_external_address;
 
 /// A `host:port` of another node (bootstrap nodes, STUN servers). An `http://` or `https://`
@@ -237,8 +237,12 @@ fn distribution(c: &Config, v: &mut Problems) {
     v.range("distribution.fanout", d.fanout, 1, 20);
     // Sorcha allows 10 rounds; 16 hops cover a 10,000-node network even at fanout 2.
     v.range("distribution.gossip_rounds", d.gossip_rounds, 1, 16);
-    // A node has at most ~2 x active_peers gossip peers; 64 is "all of them" in practice.
-    v.range("distribution.flood_fanout", d.flood_fanout, 1, 64);
+    v.range(
+        "distribution.flood_fanout",
+        d.flood_fanout,
+        1,
+        MAX_FLOOD_FANOUT,
+    );
     v.duration(
         "distribution.transaction_cache_ttl",
         d.transaction_cache_ttl,
