@@ -8,16 +8,14 @@ use std::collections::BTreeSet;
 use std::pin::Pin;
 use std::time::Duration;
 
-use common::peer::Agreeable;
+use common::peer::{Agreeable, register};
 use common::{TestNode, eventually, init_crypto};
 use futures::Stream;
 use sorcha_peer::proto::communication::peer_communication_server::{
     PeerCommunication, PeerCommunicationServer,
 };
 use sorcha_peer::proto::communication::{MessageAck, PeerMessage};
-use sorcha_peer::proto::discovery::peer_discovery_client::PeerDiscoveryClient;
 use sorcha_peer::proto::discovery::peer_discovery_server::PeerDiscoveryServer;
-use sorcha_peer::proto::discovery::*;
 use sorcha_peer::proto::heartbeat::peer_heartbeat_server::PeerHeartbeatServer;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -61,25 +59,6 @@ async fn start_stuck_peer(id: &str) -> u16 {
             .serve_with_incoming(TcpListenerStream::new(listener)),
     );
     port
-}
-
-async fn register(node: &TestNode, id: &str, port: u16) {
-    let mut client = PeerDiscoveryClient::connect(node.grpc_url()).await.unwrap();
-    let info = PeerInfo {
-        peer_id: id.into(),
-        address: "127.0.0.1".into(),
-        port: port.into(),
-        supported_protocols: vec!["Grpc".into()],
-        ..Default::default()
-    };
-    let answer = client
-        .register_peer(RegisterPeerRequest {
-            peer_info: Some(info),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(answer.success, "{}", answer.message);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

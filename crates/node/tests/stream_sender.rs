@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::peer::Agreeable;
+use common::peer::{Agreeable, register};
 use common::{TestNode, eventually, init_crypto, sample};
 use futures::Stream;
 use prost::Message;
@@ -22,9 +22,7 @@ use sorcha_peer::proto::communication::peer_communication_server::{
 use sorcha_peer::proto::communication::{
     AnnounceEntry, GossipAnnounce, MessageAck, MessageType, PeerMessage,
 };
-use sorcha_peer::proto::discovery::peer_discovery_client::PeerDiscoveryClient;
 use sorcha_peer::proto::discovery::peer_discovery_server::PeerDiscoveryServer;
-use sorcha_peer::proto::discovery::*;
 use sorcha_peer::proto::heartbeat::peer_heartbeat_server::PeerHeartbeatServer;
 use sorcha_peer::proto::transaction::transaction_distribution_server::{
     TransactionDistribution, TransactionDistributionServer,
@@ -159,22 +157,7 @@ async fn a_stream_speaks_for_the_peer_its_first_message_names() {
         asked: Mutex::default(),
     });
     let port = serve("tester", announcer.clone()).await;
-    let mut discovery = PeerDiscoveryClient::connect(node.grpc_url()).await.unwrap();
-    let info = PeerInfo {
-        peer_id: "tester".into(),
-        address: "127.0.0.1".into(),
-        port: port.into(),
-        supported_protocols: vec!["Grpc".into()],
-        ..Default::default()
-    };
-    let registered = discovery
-        .register_peer(RegisterPeerRequest {
-            peer_info: Some(info),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(registered.success, "{}", registered.message);
+    register(&node, "tester", port).await;
     let alive = eventually(SETTLE, || async {
         node.get_json("/api/v1/peers/tester").await.1["status"] == "alive"
     })

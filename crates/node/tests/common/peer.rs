@@ -5,11 +5,34 @@
 use std::pin::Pin;
 
 use futures::Stream;
+use sorcha_peer::proto::discovery::peer_discovery_client::PeerDiscoveryClient;
 use sorcha_peer::proto::discovery::peer_discovery_server::PeerDiscovery;
 use sorcha_peer::proto::discovery::*;
 use sorcha_peer::proto::heartbeat::peer_heartbeat_server::PeerHeartbeat;
 use sorcha_peer::proto::heartbeat::{PeerHeartbeatRequest, PeerHeartbeatResponse};
 use tonic::{Request, Response, Status, Streaming};
+
+use super::TestNode;
+
+/// Registers the unary gRPC peer `id` listening on loopback `port` with `node`.
+pub async fn register(node: &TestNode, id: &str, port: u16) {
+    let mut client = PeerDiscoveryClient::connect(node.grpc_url()).await.unwrap();
+    let info = PeerInfo {
+        peer_id: id.into(),
+        address: "127.0.0.1".into(),
+        port: port.into(),
+        supported_protocols: vec!["Grpc".into()],
+        ..Default::default()
+    };
+    let answer = client
+        .register_peer(RegisterPeerRequest {
+            peer_info: Some(info),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(answer.success, "{}", answer.message);
+}
 
 /// A peer named `id` that agrees to every membership call.
 pub struct Agreeable {
