@@ -33,6 +33,11 @@ pub enum ModelError {
     /// A transaction hash was not 64 hex digits.
     #[error("invalid transaction hash {0:?}: expected 64 hex digits (SHA-256)")]
     TxHash(String),
+    /// A transaction id was neither 32 hex digits (an id) nor 64 (a whole hash).
+    #[error(
+        "invalid transaction id {0:?}: expected 32 hex digits (an id) or 64 (a SHA-256 hash)"
+    )]
+    TxId(String),
     /// An address was neither an IP address nor a valid host name.
     #[error("invalid address {0:?}: expected an IP address or a host name")]
     Address(String),
@@ -117,6 +122,13 @@ impl TxHash {
     pub fn as_bytes(&self) -> &[u8; 32] {
         &self.0
     }
+
+    /// The transaction's id: the first half of this hash.
+    pub fn id(&self) -> TxId {
+        let mut id = [0u8; TxId::LEN];
+        id.copy_from_slice(&self.0[..TxId::LEN]);
+        TxId(id)
+    }
 }
 
 impl FromStr for TxHash {
@@ -154,6 +166,79 @@ impl fmt::Display for TxHash {
 impl fmt::Debug for TxHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "TxHash({self})")
+    }
+}
+
+/// What our peers gossip and pull a transaction by: the first 16 bytes of its SHA-256. Half
+/// the bytes of the hash in every announcement, digest and pull; forging a second body with
+/// the same id still takes ~2^128 work, and a fetched body is checked against it. Sorcha's C#
+/// peers know only whole hashes, so the core keeps the whole hash wherever one is known.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct TxId([u8; TxId::LEN]);
+
+impl TxId {
+    /// Bytes of an id.
+    pub const LEN: usize = 16;
+
+    pub const fn from_bytes(bytes: [u8; Self::LEN]) -> Self {
+        Self(bytes)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; Self::LEN] {
+        &self.0
+    }
+}
+
+impl From<TxHash> for TxId {
+    fn from(hash: TxHash) -> Self {
+        hash.id()
+    }
+}
+
+/// An id is 32 hex digits; a whole hash (64) is taken as its id, so a caller may name a
+/// transaction either way.
+impl FromStr for TxId {
+    type Err = ModelError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.len() == 64 {
+            return s
+                .parse::<TxHash>()
+                .map(|h| h.id())
+                .map_err(|_| ModelError::TxId(truncated(s)));
+        }
+        let mut bytes = [0u8; Self::LEN];
+        if s.len() != 2 * Self::LEN || hex::decode_to_slice(s, &mut bytes).is_err() {
+            return Err(ModelError::TxId(truncated(s)));
+        }
+        Ok(Self(bytes))
+    }
+}
+
+impl TryFrom<String> for TxId {
+    type Error = ModelError;
+
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        s.parse()
+    }
+}
+
+impl From<TxId> for String {
+    fn from(id: TxId) -> Self {
+        id.to_string()
+    }
+}
+
+impl fmt::Display for TxId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for TxId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TxId({self})")
     }
 }
 
@@ -456,6 +541,21 @@ mod tests {
         assert_eq!(upper.parse::<TxHash>().unwrap(), hash);
         assert!("abc".parse::<TxHash>().is_err());
         assert!("zz".repeat(32).parse::<TxHash>().is_err());
+    }
+
+    #[test]
+    fn tx_id_is_the_first_half_of_the_hash_and_parses_from_either() {
+        let hash = TxHash::of(b"abc");
+        let id = hash.id();
+        assert_eq!(id.to_string(), "ba7816bf8f01cfea414140de5dae2223");
+        assert_eq!(id.as_bytes()[..], hash.as_bytes()[..16]);
+        assert_eq!(id.to_string().parse::<TxId>().unwrap(), id);
+        assert_eq!(hash.to_string().parse::<TxId>().unwrap(), id);
+        assert_eq!(id.to_string().to_uppercase().parse::<TxId>().unwrap(), id);
+        for bad in ["", "abc", &"zz".repeat(16), &"a".repeat(48), &"g".repeat(64)] {
+            let err = bad.parse::<TxId>().expect_err(bad);
+            assert!(err.to_string().contains("transaction id"), "{err}");
+        }
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::membership::{
     self, Contact, Failure, HeartbeatOutcome, Membership, MembershipConfig, Pong, Refusal,
     RegisterOutcome, RequestId, Response,
 };
-use crate::model::{NodeState, PeerAdvert, PeerId, PeerNode, Timestamp, TxHash};
+use crate::model::{NodeState, PeerAdvert, PeerId, PeerNode, Timestamp, TxHash, TxId};
 
 /// The knobs of every sub-machine.
 #[derive(Debug, Clone, Default)]
@@ -47,10 +47,12 @@ pub enum Output {
     },
     /// Send a gossip message to a peer (its address resolved from membership).
     Gossip { to: Contact, message: GossipMessage },
-    /// Fetch the body of `hash` from `from`; answer with [`Node::handle_fetched`].
+    /// Fetch the body of transaction `id` from `from` (by `hash`, the whole hash `from`
+    /// announced, if it named one); answer with [`Node::handle_fetched`].
     Fetch {
         from: Contact,
-        hash: TxHash,
+        id: TxId,
+        hash: Option<TxHash>,
         size: u64,
     },
     /// Keep this body (serve it to peers, hand it to local readers), before what follows.
@@ -194,12 +196,12 @@ impl Node {
     pub fn handle_fetched(
         &mut self,
         from: &PeerId,
-        hash: TxHash,
+        id: TxId,
         result: Result<Vec<u8>, FetchFailure>,
         now: Timestamp,
     ) {
         self.last_now = now;
-        self.gossip.handle_fetched(from, hash, result, now);
+        self.gossip.handle_fetched(from, id, result, now);
     }
 
     pub fn handle_register(
@@ -322,9 +324,15 @@ impl Node {
                 },
                 None => Output::Event(Event::UnknownPeer { peer_id: to }),
             },
-            G::Fetch { from, hash, size } => match self.contact(&from) {
+            G::Fetch {
+                from,
+                id,
+                hash,
+                size,
+            } => match self.contact(&from) {
                 Some(contact) => Output::Fetch {
                     from: contact,
+                    id,
                     hash,
                     size,
                 },
@@ -332,7 +340,7 @@ impl Node {
                     // Feeding the failure back here is safe: gossip only queues outputs.
                     let failed = Err(FetchFailure::Unreachable);
                     self.gossip
-                        .handle_fetched(&from, hash, failed, self.last_now);
+                        .handle_fetched(&from, id, failed, self.last_now);
                     Output::Event(Event::UnknownPeer { peer_id: from })
                 }
             },

@@ -5,7 +5,7 @@
 //! not known to hold it already (every peer that announced it to us, up to
 //! [`MAX_HEARD`](super::fetch::MAX_HEARD), and the peer it came from). Entries wait in a
 //! per-peer batch for at most `flush_interval`; a full batch (`max_batch`) goes at once, and an
-//! entry still batched for a peer that announces the same hash to us is taken out.
+//! entry still batched for a peer that announces the same transaction to us is taken out.
 
 use rand::seq::SliceRandom;
 
@@ -13,7 +13,7 @@ use super::{
     AnnounceEntry, FanoutMode, Gossip, GossipEvent, GossipMessage, MAX_ENTRIES_PER_MESSAGE,
     MAX_REGISTER_ID_LEN, Origin, Output, Timer,
 };
-use crate::model::{PeerId, Timestamp, TxHash};
+use crate::model::{PeerId, Timestamp, TxHash, TxId};
 
 impl Gossip {
     /// Announces `entry` to `fanout` of the active peers not in `exclude`; with `push_body`
@@ -89,7 +89,7 @@ impl Gossip {
         self.push(Output::Send { to, message });
     }
 
-    /// Hashes `from` says it holds: unknown ones become pending with `from` as an announcer.
+    /// Transactions `from` says it holds: unknown ones become pending with `from` as an announcer.
     /// `repair` marks entries learned through anti-entropy.
     pub(super) fn on_announce(
         &mut self,
@@ -109,11 +109,11 @@ impl Gossip {
                 self.stats.refused_bad_entries += 1;
                 continue;
             }
-            if self.dedup.contains(&entry.hash, &mut self.stats) {
+            if self.dedup.contains(&entry.id, &mut self.stats) {
                 self.stats.duplicate_announcements += 1;
                 // It holds the transaction: our announcement to it, if still batched, is moot.
                 if let Some(batch) = self.outbox.get_mut(from) {
-                    batch.retain(|e| e.hash != entry.hash);
+                    batch.retain(|e| e.id != entry.id);
                 }
                 continue;
             }
@@ -130,7 +130,8 @@ impl Gossip {
                 .is_none_or(|r| r.len() <= MAX_REGISTER_ID_LEN)
     }
 
-    /// An eagerly pushed body: taken if new and its hash checks out.
+    /// An eagerly pushed body: taken if new and its hash checks out (its id, and the whole
+    /// hash if the entry names one).
     pub(super) fn on_push(
         &mut self,
         from: &PeerId,
@@ -147,22 +148,23 @@ impl Gossip {
             self.stats.refused_bad_entries += 1;
             return;
         }
-        if self.dedup.contains(&entry.hash, &mut self.stats) {
+        if self.dedup.contains(&entry.id, &mut self.stats) {
             self.stats.duplicate_bodies += 1;
             return;
         }
-        if TxHash::of(&body) != entry.hash {
-            self.bad_body(from, entry.hash);
+        let hash = TxHash::of(&body);
+        if hash.id() != entry.id || entry.hash.is_some_and(|named| named != hash) {
+            self.bad_body(from, entry.id);
             return;
         }
         let origin = Origin::Peer(from.clone());
-        self.accept(entry.hash, body, entry.register_id, origin, entry.hops, now);
+        self.accept(hash, body, entry.register_id, origin, entry.hops, now);
     }
 
-    pub(super) fn bad_body(&mut self, from: &PeerId, hash: TxHash) {
+    pub(super) fn bad_body(&mut self, from: &PeerId, id: TxId) {
         self.stats.bad_bodies += 1;
         let from = from.clone();
-        self.emit(GossipEvent::BadBody { from, hash });
+        self.emit(GossipEvent::BadBody { from, id });
     }
 }
 
@@ -177,8 +179,8 @@ mod tests {
     fn receive(g: &mut Gossip, n: usize, hops: u32) -> Vec<Output> {
         g.handle_message(&id(9), announce(vec![entry(n, hops)]), ms(1));
         let out = drain(g);
-        assert_eq!(fetches(&out), vec![(id(9), entry(n, hops).hash)]);
-        g.handle_fetched(&id(9), entry(n, hops).hash, Ok(body(n)), ms(2));
+        assert_eq!(fetches(&out), vec![(id(9), entry(n, hops).id)]);
+        g.handle_fetched(&id(9), entry(n, hops).id, Ok(body(n)), ms(2));
         drain(g)
     }
 
@@ -382,7 +384,7 @@ mod tests {
             3,
             "only two are fetched from"
         );
-        g.handle_fetched(&id(1), e.hash, Ok(body(1)), ms(10));
+        g.handle_fetched(&id(1), e.id, Ok(body(1)), ms(10));
         g.handle_timer(Timer::Flush, ms(100));
         let targets: Vec<PeerId> = announces(&drain(&mut g))
             .into_iter()
@@ -398,13 +400,9 @@ mod tests {
             ..quiet()
         };
         let mut g = node(0, [1, 2], config);
-        let hash = g.submit(body(1), None, ms(0)).expect("valid").hash;
+        g.submit(body(1), None, ms(0)).expect("valid");
         drain(&mut g);
-        let e = AnnounceEntry {
-            hash,
-            ..entry(1, 1)
-        };
-        g.handle_message(&id(1), announce(vec![e]), ms(5));
+        g.handle_message(&id(1), announce(vec![entry(1, 1)]), ms(5));
         g.handle_timer(Timer::Flush, ms(100));
         let targets: Vec<PeerId> = announces(&drain(&mut g))
             .into_iter()

@@ -33,7 +33,7 @@ use super::{
     AnnounceEntry, Gossip, GossipMessage, HashPrefix, MAX_DIGEST_ENTRIES, MAX_REPAIR_ENTRIES,
     Output, PrefixRange, Timer,
 };
-use crate::model::{PeerId, Timestamp, TxHash};
+use crate::model::{PeerId, Timestamp, TxId};
 
 /// Known hashes examined to build or answer one digest: the window may hold up to
 /// `max_known` hashes and older ones sit between them in hash order.
@@ -144,7 +144,7 @@ impl Gossip {
             .seen_between(since, until)
             .take(MAX_DIGEST_SCAN)
             .map(|(h, _)| h);
-        let pending = self.pending.range(rest.hashes()).map(|(h, _)| h);
+        let pending = self.pending.range(rest.ids()).map(|(h, _)| h);
         let mut prefixes: Vec<HashPrefix> = recent
             .chain(pending)
             .map(prefix_of)
@@ -183,22 +183,22 @@ impl Gossip {
             .peekable();
         let mut pending = self
             .pending
-            .range(rest.hashes())
+            .range(rest.ids())
             .map(|(h, _)| (*h, true))
             .peekable();
         let mut prefixes: Vec<HashPrefix> = Vec::new();
         let mut scanned = 0;
         loop {
-            let next: Option<(TxHash, bool)> = match (known.peek(), pending.peek()) {
+            let next: Option<(TxId, bool)> = match (known.peek(), pending.peek()) {
                 (Some(k), Some(p)) if k.0 <= p.0 => known.next(),
                 (Some(_), Some(_)) | (None, Some(_)) => pending.next(),
                 (Some(_), None) => known.next(),
                 (None, None) => None,
             };
-            let Some((hash, wanted)) = next else {
+            let Some((id, wanted)) = next else {
                 return (rest, prefixes);
             };
-            let prefix = prefix_of(&hash);
+            let prefix = prefix_of(&id);
             let new_prefix = prefixes.last() != Some(&prefix);
             let full = prefixes.len() >= MAX_DIGEST_ENTRIES || scanned >= MAX_DIGEST_SCAN;
             if full && new_prefix && prefix > first {
@@ -237,16 +237,11 @@ impl Gossip {
             .into_iter()
             .filter(|p| range.contains(*p))
             .collect();
-        let lacking = |(h, _): &(&TxHash, _)| {
+        let lacking = |(h, _): &(&TxId, _)| {
             let prefix = prefix_of(h);
             range.contains(prefix) && !theirs.contains(&prefix)
         };
-        let entry = |(hash, tx): (&TxHash, &super::dedup::KnownTx)| AnnounceEntry {
-            hash: *hash,
-            size: tx.size,
-            register_id: tx.register_id.clone(),
-            hops: 1,
-        };
+        let entry = |(_, tx): (&TxId, &super::dedup::KnownTx)| tx.entry(1);
         let window = self.config.anti_entropy_window;
         let missing: Vec<AnnounceEntry> = match recent {
             Some(span) => {
@@ -280,7 +275,7 @@ impl Gossip {
                     last: *p,
                 };
                 self.dedup.by_prefix(*p).is_none()
-                    && self.pending.range(one.hashes()).next().is_none()
+                    && self.pending.range(one.ids()).next().is_none()
             })
             .take(MAX_REPAIR_ENTRIES)
             .collect();
@@ -314,12 +309,7 @@ impl Gossip {
         let entries: Vec<AnnounceEntry> = wanted
             .into_iter()
             .filter_map(|p| self.dedup.by_prefix(p))
-            .map(|(hash, tx)| AnnounceEntry {
-                hash: *hash,
-                size: tx.size,
-                register_id: tx.register_id.clone(),
-                hops: 1,
-            })
+            .map(|(_, tx)| tx.entry(1))
             .collect();
         if entries.is_empty() {
             return;
@@ -345,13 +335,13 @@ mod tests {
     use crate::model::TxHash;
 
     /// Node 0 holding 20 submitted transactions, node 1 holding none; each the other's peer.
-    fn pair() -> ([Gossip; 2], BTreeMap<TxHash, Vec<u8>>) {
+    fn pair() -> ([Gossip; 2], BTreeMap<TxId, Vec<u8>>) {
         let config = GossipConfig::default();
         let mut full = node(0, [1], config.clone());
         let mut bodies = BTreeMap::new();
         for n in 0..20 {
             let out = full.submit(body(n), None, ms(100)).expect("valid");
-            bodies.insert(out.hash, body(n));
+            bodies.insert(out.hash.id(), body(n));
         }
         drain(&mut full);
         ([unswept(full), unswept(node(1, [0], config))], bodies)
@@ -385,7 +375,7 @@ mod tests {
         nodes: &mut [Gossip; 2],
         n: usize,
         mut now: u64,
-        bodies: &BTreeMap<TxHash, Vec<u8>>,
+        bodies: &BTreeMap<TxId, Vec<u8>>,
     ) -> Vec<Output> {
         nodes[n].handle_timer(Timer::AntiEntropy, ms(now));
         let mut queue: VecDeque<(usize, Output)> =
@@ -398,9 +388,9 @@ mod tests {
                     nodes[1 - at].handle_message(&id(at), message, ms(now));
                     1 - at
                 }
-                Output::Fetch { from, hash, .. } => {
-                    let body = bodies.get(&hash).cloned().ok_or(FetchFailure::NotFound);
-                    nodes[at].handle_fetched(&from, hash, body, ms(now));
+                Output::Fetch { from, id, .. } => {
+                    let body = bodies.get(&id).cloned().ok_or(FetchFailure::NotFound);
+                    nodes[at].handle_fetched(&from, id, body, ms(now));
                     at
                 }
                 _ => continue,
@@ -550,12 +540,12 @@ mod tests {
 
     /// Two nodes holding `count` transactions first seen at 100 ms, except that node 0 lacks
     /// those in `gaps`.
-    fn large_pair(count: usize, gaps: &[usize]) -> ([Gossip; 2], BTreeMap<TxHash, Vec<u8>>) {
+    fn large_pair(count: usize, gaps: &[usize]) -> ([Gossip; 2], BTreeMap<TxId, Vec<u8>>) {
         let config = GossipConfig::default();
         let mut nodes = [node(0, [1], config.clone()), node(1, [0], config)];
         let mut bodies = BTreeMap::new();
         for n in 0..count {
-            bodies.insert(TxHash::of(&body(n)), body(n));
+            bodies.insert(TxHash::of(&body(n)).id(), body(n));
             for (i, g) in nodes.iter_mut().enumerate() {
                 if i == 1 || !gaps.contains(&n) {
                     g.submit(body(n), None, ms(100)).expect("valid");
@@ -615,7 +605,7 @@ mod tests {
                 "digests sent by node {sender}"
             );
             for n in gaps {
-                assert!(nodes[0].is_known(&TxHash::of(&body(n))));
+                assert!(nodes[0].is_known(&TxHash::of(&body(n)).id()));
             }
             assert_eq!(nodes[0].stats().anti_entropy_repairs, 3);
         }
@@ -629,7 +619,7 @@ mod tests {
         for n in 0..20 {
             // 200 ms before the first digest: within the 300 ms settle time.
             let out = nodes[0].submit(body(n), None, ms(4800)).expect("valid");
-            bodies.insert(out.hash, body(n));
+            bodies.insert(out.hash.id(), body(n));
         }
         drain(&mut nodes[0]);
         nodes[0].handle_timer(Timer::AntiEntropy, ms(5000));

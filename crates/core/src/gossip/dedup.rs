@@ -1,19 +1,19 @@
-//! Dedup: the exact set of recent hashes is the authority; a rotating bloom filter in front of
-//! it only answers "certainly new" quickly.
+//! Dedup: the exact set of recent transaction ids is the authority; a rotating bloom filter in
+//! front of it only answers "certainly new" quickly.
 //!
-//! The bloom never has false negatives for a hash the exact set holds: when a generation is
-//! dropped, the still-known hashes that only it covered are carried into the new one. So a
+//! The bloom never has false negatives for an id the exact set holds: when a generation is
+//! dropped, the still-known ids that only it covered are carried into the new one. So a
 //! bloom "no" is safe to trust, and a bloom "maybe" (possibly a false positive) is always
 //! confirmed in the exact set: a false positive costs one lookup, never a transaction.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
-use super::types::{GossipStats, HashPrefix, PrefixRange};
-use crate::model::{Timestamp, TxHash};
+use super::types::{AnnounceEntry, GossipStats, HashPrefix, PrefixRange};
+use crate::model::{Timestamp, TxHash, TxId};
 
-/// A plain bloom filter over SHA-256 hashes. The hashes are uniform already, so the bit
-/// positions come from double hashing of their first 16 bytes (Kirsch & Mitzenmacher 2006):
+/// A plain bloom filter over transaction ids (the first 16 bytes of SHA-256 hashes). They are
+/// uniform already, so the bit positions come from double hashing of their two halves (Kirsch & Mitzenmacher 2006):
 /// no keyed hasher, nothing random, identical on every run.
 #[derive(Debug, Clone)]
 struct Bloom {
@@ -32,8 +32,8 @@ impl Bloom {
         }
     }
 
-    fn positions(&self, hash: &TxHash) -> impl Iterator<Item = u64> + use<> {
-        let b = hash.as_bytes();
+    fn positions(&self, id: &TxId) -> impl Iterator<Item = u64> + use<> {
+        let b = id.as_bytes();
         let word = |i: usize| {
             let mut w = [0u8; 8];
             w.copy_from_slice(&b[i..i + 8]);
@@ -43,14 +43,14 @@ impl Bloom {
         (0..u64::from(self.hashes)).map(move |i| h1.wrapping_add(i.wrapping_mul(h2)) % bits)
     }
 
-    fn insert(&mut self, hash: &TxHash) {
-        for p in self.positions(hash) {
+    fn insert(&mut self, id: &TxId) {
+        for p in self.positions(id) {
             self.words[(p / 64) as usize] |= 1 << (p % 64);
         }
     }
 
-    fn contains(&self, hash: &TxHash) -> bool {
-        self.positions(hash)
+    fn contains(&self, id: &TxId) -> bool {
+        self.positions(id)
             .all(|p| self.words[(p / 64) as usize] & (1 << (p % 64)) != 0)
     }
 
@@ -62,17 +62,32 @@ impl Bloom {
 /// What the core remembers of a known transaction: enough to announce it again, not the body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct KnownTx {
+    /// The whole hash (the key, its id, is its first half): Sorcha peers are told it.
+    pub(super) hash: TxHash,
     pub(super) size: u64,
     pub(super) register_id: Option<String>,
     pub(super) seen_at: Timestamp,
 }
 
+impl KnownTx {
+    /// The entry that announces it, `hops` from here.
+    pub(super) fn entry(&self, hops: u32) -> AnnounceEntry {
+        AnnounceEntry {
+            id: self.hash.id(),
+            hash: Some(self.hash),
+            size: self.size,
+            register_id: self.register_id.clone(),
+            hops,
+        }
+    }
+}
+
 /// Known hashes with expiry, and the two bloom generations in front of them.
 #[derive(Debug)]
 pub(super) struct Dedup {
-    known: BTreeMap<TxHash, KnownTx>,
+    known: BTreeMap<TxId, KnownTx>,
     /// Insertion order, oldest first; `seen_at` never decreases along it.
-    order: VecDeque<(Timestamp, TxHash)>,
+    order: VecDeque<(Timestamp, TxId)>,
     current: Bloom,
     previous: Bloom,
     current_since: Timestamp,
@@ -108,25 +123,25 @@ impl Dedup {
         self.known.len()
     }
 
-    /// Whether `hash` is known: the bloom's "no" is final, its "maybe" is checked.
-    pub(super) fn contains(&self, hash: &TxHash, stats: &mut GossipStats) -> bool {
-        if !self.current.contains(hash) && !self.previous.contains(hash) {
+    /// Whether `id` is known: the bloom's "no" is final, its "maybe" is checked.
+    pub(super) fn contains(&self, id: &TxId, stats: &mut GossipStats) -> bool {
+        if !self.current.contains(id) && !self.previous.contains(id) {
             stats.bloom_negatives += 1;
             return false;
         }
-        let known = self.known.contains_key(hash);
+        let known = self.known.contains_key(id);
         if !known {
             stats.bloom_false_positives += 1;
         }
         known
     }
 
-    pub(super) fn get(&self, hash: &TxHash) -> Option<&KnownTx> {
-        self.known.get(hash)
+    pub(super) fn get(&self, id: &TxId) -> Option<&KnownTx> {
+        self.known.get(id)
     }
 
-    /// Remembers a new hash, forgetting the oldest (counted) when full.
-    pub(super) fn insert(&mut self, hash: TxHash, mut tx: KnownTx, stats: &mut GossipStats) {
+    /// Remembers a new id, forgetting the oldest (counted) when full.
+    pub(super) fn insert(&mut self, id: TxId, mut tx: KnownTx, stats: &mut GossipStats) {
         if let Some((last, _)) = self.order.back() {
             tx.seen_at = tx.seen_at.max(*last);
         }
@@ -137,19 +152,19 @@ impl Dedup {
             self.known.remove(&old);
             stats.known_evicted += 1;
         }
-        self.current.insert(&hash);
-        self.order.push_back((tx.seen_at, hash));
-        self.known.insert(hash, tx);
+        self.current.insert(&id);
+        self.order.push_back((tx.seen_at, id));
+        self.known.insert(id, tx);
     }
 
     /// Forgets hashes older than the TTL and starts a new bloom generation when due.
     pub(super) fn expire(&mut self, now: Timestamp) {
-        while let Some(&(seen, hash)) = self.order.front() {
+        while let Some(&(seen, id)) = self.order.front() {
             if now.since(seen) < self.ttl {
                 break;
             }
             self.order.pop_front();
-            self.known.remove(&hash);
+            self.known.remove(&id);
         }
         if now.since(self.current_since) >= self.reset_interval {
             self.rotate(now);
@@ -164,16 +179,16 @@ impl Dedup {
         self.previous_since = self.current_since;
         self.current_since = now;
         let carried = self.previous_since;
-        for (seen, hash) in &self.order {
+        for (seen, id) in &self.order {
             if *seen >= carried {
                 break;
             }
-            self.current.insert(hash);
+            self.current.insert(id);
         }
     }
 
-    /// A known hash starting with `prefix`, if any.
-    pub(super) fn by_prefix(&self, prefix: HashPrefix) -> Option<(&TxHash, &KnownTx)> {
+    /// A known id starting with `prefix`, if any.
+    pub(super) fn by_prefix(&self, prefix: HashPrefix) -> Option<(&TxId, &KnownTx)> {
         self.in_range(PrefixRange {
             first: prefix,
             last: prefix,
@@ -187,19 +202,19 @@ impl Dedup {
         &self,
         since: Timestamp,
         until: Timestamp,
-    ) -> impl Iterator<Item = (&TxHash, &KnownTx)> {
+    ) -> impl Iterator<Item = (&TxId, &KnownTx)> {
         let start = self.order.partition_point(|(seen, _)| *seen < since);
         self.order
             .range(start..)
             .take_while(move |(seen, _)| *seen <= until)
-            .filter_map(|(_, hash)| self.known.get_key_value(hash))
+            .filter_map(|(_, id)| self.known.get_key_value(id))
     }
 
-    /// Known hashes within `range`, in hash order (none when the range is empty).
-    pub(super) fn in_range(&self, range: PrefixRange) -> impl Iterator<Item = (&TxHash, &KnownTx)> {
+    /// Known hashes within `range`, in id order (none when the range is empty).
+    pub(super) fn in_range(&self, range: PrefixRange) -> impl Iterator<Item = (&TxId, &KnownTx)> {
         let valid = range.first <= range.last;
         valid
-            .then(|| self.known.range(range.hashes()))
+            .then(|| self.known.range(range.ids()))
             .into_iter()
             .flatten()
     }
@@ -210,12 +225,13 @@ mod tests {
     use super::*;
     use crate::gossip::types::prefix_of;
 
-    fn h(n: u32) -> TxHash {
-        TxHash::of(&n.to_be_bytes())
+    fn h(n: u32) -> TxId {
+        TxHash::of(&n.to_be_bytes()).id()
     }
 
     fn tx(at: u64) -> KnownTx {
         KnownTx {
+            hash: TxHash::from_bytes([0; 32]),
             size: 1,
             register_id: None,
             seen_at: Timestamp::from_millis(at),
@@ -292,16 +308,16 @@ mod tests {
         for n in 0..10 {
             d.insert(h(n), tx(u64::from(n) * 100), &mut stats);
         }
-        let mut all: Vec<TxHash> = (0..10).map(h).collect();
+        let mut all: Vec<TxId> = (0..10).map(h).collect();
         all.sort();
-        let listed: Vec<TxHash> = d.in_range(PrefixRange::FULL).map(|(h, _)| *h).collect();
+        let listed: Vec<TxId> = d.in_range(PrefixRange::FULL).map(|(h, _)| *h).collect();
         assert_eq!(listed, all, "the full range, in hash order");
         let (lo, hi) = (prefix_of(&all[2]), prefix_of(&all[5]));
         let slice = PrefixRange {
             first: lo,
             last: hi,
         };
-        let listed: Vec<TxHash> = d.in_range(slice).map(|(h, _)| *h).collect();
+        let listed: Vec<TxId> = d.in_range(slice).map(|(h, _)| *h).collect();
         assert_eq!(listed, all[2..=5].to_vec());
         let empty = PrefixRange {
             first: hi,

@@ -1,25 +1,26 @@
-//! Pulling bodies: pending hashes, their announcers, bounded fetch slots, timeouts, and the
-//! SHA-256 check of what arrives.
+//! Pulling bodies: pending transactions (by id), their announcers, bounded fetch slots,
+//! timeouts, and the SHA-256 check of what arrives.
 //!
-//! Each pending hash is fetched from one announcer at a time, in order of announcement
+//! Each pending transaction is fetched from one announcer at a time, in order of announcement
 //! (skipping announcers whose per-peer slots are full). A timeout, a failure or a body whose
-//! hash is wrong moves to the next announcer; when none is left the hash is abandoned
-//! (anti-entropy can bring it back). A late body from an earlier announcer is still taken if it
-//! checks out. Invariant: a pending hash is either fetching or in `waiting`, never both.
+//! SHA-256 does not start with the id moves to the next announcer; when none is left the
+//! transaction is abandoned (anti-entropy can bring it back). A late body from an earlier
+//! announcer is still taken if it checks out. Invariant: a pending id is either fetching or in
+//! `waiting`, never both.
 
 use std::time::Duration;
 
 use super::{
     AnnounceEntry, FetchFailure, Gossip, GossipEvent, MAX_FETCH_SCAN, Origin, Output, Timer,
 };
-use crate::model::{PeerId, Timestamp, TxHash};
+use crate::model::{PeerId, Timestamp, TxHash, TxId};
 
-/// Peers remembered per pending hash as holding it, fetched from or not: they are not
+/// Peers remembered per pending transaction as holding it, fetched from or not: they are not
 /// announced to once the body is in. At least the gossip peers of a node (active set plus
 /// as many that heartbeat it).
 pub(super) const MAX_HEARD: usize = 16;
 
-/// An announced hash we lack.
+/// An announced transaction we lack.
 #[derive(Debug, Clone)]
 pub(super) struct Pending {
     size: u64,
@@ -30,6 +31,10 @@ pub(super) struct Pending {
     next: usize,
     /// Announcers beyond `max_announcers`: not fetched from, not announced to.
     heard: Vec<PeerId>,
+    /// The whole hash each announcer that named one (a Sorcha peer) gave: it is asked by
+    /// that hash. Per announcer, so one that names a wrong hash misleads only its own fetch.
+    /// At most one per announcer.
+    whole: Vec<(PeerId, TxHash)>,
     /// The announcer being fetched from and the deadline.
     fetching: Option<(PeerId, Timestamp)>,
     /// Learned through anti-entropy.
@@ -46,7 +51,7 @@ enum Attempt {
 }
 
 impl Gossip {
-    /// Records that `from` announced an unknown hash.
+    /// Records that `from` announced an unknown transaction.
     pub(super) fn note_announcer(
         &mut self,
         from: &PeerId,
@@ -54,7 +59,7 @@ impl Gossip {
         repair: bool,
         _now: Timestamp,
     ) {
-        if let Some(p) = self.pending.get_mut(&entry.hash) {
+        if let Some(p) = self.pending.get_mut(&entry.id) {
             if p.announcers.contains(from) || p.heard.contains(from) {
                 return;
             }
@@ -66,6 +71,9 @@ impl Gossip {
                 return;
             }
             p.announcers.push(from.clone());
+            if let Some(hash) = entry.hash {
+                p.whole.push((from.clone(), hash));
+            }
             p.hops = p.hops.min(entry.hops);
             return;
         }
@@ -80,43 +88,44 @@ impl Gossip {
             announcers: vec![from.clone()],
             next: 0,
             heard: Vec::new(),
+            whole: entry.hash.map(|h| (from.clone(), h)).into_iter().collect(),
             fetching: None,
             repair,
         };
-        self.pending.insert(entry.hash, pending);
-        self.waiting.push_back(entry.hash);
+        self.pending.insert(entry.id, pending);
+        self.waiting.push_back(entry.id);
     }
 
-    /// Starts fetches for waiting hashes while slots are free.
+    /// Starts fetches for waiting transactions while slots are free.
     pub(super) fn start_fetches(&mut self, now: Timestamp) {
         let mut busy = Vec::new();
         let mut scanned = 0;
         while scanned < MAX_FETCH_SCAN && self.in_flight < self.config.max_in_flight {
-            let Some(hash) = self.waiting.pop_front() else {
+            let Some(id) = self.waiting.pop_front() else {
                 break;
             };
             scanned += 1;
-            match self.try_fetch(hash, now) {
+            match self.try_fetch(id, now) {
                 Attempt::Started | Attempt::Gone => {}
                 Attempt::Busy => {
                     self.stats.fetches_deferred += 1;
-                    busy.push(hash);
+                    busy.push(id);
                 }
-                Attempt::Exhausted => self.abandon(&hash),
+                Attempt::Exhausted => self.abandon(&id),
             }
         }
-        for hash in busy.into_iter().rev() {
-            self.waiting.push_front(hash);
+        for id in busy.into_iter().rev() {
+            self.waiting.push_front(id);
         }
     }
 
-    fn try_fetch(&mut self, hash: TxHash, now: Timestamp) -> Attempt {
+    fn try_fetch(&mut self, id: TxId, now: Timestamp) -> Attempt {
         let per_peer = self.config.max_in_flight_per_peer.max(1);
-        let Some(size) = self.pending.get(&hash).map(|p| p.size) else {
+        let Some(size) = self.pending.get(&id).map(|p| p.size) else {
             return Attempt::Gone;
         };
         let deadline = now.saturating_add(self.fetch_timeout(size));
-        let Some(p) = self.pending.get_mut(&hash) else {
+        let Some(p) = self.pending.get_mut(&id) else {
             return Attempt::Gone;
         };
         if p.next >= p.announcers.len() {
@@ -142,9 +151,15 @@ impl Gossip {
         self.in_flight += 1;
         self.in_flight_bytes = self.in_flight_bytes.saturating_add(size);
         *self.in_flight_per_peer.entry(from.clone()).or_default() += 1;
-        self.deadlines.insert((deadline, hash));
+        let hash = p.whole.iter().find(|(a, _)| *a == from).map(|(_, h)| *h);
+        self.deadlines.insert((deadline, id));
         self.stats.fetches += 1;
-        self.push(Output::Fetch { from, hash, size });
+        self.push(Output::Fetch {
+            from,
+            id,
+            hash,
+            size,
+        });
         self.schedule_by(deadline, Timer::FetchTimeout);
         Attempt::Started
     }
@@ -158,11 +173,11 @@ impl Gossip {
             .saturating_add(Duration::from_millis(extra))
     }
 
-    /// Frees the fetch slot of `hash`, if it is fetching.
-    fn release(&mut self, hash: &TxHash) {
+    /// Frees the fetch slot of `id`, if it is fetching.
+    fn release(&mut self, id: &TxId) {
         let Some((size, (from, deadline))) = self
             .pending
-            .get_mut(hash)
+            .get_mut(id)
             .and_then(|p| Some((p.size, p.fetching.take()?)))
         else {
             return;
@@ -175,45 +190,45 @@ impl Gossip {
                 self.in_flight_per_peer.remove(&from);
             }
         }
-        self.deadlines.remove(&(deadline, *hash));
+        self.deadlines.remove(&(deadline, *id));
     }
 
-    /// Stops tracking `hash` (it was accepted); returns every peer that announced it (up to
+    /// Stops tracking `id` (it was accepted); returns every peer that announced it (up to
     /// the bounds) and the repair flag.
-    pub(super) fn forget_pending(&mut self, hash: &TxHash) -> (Vec<PeerId>, bool) {
-        let fetching = self.pending.get(hash).map(|p| p.fetching.is_some());
+    pub(super) fn forget_pending(&mut self, id: &TxId) -> (Vec<PeerId>, bool) {
+        let fetching = self.pending.get(id).map(|p| p.fetching.is_some());
         match fetching {
             None => return (Vec::new(), false),
-            Some(true) => self.release(hash),
-            Some(false) => self.waiting.retain(|h| h != hash),
+            Some(true) => self.release(id),
+            Some(false) => self.waiting.retain(|h| h != id),
         }
-        let mut p = self.pending.remove(hash).expect("checked present above");
+        let mut p = self.pending.remove(id).expect("checked present above");
         p.announcers.append(&mut p.heard);
         (p.announcers, p.repair)
     }
 
-    /// The current fetch of `hash` failed: try the next announcer soon.
-    fn fail_over(&mut self, hash: TxHash) {
-        self.release(&hash);
-        self.waiting.push_front(hash);
+    /// The current fetch of `id` failed: try the next announcer soon.
+    fn fail_over(&mut self, id: TxId) {
+        self.release(&id);
+        self.waiting.push_front(id);
     }
 
-    fn abandon(&mut self, hash: &TxHash) {
-        self.pending.remove(hash);
+    fn abandon(&mut self, id: &TxId) {
+        self.pending.remove(id);
         self.stats.fetches_abandoned += 1;
-        self.emit(GossipEvent::FetchAbandoned { hash: *hash });
+        self.emit(GossipEvent::FetchAbandoned { id: *id });
     }
 
     pub(super) fn on_fetched(
         &mut self,
         from: &PeerId,
-        hash: TxHash,
+        id: TxId,
         result: Result<Vec<u8>, FetchFailure>,
         now: Timestamp,
     ) {
         let current = self
             .pending
-            .get(&hash)
+            .get(&id)
             .and_then(|p| p.fetching.as_ref())
             .is_some_and(|(f, _)| f == from);
         let body = match result {
@@ -221,7 +236,7 @@ impl Gossip {
             Err(_) => {
                 if current {
                     self.stats.fetch_failures += 1;
-                    self.fail_over(hash);
+                    self.fail_over(id);
                 }
                 return;
             }
@@ -229,22 +244,23 @@ impl Gossip {
         if body.len() as u64 > self.config.max_transaction_size {
             self.stats.refused_oversized_bodies += 1;
             if current {
-                self.fail_over(hash);
+                self.fail_over(id);
             }
             return;
         }
-        if self.dedup.contains(&hash, &mut self.stats) {
+        if self.dedup.contains(&id, &mut self.stats) {
             self.stats.duplicate_bodies += 1;
             return;
         }
-        if TxHash::of(&body) != hash {
-            self.bad_body(from, hash);
+        let hash = TxHash::of(&body);
+        if hash.id() != id {
+            self.bad_body(from, id);
             if current {
-                self.fail_over(hash);
+                self.fail_over(id);
             }
             return;
         }
-        let Some(p) = self.pending.get(&hash) else {
+        let Some(p) = self.pending.get(&id) else {
             self.stats.fetches_unexpected += 1;
             return;
         };
@@ -261,14 +277,14 @@ impl Gossip {
 
     /// Fails over every fetch past its deadline and re-arms for the next one.
     pub(super) fn on_fetch_deadlines(&mut self, now: Timestamp) {
-        while let Some(&(deadline, hash)) = self.deadlines.first() {
+        while let Some(&(deadline, id)) = self.deadlines.first() {
             if deadline > now {
                 break;
             }
             self.stats.fetch_timeouts += 1;
-            self.fail_over(hash);
+            self.fail_over(id);
             // `fail_over` removed the deadline; guard against a stale one looping forever.
-            self.deadlines.remove(&(deadline, hash));
+            self.deadlines.remove(&(deadline, id));
         }
         if let Some(&(next, _)) = self.deadlines.first() {
             self.schedule_by(next, Timer::FetchTimeout);
@@ -281,8 +297,8 @@ mod tests {
     use super::super::test_util::*;
     use super::super::*;
 
-    fn h(n: usize) -> TxHash {
-        entry(n, 1).hash
+    fn h(n: usize) -> TxId {
+        entry(n, 1).id
     }
 
     /// Node 0 with peers 1..=3, told about entry 1 by `announcers` in order.
@@ -339,7 +355,7 @@ mod tests {
         assert!(fetches(&out).is_empty());
         assert_eq!(
             events(&out),
-            vec![GossipEvent::FetchAbandoned { hash: h(1) }]
+            vec![GossipEvent::FetchAbandoned { id: h(1) }]
         );
         assert_eq!((g.pending_count(), g.in_flight()), (0, 0));
         assert_eq!(g.stats().fetch_failures, 2);
@@ -356,13 +372,46 @@ mod tests {
             events(&out),
             vec![GossipEvent::BadBody {
                 from: id(1),
-                hash: h(1)
+                id: h(1)
             }]
         );
         assert_eq!(fetches(&out), vec![(id(2), h(1))]);
         assert_eq!(g.stats().bad_bodies, 1);
         g.handle_fetched(&id(2), h(1), Ok(body(1)), ms(20));
         assert_eq!(delivered(&drain(&mut g)), vec![h(1)]);
+    }
+
+    #[test]
+    fn an_announcer_that_names_the_whole_hash_is_asked_by_it_and_the_body_checked_by_id() {
+        let mut g = node(0, 1..=3, quiet());
+        let whole = TxHash::of(&body(1));
+        let sorcha = AnnounceEntry {
+            hash: Some(whole),
+            ..entry(1, 1)
+        };
+        g.handle_message(&id(1), announce(vec![entry(1, 1)]), ms(0));
+        g.handle_message(&id(2), announce(vec![sorcha]), ms(0));
+        let out = drain(&mut g);
+        let fetch = |out: &[Output]| {
+            out.iter()
+                .find_map(|o| match o {
+                    Output::Fetch { from, hash, .. } => Some((from.clone(), *hash)),
+                    _ => None,
+                })
+                .expect("a fetch")
+        };
+        assert_eq!(fetch(&out), (id(1), None), "our peer is asked by id");
+        g.handle_fetched(&id(1), h(1), Err(FetchFailure::NotFound), ms(1));
+        let out = drain(&mut g);
+        assert_eq!(fetch(&out), (id(2), Some(whole)), "the Sorcha peer by its hash");
+        g.handle_fetched(&id(2), h(1), Ok(body(1)), ms(2));
+        let out = drain(&mut g);
+        assert_eq!(delivered(&out), vec![h(1)]);
+        let stored_hash = out.iter().find_map(|o| match o {
+            Output::Store { hash, .. } => Some(*hash),
+            _ => None,
+        });
+        assert_eq!(stored_hash, Some(whole), "stored under the hash of its body");
     }
 
     #[test]

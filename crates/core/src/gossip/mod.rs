@@ -77,7 +77,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use rand_chacha::ChaCha8Rng;
 
-use crate::model::{PeerId, Timestamp, TxHash};
+use crate::model::{PeerId, Timestamp, TxHash, TxId};
 
 pub use config::{FanoutMode, GossipConfig};
 pub use types::{
@@ -141,12 +141,12 @@ pub struct Gossip {
     /// Active peers, sorted, without us: the order (and so the RNG's picks) is deterministic.
     peers: Vec<PeerId>,
     dedup: Dedup,
-    /// Announced hashes we lack, bounded by `config.max_pending`.
-    pending: BTreeMap<TxHash, Pending>,
-    /// Pending hashes with no fetch in flight, oldest first.
-    waiting: VecDeque<TxHash>,
+    /// Announced transactions we lack, by id, bounded by `config.max_pending`.
+    pending: BTreeMap<TxId, Pending>,
+    /// Pending ids with no fetch in flight, oldest first.
+    waiting: VecDeque<TxId>,
     /// Fetch deadlines, earliest first.
-    deadlines: BTreeSet<(Timestamp, TxHash)>,
+    deadlines: BTreeSet<(Timestamp, TxId)>,
     in_flight_per_peer: BTreeMap<PeerId, usize>,
     in_flight: usize,
     /// Announced sizes of the fetches in flight.
@@ -227,15 +227,15 @@ impl Gossip {
     }
 
     /// Whether the transaction is known (stored here) within the dedup window.
-    pub fn is_known(&self, hash: &TxHash) -> bool {
-        self.dedup.get(hash).is_some()
+    pub fn is_known(&self, id: &TxId) -> bool {
+        self.dedup.get(id).is_some()
     }
 
     pub fn known_count(&self) -> usize {
         self.dedup.len()
     }
 
-    /// Hashes announced to us that we are fetching or waiting to fetch.
+    /// Transactions announced to us that we are fetching or waiting to fetch.
     pub fn pending_count(&self) -> usize {
         self.pending.len()
     }
@@ -315,7 +315,7 @@ impl Gossip {
         }
         self.stats.submitted += 1;
         let hash = TxHash::of(&body);
-        if self.dedup.contains(&hash, &mut self.stats) {
+        if self.dedup.contains(&hash.id(), &mut self.stats) {
             return Ok(SubmitOutcome { hash, new: false });
         }
         self.accept(hash, body, register_id, Origin::Local, 0, now);
@@ -344,16 +344,16 @@ impl Gossip {
         self.start_fetches(now);
     }
 
-    /// The result of the [`Output::Fetch`] of `hash` from `from`.
+    /// The result of the [`Output::Fetch`] of transaction `id` from `from`.
     pub fn handle_fetched(
         &mut self,
         from: &PeerId,
-        hash: TxHash,
+        id: TxId,
         result: Result<Vec<u8>, FetchFailure>,
         now: Timestamp,
     ) {
         self.housekeep(now);
-        self.on_fetched(from, hash, result, now);
+        self.on_fetched(from, id, result, now);
         self.start_fetches(now);
     }
 
@@ -397,18 +397,20 @@ impl Gossip {
         now: Timestamp,
     ) {
         let size = body.len() as u64;
-        let (announcers, repair) = self.forget_pending(&hash);
+        let id = hash.id();
+        let (announcers, repair) = self.forget_pending(&id);
         if repair && let Origin::Peer(from) = &origin {
             self.stats.anti_entropy_repairs += 1;
             let from = from.clone();
             self.emit(GossipEvent::Repaired { hash, from });
         }
         let known = KnownTx {
+            hash,
             size,
             register_id: register_id.clone(),
             seen_at: now,
         };
-        self.dedup.insert(hash, known, &mut self.stats);
+        self.dedup.insert(id, known, &mut self.stats);
         self.stats.accepted += 1;
         let push_body = (size as usize <= self.config.eager_push_max_size).then(|| body.clone());
         let mut exclude = announcers;
@@ -434,7 +436,8 @@ impl Gossip {
             return;
         };
         let entry = AnnounceEntry {
-            hash,
+            id,
+            hash: Some(hash),
             size,
             register_id,
             hops: hops.saturating_add(1),
@@ -512,7 +515,7 @@ mod tests {
         let mut g = node(0, 1..=3, config);
         let mut out = Vec::new();
         g.handle_message(&id(1), announce(vec![entry(1, 1)]), ms(0));
-        g.handle_fetched(&id(1), entry(1, 1).hash, Ok(body(1)), ms(1));
+        g.handle_fetched(&id(1), entry(1, 1).id, Ok(body(1)), ms(1));
         out.extend(drain(&mut g));
         assert!(!g.submit(body(1), None, ms(2)).expect("valid").new);
         let push = GossipMessage::Push {
@@ -521,9 +524,9 @@ mod tests {
         };
         g.handle_message(&id(2), push, ms(3));
         g.handle_message(&id(3), announce(vec![entry(1, 1)]), ms(4));
-        g.handle_fetched(&id(1), entry(1, 1).hash, Ok(body(1)), ms(5));
+        g.handle_fetched(&id(1), entry(1, 1).id, Ok(body(1)), ms(5));
         out.extend(drain(&mut g));
-        assert_eq!(delivered(&out), vec![entry(1, 1).hash]);
+        assert_eq!(delivered(&out), vec![entry(1, 1).id]);
         assert_eq!(stored(&out).len(), 1);
         // Store comes before Deliver, and both before any send that names the hash.
         let store = out.iter().position(|o| matches!(o, Output::Store { .. }));
@@ -549,7 +552,7 @@ mod tests {
             g.handle_message(&id(1), announce(vec![entry(n, 1)]), ms(1));
             let out = drain(&mut g);
             assert_eq!(fetches(&out).len(), 1, "tx {n} skipped");
-            g.handle_fetched(&id(1), entry(n, 1).hash, Ok(body(n)), ms(2));
+            g.handle_fetched(&id(1), entry(n, 1).id, Ok(body(n)), ms(2));
             got += delivered(&drain(&mut g)).len();
         }
         assert_eq!(got, 200);
@@ -577,7 +580,7 @@ mod tests {
         let sent = announces(&drain(&mut g));
         assert_eq!(sent.len(), 1, "{sent:?}");
         assert_eq!(sent[0].0, id(2));
-        assert_eq!(sent[0].1[0].hash, hash);
+        assert_eq!(sent[0].1[0].hash, Some(hash));
         g.handle_timer(Timer::Flush, ms(10));
         let flushed = announces(&drain(&mut g));
         assert_eq!(flushed.len(), 1, "the staying peer's batch at the flush");

@@ -31,8 +31,8 @@ enum Ev {
     Submit(usize, Vec<u8>),
     Msg(usize, usize, GossipMessage),
     /// A fetch request from `.0` arrives at `.1`.
-    FetchRequest(usize, usize, TxHash),
-    Fetched(usize, usize, TxHash, Result<Vec<u8>, FetchFailure>),
+    FetchRequest(usize, usize, TxId),
+    Fetched(usize, usize, TxId, Result<Vec<u8>, FetchFailure>),
     Timer(usize, Timer),
 }
 
@@ -57,7 +57,7 @@ struct Net {
     rng: ChaCha8Rng,
     loss: f64,
     nodes: Vec<Gossip>,
-    stores: Vec<BTreeMap<TxHash, Vec<u8>>>,
+    stores: Vec<BTreeMap<TxId, Vec<u8>>>,
     queue: BTreeMap<(Timestamp, u64), Ev>,
     armed: BTreeMap<(usize, Timer), Timestamp>,
     seq: u64,
@@ -152,18 +152,18 @@ impl Net {
                     self.nodes[to].handle_message(&id(from), message, at);
                     to
                 }
-                Ev::FetchRequest(from, to, hash) => {
+                Ev::FetchRequest(from, to, tx) => {
                     let result = self.stores[to]
-                        .get(&hash)
+                        .get(&tx)
                         .cloned()
                         .ok_or(FetchFailure::NotFound);
                     let len = result.as_ref().map_or(0, Vec::len);
-                    let ev = Ev::Fetched(from, to, hash, result);
+                    let ev = Ev::Fetched(from, to, tx, result);
                     self.transmit(FETCH_RESPONSE_OVERHEAD + len, ev);
                     continue;
                 }
-                Ev::Fetched(n, from, hash, result) => {
-                    self.nodes[n].handle_fetched(&id(from), hash, result, at);
+                Ev::Fetched(n, from, tx, result) => {
+                    self.nodes[n].handle_fetched(&id(from), tx, result, at);
                     n
                 }
                 Ev::Timer(n, timer) if self.armed.get(&(n, timer)) == Some(&at) => {
@@ -184,12 +184,12 @@ impl Net {
                     let bytes = message.approx_wire_len();
                     self.transmit(bytes, Ev::Msg(n, to, message));
                 }
-                Output::Fetch { from, hash, .. } => {
+                Output::Fetch { from, id: tx, .. } => {
                     let from = node_index(&from);
-                    self.transmit(FETCH_REQUEST_BYTES, Ev::FetchRequest(n, from, hash));
+                    self.transmit(FETCH_REQUEST_BYTES, Ev::FetchRequest(n, from, tx));
                 }
                 Output::Store { hash, body, .. } => {
-                    self.stores[n].insert(hash, body);
+                    self.stores[n].insert(hash.id(), body);
                 }
                 Output::Deliver { hash, .. } => {
                     let (_, nodes, last) = self.txs.get_mut(&hash).expect("submitted tx");

@@ -42,10 +42,12 @@ pub(super) fn body(n: usize) -> Vec<u8> {
     format!("transaction number {n}").into_bytes()
 }
 
+/// Transaction `n` as one of our peers announces it: by id alone.
 pub(super) fn entry(n: usize, hops: u32) -> AnnounceEntry {
     let b = body(n);
     AnnounceEntry {
-        hash: TxHash::of(&b),
+        id: TxHash::of(&b).id(),
+        hash: None,
         size: b.len() as u64,
         register_id: Some("reg-1".into()),
         hops,
@@ -76,28 +78,30 @@ pub(super) fn announces(out: &[Output]) -> Vec<(PeerId, Vec<AnnounceEntry>)> {
         .collect()
 }
 
-pub(super) fn fetches(out: &[Output]) -> Vec<(PeerId, TxHash)> {
+pub(super) fn fetches(out: &[Output]) -> Vec<(PeerId, TxId)> {
     out.iter()
         .filter_map(|o| match o {
-            Output::Fetch { from, hash, .. } => Some((from.clone(), *hash)),
+            Output::Fetch { from, id, .. } => Some((from.clone(), *id)),
             _ => None,
         })
         .collect()
 }
 
-pub(super) fn delivered(out: &[Output]) -> Vec<TxHash> {
+/// The ids of the transactions delivered.
+pub(super) fn delivered(out: &[Output]) -> Vec<TxId> {
     out.iter()
         .filter_map(|o| match o {
-            Output::Deliver { hash, .. } => Some(*hash),
+            Output::Deliver { hash, .. } => Some(hash.id()),
             _ => None,
         })
         .collect()
 }
 
-pub(super) fn stored(out: &[Output]) -> Vec<TxHash> {
+/// The ids of the transactions stored.
+pub(super) fn stored(out: &[Output]) -> Vec<TxId> {
     out.iter()
         .filter_map(|o| match o {
-            Output::Store { hash, .. } => Some(*hash),
+            Output::Store { hash, .. } => Some(hash.id()),
             _ => None,
         })
         .collect()

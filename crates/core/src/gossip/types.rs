@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::model::{PeerId, Timestamp, TxHash};
+use crate::model::{PeerId, Timestamp, TxHash, TxId};
 
 /// Longest register id accepted in an announcement or a submission. Sorcha register ids are
 /// GUIDs or 32-digit hex (32 to 36 characters); 128 leaves room without letting a peer make us
@@ -19,19 +19,25 @@ pub enum Origin {
     Peer(PeerId),
 }
 
-/// One hash a peer says it holds. Maps onto `TransactionNotification` (hash, size, register id)
-/// for Sorcha peers, which ignore `hops`.
+/// One transaction a peer says it holds. Maps onto `TransactionNotification` (hash, size,
+/// register id) for Sorcha peers, which ignore `hops`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AnnounceEntry {
-    pub hash: TxHash,
-    /// Body size in bytes, as announced (advisory: the hash is the authority).
+    /// What our peers send: the first half of the hash.
+    pub id: TxId,
+    /// The whole hash, when known: always in what this node sends (it holds the body), so
+    /// Sorcha peers can be told it; in what it receives only from Sorcha peers, which fetch
+    /// and are fetched from by whole hash. Our peers' wire carries the id alone.
+    pub hash: Option<TxHash>,
+    /// Body size in bytes, as announced (advisory: the id is the authority).
     pub size: u64,
     pub register_id: Option<String>,
     /// Announcements this entry has travelled, this one included (the origin sends 1).
     pub hops: u32,
 }
 
-/// The first 8 bytes of a hash, big-endian: what an anti-entropy digest carries per hash.
+/// The first 8 bytes of a hash (and id), big-endian: what an anti-entropy digest carries per
+/// transaction.
 /// Among the ~2,000 hashes of a digest a collision has odds of about 2^-42.
 pub type HashPrefix = u64;
 
@@ -53,19 +59,19 @@ impl PrefixRange {
         (self.first..=self.last).contains(&prefix)
     }
 
-    /// The hashes of the range, as a range of the ordered maps (empty when `first > last`).
-    pub(crate) fn hashes(&self) -> std::ops::RangeInclusive<TxHash> {
-        let mut lo = [0u8; 32];
-        let mut hi = [0xffu8; 32];
+    /// The ids of the range, as a range of the ordered maps (empty when `first > last`).
+    pub(crate) fn ids(&self) -> std::ops::RangeInclusive<TxId> {
+        let mut lo = [0u8; TxId::LEN];
+        let mut hi = [0xffu8; TxId::LEN];
         lo[..8].copy_from_slice(&self.first.to_be_bytes());
         hi[..8].copy_from_slice(&self.last.to_be_bytes());
-        TxHash::from_bytes(lo)..=TxHash::from_bytes(hi)
+        TxId::from_bytes(lo)..=TxId::from_bytes(hi)
     }
 }
 
-pub(crate) fn prefix_of(hash: &TxHash) -> HashPrefix {
+pub(crate) fn prefix_of(id: &TxId) -> HashPrefix {
     let mut b = [0u8; 8];
-    b.copy_from_slice(&hash.as_bytes()[..8]);
+    b.copy_from_slice(&id.as_bytes()[..8]);
     u64::from_be_bytes(b)
 }
 
@@ -152,7 +158,8 @@ fn fixed64s(n: usize) -> usize {
     if n == 0 { 0 } else { field_len(8 * n) }
 }
 
-/// An `AnnounceEntry`: the raw hash, then size, register id and hop count when not zero.
+/// An `AnnounceEntry` as our peers send it: the raw id, then size, register id and hop count
+/// when not zero.
 fn entry_len(e: &AnnounceEntry) -> usize {
     let size = if e.size == 0 {
         0
@@ -165,7 +172,7 @@ fn entry_len(e: &AnnounceEntry) -> usize {
     } else {
         1 + varint_len(u64::from(e.hops))
     };
-    field_len(32) + size + register + hops
+    field_len(TxId::LEN) + size + register + hops
 }
 
 /// Why a fetch brought no body.
@@ -200,11 +207,13 @@ pub enum Output {
         to: PeerId,
         message: GossipMessage,
     },
-    /// Fetch `hash` from `from` (GetTransaction, or StreamTransaction when `size` is above
-    /// the streaming threshold) and feed the result to `handle_fetched`.
+    /// Fetch transaction `id` from `from` (GetTransaction, or StreamTransaction when `size`
+    /// is above the streaming threshold) and feed the result to `handle_fetched`. `hash` is
+    /// the whole hash `from` announced, if it did (Sorcha peers are asked by whole hash).
     Fetch {
         from: PeerId,
-        hash: TxHash,
+        id: TxId,
+        hash: Option<TxHash>,
         size: u64,
     },
     /// Keep this body so peers can fetch it; must be applied before the sends that follow.
@@ -214,7 +223,7 @@ pub enum Output {
         register_id: Option<String>,
         origin: Origin,
     },
-    /// Hand the transaction to local subscribers; exactly once per hash (within the TTL).
+    /// Hand the transaction to local subscribers; exactly once per id (within the TTL).
     Deliver {
         hash: TxHash,
         register_id: Option<String>,
@@ -232,10 +241,11 @@ pub enum Output {
 /// What happened, for logs, the event log and reputation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GossipEvent {
-    /// `from` served a body whose SHA-256 is not the hash it was asked for.
-    BadBody { from: PeerId, hash: TxHash },
-    /// Every remembered announcer failed; anti-entropy may bring the hash back.
-    FetchAbandoned { hash: TxHash },
+    /// `from` served a body whose SHA-256 does not start with the id it was asked for (or is
+    /// not the whole hash it announced).
+    BadBody { from: PeerId, id: TxId },
+    /// Every remembered announcer failed; anti-entropy may bring the transaction back.
+    FetchAbandoned { id: TxId },
     /// A transaction this node lacked arrived through anti-entropy.
     Repaired { hash: TxHash, from: PeerId },
 }
