@@ -30,7 +30,7 @@ impl InvalidPeerInfo {
             ModelError::Address(_) | ModelError::UndialableAddress(_) => "address",
             ModelError::Port(_) => "port",
             ModelError::Timestamp(_) => "last_seen",
-            ModelError::TxHash(_) => "hash",
+            ModelError::TxHash(_) | ModelError::TxId(_) => "hash",
         }
     }
 }

@@ -36,7 +36,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use sorcha_peer_core::backoff::{CallKind, ErrorClass, RetryDecision, RetryPolicy};
 use sorcha_peer_core::gossip::{AnnounceEntry, FetchFailure, GossipMessage};
-use sorcha_peer_core::model::{PeerId, Protocol, TxHash};
+use sorcha_peer_core::model::{PeerId, Protocol, TxHash, TxId};
 use sorcha_peer_core::sendqueue::{Lane, SendQueue, SendQueueConfig};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
@@ -99,7 +99,7 @@ enum Outgoing {
     /// Announcements for a peer that speaks only Sorcha's contract.
     Notify(Vec<AnnounceEntry>),
     /// Bodies to pull over the stream.
-    Fetch(Vec<TxHash>),
+    Fetch(Vec<TxId>),
 }
 
 /// Whether a link's stream is open, shared by its worker and the stream's reader.
@@ -167,19 +167,19 @@ impl Links {
             .is_some_and(|l| l.stream.open.load(Ordering::Relaxed))
     }
 
-    /// Queues a pull of `hashes` (at most [`MAX_FETCH_BATCH`]) from `peer` on its stream;
+    /// Queues a pull of `ids` (at most [`MAX_FETCH_BATCH`]) from `peer` on its stream;
     /// false when the link is gone or its control lane is full.
-    pub fn fetch(&mut self, peer: &PeerId, hashes: Vec<TxHash>) -> bool {
-        debug_assert!(hashes.len() <= MAX_FETCH_BATCH, "the caller splits batches");
+    pub fn fetch(&mut self, peer: &PeerId, ids: Vec<TxId>) -> bool {
+        debug_assert!(ids.len() <= MAX_FETCH_BATCH, "the caller splits batches");
         let Some(link) = self.links.get_mut(peer) else {
             return false;
         };
         link.used = Instant::now();
-        let size = 72 * hashes.len();
+        let size = 72 * ids.len();
         let pushed = link
             .queue
             .lock()
-            .is_ok_and(|mut q| q.push(Lane::Control, Outgoing::Fetch(hashes), size).is_ok());
+            .is_ok_and(|mut q| q.push(Lane::Control, Outgoing::Fetch(ids), size).is_ok());
         if pushed {
             link.wake.notify_one();
         }
@@ -365,7 +365,7 @@ struct OpenStream {
 }
 
 /// Pulls outstanding on one stream, shared by the worker and the stream's reader.
-type Asked = Arc<Mutex<HashSet<TxHash>>>;
+type Asked = Arc<Mutex<HashSet<TxId>>>;
 
 /// Outstanding pulls remembered per stream; past it a pull still works, but if the stream
 /// breaks it waits for the gossip core's fetch timeout instead of failing at once.
@@ -389,8 +389,8 @@ async fn drain(mut w: Worker) {
                 }
                 continue;
             }
-            Some((_, Outgoing::Fetch(hashes))) => {
-                if !fetch(&mut w, hashes).await {
+            Some((_, Outgoing::Fetch(ids))) => {
+                if !fetch(&mut w, ids).await {
                     return; // The actor is gone: shutting down.
                 }
                 continue;
@@ -444,7 +444,14 @@ async fn drain(mut w: Worker) {
 async fn notify(w: &mut Worker, entries: &[AnnounceEntry]) -> bool {
     let mut all = true;
     for entry in entries {
-        let notification = to_notification(entry, &w.self_id, now());
+        let Some(notification) = to_notification(entry, &w.self_id, now()) else {
+            // The core names the whole hash in every entry it sends; one without it cannot be
+            // told to a Sorcha peer.
+            w.metrics
+                .gossip_dropped_total
+                .add(1, &[KeyValue::new("kind", "notify_without_hash")]);
+            continue;
+        };
         let bytes = wire_len(&notification);
         let sent = if w.mode == Mode::Rest {
             w.rest.notify(&w.base, &notification).await.is_ok()
@@ -462,30 +469,30 @@ async fn notify(w: &mut Worker, entries: &[AnnounceEntry]) -> bool {
     all
 }
 
-/// Asks the peer for `hashes` on the stream; if that cannot be done, fails them at once so the
+/// Asks the peer for `ids` on the stream; if that cannot be done, fails them at once so the
 /// gossip core tries other announcers. False when the actor is gone.
-async fn fetch(w: &mut Worker, hashes: Vec<TxHash>) -> bool {
-    let wire = to_fetch_message(&hashes, &w.self_id, &w.peer, now());
+async fn fetch(w: &mut Worker, ids: Vec<TxId>) -> bool {
+    let wire = to_fetch_message(&ids, &w.self_id, &w.peer, now());
     let sent = match w.mode {
         Mode::Stream => stream_send(w, wire).await,
         Mode::Unary | Mode::Rest => StreamSend::Failed,
     };
     if let StreamSend::Sent(bytes) = sent {
         w.metrics.record_sent("fetch", bytes);
-        // Noted after the send: an answer faster than this leaves its hash behind, and if the
-        // stream then breaks the core is told of a failure for a hash it no longer waits
-        // for, which it ignores.
+        // Noted after the send: an answer faster than this leaves its id behind, and if the
+        // stream then breaks the core is told of a failure for a transaction it no longer
+        // waits for, which it ignores.
         if let Some(Ok(mut asked)) = w.stream.as_ref().map(|s| s.asked.lock()) {
             let room = MAX_ASKED.saturating_sub(asked.len());
-            asked.extend(hashes.into_iter().take(room));
+            asked.extend(ids.into_iter().take(room));
         }
         return true;
     }
     w.metrics.connection_errors_total.add(1, &[]);
-    for hash in hashes {
+    for id in ids {
         let failed = Answer::Fetched {
             from: w.peer.clone(),
-            hash,
+            id,
             result: Err(FetchFailure::Unreachable),
         };
         if w.answers.send(failed).await.is_err() {
@@ -627,19 +634,20 @@ async fn watch_stream(mut inbound: tonic::Streaming<PeerMessage>, r: Reader) {
             continue;
         }
         r.metrics.record_received("body", wire_len(&message));
-        // A found body comes without its hash: it is the body's SHA-256. (The gossip core
-        // still checks that it asked this peer for that hash.)
+        // A found body comes without its hash: its id is the start of the body's SHA-256. (The
+        // gossip core still checks that it asked this peer for that id.) A missing one names
+        // the id, or the whole hash, asked for.
         let answer = TransactionResponse::decode(message.payload.as_slice())
             .ok()
             .and_then(|a| {
-                let hash = if a.found && a.transaction_hash.is_empty() {
-                    TxHash::of(&a.transaction_data)
+                let id = if a.found && a.transaction_hash.is_empty() {
+                    TxHash::of(&a.transaction_data).id()
                 } else {
-                    a.transaction_hash.parse::<TxHash>().ok()?
+                    a.transaction_hash.parse::<TxId>().ok()?
                 };
-                Some((hash, a))
+                Some((id, a))
             });
-        let Some((hash, answer)) = answer else {
+        let Some((id, answer)) = answer else {
             r.metrics
                 .gossip_dropped_total
                 .add(1, &[KeyValue::new("kind", "bad_fetch_answer")]);
@@ -651,11 +659,11 @@ async fn watch_stream(mut inbound: tonic::Streaming<PeerMessage>, r: Reader) {
             Err(FetchFailure::NotFound)
         };
         if let Ok(mut asked) = r.asked.lock() {
-            asked.remove(&hash);
+            asked.remove(&id);
         }
         let fetched = Answer::Fetched {
             from: r.peer.clone(),
-            hash,
+            id,
             result,
         };
         if r.answers.send(fetched).await.is_err() {
@@ -668,15 +676,15 @@ async fn watch_stream(mut inbound: tonic::Streaming<PeerMessage>, r: Reader) {
     }
     // Whatever was asked on this stream will not be answered: the core tries other
     // announcers now rather than at its fetch timeout.
-    let unanswered: Vec<TxHash> = r
+    let unanswered: Vec<TxId> = r
         .asked
         .lock()
         .map(|mut asked| asked.drain().collect())
         .unwrap_or_default();
-    for hash in unanswered {
+    for id in unanswered {
         let failed = Answer::Fetched {
             from: r.peer.clone(),
-            hash,
+            id,
             result: Err(FetchFailure::Unreachable),
         };
         if r.answers.send(failed).await.is_err() {
@@ -855,7 +863,8 @@ mod tests {
         let peer: PeerId = "peer".parse().unwrap();
         let announce = |n: u8| GossipMessage::Announce {
             entries: vec![AnnounceEntry {
-                hash: TxHash::of(&[n]),
+                id: TxHash::of(&[n]).id(),
+                hash: Some(TxHash::of(&[n])),
                 size: 1,
                 register_id: None,
                 hops: 1,
@@ -877,7 +886,7 @@ mod tests {
         let (stream, first) = next().await;
         assert_eq!(stream, 0);
         links.push(&peer, digest, None, true);
-        assert!(links.fetch(&peer, vec![TxHash::of(b"wanted")]), "queued");
+        assert!(links.fetch(&peer, vec![TxHash::of(b"wanted").id()]), "queued");
         let mut later = vec![next().await, next().await];
         // The first stream has ended; the next message opens a second one.
         let closed = async {
@@ -941,14 +950,12 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(10), opened)
             .await
             .expect("the stream opens");
-        let hash = TxHash::of(b"wanted");
-        assert!(links.fetch(&peer, vec![hash]), "queued");
+        let wanted = TxHash::of(b"wanted").id();
+        assert!(links.fetch(&peer, vec![wanted]), "queued");
         let failed = async {
             loop {
                 match results.recv().await.expect("answers") {
-                    Answer::Fetched {
-                        hash: h, result, ..
-                    } => return (h, result),
+                    Answer::Fetched { id, result, .. } => return (id, result),
                     _ => continue,
                 }
             }
@@ -956,7 +963,7 @@ mod tests {
         let (h, result) = tokio::time::timeout(Duration::from_secs(10), failed)
             .await
             .expect("failed well before the 30 s timeout");
-        assert_eq!(h, hash);
+        assert_eq!(h, wanted);
         assert_eq!(result, Err(FetchFailure::Unreachable));
     }
 
@@ -970,7 +977,8 @@ mod tests {
         let mut links = links(Duration::from_secs(5), answers);
         let peer: PeerId = "csharp-node".parse().unwrap();
         let entry = AnnounceEntry {
-            hash: TxHash::of(b"tx"),
+            id: TxHash::of(b"tx").id(),
+            hash: Some(TxHash::of(b"tx")),
             size: 2,
             register_id: Some("reg".into()),
             hops: 1,
@@ -985,7 +993,7 @@ mod tests {
             .await
             .expect("notified in time")
             .expect("a notification");
-        assert_eq!(got.transaction_hash, entry.hash.to_string());
+        assert_eq!(got.transaction_hash, TxHash::of(b"tx").to_string());
         assert_eq!(got.sender_peer_id, "rust-node");
         assert_eq!((got.transaction_size, got.register_id.as_str()), (2, "reg"));
         let outcome = outcomes.recv().await.expect("an outcome");

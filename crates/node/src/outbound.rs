@@ -14,7 +14,7 @@ use opentelemetry::KeyValue;
 use sorcha_peer_core::breaker::{BreakerState, Breakers};
 use sorcha_peer_core::gossip::{FetchFailure, GossipMessage};
 use sorcha_peer_core::membership::{Contact, Failure, Request, RequestId, Response};
-use sorcha_peer_core::model::{PeerId, Protocol, TxHash};
+use sorcha_peer_core::model::{PeerId, Protocol, TxId};
 use tokio::sync::mpsc;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::{Channel, Endpoint};
@@ -35,7 +35,7 @@ use crate::proto::heartbeat::peer_heartbeat_client::PeerHeartbeatClient;
 use crate::proto::transaction::transaction_distribution_client::TransactionDistributionClient;
 use crate::proto::transaction::{TransactionRequest, TransactionResponse};
 use crate::rest::client::RestClient;
-use crate::wire::MAX_FETCH_BATCH;
+use crate::wire::{MAX_FETCH_BATCH, TxName};
 
 /// Channels kept open at most. An active set of 8 plus discovery and probes stays far below;
 /// beyond this the least recently used channel is closed (and counted).
@@ -59,7 +59,7 @@ pub enum Answer {
     },
     Fetched {
         from: PeerId,
-        hash: TxHash,
+        id: TxId,
         result: Result<Vec<u8>, FetchFailure>,
     },
     /// How a gossip send on a peer's link went (for its circuit breaker).
@@ -125,7 +125,7 @@ const MAX_SPEAKERS: usize = 8 * crate::links::MAX_LINKS;
 struct Pull {
     from: Contact,
     offers: Vec<Protocol>,
-    hash: TxHash,
+    wanted: TxName,
     size: u64,
     timeout: Duration,
 }
@@ -198,14 +198,14 @@ impl Outbound {
     }
 
     /// Sends the pulls gathered by [`Outbound::fetch`]: one `GOSSIP_FETCH` per peer and
-    /// [`MAX_FETCH_BATCH`] hashes; a batch the peer's link cannot take goes unary.
+    /// [`MAX_FETCH_BATCH`] ids; a batch the peer's link cannot take goes unary.
     pub fn flush_fetches(&mut self) {
         for (peer, pulls) in std::mem::take(&mut self.batched) {
             for batch in pulls.chunks(MAX_FETCH_BATCH) {
-                let hashes = batch.iter().map(|p| p.hash).collect();
-                if !self.links.fetch(&peer, hashes) {
+                let ids = batch.iter().map(|p| p.wanted.id()).collect();
+                if !self.links.fetch(&peer, ids) {
                     for p in batch {
-                        self.fetch_unary(&p.from, &p.offers, p.hash, p.size, p.timeout);
+                        self.fetch_unary(&p.from, &p.offers, p.wanted, p.size, p.timeout);
                     }
                 }
             }
@@ -274,14 +274,16 @@ impl Outbound {
         }
     }
 
-    /// Fetches the body of `hash` from `from`; the result arrives on the answers channel.
+    /// Fetches the body of `wanted` from `from` (our peers by id on the stream; by name in a
+    /// unary call: Sorcha's peers know whole hashes only); the result arrives on the answers
+    /// channel.
     /// Bodies up to the streaming threshold from a peer whose link has an open stream wait for
     /// [`Outbound::flush_fetches`] and go in a batch; the rest are one call each.
     pub fn fetch(
         &mut self,
         from: &Contact,
         offers: &[Protocol],
-        hash: TxHash,
+        wanted: TxName,
         size: u64,
         timeout: Duration,
     ) {
@@ -294,14 +296,14 @@ impl Outbound {
             let pull = Pull {
                 from: from.clone(),
                 offers: offers.to_vec(),
-                hash,
+                wanted,
                 size,
                 timeout,
             };
             self.batched.entry(peer.clone()).or_default().push(pull);
             return;
         }
-        self.fetch_unary(from, offers, hash, size, timeout);
+        self.fetch_unary(from, offers, wanted, size, timeout);
     }
 
     /// One `GetTransaction` (or `StreamTransaction`, or REST) call for one body.
@@ -309,7 +311,7 @@ impl Outbound {
         &mut self,
         from: &Contact,
         offers: &[Protocol],
-        hash: TxHash,
+        wanted: TxName,
         size: u64,
         timeout: Duration,
     ) {
@@ -317,9 +319,10 @@ impl Outbound {
             return; // The core names a peer for every fetch; without one nobody is waiting.
         };
         let answers = self.answers.clone();
+        let id = wanted.id();
         let fail = |result| Answer::Fetched {
             from: peer_id.clone(),
-            hash,
+            id,
             result: Err(result),
         };
         if self.breakers.check(&peer_id, now()).is_err() {
@@ -331,7 +334,7 @@ impl Outbound {
             return;
         };
         let request = TransactionRequest {
-            transaction_hash: hash.to_string(),
+            transaction_hash: wanted.to_string(),
             requesting_peer_id: self.self_id.to_string(),
             register_id: String::new(),
         };
@@ -342,7 +345,7 @@ impl Outbound {
         tokio::spawn(async move {
             let fetch = async {
                 if over_rest {
-                    let body = rest.fetch(&base, hash, max_tx).await?;
+                    let body = rest.fetch(&base, &request.transaction_hash, max_tx).await?;
                     // Counted as the GetTransaction it stands for (its JSON is larger).
                     metrics.record_sent("fetch", wire_len(&request));
                     let answer = TransactionResponse {
@@ -367,7 +370,7 @@ impl Outbound {
             let _ = answers
                 .send(Answer::Fetched {
                     from: peer_id,
-                    hash,
+                    id,
                     result,
                 })
                 .await;

@@ -4,17 +4,21 @@
 //! first and every eviction is counted. Shared behind a mutex between the actor (which
 //! inserts, in the order the core says) and the request handlers (which read); each critical
 //! section is a map operation, never I/O.
+//!
+//! Kept by transaction id (the first half of the hash: what our peers pull by), with the whole
+//! hash alongside (what Sorcha's peers pull by and local readers see).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
-use sorcha_peer_core::model::{Timestamp, TxHash};
+use sorcha_peer_core::model::{ModelError, Timestamp, TxHash, TxId};
 
 /// One stored transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredTx {
+    pub hash: TxHash,
     pub body: Arc<[u8]>,
     pub register_id: Option<String>,
     pub first_seen: Timestamp,
@@ -43,9 +47,9 @@ pub struct TxStoreStats {
 }
 
 pub struct TxStore {
-    map: HashMap<TxHash, StoredTx>,
+    map: HashMap<TxId, StoredTx>,
     /// Insertion order, oldest first: eviction and expiry walk it from the front.
-    order: VecDeque<TxHash>,
+    order: VecDeque<TxId>,
     bytes: usize,
     max_count: usize,
     max_bytes: usize,
@@ -76,7 +80,8 @@ impl TxStore {
         now: Timestamp,
     ) -> bool {
         self.expire(now);
-        if self.map.contains_key(&hash) {
+        let id = hash.id();
+        if self.map.contains_key(&id) {
             return false;
         }
         if body.len() > self.max_bytes {
@@ -90,24 +95,38 @@ impl TxStore {
             self.stats.evicted_count += 1;
         }
         self.bytes += body.len();
-        self.order.push_back(hash);
+        self.order.push_back(id);
         let stored = StoredTx {
+            hash,
             body: body.into(),
             register_id,
             first_seen: now,
             origin,
         };
-        self.map.insert(hash, stored);
+        self.map.insert(id, stored);
         self.stats.stored += 1;
         true
     }
 
-    pub fn get(&self, hash: &TxHash) -> Option<StoredTx> {
-        self.map.get(hash).cloned()
+    pub fn get(&self, id: &TxId) -> Option<StoredTx> {
+        self.map.get(id).cloned()
     }
 
-    pub fn contains(&self, hash: &TxHash) -> bool {
-        self.map.contains_key(hash)
+    /// The transaction `name`d as a request names it: its id (32 hex digits, as our peers
+    /// ask) or its whole hash (64, as Sorcha's peers and operators ask), which must then match
+    /// in full.
+    pub fn find(&self, name: &str) -> Result<Option<StoredTx>, ModelError> {
+        let id: TxId = name.parse()?;
+        let tx = self.map.get(&id);
+        if name.len() == 64 {
+            let hash: TxHash = name.parse()?;
+            return Ok(tx.filter(|tx| tx.hash == hash).cloned());
+        }
+        Ok(tx.cloned())
+    }
+
+    pub fn contains(&self, id: &TxId) -> bool {
+        self.map.contains_key(id)
     }
 
     pub fn len(&self) -> usize {
@@ -132,9 +151,9 @@ impl TxStore {
             .iter()
             .skip(offset)
             .take(limit)
-            .filter_map(|hash| {
-                self.map.get(hash).map(|tx| TxSummary {
-                    hash: hash.to_string(),
+            .filter_map(|id| {
+                self.map.get(id).map(|tx| TxSummary {
+                    hash: tx.hash.to_string(),
                     size: tx.body.len(),
                     register_id: tx.register_id.clone(),
                     first_seen: tx.first_seen.as_millis(),
@@ -146,10 +165,10 @@ impl TxStore {
 
     /// Drops transactions older than the TTL.
     pub fn expire(&mut self, now: Timestamp) {
-        while let Some(hash) = self.order.front() {
+        while let Some(id) = self.order.front() {
             let expired = self
                 .map
-                .get(hash)
+                .get(id)
                 .is_none_or(|tx| now.since(tx.first_seen) > self.ttl);
             if !expired {
                 break;
@@ -161,10 +180,10 @@ impl TxStore {
     }
 
     fn evict_oldest(&mut self) -> bool {
-        let Some(hash) = self.order.pop_front() else {
+        let Some(id) = self.order.pop_front() else {
             return false;
         };
-        if let Some(tx) = self.map.remove(&hash) {
+        if let Some(tx) = self.map.remove(&id) {
             self.bytes -= tx.body.len();
             self.stats.evicted_bytes += tx.body.len() as u64;
         }
@@ -191,7 +210,7 @@ mod tests {
         assert!(!put(&mut s, b"aaaa", 1), "known already");
         assert!(put(&mut s, b"bbbb", 2));
         assert!(put(&mut s, b"cccc", 3), "evicts the oldest by count");
-        assert!(!s.contains(&TxHash::of(b"aaaa")));
+        assert!(!s.contains(&TxHash::of(b"aaaa").id()));
         assert!(put(&mut s, b"dddddddd", 4), "evicts by bytes");
         assert_eq!(s.len(), 1);
         assert!(s.bytes() <= 10);
@@ -212,6 +231,25 @@ mod tests {
         let page = s.page(1, 5);
         assert_eq!(page.len(), 2);
         assert_eq!(page[0].hash, TxHash::of(b"b").to_string());
-        assert_eq!(s.get(&TxHash::of(b"c")).unwrap().body.as_ref(), b"c");
+        assert_eq!(s.get(&TxHash::of(b"c").id()).unwrap().body.as_ref(), b"c");
+    }
+
+    #[test]
+    fn found_by_id_or_by_the_whole_hash_which_must_match() {
+        let mut s = TxStore::new(10, 1000, Duration::from_secs(60));
+        put(&mut s, b"body", 0);
+        let hash = TxHash::of(b"body");
+        let by_id = s.find(&hash.id().to_string()).unwrap().expect("by id");
+        assert_eq!((by_id.hash, by_id.body.as_ref()), (hash, &b"body"[..]));
+        assert!(s.find(&hash.to_string()).unwrap().is_some(), "by hash");
+        let mut other = hash.to_string();
+        other.replace_range(63.., "0");
+        if other == hash.to_string() {
+            other.replace_range(63.., "1");
+        }
+        assert_eq!(s.find(&other).unwrap(), None, "same id, another hash");
+        assert_eq!(s.find(&TxHash::of(b"x").id().to_string()).unwrap(), None);
+        let err = s.find("nope").unwrap_err();
+        assert!(err.to_string().contains("transaction id"), "{err}");
     }
 }

@@ -3,13 +3,14 @@
 //! Everything from a peer is validated here; an invalid message is refused whole, with the
 //! field at fault named.
 
+use std::fmt;
 use std::time::Duration;
 
 use prost::Message;
 use sorcha_peer_core::gossip::{
     AnnounceEntry, GossipMessage, HashPrefix, MAX_REGISTER_ID_LEN, PrefixRange,
 };
-use sorcha_peer_core::model::{PeerId, Timestamp, TxHash};
+use sorcha_peer_core::model::{PeerId, Timestamp, TxHash, TxId};
 
 use crate::proto::communication::{
     self as pb, GossipAnnounce, GossipDigest, GossipDigestReply, GossipFetch, GossipPush,
@@ -97,16 +98,12 @@ pub fn to_peer_message(
     }
 }
 
-/// A `GOSSIP_FETCH` of `hashes` (as 32 raw bytes each), from `from` to `to`, with its whole
-/// envelope (the stream's sender [`compact`]s it unless it is the stream's first message).
-pub fn to_fetch_message(
-    hashes: &[TxHash],
-    from: &PeerId,
-    to: &PeerId,
-    now: Timestamp,
-) -> PeerMessage {
+/// A `GOSSIP_FETCH` of transactions by id (16 raw bytes each), from `from` to `to`, with its
+/// whole envelope (the stream's sender [`compact`]s it unless it is the stream's first
+/// message).
+pub fn to_fetch_message(ids: &[TxId], from: &PeerId, to: &PeerId, now: Timestamp) -> PeerMessage {
     let fetch = GossipFetch {
-        hashes: hashes.iter().map(|h| h.as_bytes().to_vec()).collect(),
+        hashes: ids.iter().map(|id| id.as_bytes().to_vec()).collect(),
     };
     PeerMessage {
         sender_peer_id: from.to_string(),
@@ -117,8 +114,9 @@ pub fn to_fetch_message(
     }
 }
 
-/// The `TRANSACTION_RESPONSE` that answers one hash of a `GOSSIP_FETCH` on the stream. A found
-/// body goes without its hash, which the requester computes (it would be 66 of ~320 bytes).
+/// The `TRANSACTION_RESPONSE` that answers one id of a `GOSSIP_FETCH` on the stream. A found
+/// body goes without its hash, which the requester computes (it would be 66 of ~320 bytes); a
+/// missing one names the id asked for.
 /// No sender, recipient or timestamp: the requester opened the stream, so knows who answers,
 /// and a Sorcha peer never sends `GOSSIP_FETCH`, so never gets such an answer.
 pub fn to_fetch_answer(mut answer: TransactionResponse) -> PeerMessage {
@@ -219,32 +217,36 @@ pub fn from_notification(
         .transaction_hash
         .parse()
         .map_err(|e| field("transaction_hash", e))?;
-    let entry = entry_from_parts(hash, n.transaction_size, &n.register_id, n.hop_count)?;
+    let named = TxName::Hash(hash);
+    let entry = entry_from_parts(named, n.transaction_size, &n.register_id, n.hop_count)?;
     Ok((sender, entry))
 }
 
+/// The notification that tells a Sorcha peer of `entry`; `None` for an entry without its whole
+/// hash, which Sorcha's contract requires (the core names it in every entry it sends).
 pub fn to_notification(
     entry: &AnnounceEntry,
     from: &PeerId,
     now: Timestamp,
-) -> TransactionNotification {
-    TransactionNotification {
-        transaction_hash: entry.hash.to_string(),
+) -> Option<TransactionNotification> {
+    Some(TransactionNotification {
+        transaction_hash: entry.hash?.to_string(),
         sender_peer_id: from.to_string(),
         timestamp: now.to_wire(),
         transaction_size: i64::try_from(entry.size).unwrap_or(i64::MAX),
         register_id: entry.register_id.clone().unwrap_or_default(),
         hop_count: entry.hops,
-    }
+    })
 }
 
+/// An entry as our peers send it: by id alone.
 fn entry_to_proto(entry: &AnnounceEntry) -> pb::AnnounceEntry {
     pb::AnnounceEntry {
         transaction_hash: String::new(),
         transaction_size: i64::try_from(entry.size).unwrap_or(i64::MAX),
         register_id: entry.register_id.clone().unwrap_or_default(),
         hop_count: entry.hops,
-        hash: entry.hash.as_bytes().to_vec(),
+        hash: entry.id.as_bytes().to_vec(),
     }
 }
 
@@ -255,26 +257,74 @@ fn entries_from_proto(entries: &[pb::AnnounceEntry]) -> Result<Vec<AnnounceEntry
 }
 
 fn entry_from_proto(e: &pb::AnnounceEntry) -> Result<AnnounceEntry, WireError> {
-    let hash = if e.hash.is_empty() {
-        e.transaction_hash
+    let named = if e.hash.is_empty() {
+        let hash: TxHash = e
+            .transaction_hash
             .parse()
-            .map_err(|e| field("transaction_hash", e))?
+            .map_err(|e| field("transaction_hash", e))?;
+        TxName::Hash(hash)
     } else {
-        raw_hash(&e.hash).map_err(|reason| field("hash", reason))?
+        raw_id(&e.hash).map_err(|reason| field("hash", reason))?
     };
-    entry_from_parts(hash, e.transaction_size, &e.register_id, e.hop_count)
+    entry_from_parts(named, e.transaction_size, &e.register_id, e.hop_count)
 }
 
-/// A hash sent as its 32 raw bytes.
-pub fn raw_hash(bytes: &[u8]) -> Result<TxHash, String> {
-    let raw: [u8; 32] = bytes
-        .try_into()
-        .map_err(|_| format!("{} bytes, expected 32", bytes.len()))?;
-    Ok(TxHash::from_bytes(raw))
+/// A transaction as a message names it: by id (what our peers send), or by whole hash (what
+/// Sorcha's peers, and our earlier versions, send).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxName {
+    Id(TxId),
+    Hash(TxHash),
+}
+
+impl TxName {
+    pub fn id(&self) -> TxId {
+        match self {
+            TxName::Id(id) => *id,
+            TxName::Hash(hash) => hash.id(),
+        }
+    }
+
+    pub fn hash(&self) -> Option<TxHash> {
+        match self {
+            TxName::Id(_) => None,
+            TxName::Hash(hash) => Some(*hash),
+        }
+    }
+
+    /// The whole hash if known, else the id.
+    pub fn new(id: TxId, hash: Option<TxHash>) -> Self {
+        hash.map_or(TxName::Id(id), TxName::Hash)
+    }
+}
+
+/// As hex: 64 digits for a hash, 32 for an id (what `GetTransaction` and the REST path take).
+impl fmt::Display for TxName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TxName::Id(id) => id.fmt(f),
+            TxName::Hash(hash) => hash.fmt(f),
+        }
+    }
+}
+
+/// A transaction named by its 16-byte id or its 32-byte hash.
+pub fn raw_id(bytes: &[u8]) -> Result<TxName, String> {
+    if let Ok(raw) = <[u8; TxId::LEN]>::try_from(bytes) {
+        return Ok(TxName::Id(TxId::from_bytes(raw)));
+    }
+    let raw: [u8; 32] = bytes.try_into().map_err(|_| {
+        format!(
+            "{} bytes, expected {} (an id) or 32 (a hash)",
+            bytes.len(),
+            TxId::LEN
+        )
+    })?;
+    Ok(TxName::Hash(TxHash::from_bytes(raw)))
 }
 
 fn entry_from_parts(
-    hash: TxHash,
+    named: TxName,
     size: i64,
     register_id: &str,
     hops: u32,
@@ -289,7 +339,8 @@ fn entry_from_parts(
         return Err(field("register_id", reason));
     }
     Ok(AnnounceEntry {
-        hash,
+        id: named.id(),
+        hash: named.hash(),
         size,
         register_id: Some(register_id.to_owned()).filter(|r| !r.is_empty()),
         hops,
@@ -302,9 +353,11 @@ mod tests {
     use crate::metrics::wire_len;
     use sorcha_peer_core::gossip::{field_len, stream_message_len};
 
+    /// An entry as our peers send it: by id alone.
     fn entry(body: &[u8]) -> AnnounceEntry {
         AnnounceEntry {
-            hash: TxHash::of(body),
+            id: TxHash::of(body).id(),
+            hash: None,
             size: body.len() as u64,
             register_id: Some("reg-1".into()),
             hops: 2,
@@ -351,7 +404,7 @@ mod tests {
             entries: vec![entry(b"x")],
         };
         let full = to_peer_message(&announce, &me, Some(&to), now);
-        let fetch = to_fetch_message(&[TxHash::of(b"x")], &me, &to, now);
+        let fetch = to_fetch_message(&[TxHash::of(b"x").id()], &me, &to, now);
         for full in [full, fetch] {
             let compact = compact(full.clone());
             assert_eq!(
@@ -390,9 +443,11 @@ mod tests {
         let to: PeerId = "b".repeat(40).parse().unwrap();
         let now = Timestamp::from_millis(1_760_000_000_000);
         let hash = TxHash::of(b"a typical transaction");
+        let id = hash.id();
         let announce = GossipMessage::Announce {
             entries: vec![AnnounceEntry {
-                hash,
+                id,
+                hash: Some(hash),
                 size: 250,
                 register_id: None,
                 hops: 3,
@@ -416,7 +471,8 @@ mod tests {
         };
         let reply = GossipMessage::DigestReply {
             missing: vec![AnnounceEntry {
-                hash,
+                id,
+                hash: Some(hash),
                 size: 70_000,
                 register_id: Some("register-7".into()),
                 hops: 1,
@@ -425,7 +481,8 @@ mod tests {
         };
         let push = GossipMessage::Push {
             entry: AnnounceEntry {
-                hash,
+                id,
+                hash: Some(hash),
                 size: 250,
                 register_id: None,
                 hops: 1,
@@ -445,11 +502,11 @@ mod tests {
             println!("{name}: {before} bytes whole, {after} compact, core estimate {estimate}");
             assert_eq!(after, estimate, "{name}");
         }
-        let fetch = to_fetch_message(&[hash], &me, &to, now);
+        let fetch = to_fetch_message(&[id], &me, &to, now);
         let (before, after) = (wire_len(&fetch), wire_len(&compact(fetch)));
-        println!("fetch of 1 hash: {before} bytes whole, {after} compact");
-        let estimate = stream_message_len(field_len(32)) as u64;
-        assert_eq!(after, estimate, "type, and a payload of one 32-byte hash");
+        println!("fetch of 1 id: {before} bytes whole, {after} compact");
+        let estimate = stream_message_len(field_len(TxId::LEN)) as u64;
+        assert_eq!(after, estimate, "type, and a payload of one 16-byte id");
         let answer = to_fetch_answer(TransactionResponse {
             transaction_hash: hash.to_string(),
             transaction_data: vec![7; 250],
@@ -469,27 +526,41 @@ mod tests {
     }
 
     #[test]
-    fn announced_hashes_travel_raw_and_hex_is_still_read() {
-        let e = entry(b"x");
-        let wire = entry_to_proto(&e);
-        assert_eq!(wire.hash, e.hash.as_bytes().to_vec());
-        assert!(
-            wire.transaction_hash.is_empty(),
-            "32 raw bytes, not 64 of hex"
-        );
-        assert_eq!(entry_from_proto(&wire).unwrap(), e);
+    fn announced_ids_travel_raw_and_whole_hashes_are_still_read() {
+        let hash = TxHash::of(b"x");
+        let sent = AnnounceEntry {
+            hash: Some(hash),
+            ..entry(b"x")
+        };
+        let wire = entry_to_proto(&sent);
+        assert_eq!(wire.hash, hash.id().as_bytes().to_vec(), "16 raw bytes");
+        assert!(wire.transaction_hash.is_empty(), "not 64 of hex");
+        assert_eq!(entry_from_proto(&wire).unwrap(), entry(b"x"), "by id");
+        let raw_hash = pb::AnnounceEntry {
+            hash: hash.as_bytes().to_vec(),
+            ..wire.clone()
+        };
+        assert_eq!(entry_from_proto(&raw_hash).unwrap(), sent, "32 raw bytes");
         let hex = pb::AnnounceEntry {
-            transaction_hash: e.hash.to_string(),
+            transaction_hash: hash.to_string(),
             hash: Vec::new(),
             ..wire.clone()
         };
-        assert_eq!(entry_from_proto(&hex).unwrap(), e);
-        let short = pb::AnnounceEntry {
-            hash: vec![1; 31],
-            ..wire
-        };
-        let error = entry_from_proto(&short).unwrap_err().to_string();
-        assert!(error.contains("31 bytes, expected 32"), "{error}");
+        assert_eq!(entry_from_proto(&hex).unwrap(), sent, "64 hex digits");
+        for len in [0usize, 15, 31, 33] {
+            let odd = pb::AnnounceEntry {
+                hash: vec![1; len],
+                transaction_hash: String::new(),
+                ..wire.clone()
+            };
+            let error = entry_from_proto(&odd).unwrap_err().to_string();
+            if len == 0 {
+                assert!(error.starts_with("transaction_hash"), "{error}");
+            } else {
+                let want = format!("{len} bytes, expected 16 (an id) or 32 (a hash)");
+                assert!(error.contains(&want), "{error}");
+            }
+        }
     }
 
     #[test]
@@ -563,8 +634,15 @@ mod tests {
 
     #[test]
     fn notifications_carry_the_hop_count() {
-        let e = entry(b"abc");
-        let n = to_notification(&e, &"me".parse().unwrap(), Timestamp::from_millis(9));
+        let me = "me".parse().unwrap();
+        let at = Timestamp::from_millis(9);
+        assert_eq!(to_notification(&entry(b"abc"), &me, at), None, "no hash");
+        let e = AnnounceEntry {
+            hash: Some(TxHash::of(b"abc")),
+            ..entry(b"abc")
+        };
+        let n = to_notification(&e, &me, at).expect("a whole hash");
+        assert_eq!(n.transaction_hash, TxHash::of(b"abc").to_string());
         let (from, back) = from_notification(&n).unwrap();
         assert_eq!(from.as_str(), "me");
         assert_eq!(back, e);

@@ -39,13 +39,13 @@ fn decode_everything(bytes: &[u8]) {
     }
     if let Ok(fetch) = GossipFetch::decode(bytes) {
         for hash in &fetch.hashes {
-            let _ = sorcha_peer::wire::raw_hash(hash);
+            let _ = sorcha_peer::wire::raw_id(hash);
         }
     }
     if let Ok(answer) = TransactionResponse::decode(bytes) {
         let _ = answer
             .transaction_hash
-            .parse::<sorcha_peer_core::model::TxHash>();
+            .parse::<sorcha_peer_core::model::TxId>();
     }
     let _ = PeerListRequest::decode(bytes);
     let _ = PingRequest::decode(bytes);

@@ -16,7 +16,7 @@ use sorcha_peer_core::gossip::{FetchFailure, GossipEvent, GossipMessage, Origin}
 use sorcha_peer_core::membership::{
     Contact, Failure, MembershipEvent, Request, RequestId, Response,
 };
-use sorcha_peer_core::model::{NodeState, Timestamp, TxHash};
+use sorcha_peer_core::model::{NodeState, Timestamp, TxHash, TxId};
 use sorcha_peer_core::node::Event;
 
 use crate::network::Transit;
@@ -203,7 +203,7 @@ impl World {
             .saturating_add(g.fetch_timeout.saturating_add(extra))
     }
 
-    pub(crate) fn send_fetch(&mut self, n: usize, from: &Contact, hash: TxHash, size: u64) {
+    pub(crate) fn send_fetch(&mut self, n: usize, from: &Contact, id: TxId, size: u64) {
         let now = self.now;
         let deadline = self.fetch_deadline(size);
         let epoch = self.nodes[n].epoch;
@@ -214,7 +214,7 @@ impl World {
                 node: n as u32,
                 epoch,
                 from: n as u32,
-                hash,
+                id,
                 result: Err(FetchFailure::Unreachable),
             };
             self.queue.push(now, ev);
@@ -226,7 +226,7 @@ impl World {
                     from: n as u32,
                     epoch,
                     to: target as u32,
-                    hash,
+                    id,
                     deadline,
                 };
                 (now.saturating_add(d), ev)
@@ -236,7 +236,7 @@ impl World {
                     node: n as u32,
                     epoch,
                     from: target as u32,
-                    hash,
+                    id,
                     result: Err(FetchFailure::Timeout),
                 };
                 (deadline, ev)
@@ -250,14 +250,14 @@ impl World {
         from: usize,
         epoch: u32,
         to: usize,
-        hash: TxHash,
+        id: TxId,
         deadline: Timestamp,
     ) {
         let reply = |result| Ev::Fetched {
             node: from as u32,
             epoch,
             from: to as u32,
-            hash,
+            id,
             result,
         };
         if !self.is_up(to) || self.nodes[to].role == Role::Dropper {
@@ -271,8 +271,8 @@ impl World {
             return;
         }
         let held = self
-            .tx_by_hash
-            .get(&hash)
+            .tx_by_id
+            .get(&id)
             .map(|t| &self.txs[*t as usize])
             .filter(|tx| tx.has(to));
         let result = match (held, self.nodes[to].role) {
@@ -306,7 +306,7 @@ impl World {
         node: usize,
         epoch: u32,
         from: usize,
-        hash: TxHash,
+        id: TxId,
         result: Result<Vec<u8>, FetchFailure>,
     ) {
         let now = self.now;
@@ -315,12 +315,12 @@ impl World {
         }
         let body = result.is_ok();
         match self.sender_and_core(from, node) {
-            Some((sender, core)) => core.handle_fetched(sender, hash, result, now),
+            Some((sender, core)) => core.handle_fetched(sender, id, result, now),
             // A fetch that named no simulated node fails back to the fetcher itself.
             None => {
                 let sender = self.nodes[from].id.clone();
                 let core = self.nodes[node].core.as_mut().expect("checked up");
-                core.handle_fetched(&sender, hash, result, now);
+                core.handle_fetched(&sender, id, result, now);
             }
         }
         if body {
@@ -331,7 +331,7 @@ impl World {
 
     /// A node keeps a body: the first time, that is its delivery.
     pub(crate) fn on_store(&mut self, n: usize, hash: TxHash, origin: Origin) {
-        let Some(&t) = self.tx_by_hash.get(&hash) else {
+        let Some(&t) = self.tx_by_id.get(&hash.id()) else {
             self.rec.count("stores_of_unknown_hashes");
             return;
         };

@@ -13,7 +13,7 @@
 
 use sorcha_peer_core::gossip::{field_len, stream_message_len};
 use sorcha_peer_core::membership::{Request, Response};
-use sorcha_peer_core::model::{PeerAdvert, PeerId};
+use sorcha_peer_core::model::{PeerAdvert, PeerId, TxId};
 
 /// Framing per message: the same 8 bytes `approx_wire_len` uses.
 pub const FRAME: usize = 8;
@@ -79,21 +79,22 @@ pub fn response_len(response: &Response, responder: &PeerId) -> usize {
 pub const ERROR_LEN: usize = FRAME + 16;
 
 /// A pull as the daemon makes it from a peer of ours: a `GOSSIP_FETCH` on the stream with the
-/// hash as 32 raw bytes. The daemon batches the pulls of one round to a peer in one message;
-/// each is counted here as its own message (an upper bound). Unary `GetTransaction` (the hash
-/// as hex and the requester's id, ~116 bytes) is only for peers that do not speak our gossip.
+/// transaction's id as 16 raw bytes. The daemon batches the pulls of one round to a peer in
+/// one message; each is counted here as its own message (an upper bound). Unary
+/// `GetTransaction` (a hash as hex and the requester's id, ~116 bytes) is only for peers that
+/// do not speak our gossip.
 pub fn fetch_request_len() -> usize {
-    stream_message_len(field_len(32))
+    stream_message_len(field_len(TxId::LEN))
 }
 
 /// `TransactionResponse` on the stream carrying `body_len` bytes: a found body without its
-/// hash (the requester computes it) and `found` (2 bytes), a missing one (0) with the hash as
-/// hex.
+/// hash (the requester computes it) and `found` (2 bytes), a missing one (0) with the id asked
+/// for as hex.
 pub fn fetch_answer_len(body_len: usize) -> usize {
     if body_len > 0 {
         stream_message_len(field_len(body_len) + 2)
     } else {
-        stream_message_len(field_len(64))
+        stream_message_len(field_len(2 * TxId::LEN))
     }
 }
 
@@ -132,7 +133,7 @@ mod tests {
                 < request_len(&Request::Heartbeat { sequence: 1 }, &id)
         );
         // As the daemon's wire tests measure them (compact stream messages, gRPC prefix).
-        assert_eq!(fetch_request_len(), 43);
+        assert_eq!(fetch_request_len(), 27, "a 16-byte id");
         assert_eq!(fetch_answer_len(250), 265);
     }
 }

@@ -16,7 +16,7 @@ use rand_chacha::ChaCha8Rng;
 use sorcha_peer_core::gossip::{FetchFailure, GossipMessage};
 use sorcha_peer_core::membership::{Contact, Failure, Request, RequestId, Response};
 use sorcha_peer_core::model::{
-    PeerAdvert, PeerCapabilities, PeerId, PeerNode, Protocol, Timestamp, TxHash,
+    PeerAdvert, PeerCapabilities, PeerId, PeerNode, Protocol, Timestamp, TxHash, TxId,
 };
 use sorcha_peer_core::node::{Node, NodeConfig, Output, Timer};
 
@@ -94,14 +94,14 @@ pub(crate) enum Ev {
         from: u32,
         epoch: u32,
         to: u32,
-        hash: TxHash,
+        id: TxId,
         deadline: Timestamp,
     },
     Fetched {
         node: u32,
         epoch: u32,
         from: u32,
-        hash: TxHash,
+        id: TxId,
         result: Result<Vec<u8>, FetchFailure>,
     },
     Submit,
@@ -119,7 +119,7 @@ pub struct World {
     pub(crate) net: Network,
     pub(crate) nodes: Vec<SimNode>,
     pub(crate) txs: Vec<TxRecord>,
-    pub(crate) tx_by_hash: BTreeMap<TxHash, u32>,
+    pub(crate) tx_by_id: BTreeMap<TxId, u32>,
     /// Seeds each node incarnation's RNG, in the order they start.
     pub(crate) node_seeds: ChaCha8Rng,
     /// Faults, origins and bodies.
@@ -180,7 +180,7 @@ impl World {
             net: Network::new(&scenario.network, n, net_rng),
             nodes: Vec::with_capacity(n),
             txs: Vec::new(),
-            tx_by_hash: BTreeMap::new(),
+            tx_by_id: BTreeMap::new(),
             node_seeds,
             rng,
             rec: Recorder::default(),
@@ -329,16 +329,16 @@ impl World {
                 from,
                 epoch,
                 to,
-                hash,
+                id,
                 deadline,
-            } => self.on_fetch_request(from as usize, epoch, to as usize, hash, deadline),
+            } => self.on_fetch_request(from as usize, epoch, to as usize, id, deadline),
             Ev::Fetched {
                 node,
                 epoch,
                 from,
-                hash,
+                id,
                 result,
-            } => self.on_fetched(node as usize, epoch, from as usize, hash, result),
+            } => self.on_fetched(node as usize, epoch, from as usize, id, result),
             Ev::Submit => self.submit(),
             Ev::Fault(i) => self.fault(i),
             Ev::Heal => self.heal(),
@@ -452,7 +452,7 @@ impl World {
             match output {
                 Output::Send { to, request, id } => self.send_request(n, &to, request, id),
                 Output::Gossip { to, message } => self.send_gossip(n, &to, message),
-                Output::Fetch { from, hash, size } => self.send_fetch(n, &from, hash, size),
+                Output::Fetch { from, id, size, .. } => self.send_fetch(n, &from, id, size),
                 Output::Store { hash, origin, .. } => self.on_store(n, hash, origin),
                 Output::Deliver { .. } => self.rec.count("deliveries"),
                 Output::ScheduleTimer { at, timer } => self.arm(n, at, timer),
@@ -500,7 +500,7 @@ impl World {
         self.rng.fill_bytes(&mut body);
         let hash = TxHash::of(&body);
         let n = self.nodes.len();
-        self.tx_by_hash.insert(hash, self.txs.len() as u32);
+        self.tx_by_id.insert(hash.id(), self.txs.len() as u32);
         self.txs.push(TxRecord {
             hash,
             body: body.clone(),

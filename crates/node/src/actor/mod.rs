@@ -18,7 +18,7 @@ use sorcha_peer_core::breaker::BreakerConfig;
 use sorcha_peer_core::gossip::{self, GossipEvent, GossipMessage};
 use sorcha_peer_core::membership::Contact;
 use sorcha_peer_core::membership::{KnownPeer, MembershipEvent};
-use sorcha_peer_core::model::{NodeState, PeerId, Protocol, Timestamp, TxHash};
+use sorcha_peer_core::model::{NodeState, PeerId, Protocol, Timestamp, TxId};
 use sorcha_peer_core::node::{Event, Node, Output, Timer};
 use tokio::sync::{broadcast, mpsc, watch};
 
@@ -29,6 +29,7 @@ use crate::outbound::{Answer, Outbound};
 use crate::peers::PeerView;
 use crate::store::{SendError, StoreHandle};
 use crate::txstore::TxStore;
+use crate::wire::TxName;
 
 mod handle;
 
@@ -86,8 +87,8 @@ pub struct Actor {
     address: Option<AddressReport>,
     /// When each announced, not yet held transaction was first heard of, for
     /// `transaction_distribution_latency`; bounded, oldest forgotten first.
-    heard: HashMap<TxHash, Instant>,
-    heard_order: VecDeque<TxHash>,
+    heard: HashMap<TxId, Instant>,
+    heard_order: VecDeque<TxId>,
 }
 
 impl Actor {
@@ -182,8 +183,8 @@ impl Actor {
                 }
                 self.node.handle_response(id, result, now());
             }
-            Answer::Fetched { from, hash, result } => {
-                self.node.handle_fetched(&from, hash, result, now())
+            Answer::Fetched { from, id, result } => {
+                self.node.handle_fetched(&from, id, result, now())
             }
             Answer::Outcome { .. } => {}
             Answer::Protocol { peer, protocol } => self.note_protocol(&peer, protocol, true),
@@ -191,8 +192,8 @@ impl Actor {
     }
 
     /// Notes when an announced transaction we lack was first heard of.
-    fn heard_of(&mut self, hash: TxHash) {
-        if self.node.gossip().is_known(&hash) || self.heard.contains_key(&hash) {
+    fn heard_of(&mut self, id: TxId) {
+        if self.node.gossip().is_known(&id) || self.heard.contains_key(&id) {
             return;
         }
         if self.heard_order.len() >= MAX_HEARD
@@ -200,8 +201,8 @@ impl Actor {
         {
             self.heard.remove(&oldest);
         }
-        self.heard.insert(hash, Instant::now());
-        self.heard_order.push_back(hash);
+        self.heard.insert(id, Instant::now());
+        self.heard_order.push_back(id);
     }
 
     /// Remembers the transport that worked with `peer`, in memory and in the peer store.
@@ -315,15 +316,15 @@ impl Actor {
                 self.outbound.heard_gossip_from(&from);
                 if let GossipMessage::Announce { entries } = &message {
                     for entry in entries {
-                        self.heard_of(entry.hash);
+                        self.heard_of(entry.id);
                     }
                 }
                 self.node.handle_gossip(&from, message, now);
             }
             Command::Notify { from, entry, reply } => {
                 self.outbound.heard_notify_from(&from);
-                let known = self.node.gossip().is_known(&entry.hash);
-                self.heard_of(entry.hash);
+                let known = self.node.gossip().is_known(&entry.id);
+                self.heard_of(entry.id);
                 let message = GossipMessage::Announce {
                     entries: vec![entry],
                 };
@@ -363,11 +364,16 @@ impl Actor {
                     let offers = self.offers(&to);
                     self.outbound.send_gossip(&to, &offers, message);
                 }
-                Output::Fetch { from, hash, size } => {
+                Output::Fetch {
+                    from,
+                    id,
+                    hash,
+                    size,
+                } => {
                     let mib = u32::try_from(size >> 20).unwrap_or(u32::MAX);
                     let timeout = self.fetch_timeout + Duration::from_secs(1) * mib;
                     let offers = self.offers(&from);
-                    self.outbound.fetch(&from, &offers, hash, size, timeout);
+                    self.outbound.fetch(&from, &offers, TxName::new(id, hash), size, timeout);
                 }
                 Output::Store {
                     hash,
@@ -375,7 +381,7 @@ impl Actor {
                     register_id,
                     origin,
                 } => {
-                    if let Some(heard) = self.heard.remove(&hash) {
+                    if let Some(heard) = self.heard.remove(&hash.id()) {
                         let seconds = heard.elapsed().as_secs_f64();
                         self.metrics
                             .transaction_distribution_latency
@@ -492,11 +498,11 @@ impl Actor {
 
     fn report_gossip(&self, event: GossipEvent) {
         match event {
-            GossipEvent::BadBody { from, hash } => {
-                tracing::warn!(peer = %from, %hash, "peer served a body that does not match its hash");
+            GossipEvent::BadBody { from, id } => {
+                tracing::warn!(peer = %from, %id, "peer served a body that does not match its hash");
             }
-            GossipEvent::FetchAbandoned { hash } => {
-                tracing::warn!(%hash, "every announcer failed to serve a transaction; waiting for anti-entropy");
+            GossipEvent::FetchAbandoned { id } => {
+                tracing::warn!(%id, "every announcer failed to serve a transaction; waiting for anti-entropy");
             }
             GossipEvent::Repaired { hash, from } => {
                 tracing::debug!(%hash, peer = %from, "anti-entropy repair")

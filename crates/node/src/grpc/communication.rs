@@ -29,7 +29,7 @@ use crate::proto::communication::peer_communication_server::PeerCommunication;
 use crate::proto::communication::{GossipFetch, MessageAck, MessageType, PeerMessage};
 use crate::proto::transaction::{TransactionNotification, TransactionRequest};
 use crate::wire::{
-    MAX_FETCH_BATCH, from_notification, from_peer_message, raw_hash, to_fetch_answer,
+    MAX_FETCH_BATCH, from_notification, from_peer_message, raw_id, to_fetch_answer,
 };
 
 /// Our heartbeats on a peer's stream. The opener takes a stream silent for three of these (or
@@ -118,7 +118,7 @@ impl CommunicationService {
             .add(1, &[KeyValue::new("kind", refused)]);
     }
 
-    /// Answers a `GOSSIP_FETCH` from a stream: one `TRANSACTION_RESPONSE` per hash (at most
+    /// Answers a `GOSSIP_FETCH` from a stream: one `TRANSACTION_RESPONSE` per id (at most
     /// [`MAX_FETCH_BATCH`]; more are dropped and counted), sent back on the stream as
     /// [`to_fetch_answer`] makes it: compact, a found body without its hash.
     async fn answer_fetch(&self, message: &PeerMessage, out: &Out) -> Result<(), Status> {
@@ -134,11 +134,11 @@ impl CommunicationService {
             hashes.truncate(MAX_FETCH_BATCH);
         }
         for raw in hashes {
-            let hash = raw_hash(&raw).map_err(|reason| {
+            let named = raw_id(&raw).map_err(|reason| {
                 Status::invalid_argument(format!("GOSSIP_FETCH hash: {reason}"))
             })?;
             let request = TransactionRequest {
-                transaction_hash: hash.to_string(),
+                transaction_hash: named.to_string(),
                 ..Default::default()
             };
             let reply = to_fetch_answer(self.transactions.answer(&request)?);

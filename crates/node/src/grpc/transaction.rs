@@ -33,17 +33,17 @@ impl TransactionService {
         self.queue.confirm_later(hash);
     }
 
+    /// The transaction a request names, by whole hash (Sorcha's peers) or by id (ours).
     fn lookup(&self, request: &TransactionRequest) -> Result<Option<(TxHash, StoredTx)>, Status> {
-        let hash: TxHash = request
-            .transaction_hash
-            .parse()
-            .map_err(|e| Status::invalid_argument(format!("transaction_hash: {e}")))?;
         let store = self
             .node
             .transactions()
             .lock()
             .map_err(|_| Status::internal("transaction store unavailable"))?;
-        Ok(store.get(&hash).map(|tx| (hash, tx)))
+        let tx = store
+            .find(&request.transaction_hash)
+            .map_err(|e| Status::invalid_argument(format!("transaction_hash: {e}")))?;
+        Ok(tx.map(|tx| (tx.hash, tx)))
     }
 
     /// Sorcha's answer to a pull: the body, or `found = false` for an unknown hash. The

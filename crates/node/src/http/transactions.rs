@@ -113,7 +113,8 @@ pub async fn queue_status(State(state): State<HttpState>) -> Response {
     }
 }
 
-/// `GET /api/v1/transactions/{hash}`: the raw body, with its register id in a header; a peer
+/// `GET /api/v1/transactions/{hash}` (the whole hash, or its first half, the id our peers pull
+/// by): the raw body, with its register id in a header; a peer
 /// asking for JSON (`Accept: application/json`, the REST fallback) gets `GetTransaction`'s
 /// answer instead.
 pub async fn get(
@@ -128,18 +129,18 @@ pub async fn get(
     if wants_json {
         return crate::rest::server::transaction(State(state.services.clone()), Path(hash)).await;
     }
-    let hash: TxHash = match hash.parse() {
-        Ok(hash) => hash,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
-    };
     let stored = match state.node.transactions().lock() {
-        Ok(store) => store.get(&hash),
+        Ok(store) => store.find(&hash),
         Err(_) => {
             return error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "transaction store unavailable",
             );
         }
+    };
+    let stored = match stored {
+        Ok(stored) => stored,
+        Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
     };
     let Some(tx) = stored else {
         return error(

@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sorcha_peer_core::gossip::FetchFailure;
 use sorcha_peer_core::membership::{Failure, Request, Response};
-use sorcha_peer_core::model::{PeerId, TxHash};
+use sorcha_peer_core::model::PeerId;
 
 use crate::actor::now;
 use crate::convert::{advert_to_proto, heartbeat_outcome, status_from_proto, valid_adverts};
@@ -127,14 +127,15 @@ impl RestClient {
         }
     }
 
-    /// Pulls a body over `GET /api/v1/transactions/{hash}` in JSON.
+    /// Pulls a body over `GET /api/v1/transactions/{name}` (a whole hash or an id, as hex) in
+    /// JSON.
     pub async fn fetch(
         &self,
         base: &str,
-        hash: TxHash,
+        name: &str,
         max_tx: u32,
     ) -> Result<Vec<u8>, FetchFailure> {
-        let url = format!("{base}/api/v1/transactions/{hash}");
+        let url = format!("{base}/api/v1/transactions/{name}");
         // Base64 grows a body by a third.
         let limit = max_tx as usize / 3 * 4 + 4096;
         let request = self.http.get(url).header("accept", "application/json");
