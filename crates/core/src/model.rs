@@ -34,9 +34,7 @@ pub enum ModelError {
     #[error("invalid transaction hash {0:?}: expected 64 hex digits (SHA-256)")]
     TxHash(String),
     /// A transaction id was neither 32 hex digits (an id) nor 64 (a whole hash).
-    #[error(
-        "invalid transaction id {0:?}: expected 32 hex digits (an id) or 64 (a SHA-256 hash)"
-    )]
+    #[error("invalid transaction id {0:?}: expected 32 hex digits (an id) or 64 (a SHA-256 hash)")]
     TxId(String),
     /// An address was neither an IP address nor a valid host name.
     #[error("invalid address {0:?}: expected an IP address or a host name")]
@@ -552,7 +550,13 @@ mod tests {
         assert_eq!(id.to_string().parse::<TxId>().unwrap(), id);
         assert_eq!(hash.to_string().parse::<TxId>().unwrap(), id);
         assert_eq!(id.to_string().to_uppercase().parse::<TxId>().unwrap(), id);
-        for bad in ["", "abc", &"zz".repeat(16), &"a".repeat(48), &"g".repeat(64)] {
+        for bad in [
+            "",
+            "abc",
+            &"zz".repeat(16),
+            &"a".repeat(48),
+            &"g".repeat(64),
+        ] {
             let err = bad.parse::<TxId>().expect_err(bad);
             assert!(err.to_string().contains("transaction id"), "{err}");
         }

@@ -339,8 +339,7 @@ impl Node {
                 None => {
                     // Feeding the failure back here is safe: gossip only queues outputs.
                     let failed = Err(FetchFailure::Unreachable);
-                    self.gossip
-                        .handle_fetched(&from, id, failed, self.last_now);
+                    self.gossip.handle_fetched(&from, id, failed, self.last_now);
                     Output::Event(Event::UnknownPeer { peer_id: from })
                 }
             },

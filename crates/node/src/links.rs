@@ -886,7 +886,10 @@ mod tests {
         let (stream, first) = next().await;
         assert_eq!(stream, 0);
         links.push(&peer, digest, None, true);
-        assert!(links.fetch(&peer, vec![TxHash::of(b"wanted").id()]), "queued");
+        assert!(
+            links.fetch(&peer, vec![TxHash::of(b"wanted").id()]),
+            "queued"
+        );
         let mut later = vec![next().await, next().await];
         // The first stream has ended; the next message opens a second one.
         let closed = async {

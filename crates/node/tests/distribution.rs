@@ -94,16 +94,21 @@ async fn all_hold(
     true
 }
 
+/// Every body is whole at `node`, read by its hash and by its id (the first half).
 async fn verify_bodies(client: &reqwest::Client, node: &TestNode, hashes: &BTreeSet<String>) {
     for hash in hashes {
-        let url = node.http_url(&format!("/api/v1/transactions/{hash}"));
-        let body = client.get(url).send().await.unwrap().bytes().await.unwrap();
+        let get = async |name: &str| {
+            let url = node.http_url(&format!("/api/v1/transactions/{name}"));
+            client.get(url).send().await.unwrap().bytes().await.unwrap()
+        };
+        let body = get(hash).await;
         assert_eq!(
             &hex::encode(Sha256::digest(&body)),
             hash,
             "corrupted body at {}",
             node.http_url("")
         );
+        assert_eq!(get(&hash[..32]).await, body, "by id");
     }
 }
 
@@ -255,6 +260,8 @@ async fn bad_submissions_are_refused_and_subscribers_hear_of_new_ones() {
         .await
         .unwrap();
     assert_eq!(malformed.status().as_u16(), 400);
+    let error = malformed.text().await.unwrap();
+    assert!(error.contains("32 hex digits (an id) or 64"), "{error}");
 
     // A lone node queues; a node with a peer distributes, and its subscribers hear of it.
     let peer = TestNode::start_with(&[], &FAST);

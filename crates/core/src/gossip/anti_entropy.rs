@@ -274,8 +274,7 @@ impl Gossip {
                     first: *p,
                     last: *p,
                 };
-                self.dedup.by_prefix(*p).is_none()
-                    && self.pending.range(one.ids()).next().is_none()
+                self.dedup.by_prefix(*p).is_none() && self.pending.range(one.ids()).next().is_none()
             })
             .take(MAX_REPAIR_ENTRIES)
             .collect();

@@ -353,10 +353,7 @@ mod tests {
         g.handle_fetched(&id(2), h(1), Err(FetchFailure::Unreachable), ms(20));
         let out = drain(&mut g);
         assert!(fetches(&out).is_empty());
-        assert_eq!(
-            events(&out),
-            vec![GossipEvent::FetchAbandoned { id: h(1) }]
-        );
+        assert_eq!(events(&out), vec![GossipEvent::FetchAbandoned { id: h(1) }]);
         assert_eq!((g.pending_count(), g.in_flight()), (0, 0));
         assert_eq!(g.stats().fetch_failures, 2);
         assert_eq!(g.stats().fetches_abandoned, 1);
@@ -403,7 +400,11 @@ mod tests {
         assert_eq!(fetch(&out), (id(1), None), "our peer is asked by id");
         g.handle_fetched(&id(1), h(1), Err(FetchFailure::NotFound), ms(1));
         let out = drain(&mut g);
-        assert_eq!(fetch(&out), (id(2), Some(whole)), "the Sorcha peer by its hash");
+        assert_eq!(
+            fetch(&out),
+            (id(2), Some(whole)),
+            "the Sorcha peer by its hash"
+        );
         g.handle_fetched(&id(2), h(1), Ok(body(1)), ms(2));
         let out = drain(&mut g);
         assert_eq!(delivered(&out), vec![h(1)]);
@@ -411,7 +412,11 @@ mod tests {
             Output::Store { hash, .. } => Some(*hash),
             _ => None,
         });
-        assert_eq!(stored_hash, Some(whole), "stored under the hash of its body");
+        assert_eq!(
+            stored_hash,
+            Some(whole),
+            "stored under the hash of its body"
+        );
     }
 
     #[test]

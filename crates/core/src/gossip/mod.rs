@@ -1,21 +1,27 @@
-//! Transaction distribution: announce hashes, pull bodies, dedup, anti-entropy.
+//! Transaction distribution: announce ids, pull bodies, dedup, anti-entropy.
 //!
 //! [`Gossip`] is a sans-IO state machine, one per node. A new transaction (submitted here, or
-//! fetched or pushed from a peer) is stored, delivered to local subscribers once, and its hash
-//! announced to `fanout` active peers, batched per peer for `flush_interval`. A peer that hears
-//! of an unknown hash fetches the body from *one* announcer, checks its SHA-256, and on a
+//! fetched or pushed from a peer) is stored, delivered to local subscribers once, and announced
+//! to `fanout` active peers, batched per peer for `flush_interval`. A peer that hears of an
+//! unknown transaction fetches the body from *one* announcer, checks its SHA-256, and on a
 //! timeout, failure or bad body moves on to the next announcer. Every `anti_entropy_interval`
 //! a node sends one random active peer a digest of its recent hashes (8-byte prefixes); the two
 //! then announce to each other what the other lacks, so a node that was cut off or restarted
 //! converges without anyone resubmitting.
 //!
-//! The core keeps hashes and their metadata, never bodies: bodies go out in
+//! Transactions are known, announced and pulled by their [`TxId`]: the first 16 bytes of the
+//! SHA-256, half the bytes of the hash in every announcement and pull. A body is accepted when
+//! its SHA-256 starts with the id it was asked for. The whole hash travels alongside wherever
+//! it is known ([`AnnounceEntry::hash`], [`Output::Fetch`]'s `hash`), because Sorcha's peers
+//! know transactions only by it.
+//!
+//! The core keeps ids, whole hashes and their metadata, never bodies: bodies go out in
 //! [`Output::Store`] and the runtime's store serves fetches. An eager push sends the body it
 //! has in hand at the moment of acceptance, so it needs no body cache either.
 //!
 //! Files: `config.rs` (knobs), `types.rs` (messages, outputs, events, counters), `dedup.rs`
 //! (exact recent set + rotating bloom), `announce.rs` (fanout, hop limit, batching, eager
-//! push), `fetch.rs` (pending hashes, announcers, fetch slots, verification),
+//! push), `fetch.rs` (pending transactions, announcers, fetch slots, verification),
 //! `anti_entropy.rs` (digests), `net_tests.rs` (a 50-node mini network).
 //!
 //! # Measured (net_tests, seed 1)
@@ -51,8 +57,9 @@
 //!   At 10,000 nodes (sorcha-peer-sim) flooding every gossip peer cost 880 B/node/tx; onwards
 //!   hops now announce to `flood_fanout` (6) peers: 698 B, t99 p95 7.3 -> 8.0 s, still 100%
 //!   (figures in `GossipConfig::default`; with bytes counted as the daemon's stream sends
-//!   them and a 1 s fetch timeout, 682 B and 4.3 s: `crates/sim/README.md`). The table above
-//!   predates those changes.
+//!   them and a 1 s fetch timeout, 682 B and 4.3 s; announcing and pulling by 16-byte id
+//!   instead of the 32-byte hash, 561 B: `crates/sim/README.md`). The table above predates
+//!   those changes.
 //! - **Eager push** saves a round trip (mean 451 -> 333 ms) but most nodes receive the body
 //!   from several pushers: ~157 duplicate bodies per node for 200 transactions and +63% bytes.
 //!   Off by default (`eager_push_max_size = 0`).

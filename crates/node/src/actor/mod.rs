@@ -373,7 +373,8 @@ impl Actor {
                     let mib = u32::try_from(size >> 20).unwrap_or(u32::MAX);
                     let timeout = self.fetch_timeout + Duration::from_secs(1) * mib;
                     let offers = self.offers(&from);
-                    self.outbound.fetch(&from, &offers, TxName::new(id, hash), size, timeout);
+                    self.outbound
+                        .fetch(&from, &offers, TxName::new(id, hash), size, timeout);
                 }
                 Output::Store {
                     hash,

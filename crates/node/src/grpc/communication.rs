@@ -28,9 +28,7 @@ use crate::metrics::wire_len;
 use crate::proto::communication::peer_communication_server::PeerCommunication;
 use crate::proto::communication::{GossipFetch, MessageAck, MessageType, PeerMessage};
 use crate::proto::transaction::{TransactionNotification, TransactionRequest};
-use crate::wire::{
-    MAX_FETCH_BATCH, from_notification, from_peer_message, raw_id, to_fetch_answer,
-};
+use crate::wire::{MAX_FETCH_BATCH, from_notification, from_peer_message, raw_id, to_fetch_answer};
 
 /// Our heartbeats on a peer's stream. The opener takes a stream silent for three of these (or
 /// three of its peer timeouts, if longer) for dead.
