@@ -344,6 +344,19 @@ mod tests {
         assert!(delivered(&out).is_empty());
         assert_eq!(r.stats().bad_bodies, 1);
         assert!(matches!(&events(&out)[..], [GossipEvent::BadBody { from, .. }] if *from == id(6)));
+        // The right body for the id, pushed under a whole hash that is not its own.
+        let mut wrong = *TxHash::of(&body(3)).as_bytes();
+        wrong[31] ^= 1;
+        let misnamed = GossipMessage::Push {
+            entry: AnnounceEntry {
+                hash: Some(TxHash::from_bytes(wrong)),
+                ..entry(3, 1)
+            },
+            body: body(3),
+        };
+        r.handle_message(&id(6), misnamed, ms(23));
+        assert!(delivered(&drain(&mut r)).is_empty());
+        assert_eq!(r.stats().bad_bodies, 2);
     }
 
     #[test]

@@ -253,7 +253,12 @@ impl Gossip {
             return;
         }
         let hash = TxHash::of(&body);
-        if hash.id() != id {
+        // From a peer that named the whole hash (a Sorcha peer), the whole hash must match.
+        let named = self.pending.get(&id).and_then(|p| {
+            let (_, named) = p.whole.iter().find(|(a, _)| a == from)?;
+            Some(*named)
+        });
+        if hash.id() != id || named.is_some_and(|named| named != hash) {
             self.bad_body(from, id);
             if current {
                 self.fail_over(id);
@@ -417,6 +422,33 @@ mod tests {
             Some(whole),
             "stored under the hash of its body"
         );
+    }
+
+    #[test]
+    fn a_body_must_match_the_whole_hash_its_server_named() {
+        let mut g = node(0, 1..=3, quiet());
+        let mut wrong = *TxHash::of(&body(1)).as_bytes();
+        wrong[31] ^= 1;
+        let named = AnnounceEntry {
+            hash: Some(TxHash::from_bytes(wrong)),
+            ..entry(1, 1)
+        };
+        g.handle_message(&id(1), announce(vec![named]), ms(0));
+        g.handle_message(&id(2), announce(vec![entry(1, 1)]), ms(0));
+        drain(&mut g);
+        // The right body for the id, but not the hash peer 1 named: its claim was false.
+        g.handle_fetched(&id(1), h(1), Ok(body(1)), ms(1));
+        let out = drain(&mut g);
+        assert_eq!(
+            events(&out),
+            vec![GossipEvent::BadBody {
+                from: id(1),
+                id: h(1)
+            }]
+        );
+        assert_eq!(fetches(&out), vec![(id(2), h(1))]);
+        g.handle_fetched(&id(2), h(1), Ok(body(1)), ms(2));
+        assert_eq!(delivered(&drain(&mut g)), vec![h(1)]);
     }
 
     #[test]
