@@ -364,23 +364,27 @@ mod tests {
         assert_eq!(g.stats().fetches_abandoned, 1);
     }
 
-    #[test]
-    fn a_body_with_the_wrong_hash_is_counted_and_the_next_announcer_tried() {
-        let (mut g, _) = announced_by(&[1, 2], quiet());
-        g.handle_fetched(&id(1), h(1), Ok(body(2)), ms(10));
-        let out = drain(&mut g);
+    /// Peer 1, asked first for transaction 1, serves `served`: refused as a bad body (nothing
+    /// stored or delivered), and peer 2 asked next, whose body is taken.
+    fn refused_then_taken_from_the_next(g: &mut Gossip, served: Vec<u8>) {
+        g.handle_fetched(&id(1), h(1), Ok(served), ms(10));
+        let out = drain(g);
         assert!(delivered(&out).is_empty() && stored(&out).is_empty());
-        assert_eq!(
-            events(&out),
-            vec![GossipEvent::BadBody {
-                from: id(1),
-                id: h(1)
-            }]
-        );
+        let bad = GossipEvent::BadBody {
+            from: id(1),
+            id: h(1),
+        };
+        assert_eq!(events(&out), vec![bad]);
         assert_eq!(fetches(&out), vec![(id(2), h(1))]);
         assert_eq!(g.stats().bad_bodies, 1);
         g.handle_fetched(&id(2), h(1), Ok(body(1)), ms(20));
-        assert_eq!(delivered(&drain(&mut g)), vec![h(1)]);
+        assert_eq!(delivered(&drain(g)), vec![h(1)]);
+    }
+
+    #[test]
+    fn a_body_with_the_wrong_hash_is_counted_and_the_next_announcer_tried() {
+        let (mut g, _) = announced_by(&[1, 2], quiet());
+        refused_then_taken_from_the_next(&mut g, body(2));
     }
 
     #[test]
@@ -437,18 +441,7 @@ mod tests {
         g.handle_message(&id(2), announce(vec![entry(1, 1)]), ms(0));
         drain(&mut g);
         // The right body for the id, but not the hash peer 1 named: its claim was false.
-        g.handle_fetched(&id(1), h(1), Ok(body(1)), ms(1));
-        let out = drain(&mut g);
-        assert_eq!(
-            events(&out),
-            vec![GossipEvent::BadBody {
-                from: id(1),
-                id: h(1)
-            }]
-        );
-        assert_eq!(fetches(&out), vec![(id(2), h(1))]);
-        g.handle_fetched(&id(2), h(1), Ok(body(1)), ms(2));
-        assert_eq!(delivered(&drain(&mut g)), vec![h(1)]);
+        refused_then_taken_from_the_next(&mut g, body(1));
     }
 
     #[test]
