@@ -45,8 +45,8 @@ use tonic::transport::Channel;
 
 use crate::actor::now;
 use crate::grpc::communication::STREAM_HEARTBEAT;
-use crate::metrics::{Metrics, wire_len};
-use crate::outbound::{Answer, message_kind};
+use crate::metrics::{Metrics, message_kind, wire_len};
+use crate::outbound::Answer;
 use crate::proto::communication::peer_communication_client::PeerCommunicationClient;
 use crate::proto::communication::{MessageType, PeerMessage};
 use crate::proto::transaction::TransactionResponse;
@@ -417,7 +417,8 @@ async fn drain(mut w: Worker) {
             }
         };
         if let Some(bytes) = sent {
-            w.metrics.record_sent(message_kind(&message), bytes);
+            w.metrics
+                .record_sent(message_kind(wire.message_type), bytes);
         }
         let ok = sent.is_some();
         let mut answers = vec![Answer::Outcome {

@@ -14,6 +14,7 @@ use sorcha_peer_core::gossip::GossipStats;
 use sorcha_peer_core::membership::MembershipStats;
 
 use crate::address::AddressReport;
+use crate::proto::communication::MessageType;
 
 /// Every instrument the node records.
 pub struct Metrics {
@@ -316,11 +317,11 @@ impl Metrics {
     ///   included, before any compression) plus the 5-byte gRPC length prefix; HTTP/2 frames
     ///   and headers and TLS are not counted, and a call made over REST counts as its
     ///   protobuf equivalent (its JSON is larger);
-    /// - gossip and pulls: `PeerMessage`s (sent: `announce`, `push`, `digest`, `digest_reply`,
-    ///   `fetch`; received: the message type's name), `GetTransaction` and `StreamTransaction`
-    ///   requests (`fetch`), their answers and the `TRANSACTION_RESPONSE`s that answer a
-    ///   `GOSSIP_FETCH` (`body`), `NotifyTransaction` (`notify`). Not counted: membership and
-    ///   heartbeat calls, the heartbeats on a stream, the acks of unary calls;
+    /// - gossip and pulls, with the same kinds both ways ([`message_kind`]): `PeerMessage`s
+    ///   (`announce`, `push`, `digest`, `digest_reply`, `fetch`), `GetTransaction` and
+    ///   `StreamTransaction` requests (`fetch`), their answers and the `TRANSACTION_RESPONSE`s
+    ///   that answer a `GOSSIP_FETCH` (`body`), `NotifyTransaction` (`notify`). Not counted:
+    ///   membership and heartbeat calls, the heartbeats on a stream, the acks of unary calls;
     /// - a message read as it arrives (refused or not); a message sent once it is queued on a
     ///   stream or its unary call is answered (retries count once).
     pub fn record_sent(&self, kind: &'static str, bytes: u64) {
@@ -432,6 +433,26 @@ impl Metrics {
 
 /// What gRPC puts before each message: a compression flag and a 4-byte length.
 pub const GRPC_PREFIX: u64 = 5;
+
+/// The `kind` label of a `PeerMessage` of `message_type` in the bandwidth metrics: the same
+/// word whichever way it goes (a received `GOSSIP_ANNOUNCE` and a sent announcement are both
+/// `announce`), so what one node sends and its peer receives add up under one label.
+pub fn message_kind(message_type: i32) -> &'static str {
+    match MessageType::try_from(message_type) {
+        Ok(MessageType::GossipAnnounce) => "announce",
+        Ok(MessageType::GossipPush) => "push",
+        Ok(MessageType::GossipDigest) => "digest",
+        Ok(MessageType::GossipDigestReply) => "digest_reply",
+        Ok(MessageType::GossipFetch | MessageType::TransactionRequest) => "fetch",
+        Ok(MessageType::TransactionResponse) => "body",
+        Ok(MessageType::TransactionNotification) => "notify",
+        Ok(MessageType::Heartbeat) => "heartbeat",
+        Ok(MessageType::PeerStatusUpdate) => "status",
+        Ok(MessageType::BlsKeyShareDistribution) => "bls_key_share",
+        Ok(MessageType::BlsPartialSignature) => "bls_partial_signature",
+        Ok(MessageType::Unknown) | Err(_) => "unknown",
+    }
+}
 
 /// Bytes one protobuf message takes in a gRPC call or stream: its encoding and the prefix.
 pub fn wire_len(message: &impl prost::Message) -> u64 {

@@ -480,16 +480,6 @@ impl Outbound {
     }
 }
 
-/// The label of a gossip message in the bandwidth metrics.
-pub fn message_kind(message: &GossipMessage) -> &'static str {
-    match message {
-        GossipMessage::Announce { .. } => "announce",
-        GossipMessage::Push { .. } => "push",
-        GossipMessage::Digest { .. } => "digest",
-        GossipMessage::DigestReply { .. } => "digest_reply",
-    }
-}
-
 /// Pulls one body, unary or (for large ones) in 64 KiB chunks, refusing more than `max_tx`
 /// bytes before allocating them. The request and what answers it are counted once the peer
 /// answers.

@@ -188,15 +188,20 @@ async fn pulls_between_stream_peers_ride_the_stream() {
     let (_, pages_a) = a.get_text("/metrics").await;
     let (_, pages_b) = b.get_text("/metrics").await;
     let asked = sample(&pages_b, "bandwidth_sent_bytes{kind=\"fetch\"}");
-    let served = sample(&pages_a, "bandwidth_received_bytes{kind=\"GOSSIP_FETCH\"}");
+    let served = sample(&pages_a, "bandwidth_received_bytes{kind=\"fetch\"}");
     assert!(
         asked > 0.0 && served > 0.0,
         "no pull rode the stream:\n{pages_b}"
     );
-    // Each hash asked for costs ~67 bytes; batches put many in one message.
+    // One label whichever way a message goes: a's announcements are b's `announce` too.
+    let announced = sample(&pages_a, "bandwidth_sent_bytes{kind=\"announce\"}");
+    let heard = sample(&pages_b, "bandwidth_received_bytes{kind=\"announce\"}");
+    assert!(announced > 0.0 && heard > 0.0, "{pages_b}");
+    // An id asked for on the stream costs 18 bytes, and batches share one message's
+    // envelope; a unary GetTransaction costs ~116 bytes (both are `fetch`).
     assert!(
-        asked < 300.0 * 80.0,
-        "{asked} bytes of fetches for 300 bodies"
+        asked < 300.0 * 40.0,
+        "{asked} bytes of fetches for 300 bodies: not on the stream"
     );
     assert_eq!(sample(&pages_b, "verification_failures_total"), 0.0);
 }

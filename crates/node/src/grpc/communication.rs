@@ -24,7 +24,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::handle_error;
 use super::transaction::TransactionService;
 use crate::actor::{NodeHandle, now};
-use crate::metrics::wire_len;
+use crate::metrics::{message_kind, wire_len};
 use crate::proto::communication::peer_communication_server::PeerCommunication;
 use crate::proto::communication::{GossipFetch, MessageAck, MessageType, PeerMessage};
 use crate::proto::transaction::{TransactionNotification, TransactionRequest};
@@ -86,7 +86,7 @@ impl CommunicationService {
     /// Handles one message read from a peer's stream; a refused one is dropped and counted.
     async fn take_from_stream(&self, sender: &mut StreamSender, message: PeerMessage, out: &Out) {
         let metrics = self.node.metrics();
-        metrics.record_received(kind_name(message.message_type), wire_len(&message));
+        metrics.record_received(message_kind(message.message_type), wire_len(&message));
         let refused = match sender.of(&message) {
             Ok(from) => {
                 let taken = if message.message_type == MessageType::GossipFetch as i32 {
@@ -181,12 +181,6 @@ impl CommunicationService {
 }
 
 /// A message type's label in the bandwidth metrics: its name in the proto.
-fn kind_name(message_type: i32) -> &'static str {
-    MessageType::try_from(message_type)
-        .unwrap_or(MessageType::Unknown)
-        .as_str_name()
-}
-
 #[tonic::async_trait]
 impl PeerCommunication for CommunicationService {
     /// One message, with its whole envelope: the sender must be named.
@@ -197,7 +191,7 @@ impl PeerCommunication for CommunicationService {
         let message = request.into_inner();
         self.node
             .metrics()
-            .record_received(kind_name(message.message_type), wire_len(&message));
+            .record_received(message_kind(message.message_type), wire_len(&message));
         let from = message
             .sender_peer_id
             .parse()
