@@ -19,40 +19,40 @@
 //! extensions a peer speaks.
 //!
 //! Pulls ride the stream too, with peers known to speak our gossip extensions: a
-//! `GOSSIP_FETCH` names up to [`MAX_FETCH_BATCH`] hashes and the peer answers each with a
-//! `TRANSACTION_RESPONSE` on the same stream, which the stream's reader hands to the actor as
-//! fetch results. A batch that cannot be sent fails its hashes at once, so the gossip core
+//! `GOSSIP_FETCH` names up to [`MAX_FETCH_BATCH`] transaction ids and the peer answers each
+//! with a `TRANSACTION_RESPONSE` on the same stream, which the stream's reader hands to the
+//! actor as fetch results. A batch that cannot be sent fails its ids at once, so the gossip core
 //! moves to the next announcer instead of waiting for its timeout. Links are bounded in number:
 //! the least recently used one is closed (its worker stopped, its queue counted as dropped).
+//!
+//! Here: the registry of links ([`Links`]) and their queues; `worker.rs`: each link's worker
+//! and its stream's reader.
 
-use std::collections::{HashMap, HashSet};
+mod worker;
+
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use opentelemetry::KeyValue;
-use prost::Message;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use sorcha_peer_core::backoff::{CallKind, ErrorClass, RetryDecision, RetryPolicy};
-use sorcha_peer_core::gossip::{AnnounceEntry, FetchFailure, GossipMessage};
-use sorcha_peer_core::model::{PeerId, Protocol, TxHash, TxId};
+use sorcha_peer_core::backoff::RetryPolicy;
+use sorcha_peer_core::gossip::{AnnounceEntry, GossipMessage};
+use sorcha_peer_core::model::{PeerId, Protocol, TxId};
 use sorcha_peer_core::sendqueue::{Lane, SendQueue, SendQueueConfig};
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
-use crate::actor::now;
-use crate::grpc::communication::STREAM_HEARTBEAT;
-use crate::metrics::{Metrics, message_kind, wire_len};
+use crate::metrics::Metrics;
 use crate::outbound::Answer;
 use crate::proto::communication::peer_communication_client::PeerCommunicationClient;
-use crate::proto::communication::{MessageType, PeerMessage};
-use crate::proto::transaction::TransactionResponse;
 use crate::proto::transaction::transaction_distribution_client::TransactionDistributionClient;
 use crate::rest::client::RestClient;
-use crate::wire::{MAX_FETCH_BATCH, compact, to_fetch_message, to_notification, to_peer_message};
+use crate::wire::MAX_FETCH_BATCH;
+use worker::{Worker, drain};
 
 /// Links open at most: every active and recently contacted peer, with room to spare.
 pub const MAX_LINKS: usize = 512;
@@ -331,388 +331,27 @@ fn lane_name(lane: Lane) -> &'static str {
     }
 }
 
-struct Worker {
-    peer: PeerId,
-    self_id: PeerId,
-    queue: Arc<Mutex<SendQueue<Outgoing>>>,
-    wake: Arc<Notify>,
-    client: PeerCommunicationClient<Channel>,
-    /// For Sorcha's `NotifyTransaction`.
-    transactions: TransactionDistributionClient<Channel>,
-    stream_state: Arc<StreamState>,
-    rest: RestClient,
-    /// `http://host:port` of the peer, for REST.
-    base: String,
-    /// The best transport the peer offers.
-    preferred: Mode,
-    /// The transport in use.
-    mode: Mode,
-    downgraded_at: Option<Instant>,
-    stream: Option<OpenStream>,
-    timeout: Duration,
-    retry: RetryPolicy,
-    rng: ChaCha8Rng,
-    metrics: Arc<Metrics>,
-    answers: mpsc::Sender<Answer>,
-}
-
-/// Our side of an open stream, and whether the peer's side still shows signs of life.
-struct OpenStream {
-    tx: mpsc::Sender<PeerMessage>,
-    alive: Arc<AtomicBool>,
-    /// Pulls asked on this stream and not answered yet; failed at once if the stream ends.
-    asked: Asked,
-}
-
-/// Pulls outstanding on one stream, shared by the worker and the stream's reader.
-type Asked = Arc<Mutex<HashSet<TxId>>>;
-
-/// Outstanding pulls remembered per stream; past it a pull still works, but if the stream
-/// breaks it waits for the gossip core's fetch timeout instead of failing at once.
-const MAX_ASKED: usize = 4 * MAX_FETCH_BATCH;
-
-/// Sends what the link's queue holds, one message at a time, each with a deadline.
-async fn drain(mut w: Worker) {
-    let mut reported: Option<Mode> = None;
-    loop {
-        let next = w.queue.lock().ok().and_then(|mut q| q.pop());
-        let message = match next {
-            Some((_, Outgoing::Gossip(message))) => message,
-            Some((_, Outgoing::Notify(entries))) => {
-                let ok = notify(&mut w, &entries).await;
-                let outcome = Answer::Outcome {
-                    peer: w.peer.clone(),
-                    ok,
-                };
-                if w.answers.send(outcome).await.is_err() {
-                    return;
-                }
-                continue;
-            }
-            Some((_, Outgoing::Fetch(ids))) => {
-                if !fetch(&mut w, ids).await {
-                    return; // The actor is gone: shutting down.
-                }
-                continue;
-            }
-            None => {
-                w.wake.notified().await;
-                continue;
-            }
-        };
-        let wire = to_peer_message(&message, &w.self_id, Some(&w.peer), now());
-        let mut backoff = w.retry.backoff();
-        let sent = loop {
-            if let Some(bytes) = send(&mut w, wire.clone()).await {
-                break Some(bytes);
-            }
-            w.metrics.connection_errors_total.add(1, &[]);
-            let class = ErrorClass::Unavailable;
-            match w
-                .retry
-                .decide(class, CallKind::Idempotent, &mut backoff, &mut w.rng)
-            {
-                RetryDecision::RetryAfter(delay) => tokio::time::sleep(delay).await,
-                RetryDecision::GiveUp(_) => break None,
-            }
-        };
-        if let Some(bytes) = sent {
-            w.metrics
-                .record_sent(message_kind(wire.message_type), bytes);
-        }
-        let ok = sent.is_some();
-        let mut answers = vec![Answer::Outcome {
-            peer: w.peer.clone(),
-            ok,
-        }];
-        if ok && reported != Some(w.mode) {
-            reported = Some(w.mode);
-            answers.push(Answer::Protocol {
-                peer: w.peer.clone(),
-                protocol: w.mode.protocol(),
-            });
-        }
-        for answer in answers {
-            if w.answers.send(answer).await.is_err() {
-                return; // The actor is gone: shutting down.
-            }
-        }
-    }
-}
-
-/// Announces `entries` the way a Sorcha peer understands: one `NotifyTransaction` each (the
-/// REST equivalent for a REST-only peer). True if every one was delivered.
-async fn notify(w: &mut Worker, entries: &[AnnounceEntry]) -> bool {
-    let mut all = true;
-    for entry in entries {
-        let Some(notification) = to_notification(entry, &w.self_id, now()) else {
-            // The core names the whole hash in every entry it sends; one without it cannot be
-            // told to a Sorcha peer.
-            w.metrics
-                .gossip_dropped_total
-                .add(1, &[KeyValue::new("kind", "notify_without_hash")]);
-            continue;
-        };
-        let bytes = wire_len(&notification);
-        let sent = if w.mode == Mode::Rest {
-            w.rest.notify(&w.base, &notification).await.is_ok()
-        } else {
-            let call = w.transactions.notify_transaction(notification);
-            matches!(tokio::time::timeout(w.timeout, call).await, Ok(Ok(_)))
-        };
-        if sent {
-            w.metrics.record_sent("notify", bytes);
-        } else {
-            w.metrics.connection_errors_total.add(1, &[]);
-            all = false;
-        }
-    }
-    all
-}
-
-/// Asks the peer for `ids` on the stream; if that cannot be done, fails them at once so the
-/// gossip core tries other announcers. False when the actor is gone.
-async fn fetch(w: &mut Worker, ids: Vec<TxId>) -> bool {
-    let wire = to_fetch_message(&ids, &w.self_id, &w.peer, now());
-    let sent = match w.mode {
-        Mode::Stream => stream_send(w, wire).await,
-        Mode::Unary | Mode::Rest => StreamSend::Failed,
-    };
-    if let StreamSend::Sent(bytes) = sent {
-        w.metrics.record_sent("fetch", bytes);
-        // Noted after the send: an answer faster than this leaves its id behind, and if the
-        // stream then breaks the core is told of a failure for a transaction it no longer
-        // waits for, which it ignores.
-        if let Some(Ok(mut asked)) = w.stream.as_ref().map(|s| s.asked.lock()) {
-            let room = MAX_ASKED.saturating_sub(asked.len());
-            asked.extend(ids.into_iter().take(room));
-        }
-        return true;
-    }
-    w.metrics.connection_errors_total.add(1, &[]);
-    for id in ids {
-        let failed = Answer::Fetched {
-            from: w.peer.clone(),
-            id,
-            result: Err(FetchFailure::Unreachable),
-        };
-        if w.answers.send(failed).await.is_err() {
-            return false;
-        }
-    }
-    true
-}
-
-/// Sends one message over the link's transport, downgrading a refused stream to unary; the
-/// bytes it took ([`wire_len`]) if it went.
-async fn send(w: &mut Worker, wire: PeerMessage) -> Option<u64> {
-    if w.mode == Mode::Unary
-        && w.preferred == Mode::Stream
-        && w.downgraded_at
-            .is_some_and(|at| at.elapsed() > REPROBE_AFTER)
-    {
-        w.mode = Mode::Stream;
-    }
-    match w.mode {
-        Mode::Rest => {
-            let bytes = wire_len(&wire);
-            w.rest.message(&w.base, &wire).await.ok().map(|()| bytes)
-        }
-        Mode::Unary => unary(w, wire).await,
-        Mode::Stream => match stream_send(w, wire).await {
-            StreamSend::Sent(bytes) => Some(bytes),
-            StreamSend::Failed => None,
-            StreamSend::Refused(wire) => {
-                tracing::debug!(peer = %w.peer, "peer refuses the stream; using unary calls");
-                w.mode = Mode::Unary;
-                w.downgraded_at = Some(Instant::now());
-                unary(w, wire).await
-            }
-        },
-    }
-}
-
-/// A unary call has no earlier message: it carries the whole envelope.
-async fn unary(w: &mut Worker, wire: PeerMessage) -> Option<u64> {
-    let bytes = wire_len(&wire);
-    let call = tokio::time::timeout(w.timeout, w.client.send_message(wire)).await;
-    matches!(call, Ok(Ok(_))).then_some(bytes)
-}
-
-enum StreamSend {
-    /// Queued on the stream, taking this many bytes.
-    Sent(u64),
-    Failed,
-    /// The peer does not serve the stream; the message comes back to go another way.
-    Refused(PeerMessage),
-}
-
-/// Sends `wire` on the link's stream, opening one if there is none. The first message of a
-/// stream goes whole: the peer binds its sender to the stream. The later ones go compact
-/// ([`compact`]).
-async fn stream_send(w: &mut Worker, wire: PeerMessage) -> StreamSend {
-    let usable = w
-        .stream
-        .as_ref()
-        .is_some_and(|s| s.alive.load(Ordering::Relaxed) && !s.tx.is_closed());
-    let first = !usable;
-    if first {
-        w.stream = None;
-        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        let opened =
-            tokio::time::timeout(w.timeout, w.client.stream(ReceiverStream::new(rx))).await;
-        match opened {
-            Ok(Ok(response)) => {
-                let alive = Arc::new(AtomicBool::new(true));
-                let asked = Asked::default();
-                let state = &w.stream_state;
-                let generation = state.generation.fetch_add(1, Ordering::Relaxed) + 1;
-                state.open.store(true, Ordering::Relaxed);
-                tokio::spawn(watch_stream(
-                    response.into_inner(),
-                    Reader {
-                        peer: w.peer.clone(),
-                        alive: alive.clone(),
-                        asked: asked.clone(),
-                        state: state.clone(),
-                        generation,
-                        // The peer's heartbeats come every STREAM_HEARTBEAT whatever our
-                        // timeout: with a 1 s peer timeout a 3 s bound closed live streams,
-                        // and the pulls answered on them, every few seconds.
-                        silence: (w.timeout * 3).max(STREAM_HEARTBEAT * 3),
-                        answers: w.answers.clone(),
-                        metrics: w.metrics.clone(),
-                    },
-                ));
-                w.stream = Some(OpenStream { tx, alive, asked });
-            }
-            Ok(Err(status)) if status.code() == tonic::Code::Unimplemented => {
-                return StreamSend::Refused(wire);
-            }
-            _ => return StreamSend::Failed,
-        }
-    }
-    let Some(stream) = &w.stream else {
-        return StreamSend::Failed;
-    };
-    let wire = if first { wire } else { compact(wire) };
-    let bytes = wire_len(&wire);
-    match tokio::time::timeout(w.timeout, stream.tx.send(wire)).await {
-        Ok(Ok(())) => StreamSend::Sent(bytes),
-        _ => {
-            // Flow control held us past the deadline, or the stream is gone: start afresh.
-            w.stream = None;
-            StreamSend::Failed
-        }
-    }
-}
-
-/// The reader of one stream's inbound side.
-struct Reader {
-    peer: PeerId,
-    /// This stream's liveness, read by the worker before each send.
-    alive: Arc<AtomicBool>,
-    asked: Asked,
-    state: Arc<StreamState>,
-    generation: u64,
-    silence: Duration,
-    answers: mpsc::Sender<Answer>,
-    metrics: Arc<Metrics>,
-}
-
-/// Reads the peer's side of a stream: its heartbeats, and the answers to our `GOSSIP_FETCH`es,
-/// which go to the actor as fetch results (the gossip core checks each body's hash and ignores
-/// what it did not ask this peer for). A stream silent for `silence` or broken is marked dead,
-/// and the link opens a new one on its next message. No message here needs its sender: the
-/// stream is to `r.peer` (answers come without sender, recipient and timestamp).
-async fn watch_stream(mut inbound: tonic::Streaming<PeerMessage>, r: Reader) {
-    loop {
-        let message = match tokio::time::timeout(r.silence, inbound.message()).await {
-            Ok(Ok(Some(message))) => message,
-            _ => break,
-        };
-        if message.message_type != MessageType::TransactionResponse as i32 {
-            continue;
-        }
-        r.metrics.record_received("body", wire_len(&message));
-        // A found body comes without its hash: its id is the start of the body's SHA-256. (The
-        // gossip core still checks that it asked this peer for that id.) A missing one names
-        // the id, or the whole hash, asked for.
-        let answer = TransactionResponse::decode(message.payload.as_slice())
-            .ok()
-            .and_then(|a| {
-                let id = if a.found && a.transaction_hash.is_empty() {
-                    TxHash::of(&a.transaction_data).id()
-                } else {
-                    a.transaction_hash.parse::<TxId>().ok()?
-                };
-                Some((id, a))
-            });
-        let Some((id, answer)) = answer else {
-            r.metrics
-                .gossip_dropped_total
-                .add(1, &[KeyValue::new("kind", "bad_fetch_answer")]);
-            continue;
-        };
-        let result = if answer.found {
-            Ok(answer.transaction_data)
-        } else {
-            Err(FetchFailure::NotFound)
-        };
-        if let Ok(mut asked) = r.asked.lock() {
-            asked.remove(&id);
-        }
-        let fetched = Answer::Fetched {
-            from: r.peer.clone(),
-            id,
-            result,
-        };
-        if r.answers.send(fetched).await.is_err() {
-            return; // The actor is gone.
-        }
-    }
-    r.alive.store(false, Ordering::Relaxed);
-    if r.state.generation.load(Ordering::Relaxed) == r.generation {
-        r.state.open.store(false, Ordering::Relaxed);
-    }
-    // Whatever was asked on this stream will not be answered: the core tries other
-    // announcers now rather than at its fetch timeout.
-    let unanswered: Vec<TxId> = r
-        .asked
-        .lock()
-        .map(|mut asked| asked.drain().collect())
-        .unwrap_or_default();
-    for id in unanswered {
-        let failed = Answer::Fetched {
-            from: r.peer.clone(),
-            id,
-            result: Err(FetchFailure::Unreachable),
-        };
-        if r.answers.send(failed).await.is_err() {
-            return;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::pin::Pin;
 
     use futures::Stream;
+    use sorcha_peer_core::gossip::FetchFailure;
     use sorcha_peer_core::model::TxHash;
-    use tokio_stream::wrappers::TcpListenerStream;
+    use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
     use tonic::{Request, Response, Status};
 
     use super::*;
-    use crate::proto::communication::MessageAck;
     use crate::proto::communication::peer_communication_server::{
         PeerCommunication, PeerCommunicationServer,
     };
+    use crate::proto::communication::{MessageAck, MessageType, PeerMessage};
     use crate::proto::transaction::transaction_distribution_server::{
         TransactionDistribution, TransactionDistributionServer,
     };
     use crate::proto::transaction::{
         NotificationAck, TransactionChunk, TransactionNotification, TransactionRequest,
+        TransactionResponse,
     };
 
     /// A Sorcha peer's transaction service: it records the notifications it gets.
