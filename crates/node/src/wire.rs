@@ -264,7 +264,7 @@ fn entry_from_proto(e: &pb::AnnounceEntry) -> Result<AnnounceEntry, WireError> {
             .map_err(|e| field("transaction_hash", e))?;
         TxName::Hash(hash)
     } else {
-        raw_id(&e.hash).map_err(|reason| field("hash", reason))?
+        raw_name(&e.hash).map_err(|reason| field("hash", reason))?
     };
     entry_from_parts(named, e.transaction_size, &e.register_id, e.hop_count)
 }
@@ -278,6 +278,11 @@ pub enum TxName {
 }
 
 impl TxName {
+    /// The whole hash if known, else the id.
+    pub fn new(id: TxId, hash: Option<TxHash>) -> Self {
+        hash.map_or(TxName::Id(id), TxName::Hash)
+    }
+
     pub fn id(&self) -> TxId {
         match self {
             TxName::Id(id) => *id,
@@ -290,11 +295,6 @@ impl TxName {
             TxName::Id(_) => None,
             TxName::Hash(hash) => Some(*hash),
         }
-    }
-
-    /// The whole hash if known, else the id.
-    pub fn new(id: TxId, hash: Option<TxHash>) -> Self {
-        hash.map_or(TxName::Id(id), TxName::Hash)
     }
 }
 
@@ -309,7 +309,7 @@ impl fmt::Display for TxName {
 }
 
 /// A transaction named by its 16-byte id or its 32-byte hash.
-pub fn raw_id(bytes: &[u8]) -> Result<TxName, String> {
+pub fn raw_name(bytes: &[u8]) -> Result<TxName, String> {
     if let Ok(raw) = <[u8; TxId::LEN]>::try_from(bytes) {
         return Ok(TxName::Id(TxId::from_bytes(raw)));
     }

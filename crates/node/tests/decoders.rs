@@ -39,7 +39,7 @@ fn decode_everything(bytes: &[u8]) {
     }
     if let Ok(fetch) = GossipFetch::decode(bytes) {
         for hash in &fetch.hashes {
-            let _ = sorcha_peer::wire::raw_id(hash);
+            let _ = sorcha_peer::wire::raw_name(hash);
         }
     }
     if let Ok(answer) = TransactionResponse::decode(bytes) {

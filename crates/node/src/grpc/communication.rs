@@ -28,7 +28,9 @@ use crate::metrics::{message_kind, wire_len};
 use crate::proto::communication::peer_communication_server::PeerCommunication;
 use crate::proto::communication::{GossipFetch, MessageAck, MessageType, PeerMessage};
 use crate::proto::transaction::{TransactionNotification, TransactionRequest};
-use crate::wire::{MAX_FETCH_BATCH, from_notification, from_peer_message, raw_id, to_fetch_answer};
+use crate::wire::{
+    MAX_FETCH_BATCH, from_notification, from_peer_message, raw_name, to_fetch_answer,
+};
 
 /// Our heartbeats on a peer's stream. The opener takes a stream silent for three of these (or
 /// three of its peer timeouts, if longer) for dead.
@@ -132,7 +134,7 @@ impl CommunicationService {
             hashes.truncate(MAX_FETCH_BATCH);
         }
         for raw in hashes {
-            let named = raw_id(&raw).map_err(|reason| {
+            let named = raw_name(&raw).map_err(|reason| {
                 Status::invalid_argument(format!("GOSSIP_FETCH hash: {reason}"))
             })?;
             let request = TransactionRequest {
