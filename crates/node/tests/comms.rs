@@ -8,16 +8,13 @@ use std::collections::BTreeSet;
 use std::pin::Pin;
 use std::time::Duration;
 
-use common::peer::{Agreeable, register};
+use common::peer::{register, serve};
 use common::{TestNode, eventually, init_crypto};
 use futures::Stream;
 use sorcha_peer::proto::communication::peer_communication_server::{
     PeerCommunication, PeerCommunicationServer,
 };
 use sorcha_peer::proto::communication::{MessageAck, PeerMessage};
-use sorcha_peer::proto::discovery::peer_discovery_server::PeerDiscoveryServer;
-use sorcha_peer::proto::heartbeat::peer_heartbeat_server::PeerHeartbeatServer;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status, Streaming};
 
 const FAST: [(&str, &str); 6] = [
@@ -30,7 +27,7 @@ const FAST: [(&str, &str); 6] = [
 ];
 
 /// A peer that accepts gossip messages but never finishes reading them (its membership side
-/// is [`Agreeable`]).
+/// is `common::peer::Agreeable`, served by `common::peer::serve`).
 struct Stuck;
 
 #[tonic::async_trait]
@@ -47,24 +44,13 @@ impl PeerCommunication for Stuck {
     }
 }
 
-async fn start_stuck_peer(id: &str) -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let agreeable = || Agreeable { id: id.to_owned() };
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(PeerDiscoveryServer::new(agreeable()))
-            .add_service(PeerHeartbeatServer::new(agreeable()))
-            .add_service(PeerCommunicationServer::new(Stuck))
-            .serve_with_incoming(TcpListenerStream::new(listener)),
-    );
-    port
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_never_reads_does_not_stall_the_others() {
     init_crypto();
-    let stuck_port = start_stuck_peer("stuck-peer").await;
+    let stuck_port = serve("stuck-peer", |r| {
+        r.add_service(PeerCommunicationServer::new(Stuck))
+    })
+    .await;
     let a = TestNode::start_with(&[], &FAST);
     let b = TestNode::start_with(&["--bootstrap", &a.peer_addr()], &FAST);
     let c = TestNode::start_with(&["--bootstrap", &a.peer_addr()], &FAST);

@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::peer::{Agreeable, register};
+use common::peer::{register, serve};
 use common::{TestNode, eventually, init_crypto, sample};
 use futures::Stream;
 use prost::Message;
@@ -22,8 +22,6 @@ use sorcha_peer::proto::communication::peer_communication_server::{
 use sorcha_peer::proto::communication::{
     AnnounceEntry, GossipAnnounce, MessageAck, MessageType, PeerMessage,
 };
-use sorcha_peer::proto::discovery::peer_discovery_server::PeerDiscoveryServer;
-use sorcha_peer::proto::heartbeat::peer_heartbeat_server::PeerHeartbeatServer;
 use sorcha_peer::proto::transaction::transaction_distribution_server::{
     TransactionDistribution, TransactionDistributionServer,
 };
@@ -32,7 +30,7 @@ use sorcha_peer::proto::transaction::{
     TransactionResponse,
 };
 use sorcha_peer_core::model::TxHash;
-use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 const ENV: [(&str, &str); 5] = [
@@ -103,22 +101,6 @@ impl PeerCommunication for Announcer {
     }
 }
 
-/// Serves `announcer` as peer `id` on a loopback port, which it returns.
-async fn serve(id: &str, announcer: Arc<Announcer>) -> u16 {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let agreeable = || Agreeable { id: id.to_owned() };
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(PeerDiscoveryServer::new(agreeable()))
-            .add_service(PeerHeartbeatServer::new(agreeable()))
-            .add_service(PeerCommunicationServer::from_arc(announcer.clone()))
-            .add_service(TransactionDistributionServer::from_arc(announcer))
-            .serve_with_incoming(TcpListenerStream::new(listener)),
-    );
-    port
-}
-
 /// A one-entry `GOSSIP_ANNOUNCE` of `body` naming `sender` (empty: none), as our links send
 /// it after a stream's first message.
 fn announce(body: &[u8], sender: &str) -> PeerMessage {
@@ -156,7 +138,12 @@ async fn a_stream_speaks_for_the_peer_its_first_message_names() {
             .collect(),
         asked: Mutex::default(),
     });
-    let port = serve("tester", announcer.clone()).await;
+    let served = announcer.clone();
+    let port = serve("tester", |r| {
+        r.add_service(PeerCommunicationServer::from_arc(served.clone()))
+            .add_service(TransactionDistributionServer::from_arc(served))
+    })
+    .await;
     register(&node, "tester", port).await;
     let alive = eventually(SETTLE, || async {
         node.get_json("/api/v1/peers/tester").await.1["status"] == "alive"

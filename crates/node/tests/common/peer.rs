@@ -6,13 +6,28 @@ use std::pin::Pin;
 
 use futures::Stream;
 use sorcha_peer::proto::discovery::peer_discovery_client::PeerDiscoveryClient;
-use sorcha_peer::proto::discovery::peer_discovery_server::PeerDiscovery;
+use sorcha_peer::proto::discovery::peer_discovery_server::{PeerDiscovery, PeerDiscoveryServer};
 use sorcha_peer::proto::discovery::*;
-use sorcha_peer::proto::heartbeat::peer_heartbeat_server::PeerHeartbeat;
+use sorcha_peer::proto::heartbeat::peer_heartbeat_server::{PeerHeartbeat, PeerHeartbeatServer};
 use sorcha_peer::proto::heartbeat::{PeerHeartbeatRequest, PeerHeartbeatResponse};
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::Router;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::TestNode;
+
+/// Serves peer `id` on a loopback port, which it returns: [`Agreeable`] for membership, and
+/// whatever services `with` adds for the behaviour the test studies.
+pub async fn serve(id: &str, with: impl FnOnce(Router) -> Router) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let agreeable = || Agreeable { id: id.to_owned() };
+    let router = tonic::transport::Server::builder()
+        .add_service(PeerDiscoveryServer::new(agreeable()))
+        .add_service(PeerHeartbeatServer::new(agreeable()));
+    tokio::spawn(with(router).serve_with_incoming(TcpListenerStream::new(listener)));
+    port
+}
 
 /// Registers the unary gRPC peer `id` listening on loopback `port` with `node`.
 pub async fn register(node: &TestNode, id: &str, port: u16) {
