@@ -269,28 +269,27 @@ impl Gossip {
             .collect();
         peers.sort();
         peers.dedup();
-        // Announcements batched for a peer that leaves go now: they were decided while it was
-        // a gossip peer (inbound ones come and go with heartbeats), and dropping them silently
-        // left the transaction to others' fanout.
-        let leaving: Vec<PeerId> = self
-            .outbox
-            .keys()
-            .filter(|p| peers.binary_search(p).is_err())
+        let old = std::mem::replace(&mut self.peers, peers);
+        let left: Vec<PeerId> = old
+            .iter()
+            .filter(|p| self.peers.binary_search(p).is_err())
             .cloned()
             .collect();
-        for peer in leaving {
-            self.flush_peer(&peer);
-        }
-        self.sweeps.retain(|(p, _)| peers.binary_search(p).is_ok());
-        let old = std::mem::replace(&mut self.peers, peers);
-        let left = old.iter().filter(|p| self.peers.binary_search(p).is_err());
         let joined: Vec<PeerId> = self
             .peers
             .iter()
             .filter(|p| old.binary_search(p).is_err())
             .cloned()
             .collect();
-        self.note_departures(left.cloned().collect(), now);
+        // Announcements batched for a peer that leaves go now (batches are only ever for
+        // gossip peers): they were decided while it was one (inbound ones come and go with
+        // heartbeats), and dropping them silently left the transaction to others' fanout.
+        for peer in &left {
+            self.flush_peer(peer);
+        }
+        let peers = &self.peers;
+        self.sweeps.retain(|(p, _)| peers.binary_search(p).is_ok());
+        self.note_departures(left, now);
         for peer in joined {
             if self.departed.remove(&peer).is_none() {
                 self.owe_sweep(&peer);
