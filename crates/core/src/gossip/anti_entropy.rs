@@ -135,10 +135,7 @@ impl Gossip {
     /// them, oldest first) and of the pending ones, up to [`MAX_DIGEST_ENTRIES`].
     fn recent_slice(&self, now: Timestamp, first: HashPrefix) -> (PrefixRange, Vec<HashPrefix>) {
         let (since, until) = self.span(now, self.config.anti_entropy_recent);
-        let rest = PrefixRange {
-            first,
-            last: HashPrefix::MAX,
-        };
+        let rest = PrefixRange::starting_at(first);
         let recent = self
             .dedup
             .seen_between(since, until)
@@ -172,10 +169,7 @@ impl Gossip {
     /// space).
     fn sweep_slice(&self, now: Timestamp, first: HashPrefix) -> (PrefixRange, Vec<HashPrefix>) {
         let (since, until) = self.span(now, self.config.anti_entropy_window);
-        let rest = PrefixRange {
-            first,
-            last: HashPrefix::MAX,
-        };
+        let rest = PrefixRange::starting_at(first);
         let mut known = self
             .dedup
             .in_range(rest)
@@ -270,10 +264,7 @@ impl Gossip {
         let wanted: Vec<HashPrefix> = theirs
             .into_iter()
             .filter(|p| {
-                let one = PrefixRange {
-                    first: *p,
-                    last: *p,
-                };
+                let one = PrefixRange::single(*p);
                 self.dedup.by_prefix(*p).is_none() && self.pending.range(one.ids()).next().is_none()
             })
             .take(MAX_REPAIR_ENTRIES)

@@ -13,7 +13,8 @@ use super::types::{AnnounceEntry, GossipStats, HashPrefix, PrefixRange};
 use crate::model::{Timestamp, TxHash, TxId};
 
 /// A plain bloom filter over transaction ids (the first 16 bytes of SHA-256 hashes). They are
-/// uniform already, so the bit positions come from double hashing of their two halves (Kirsch & Mitzenmacher 2006):
+/// uniform already, so the bit positions come from double hashing of their two halves
+/// (Kirsch & Mitzenmacher 2006):
 /// no keyed hasher, nothing random, identical on every run.
 #[derive(Debug, Clone)]
 struct Bloom {
@@ -189,11 +190,7 @@ impl Dedup {
 
     /// A known id starting with `prefix`, if any.
     pub(super) fn by_prefix(&self, prefix: HashPrefix) -> Option<(&TxId, &KnownTx)> {
-        self.in_range(PrefixRange {
-            first: prefix,
-            last: prefix,
-        })
-        .next()
+        self.in_range(PrefixRange::single(prefix)).next()
     }
 
     /// Known hashes first seen within `[since, until]`, oldest first: found by the time
@@ -299,6 +296,23 @@ mod tests {
         d.expire(Timestamp::from_millis(60_003));
         assert_eq!(d.len(), 1, "entries seen at 2 and 3 ms expired");
         assert!(d.contains(&h(4), &mut stats));
+    }
+
+    #[test]
+    fn seen_between_takes_the_time_span_inclusive_oldest_first() {
+        let mut d = dedup(1 << 12, 100);
+        let mut stats = GossipStats::default();
+        for n in 0..10 {
+            d.insert(h(n), tx(u64::from(n) * 100), &mut stats);
+        }
+        let span = |since: u64, until: u64| -> Vec<TxId> {
+            let (since, until) = (Timestamp::from_millis(since), Timestamp::from_millis(until));
+            d.seen_between(since, until).map(|(id, _)| *id).collect()
+        };
+        assert_eq!(span(300, 500), vec![h(3), h(4), h(5)], "both ends included");
+        assert_eq!(span(250, 350), vec![h(3)]);
+        assert_eq!(span(901, 5000), Vec::<TxId>::new(), "after the newest");
+        assert_eq!(span(500, 400), Vec::<TxId>::new(), "an empty span");
     }
 
     #[test]

@@ -55,6 +55,22 @@ impl PrefixRange {
         last: HashPrefix::MAX,
     };
 
+    /// From `first` to the end of the space.
+    pub fn starting_at(first: HashPrefix) -> Self {
+        PrefixRange {
+            first,
+            last: HashPrefix::MAX,
+        }
+    }
+
+    /// The one prefix `prefix`.
+    pub fn single(prefix: HashPrefix) -> Self {
+        PrefixRange {
+            first: prefix,
+            last: prefix,
+        }
+    }
+
     pub fn contains(&self, prefix: HashPrefix) -> bool {
         (self.first..=self.last).contains(&prefix)
     }
