@@ -41,6 +41,14 @@ pub(super) struct Pending {
     repair: bool,
 }
 
+impl Pending {
+    /// The whole hash `peer` announced this transaction by, if it named one.
+    fn named_by(&self, peer: &PeerId) -> Option<TxHash> {
+        let (_, hash) = self.whole.iter().find(|(a, _)| a == peer)?;
+        Some(*hash)
+    }
+}
+
 enum Attempt {
     Started,
     /// Every untried announcer's slots are full.
@@ -151,7 +159,7 @@ impl Gossip {
         self.in_flight += 1;
         self.in_flight_bytes = self.in_flight_bytes.saturating_add(size);
         *self.in_flight_per_peer.entry(from.clone()).or_default() += 1;
-        let hash = p.whole.iter().find(|(a, _)| *a == from).map(|(_, h)| *h);
+        let hash = p.named_by(&from);
         self.deadlines.insert((deadline, id));
         self.stats.fetches += 1;
         self.push(Output::Fetch {
@@ -254,10 +262,7 @@ impl Gossip {
         }
         let hash = TxHash::of(&body);
         // From a peer that named the whole hash (a Sorcha peer), the whole hash must match.
-        let named = self.pending.get(&id).and_then(|p| {
-            let (_, named) = p.whole.iter().find(|(a, _)| a == from)?;
-            Some(*named)
-        });
+        let named = self.pending.get(&id).and_then(|p| p.named_by(from));
         if hash.id() != id || named.is_some_and(|named| named != hash) {
             self.bad_body(from, id);
             if current {
