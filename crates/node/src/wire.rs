@@ -39,8 +39,8 @@ fn field(field: &'static str, reason: impl ToString) -> WireError {
     }
 }
 
-/// Hashes in one `GOSSIP_FETCH`, sent and read: a burst's worth of 256-byte bodies (~70 KB of
-/// answers), small enough that one batch never holds a stream up for long.
+/// Transactions asked for in one `GOSSIP_FETCH`, sent and read: a burst's worth of 256-byte
+/// bodies (~70 KB of answers), small enough that one batch never holds a stream up for long.
 pub const MAX_FETCH_BATCH: usize = 256;
 
 /// Encodes `message` as the `PeerMessage` from `from` to `to`.
