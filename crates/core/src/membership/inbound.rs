@@ -1,6 +1,8 @@
 //! Answers to other peers' requests (synchronous: the daemon calls them from its rpc handlers
 //! and encodes the result) and the operator's bans.
 
+use std::time::Duration;
+
 use super::{
     HeartbeatOutcome, MAX_BANS, Membership, MembershipEvent, Output, PeerHealth, Pong, Refusal,
     RegisterOutcome,
@@ -148,16 +150,24 @@ impl Membership {
         true
     }
 
+    /// How long a heartbeater counts as holding us after its last heartbeat: three probe
+    /// intervals, so one or two lost heartbeats do not drop it.
+    fn heartbeat_fresh_for(&self) -> Duration {
+        self.config.probe_interval * 3
+    }
+
     /// Peers holding us active, or told they may: what `max_inbound` bounds.
     pub fn inbound_count(&self) -> usize {
         self.heartbeaters.len() + self.reserved.len()
     }
 
     /// Forgets heartbeaters that stopped (they dropped us from their active sets) and
-    /// reservations whose first heartbeat never came (the prober chose someone else). Both maps
-    /// are small once `max_inbound` holds, so this runs on every Ping.
+    /// reservations whose first heartbeat never came (the prober chose someone else). Runs on
+    /// every Ping so admission counts who holds us now: `reserved` is at most `max_inbound`,
+    /// `heartbeaters` at most [`MAX_HEARTBEATERS`](super::MAX_HEARTBEATERS) (heartbeats are taken without admission),
+    /// so a hub walks up to that many entries per Ping.
     pub(super) fn prune_inbound(&mut self, now: Timestamp) {
-        let fresh = self.config.probe_interval * 3;
+        let fresh = self.heartbeat_fresh_for();
         self.heartbeaters.retain(|_, at| now.since(*at) <= fresh);
         // The prober heartbeats a peer it promoted at its next probe tick, at most one
         // probe_interval (plus a round trip) after our answer. Longer would let passive-list
@@ -204,7 +214,7 @@ impl Membership {
             .filter(|p| p.is_healthy())
             .map(|p| p.node.peer_id.clone())
             .collect();
-        let fresh = self.config.probe_interval * 3;
+        let fresh = self.heartbeat_fresh_for();
         let mut inbound: Vec<(&PeerId, Timestamp)> = self
             .heartbeaters
             .iter()
