@@ -523,6 +523,13 @@ mod tests {
         assert_eq!(before - after, 91, "two 40-char ids and a ms timestamp");
         let estimate = stream_message_len(field_len(250) + 2) as u64;
         assert_eq!(after, estimate, "the simulator's fetch answer");
+        let missing = to_fetch_answer(TransactionResponse {
+            transaction_hash: id.to_string(),
+            transaction_data: Vec::new(),
+            found: false,
+        });
+        let estimate = stream_message_len(field_len(2 * TxId::LEN)) as u64;
+        assert_eq!(wire_len(&missing), estimate, "not found: the id as hex");
     }
 
     #[test]

@@ -278,6 +278,7 @@ impl World {
             add("membership_outputs_dropped", m.outputs_dropped);
             add("requests_expired", m.requests_expired);
             add("refused_list_full", m.refused_list_full);
+            add("pings_busy", m.pings_busy);
             add("known_peers", core.membership().known_count() as u64);
         }
         c

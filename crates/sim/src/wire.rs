@@ -135,5 +135,10 @@ mod tests {
         // As the daemon's wire tests measure them (compact stream messages, gRPC prefix).
         assert_eq!(fetch_request_len(), 27, "a 16-byte id");
         assert_eq!(fetch_answer_len(250), 265);
+        assert_eq!(
+            fetch_answer_len(0),
+            43,
+            "not found: the id asked for, as 32 hex digits"
+        );
     }
 }
