@@ -118,6 +118,21 @@ struct Link {
     stream: Arc<StreamState>,
 }
 
+impl Link {
+    /// Queues `item` and wakes the worker; false when its lane is full.
+    fn enqueue(&mut self, lane: Lane, item: Outgoing, size: usize) -> bool {
+        self.used = Instant::now();
+        let pushed = self
+            .queue
+            .lock()
+            .is_ok_and(|mut q| q.push(lane, item, size).is_ok());
+        if pushed {
+            self.wake.notify_one();
+        }
+        pushed
+    }
+}
+
 impl Drop for Link {
     fn drop(&mut self) {
         self.worker.abort();
@@ -174,16 +189,9 @@ impl Links {
         let Some(link) = self.links.get_mut(peer) else {
             return false;
         };
-        link.used = Instant::now();
-        let size = 72 * ids.len();
-        let pushed = link
-            .queue
-            .lock()
-            .is_ok_and(|mut q| q.push(Lane::Control, Outgoing::Fetch(ids), size).is_ok());
-        if pushed {
-            link.wake.notify_one();
-        }
-        pushed
+        // An id is 16 bytes and its field's tag and length two more.
+        let size = (TxId::LEN + 2) * ids.len();
+        link.enqueue(Lane::Control, Outgoing::Fetch(ids), size)
     }
 
     pub fn contains(&self, peer: &PeerId) -> bool {
@@ -215,21 +223,14 @@ impl Links {
             .links
             .get_mut(to)
             .expect("invariant: inserted above when missing");
-        link.used = Instant::now();
         let (lane, size) = lane_of(&message);
         let item = match message {
             GossipMessage::Announce { entries } if !speaks_gossip => Outgoing::Notify(entries),
             GossipMessage::Push { entry, .. } if !speaks_gossip => Outgoing::Notify(vec![entry]),
             message => Outgoing::Gossip(message),
         };
-        let pushed = link
-            .queue
-            .lock()
-            .map_err(|_| ())
-            .and_then(|mut q| q.push(lane, item, size).map_err(|_| ()));
-        match pushed {
-            Ok(()) => link.wake.notify_one(),
-            Err(()) => self.drop_message(lane_name(lane)),
+        if !link.enqueue(lane, item, size) {
+            self.drop_message(lane_name(lane));
         }
     }
 
