@@ -121,6 +121,18 @@ pub struct Outbound {
 /// Peers remembered as speaking the gossip extensions: eight times the links kept open.
 const MAX_SPEAKERS: usize = 8 * crate::links::MAX_LINKS;
 
+/// Adds `peer` to `set` unless it holds [`MAX_SPEAKERS`]; a refusal is counted as
+/// `gossip_dropped_total{kind}` (that peer is then treated as if unheard of).
+fn remember(set: &mut HashSet<PeerId>, peer: &PeerId, metrics: &Metrics, kind: &'static str) {
+    if set.len() < MAX_SPEAKERS {
+        set.insert(peer.clone());
+    } else {
+        metrics
+            .gossip_dropped_total
+            .add(1, &[KeyValue::new("kind", kind)]);
+    }
+}
+
 /// A pull waiting to be batched, with what it takes to make it unary instead.
 struct Pull {
     from: Contact,
@@ -175,19 +187,21 @@ impl Outbound {
     /// Notes that `peer` sent us gossip (so it answers pulls on a stream).
     pub fn heard_gossip_from(&mut self, peer: &PeerId) {
         self.sorcha_only.remove(peer);
-        if self.speakers.len() < MAX_SPEAKERS && !self.speakers.contains(peer) {
-            self.speakers.insert(peer.clone());
+        if !self.speakers.contains(peer) {
+            remember(&mut self.speakers, peer, &self.metrics, "speakers_full");
         }
     }
 
     /// Notes that `peer` announced with `NotifyTransaction`: unless it also sent us gossip, it
     /// is a Sorcha peer, and gets our announcements as notifications.
     pub fn heard_notify_from(&mut self, peer: &PeerId) {
-        if !self.speakers.contains(peer)
-            && self.sorcha_only.len() < MAX_SPEAKERS
-            && !self.sorcha_only.contains(peer)
-        {
-            self.sorcha_only.insert(peer.clone());
+        if !self.speakers.contains(peer) && !self.sorcha_only.contains(peer) {
+            remember(
+                &mut self.sorcha_only,
+                peer,
+                &self.metrics,
+                "sorcha_only_full",
+            );
         }
     }
 

@@ -68,7 +68,8 @@ pub(super) struct OpenStream {
 type Asked = Arc<Mutex<HashSet<TxId>>>;
 
 /// Outstanding pulls remembered per stream; past it a pull still works, but if the stream
-/// breaks it waits for the gossip core's fetch timeout instead of failing at once.
+/// breaks it waits for the gossip core's fetch timeout instead of failing at once (counted as
+/// `gossip_dropped_total{kind="asked_full"}`).
 const MAX_ASKED: usize = 4 * MAX_FETCH_BATCH;
 
 /// Sends what the link's queue holds, one message at a time, each with a deadline.
@@ -185,7 +186,13 @@ async fn fetch(w: &mut Worker, ids: Vec<TxId>) -> bool {
         // waits for, which it ignores.
         if let Some(Ok(mut asked)) = w.stream.as_ref().map(|s| s.asked.lock()) {
             let room = MAX_ASKED.saturating_sub(asked.len());
+            let over = ids.len().saturating_sub(room);
             asked.extend(ids.into_iter().take(room));
+            if over > 0 {
+                w.metrics
+                    .gossip_dropped_total
+                    .add(over as u64, &[KeyValue::new("kind", "asked_full")]);
+            }
         }
         return true;
     }
