@@ -182,7 +182,6 @@ impl CommunicationService {
     }
 }
 
-/// A message type's label in the bandwidth metrics: its name in the proto.
 #[tonic::async_trait]
 impl PeerCommunication for CommunicationService {
     /// One message, with its whole envelope: the sender must be named.

@@ -34,7 +34,7 @@ impl TransactionService {
     }
 
     /// The transaction a request names, by whole hash (Sorcha's peers) or by id (ours).
-    fn lookup(&self, request: &TransactionRequest) -> Result<Option<(TxHash, StoredTx)>, Status> {
+    fn lookup(&self, request: &TransactionRequest) -> Result<Option<StoredTx>, Status> {
         let store = self
             .node
             .transactions()
@@ -43,17 +43,17 @@ impl TransactionService {
         let tx = store
             .find(&request.transaction_hash)
             .map_err(|e| Status::invalid_argument(format!("transaction_hash: {e}")))?;
-        Ok(tx.map(|tx| (tx.hash, tx)))
+        Ok(tx)
     }
 
     /// Sorcha's answer to a pull: the body, or `found = false` for an unknown hash. The
     /// caller counts it, as it goes (unary, or in a stream message).
     pub fn answer(&self, request: &TransactionRequest) -> Result<TransactionResponse, Status> {
         let answer = match self.lookup(request)? {
-            Some((hash, tx)) => {
-                self.confirm(hash);
+            Some(tx) => {
+                self.confirm(tx.hash);
                 TransactionResponse {
-                    transaction_hash: hash.to_string(),
+                    transaction_hash: tx.hash.to_string(),
                     transaction_data: tx.body.to_vec(),
                     found: true,
                 }
@@ -109,14 +109,14 @@ impl TransactionDistribution for TransactionService {
         let request = request.into_inner();
         let metrics = self.node.metrics().clone();
         metrics.record_received("fetch", wire_len(&request));
-        let Some((hash, tx)) = self.lookup(&request)? else {
+        let Some(tx) = self.lookup(&request)? else {
             return Err(Status::not_found(format!(
                 "transaction {} is not known",
                 request.transaction_hash
             )));
         };
-        self.confirm(hash);
-        Ok(Response::new(Box::pin(chunks(hash, tx.body, metrics))))
+        self.confirm(tx.hash);
+        Ok(Response::new(Box::pin(chunks(tx.hash, tx.body, metrics))))
     }
 }
 
