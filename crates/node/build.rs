@@ -39,7 +39,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "#[derive(serde::Serialize, serde::Deserialize)] #[serde(default, rename_all = \"camelCase\")]",
         );
     for field in BYTES_FIELDS {
-        builder = builder.field_attribute(field, "#[serde(with = \"crate::rest::base64_bytes\")]");
+        builder = builder.field_attribute(
+            field,
+            "#[serde(with = \"crate::transport::rest::base64_bytes\")]",
+        );
     }
     builder.compile_fds(fds)?;
     Ok(())

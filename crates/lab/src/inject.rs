@@ -4,8 +4,8 @@
 
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
-use sorcha_peer::proto::discovery::peer_discovery_client::PeerDiscoveryClient;
-use sorcha_peer::proto::discovery::{PeerCapabilities, PeerInfo, RegisterPeerRequest};
+use sorcha_peer::wire::proto::discovery::peer_discovery_client::PeerDiscoveryClient;
+use sorcha_peer::wire::proto::discovery::{PeerCapabilities, PeerInfo, RegisterPeerRequest};
 
 /// Registrations in flight at once.
 const CONCURRENCY: usize = 16;

@@ -11,8 +11,8 @@ use toml::Value;
 
 use crate::address;
 use crate::config::{self, ConfigError, LoadedConfig, LogFormat, Sources};
-use crate::daemon::{self, Ports};
 use crate::identity::Identity;
+use crate::runtime::Ports;
 
 const EXIT_RUNTIME: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
@@ -291,8 +291,8 @@ fn run(args: &ConfigArgs) -> ExitCode {
         }
     };
     let stopped = runtime.block_on(async {
-        let signal = daemon::termination_signal();
-        daemon::run(loaded.config, signal).await
+        let signal = crate::runtime::termination_signal();
+        crate::runtime::run(loaded.config, signal).await
     });
     match stopped {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,31 +1,32 @@
-//! sorcha-peer: the daemon around the sans-IO core.
+//! sorcha-peer: the daemon around the sans-IO core, laid out by concern, each layer using only
+//! the ones listed after it (no import circle):
 //!
-//! - [`address`]: finding the address this node advertises (interfaces, STUN, HTTP lookup).
+//! - [`cli`]: the `sorcha-peer` command line (runs a node, or asks one over HTTP).
+//! - [`runtime`]: start-up and shutdown, the two listeners, the one actor that owns the core
+//!   `Node` and carries out its outputs, and the offline queue's flusher.
+//! - [`api`]: the HTTP port (health, metrics, status, peers, transactions, the operator's
+//!   actions).
+//! - [`transport`]: reaching peers and being reached: the gRPC services, the REST fallback,
+//!   each peer's outgoing link, the outbound calls and which transport each peer gets.
+//! - [`handle`]: the actor's mailbox: [`handle::NodeHandle`], the commands the listeners send
+//!   and what they get back; below transport and api, which call it, and runtime, which answers.
+//! - [`store`]: SQLite and memory: the peer store, the transaction bodies, the offline queue.
+//! - [`telemetry`]: the metrics every layer records.
+//! - [`wire`]: the generated protobuf types and what converts them to and from the core's.
 //! - [`config`]: the layered configuration (defaults, TOML or Sorcha JSON, env, flags).
+//! - [`address`]: the address this node advertises (interfaces, STUN, HTTP lookup).
 //! - [`identity`]: the node's key pair and peer id.
-//! - [`actor`]: the task that owns the core node; everything else holds a [`actor::NodeHandle`].
-//! - [`grpc`]: the peer port (the wire contract, health, reflection).
-//! - [`http`]: the HTTP port (health, metrics, status; REST fallback and admin later).
-//! - [`daemon`]: start-up, the two listeners, graceful shutdown.
-//! - [`cli`]: the `sorcha-peer` command line.
+//! - [`clock`]: the wall clock, read in one place and handed to the core.
 
-pub mod actor;
 pub mod address;
+pub mod api;
 pub mod cli;
+pub mod clock;
 pub mod config;
-pub mod convert;
-pub mod daemon;
-pub mod grpc;
-pub mod http;
+pub mod handle;
 pub mod identity;
-pub mod links;
-pub mod metrics;
-pub mod negotiate;
-pub mod offline;
-pub mod outbound;
-pub mod peers;
-pub mod proto;
-pub mod rest;
+pub mod runtime;
 pub mod store;
-pub mod txstore;
+pub mod telemetry;
+pub mod transport;
 pub mod wire;

@@ -192,8 +192,8 @@ async fn a_restarted_node_rejoins_from_its_stored_peers_when_bootstrap_is_down()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operators_ping_ban_and_remove_peers_and_bans_stick() {
-    use sorcha_peer::proto::discovery::peer_discovery_client::PeerDiscoveryClient;
-    use sorcha_peer::proto::discovery::{PeerInfo, RegisterPeerRequest};
+    use sorcha_peer::wire::proto::discovery::peer_discovery_client::PeerDiscoveryClient;
+    use sorcha_peer::wire::proto::discovery::{PeerInfo, RegisterPeerRequest};
 
     common::init_crypto();
     let mut node = TestNode::start_with(&[], &FAST);

@@ -11,10 +11,10 @@ use std::time::Duration;
 use common::peer::{register, serve};
 use common::{TestNode, eventually, init_crypto};
 use futures::Stream;
-use sorcha_peer::proto::communication::peer_communication_server::{
+use sorcha_peer::wire::proto::communication::peer_communication_server::{
     PeerCommunication, PeerCommunicationServer,
 };
-use sorcha_peer::proto::communication::{MessageAck, PeerMessage};
+use sorcha_peer::wire::proto::communication::{MessageAck, PeerMessage};
 use tonic::{Request, Response, Status, Streaming};
 
 const FAST: [(&str, &str); 6] = [

@@ -5,14 +5,14 @@ mod common;
 use std::time::Duration;
 
 use common::{TestNode, run_cli};
-use sorcha_peer::proto::discovery::peer_discovery_client::PeerDiscoveryClient;
-use sorcha_peer::proto::discovery::{
+use sorcha_peer::wire::proto::discovery::peer_discovery_client::PeerDiscoveryClient;
+use sorcha_peer::wire::proto::discovery::{
     PeerCapabilities, PeerInfo, PeerListRequest, PeerStatus, PingRequest, RegisterPeerRequest,
 };
-use sorcha_peer::proto::heartbeat::PeerHeartbeatRequest;
-use sorcha_peer::proto::heartbeat::peer_heartbeat_client::PeerHeartbeatClient;
-use sorcha_peer::proto::transaction::TransactionRequest;
-use sorcha_peer::proto::transaction::transaction_distribution_client::TransactionDistributionClient;
+use sorcha_peer::wire::proto::heartbeat::PeerHeartbeatRequest;
+use sorcha_peer::wire::proto::heartbeat::peer_heartbeat_client::PeerHeartbeatClient;
+use sorcha_peer::wire::proto::transaction::TransactionRequest;
+use sorcha_peer::wire::proto::transaction::transaction_distribution_client::TransactionDistributionClient;
 use tonic::Code;
 
 /// Every name the Sorcha design's dashboards read, except the latency histogram, which (as
@@ -162,7 +162,7 @@ async fn grpc_health_and_reflection_answer() {
         panic!("unexpected reflection answer {answer:?}");
     };
     let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
-    for name in sorcha_peer::grpc::SERVICE_NAMES {
+    for name in sorcha_peer::transport::grpc::SERVICE_NAMES {
         assert!(names.contains(&name), "{name} not listed in {names:?}");
     }
 }

@@ -5,13 +5,13 @@
 
 use proptest::prelude::*;
 use prost::Message;
-use sorcha_peer::convert::advert_from_proto;
-use sorcha_peer::proto::communication::{GossipFetch, MessageType, PeerMessage};
-use sorcha_peer::proto::discovery::{
+use sorcha_peer::wire::convert::advert_from_proto;
+use sorcha_peer::wire::proto::communication::{GossipFetch, MessageType, PeerMessage};
+use sorcha_peer::wire::proto::discovery::{
     PeerExchangeRequest, PeerInfo, PeerListRequest, PingRequest, RegisterPeerRequest,
 };
-use sorcha_peer::proto::heartbeat::PeerHeartbeatRequest;
-use sorcha_peer::proto::transaction::{
+use sorcha_peer::wire::proto::heartbeat::PeerHeartbeatRequest;
+use sorcha_peer::wire::proto::transaction::{
     TransactionNotification, TransactionRequest, TransactionResponse,
 };
 use sorcha_peer::wire::{from_notification, from_peer_message};
@@ -76,7 +76,7 @@ fn decode_json(bytes: &[u8]) {
 
 /// A valid gossip announcement, to mutate: random bytes rarely get past the first tag.
 fn valid_announcement() -> Vec<u8> {
-    use sorcha_peer::proto::communication::{AnnounceEntry, GossipAnnounce};
+    use sorcha_peer::wire::proto::communication::{AnnounceEntry, GossipAnnounce};
     GossipAnnounce {
         entries: vec![
             AnnounceEntry {

@@ -210,9 +210,9 @@ async fn pulls_between_stream_peers_ride_the_stream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_fetch_is_bounded_and_only_answered_on_a_stream() {
     use prost::Message;
-    use sorcha_peer::proto::communication::peer_communication_client::PeerCommunicationClient;
-    use sorcha_peer::proto::communication::{GossipFetch, MessageType, PeerMessage};
-    use sorcha_peer::proto::transaction::TransactionResponse;
+    use sorcha_peer::wire::proto::communication::peer_communication_client::PeerCommunicationClient;
+    use sorcha_peer::wire::proto::communication::{GossipFetch, MessageType, PeerMessage};
+    use sorcha_peer::wire::proto::transaction::TransactionResponse;
 
     init_crypto();
     let node = start("grpc_stream,grpc", None);

@@ -15,17 +15,17 @@ use common::peer::{register, serve};
 use common::{TestNode, eventually, init_crypto, sample};
 use futures::Stream;
 use prost::Message;
-use sorcha_peer::proto::communication::peer_communication_client::PeerCommunicationClient;
-use sorcha_peer::proto::communication::peer_communication_server::{
+use sorcha_peer::wire::proto::communication::peer_communication_client::PeerCommunicationClient;
+use sorcha_peer::wire::proto::communication::peer_communication_server::{
     PeerCommunication, PeerCommunicationServer,
 };
-use sorcha_peer::proto::communication::{
+use sorcha_peer::wire::proto::communication::{
     AnnounceEntry, GossipAnnounce, MessageAck, MessageType, PeerMessage,
 };
-use sorcha_peer::proto::transaction::transaction_distribution_server::{
+use sorcha_peer::wire::proto::transaction::transaction_distribution_server::{
     TransactionDistribution, TransactionDistributionServer,
 };
-use sorcha_peer::proto::transaction::{
+use sorcha_peer::wire::proto::transaction::{
     NotificationAck, TransactionChunk, TransactionNotification, TransactionRequest,
     TransactionResponse,
 };

@@ -20,10 +20,10 @@ use sorcha_peer_core::backoff::{BackoffConfig, RetryPolicy};
 use sorcha_peer_core::breaker::BreakerConfig;
 use sorcha_peer_core::gossip::{FanoutMode, GossipConfig};
 use sorcha_peer_core::membership::MembershipConfig;
+use sorcha_peer_core::model::Protocol;
 use sorcha_peer_core::node::NodeConfig;
 
 use crate::address::{DiscoveryOptions, PreferredFamily, parse_external_address};
-use crate::negotiate::Speaks;
 
 pub use load::{ConfigError, ENV_PREFIX, Invalid, LoadedConfig, Origin, Sources, load};
 pub use validate::BootstrapAddr;
@@ -560,6 +560,31 @@ fn string_or_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Err
             "{expected}, found {}",
             other.type_str()
         ))),
+    }
+}
+
+/// The transports this node speaks (and serves).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Speaks {
+    pub stream: bool,
+    pub grpc: bool,
+    pub rest: bool,
+}
+
+impl Speaks {
+    /// As `supported_protocols` in our adverts, best first.
+    pub fn protocols(self) -> Vec<Protocol> {
+        let mut list = Vec::new();
+        if self.grpc && self.stream {
+            list.push(Protocol::GrpcStream);
+        }
+        if self.grpc {
+            list.push(Protocol::Grpc);
+        }
+        if self.rest {
+            list.push(Protocol::Rest);
+        }
+        list
     }
 }
 

@@ -10,6 +10,8 @@
 //! - `peers.rs`: the writes and their rules (dedup by id and by endpoint, bans that are only
 //!   lifted on purpose); `reads.rs`: the queries.
 //! - `migrations.rs`: the versioned schema; `codec.rs`: rows to [`PeerNode`]s and back.
+//! - [`transactions`]: the bodies of known transactions (memory, bounded);
+//!   [`queue`]: the durable offline queue (`<data_dir>/queue.db`).
 //!
 //! Durability: `synchronous=NORMAL`. A commit survives a crash of the process but the last
 //! few may be lost on power failure; peers are re-learned from the network, so that trade buys
@@ -21,9 +23,11 @@
 mod codec;
 mod migrations;
 mod peers;
+pub mod queue;
 mod reads;
 #[cfg(test)]
 mod test_util;
+pub mod transactions;
 mod writer;
 
 use std::path::{Path, PathBuf};

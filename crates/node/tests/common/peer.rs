@@ -5,11 +5,15 @@
 use std::pin::Pin;
 
 use futures::Stream;
-use sorcha_peer::proto::discovery::peer_discovery_client::PeerDiscoveryClient;
-use sorcha_peer::proto::discovery::peer_discovery_server::{PeerDiscovery, PeerDiscoveryServer};
-use sorcha_peer::proto::discovery::*;
-use sorcha_peer::proto::heartbeat::peer_heartbeat_server::{PeerHeartbeat, PeerHeartbeatServer};
-use sorcha_peer::proto::heartbeat::{PeerHeartbeatRequest, PeerHeartbeatResponse};
+use sorcha_peer::wire::proto::discovery::peer_discovery_client::PeerDiscoveryClient;
+use sorcha_peer::wire::proto::discovery::peer_discovery_server::{
+    PeerDiscovery, PeerDiscoveryServer,
+};
+use sorcha_peer::wire::proto::discovery::*;
+use sorcha_peer::wire::proto::heartbeat::peer_heartbeat_server::{
+    PeerHeartbeat, PeerHeartbeatServer,
+};
+use sorcha_peer::wire::proto::heartbeat::{PeerHeartbeatRequest, PeerHeartbeatResponse};
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::server::Router;
 use tonic::{Request, Response, Status, Streaming};

@@ -8,17 +8,17 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::handle_error;
-use crate::actor::{NodeHandle, now};
-use crate::proto::heartbeat::peer_heartbeat_server::PeerHeartbeat;
-use crate::proto::heartbeat::*;
+use crate::clock::now;
+use crate::handle::NodeHandle;
+use crate::wire::convert::NOT_REGISTERED;
+use crate::wire::proto::heartbeat::peer_heartbeat_server::PeerHeartbeat;
+use crate::wire::proto::heartbeat::*;
 use sorcha_peer_core::membership::HeartbeatOutcome;
 
 /// Answers buffered per heartbeat stream; a peer that stops reading its answers stalls only its
 /// own stream, and we stop reading its requests.
 const STREAM_BUFFER: usize = 16;
 
-/// The message Sorcha peers look for to know they must call RegisterPeer.
-pub const NOT_REGISTERED: &str = "Peer not registered";
 /// Our answer to a banned peer; it must not register again.
 pub const BANNED: &str = "Peer is banned";
 

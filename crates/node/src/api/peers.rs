@@ -12,9 +12,9 @@ use serde_json::json;
 use sorcha_peer_core::model::{ModelError, PeerId};
 
 use super::{HttpState, error, handle_error};
-use crate::actor::now;
-use crate::proto::discovery::PingRequest;
-use crate::proto::discovery::peer_discovery_client::PeerDiscoveryClient;
+use crate::clock::now;
+use crate::wire::proto::discovery::PingRequest;
+use crate::wire::proto::discovery::peer_discovery_client::PeerDiscoveryClient;
 
 /// A ban without a duration lasts this long: long enough to stop an abusive peer, short
 /// enough that a mistaken ban heals without an operator.

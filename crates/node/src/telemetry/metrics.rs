@@ -14,7 +14,6 @@ use sorcha_peer_core::gossip::GossipStats;
 use sorcha_peer_core::membership::MembershipStats;
 
 use crate::address::AddressReport;
-use crate::proto::communication::MessageType;
 
 /// Every instrument the node records.
 pub struct Metrics {
@@ -429,34 +428,6 @@ impl Metrics {
         }
         String::from_utf8(out).unwrap_or_default()
     }
-}
-
-/// What gRPC puts before each message: a compression flag and a 4-byte length.
-pub const GRPC_PREFIX: u64 = 5;
-
-/// The `kind` label of a `PeerMessage` of `message_type` in the bandwidth metrics: the same
-/// word whichever way it goes (a received `GOSSIP_ANNOUNCE` and a sent announcement are both
-/// `announce`), so what one node sends and its peer receives add up under one label.
-pub fn message_kind(message_type: i32) -> &'static str {
-    match MessageType::try_from(message_type) {
-        Ok(MessageType::GossipAnnounce) => "announce",
-        Ok(MessageType::GossipPush) => "push",
-        Ok(MessageType::GossipDigest) => "digest",
-        Ok(MessageType::GossipDigestReply) => "digest_reply",
-        Ok(MessageType::GossipFetch | MessageType::TransactionRequest) => "fetch",
-        Ok(MessageType::TransactionResponse) => "body",
-        Ok(MessageType::TransactionNotification) => "notify",
-        Ok(MessageType::Heartbeat) => "heartbeat",
-        Ok(MessageType::PeerStatusUpdate) => "status",
-        Ok(MessageType::BlsKeyShareDistribution) => "bls_key_share",
-        Ok(MessageType::BlsPartialSignature) => "bls_partial_signature",
-        Ok(MessageType::Unknown) | Err(_) => "unknown",
-    }
-}
-
-/// Bytes one protobuf message takes in a gRPC call or stream: its encoding and the prefix.
-pub fn wire_len(message: &impl prost::Message) -> u64 {
-    message.encoded_len() as u64 + GRPC_PREFIX
 }
 
 /// Adds to `counter`, labelled `key` = each row's name, what each stats field gained since it

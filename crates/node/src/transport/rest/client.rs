@@ -10,15 +10,17 @@ use sorcha_peer_core::gossip::FetchFailure;
 use sorcha_peer_core::membership::{Failure, Request, Response};
 use sorcha_peer_core::model::PeerId;
 
-use crate::actor::now;
-use crate::convert::{advert_to_proto, heartbeat_outcome, status_from_proto, valid_adverts};
-use crate::proto::communication::{MessageAck, PeerMessage};
-use crate::proto::discovery::{
+use crate::clock::now;
+use crate::wire::convert::{advert_to_proto, heartbeat_outcome, status_from_proto, valid_adverts};
+use crate::wire::proto::communication::{MessageAck, PeerMessage};
+use crate::wire::proto::discovery::{
     self as pb, PeerExchangeResponse, PeerListResponse, PingResponse, RegisterPeerRequest,
     RegisterPeerResponse,
 };
-use crate::proto::heartbeat::{PeerHeartbeatRequest, PeerHeartbeatResponse};
-use crate::proto::transaction::{NotificationAck, TransactionNotification, TransactionResponse};
+use crate::wire::proto::heartbeat::{PeerHeartbeatRequest, PeerHeartbeatResponse};
+use crate::wire::proto::transaction::{
+    NotificationAck, TransactionNotification, TransactionResponse,
+};
 
 /// Largest control answer read (a peer list of 100 entries is far below).
 const MAX_CONTROL_ANSWER: usize = 512 * 1024;

@@ -17,15 +17,13 @@ use tonic::service::Routes;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 
-use crate::actor::{HandleError, NodeHandle};
-use crate::offline::SharedQueue;
-use crate::proto::communication::peer_communication_server::PeerCommunicationServer;
-use crate::proto::discovery::peer_discovery_server::PeerDiscoveryServer;
-use crate::proto::heartbeat::peer_heartbeat_server::PeerHeartbeatServer;
-use crate::proto::transaction::transaction_distribution_server::TransactionDistributionServer;
+use crate::handle::{HandleError, NodeHandle};
+use crate::store::queue::SharedQueue;
+use crate::wire::proto::communication::peer_communication_server::PeerCommunicationServer;
+use crate::wire::proto::discovery::peer_discovery_server::PeerDiscoveryServer;
+use crate::wire::proto::heartbeat::peer_heartbeat_server::PeerHeartbeatServer;
+use crate::wire::proto::transaction::transaction_distribution_server::TransactionDistributionServer;
 use sorcha_peer_core::model::PeerId;
-
-pub use heartbeat::NOT_REGISTERED;
 
 /// Largest discovery or heartbeat message accepted: 100 PeerInfo entries with registers fit in
 /// well under this, and tonic refuses a larger one before allocating it.
@@ -98,7 +96,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
     let max_tx = settings.max_transaction_size as usize;
-    let rest = crate::rest::server::router(services.clone(), max_tx);
+    let rest = crate::transport::rest::server::router(services.clone(), max_tx);
     if !settings.grpc {
         return axum::serve(listener.tap_io(no_delay), rest)
             .with_graceful_shutdown(shutdown)
@@ -111,7 +109,7 @@ pub async fn serve(
             .await;
     }
     let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(crate::wire::proto::FILE_DESCRIPTOR_SET)
         .build_v1()
         .expect("invariant: the descriptor set was produced by build.rs from our own protos");
     let max_message = max_tx + 64 * 1024;

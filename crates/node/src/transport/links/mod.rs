@@ -46,12 +46,12 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
-use crate::metrics::Metrics;
-use crate::outbound::Answer;
-use crate::proto::communication::peer_communication_client::PeerCommunicationClient;
-use crate::proto::transaction::transaction_distribution_client::TransactionDistributionClient;
-use crate::rest::client::RestClient;
+use crate::telemetry::Metrics;
+use crate::transport::outbound::Answer;
+use crate::transport::rest::client::RestClient;
 use crate::wire::MAX_FETCH_BATCH;
+use crate::wire::proto::communication::peer_communication_client::PeerCommunicationClient;
+use crate::wire::proto::transaction::transaction_distribution_client::TransactionDistributionClient;
 use worker::{Worker, drain};
 
 /// Links open at most: every active and recently contacted peer, with room to spare.
@@ -343,14 +343,14 @@ mod tests {
     use tonic::{Request, Response, Status};
 
     use super::*;
-    use crate::proto::communication::peer_communication_server::{
+    use crate::wire::proto::communication::peer_communication_server::{
         PeerCommunication, PeerCommunicationServer,
     };
-    use crate::proto::communication::{MessageAck, MessageType, PeerMessage};
-    use crate::proto::transaction::transaction_distribution_server::{
+    use crate::wire::proto::communication::{MessageAck, MessageType, PeerMessage};
+    use crate::wire::proto::transaction::transaction_distribution_server::{
         TransactionDistribution, TransactionDistributionServer,
     };
-    use crate::proto::transaction::{
+    use crate::wire::proto::transaction::{
         NotificationAck, TransactionChunk, TransactionNotification, TransactionRequest,
         TransactionResponse,
     };

@@ -2,6 +2,14 @@
 //! `sorcha.peer.communication`, and Sorcha's `TransactionNotification` to an announcement.
 //! Everything from a peer is validated here; an invalid message is refused whole, with the
 //! field at fault named.
+//!
+//! - [`proto`]: the generated types, clients and servers of the four services;
+//!   [`convert`]: adverts, peer lists and heartbeats to and from the core's types;
+//!   this file: gossip messages, the compact stream envelope, and what a message costs on the
+//!   wire ([`wire_len`]).
+
+pub mod convert;
+pub mod proto;
 
 use std::fmt;
 use std::time::Duration;
@@ -12,11 +20,11 @@ use sorcha_peer_core::gossip::{
 };
 use sorcha_peer_core::model::{PeerId, Timestamp, TxHash, TxId};
 
-use crate::proto::communication::{
+use crate::wire::proto::communication::{
     self as pb, GossipAnnounce, GossipDigest, GossipDigestReply, GossipFetch, GossipPush,
     MessageType, PeerMessage,
 };
-use crate::proto::transaction::{TransactionNotification, TransactionResponse};
+use crate::wire::proto::transaction::{TransactionNotification, TransactionResponse};
 
 /// Why a gossip message from a peer was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -347,10 +355,40 @@ fn entry_from_parts(
     })
 }
 
+/// What gRPC puts before each message: a compression flag and a 4-byte length.
+pub const GRPC_PREFIX: u64 = 5;
+
+/// The `kind` label of a `PeerMessage` of `message_type` in the bandwidth metrics: the same
+/// word whichever way it goes (a received `GOSSIP_ANNOUNCE` and a sent announcement are both
+/// `announce`), so what one node sends and its peer receives add up under one label.
+pub fn message_kind(message_type: i32) -> &'static str {
+    match proto::communication::MessageType::try_from(message_type) {
+        Ok(proto::communication::MessageType::GossipAnnounce) => "announce",
+        Ok(proto::communication::MessageType::GossipPush) => "push",
+        Ok(proto::communication::MessageType::GossipDigest) => "digest",
+        Ok(proto::communication::MessageType::GossipDigestReply) => "digest_reply",
+        Ok(proto::communication::MessageType::GossipFetch | MessageType::TransactionRequest) => {
+            "fetch"
+        }
+        Ok(proto::communication::MessageType::TransactionResponse) => "body",
+        Ok(proto::communication::MessageType::TransactionNotification) => "notify",
+        Ok(proto::communication::MessageType::Heartbeat) => "heartbeat",
+        Ok(proto::communication::MessageType::PeerStatusUpdate) => "status",
+        Ok(proto::communication::MessageType::BlsKeyShareDistribution) => "bls_key_share",
+        Ok(proto::communication::MessageType::BlsPartialSignature) => "bls_partial_signature",
+        Ok(proto::communication::MessageType::Unknown) | Err(_) => "unknown",
+    }
+}
+
+/// Bytes one protobuf message takes in a gRPC call or stream: its encoding and the prefix.
+pub fn wire_len(message: &impl prost::Message) -> u64 {
+    message.encoded_len() as u64 + GRPC_PREFIX
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::wire_len;
+    use crate::wire::wire_len;
     use sorcha_peer_core::gossip::{field_len, stream_message_len};
 
     /// An entry as our peers send it: by id alone.

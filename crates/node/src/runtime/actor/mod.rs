@@ -11,10 +11,8 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use sorcha_peer_core::backoff::RetryPolicy;
-use sorcha_peer_core::breaker::BreakerConfig;
 use sorcha_peer_core::gossip::{self, GossipEvent, GossipMessage};
 use sorcha_peer_core::membership::Contact;
 use sorcha_peer_core::membership::{KnownPeer, MembershipEvent};
@@ -23,20 +21,16 @@ use sorcha_peer_core::node::{Event, Node, Output, Timer};
 use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::address::AddressReport;
-use crate::metrics::Metrics;
-use crate::negotiate::Speaks;
-use crate::outbound::{Answer, Outbound};
-use crate::peers::PeerView;
+use crate::handle::PeerView;
+use crate::store::transactions::TxStore;
 use crate::store::{SendError, StoreHandle};
-use crate::txstore::TxStore;
+use crate::telemetry::Metrics;
+use crate::transport::outbound::{Answer, Outbound, TransportSettings};
 use crate::wire::TxName;
 
-mod handle;
-
-use handle::Command;
-pub use handle::{
-    COMMAND_QUEUE_CAPACITY, DELIVERY_CAPACITY, Delivered, HandleError, NodeHandle, Status,
-    Submitted,
+use crate::clock::now;
+use crate::handle::{
+    COMMAND_QUEUE_CAPACITY, Command, DELIVERY_CAPACITY, Delivered, NodeHandle, Status, Submitted,
 };
 
 /// Answers to our own requests waiting for the actor. The core keeps at most
@@ -46,20 +40,14 @@ pub const ANSWER_QUEUE_CAPACITY: usize = 1024;
 /// What the actor needs from the configuration besides the core's own knobs.
 #[derive(Debug, Clone)]
 pub struct ActorSettings {
-    pub peer_timeout: Duration,
+    /// How peers are reached.
+    pub transport: TransportSettings,
     pub fetch_timeout: Duration,
-    pub max_transaction_size: u32,
-    pub streaming_threshold: u32,
     pub cache_max_transactions: usize,
     pub cache_max_bytes: usize,
     pub cache_ttl: Duration,
-    pub breaker: BreakerConfig,
-    /// The transports this node speaks.
-    pub speaks: Speaks,
     /// What worked with each peer last time (from the peer store).
     pub remembered: Vec<(PeerId, Protocol)>,
-    /// Retries of idempotent sends.
-    pub retry: RetryPolicy,
 }
 
 /// Announced transactions whose arrival is being timed, at most (a few seconds of traffic at
@@ -117,7 +105,7 @@ impl Actor {
             deliveries: deliveries.clone(),
         };
         metrics.record_state(node.state());
-        let outbound = Outbound::new(answers_tx, metrics.clone(), peer_id, settings);
+        let outbound = Outbound::new(answers_tx, metrics.clone(), peer_id, &settings.transport);
         let mut outbound = outbound;
         for (peer, protocol) in &settings.remembered {
             outbound.worked(peer, *protocol, true);
@@ -565,13 +553,4 @@ async fn sleep_until(at: Option<Timestamp>) {
         Some(at) => tokio::time::sleep(at.since(now())).await,
         None => std::future::pending().await,
     }
-}
-
-/// The wall clock, read only here and handed to the core as an input.
-pub fn now() -> Timestamp {
-    let ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    Timestamp::from_millis(ms)
 }

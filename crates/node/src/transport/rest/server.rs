@@ -23,17 +23,17 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use tonic::{Code, Status};
 
-use crate::grpc::Services;
-use crate::proto::communication::PeerMessage;
-use crate::proto::communication::peer_communication_server::PeerCommunication;
-use crate::proto::discovery::peer_discovery_server::PeerDiscovery;
-use crate::proto::discovery::{
+use crate::transport::grpc::Services;
+use crate::wire::proto::communication::PeerMessage;
+use crate::wire::proto::communication::peer_communication_server::PeerCommunication;
+use crate::wire::proto::discovery::peer_discovery_server::PeerDiscovery;
+use crate::wire::proto::discovery::{
     PeerExchangeRequest, PeerListRequest, PingRequest, RegisterPeerRequest,
 };
-use crate::proto::heartbeat::PeerHeartbeatRequest;
-use crate::proto::heartbeat::peer_heartbeat_server::PeerHeartbeat;
-use crate::proto::transaction::transaction_distribution_server::TransactionDistribution;
-use crate::proto::transaction::{TransactionNotification, TransactionRequest};
+use crate::wire::proto::heartbeat::PeerHeartbeatRequest;
+use crate::wire::proto::heartbeat::peer_heartbeat_server::PeerHeartbeat;
+use crate::wire::proto::transaction::transaction_distribution_server::TransactionDistribution;
+use crate::wire::proto::transaction::{TransactionNotification, TransactionRequest};
 
 /// The REST routes, for the peer port (where a transaction is always answered in JSON).
 pub fn router(services: Arc<Services>, max_transaction_size: usize) -> Router {
@@ -82,7 +82,7 @@ pub fn status_response(status: &Status) -> Response {
         Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
-    crate::http::error(code, status.message())
+    super::error(code, status.message())
 }
 
 async fn register(

@@ -16,8 +16,8 @@ use sorcha_peer_core::model::{NodeState, TxHash};
 use tokio::sync::broadcast::error::RecvError;
 
 use super::{HttpState, error, handle_error};
-use crate::actor::now;
-use crate::offline::{QueueError, with_queue};
+use crate::clock::now;
+use crate::store::queue::{QueueError, with_queue};
 
 /// Most transactions one listing returns.
 const MAX_PAGE: usize = 1000;
@@ -127,7 +127,11 @@ pub async fn get(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("application/json"));
     if wants_json {
-        return crate::rest::server::transaction(State(state.services.clone()), Path(hash)).await;
+        return crate::transport::rest::server::transaction(
+            State(state.services.clone()),
+            Path(hash),
+        )
+        .await;
     }
     let stored = match state.node.transactions().lock() {
         Ok(store) => store.find(&hash),

@@ -3,15 +3,16 @@
 //!
 //! The core bounds what is in flight: membership requests by `MAX_PENDING_REQUESTS`, body
 //! fetches by the gossip config's `max_in_flight` (and per peer); gossip messages go through
-//! each peer's bounded link ([`crate::links`]). Each call uses the transport negotiated for
-//! the peer ([`crate::negotiate`]): gRPC, with the REST fallback where it applies.
+//! each peer's bounded link ([`crate::transport::links`]). Each call uses the transport negotiated for
+//! the peer ([`crate::transport::negotiate`]): gRPC, with the REST fallback where it applies.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use opentelemetry::KeyValue;
-use sorcha_peer_core::breaker::{BreakerState, Breakers};
+use sorcha_peer_core::backoff::RetryPolicy;
+use sorcha_peer_core::breaker::{BreakerConfig, BreakerState, Breakers};
 use sorcha_peer_core::gossip::{FetchFailure, GossipMessage};
 use sorcha_peer_core::membership::{Contact, Failure, Request, RequestId, Response};
 use sorcha_peer_core::model::{PeerId, Protocol, TxId};
@@ -20,21 +21,22 @@ use tonic::codec::CompressionEncoding;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
-use crate::actor::ActorSettings;
-use crate::actor::now;
-use crate::convert::{advert_to_proto, heartbeat_outcome, status_from_proto, valid_adverts};
-use crate::links::{Links, Mode};
-use crate::metrics::{Metrics, wire_len};
-use crate::negotiate::Negotiator;
-use crate::proto::discovery::peer_discovery_client::PeerDiscoveryClient;
-use crate::proto::discovery::{
+use crate::clock::now;
+use crate::config::Speaks;
+use crate::telemetry::Metrics;
+use crate::transport::links::{Links, Mode};
+use crate::transport::negotiate::Negotiator;
+use crate::transport::rest::client::RestClient;
+use crate::wire::convert::{advert_to_proto, heartbeat_outcome, status_from_proto, valid_adverts};
+use crate::wire::proto::discovery::peer_discovery_client::PeerDiscoveryClient;
+use crate::wire::proto::discovery::{
     PeerExchangeRequest, PeerListRequest, PingRequest, RegisterPeerRequest,
 };
-use crate::proto::heartbeat::PeerHeartbeatRequest;
-use crate::proto::heartbeat::peer_heartbeat_client::PeerHeartbeatClient;
-use crate::proto::transaction::transaction_distribution_client::TransactionDistributionClient;
-use crate::proto::transaction::{TransactionRequest, TransactionResponse};
-use crate::rest::client::RestClient;
+use crate::wire::proto::heartbeat::PeerHeartbeatRequest;
+use crate::wire::proto::heartbeat::peer_heartbeat_client::PeerHeartbeatClient;
+use crate::wire::proto::transaction::transaction_distribution_client::TransactionDistributionClient;
+use crate::wire::proto::transaction::{TransactionRequest, TransactionResponse};
+use crate::wire::wire_len;
 use crate::wire::{MAX_FETCH_BATCH, TxName};
 
 /// Channels kept open at most. An active set of 8 plus discovery and probes stays far below;
@@ -90,6 +92,21 @@ impl Answer {
     }
 }
 
+/// What outbound calls need from the configuration.
+#[derive(Debug, Clone)]
+pub struct TransportSettings {
+    /// Deadline of every call (`discovery.peer_timeout`).
+    pub peer_timeout: Duration,
+    pub max_transaction_size: u32,
+    /// Bodies larger than this are pulled with `StreamTransaction`.
+    pub streaming_threshold: u32,
+    pub breaker: BreakerConfig,
+    /// The transports this node speaks.
+    pub speaks: Speaks,
+    /// Retries of idempotent sends.
+    pub retry: RetryPolicy,
+}
+
 pub struct Outbound {
     channels: HashMap<String, (Channel, Instant)>,
     links: Links,
@@ -119,7 +136,7 @@ pub struct Outbound {
 }
 
 /// Peers remembered as speaking the gossip extensions: eight times the links kept open.
-const MAX_SPEAKERS: usize = 8 * crate::links::MAX_LINKS;
+const MAX_SPEAKERS: usize = 8 * crate::transport::links::MAX_LINKS;
 
 /// Adds `peer` to `set` unless it holds [`MAX_SPEAKERS`]; a refusal is counted as
 /// `gossip_dropped_total{kind}` (that peer is then treated as if unheard of).
@@ -148,7 +165,7 @@ impl Outbound {
         answers: mpsc::Sender<Answer>,
         metrics: Arc<Metrics>,
         self_id: PeerId,
-        settings: &ActorSettings,
+        settings: &TransportSettings,
     ) -> Self {
         let timeout = settings.peer_timeout;
         let (max_transaction_size, streaming_threshold) =

@@ -1,6 +1,10 @@
 //! [`NodeHandle`]: how the listeners talk to the actor. Every call is a command over one
 //! bounded channel, answered on a oneshot; a full channel is refused at once (and counted)
-//! rather than queued without bound.
+//! rather than queued without bound. The actor (`runtime::actor`) serves the commands; this
+//! module sits below it and below the listeners that send them, so neither imports the other.
+//! `views.rs`: how a peer looks in the admin API ([`PeerView`]).
+
+mod views;
 
 use std::sync::{Arc, Mutex};
 
@@ -11,9 +15,10 @@ use sorcha_peer_core::model::{NodeState, PeerAdvert, PeerId, Timestamp};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::address::{AddressReport, AddressSource, NatState};
-use crate::metrics::Metrics;
-use crate::peers::PeerView;
-use crate::txstore::TxStore;
+use crate::store::transactions::TxStore;
+use crate::telemetry::Metrics;
+
+pub use views::PeerView;
 
 /// Commands waiting for the actor at most. A burst beyond this is refused (and counted) rather
 /// than queued: a caller gets a clear "busy" at once instead of an unbounded wait.
@@ -40,7 +45,7 @@ pub struct Status {
     pub version: &'static str,
 }
 
-pub(super) enum Command {
+pub(crate) enum Command {
     Register {
         advert: PeerAdvert,
         reply: oneshot::Sender<Result<RegisterOutcome, Refusal>>,

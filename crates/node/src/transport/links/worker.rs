@@ -20,16 +20,17 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 
 use super::{Mode, Outgoing, REPROBE_AFTER, STREAM_BUFFER, StreamState};
-use crate::actor::now;
-use crate::grpc::communication::STREAM_HEARTBEAT;
-use crate::metrics::{Metrics, message_kind, wire_len};
-use crate::outbound::Answer;
-use crate::proto::communication::peer_communication_client::PeerCommunicationClient;
-use crate::proto::communication::{MessageType, PeerMessage};
-use crate::proto::transaction::TransactionResponse;
-use crate::proto::transaction::transaction_distribution_client::TransactionDistributionClient;
-use crate::rest::client::RestClient;
+use crate::clock::now;
+use crate::telemetry::Metrics;
+use crate::transport::grpc::communication::STREAM_HEARTBEAT;
+use crate::transport::outbound::Answer;
+use crate::transport::rest::client::RestClient;
+use crate::wire::proto::communication::peer_communication_client::PeerCommunicationClient;
+use crate::wire::proto::communication::{MessageType, PeerMessage};
+use crate::wire::proto::transaction::TransactionResponse;
+use crate::wire::proto::transaction::transaction_distribution_client::TransactionDistributionClient;
 use crate::wire::{MAX_FETCH_BATCH, compact, to_fetch_message, to_notification, to_peer_message};
+use crate::wire::{message_kind, wire_len};
 
 pub(super) struct Worker {
     pub(super) peer: PeerId,

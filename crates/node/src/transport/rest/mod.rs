@@ -2,6 +2,11 @@
 //! speak gRPC. [`server`] serves it (on the HTTP port, and on the peer port beside gRPC);
 //! [`client`] reaches peers that only speak it.
 
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
 pub mod client;
 pub mod server;
 
@@ -21,4 +26,9 @@ pub mod base64_bytes {
             .decode(text.as_bytes())
             .map_err(|e| serde::de::Error::custom(format!("not base64: {e}")))
     }
+}
+
+/// Every error on the HTTP port and the REST fallback is JSON `{"error": "..."}` with a fitting status.
+pub fn error(code: StatusCode, message: &str) -> Response {
+    (code, Json(json!({ "error": message }))).into_response()
 }

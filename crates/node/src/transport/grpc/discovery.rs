@@ -3,10 +3,11 @@
 use tonic::{Request, Response, Status};
 
 use super::{handle_error, requester};
-use crate::actor::{NodeHandle, now};
-use crate::convert::{advert_from_proto, advert_to_proto, max_peers};
-use crate::proto::discovery::peer_discovery_server::PeerDiscovery;
-use crate::proto::discovery::*;
+use crate::clock::now;
+use crate::handle::NodeHandle;
+use crate::wire::convert::{advert_from_proto, advert_to_proto, max_peers};
+use crate::wire::proto::discovery::peer_discovery_server::PeerDiscovery;
+use crate::wire::proto::discovery::*;
 
 /// Peers returned by one GetPeerList or ExchangePeers at most, whatever the caller asks: the
 /// Sorcha design's 100 per request, which keeps an answer under ~30 KB.
@@ -85,7 +86,7 @@ impl PeerDiscovery for DiscoveryService {
         let status = match self.node.ping(from).await {
             Ok(Ok(_)) => PeerStatus::Online,
             Ok(Err(refused)) => return Err(Status::permission_denied(refused.to_string())),
-            Err(crate::actor::HandleError::Busy) => PeerStatus::Busy,
+            Err(crate::handle::HandleError::Busy) => PeerStatus::Busy,
             Err(e) => return Err(handle_error(e)),
         };
         Ok(Response::new(PingResponse {

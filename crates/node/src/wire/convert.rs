@@ -7,7 +7,10 @@ use sorcha_peer_core::model::{
     validate_port,
 };
 
-use crate::proto::discovery as pb;
+use crate::wire::proto::discovery as pb;
+
+/// The message Sorcha peers look for to know they must call RegisterPeer.
+pub const NOT_REGISTERED: &str = "Peer not registered";
 
 /// Protocol names read from one PeerInfo at most; the rest are ignored. Three are known, so
 /// 16 leaves room for future ones without letting a peer make us parse thousands.
@@ -127,7 +130,7 @@ pub fn status_from_proto(status: pb::PeerStatus) -> PeerStatus {
 pub fn heartbeat_outcome(success: bool, message: &str) -> HeartbeatOutcome {
     match (success, message) {
         (true, _) => HeartbeatOutcome::Accepted,
-        (false, crate::grpc::NOT_REGISTERED) => HeartbeatOutcome::NotRegistered,
+        (false, NOT_REGISTERED) => HeartbeatOutcome::NotRegistered,
         (false, _) => HeartbeatOutcome::Banned,
     }
 }

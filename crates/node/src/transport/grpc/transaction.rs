@@ -9,14 +9,15 @@ use sorcha_peer_core::model::TxHash;
 use tonic::{Request, Response, Status};
 
 use super::handle_error;
-use crate::actor::NodeHandle;
-use crate::metrics::{Metrics, wire_len};
-use crate::offline::SharedQueue;
-use crate::outbound::CHUNK_SIZE;
-use crate::proto::transaction::transaction_distribution_server::TransactionDistribution;
-use crate::proto::transaction::*;
-use crate::txstore::StoredTx;
+use crate::handle::NodeHandle;
+use crate::store::queue::SharedQueue;
+use crate::store::transactions::StoredTx;
+use crate::telemetry::Metrics;
+use crate::transport::outbound::CHUNK_SIZE;
 use crate::wire::from_notification;
+use crate::wire::proto::transaction::transaction_distribution_server::TransactionDistribution;
+use crate::wire::proto::transaction::*;
+use crate::wire::wire_len;
 
 pub struct TransactionService {
     node: NodeHandle,

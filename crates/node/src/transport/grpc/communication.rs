@@ -23,14 +23,15 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::handle_error;
 use super::transaction::TransactionService;
-use crate::actor::{NodeHandle, now};
-use crate::metrics::{message_kind, wire_len};
-use crate::proto::communication::peer_communication_server::PeerCommunication;
-use crate::proto::communication::{GossipFetch, MessageAck, MessageType, PeerMessage};
-use crate::proto::transaction::{TransactionNotification, TransactionRequest};
+use crate::clock::now;
+use crate::handle::NodeHandle;
+use crate::wire::proto::communication::peer_communication_server::PeerCommunication;
+use crate::wire::proto::communication::{GossipFetch, MessageAck, MessageType, PeerMessage};
+use crate::wire::proto::transaction::{TransactionNotification, TransactionRequest};
 use crate::wire::{
     MAX_FETCH_BATCH, from_notification, from_peer_message, raw_name, to_fetch_answer,
 };
+use crate::wire::{message_kind, wire_len};
 
 /// Our heartbeats on a peer's stream. The opener takes a stream silent for three of these (or
 /// three of its peer timeouts, if longer) for dead.

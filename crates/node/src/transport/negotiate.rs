@@ -6,35 +6,12 @@ use std::collections::HashMap;
 
 use sorcha_peer_core::model::{PeerId, Protocol};
 
-use crate::links::Mode;
+use crate::config::Speaks;
+
+use crate::transport::links::Mode;
 
 /// Peers whose working transport is remembered at most (the store keeps the rest).
 pub const MAX_REMEMBERED: usize = 4096;
-
-/// The transports this node speaks (and serves).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Speaks {
-    pub stream: bool,
-    pub grpc: bool,
-    pub rest: bool,
-}
-
-impl Speaks {
-    /// As `supported_protocols` in our adverts, best first.
-    pub fn protocols(self) -> Vec<Protocol> {
-        let mut list = Vec::new();
-        if self.grpc && self.stream {
-            list.push(Protocol::GrpcStream);
-        }
-        if self.grpc {
-            list.push(Protocol::Grpc);
-        }
-        if self.rest {
-            list.push(Protocol::Rest);
-        }
-        list
-    }
-}
 
 /// How to reach one peer: the first mode to try and whether REST is worth trying after a
 /// transport failure of gRPC.

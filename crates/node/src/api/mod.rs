@@ -1,6 +1,6 @@
 //! The HTTP port: health, metrics, the node's status and the peer table; the operator's
 //! actions (ping, ban, remove) need a loopback caller or the admin token (see [`admin`]).
-//! The REST fallback and the dashboard join it with their issues.
+//! The REST fallback (`transport::rest`) is served here too; the dashboard joins with its issue.
 
 pub mod admin;
 mod peers;
@@ -19,9 +19,10 @@ use axum::{Json, Router};
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use crate::actor::{HandleError, NodeHandle};
-use crate::grpc::Services;
-use crate::offline::SharedQueue;
+use crate::handle::{HandleError, NodeHandle};
+use crate::store::queue::SharedQueue;
+use crate::transport::grpc::Services;
+pub use crate::transport::rest::error;
 
 /// Largest request body on the HTTP port until endpoints that take bodies arrive.
 const MAX_BODY: usize = 64 * 1024;
@@ -83,12 +84,14 @@ pub async fn serve(
     state: HttpState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let rest =
-        crate::rest::server::shared_routes(state.services.clone(), state.max_transaction_size);
+    let rest = crate::transport::rest::server::shared_routes(
+        state.services.clone(),
+        state.max_transaction_size,
+    );
     let app = router(state)
         .merge(rest)
         .into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener.tap_io(crate::grpc::no_delay), app)
+    axum::serve(listener.tap_io(crate::transport::grpc::no_delay), app)
         .with_graceful_shutdown(shutdown)
         .await
 }
@@ -141,9 +144,4 @@ pub(crate) fn handle_error(e: HandleError) -> Response {
         HandleError::Busy => error(StatusCode::TOO_MANY_REQUESTS, &e.to_string()),
         HandleError::Stopped => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
     }
-}
-
-/// Every error on the HTTP port is JSON `{"error": "..."}` with a fitting status.
-pub fn error(code: StatusCode, message: &str) -> Response {
-    (code, Json(json!({ "error": message }))).into_response()
 }

@@ -8,39 +8,41 @@
 //! to not-serving, both servers stop accepting and finish their in-flight calls within
 //! `network.shutdown_grace`, the actor stops once the last handle is gone, `ports.json` is
 //! removed, and [`run`] returns `Ok`.
+//!
+//! - [`actor`]: the task that owns the core node; `tasks.rs`: the tasks around it and the
+//!   order they stop in; `flusher.rs`: hands the offline queue to gossip.
+
+pub mod actor;
+mod flusher;
+mod tasks;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use sorcha_peer_core::membership::Contact;
-use sorcha_peer_core::model::{PeerAdvert, PeerCapabilities, PeerId};
+use sorcha_peer_core::model::{PeerAdvert, PeerCapabilities, PeerId, PeerNode, Protocol};
 use sorcha_peer_core::node::Node;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::actor::{self, Actor, ActorSettings};
 use crate::address::{self, DiscoveryOptions, ExternalAddress, ExternalHost};
+use crate::api;
 use crate::config::{BootstrapAddr, Config};
-use crate::grpc::{PeerPortSettings, Services};
-use crate::http;
-use crate::http::HttpState;
 use crate::identity::{Identity, IdentityError};
-use crate::metrics::Metrics;
-use crate::offline::{self, OfflineQueue, QueueError};
+use crate::store::queue::{self, OfflineQueue, QueueError, SharedQueue};
 use crate::store::{PeerStore, StoreError, StoreWriter, WriterConfig};
+use crate::telemetry::Metrics;
+use crate::transport::outbound::TransportSettings;
+use actor::{Actor, ActorSettings};
 
 /// File in the data dir that tells clients and tests which ports the node bound.
 pub const PORTS_FILE: &str = "ports.json";
-
-/// How long the actor may take to wind down after the servers are done.
-const ACTOR_STOP_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The ports a running node bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,183 +95,45 @@ pub enum DaemonError {
 /// Runs a node with `config` until `shutdown` completes.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
     let data_dir = config.data_dir.clone();
-    let data_error = |source| DaemonError::DataDir {
-        path: data_dir.clone(),
-        source,
-    };
-    std::fs::create_dir_all(&data_dir).map_err(data_error)?;
-    let configured_id = if config.node_id.is_empty() {
-        None
-    } else {
-        // Validated with the rest of the configuration before start-up.
-        config.node_id.parse().ok()
-    };
-    let identity = Identity::load_or_create(&data_dir, configured_id)?;
+    std::fs::create_dir_all(&data_dir).map_err(data_error(&data_dir))?;
+    let identity = Identity::load_or_create(&data_dir, configured_id(&config))?;
     let metrics = Arc::new(Metrics::new().map_err(|e| DaemonError::Metrics(e.to_string()))?);
-
-    let peer_listener = bind("peer port", config.network.listen).await?;
-    let http_listener = bind("HTTP port", config.network.http_listen).await?;
-    let peer_addr = local_addr(&peer_listener, config.network.listen);
-    let http_addr = local_addr(&http_listener, config.network.http_listen);
-    let ports = Ports {
-        peer: peer_addr.port(),
-        http: http_addr.port(),
-    };
-    write_ports(&data_dir, &ports).map_err(data_error)?;
-    tracing::info!(
-        peer_id = %identity.peer_id(),
-        named = identity.is_configured(),
-        peer = %peer_addr,
-        http = %http_addr,
-        data_dir = %data_dir.display(),
-        "listening"
-    );
+    let (peer_listener, http_listener, ports) = bind_both(&config).await?;
+    write_ports(&data_dir, &ports).map_err(data_error(&data_dir))?;
     if config.discovery.bootstrap_nodes.is_empty() {
         tracing::info!(
             "no bootstrap nodes configured: running standalone, Offline until peers register"
         );
     }
-
-    let store = PeerStore::open_in(&data_dir)?;
-    let stored = store.load_for_start(actor::now(), config.discovery.max_peers_in_list as usize)?;
-    tracing::info!(stored = stored.len(), "peer store loaded");
-    let remembered = stored
-        .iter()
-        .filter_map(|p| {
-            let protocol = store.preferred_protocol(&p.peer_id).ok().flatten()?;
-            Some((p.peer_id.clone(), protocol))
-        })
-        .collect();
-    let writer = StoreWriter::spawn(store, WriterConfig::default())?;
-    let queue = offline::share(OfflineQueue::open_in(
-        &data_dir,
-        u64::from(config.offline.max_queue_size),
-        config.offline.max_retries,
-        config.communication.retry_delay,
-    )?)?;
-    tracing::info!(queued = queue.pending(), "offline queue opened");
-    let admin_token: Arc<str> = http::admin::load_or_create_token(&data_dir)
-        .map_err(data_error)?
+    let storage = Storage::open(&config)?;
+    let admin_token: Arc<str> = api::admin::load_or_create_token(&data_dir)
+        .map_err(data_error(&data_dir))?
         .into();
 
     let node = Node::new(
         config.node(),
         provisional_advert(&config, identity.peer_id(), ports.peer),
         bootstrap_contacts(&config),
-        stored,
+        storage.stored,
         ChaCha8Rng::seed_from_u64(rand::random()),
-        actor::now(),
+        crate::clock::now(),
     );
-    let d = &config.distribution;
-    let settings = ActorSettings {
-        peer_timeout: config.discovery.peer_timeout,
-        fetch_timeout: d.fetch_timeout,
-        max_transaction_size: d.max_transaction_size,
-        streaming_threshold: d.streaming_threshold,
-        cache_max_transactions: d.cache_max_transactions as usize,
-        cache_max_bytes: usize::try_from(d.cache_max_bytes).unwrap_or(usize::MAX),
-        cache_ttl: d.transaction_cache_ttl,
-        breaker: config.breaker(),
-        speaks: config.speaks(),
-        remembered,
-        retry: config.retry(),
-    };
-    let (actor, handle) = Actor::new(node, metrics, writer.handle().clone(), &settings);
+    let settings = actor_settings(&config, storage.remembered);
+    let (actor, handle) = Actor::new(node, metrics, storage.writer.handle().clone(), &settings);
     let actor_task = tokio::spawn(actor.run());
-
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let address_task = tokio::spawn(address_loop(
-        discovery_options(&config),
-        config.address.recheck_interval,
-        ports.peer,
-        handle.clone(),
-        stop_rx.clone(),
-    ));
-    let ready = Arc::new(AtomicBool::new(false));
-    let (health, health_service) = tonic_health::server::health_reporter();
-    let speaks = config.speaks();
-    let port_settings = PeerPortSettings {
-        max_transaction_size: config.distribution.max_transaction_size,
-        compress_bodies: config.distribution.enable_compression,
-        grpc: speaks.grpc,
-        stream: speaks.stream,
-        rest: speaks.rest,
-    };
-    let services = Arc::new(Services::new(handle.clone(), queue.clone(), &port_settings));
-    let mut grpc_task = tokio::spawn(crate::grpc::serve(
-        peer_listener,
-        services.clone(),
-        health.clone(),
-        health_service,
-        port_settings,
-        stopped(stop_rx.clone()),
-    ));
-    let flusher_task = tokio::spawn(offline::flusher(
-        queue.clone(),
-        handle.clone(),
-        handle.state(),
-        stop_rx.clone(),
-    ));
-    let http_state = HttpState {
-        node: handle,
-        ready: ready.clone(),
+    let tasks = tasks::Tasks::start(
+        &config,
+        (peer_listener, http_listener),
+        handle,
+        storage.queue,
         admin_token,
-        max_transaction_size: config.distribution.max_transaction_size as usize,
-        queue,
-        services,
-    };
-    let mut http_task = tokio::spawn(crate::http::serve(
-        http_listener,
-        http_state,
-        stopped(stop_rx),
-    ));
-    ready.store(true, Ordering::Release);
-    tracing::info!("ready");
-
-    let failure = tokio::select! {
-        () = shutdown => {
-            tracing::info!("shutdown requested: finishing in-flight requests");
-            None
-        }
-        result = &mut grpc_task => Some(server_failure("gRPC", result.map(|r| r.map_err(|e| e.to_string())))),
-        result = &mut http_task => Some(server_failure("HTTP", result.map(|r| r.map_err(|e| e.to_string())))),
-    };
-
-    ready.store(false, Ordering::Release);
-    for name in crate::grpc::SERVICE_NAMES.into_iter().chain([""]) {
-        health
-            .set_service_status(name, tonic_health::ServingStatus::NotServing)
-            .await;
-    }
-    let _ = stop_tx.send(true);
-    let grace = config.network.shutdown_grace;
-    let drained = tokio::time::timeout(grace, async {
-        if !grpc_task.is_finished() {
-            let _ = (&mut grpc_task).await;
-        }
-        if !http_task.is_finished() {
-            let _ = (&mut http_task).await;
-        }
-    })
-    .await;
-    if drained.is_err() {
-        tracing::warn!(grace = ?grace, "in-flight requests did not finish within the shutdown grace; closing them");
-        grpc_task.abort();
-        http_task.abort();
-    }
-    // Discovery may be waiting on a STUN server and the flusher on the actor; both hold
-    // handles, so they go before the actor.
-    address_task.abort();
-    let _ = address_task.await;
-    flusher_task.abort();
-    let _ = flusher_task.await;
-    if tokio::time::timeout(ACTOR_STOP_TIMEOUT, actor_task)
-        .await
-        .is_err()
-    {
-        tracing::warn!("node actor did not stop in time");
-    }
-    if let Err(e) = writer.shutdown() {
+        actor_task,
+        ports.peer,
+    );
+    let failure = tasks
+        .run_until(shutdown, config.network.shutdown_grace)
+        .await;
+    if let Err(e) = storage.writer.shutdown() {
         tracing::warn!(error = %e, "peer store did not close cleanly");
     }
     let _ = std::fs::remove_file(data_dir.join(PORTS_FILE));
@@ -282,13 +146,107 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
 }
 
+fn data_error(data_dir: &Path) -> impl Fn(std::io::Error) -> DaemonError + '_ {
+    move |source| DaemonError::DataDir {
+        path: data_dir.to_path_buf(),
+        source,
+    }
+}
+
+/// The id the operator named, if any (validated with the rest of the configuration).
+fn configured_id(config: &Config) -> Option<PeerId> {
+    if config.node_id.is_empty() {
+        None
+    } else {
+        config.node_id.parse().ok()
+    }
+}
+
+/// Binds both ports before anything is announced, so a port in use fails start-up here.
+async fn bind_both(config: &Config) -> Result<(TcpListener, TcpListener, Ports), DaemonError> {
+    let peer_listener = bind("peer port", config.network.listen).await?;
+    let http_listener = bind("HTTP port", config.network.http_listen).await?;
+    let peer_addr = local_addr(&peer_listener, config.network.listen);
+    let http_addr = local_addr(&http_listener, config.network.http_listen);
+    tracing::info!(
+        peer = %peer_addr,
+        http = %http_addr,
+        data_dir = %config.data_dir.display(),
+        "listening"
+    );
+    let ports = Ports {
+        peer: peer_addr.port(),
+        http: http_addr.port(),
+    };
+    Ok((peer_listener, http_listener, ports))
+}
+
+/// What start-up reads from the data dir, and the stores that stay open while the node runs.
+struct Storage {
+    /// Peers of the last run, for `Node::new`.
+    stored: Vec<PeerNode>,
+    /// What transport worked with each of them.
+    remembered: Vec<(PeerId, Protocol)>,
+    writer: StoreWriter,
+    queue: SharedQueue,
+}
+
+impl Storage {
+    fn open(config: &Config) -> Result<Self, DaemonError> {
+        let store = PeerStore::open_in(&config.data_dir)?;
+        let max = config.discovery.max_peers_in_list as usize;
+        let stored = store.load_for_start(crate::clock::now(), max)?;
+        tracing::info!(stored = stored.len(), "peer store loaded");
+        let remembered = stored
+            .iter()
+            .filter_map(|p| {
+                let protocol = store.preferred_protocol(&p.peer_id).ok().flatten()?;
+                Some((p.peer_id.clone(), protocol))
+            })
+            .collect();
+        let writer = StoreWriter::spawn(store, WriterConfig::default())?;
+        let queue = queue::share(OfflineQueue::open_in(
+            &config.data_dir,
+            u64::from(config.offline.max_queue_size),
+            config.offline.max_retries,
+            config.communication.retry_delay,
+        )?)?;
+        tracing::info!(queued = queue.pending(), "offline queue opened");
+        Ok(Self {
+            stored,
+            remembered,
+            writer,
+            queue,
+        })
+    }
+}
+
+fn actor_settings(config: &Config, remembered: Vec<(PeerId, Protocol)>) -> ActorSettings {
+    let d = &config.distribution;
+    ActorSettings {
+        transport: TransportSettings {
+            peer_timeout: config.discovery.peer_timeout,
+            max_transaction_size: d.max_transaction_size,
+            streaming_threshold: d.streaming_threshold,
+            breaker: config.breaker(),
+            speaks: config.speaks(),
+            retry: config.retry(),
+        },
+        fetch_timeout: d.fetch_timeout,
+        cache_max_transactions: d.cache_max_transactions as usize,
+        cache_max_bytes: usize::try_from(d.cache_max_bytes).unwrap_or(usize::MAX),
+        cache_ttl: d.transaction_cache_ttl,
+        remembered,
+    }
+}
+
 /// Finds the advertised address now and every `recheck` after, until stopped. Runs beside the
 /// node so a slow STUN server never delays readiness.
 async fn address_loop(
     options: DiscoveryOptions,
     recheck: Duration,
     peer_port: u16,
-    node: crate::actor::NodeHandle,
+    node: crate::handle::NodeHandle,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
@@ -346,7 +304,7 @@ fn provisional_advert(config: &Config, peer_id: &PeerId, port: u16) -> PeerAdver
             supports_transaction_distribution: true,
             max_transaction_size: config.distribution.max_transaction_size,
         },
-        last_seen: actor::now(),
+        last_seen: crate::clock::now(),
         is_seed_node: config.discovery.bootstrap_nodes.is_empty(),
     }
 }
@@ -377,13 +335,13 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 
-fn server_failure(
+fn server_failure<E: std::fmt::Display>(
     what: &'static str,
-    result: Result<Result<(), String>, tokio::task::JoinError>,
+    result: Result<Result<(), E>, tokio::task::JoinError>,
 ) -> DaemonError {
     let message = match result {
         Ok(Ok(())) => "stopped unexpectedly".to_owned(),
-        Ok(Err(e)) => e,
+        Ok(Err(e)) => e.to_string(),
         Err(e) => e.to_string(),
     };
     DaemonError::Server { what, message }

@@ -1,0 +1,62 @@
+//! Hands the offline queue to gossip once the node has a healthy peer: due transactions,
+//! oldest first, in batches; confirmations noted by the body servers are applied in one
+//! transaction per tick. The queue itself (SQLite, what is due, dead letters) is
+//! [`crate::store::queue`]'s; this loop only moves entries from it into the node.
+
+use std::time::Duration;
+
+use sorcha_peer_core::model::NodeState;
+use tokio::sync::watch;
+
+use crate::clock::now;
+use crate::handle::NodeHandle;
+use crate::store::queue::{SharedQueue, with_queue};
+
+/// Entries handed to gossip per flush step: large enough to flush tens of thousands per
+/// second, small enough that the actor answers other requests in between.
+const FLUSH_BATCH: usize = 512;
+/// How often the flusher looks for due entries while the node has peers.
+const FLUSH_TICK: Duration = Duration::from_millis(200);
+
+/// Hands due transactions to gossip whenever the node has a healthy peer, until `stop`.
+pub async fn flusher(
+    queue: SharedQueue,
+    node: NodeHandle,
+    mut state: watch::Receiver<NodeState>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let confirmed = queue.take_confirmed();
+        if !confirmed.is_empty()
+            && let Err(e) = with_queue(&queue, move |q| q.confirm_many(&confirmed)).await
+        {
+            tracing::warn!(error = %e, "offline queue confirmation failed");
+        }
+        if *state.borrow() != NodeState::Offline {
+            match with_queue(&queue, |q| q.take_due(now(), FLUSH_BATCH)).await {
+                Ok(due) if !due.is_empty() => {
+                    let count = due.len();
+                    for entry in due {
+                        // Known to gossip already (submitted before a restart was not) is fine:
+                        // its digests and the peer's pulls carry it on.
+                        if node.submit(entry.body, entry.register_id).await.is_err() {
+                            break; // Saturated or stopping: the entries stay queued.
+                        }
+                    }
+                    node.metrics()
+                        .transaction_queue_size
+                        .record(queue.pending() as i64, &[]);
+                    tracing::info!(count, "offline queue flushed into gossip");
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "offline queue flush failed"),
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(FLUSH_TICK) => {}
+            _ = state.changed() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! The tasks of a running node and the order they stop in.
+//!
+//! Started once the actor runs: the peer port's servers, the HTTP port's, address discovery
+//! and the offline queue's flusher. Stopping is the reverse of what depends on what:
+//! readiness and gRPC health turn to not-serving, both servers stop accepting and finish
+//! their in-flight calls within the grace, then the helpers that hold actor handles
+//! (discovery, the flusher) go, and the actor ends once the last handle is gone.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tonic_health::server::HealthReporter;
+
+use super::{DaemonError, address_loop, discovery_options, flusher, server_failure, stopped};
+use crate::api::{self, HttpState};
+use crate::config::Config;
+use crate::handle::NodeHandle;
+use crate::store::queue::SharedQueue;
+use crate::transport::grpc::{self, PeerPortSettings, Services};
+
+/// How long the actor may take to wind down after the servers are done.
+const ACTOR_STOP_TIMEOUT: Duration = Duration::from_secs(1);
+
+pub(super) struct Tasks {
+    grpc: JoinHandle<Result<(), String>>,
+    http: JoinHandle<std::io::Result<()>>,
+    address: JoinHandle<()>,
+    flusher: JoinHandle<()>,
+    actor: JoinHandle<()>,
+    health: HealthReporter,
+    /// `/health/ready`: true from start-up's end to the shutdown request.
+    ready: Arc<AtomicBool>,
+    /// Tells the servers and helpers to stop.
+    stop: watch::Sender<bool>,
+}
+
+impl Tasks {
+    /// Starts everything around the running actor; the node is ready when this returns.
+    pub(super) fn start(
+        config: &Config,
+        (peer_listener, http_listener): (TcpListener, TcpListener),
+        node: NodeHandle,
+        queue: SharedQueue,
+        admin_token: Arc<str>,
+        actor: JoinHandle<()>,
+        peer_port: u16,
+    ) -> Self {
+        let (stop, stop_rx) = watch::channel(false);
+        let address = tokio::spawn(address_loop(
+            discovery_options(config),
+            config.address.recheck_interval,
+            peer_port,
+            node.clone(),
+            stop_rx.clone(),
+        ));
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let port_settings = peer_port_settings(config);
+        let services = Arc::new(Services::new(node.clone(), queue.clone(), &port_settings));
+        let grpc = tokio::spawn(grpc::serve(
+            peer_listener,
+            services.clone(),
+            health.clone(),
+            health_service,
+            port_settings,
+            stopped(stop_rx.clone()),
+        ));
+        let flusher = tokio::spawn(flusher::flusher(
+            queue.clone(),
+            node.clone(),
+            node.state(),
+            stop_rx.clone(),
+        ));
+        let ready = Arc::new(AtomicBool::new(false));
+        let http_state = HttpState {
+            node,
+            ready: ready.clone(),
+            admin_token,
+            max_transaction_size: config.distribution.max_transaction_size as usize,
+            queue,
+            services,
+        };
+        let http = tokio::spawn(api::serve(http_listener, http_state, stopped(stop_rx)));
+        ready.store(true, Ordering::Release);
+        tracing::info!("ready");
+        Self {
+            grpc,
+            http,
+            address,
+            flusher,
+            actor,
+            health,
+            ready,
+            stop,
+        }
+    }
+
+    /// Runs until `shutdown` completes or a server fails, then stops everything; the failure,
+    /// if one ended the run.
+    pub(super) async fn run_until(
+        mut self,
+        shutdown: impl Future<Output = ()>,
+        grace: Duration,
+    ) -> Option<DaemonError> {
+        let failure = tokio::select! {
+            () = shutdown => {
+                tracing::info!("shutdown requested: finishing in-flight requests");
+                None
+            }
+            result = &mut self.grpc => Some(server_failure("gRPC", result)),
+            result = &mut self.http => Some(server_failure("HTTP", result)),
+        };
+        self.stop(grace).await;
+        failure
+    }
+
+    async fn stop(mut self, grace: Duration) {
+        self.ready.store(false, Ordering::Release);
+        for name in grpc::SERVICE_NAMES.into_iter().chain([""]) {
+            self.health
+                .set_service_status(name, tonic_health::ServingStatus::NotServing)
+                .await;
+        }
+        let _ = self.stop.send(true);
+        let drained = tokio::time::timeout(grace, async {
+            if !self.grpc.is_finished() {
+                let _ = (&mut self.grpc).await;
+            }
+            if !self.http.is_finished() {
+                let _ = (&mut self.http).await;
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(grace = ?grace, "in-flight requests did not finish within the shutdown grace; closing them");
+            self.grpc.abort();
+            self.http.abort();
+        }
+        // Discovery may be waiting on a STUN server and the flusher on the actor; both hold
+        // handles, so they go before the actor.
+        self.address.abort();
+        let _ = self.address.await;
+        self.flusher.abort();
+        let _ = self.flusher.await;
+        if tokio::time::timeout(ACTOR_STOP_TIMEOUT, self.actor)
+            .await
+            .is_err()
+        {
+            tracing::warn!("node actor did not stop in time");
+        }
+    }
+}
+
+fn peer_port_settings(config: &Config) -> PeerPortSettings {
+    let speaks = config.speaks();
+    PeerPortSettings {
+        max_transaction_size: config.distribution.max_transaction_size,
+        compress_bodies: config.distribution.enable_compression,
+        grpc: speaks.grpc,
+        stream: speaks.stream,
+        rest: speaks.rest,
+    }
+}
