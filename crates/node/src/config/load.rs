@@ -121,66 +121,27 @@ fn list(items: &[Invalid]) -> String {
 pub fn load(sources: &Sources) -> Result<LoadedConfig, ConfigError> {
     let defaults =
         Table::try_from(Config::default()).expect("invariant: Config serializes to a TOML table");
-    let mut merged = defaults.clone();
-    let mut origins = BTreeMap::new();
-    let mut invalid = Vec::new();
+    let mut layers = Layers {
+        merged: defaults.clone(),
+        origins: BTreeMap::new(),
+        invalid: Vec::new(),
+    };
     let mut notes = Vec::new();
-
     if let Some(path) = &sources.file {
-        let sorcha::Mapped {
-            table,
-            key_names,
-            notes: file_notes,
-        } = read_file(path)?;
-        notes.extend(file_notes);
-        let mut leaves = Vec::new();
-        flatten(&table, "", &mut |key, value| {
-            leaves.push((key.to_owned(), value.clone()))
-        });
-        for (key, value) in leaves {
-            let origin = match key_names.get(&key) {
-                Some(sorcha_key) => Origin::SorchaFile {
-                    path: path.clone(),
-                    key: sorcha_key.clone(),
-                },
-                None => Origin::File(path.clone()),
-            };
-            set(&mut merged, &mut origins, &mut invalid, &key, value, origin);
-        }
+        notes = layers.file(path)?;
     }
-    for (var, raw) in &sources.env {
-        let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
-            continue;
-        };
-        let key = rest
-            .split("__")
-            .map(str::to_ascii_lowercase)
-            .collect::<Vec<_>>()
-            .join(".");
-        let value = env_value(&defaults, &key, raw);
-        set(
-            &mut merged,
-            &mut origins,
-            &mut invalid,
-            &key,
-            value,
-            Origin::Env(var.clone()),
-        );
-    }
+    layers.env(&defaults, &sources.env);
     for (flag, key, value) in &sources.flags {
-        set(
-            &mut merged,
-            &mut origins,
-            &mut invalid,
-            key,
-            value.clone(),
-            Origin::Flag(flag),
-        );
+        layers.set(key, value.clone(), Origin::Flag(flag));
     }
+    let Layers {
+        merged,
+        origins,
+        invalid,
+    } = layers;
     if !invalid.is_empty() {
         return Err(ConfigError::Invalid(invalid));
     }
-
     let config: Config = serde_path_to_error::deserialize(Value::Table(merged.clone()))
         .map_err(|e| ConfigError::Invalid(vec![deserialize_error(&e, &merged, &origins)]))?;
     let invalid: Vec<Invalid> = validate::validate(&config)
@@ -200,6 +161,92 @@ pub fn load(sources: &Sources) -> Result<LoadedConfig, ConfigError> {
         origins,
         notes,
     })
+}
+
+/// The configuration as the layers build it up: values, where each came from, and what was
+/// refused on the way (every refusal is reported, not just the first).
+struct Layers {
+    merged: Table,
+    origins: BTreeMap<String, Origin>,
+    invalid: Vec<Invalid>,
+}
+
+impl Layers {
+    /// Sets `key` (dotted) to `value`, creating tables on the way.
+    fn set(&mut self, key: &str, value: Value, origin: Origin) {
+        let parts: Vec<&str> = key.split('.').collect();
+        if parts.iter().any(|p| p.is_empty()) {
+            self.invalid.push(Invalid {
+                key: key.to_owned(),
+                value: value.to_string(),
+                origin,
+                problem: "empty key segment".into(),
+            });
+            return;
+        }
+        let (last, parents) = parts
+            .split_last()
+            .expect("invariant: split yields one part at least");
+        let mut table = &mut self.merged;
+        for (depth, part) in parents.iter().enumerate() {
+            let entry = table
+                .entry(part.to_string())
+                .or_insert_with(|| Value::Table(Table::new()));
+            let Value::Table(inner) = entry else {
+                self.invalid.push(Invalid {
+                    key: key.to_owned(),
+                    value: value.to_string(),
+                    origin,
+                    problem: format!("`{}` is a value, not a section", parts[..=depth].join(".")),
+                });
+                return;
+            };
+            table = inner;
+        }
+        table.insert(last.to_string(), value);
+        self.origins.insert(key.to_owned(), origin);
+    }
+
+    /// The file's values (TOML, or a Sorcha `appsettings.json`); its notes on keys without
+    /// effect.
+    fn file(&mut self, path: &Path) -> Result<Vec<String>, ConfigError> {
+        let sorcha::Mapped {
+            table,
+            key_names,
+            notes,
+        } = read_file(path)?;
+        let mut leaves = Vec::new();
+        flatten(&table, "", &mut |key, value| {
+            leaves.push((key.to_owned(), value.clone()))
+        });
+        for (key, value) in leaves {
+            let origin = match key_names.get(&key) {
+                Some(sorcha_key) => Origin::SorchaFile {
+                    path: path.to_owned(),
+                    key: sorcha_key.clone(),
+                },
+                None => Origin::File(path.to_owned()),
+            };
+            self.set(&key, value, origin);
+        }
+        Ok(notes)
+    }
+
+    /// `SORCHA_PEER__SECTION__KEY` variables, typed after the defaults.
+    fn env(&mut self, defaults: &Table, env: &[(String, String)]) {
+        for (var, raw) in env {
+            let Some(rest) = var.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let key = rest
+                .split("__")
+                .map(str::to_ascii_lowercase)
+                .collect::<Vec<_>>()
+                .join(".");
+            let value = env_value(defaults, &key, raw);
+            self.set(&key, value, Origin::Env(var.clone()));
+        }
+    }
 }
 
 /// Reads a TOML file, or a Sorcha `appsettings.json` (by its `.json` extension), as a table in
@@ -228,48 +275,6 @@ fn read_file(path: &Path) -> Result<sorcha::Mapped, ConfigError> {
             notes: Vec::new(),
         })
     }
-}
-
-/// Sets `key` (dotted) to `value`, creating tables on the way.
-fn set(
-    merged: &mut Table,
-    origins: &mut BTreeMap<String, Origin>,
-    invalid: &mut Vec<Invalid>,
-    key: &str,
-    value: Value,
-    origin: Origin,
-) {
-    let parts: Vec<&str> = key.split('.').collect();
-    if parts.iter().any(|p| p.is_empty()) {
-        invalid.push(Invalid {
-            key: key.to_owned(),
-            value: value.to_string(),
-            origin,
-            problem: "empty key segment".into(),
-        });
-        return;
-    }
-    let (last, parents) = parts
-        .split_last()
-        .expect("invariant: split yields one part at least");
-    let mut table = merged;
-    for (depth, part) in parents.iter().enumerate() {
-        let entry = table
-            .entry(part.to_string())
-            .or_insert_with(|| Value::Table(Table::new()));
-        let Value::Table(inner) = entry else {
-            invalid.push(Invalid {
-                key: key.to_owned(),
-                value: value.to_string(),
-                origin,
-                problem: format!("`{}` is a value, not a section", parts[..=depth].join(".")),
-            });
-            return;
-        };
-        table = inner;
-    }
-    table.insert(last.to_string(), value);
-    origins.insert(key.to_owned(), origin);
 }
 
 /// Reads an environment value with the type the key has in the defaults: strings stay

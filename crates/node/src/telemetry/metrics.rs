@@ -5,7 +5,7 @@
 //! `_total` are written that way. Everything the node refuses or drops has a counter here.
 
 use opentelemetry::KeyValue;
-use opentelemetry::metrics::{Counter, Gauge, Histogram, MeterProvider};
+use opentelemetry::metrics::{Counter, Gauge, Histogram, Meter, MeterProvider};
 use opentelemetry_sdk::metrics::SdkMeterProvider;
 use prometheus::{Encoder, Registry, TextEncoder};
 use sorcha_peer_core::model::NodeState;
@@ -15,77 +15,202 @@ use sorcha_peer_core::membership::MembershipStats;
 
 use crate::address::AddressReport;
 
-/// Every instrument the node records.
-pub struct Metrics {
-    registry: Registry,
-    /// Kept so the instruments stay registered for the life of the process.
-    _provider: SdkMeterProvider,
+/// Declares [`Metrics`] from one table: each line names a field, how it is made (the maker
+/// function of the same name below) and what `/metrics` calls and describes it, so a field
+/// and its exported name cannot drift apart.
+macro_rules! instruments {
+    ($( $(#[doc = $doc:expr])* $field:ident: $make:ident($name:literal, $help:literal), )*) => {
+        /// Every instrument the node records.
+        pub struct Metrics {
+            registry: Registry,
+            /// Kept so the instruments stay registered for the life of the process.
+            _provider: SdkMeterProvider,
+            /// What has been reported of the core's cumulative counters, to add only the
+            /// difference.
+            reported: std::sync::Mutex<MembershipStats>,
+            reported_gossip: std::sync::Mutex<GossipStats>,
+            $( $(#[doc = $doc])* pub $field: instrument_type!($make), )*
+        }
+
+        impl Metrics {
+            fn with_instruments(registry: Registry, provider: SdkMeterProvider) -> Self {
+                let meter = provider.meter("sorcha-peer");
+                Self {
+                    $( $field: $make(&meter, $name, $help), )*
+                    registry,
+                    _provider: provider,
+                    reported: Default::default(),
+                    reported_gossip: Default::default(),
+                }
+            }
+        }
+    };
+}
+
+macro_rules! instrument_type {
+    (gauge) => { Gauge<i64> };
+    (labelled_gauge) => { Gauge<i64> };
+    (counter) => { Counter<u64> };
+    (seconds_histogram) => { Histogram<f64> };
+}
+
+instruments! {
     /// Peers known (Sorcha: peer_count).
-    pub peer_count: Gauge<i64>,
+    peer_count: gauge("peer_count", "Peers known to this node"),
     /// Peers healthy and in use (Sorcha: peer_count_active).
-    pub peer_count_active: Gauge<i64>,
+    peer_count_active: gauge("peer_count_active", "Healthy peers in use"),
     /// Transactions in the offline queue (Sorcha: transaction_queue_size).
-    pub transaction_queue_size: Gauge<i64>,
-    pub bandwidth_sent_bytes: Counter<u64>,
-    pub bandwidth_received_bytes: Counter<u64>,
-    pub connection_errors_total: Counter<u64>,
-    pub gossip_rounds_total: Counter<u64>,
+    transaction_queue_size: gauge(
+        "transaction_queue_size",
+        "Transactions waiting in the offline queue"
+    ),
+    bandwidth_sent_bytes: counter("bandwidth_sent_bytes", "Bytes sent to peers"),
+    bandwidth_received_bytes: counter("bandwidth_received_bytes", "Bytes received from peers"),
+    connection_errors_total: counter(
+        "connection_errors_total",
+        "Failed connections and calls to peers"
+    ),
+    gossip_rounds_total: counter("gossip_rounds_total", "Gossip rounds run"),
     /// Seconds from first hearing of a transaction (an announcement) to holding its verified
     /// body, on this node.
-    pub transaction_distribution_latency: Histogram<f64>,
+    transaction_distribution_latency: seconds_histogram(
+        "transaction_distribution_latency",
+        "Seconds from first hearing of a transaction to holding its verified body"
+    ),
     /// 0 offline, 1 degraded, 2 online (Sorcha: peer_service_status).
-    pub peer_service_status: Gauge<i64>,
+    peer_service_status: gauge("peer_service_status", "0 offline, 1 degraded, 2 online"),
     /// Requests refused because the node's command queue was full.
-    pub commands_refused_total: Counter<u64>,
+    commands_refused_total: counter(
+        "commands_refused_total",
+        "Requests refused because the node was saturated"
+    ),
     /// PeerInfo entries from peers that failed validation, by reason.
-    pub peer_info_rejected_total: Counter<u64>,
+    peer_info_rejected_total: counter(
+        "peer_info_rejected_total",
+        "Invalid PeerInfo entries dropped, by reason"
+    ),
     /// 1 for the advertised address, labelled with how it was found.
-    pub external_address_info: Gauge<i64>,
+    external_address_info: labelled_gauge(
+        "external_address_info",
+        "1 for the advertised address, labelled by source and NAT state"
+    ),
     /// STUN answers ignored (wrong transaction id, class, malformed).
-    pub stun_responses_ignored_total: Counter<u64>,
+    stun_responses_ignored_total: counter(
+        "stun_responses_ignored_total",
+        "STUN answers ignored: wrong transaction id or class, malformed"
+    ),
     /// Outbound channels closed to stay within the pool's bound.
-    pub channels_evicted_total: Counter<u64>,
+    channels_evicted_total: counter(
+        "channels_evicted_total",
+        "Outbound channels closed to stay within the pool bound"
+    ),
     /// Timers the actor refused because too many were armed.
-    pub timers_refused_total: Counter<u64>,
+    timers_refused_total: counter(
+        "timers_refused_total",
+        "Timers refused because too many were armed"
+    ),
     /// Peer store writes refused (queue full or writer gone).
-    pub store_writes_refused_total: Counter<u64>,
-    pub discovery_rounds_total: Counter<u64>,
+    store_writes_refused_total: counter(
+        "store_writes_refused_total",
+        "Peer store writes refused: queue full or writer gone"
+    ),
+    discovery_rounds_total: counter("discovery_rounds_total", "Peer discovery rounds run"),
     /// When a discovery round last brought a new peer, ms since the epoch.
-    pub last_successful_discovery: Gauge<i64>,
+    last_successful_discovery: gauge(
+        "last_successful_discovery_timestamp_ms",
+        "When a discovery round last brought a new peer (ms since the epoch)"
+    ),
     /// Adverts membership refused, by reason.
-    pub adverts_refused_total: Counter<u64>,
+    adverts_refused_total: counter(
+        "adverts_refused_total",
+        "Peer adverts refused by membership, by reason"
+    ),
     /// Core outputs and requests dropped or expired, by kind.
-    pub membership_dropped_total: Counter<u64>,
+    membership_dropped_total: counter(
+        "membership_dropped_total",
+        "Membership outputs and requests dropped or expired, by kind"
+    ),
     /// Gossip sends, fetches and events dropped, by kind.
-    pub gossip_dropped_total: Counter<u64>,
+    gossip_dropped_total: counter(
+        "gossip_dropped_total",
+        "Gossip sends, fetches and outputs dropped, by kind"
+    ),
     /// Bodies received for transactions already known.
-    pub duplicate_bodies_total: Counter<u64>,
+    duplicate_bodies_total: counter(
+        "duplicate_bodies_total",
+        "Bodies received for transactions already known"
+    ),
     /// Bodies pulled from peers.
-    pub transaction_pulls_total: Counter<u64>,
+    transaction_pulls_total: counter("transaction_pulls_total", "Bodies pulled from peers"),
     /// Pulled bodies whose SHA-256 did not match the announced hash.
-    pub verification_failures_total: Counter<u64>,
-    pub anti_entropy_repairs_total: Counter<u64>,
+    verification_failures_total: counter(
+        "verification_failures_total",
+        "Pulled bodies whose SHA-256 did not match the announced hash"
+    ),
+    anti_entropy_repairs_total: counter(
+        "anti_entropy_repairs_total",
+        "Transactions recovered by anti-entropy"
+    ),
     /// Digests sent, by kind: `recent` (the last 30 s, every round) or `sweep` (a slice of
     /// the whole window: to new gossip peers, after a full reply, every 5 min).
-    pub anti_entropy_digests_total: Counter<u64>,
+    anti_entropy_digests_total: counter(
+        "anti_entropy_digests_total",
+        "Anti-entropy digests sent, by kind (recent, sweep)"
+    ),
     /// Pulls that brought no body, by kind: `timeout`, `failed` (refused, unreachable, not
     /// found), `abandoned` (every announcer tried; anti-entropy may still bring it).
-    pub gossip_fetch_failures_total: Counter<u64>,
+    gossip_fetch_failures_total: counter(
+        "gossip_fetch_failures_total",
+        "Pulls that brought no body, by kind (timeout, failed, abandoned)"
+    ),
     /// Announced hashes waiting for their body, and pulls outstanding.
-    pub gossip_pending: Gauge<i64>,
-    pub gossip_fetches_in_flight: Gauge<i64>,
+    gossip_pending: gauge("gossip_pending", "Announced transactions waiting for their body"),
+    gossip_fetches_in_flight: gauge("gossip_fetches_in_flight", "Pulls outstanding"),
     /// Transactions in the body store, and their bytes.
-    pub transaction_store_size: Gauge<i64>,
-    pub transaction_store_bytes: Gauge<i64>,
+    transaction_store_size: gauge("transaction_store_size", "Transactions whose bodies are kept"),
+    transaction_store_bytes: gauge("transaction_store_bytes", "Bytes of kept transaction bodies"),
     /// Local subscribers that fell behind and missed notifications.
-    pub subscriber_lagged_total: Counter<u64>,
+    subscriber_lagged_total: counter(
+        "subscriber_lagged_total",
+        "Notifications local subscribers missed by falling behind"
+    ),
     /// Peers whose circuit breaker is open.
-    pub circuit_breakers_open: Gauge<i64>,
+    circuit_breakers_open: gauge("circuit_breakers_open", "Peers whose circuit breaker is open"),
     /// Submissions refused because the offline queue was full.
-    pub queue_refused_total: Counter<u64>,
-    /// What has been reported of the core's cumulative counters, to add only the difference.
-    reported: std::sync::Mutex<MembershipStats>,
-    reported_gossip: std::sync::Mutex<GossipStats>,
+    queue_refused_total: counter(
+        "queue_refused_total",
+        "Submissions refused because the offline queue was full"
+    ),
+}
+
+/// A gauge shown (at 0) from the start.
+fn gauge(meter: &Meter, name: &'static str, help: &'static str) -> Gauge<i64> {
+    let g = meter.i64_gauge(name).with_description(help).build();
+    g.record(0, &[]);
+    g
+}
+
+/// A gauge recorded only with labels (an unlabelled 0 would be a false series).
+fn labelled_gauge(meter: &Meter, name: &'static str, help: &'static str) -> Gauge<i64> {
+    meter.i64_gauge(name).with_description(help).build()
+}
+
+/// A counter shown (at 0) from the start.
+fn counter(meter: &Meter, name: &'static str, help: &'static str) -> Counter<u64> {
+    let c = meter.u64_counter(name).with_description(help).build();
+    c.add(0, &[]);
+    c
+}
+
+/// A histogram of seconds, from a millisecond to ten seconds; shown from its first sample.
+fn seconds_histogram(meter: &Meter, name: &'static str, help: &'static str) -> Histogram<f64> {
+    meter
+        .f64_histogram(name)
+        .with_description(help)
+        .with_boundaries(vec![
+            0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ])
+        .build()
 }
 
 impl Metrics {
@@ -99,140 +224,7 @@ impl Metrics {
             .scope_info_enabled(false)
             .build()?;
         let provider = SdkMeterProvider::builder().with_reader(exporter).build();
-        let meter = provider.meter("sorcha-peer");
-        let gauge = |name: &'static str, help: &'static str| {
-            let g = meter.i64_gauge(name).with_description(help).build();
-            g.record(0, &[]);
-            g
-        };
-        let counter = |name: &'static str, help: &'static str| {
-            let c = meter.u64_counter(name).with_description(help).build();
-            c.add(0, &[]);
-            c
-        };
-        Ok(Self {
-            peer_count: gauge("peer_count", "Peers known to this node"),
-            peer_count_active: gauge("peer_count_active", "Healthy peers in use"),
-            transaction_queue_size: gauge(
-                "transaction_queue_size",
-                "Transactions waiting in the offline queue",
-            ),
-            bandwidth_sent_bytes: counter("bandwidth_sent_bytes", "Bytes sent to peers"),
-            bandwidth_received_bytes: counter(
-                "bandwidth_received_bytes",
-                "Bytes received from peers",
-            ),
-            connection_errors_total: counter(
-                "connection_errors_total",
-                "Failed connections and calls to peers",
-            ),
-            gossip_rounds_total: counter("gossip_rounds_total", "Gossip rounds run"),
-            transaction_distribution_latency: meter
-                .f64_histogram("transaction_distribution_latency")
-                .with_description(
-                    "Seconds from first hearing of a transaction to holding its verified body",
-                )
-                .with_boundaries(vec![
-                    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-                ])
-                .build(),
-            peer_service_status: gauge("peer_service_status", "0 offline, 1 degraded, 2 online"),
-            commands_refused_total: counter(
-                "commands_refused_total",
-                "Requests refused because the node was saturated",
-            ),
-            peer_info_rejected_total: counter(
-                "peer_info_rejected_total",
-                "Invalid PeerInfo entries dropped, by reason",
-            ),
-            external_address_info: meter
-                .i64_gauge("external_address_info")
-                .with_description("1 for the advertised address, labelled by source and NAT state")
-                .build(),
-            stun_responses_ignored_total: counter(
-                "stun_responses_ignored_total",
-                "STUN answers ignored: wrong transaction id or class, malformed",
-            ),
-            channels_evicted_total: counter(
-                "channels_evicted_total",
-                "Outbound channels closed to stay within the pool bound",
-            ),
-            timers_refused_total: counter(
-                "timers_refused_total",
-                "Timers refused because too many were armed",
-            ),
-            store_writes_refused_total: counter(
-                "store_writes_refused_total",
-                "Peer store writes refused: queue full or writer gone",
-            ),
-            discovery_rounds_total: counter("discovery_rounds_total", "Peer discovery rounds run"),
-            last_successful_discovery: gauge(
-                "last_successful_discovery_timestamp_ms",
-                "When a discovery round last brought a new peer (ms since the epoch)",
-            ),
-            adverts_refused_total: counter(
-                "adverts_refused_total",
-                "Peer adverts refused by membership, by reason",
-            ),
-            membership_dropped_total: counter(
-                "membership_dropped_total",
-                "Membership outputs and requests dropped or expired, by kind",
-            ),
-            gossip_dropped_total: counter(
-                "gossip_dropped_total",
-                "Gossip sends, fetches and outputs dropped, by kind",
-            ),
-            duplicate_bodies_total: counter(
-                "duplicate_bodies_total",
-                "Bodies received for transactions already known",
-            ),
-            transaction_pulls_total: counter("transaction_pulls_total", "Bodies pulled from peers"),
-            verification_failures_total: counter(
-                "verification_failures_total",
-                "Pulled bodies whose SHA-256 did not match the announced hash",
-            ),
-            anti_entropy_repairs_total: counter(
-                "anti_entropy_repairs_total",
-                "Transactions recovered by anti-entropy",
-            ),
-            anti_entropy_digests_total: counter(
-                "anti_entropy_digests_total",
-                "Anti-entropy digests sent, by kind (recent, sweep)",
-            ),
-            gossip_fetch_failures_total: counter(
-                "gossip_fetch_failures_total",
-                "Pulls that brought no body, by kind (timeout, failed, abandoned)",
-            ),
-            gossip_pending: gauge(
-                "gossip_pending",
-                "Announced transactions waiting for their body",
-            ),
-            gossip_fetches_in_flight: gauge("gossip_fetches_in_flight", "Pulls outstanding"),
-            transaction_store_size: gauge(
-                "transaction_store_size",
-                "Transactions whose bodies are kept",
-            ),
-            transaction_store_bytes: gauge(
-                "transaction_store_bytes",
-                "Bytes of kept transaction bodies",
-            ),
-            subscriber_lagged_total: counter(
-                "subscriber_lagged_total",
-                "Notifications local subscribers missed by falling behind",
-            ),
-            circuit_breakers_open: gauge(
-                "circuit_breakers_open",
-                "Peers whose circuit breaker is open",
-            ),
-            queue_refused_total: counter(
-                "queue_refused_total",
-                "Submissions refused because the offline queue was full",
-            ),
-            reported: Default::default(),
-            reported_gossip: Default::default(),
-            registry,
-            _provider: provider,
-        })
+        Ok(Self::with_instruments(registry, provider))
     }
 
     pub fn record_state(&self, state: NodeState) {
