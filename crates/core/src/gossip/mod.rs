@@ -24,49 +24,9 @@
 //! push), `fetch.rs` (pending transactions, announcers, fetch slots, verification),
 //! `anti_entropy.rs` (digests), `net_tests.rs` (a 50-node mini network).
 //!
-//! # Measured (net_tests, seed 1)
-//!
-//! 50 nodes, 8 random active peers each, 10-50 ms per message, 200 transactions of 200-4000
-//! bytes from random origins, one every 10 ms. "full" is submit-to-last-node per transaction;
-//! messages and bytes count announces, digests, fetch requests and responses; AE is
-//! anti-entropy every 5 s. Reproduce with
-//! `cargo test -p sorcha-peer-core gossip::net_tests -- --nocapture --test-threads 1`.
-//!
-//! | strategy                         | loss | coverage | full max / mean   | msgs/node/tx | bytes/node/tx | dup bodies/node |
-//! |----------------------------------|------|----------|-------------------|--------------|---------------|-----------------|
-//! | fixed 3, stop at 3 hops, no AE   | 0    | 54.4%    | -                 | 1.72         | 1180          | 0               |
-//! | fixed 3, 16 hops, no AE          | 0    | 94.7%    | -                 | 4.06         | 2159          | 0               |
-//! | all, stop at 3 hops, no AE       | 0    | 99.96%   | -                 | 5.42         | 2409          | 0               |
-//! | all, no AE                       | 0    | 100%     | 363 / 297 ms      | 5.90         | 2477          | 0               |
-//! | **fixed 3 then all** (default)   | 0    | 100%     | 562 / 451 ms      | 5.67         | 2431          | 0               |
-//! | fixed 3, stop at 3 hops, AE      | 0    | 100%     | 14.9 s / 8.2 s    | 3.39         | 2277          | 0               |
-//! | fixed 3 then all, push 1         | 0    | 100%     | 3.5 s / 333 ms    | 5.96         | 3959          | 157             |
-//! | all, push 1                      | 0    | 100%     | 310 / 247 ms      | 6.41         | 4158          | 172             |
-//! | fixed 3, stop at 3 hops, AE      | 10%  | 100%     | 48.6 s / 19.2 s   | 4.22         | 2592          | 0               |
-//! | all, AE                          | 10%  | 100%     | 39.3 s / 11.9 s   | 7.23         | 2804          | 0               |
-//! | **fixed 3 then all, AE** (dflt)  | 10%  | 100%     | 39.9 s / 11.5 s   | 6.83         | 2746          | 0               |
-//! | fixed 3 then all, push 1, AE     | 10%  | 100%     | 29.0 s / 9.2 s    | 6.43         | 4075          | 125             |
-//!
-//! What the figures decided:
-//! - **Hop limit.** With pull and dedup every node announces a transaction once, so traffic is
-//!   bounded by nodes x fanout whatever the hop count; stopping at Sorcha's 3 hops with fanout
-//!   3 leaves 46% of the network to anti-entropy (seconds instead of milliseconds). So by
-//!   default (`flood_past_max_hops`) the first `max_hops` hops use `fanout` and later hops
-//!   announce to every active peer: 100% without anti-entropy, at 4% fewer messages than
-//!   flooding from the start (`FanoutMode::All`, the fastest: mean 297 ms).
-//!   At 10,000 nodes (sorcha-peer-sim) flooding every gossip peer cost 880 B/node/tx; onwards
-//!   hops now announce to `flood_fanout` (6) peers: 698 B, t99 p95 7.3 -> 8.0 s, still 100%
-//!   (figures in `GossipConfig::default`; with bytes counted as the daemon's stream sends
-//!   them and a 1 s fetch timeout, 682 B and 4.3 s; announcing and pulling by 16-byte id
-//!   instead of the 32-byte hash, 561 B: `crates/sim/README.md`). The table above predates
-//!   those changes.
-//! - **Eager push** saves a round trip (mean 451 -> 333 ms) but most nodes receive the body
-//!   from several pushers: ~157 duplicate bodies per node for 200 transactions and +63% bytes.
-//!   Off by default (`eager_push_max_size = 0`).
-//! - **Loss.** With 10% of messages (fetch requests and answers included) lost, the 5 s fetch
-//!   timeout dominates: a node whose fetch is lost waits for it before the next announcer.
-//!   Anti-entropy then brings in what every announcer failed to deliver; all runs end at 100%.
-//!   Body duplicates stay at 0 without push: one fetch per hash at a time.
+//! Why the defaults are what they are (hop limit then flood, no eager push, anti-entropy every
+//! 5 s) is measured, not argued: the 50-node figures of `net_tests.rs` and what they decided are
+//! in `crates/sim/README.md` ("Gossip strategies at 50 nodes"), the 10,000-node ones beside them.
 
 mod announce;
 mod anti_entropy;
