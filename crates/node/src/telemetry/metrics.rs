@@ -331,77 +331,30 @@ impl Metrics {
         let Ok(mut reported) = self.reported_gossip.lock() else {
             return;
         };
-        let delta = |now: u64, before: u64| now.saturating_sub(before);
-        self.gossip_rounds_total.add(
-            delta(
-                stats.announce_messages_sent,
-                reported.announce_messages_sent,
-            ),
-            &[],
-        );
-        self.duplicate_bodies_total.add(
-            delta(stats.duplicate_bodies, reported.duplicate_bodies),
-            &[],
-        );
-        self.transaction_pulls_total
-            .add(delta(stats.fetches, reported.fetches), &[]);
-        self.verification_failures_total
-            .add(delta(stats.bad_bodies, reported.bad_bodies), &[]);
-        self.anti_entropy_repairs_total.add(
-            delta(stats.anti_entropy_repairs, reported.anti_entropy_repairs),
-            &[],
-        );
-        let recent = |s: &GossipStats| s.digests_sent.saturating_sub(s.sweeps_sent);
-        let digests = [
-            ("recent", recent(stats), recent(&reported)),
-            ("sweep", stats.sweeps_sent, reported.sweeps_sent),
+        let (now, before) = (stats, &*reported);
+        let unlabelled: [(_, fn(&GossipStats) -> u64); 5] = [
+            (&self.gossip_rounds_total, |s| s.announce_messages_sent),
+            (&self.duplicate_bodies_total, |s| s.duplicate_bodies),
+            (&self.transaction_pulls_total, |s| s.fetches),
+            (&self.verification_failures_total, |s| s.bad_bodies),
+            (&self.anti_entropy_repairs_total, |s| s.anti_entropy_repairs),
         ];
-        add_deltas(&self.anti_entropy_digests_total, "kind", &digests);
-        let dropped = [
-            (
-                "pending_full",
-                stats.dropped_pending_full,
-                reported.dropped_pending_full,
-            ),
-            (
-                "announcers_full",
-                stats.dropped_announcers_full,
-                reported.dropped_announcers_full,
-            ),
-            (
-                "over_message_limit",
-                stats.dropped_over_message_limit,
-                reported.dropped_over_message_limit,
-            ),
-            (
-                "bad_entries",
-                stats.refused_bad_entries,
-                reported.refused_bad_entries,
-            ),
-            (
-                "oversized_bodies",
-                stats.refused_oversized_bodies,
-                reported.refused_oversized_bodies,
-            ),
-            ("outputs", stats.outputs_dropped, reported.outputs_dropped),
-            ("known_evicted", stats.known_evicted, reported.known_evicted),
-            (
-                "bad_digest",
-                stats.refused_bad_digests,
-                reported.refused_bad_digests,
-            ),
+        for (counter, field) in unlabelled {
+            counter.add(field(now).saturating_sub(field(before)), &[]);
+        }
+        let by_kind = [
+            (&self.anti_entropy_digests_total, digest_kinds as KindRows),
+            (&self.gossip_dropped_total, gossip_drop_kinds),
+            (&self.gossip_fetch_failures_total, fetch_failure_kinds),
         ];
-        add_deltas(&self.gossip_dropped_total, "kind", &dropped);
-        let failed = [
-            ("timeout", stats.fetch_timeouts, reported.fetch_timeouts),
-            ("failed", stats.fetch_failures, reported.fetch_failures),
-            (
-                "abandoned",
-                stats.fetches_abandoned,
-                reported.fetches_abandoned,
-            ),
-        ];
-        add_deltas(&self.gossip_fetch_failures_total, "kind", &failed);
+        for (counter, rows) in by_kind {
+            let rows: Vec<_> = rows(now)
+                .into_iter()
+                .zip(rows(before))
+                .map(|((kind, now), (_, before))| (kind, now, before))
+                .collect();
+            add_deltas(counter, "kind", &rows);
+        }
         *reported = *stats;
     }
 
@@ -420,6 +373,40 @@ impl Metrics {
         }
         String::from_utf8(out).unwrap_or_default()
     }
+}
+
+/// The counters of one labelled metric in the gossip core's stats: `(kind, value)` rows.
+type KindRows = fn(&GossipStats) -> Vec<(&'static str, u64)>;
+
+/// `anti_entropy_digests_total{kind}`: recent digests (every round) and sweeps.
+fn digest_kinds(s: &GossipStats) -> Vec<(&'static str, u64)> {
+    vec![
+        ("recent", s.digests_sent.saturating_sub(s.sweeps_sent)),
+        ("sweep", s.sweeps_sent),
+    ]
+}
+
+/// `gossip_dropped_total{kind}` as the gossip core counts it.
+fn gossip_drop_kinds(s: &GossipStats) -> Vec<(&'static str, u64)> {
+    vec![
+        ("pending_full", s.dropped_pending_full),
+        ("announcers_full", s.dropped_announcers_full),
+        ("over_message_limit", s.dropped_over_message_limit),
+        ("bad_entries", s.refused_bad_entries),
+        ("oversized_bodies", s.refused_oversized_bodies),
+        ("outputs", s.outputs_dropped),
+        ("known_evicted", s.known_evicted),
+        ("bad_digest", s.refused_bad_digests),
+    ]
+}
+
+/// `gossip_fetch_failures_total{kind}`.
+fn fetch_failure_kinds(s: &GossipStats) -> Vec<(&'static str, u64)> {
+    vec![
+        ("timeout", s.fetch_timeouts),
+        ("failed", s.fetch_failures),
+        ("abandoned", s.fetches_abandoned),
+    ]
 }
 
 /// Adds to `counter`, labelled `key` = each row's name, what each stats field gained since it

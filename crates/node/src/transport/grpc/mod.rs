@@ -83,6 +83,37 @@ impl Services {
     }
 }
 
+/// A generated server that reads messages up to `$max` bytes, compressed or not. (A macro: each
+/// generated server is its own type with these methods, and no trait names them.)
+macro_rules! accepting {
+    ($server:expr, $max:expr) => {
+        $server
+            .max_decoding_message_size($max)
+            .accept_compressed(CompressionEncoding::Zstd)
+            .accept_compressed(CompressionEncoding::Gzip)
+    };
+}
+
+/// `TransactionDistribution`, sending bodies compressed when `compress` is set (bodies only:
+/// announcements are hashes, which do not compress).
+fn transaction_server(
+    services: &Services,
+    max_message: usize,
+    compress: bool,
+) -> TransactionDistributionServer<transaction::TransactionService> {
+    let server = accepting!(
+        TransactionDistributionServer::from_arc(services.transaction.clone()),
+        max_message
+    );
+    if compress {
+        server
+            .send_compressed(CompressionEncoding::Zstd)
+            .send_compressed(CompressionEncoding::Gzip)
+    } else {
+        server
+    }
+}
+
 /// Serves the peer port on `listener` until `shutdown` completes, then finishes in-flight calls:
 /// gRPC (and, when configured, the REST fallback beside it), or only REST.
 pub async fn serve(
@@ -112,23 +143,13 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(crate::wire::proto::FILE_DESCRIPTOR_SET)
         .build_v1()
         .expect("invariant: the descriptor set was produced by build.rs from our own protos");
-    let max_message = max_tx + 64 * 1024;
-    let mut transactions = TransactionDistributionServer::from_arc(services.transaction.clone())
-        .max_decoding_message_size(max_message)
-        .accept_compressed(CompressionEncoding::Zstd)
-        .accept_compressed(CompressionEncoding::Gzip);
-    if settings.compress_bodies {
-        // Bodies only: announcements are hashes, which do not compress.
-        transactions = transactions
-            .send_compressed(CompressionEncoding::Zstd)
-            .send_compressed(CompressionEncoding::Gzip);
-    }
     // The REST routes answer HTTP/1.1 requests; gRPC's services are added on top of them.
     let routes = if settings.rest {
         Routes::from(rest)
     } else {
         Routes::default()
     };
+    let max_message = max_tx + 64 * 1024;
     Server::builder()
         .accept_http1(settings.rest)
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
@@ -137,25 +158,23 @@ pub async fn serve(
         .add_routes(routes)
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(
-            PeerDiscoveryServer::from_arc(services.discovery.clone())
-                .max_decoding_message_size(MAX_CONTROL_MESSAGE)
-                .accept_compressed(CompressionEncoding::Zstd)
-                .accept_compressed(CompressionEncoding::Gzip),
-        )
-        .add_service(
-            PeerHeartbeatServer::from_arc(services.heartbeat.clone())
-                .max_decoding_message_size(MAX_CONTROL_MESSAGE)
-                .accept_compressed(CompressionEncoding::Zstd)
-                .accept_compressed(CompressionEncoding::Gzip),
-        )
-        .add_service(transactions)
-        .add_service(
-            PeerCommunicationServer::from_arc(services.communication.clone())
-                .max_decoding_message_size(max_message)
-                .accept_compressed(CompressionEncoding::Zstd)
-                .accept_compressed(CompressionEncoding::Gzip),
-        )
+        .add_service(accepting!(
+            PeerDiscoveryServer::from_arc(services.discovery.clone()),
+            MAX_CONTROL_MESSAGE
+        ))
+        .add_service(accepting!(
+            PeerHeartbeatServer::from_arc(services.heartbeat.clone()),
+            MAX_CONTROL_MESSAGE
+        ))
+        .add_service(transaction_server(
+            &services,
+            max_message,
+            settings.compress_bodies,
+        ))
+        .add_service(accepting!(
+            PeerCommunicationServer::from_arc(services.communication.clone()),
+            max_message
+        ))
         .serve_with_incoming_shutdown(
             TcpIncoming::from(listener).with_nodelay(Some(true)),
             shutdown,
