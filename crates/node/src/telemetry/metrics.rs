@@ -332,7 +332,7 @@ impl Metrics {
             return;
         };
         let (now, before) = (stats, &*reported);
-        let unlabelled: [(_, fn(&GossipStats) -> u64); 5] = [
+        let unlabelled: [(_, StatField); 5] = [
             (&self.gossip_rounds_total, |s| s.announce_messages_sent),
             (&self.duplicate_bodies_total, |s| s.duplicate_bodies),
             (&self.transaction_pulls_total, |s| s.fetches),
@@ -374,6 +374,9 @@ impl Metrics {
         String::from_utf8(out).unwrap_or_default()
     }
 }
+
+/// One counter of the gossip core's stats.
+type StatField = fn(&GossipStats) -> u64;
 
 /// The counters of one labelled metric in the gossip core's stats: `(kind, value)` rows.
 type KindRows = fn(&GossipStats) -> Vec<(&'static str, u64)>;
