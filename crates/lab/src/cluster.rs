@@ -12,9 +12,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use serde::Deserialize;
 
-use crate::api::Api;
+use crate::api::{Api, Status};
 use crate::netns::{self, Netns, NetnsError};
 use crate::procfs::{self, ProcSample};
 use crate::prom::Scrape;
@@ -28,6 +29,8 @@ const NETNS_PEER_PORT: u16 = 5001;
 const NETNS_HTTP_PORT: u16 = 5080;
 /// Last lines of a node's log shown when it fails to start.
 const LOG_TAIL_LINES: usize = 20;
+/// Nodes asked or started at once (100 nodes' statuses polled every 50 ms).
+pub const CONCURRENCY: usize = 32;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hosts {
@@ -481,6 +484,23 @@ impl Cluster {
         }
         usage.restarts = proc.restarts;
         usage
+    }
+
+    /// Every node's status (`None`: no answer), polled [`CONCURRENCY`] at a time.
+    pub async fn statuses(&self) -> Vec<Option<Status>> {
+        let mut all: Vec<(usize, Option<Status>)> = futures::stream::iter(0..self.len())
+            .map(|i| async move {
+                let status = match self.http(i) {
+                    Some(base) if self.is_responsive(i) => self.api.status(&base).await.ok(),
+                    _ => None,
+                };
+                (i, status)
+            })
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+        all.sort_by_key(|(i, _)| *i);
+        all.into_iter().map(|(_, s)| s).collect()
     }
 
     /// SIGTERM to every running node (thawed first), SIGKILL to any still running after

@@ -3,6 +3,7 @@
 //! measured as JSON or a short table.
 //!
 //! - [`scenario`]: what a run does (TOML; the presets are embedded).
+//! - [`binary`]: finding the `sorcha-peer` executable to start (the flag, a release build, `PATH`).
 //! - [`cluster`]: the node processes: start, signal, kill, restart, usage; killed on drop.
 //! - [`netns`]: namespaces, veths and a bridge for `--hosts netns`; removed on drop.
 //! - [`api`]: the node's HTTP endpoints the lab calls.

@@ -238,6 +238,15 @@ pub fn distribution(mut values: Vec<f64>) -> Distribution {
     }
 }
 
+/// A rate: `count` over `seconds`, 0 for no time.
+pub fn per_second(count: usize, seconds: f64) -> f64 {
+    if seconds > 0.0 {
+        count as f64 / seconds
+    } else {
+        0.0
+    }
+}
+
 /// When `share` of `nodes` had a transaction, given the times the nodes had it (ms after
 /// submission, any order); `None` if fewer nodes than that had it.
 pub fn coverage_time(arrivals: &[f64], nodes: usize, share: f64) -> Option<f64> {
@@ -292,6 +301,16 @@ impl Report {
     /// The short human-readable summary.
     pub fn table(&self) -> String {
         let mut out = String::new();
+        self.write_outcome(&mut out);
+        self.write_propagation(&mut out);
+        self.write_costs(&mut out);
+        self.write_phases(&mut out);
+        self.write_presets_and_faults(&mut out);
+        out
+    }
+
+    /// The verdict, start-up and the transactions' totals.
+    fn write_outcome(&self, out: &mut String) {
         let verdict = if self.exit_code() == EXIT_OK {
             "OK"
         } else {
@@ -325,6 +344,10 @@ impl Report {
             ms(t.settle_ms),
             ms(t.throughput_tps)
         );
+    }
+
+    /// Time to reach each share of the nodes, as a small table.
+    fn write_propagation(&self, out: &mut String) {
         let _ = writeln!(out, "  propagation, ms       p50      p95      max");
         let p = &self.propagation_ms;
         for (name, d) in [
@@ -341,6 +364,10 @@ impl Report {
                 ms(d.max)
             );
         }
+    }
+
+    /// What the run cost: bytes, duplicates, CPU and memory.
+    fn write_costs(&self, out: &mut String) {
         let b = &self.bandwidth;
         let _ = writeln!(
             out,
@@ -356,6 +383,9 @@ impl Report {
             "  CPU {:.1} s in all (max {:.1} s per node); peak RSS max {:.1} MiB",
             r.cpu_seconds_total, r.cpu_seconds_max, r.peak_rss_mib_max
         );
+    }
+
+    fn write_phases(&self, out: &mut String) {
         for ph in &self.phases {
             let _ = writeln!(
                 out,
@@ -367,6 +397,10 @@ impl Report {
                 ms(ph.settle_ms)
             );
         }
+    }
+
+    /// The queue and memory presets' own figures, then the faults that happened.
+    fn write_presets_and_faults(&self, out: &mut String) {
         if let Some(q) = &self.queue {
             let _ = writeln!(
                 out,
@@ -391,7 +425,6 @@ impl Report {
                 f.at_ms, f.action, f.nodes, f.note
             );
         }
-        out
     }
 }
 

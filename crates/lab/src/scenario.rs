@@ -256,14 +256,18 @@ impl Scenario {
         self.discovery_target.unwrap_or(50).min(others)
     }
 
+    /// Every value in range; the first one out of range is named, checked in the order the
+    /// keys are documented: the cluster, the traffic, the faults, the extras.
     pub fn validate(&self) -> Result<(), ScenarioError> {
-        let invalid = |key, value: String, allowed: String| {
-            Err(ScenarioError::Invalid {
-                key,
-                value,
-                allowed,
-            })
-        };
+        self.validate_cluster()?;
+        self.traffic.validate(self.nodes)?;
+        for fault in &self.faults {
+            fault.validate(self.nodes)?;
+        }
+        self.validate_extras()
+    }
+
+    fn validate_cluster(&self) -> Result<(), ScenarioError> {
         if !(1..=MAX_NODES).contains(&self.nodes) {
             return invalid("nodes", self.nodes.to_string(), format!("1 to {MAX_NODES}"));
         }
@@ -274,69 +278,11 @@ impl Scenario {
                 format!("1 to nodes ({})", self.nodes),
             );
         }
-        let t = &self.traffic;
-        if t.transactions > MAX_TRANSACTIONS {
-            return invalid(
-                "traffic.transactions",
-                t.transactions.to_string(),
-                format!("0 to {MAX_TRANSACTIONS}"),
-            );
-        }
-        if t.size < 64 {
-            return invalid(
-                "traffic.size",
-                t.size.to_string(),
-                "at least 64 bytes (room for the unique prefix)".into(),
-            );
-        }
-        if !(1..=MAX_CONCURRENCY).contains(&t.concurrency) {
-            return invalid(
-                "traffic.concurrency",
-                t.concurrency.to_string(),
-                format!("1 to {MAX_CONCURRENCY}"),
-            );
-        }
-        if t.phase_rates().iter().any(|r| !r.is_finite() || *r < 0.0) {
-            return invalid(
-                "traffic.rate",
-                format!("{:?}", t.phase_rates()),
-                "a finite number of tx/s >= 0 (0: as fast as possible)".into(),
-            );
-        }
-        if let Origins::Node(i) = t.origins
-            && i >= self.nodes
-        {
-            return invalid(
-                "traffic.origins",
-                format!("node:{i}"),
-                format!("node:0 to node:{}", self.nodes - 1),
-            );
-        }
-        for fault in &self.faults {
-            let all = fault.nodes.iter().chain(fault.groups.iter().flatten());
-            if let Some(bad) = all.into_iter().find(|i| **i >= self.nodes) {
-                return invalid(
-                    "faults.nodes",
-                    bad.to_string(),
-                    format!("node indices 0 to {}", self.nodes - 1),
-                );
-            }
-            let needs_groups = matches!(fault.action, Action::Partition | Action::Heal);
-            if needs_groups && fault.groups.len() < 2 {
-                return invalid(
-                    "faults.groups",
-                    format!("{:?}", fault.groups),
-                    "at least two groups of node indices".into(),
-                );
-            }
-            if !needs_groups && fault.nodes.is_empty() {
-                return invalid(
-                    "faults.nodes",
-                    "[]".into(),
-                    format!("the nodes to {}", fault.action.as_str()),
-                );
-            }
-        }
+        Ok(())
+    }
+
+    /// The memory preset's injection and the queue preset's flow.
+    fn validate_extras(&self) -> Result<(), ScenarioError> {
         if self.inject_peers > 100_000 {
             return invalid(
                 "inject_peers",
@@ -355,6 +301,92 @@ impl Scenario {
         }
         Ok(())
     }
+}
+
+impl Traffic {
+    /// In range for a cluster of `nodes`.
+    fn validate(&self, nodes: usize) -> Result<(), ScenarioError> {
+        if self.transactions > MAX_TRANSACTIONS {
+            return invalid(
+                "traffic.transactions",
+                self.transactions.to_string(),
+                format!("0 to {MAX_TRANSACTIONS}"),
+            );
+        }
+        if self.size < 64 {
+            return invalid(
+                "traffic.size",
+                self.size.to_string(),
+                "at least 64 bytes (room for the unique prefix)".into(),
+            );
+        }
+        if !(1..=MAX_CONCURRENCY).contains(&self.concurrency) {
+            return invalid(
+                "traffic.concurrency",
+                self.concurrency.to_string(),
+                format!("1 to {MAX_CONCURRENCY}"),
+            );
+        }
+        if self
+            .phase_rates()
+            .iter()
+            .any(|r| !r.is_finite() || *r < 0.0)
+        {
+            return invalid(
+                "traffic.rate",
+                format!("{:?}", self.phase_rates()),
+                "a finite number of tx/s >= 0 (0: as fast as possible)".into(),
+            );
+        }
+        if let Origins::Node(i) = self.origins
+            && i >= nodes
+        {
+            return invalid(
+                "traffic.origins",
+                format!("node:{i}"),
+                format!("node:0 to node:{}", nodes - 1),
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Fault {
+    /// Names only nodes `0..nodes`, with the node list or groups its action needs.
+    fn validate(&self, nodes: usize) -> Result<(), ScenarioError> {
+        let all = self.nodes.iter().chain(self.groups.iter().flatten());
+        if let Some(bad) = all.into_iter().find(|i| **i >= nodes) {
+            return invalid(
+                "faults.nodes",
+                bad.to_string(),
+                format!("node indices 0 to {}", nodes - 1),
+            );
+        }
+        let needs_groups = matches!(self.action, Action::Partition | Action::Heal);
+        if needs_groups && self.groups.len() < 2 {
+            return invalid(
+                "faults.groups",
+                format!("{:?}", self.groups),
+                "at least two groups of node indices".into(),
+            );
+        }
+        if !needs_groups && self.nodes.is_empty() {
+            return invalid(
+                "faults.nodes",
+                "[]".into(),
+                format!("the nodes to {}", self.action.as_str()),
+            );
+        }
+        Ok(())
+    }
+}
+
+fn invalid(key: &'static str, value: String, allowed: String) -> Result<(), ScenarioError> {
+    Err(ScenarioError::Invalid {
+        key,
+        value,
+        allowed,
+    })
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {

@@ -3,15 +3,15 @@
 
 use std::collections::BTreeMap;
 
-use crate::api::TxKey;
+use crate::api::{Status, TxKey};
 use crate::cluster::{Cluster, Usage};
 use crate::observe::Observations;
 use crate::procfs;
+use crate::prom::Scrape;
 use crate::report::{
     self, Bandwidth, Duplicates, FaultRecord, MemoryReport, NodeReport, Phase, Propagation,
-    QueueReport, Report, Resources, Startup, Transactions,
+    QueueReport, Report, Resources, Startup, Transactions, per_second,
 };
-use crate::run::{per_second, statuses};
 use crate::scenario::Scenario;
 use crate::settle::{self, Listed};
 use crate::traffic::{PhaseOutcome, Submission};
@@ -50,6 +50,15 @@ impl Measured {
     }
 }
 
+/// What the nodes said at the end of the run, each vector indexed by node.
+struct Polled {
+    usage: Vec<Usage>,
+    status: Vec<Option<Status>>,
+    /// Gauges now (not deltas since the mark): what a node holds.
+    held: Vec<Scrape>,
+    active_in: Vec<usize>,
+}
+
 pub async fn build(
     cluster: &Cluster,
     seen: &Observations,
@@ -57,20 +66,7 @@ pub async fn build(
     m: Measured,
 ) -> Report {
     let n = cluster.len();
-    let mut usage = Vec::with_capacity(n);
-    for i in 0..n {
-        usage.push(cluster.usage(i).await);
-    }
-    let status = statuses(cluster).await;
-    let mut held = Vec::with_capacity(n);
-    for i in 0..n {
-        let gauges = match cluster.http(i) {
-            Some(base) if cluster.is_responsive(i) => cluster.api().metrics(&base).await.ok(),
-            _ => None,
-        };
-        held.push(gauges.unwrap_or_default());
-    }
-    let active_in = active_in(cluster).await;
+    let polled = poll(cluster).await;
     let keys: Vec<TxKey> = m.accepted.iter().map(|s| s.key).collect();
     let accepted = keys.len();
     let per_tx = |total: f64| {
@@ -80,9 +76,85 @@ pub async fn build(
             0.0
         }
     };
-
     let arrivals = arrivals(seen, &m.accepted, n);
-    let per_node: Vec<NodeReport> = (0..n)
+    let per_node = node_reports(cluster, seen, &m.listed, &polled, &keys, &arrivals);
+    let memory =
+        (scenario.inject_peers > 0).then(|| memory(scenario, &per_node[0], &polled.held[0]));
+    let usage = &polled.usage;
+    let lost_total = m.lost.len();
+    Report {
+        preset: scenario.name.clone(),
+        description: scenario.description.clone(),
+        date: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        nodes: n,
+        ok: lost_total == 0,
+        lost: lost_total,
+        lost_hashes: m
+            .lost
+            .iter()
+            .take(report::MAX_LISTED)
+            .map(hex::encode)
+            .collect(),
+        transactions: transactions(&m, scenario.traffic.size),
+        startup: m.startup,
+        propagation_ms: propagation(&m.accepted, &arrivals, n),
+        bandwidth: bandwidth(usage, n, accepted),
+        duplicate_bodies: Duplicates {
+            total: total(usage, "duplicate_bodies_total"),
+            per_tx: per_tx(total(usage, "duplicate_bodies_total")),
+            transaction_pulls: total(usage, "transaction_pulls_total"),
+        },
+        resources: resources(&per_node),
+        per_node,
+        phases: m.phases,
+        queue: m.queue,
+        memory,
+        faults: m.faults,
+        ..Report::default()
+    }
+}
+
+/// Asks every node, in this order: usage since the mark (which thaws stopped nodes), status,
+/// gauges, active sets.
+async fn poll(cluster: &Cluster) -> Polled {
+    let n = cluster.len();
+    let mut usage = Vec::with_capacity(n);
+    for i in 0..n {
+        usage.push(cluster.usage(i).await);
+    }
+    let status = cluster.statuses().await;
+    let mut held = Vec::with_capacity(n);
+    for i in 0..n {
+        let gauges = match cluster.http(i) {
+            Some(base) if cluster.is_responsive(i) => cluster.api().metrics(&base).await.ok(),
+            _ => None,
+        };
+        held.push(gauges.unwrap_or_default());
+    }
+    let active_in = active_in(cluster).await;
+    Polled {
+        usage,
+        status,
+        held,
+        active_in,
+    }
+}
+
+fn node_reports(
+    cluster: &Cluster,
+    seen: &Observations,
+    listed: &Listed,
+    polled: &Polled,
+    keys: &[TxKey],
+    arrivals: &[Vec<Option<f64>>],
+) -> Vec<NodeReport> {
+    let Polled {
+        usage,
+        status,
+        held,
+        active_in,
+    } = polled;
+    (0..cluster.len())
         .map(|i| NodeReport {
             index: i,
             peer_id: cluster.peer_id(i).unwrap_or_default().to_owned(),
@@ -99,7 +171,7 @@ pub async fn build(
             active_in: active_in[i],
             transactions_held: held[i].sum("transaction_store_size") as usize,
             missing: if cluster.is_live(i) {
-                settle::missing_on(seen, &m.listed, i, &keys)
+                settle::missing_on(seen, listed, i, keys)
             } else {
                 0
             },
@@ -107,81 +179,72 @@ pub async fn build(
             arrival_ms: report::distribution(arrivals.iter().filter_map(|a| a[i]).collect()),
             counters: counters(&usage[i]),
         })
-        .collect();
+        .collect()
+}
 
-    let memory = (scenario.inject_peers > 0).then(|| MemoryReport {
+/// The memory preset's figures: node 0's, after the injection.
+fn memory(scenario: &Scenario, node0: &NodeReport, held: &Scrape) -> MemoryReport {
+    MemoryReport {
         node: 0,
         peers_injected: scenario.inject_peers,
-        peers_known: per_node[0].peers_known,
-        cached_transactions: held[0].sum("transaction_store_size"),
-        cached_bytes: held[0].sum("transaction_store_bytes"),
-        rss_mib: per_node[0].rss_mib,
-        peak_rss_mib: per_node[0].peak_rss_mib,
-    });
+        peers_known: node0.peers_known,
+        cached_transactions: held.sum("transaction_store_size"),
+        cached_bytes: held.sum("transaction_store_bytes"),
+        rss_mib: node0.rss_mib,
+        peak_rss_mib: node0.peak_rss_mib,
+    }
+}
+
+/// The submissions' totals over every phase; `size` is the body size.
+fn transactions(m: &Measured, size: usize) -> Transactions {
+    let accepted = m.accepted.len();
     let throughput = m
         .phases
         .iter()
         .filter(|p| p.lost == 0 && p.accepted == p.submitted && p.accepted > 0)
         .map(|p| p.submitted_tps)
         .reduce(f64::max);
-    let lost_total = m.lost.len();
-    Report {
-        preset: scenario.name.clone(),
-        description: scenario.description.clone(),
-        date: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
-        nodes: n,
-        ok: lost_total == 0,
-        lost: lost_total,
-        lost_hashes: m
-            .lost
+    Transactions {
+        submitted: m.submitted,
+        accepted,
+        refused: m.refused,
+        refusals: m.refusals.clone(),
+        size_bytes: size,
+        submit_seconds: m.submit_seconds,
+        submitted_tps: per_second(accepted, m.submit_seconds),
+        settle_ms: m
+            .phases
             .iter()
-            .take(report::MAX_LISTED)
-            .map(hex::encode)
-            .collect(),
-        startup: m.startup,
-        transactions: Transactions {
-            submitted: m.submitted,
-            accepted,
-            refused: m.refused,
-            refusals: m.refusals,
-            size_bytes: scenario.traffic.size,
-            submit_seconds: m.submit_seconds,
-            submitted_tps: per_second(accepted, m.submit_seconds),
-            settle_ms: m
-                .phases
+            .map(|p| p.settle_ms)
+            .try_fold(0.0f64, |a, s| s.map(|s| a.max(s))),
+        throughput_tps: throughput,
+    }
+}
+
+/// Coverage times over every transaction, and the time to reach its own origin node.
+fn propagation(
+    accepted: &[Submission],
+    arrivals: &[Vec<Option<f64>>],
+    nodes: usize,
+) -> Propagation {
+    Propagation {
+        origin: report::distribution(
+            accepted
                 .iter()
-                .map(|p| p.settle_ms)
-                .try_fold(0.0f64, |a, s| s.map(|s| a.max(s))),
-            throughput_tps: throughput,
-        },
-        propagation_ms: Propagation {
-            origin: report::distribution(
-                m.accepted
-                    .iter()
-                    .zip(&arrivals)
-                    .filter_map(|(s, a)| a[s.node])
-                    .collect(),
-            ),
-            ..report::propagation(&timed(&arrivals), n)
-        },
-        bandwidth: bandwidth(&usage, n, accepted),
-        duplicate_bodies: Duplicates {
-            total: total(&usage, "duplicate_bodies_total"),
-            per_tx: per_tx(total(&usage, "duplicate_bodies_total")),
-            transaction_pulls: total(&usage, "transaction_pulls_total"),
-        },
-        resources: Resources {
-            cpu_seconds_total: per_node.iter().map(|p| p.cpu_seconds).sum(),
-            cpu_seconds_max: per_node.iter().map(|p| p.cpu_seconds).fold(0.0, f64::max),
-            peak_rss_mib_max: per_node.iter().map(|p| p.peak_rss_mib).fold(0.0, f64::max),
-            lab_cpu_seconds: procfs::sample(std::process::id()).map_or(0.0, |s| s.cpu_seconds),
-        },
-        per_node,
-        phases: m.phases,
-        queue: m.queue,
-        memory,
-        faults: m.faults,
-        ..Report::default()
+                .zip(arrivals)
+                .filter_map(|(s, a)| a[s.node])
+                .collect(),
+        ),
+        ..report::propagation(&timed(arrivals), nodes)
+    }
+}
+
+fn resources(per_node: &[NodeReport]) -> Resources {
+    Resources {
+        cpu_seconds_total: per_node.iter().map(|p| p.cpu_seconds).sum(),
+        cpu_seconds_max: per_node.iter().map(|p| p.cpu_seconds).fold(0.0, f64::max),
+        peak_rss_mib_max: per_node.iter().map(|p| p.peak_rss_mib).fold(0.0, f64::max),
+        lab_cpu_seconds: procfs::sample(std::process::id()).map_or(0.0, |s| s.cpu_seconds),
     }
 }
 
