@@ -33,15 +33,21 @@ fn tick_step(span: f64, target: f64) -> f64 {
 
 /// `series`: (label, [(ms, coverage 0..=1)]). Time runs from the first sample of any series.
 pub fn coverage_svg(title: &str, series: &[(String, Vec<(u64, f64)>)]) -> String {
-    let points = series.iter().flat_map(|(_, p)| p.iter());
-    let t0 = points.clone().map(|p| p.0).min().unwrap_or(0) as f64 / 1000.0;
-    let t1 = points.map(|p| p.0).max().unwrap_or(1000) as f64 / 1000.0;
-    let span = (t1 - t0).max(1.0);
-    let plot_w = WIDTH - LEFT - RIGHT;
-    let plot_h = HEIGHT - TOP - BOTTOM;
-    let x = |s: f64| LEFT + (s - t0) / span * plot_w;
-    let y = |c: f64| TOP + (1.0 - c.clamp(0.0, 1.0)) * plot_h;
+    let frame = Frame::fit(series);
     let mut svg = String::new();
+    header(&mut svg, title);
+    frame.y_grid(&mut svg);
+    frame.x_ticks(&mut svg);
+    frame.axes(&mut svg);
+    for (i, (label, pts)) in series.iter().enumerate() {
+        frame.series(&mut svg, i, label, pts);
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+/// The opening tag, a white background and the title.
+fn header(svg: &mut String, title: &str) {
     let _ = writeln!(
         svg,
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" font-family="sans-serif" font-size="12">"#
@@ -53,60 +59,106 @@ pub fn coverage_svg(title: &str, series: &[(String, Vec<(u64, f64)>)]) -> String
         WIDTH / 2.0,
         esc(title)
     );
-    // Grid and y ticks.
-    for pct in [0, 25, 50, 75, 100] {
-        let yy = y(pct as f64 / 100.0);
+}
+
+/// The plot area and the time range it shows: seconds `t0..=t1`, at least one second wide.
+struct Frame {
+    t0: f64,
+    t1: f64,
+    span: f64,
+    plot_w: f64,
+    plot_h: f64,
+}
+
+impl Frame {
+    fn fit(series: &[(String, Vec<(u64, f64)>)]) -> Self {
+        let points = series.iter().flat_map(|(_, p)| p.iter());
+        let t0 = points.clone().map(|p| p.0).min().unwrap_or(0) as f64 / 1000.0;
+        let t1 = points.map(|p| p.0).max().unwrap_or(1000) as f64 / 1000.0;
+        Self {
+            t0,
+            t1,
+            span: (t1 - t0).max(1.0),
+            plot_w: WIDTH - LEFT - RIGHT,
+            plot_h: HEIGHT - TOP - BOTTOM,
+        }
+    }
+
+    /// The x of time `s` (seconds).
+    fn x(&self, s: f64) -> f64 {
+        LEFT + (s - self.t0) / self.span * self.plot_w
+    }
+
+    /// The y of coverage `c` (0..=1, clamped).
+    fn y(&self, c: f64) -> f64 {
+        TOP + (1.0 - c.clamp(0.0, 1.0)) * self.plot_h
+    }
+
+    /// Horizontal grid lines with the y ticks, every 25%.
+    fn y_grid(&self, svg: &mut String) {
+        for pct in [0, 25, 50, 75, 100] {
+            let yy = self.y(pct as f64 / 100.0);
+            let _ = writeln!(
+                svg,
+                r##"<line x1="{LEFT}" y1="{yy:.1}" x2="{:.1}" y2="{yy:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{pct}%</text>"##,
+                WIDTH - RIGHT,
+                LEFT - 6.0,
+                yy + 4.0
+            );
+        }
+    }
+
+    /// The x ticks: about eight, at a round step of seconds.
+    fn x_ticks(&self, svg: &mut String) {
+        let step = tick_step(self.span, 8.0);
+        let mut tick = (self.t0 / step).ceil() * step;
+        while tick <= self.t1 + 1e-9 {
+            let xx = self.x(tick);
+            let _ = writeln!(
+                svg,
+                r##"<line x1="{xx:.1}" y1="{:.1}" x2="{xx:.1}" y2="{:.1}" stroke="#333"/><text x="{xx:.1}" y="{:.1}" text-anchor="middle">{tick}</text>"##,
+                TOP + self.plot_h,
+                TOP + self.plot_h + 5.0,
+                TOP + self.plot_h + 18.0
+            );
+            tick += step;
+        }
+    }
+
+    /// The two axis lines and their labels.
+    fn axes(&self, svg: &mut String) {
         let _ = writeln!(
             svg,
-            r##"<line x1="{LEFT}" y1="{yy:.1}" x2="{:.1}" y2="{yy:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{pct}%</text>"##,
-            WIDTH - RIGHT,
-            LEFT - 6.0,
-            yy + 4.0
+            r##"<path d="M{LEFT},{TOP} V{:.1} H{:.1}" fill="none" stroke="#333"/>"##,
+            TOP + self.plot_h,
+            WIDTH - RIGHT
         );
-    }
-    // X ticks.
-    let step = tick_step(span, 8.0);
-    let mut tick = (t0 / step).ceil() * step;
-    while tick <= t1 + 1e-9 {
-        let xx = x(tick);
         let _ = writeln!(
             svg,
-            r##"<line x1="{xx:.1}" y1="{:.1}" x2="{xx:.1}" y2="{:.1}" stroke="#333"/><text x="{xx:.1}" y="{:.1}" text-anchor="middle">{tick}</text>"##,
-            TOP + plot_h,
-            TOP + plot_h + 5.0,
-            TOP + plot_h + 18.0
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">virtual time (s)</text>"#,
+            LEFT + self.plot_w / 2.0,
+            HEIGHT - 10.0
         );
-        tick += step;
+        let _ = writeln!(
+            svg,
+            r#"<text transform="translate(16 {:.1}) rotate(-90)" text-anchor="middle">coverage (live honest node, tx) pairs</text>"#,
+            TOP + self.plot_h / 2.0
+        );
     }
-    let _ = writeln!(
-        svg,
-        r##"<path d="M{LEFT},{TOP} V{:.1} H{:.1}" fill="none" stroke="#333"/>"##,
-        TOP + plot_h,
-        WIDTH - RIGHT
-    );
-    let _ = writeln!(
-        svg,
-        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">virtual time (s)</text>"#,
-        LEFT + plot_w / 2.0,
-        HEIGHT - 10.0
-    );
-    let _ = writeln!(
-        svg,
-        r#"<text transform="translate(16 {:.1}) rotate(-90)" text-anchor="middle">coverage (live honest node, tx) pairs</text>"#,
-        TOP + plot_h / 2.0
-    );
-    for (i, (label, pts)) in series.iter().enumerate() {
+
+    /// Series `i`'s line, and its legend entry stacked up from the bottom right.
+    fn series(&self, svg: &mut String, i: usize, label: &str, pts: &[(u64, f64)]) {
         let colour = COLOURS[i % COLOURS.len()];
         let coords: Vec<String> = pts
             .iter()
-            .map(|(ms, c)| format!("{:.1},{:.1}", x(*ms as f64 / 1000.0), y(*c)))
+            .map(|(ms, c)| format!("{:.1},{:.1}", self.x(*ms as f64 / 1000.0), self.y(*c)))
             .collect();
         let _ = writeln!(
             svg,
             r#"<polyline fill="none" stroke="{colour}" stroke-width="1.5" points="{}"/>"#,
             coords.join(" ")
         );
-        let ly = TOP + plot_h - 12.0 - 16.0 * i as f64;
+        let ly = TOP + self.plot_h - 12.0 - 16.0 * i as f64;
         let lx = WIDTH - RIGHT - 150.0;
         let _ = writeln!(
             svg,
@@ -117,8 +169,6 @@ pub fn coverage_svg(title: &str, series: &[(String, Vec<(u64, f64)>)]) -> String
             esc(label)
         );
     }
-    svg.push_str("</svg>\n");
-    svg
 }
 
 #[cfg(test)]
