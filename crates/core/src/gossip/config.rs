@@ -93,97 +93,150 @@ pub struct GossipConfig {
 }
 
 impl Default for GossipConfig {
+    /// Each value, and where it came from, is in the module of its concern below.
     fn default() -> Self {
         Self {
-            // Sorcha design default (TransactionDistribution.FanoutFactor), for the first
-            // max_hops hops; see flood_past_max_hops.
-            fanout: FanoutMode::Fixed(3),
-            // Sorcha design default (TransactionDistribution.GossipRounds).
-            max_hops: 3,
-            // Measured in net_tests (module doc): stopping at the hop limit leaves ~45% of a
-            // 50-node network to anti-entropy; announcing onwards to all reaches everyone.
-            flood_past_max_hops: true,
-            // sorcha-peer-sim, 10,000 nodes (scale.toml n10000, seed 1): flooding every gossip
-            // peer (~16) past the hop limit cost 880 B/node/tx (488 of announcements), t99 p95
-            // 7.3 s; 6 peers 698 B, 8.0 s; 4 peers 606 B, 9.4 s; 3 peers 569 B, 10.7 s; all at
-            // 100% coverage. peer-lab propagation (20 nodes): 3 peers put 5% of deliveries on
-            // anti-entropy (90% p95 44 -> 1,067 ms); 6 peers keep 90% p95 at 41 ms (100% p95
-            // 48 -> 1,220 ms) for 21% fewer bytes at 10,000 nodes. Re-measured with honest
-            // envelopes, recent digests and a 1 s fetch timeout (seed 1): 6: 682 B, t99 p95
-            // 4.3 s; 5: 637 B, 4.8 s; 4: 596 B (600, 616 on seeds 2, 3), 5.8 s. Kept at 6;
-            // with announcements and pulls by 16-byte id it costs 561 / 574 / 572 B (seeds
-            // 1-3), under the 600 B goal without giving up the last percent.
-            flood_fanout: FanoutMode::Fixed(6),
-            // Bitcoin trickles inv every ~100 ms on average; 10 ms adds less than one LAN RTT
-            // per hop and still merges bursts of submissions.
-            flush_interval: Duration::from_millis(10),
-            // Bitcoin caps INVENTORY_BROADCAST_MAX at 1000 per trickle; 256 entries are ~25 KB
-            // with register ids, under one 64 KiB chunk.
-            max_batch: 256,
-            // Sorcha design default (MaxTransactionSize 10 MiB).
-            max_transaction_size: 10 * 1024 * 1024,
-            // A pull on a healthy link answers within a round trip; one lost on the way (1%
-            // loss) held its node back for the whole timeout. sorcha-peer-sim, 1,000 nodes
-            // (faults.toml baseline-1000, seed 1): t99 p95 7.3 s at 5 s, 4.3 s at 2 s, 3.5 s at
-            // 1 s, with no more bodies fetched twice (a late answer is still taken while the
-            // hash is pending). Round trips of 20-400 ms here, under 600 ms between continents.
-            fetch_timeout: Duration::from_secs(1),
-            // Streaming 1 MiB at a pessimistic 1 MiB/s.
-            fetch_timeout_per_mib: Duration::from_secs(1),
-            // Bitcoin keeps up to 100 getdata in flight per peer (MAX_PEER_TX_REQUEST_IN_FLIGHT).
-            // Pulls from a stream peer go in batches (GOSSIP_FETCH), and a batch is as large as
-            // the per-peer window: 32 per peer, 256 in all drained `peer-lab run queue` at
-            // 13,100-13,250 tx/s against 11,470-12,590 with 8 and 64 (3 runs each); bodies in
-            // transit are bounded in bytes by `max_in_flight_bytes` besides.
-            max_in_flight: 256,
-            max_in_flight_per_peer: 32,
-            // Eight largest transactions, or thousands of typical ones.
-            max_in_flight_bytes: 8 * 10 * 1024 * 1024,
-            // Bitcoin's MAX_PEER_TX_ANNOUNCEMENTS is 5000 per peer; 10,000 hashes in all is
-            // ~2 MB of metadata.
-            max_pending: 10_000,
-            // Bitcoin remembers every announcer; 4 survive three dead or lying peers.
-            max_announcers: 4,
-            // Measured in net_tests (module doc): pushing saves ~120 ms of mean coverage time
-            // on 50 nodes but costs ~0.8 duplicate bodies per node per tx and +63% bytes.
-            eager_push_max_size: 0,
-            eager_push_peers: 1,
-            // Sorcha design default (TransactionCacheTtlSeconds = 3600).
-            transaction_cache_ttl: Duration::from_secs(3600),
-            // An hour at ~25 tx/s sustained; ~150 bytes each, ~15 MB.
-            max_known: 100_000,
-            // 10 bits per entry of max_known and 7 hashes: ~1% false positives (Bloom 1970),
-            // 122 KiB per generation.
-            bloom_bits: 1_000_000,
-            bloom_hashes: 7,
-            // Wild guess: a sixth of the TTL keeps rotation cheap (carry-over is O(known)).
-            bloom_reset_interval: Duration::from_secs(10 * 60),
-            // sorcha-peer-sim, 1,000 nodes, 1 s fetch timeout, seed 1: at 2 s the recent digests
-            // cost 172 B/node/tx at a steady 1 tx/s against 87 at 5 s (a hash is in 15 digests,
-            // not 6), for a last node reached in 7.7 s instead of 15.8 s (burst of 100: 7.0 s
-            // against 9.8 s); time to 99% (p95) is the same, 3.3-3.5 s. The lost pulls that
-            // held nodes back are the fetch timeout's to fail over, not anti-entropy's.
-            anti_entropy_interval: Some(Duration::from_secs(5)),
-            // Long enough to bridge a restart or a short partition; older history is the
-            // register sync's job, not gossip's.
-            anti_entropy_window: Duration::from_secs(10 * 60),
-            // sorcha-peer-sim, 1,000 nodes at a steady 1 tx/s (steady.toml, seed 1): listing
-            // the whole window in every digest cost 502 B/node/tx of digests, each hash going
-            // into ~120 of them. Recent digests of 15 s: 70 B, but one transaction of 600 was
-            // lost and one waited 217 s for a sweep; 30 s: 88 B, every node within 31.5 s;
-            // 60 s: 110 B.
-            anti_entropy_recent: Duration::from_secs(30),
-            // The backstop only: gaps found by neither recent digests nor a new link's sweep.
-            // Every 5 min a 600-hash window is listed about twice in its 10 minutes.
-            anti_entropy_sweep_interval: Duration::from_secs(5 * 60),
-            // peer-lab throughput (10 nodes, 2,000+ tx/s, digests every 500 ms): without it a
-            // third of all deliveries were "repairs" of hashes announcements were about to
-            // bring. 1 s fixed that but kept the last few nodes of `propagation` waiting (100%
-            // p95 1.3 s); 300 ms: 0.56-0.63 s, and throughput still has no repair storm
-            // (digest replies < 1 B/node/tx, none lost at 7,391 tx/s).
-            anti_entropy_settle: Duration::from_millis(300),
+            fanout: announce::FANOUT,
+            max_hops: announce::MAX_HOPS,
+            flood_past_max_hops: announce::FLOOD_PAST_MAX_HOPS,
+            flood_fanout: announce::FLOOD_FANOUT,
+            flush_interval: announce::FLUSH_INTERVAL,
+            max_batch: announce::MAX_BATCH,
+            max_transaction_size: fetch::MAX_TRANSACTION_SIZE,
+            fetch_timeout: fetch::TIMEOUT,
+            fetch_timeout_per_mib: fetch::TIMEOUT_PER_MIB,
+            max_in_flight: fetch::MAX_IN_FLIGHT,
+            max_in_flight_per_peer: fetch::MAX_IN_FLIGHT_PER_PEER,
+            max_in_flight_bytes: fetch::MAX_IN_FLIGHT_BYTES,
+            max_pending: fetch::MAX_PENDING,
+            max_announcers: fetch::MAX_ANNOUNCERS,
+            eager_push_max_size: fetch::EAGER_PUSH_MAX_SIZE,
+            eager_push_peers: fetch::EAGER_PUSH_PEERS,
+            transaction_cache_ttl: known::TRANSACTION_CACHE_TTL,
+            max_known: known::MAX_KNOWN,
+            bloom_bits: known::BLOOM_BITS,
+            bloom_hashes: known::BLOOM_HASHES,
+            bloom_reset_interval: known::BLOOM_RESET_INTERVAL,
+            anti_entropy_interval: anti_entropy::INTERVAL,
+            anti_entropy_window: anti_entropy::WINDOW,
+            anti_entropy_recent: anti_entropy::RECENT,
+            anti_entropy_sweep_interval: anti_entropy::SWEEP_INTERVAL,
+            anti_entropy_settle: anti_entropy::SETTLE,
         }
     }
+}
+
+/// Defaults for announcing: to how many peers, how far, how often.
+mod announce {
+    use std::time::Duration;
+
+    use super::FanoutMode;
+
+    // Sorcha design default (TransactionDistribution.FanoutFactor), for the first
+    // max_hops hops; see flood_past_max_hops.
+    pub const FANOUT: FanoutMode = FanoutMode::Fixed(3);
+    // Sorcha design default (TransactionDistribution.GossipRounds).
+    pub const MAX_HOPS: u32 = 3;
+    // Measured in net_tests (module doc): stopping at the hop limit leaves ~45% of a
+    // 50-node network to anti-entropy; announcing onwards to all reaches everyone.
+    pub const FLOOD_PAST_MAX_HOPS: bool = true;
+    // sorcha-peer-sim, 10,000 nodes (scale.toml n10000, seed 1): flooding every gossip
+    // peer (~16) past the hop limit cost 880 B/node/tx (488 of announcements), t99 p95
+    // 7.3 s; 6 peers 698 B, 8.0 s; 4 peers 606 B, 9.4 s; 3 peers 569 B, 10.7 s; all at
+    // 100% coverage. peer-lab propagation (20 nodes): 3 peers put 5% of deliveries on
+    // anti-entropy (90% p95 44 -> 1,067 ms); 6 peers keep 90% p95 at 41 ms (100% p95
+    // 48 -> 1,220 ms) for 21% fewer bytes at 10,000 nodes. Re-measured with honest
+    // envelopes, recent digests and a 1 s fetch timeout (seed 1): 6: 682 B, t99 p95
+    // 4.3 s; 5: 637 B, 4.8 s; 4: 596 B (600, 616 on seeds 2, 3), 5.8 s. Kept at 6;
+    // with announcements and pulls by 16-byte id it costs 561 / 574 / 572 B (seeds
+    // 1-3), under the 600 B goal without giving up the last percent.
+    pub const FLOOD_FANOUT: FanoutMode = FanoutMode::Fixed(6);
+    // Bitcoin trickles inv every ~100 ms on average; 10 ms adds less than one LAN RTT
+    // per hop and still merges bursts of submissions.
+    pub const FLUSH_INTERVAL: Duration = Duration::from_millis(10);
+    // Bitcoin caps INVENTORY_BROADCAST_MAX at 1000 per trickle; 256 entries are ~25 KB
+    // with register ids, under one 64 KiB chunk.
+    pub const MAX_BATCH: usize = 256;
+}
+
+/// Defaults for pulling bodies: sizes, timeouts, what may be outstanding, eager push.
+mod fetch {
+    use std::time::Duration;
+
+    // Sorcha design default (MaxTransactionSize 10 MiB).
+    pub const MAX_TRANSACTION_SIZE: u64 = 10 * 1024 * 1024;
+    // A pull on a healthy link answers within a round trip; one lost on the way (1%
+    // loss) held its node back for the whole timeout. sorcha-peer-sim, 1,000 nodes
+    // (faults.toml baseline-1000, seed 1): t99 p95 7.3 s at 5 s, 4.3 s at 2 s, 3.5 s at
+    // 1 s, with no more bodies fetched twice (a late answer is still taken while the
+    // hash is pending). Round trips of 20-400 ms here, under 600 ms between continents.
+    pub const TIMEOUT: Duration = Duration::from_secs(1);
+    // Streaming 1 MiB at a pessimistic 1 MiB/s.
+    pub const TIMEOUT_PER_MIB: Duration = Duration::from_secs(1);
+    // Bitcoin keeps up to 100 getdata in flight per peer (MAX_PEER_TX_REQUEST_IN_FLIGHT).
+    // Pulls from a stream peer go in batches (GOSSIP_FETCH), and a batch is as large as
+    // the per-peer window: 32 per peer, 256 in all drained `peer-lab run queue` at
+    // 13,100-13,250 tx/s against 11,470-12,590 with 8 and 64 (3 runs each); bodies in
+    // transit are bounded in bytes by `max_in_flight_bytes` besides.
+    pub const MAX_IN_FLIGHT: usize = 256;
+    pub const MAX_IN_FLIGHT_PER_PEER: usize = 32;
+    // Eight largest transactions, or thousands of typical ones.
+    pub const MAX_IN_FLIGHT_BYTES: u64 = 8 * 10 * 1024 * 1024;
+    // Bitcoin's MAX_PEER_TX_ANNOUNCEMENTS is 5000 per peer; 10,000 hashes in all is
+    // ~2 MB of metadata.
+    pub const MAX_PENDING: usize = 10_000;
+    // Bitcoin remembers every announcer; 4 survive three dead or lying peers.
+    pub const MAX_ANNOUNCERS: usize = 4;
+    // Measured in net_tests (module doc): pushing saves ~120 ms of mean coverage time
+    // on 50 nodes but costs ~0.8 duplicate bodies per node per tx and +63% bytes.
+    pub const EAGER_PUSH_MAX_SIZE: usize = 0;
+    pub const EAGER_PUSH_PEERS: usize = 1;
+}
+
+/// Defaults for remembering known hashes (the dedup window and its bloom).
+mod known {
+    use std::time::Duration;
+
+    // Sorcha design default (TransactionCacheTtlSeconds = 3600).
+    pub const TRANSACTION_CACHE_TTL: Duration = Duration::from_secs(3600);
+    // An hour at ~25 tx/s sustained; ~150 bytes each, ~15 MB.
+    pub const MAX_KNOWN: usize = 100_000;
+    // 10 bits per entry of max_known and 7 hashes: ~1% false positives (Bloom 1970),
+    // 122 KiB per generation.
+    pub const BLOOM_BITS: usize = 1_000_000;
+    pub const BLOOM_HASHES: u32 = 7;
+    // Wild guess: a sixth of the TTL keeps rotation cheap (carry-over is O(known)).
+    pub const BLOOM_RESET_INTERVAL: Duration = Duration::from_secs(10 * 60);
+}
+
+/// Defaults for anti-entropy: digests, sweeps, and what they leave to gossip.
+mod anti_entropy {
+    use std::time::Duration;
+
+    // sorcha-peer-sim, 1,000 nodes, 1 s fetch timeout, seed 1: at 2 s the recent digests
+    // cost 172 B/node/tx at a steady 1 tx/s against 87 at 5 s (a hash is in 15 digests,
+    // not 6), for a last node reached in 7.7 s instead of 15.8 s (burst of 100: 7.0 s
+    // against 9.8 s); time to 99% (p95) is the same, 3.3-3.5 s. The lost pulls that
+    // held nodes back are the fetch timeout's to fail over, not anti-entropy's.
+    pub const INTERVAL: Option<Duration> = Some(Duration::from_secs(5));
+    // Long enough to bridge a restart or a short partition; older history is the
+    // register sync's job, not gossip's.
+    pub const WINDOW: Duration = Duration::from_secs(10 * 60);
+    // sorcha-peer-sim, 1,000 nodes at a steady 1 tx/s (steady.toml, seed 1): listing
+    // the whole window in every digest cost 502 B/node/tx of digests, each hash going
+    // into ~120 of them. Recent digests of 15 s: 70 B, but one transaction of 600 was
+    // lost and one waited 217 s for a sweep; 30 s: 88 B, every node within 31.5 s;
+    // 60 s: 110 B.
+    pub const RECENT: Duration = Duration::from_secs(30);
+    // The backstop only: gaps found by neither recent digests nor a new link's sweep.
+    // Every 5 min a 600-hash window is listed about twice in its 10 minutes.
+    pub const SWEEP_INTERVAL: Duration = Duration::from_secs(5 * 60);
+    // peer-lab throughput (10 nodes, 2,000+ tx/s, digests every 500 ms): without it a
+    // third of all deliveries were "repairs" of hashes announcements were about to
+    // bring. 1 s fixed that but kept the last few nodes of `propagation` waiting (100%
+    // p95 1.3 s); 300 ms: 0.56-0.63 s, and throughput still has no repair storm
+    // (digest replies < 1 B/node/tx, none lost at 7,391 tx/s).
+    pub const SETTLE: Duration = Duration::from_millis(300);
 }
 
 #[cfg(test)]
