@@ -38,7 +38,7 @@ impl World {
         let now = self.now;
         let deadline = now.saturating_add(self.config.membership.peer_timeout);
         let epoch = self.nodes[n].epoch;
-        let bytes = wire::request_len(&request, &self.nodes[n].id);
+        let bytes = wire::request_len(&request, &self.nodes[n].id, now);
         self.rec.traffic().membership += bytes as u64;
         self.rec.count(match request {
             Request::Register { .. } => "requests_register",
@@ -113,9 +113,12 @@ impl World {
         }
         let result = self.answer(to, from, request);
         self.drain(to);
-        let bytes = match &result {
-            Ok(response) => wire::response_len(response, &self.nodes[to].id),
-            Err(_) => wire::ERROR_LEN,
+        let bytes = match (&result, &self.nodes[to].core) {
+            (Ok(response), Some(core)) => {
+                let known = core.membership().known_count();
+                wire::response_len(response, &self.nodes[to].id, known, self.now)
+            }
+            _ => wire::ERROR_LEN,
         };
         self.rec.traffic().membership += bytes as u64;
         let now = self.now;
@@ -159,7 +162,7 @@ impl World {
             self.rec.count("gossip_suppressed_by_droppers");
             return;
         }
-        let bytes = message.approx_wire_len() as u64;
+        let bytes = wire::gossip_len(&message) as u64;
         let traffic = self.rec.traffic();
         match &message {
             GossipMessage::Announce { .. } => traffic.announcements += bytes,
@@ -207,7 +210,7 @@ impl World {
         let now = self.now;
         let deadline = self.fetch_deadline(size);
         let epoch = self.nodes[n].epoch;
-        let bytes = wire::fetch_request_len();
+        let bytes = wire::fetch_request_len(id);
         self.rec.traffic().fetch_requests += bytes as u64;
         let Some(target) = self.target(from) else {
             let ev = Ev::Fetched {
@@ -282,12 +285,12 @@ impl World {
         };
         let bytes = match &result {
             Ok(body) => {
-                let bytes = wire::fetch_answer_len(body.len());
+                let bytes = wire::fetch_answer_len(id, Some(body));
                 self.rec.traffic().bodies += bytes as u64;
                 bytes
             }
             Err(_) => {
-                let bytes = wire::fetch_answer_len(0);
+                let bytes = wire::fetch_answer_len(id, None);
                 self.rec.traffic().fetch_requests += bytes as u64;
                 bytes
             }

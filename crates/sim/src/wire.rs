@@ -1,112 +1,95 @@
-//! Estimated sizes on the wire of what the core does not size itself.
+//! Bytes on the wire of what the simulator carries, by the daemon's own encoding
+//! (`sorcha-peer-wire`): each message is built as the daemon builds it and its protobuf
+//! encoding measured, plus gRPC's 5-byte prefix, as the daemon's bandwidth metrics count it.
+//! HTTP/2 framing and TLS are not counted, on either side of the comparison.
 //!
-//! Gossip messages and the pulls on a stream use the core's sizes
-//! ([`GossipMessage::approx_wire_len`], [`stream_message_len`]): the protobuf encoding as the
-//! daemon writes it on a peer's stream, checked against the daemon's real encoding by its wire
-//! tests. Membership requests and answers (unary calls) are estimated here: protobuf encoding
-//! of the fields of the `.proto` messages (DESIGN.md section 3), one tag and length byte per
-//! field (two for long ones), varints at their typical size, strings as written (peer ids 40
-//! characters, hashes 64 hex digits), plus [`FRAME`] bytes of message framing. HTTP/2 and TLS
-//! overhead is not counted, on either side of the comparison.
-//!
-//! [`GossipMessage::approx_wire_len`]: sorcha_peer_core::gossip::GossipMessage::approx_wire_len
+//! Timestamps on the wire are wall-clock milliseconds (6-byte varints today); simulated time
+//! starts at 0, so every timestamp a message carries is moved to [`WALL_CLOCK_AT_START`]
+//! first, or the simulator would count 3-5 bytes fewer per timestamp than the daemon sends.
 
-use sorcha_peer_core::gossip::{field_len, stream_message_len};
+use std::time::Duration;
+
+use sorcha_peer_core::gossip::GossipMessage;
 use sorcha_peer_core::membership::{Request, Response};
-use sorcha_peer_core::model::{PeerAdvert, PeerId, TxId};
+use sorcha_peer_core::model::{PeerId, Timestamp, TxId};
+use sorcha_peer_wire::discovery::PeerInfo;
+use sorcha_peer_wire::membership::{Answer, Call};
+use sorcha_peer_wire::size;
 
-/// Framing per message: the same 8 bytes `approx_wire_len` uses.
-pub const FRAME: usize = 8;
+/// What the wall clock reads at simulated time 0: 2025-11-24, any date of these years encodes
+/// in as many bytes.
+pub const WALL_CLOCK_AT_START: Duration = Duration::from_millis(1_764_000_000_000);
 
-/// A string field: tag, length, bytes.
-fn string(len: usize) -> usize {
-    2 + len
+/// A refused call carries no message: its gRPC status and a short text travel in HTTP/2
+/// trailers. Not a protobuf message, so the one size here that is an estimate.
+pub const ERROR_LEN: usize = 24;
+
+fn wall(t: Timestamp) -> Timestamp {
+    t.saturating_add(WALL_CLOCK_AT_START)
 }
 
-/// Typical varint field: tag + 6 bytes (millisecond timestamps, sizes).
-const VARINT_FIELD: usize = 7;
-
-/// `PeerHealthMetrics` with its eight fields filled (doubles are 9 bytes each).
-const HEALTH_METRICS: usize = 2 + 3 * 9 + 5 * 4;
-
-/// A `PeerInfo`: id, address, port, protocols, last seen, capabilities, seed flag.
-pub fn advert_len(a: &PeerAdvert) -> usize {
-    let protocols: usize = a
-        .supported_protocols
-        .iter()
-        .map(|p| string(p.as_str().len()))
-        .sum();
-    string(a.peer_id.as_str().len())
-        + string(a.address.len())
-        + 4
-        + protocols
-        + VARINT_FIELD
-        + (2 + 2 + 2 + 5)
-        + 2
+/// Peers' `last_seen` on the wall clock (see the module doc).
+fn on_wall_clock(infos: &mut [PeerInfo]) {
+    for info in infos {
+        info.last_seen = wall(Timestamp::from_millis(info.last_seen.unsigned_abs())).to_wire();
+    }
 }
 
-fn adverts_len(adverts: &[PeerAdvert]) -> usize {
-    adverts.iter().map(|a| 3 + advert_len(a)).sum()
+/// A membership request sent by `sender` at `now`.
+pub fn request_len(request: &Request, sender: &PeerId, now: Timestamp) -> usize {
+    let mut call = Call::new(request, sender, wall(now));
+    match &mut call {
+        Call::Register(m) => on_wall_clock(m.peer_info.as_mut_slice()),
+        Call::ExchangePeers(m) => on_wall_clock(&mut m.known_peers),
+        Call::Ping(_) | Call::GetPeerList(_) | Call::Heartbeat(_) => {}
+    }
+    call.wire_len()
 }
 
-/// A membership request sent by `sender`.
-pub fn request_len(request: &Request, sender: &PeerId) -> usize {
-    let id = string(sender.as_str().len());
-    FRAME
-        + match request {
-            Request::Register { advert } => 3 + advert_len(advert),
-            Request::GetPeerList { .. } => id + 3,
-            Request::ExchangePeers { adverts, .. } => id + adverts_len(adverts) + 3,
-            Request::Ping => id,
-            Request::Heartbeat { .. } => id + VARINT_FIELD + 4 + HEALTH_METRICS,
-        }
+/// The answer to a membership request from `responder`, which knows `known` peers.
+pub fn response_len(
+    response: &Response,
+    responder: &PeerId,
+    known: usize,
+    now: Timestamp,
+) -> usize {
+    let mut answer = Answer::new(response, responder, known, wall(now));
+    match &mut answer {
+        Answer::PeerList(m) => on_wall_clock(&mut m.peers),
+        Answer::Exchanged(m) => on_wall_clock(&mut m.known_peers),
+        Answer::Pong(_) | Answer::Registered(_) | Answer::Heartbeat(_) => {}
+    }
+    answer.wire_len()
 }
 
-/// The answer to a membership request, from `responder`.
-pub fn response_len(response: &Response, responder: &PeerId) -> usize {
-    let id = string(responder.as_str().len());
-    FRAME
-        + match response {
-            Response::Registered { .. } => 2,
-            Response::PeerList { peers } => adverts_len(peers) + 3,
-            Response::Exchanged { peers } => adverts_len(peers) + 2,
-            Response::Pong { .. } => id + VARINT_FIELD + 2,
-            Response::Heartbeat { .. } => 2 + id + VARINT_FIELD + HEALTH_METRICS,
-        }
+/// A gossip message on a peer's stream (after the stream's first message).
+pub fn gossip_len(message: &GossipMessage) -> usize {
+    size::gossip_len(message)
 }
-
-/// A failed call still costs its error frame.
-pub const ERROR_LEN: usize = FRAME + 16;
 
 /// A pull as the daemon makes it from a peer of ours: a `GOSSIP_FETCH` on the stream with the
 /// transaction's id as 16 raw bytes. The daemon batches the pulls of one round to a peer in
 /// one message; each is counted here as its own message (an upper bound). Unary
-/// `GetTransaction` (a hash as hex and the requester's id, ~116 bytes) is only for peers that
-/// do not speak our gossip.
-pub fn fetch_request_len() -> usize {
-    stream_message_len(field_len(TxId::LEN))
+/// `GetTransaction` is only for peers that do not speak our gossip.
+pub fn fetch_request_len(id: TxId) -> usize {
+    size::fetch_len(&[id])
 }
 
-/// `TransactionResponse` on the stream carrying `body_len` bytes: a found body without its
-/// hash (the requester computes it) and `found` (2 bytes), a missing one (0) with the id asked
-/// for as hex.
-pub fn fetch_answer_len(body_len: usize) -> usize {
-    if body_len > 0 {
-        stream_message_len(field_len(body_len) + 2)
-    } else {
-        stream_message_len(field_len(2 * TxId::LEN))
-    }
+/// The stream's answer to a pull of `id`: the body without its hash, or, when the answerer
+/// lacks it (`None`), `found = false` with the id asked for.
+pub fn fetch_answer_len(id: TxId, body: Option<&[u8]>) -> usize {
+    size::fetch_answer_len(id, body)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sorcha_peer_core::model::{PeerCapabilities, Protocol, Timestamp};
+    use sorcha_peer_core::model::{PeerAdvert, PeerCapabilities, Protocol};
 
     #[test]
-    fn sizes_grow_with_content() {
+    fn timestamps_count_as_the_wall_clock_writes_them() {
         let id: PeerId = "a".repeat(40).parse().expect("valid id");
-        let advert = PeerAdvert {
+        let advert = |last_seen| PeerAdvert {
             peer_id: id.clone(),
             address: "10.0.1.2".into(),
             port: 5001,
@@ -116,29 +99,23 @@ mod tests {
                 supports_transaction_distribution: true,
                 max_transaction_size: 1 << 20,
             },
-            last_seen: Timestamp::from_millis(1),
+            last_seen,
             is_seed_node: false,
         };
-        let one = advert_len(&advert);
-        assert!((60..120).contains(&one), "a PeerInfo is ~80 bytes: {one}");
-        let list = |n| Response::PeerList {
-            peers: vec![advert.clone(); n],
+        let register = |ms| Request::Register {
+            advert: advert(Timestamp::from_millis(ms)),
         };
-        assert_eq!(
-            response_len(&list(10), &id) - response_len(&list(0), &id),
-            10 * (one + 3)
-        );
-        assert!(
-            request_len(&Request::Ping, &id)
-                < request_len(&Request::Heartbeat { sequence: 1 }, &id)
-        );
-        // As the daemon's wire tests measure them (compact stream messages, gRPC prefix).
-        assert_eq!(fetch_request_len(), 27, "a 16-byte id");
-        assert_eq!(fetch_answer_len(250), 265);
-        assert_eq!(
-            fetch_answer_len(0),
-            43,
-            "not found: the id asked for, as 32 hex digits"
-        );
+        let early = request_len(&register(1), &id, Timestamp::from_millis(1));
+        let late = request_len(&register(100_000), &id, Timestamp::from_millis(100_000));
+        assert_eq!(early, late, "6-byte varints from the first millisecond");
+        let beat = Request::Heartbeat { sequence: 1 };
+        let at = |ms| request_len(&beat, &id, Timestamp::from_millis(ms));
+        assert_eq!(at(0), at(3_600_000));
+        let list = |n| Response::PeerList {
+            peers: vec![advert(Timestamp::from_millis(5)); n],
+        };
+        let now = Timestamp::from_millis(9);
+        let one = response_len(&list(1), &id, 8, now) - response_len(&list(0), &id, 8, now);
+        assert!((60..100).contains(&one), "a PeerInfo is ~80 bytes: {one}");
     }
 }

@@ -49,8 +49,7 @@ use crate::model::{PeerId, Timestamp, TxHash, TxId};
 pub use config::{FanoutMode, GossipConfig};
 pub use types::{
     AnnounceEntry, FetchFailure, GossipEvent, GossipMessage, GossipStats, HashPrefix,
-    MAX_REGISTER_ID_LEN, Origin, Output, PrefixRange, SubmitError, SubmitOutcome, Timer, field_len,
-    stream_message_len,
+    MAX_REGISTER_ID_LEN, Origin, Output, PrefixRange, SubmitError, SubmitOutcome, Timer,
 };
 
 use dedup::{Dedup, KnownTx};

@@ -94,6 +94,10 @@ pub(crate) fn prefix_of(id: &TxId) -> HashPrefix {
 /// What one gossip core says to another. The runtime maps these onto the wire: for Sorcha
 /// peers each announce entry becomes a unary `NotifyTransaction` (pushes become a notify too,
 /// and the body is fetched); our own peers get batched `PeerMessage`s of new message types.
+/// The encoding, and so what a message costs in bytes, belongs to the wire crate
+/// (`sorcha-peer-wire`), which depends on this one: the core never needs a message's size, and
+/// where a byte budget is kept on messages (a send queue's `max_bytes`) the caller, which
+/// encodes them, passes the size in (`SendQueue::push`).
 /// Pulls are not messages: they are [`Output::Fetch`], which the runtime carries out with
 /// `GetTransaction` or `StreamTransaction`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,79 +120,6 @@ pub enum GossipMessage {
         missing: Vec<AnnounceEntry>,
         wanted: Vec<HashPrefix>,
     },
-}
-
-impl GossipMessage {
-    /// Bytes this message takes on a peer's stream: the protobuf encoding of its payload
-    /// (`sorcha.peer.communication`, as the daemon writes it) in a compact `PeerMessage` (type
-    /// and payload: a stream names its sender once), plus gRPC's 5-byte length prefix. HTTP/2
-    /// framing and TLS are not counted. For metrics and the simulator's bandwidth figures; the
-    /// daemon's wire tests check it against the real encoding.
-    pub fn approx_wire_len(&self) -> usize {
-        let payload = match self {
-            GossipMessage::Announce { entries } => {
-                entries.iter().map(|e| field_len(entry_len(e))).sum()
-            }
-            GossipMessage::Push { entry, body } => {
-                field_len(entry_len(entry)) + field_len(body.len())
-            }
-            GossipMessage::Digest {
-                range,
-                prefixes,
-                recent,
-            } => {
-                let first = if range.first == 0 { 0 } else { 9 };
-                let recent = recent.map_or(0, |d| {
-                    1 + varint_len(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-                });
-                fixed64s(prefixes.len()) + first + 9 + recent
-            }
-            GossipMessage::DigestReply { missing, wanted } => {
-                let entries: usize = missing.iter().map(|e| field_len(entry_len(e))).sum();
-                entries + fixed64s(wanted.len())
-            }
-        };
-        stream_message_len(payload)
-    }
-}
-
-/// Bytes of a `PeerMessage` on a stream carrying `payload` bytes of payload: gRPC's 5-byte
-/// length prefix, the message type, the payload field (the compact envelope: no sender,
-/// recipient or timestamp).
-pub fn stream_message_len(payload: usize) -> usize {
-    5 + 2 + if payload == 0 { 0 } else { field_len(payload) }
-}
-
-/// Bytes of a length-delimited protobuf field (tag, length, content).
-pub fn field_len(len: usize) -> usize {
-    1 + varint_len(len as u64) + len
-}
-
-/// Bytes of a protobuf varint.
-pub fn varint_len(v: u64) -> usize {
-    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
-}
-
-/// A packed `repeated fixed64` field of `n` values (absent when empty).
-fn fixed64s(n: usize) -> usize {
-    if n == 0 { 0 } else { field_len(8 * n) }
-}
-
-/// An `AnnounceEntry` as our peers send it: the raw id, then size, register id and hop count
-/// when not zero.
-fn entry_len(e: &AnnounceEntry) -> usize {
-    let size = if e.size == 0 {
-        0
-    } else {
-        1 + varint_len(e.size)
-    };
-    let register = e.register_id.as_ref().map_or(0, |r| field_len(r.len()));
-    let hops = if e.hops == 0 {
-        0
-    } else {
-        1 + varint_len(u64::from(e.hops))
-    };
-    field_len(TxId::LEN) + size + register + hops
 }
 
 /// Why a fetch brought no body.
