@@ -1,10 +1,9 @@
 //! Compiles the wire contract in `proto/` with protox (pure Rust, so no system `protoc` is
-//! needed) and generates the tonic clients and servers. The encoded descriptor set is kept for
-//! gRPC reflection.
+//! needed) and generates the tonic clients and servers. The messages are not generated here:
+//! every package maps onto the modules of `sorcha-peer-wire` (`extern_path`), so each message
+//! has one Rust type, shared with the simulator.
 
 use std::path::PathBuf;
-
-use prost::Message;
 
 const PROTOS: [&str; 4] = [
     "sorcha/peer/discovery.proto",
@@ -13,12 +12,18 @@ const PROTOS: [&str; 4] = [
     "sorcha/peer/communication.proto",
 ];
 
-/// The `bytes` fields, which JSON carries as base64.
-const BYTES_FIELDS: [&str; 4] = [
-    ".sorcha.peer.transaction.TransactionResponse.transaction_data",
-    ".sorcha.peer.transaction.TransactionChunk.chunk_data",
-    ".sorcha.peer.communication.PeerMessage.payload",
-    ".sorcha.peer.communication.GossipPush.transaction_data",
+/// Each proto package and the module of `sorcha-peer-wire` that holds its messages.
+const PACKAGES: [(&str, &str); 4] = [
+    (".sorcha.peer.discovery", "::sorcha_peer_wire::discovery"),
+    (".sorcha.peer.heartbeat", "::sorcha_peer_wire::heartbeat"),
+    (
+        ".sorcha.peer.transaction",
+        "::sorcha_peer_wire::transaction",
+    ),
+    (
+        ".sorcha.peer.communication",
+        "::sorcha_peer_wire::communication",
+    ),
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -27,22 +32,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={}", root.join(proto).display());
     }
     let fds = protox::compile(PROTOS, [&root])?;
-    let out = PathBuf::from(std::env::var("OUT_DIR")?);
-    std::fs::write(out.join("sorcha_peer_descriptor.bin"), fds.encode_to_vec())?;
-    // The REST fallback carries the same messages as JSON, shaped like the proto JSON mapping:
-    // camelCase names, absent fields at their defaults, bytes as base64.
     let mut builder = tonic_prost_build::configure()
         .build_server(true)
-        .build_client(true)
-        .message_attribute(
-            ".sorcha",
-            "#[derive(serde::Serialize, serde::Deserialize)] #[serde(default, rename_all = \"camelCase\")]",
-        );
-    for field in BYTES_FIELDS {
-        builder = builder.field_attribute(
-            field,
-            "#[serde(with = \"crate::transport::rest::base64_bytes\")]",
-        );
+        .build_client(true);
+    for (package, module) in PACKAGES {
+        builder = builder.extern_path(package, module);
     }
     builder.compile_fds(fds)?;
     Ok(())

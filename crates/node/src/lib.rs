@@ -12,7 +12,9 @@
 //!   and what they get back; below transport and api, which call it, and runtime, which answers.
 //! - [`store`]: SQLite and memory: the peer store, the transaction bodies, the offline queue.
 //! - [`telemetry`]: the metrics every layer records.
-//! - [`wire`]: the generated protobuf types and what converts them to and from the core's.
+//! - [`wire`]: the tonic services and clients, generated against the messages of
+//!   `sorcha-peer-wire` (which also converts them to and from the core's types), and the
+//!   bandwidth metrics' byte counts.
 //! - [`config`]: the layered configuration (defaults, TOML or Sorcha JSON, env, flags).
 //! - [`address`]: the address this node advertises (interfaces, STUN, HTTP lookup).
 //! - [`identity`]: the node's key pair and peer id.

@@ -5,7 +5,6 @@
 
 use proptest::prelude::*;
 use prost::Message;
-use sorcha_peer::wire::convert::advert_from_proto;
 use sorcha_peer::wire::proto::communication::{GossipFetch, MessageType, PeerMessage};
 use sorcha_peer::wire::proto::discovery::{
     PeerExchangeRequest, PeerInfo, PeerListRequest, PingRequest, RegisterPeerRequest,
@@ -15,6 +14,7 @@ use sorcha_peer::wire::proto::transaction::{
     TransactionNotification, TransactionRequest, TransactionResponse,
 };
 use sorcha_peer::wire::{from_notification, from_peer_message};
+use sorcha_peer_wire::peers::advert_from_proto;
 
 /// Every message type a peer can name, and a few it cannot.
 const TYPES: std::ops::RangeInclusive<i32> = -1..=13;

@@ -16,6 +16,7 @@ use sorcha_peer_core::breaker::{BreakerConfig, BreakerState, Breakers};
 use sorcha_peer_core::gossip::{FetchFailure, GossipMessage};
 use sorcha_peer_core::membership::{Contact, Failure, Request, RequestId, Response};
 use sorcha_peer_core::model::{PeerId, Protocol, TxId};
+use sorcha_peer_wire::membership as rpc;
 use tokio::sync::mpsc;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::{Channel, Endpoint};
@@ -27,12 +28,7 @@ use crate::telemetry::Metrics;
 use crate::transport::links::{Links, Mode};
 use crate::transport::negotiate::Negotiator;
 use crate::transport::rest::client::RestClient;
-use crate::wire::convert::{advert_to_proto, heartbeat_outcome, status_from_proto, valid_adverts};
 use crate::wire::proto::discovery::peer_discovery_client::PeerDiscoveryClient;
-use crate::wire::proto::discovery::{
-    PeerExchangeRequest, PeerListRequest, PingRequest, RegisterPeerRequest,
-};
-use crate::wire::proto::heartbeat::PeerHeartbeatRequest;
 use crate::wire::proto::heartbeat::peer_heartbeat_client::PeerHeartbeatClient;
 use crate::wire::proto::transaction::transaction_distribution_client::TransactionDistributionClient;
 use crate::wire::proto::transaction::{TransactionRequest, TransactionResponse};
@@ -602,62 +598,24 @@ async fn call(
 ) -> Result<Response, Status> {
     let mut discovery =
         PeerDiscoveryClient::new(channel.clone()).max_decoding_message_size(MAX_ANSWER);
-    let me = self_id.to_string();
-    match request {
-        Request::Ping => {
-            let pong = discovery
-                .ping(PingRequest { peer_id: me })
-                .await?
-                .into_inner();
-            let peer_id = pong
-                .peer_id
-                .parse()
-                .map_err(|e| Status::invalid_argument(format!("ping answer: {e}")))?;
-            let status = status_from_proto(pong.status());
-            Ok(Response::Pong { peer_id, status })
+    let answer = match rpc::Call::new(&request, self_id, now()) {
+        rpc::Call::Ping(m) => rpc::Answer::Pong(discovery.ping(m).await?.into_inner()),
+        rpc::Call::Register(m) => {
+            rpc::Answer::Registered(discovery.register_peer(m).await?.into_inner())
         }
-        Request::Register { advert } => {
-            let request = RegisterPeerRequest {
-                peer_info: Some(advert_to_proto(&advert)),
-            };
-            let answer = discovery.register_peer(request).await?.into_inner();
-            Ok(Response::Registered {
-                success: answer.success,
-            })
+        rpc::Call::GetPeerList(m) => {
+            rpc::Answer::PeerList(discovery.get_peer_list(m).await?.into_inner())
         }
-        Request::GetPeerList { max } => {
-            let request = PeerListRequest {
-                requesting_peer_id: me,
-                max_peers: i32::try_from(max).unwrap_or(i32::MAX),
-            };
-            let answer = discovery.get_peer_list(request).await?.into_inner();
-            Ok(Response::PeerList {
-                peers: valid_adverts(&answer.peers, max_tx),
-            })
+        rpc::Call::ExchangePeers(m) => {
+            rpc::Answer::Exchanged(discovery.exchange_peers(m).await?.into_inner())
         }
-        Request::ExchangePeers { adverts, max } => {
-            let request = PeerExchangeRequest {
-                peer_id: me,
-                known_peers: adverts.iter().map(advert_to_proto).collect(),
-                max_peers: i32::try_from(max).unwrap_or(i32::MAX),
-            };
-            let answer = discovery.exchange_peers(request).await?.into_inner();
-            Ok(Response::Exchanged {
-                peers: valid_adverts(&answer.known_peers, max_tx),
-            })
-        }
-        Request::Heartbeat { sequence } => {
+        rpc::Call::Heartbeat(m) => {
             let mut heartbeat =
                 PeerHeartbeatClient::new(channel).max_decoding_message_size(MAX_ANSWER);
-            let request = PeerHeartbeatRequest {
-                peer_id: me,
-                timestamp: now().to_wire(),
-                sequence_number: i64::try_from(sequence).unwrap_or(i64::MAX),
-                ..Default::default()
-            };
-            let answer = heartbeat.send_heartbeat(request).await?.into_inner();
-            let outcome = heartbeat_outcome(answer.success, &answer.message);
-            Ok(Response::Heartbeat { outcome })
+            rpc::Answer::Heartbeat(heartbeat.send_heartbeat(m).await?.into_inner())
         }
-    }
+    };
+    answer
+        .into_response(max_tx)
+        .map_err(|e| Status::invalid_argument(e.to_string()))
 }

@@ -5,9 +5,11 @@ use tonic::{Request, Response, Status};
 use super::{handle_error, requester};
 use crate::clock::now;
 use crate::handle::NodeHandle;
-use crate::wire::convert::{advert_from_proto, advert_to_proto, max_peers};
 use crate::wire::proto::discovery::peer_discovery_server::PeerDiscovery;
 use crate::wire::proto::discovery::*;
+use sorcha_peer_core::model;
+use sorcha_peer_wire::membership::{exchanged, peer_list, pong, registered};
+use sorcha_peer_wire::peers::{advert_from_proto, max_peers};
 
 /// Peers returned by one GetPeerList or ExchangePeers at most, whatever the caller asks: the
 /// Sorcha design's 100 per request, which keeps an answer under ~30 KB.
@@ -25,19 +27,6 @@ impl DiscoveryService {
             max_transaction_size,
         }
     }
-
-    /// Up to `max` of our peers, and how many we know in all.
-    async fn list(&self, requester_id: &str, max: i32) -> Result<(Vec<PeerInfo>, usize), Status> {
-        let (adverts, total) = self
-            .node
-            .peer_list(
-                requester(requester_id),
-                max_peers(max, MAX_PEERS_PER_ANSWER),
-            )
-            .await
-            .map_err(handle_error)?;
-        Ok((adverts.iter().map(advert_to_proto).collect(), total))
-    }
 }
 
 #[tonic::async_trait]
@@ -47,12 +36,13 @@ impl PeerDiscovery for DiscoveryService {
         request: Request<PeerListRequest>,
     ) -> Result<Response<PeerListResponse>, Status> {
         let request = request.into_inner();
-        let (peers, total) = self
-            .list(&request.requesting_peer_id, request.max_peers)
-            .await?;
-        // Sorcha reads total_peers as how many the answering node knows, not how many it sent.
-        let total_peers = i32::try_from(total).unwrap_or(i32::MAX);
-        Ok(Response::new(PeerListResponse { peers, total_peers }))
+        let max = max_peers(request.max_peers, MAX_PEERS_PER_ANSWER);
+        let (adverts, known) = self
+            .node
+            .peer_list(requester(&request.requesting_peer_id), max)
+            .await
+            .map_err(handle_error)?;
+        Ok(Response::new(peer_list(&adverts, known)))
     }
 
     async fn register_peer(
@@ -68,14 +58,8 @@ impl PeerDiscovery for DiscoveryService {
             Status::invalid_argument(e.to_string())
         })?;
         let answer = match self.node.register(advert).await.map_err(handle_error)? {
-            Ok(_) => RegisterPeerResponse {
-                success: true,
-                message: "Peer registered".into(),
-            },
-            Err(refused) => RegisterPeerResponse {
-                success: false,
-                message: format!("registration refused: {refused}"),
-            },
+            Ok(_) => registered(None),
+            Err(refused) => registered(Some(&refused)),
         };
         Ok(Response::new(answer))
     }
@@ -84,16 +68,12 @@ impl PeerDiscovery for DiscoveryService {
         let from = requester(&request.get_ref().peer_id);
         // Answering at all means this node is up; BUSY tells the caller we are saturated.
         let status = match self.node.ping(from).await {
-            Ok(Ok(_)) => PeerStatus::Online,
+            Ok(Ok(_)) => model::PeerStatus::Online,
             Ok(Err(refused)) => return Err(Status::permission_denied(refused.to_string())),
-            Err(crate::handle::HandleError::Busy) => PeerStatus::Busy,
+            Err(crate::handle::HandleError::Busy) => model::PeerStatus::Busy,
             Err(e) => return Err(handle_error(e)),
         };
-        Ok(Response::new(PingResponse {
-            peer_id: self.node.peer_id().to_string(),
-            timestamp: now().to_wire(),
-            status: status.into(),
-        }))
+        Ok(Response::new(pong(self.node.peer_id(), status, now())))
     }
 
     /// Takes in the caller's peers (as candidates, verified before use) and answers with ours.
@@ -126,11 +106,7 @@ impl PeerDiscovery for DiscoveryService {
             .exchange(from, adverts, max)
             .await
             .map_err(handle_error)?;
-        Ok(Response::new(PeerExchangeResponse {
-            known_peers: answer.iter().map(advert_to_proto).collect(),
-            success: true,
-            message: String::new(),
-        }))
+        Ok(Response::new(exchanged(&answer)))
     }
 
     /// This node does not yet track which registers its peers replicate, so it knows no peer

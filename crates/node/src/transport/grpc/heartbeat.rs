@@ -10,17 +10,13 @@ use tonic::{Request, Response, Status, Streaming};
 use super::handle_error;
 use crate::clock::now;
 use crate::handle::NodeHandle;
-use crate::wire::convert::NOT_REGISTERED;
 use crate::wire::proto::heartbeat::peer_heartbeat_server::PeerHeartbeat;
 use crate::wire::proto::heartbeat::*;
-use sorcha_peer_core::membership::HeartbeatOutcome;
+use sorcha_peer_wire::membership::heartbeat_answer;
 
 /// Answers buffered per heartbeat stream; a peer that stops reading its answers stalls only its
 /// own stream, and we stop reading its requests.
 const STREAM_BUFFER: usize = 16;
-
-/// Our answer to a banned peer; it must not register again.
-pub const BANNED: &str = "Peer is banned";
 
 pub struct HeartbeatService {
     node: NodeHandle,
@@ -43,18 +39,7 @@ async fn answer(
         )));
     };
     let outcome = node.heartbeat(peer_id).await.map_err(handle_error)?;
-    let (success, message) = match outcome {
-        HeartbeatOutcome::Accepted => (true, String::new()),
-        HeartbeatOutcome::NotRegistered => (false, NOT_REGISTERED.to_owned()),
-        HeartbeatOutcome::Banned => (false, BANNED.to_owned()),
-    };
-    Ok(PeerHeartbeatResponse {
-        success,
-        peer_id: node.peer_id().to_string(),
-        timestamp: now().to_wire(),
-        message,
-        ..Default::default()
-    })
+    Ok(heartbeat_answer(outcome, node.peer_id(), now()))
 }
 
 #[tonic::async_trait]

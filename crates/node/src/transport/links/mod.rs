@@ -314,14 +314,14 @@ impl Links {
 }
 
 /// Digests steer repairs (control, as do pulls); announcements are the bulk; pushed bodies
-/// may wait.
+/// may wait. A message takes the bytes of its lane's budget that it will take on the stream.
 fn lane_of(message: &GossipMessage) -> (Lane, usize) {
     let lane = match message {
         GossipMessage::Digest { .. } | GossipMessage::DigestReply { .. } => Lane::Control,
         GossipMessage::Announce { .. } => Lane::Announce,
         GossipMessage::Push { .. } => Lane::Body,
     };
-    (lane, message.approx_wire_len())
+    (lane, sorcha_peer_wire::size::gossip_len(message))
 }
 
 fn lane_name(lane: Lane) -> &'static str {

@@ -9,15 +9,10 @@ use serde::de::DeserializeOwned;
 use sorcha_peer_core::gossip::FetchFailure;
 use sorcha_peer_core::membership::{Failure, Request, Response};
 use sorcha_peer_core::model::PeerId;
+use sorcha_peer_wire::membership::{Answer, Call};
 
 use crate::clock::now;
-use crate::wire::convert::{advert_to_proto, heartbeat_outcome, status_from_proto, valid_adverts};
 use crate::wire::proto::communication::{MessageAck, PeerMessage};
-use crate::wire::proto::discovery::{
-    self as pb, PeerExchangeResponse, PeerListResponse, PingResponse, RegisterPeerRequest,
-    RegisterPeerResponse,
-};
-use crate::wire::proto::heartbeat::{PeerHeartbeatRequest, PeerHeartbeatResponse};
 use crate::wire::proto::transaction::{
     NotificationAck, TransactionNotification, TransactionResponse,
 };
@@ -72,61 +67,34 @@ impl RestClient {
         me: &PeerId,
         max_tx: u32,
     ) -> Result<Response, RestFailure> {
-        let me = me.to_string();
-        match request {
-            Request::Ping => {
-                let pong: PingResponse = self
-                    .get(&format!("{base}/api/v1/peers/ping?peerId={me}"))
-                    .await?;
-                let peer_id = pong.peer_id.parse().map_err(|_| RestFailure::Malformed)?;
-                let status = status_from_proto(pong.status());
-                Ok(Response::Pong { peer_id, status })
+        let answer = match Call::new(&request, me, now()) {
+            Call::Ping(m) => {
+                let url = format!("{base}/api/v1/peers/ping?peerId={}", m.peer_id);
+                Answer::Pong(self.get(&url).await?)
             }
-            Request::Register { advert } => {
-                let body = RegisterPeerRequest {
-                    peer_info: Some(advert_to_proto(&advert)),
-                };
-                let answer: RegisterPeerResponse = self
-                    .post(&format!("{base}/api/v1/peers/register"), &body)
-                    .await?;
-                Ok(Response::Registered {
-                    success: answer.success,
-                })
+            Call::Register(m) => Answer::Registered(
+                self.post(&format!("{base}/api/v1/peers/register"), &m)
+                    .await?,
+            ),
+            Call::GetPeerList(m) => {
+                let url = format!(
+                    "{base}/api/v1/peers/list?requestingPeerId={}&maxPeers={}",
+                    m.requesting_peer_id, m.max_peers
+                );
+                Answer::PeerList(self.get(&url).await?)
             }
-            Request::GetPeerList { max } => {
-                let url = format!("{base}/api/v1/peers/list?requestingPeerId={me}&maxPeers={max}");
-                let answer: PeerListResponse = self.get(&url).await?;
-                Ok(Response::PeerList {
-                    peers: valid_adverts(&answer.peers, max_tx),
-                })
-            }
-            Request::ExchangePeers { adverts: ours, max } => {
-                let body = pb::PeerExchangeRequest {
-                    peer_id: me,
-                    known_peers: ours.iter().map(advert_to_proto).collect(),
-                    max_peers: i32::try_from(max).unwrap_or(i32::MAX),
-                };
-                let answer: PeerExchangeResponse = self
-                    .post(&format!("{base}/api/v1/peers/exchange"), &body)
-                    .await?;
-                Ok(Response::Exchanged {
-                    peers: valid_adverts(&answer.known_peers, max_tx),
-                })
-            }
-            Request::Heartbeat { sequence } => {
-                let body = PeerHeartbeatRequest {
-                    peer_id: me,
-                    timestamp: now().to_wire(),
-                    sequence_number: i64::try_from(sequence).unwrap_or(i64::MAX),
-                    ..Default::default()
-                };
-                let answer: PeerHeartbeatResponse = self
-                    .post(&format!("{base}/api/v1/peers/heartbeat"), &body)
-                    .await?;
-                let outcome = heartbeat_outcome(answer.success, &answer.message);
-                Ok(Response::Heartbeat { outcome })
-            }
-        }
+            Call::ExchangePeers(m) => Answer::Exchanged(
+                self.post(&format!("{base}/api/v1/peers/exchange"), &m)
+                    .await?,
+            ),
+            Call::Heartbeat(m) => Answer::Heartbeat(
+                self.post(&format!("{base}/api/v1/peers/heartbeat"), &m)
+                    .await?,
+            ),
+        };
+        answer
+            .into_response(max_tx)
+            .map_err(|_| RestFailure::Malformed)
     }
 
     /// Pulls a body over `GET /api/v1/transactions/{name}` (a whole hash or an id, as hex) in
