@@ -45,13 +45,13 @@ mod tests {
     use std::time::Duration;
 
     use sorcha_peer_core::gossip::{AnnounceEntry, PrefixRange};
-    use sorcha_peer_core::membership::Request;
+    use sorcha_peer_core::membership::{HeartbeatOutcome, Request, Response};
     use sorcha_peer_core::model::{
         PeerAdvert, PeerCapabilities, PeerId, Protocol, Timestamp, TxHash,
     };
 
     use super::*;
-    use crate::membership::Call;
+    use crate::membership::{Answer, Call};
 
     fn entry(size: u64, hops: u32) -> AnnounceEntry {
         let hash = TxHash::of(b"a typical transaction");
@@ -136,5 +136,13 @@ mod tests {
         assert_eq!(exchange(10) - exchange(0), 10 * one);
         let ping = Call::new(&Request::Ping, &me, now).wire_len();
         assert_eq!(ping, 5 + 2 + 40, "the gRPC prefix and our id");
+        // Id, a millisecond timestamp (6-byte varint) and a small sequence number: no health
+        // metrics, which the daemon does not send.
+        let beat = Call::new(&Request::Heartbeat { sequence: 1 }, &me, now).wire_len();
+        assert_eq!(beat, 56);
+        let response = Response::Heartbeat {
+            outcome: HeartbeatOutcome::Accepted,
+        };
+        assert_eq!(Answer::new(&response, &me, 8, now).wire_len(), 56);
     }
 }
