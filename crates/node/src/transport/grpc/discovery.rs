@@ -1,5 +1,8 @@
 //! `sorcha.peer.discovery.PeerDiscovery`: the inbound side of discovery.
 
+use sorcha_peer_core::model;
+use sorcha_peer_wire::membership::{exchanged, peer_list, pong, registered};
+use sorcha_peer_wire::peers::{advert_from_proto, max_peers};
 use tonic::{Request, Response, Status};
 
 use super::{handle_error, requester};
@@ -7,9 +10,6 @@ use crate::clock::now;
 use crate::handle::NodeHandle;
 use crate::wire::proto::discovery::peer_discovery_server::PeerDiscovery;
 use crate::wire::proto::discovery::*;
-use sorcha_peer_core::model;
-use sorcha_peer_wire::membership::{exchanged, peer_list, pong, registered};
-use sorcha_peer_wire::peers::{advert_from_proto, max_peers};
 
 /// Peers returned by one GetPeerList or ExchangePeers at most, whatever the caller asks: the
 /// Sorcha design's 100 per request, which keeps an answer under ~30 KB.

@@ -3,6 +3,7 @@
 use std::pin::Pin;
 
 use futures::{Stream, StreamExt};
+use sorcha_peer_wire::membership::heartbeat_answer;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
@@ -12,7 +13,6 @@ use crate::clock::now;
 use crate::handle::NodeHandle;
 use crate::wire::proto::heartbeat::peer_heartbeat_server::PeerHeartbeat;
 use crate::wire::proto::heartbeat::*;
-use sorcha_peer_wire::membership::heartbeat_answer;
 
 /// Answers buffered per heartbeat stream; a peer that stops reading its answers stalls only its
 /// own stream, and we stop reading its requests.
