@@ -20,3 +20,4 @@ pub mod membership;
 pub mod model;
 pub mod node;
 pub mod sendqueue;
+pub mod time;

@@ -6,9 +6,16 @@
 //! - construct with [`Node::new`];
 //! - getters ([`Node::state`], [`Node::membership`], [`Node::gossip`]) never change state;
 //! - inputs: the `handle_*` methods, [`Node::submit`] and the inbound-request answers, each
-//!   with the current time;
+//!   with the current time as a [`Now`] (monotonic for deadlines, wall clock for the wire and
+//!   the peer store; see [`crate::time`]);
 //! - after every input, drain [`Node::poll_output`] until `None` and carry the outputs out in
-//!   order (persistence and stores before the sends that follow them).
+//!   order (persistence and stores before the sends that follow them);
+//! - timers: the node keeps its deadlines itself. After every input ask
+//!   [`Node::poll_timeout`] when it next wants to be woken, and at (or after) that instant call
+//!   [`Node::handle_timeout`], which fires every timer due. There is no other timer source, so
+//!   none can be dropped: each sub-machine keeps one deadline per timer kind (membership 3,
+//!   gossip 3), and work with many deadlines (outstanding requests, fetches) keeps them in its
+//!   own bounded table behind one of those kinds.
 
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -21,19 +28,13 @@ use crate::membership::{
     RegisterOutcome, RequestId, Response,
 };
 use crate::model::{NodeState, PeerAdvert, PeerId, PeerNode, Timestamp, TxHash, TxId};
+use crate::time::{Instant, Now};
 
 /// The knobs of every sub-machine.
 #[derive(Debug, Clone, Default)]
 pub struct NodeConfig {
     pub membership: MembershipConfig,
     pub gossip: GossipConfig,
-}
-
-/// A timer of one of the sub-machines.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Timer {
-    Membership(membership::Timer),
-    Gossip(gossip::Timer),
 }
 
 /// What the runtime must do.
@@ -68,8 +69,6 @@ pub enum Output {
         register_id: Option<String>,
         size: u64,
     },
-    /// Call [`Node::handle_timer`] with `timer` at `at`.
-    ScheduleTimer { at: Timestamp, timer: Timer },
     /// Store this peer.
     Persist(PeerNode),
     /// Delete this peer from the store.
@@ -95,7 +94,7 @@ pub struct Node {
     gossip_peers: Vec<PeerId>,
     /// The time of the latest input, for work `poll_output` must feed back (a fetch from a
     /// peer that vanished fails at once, as of the input that produced it).
-    last_now: Timestamp,
+    last_now: Now,
 }
 
 impl Node {
@@ -108,7 +107,7 @@ impl Node {
         bootstrap: Vec<Contact>,
         stored: Vec<PeerNode>,
         mut rng: ChaCha8Rng,
-        now: Timestamp,
+        now: Now,
     ) -> Self {
         let membership_rng = ChaCha8Rng::seed_from_u64(rng.next_u64());
         let gossip_rng = ChaCha8Rng::seed_from_u64(rng.next_u64());
@@ -149,24 +148,28 @@ impl Node {
 
     // ---- inputs ----
 
-    pub fn handle_response(
-        &mut self,
-        id: RequestId,
-        result: Result<Response, Failure>,
-        now: Timestamp,
-    ) {
+    pub fn handle_response(&mut self, id: RequestId, result: Result<Response, Failure>, now: Now) {
         self.last_now = now;
         self.membership.handle_response(id, result, now);
         self.sync_gossip_peers(now);
     }
 
-    pub fn handle_timer(&mut self, timer: Timer, now: Timestamp) {
-        self.last_now = now;
-        match timer {
-            Timer::Membership(t) => self.membership.handle_timer(t, now),
-            Timer::Gossip(t) => self.gossip.handle_timer(t, now),
+    /// When the node next wants [`Node::handle_timeout`]: the earliest deadline of membership
+    /// and gossip. Ask again after every input; `None` only before anything is armed.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match (self.membership.poll_timeout(), self.gossip.poll_timeout()) {
+            (Some(m), Some(g)) => Some(m.min(g)),
+            (m, g) => m.or(g),
         }
+    }
+
+    /// Fires every timer due at `now.mono` (membership's, then gossip's; each earliest first).
+    /// Calling it early, or twice, fires nothing that is not due.
+    pub fn handle_timeout(&mut self, now: Now) {
+        self.last_now = now;
+        self.membership.handle_timeout(now);
         self.sync_gossip_peers(now);
+        self.gossip.handle_timeout(now);
     }
 
     pub fn set_advert(&mut self, advert: PeerAdvert) {
@@ -178,14 +181,14 @@ impl Node {
         &mut self,
         body: Vec<u8>,
         register_id: Option<String>,
-        now: Timestamp,
+        now: Now,
     ) -> Result<SubmitOutcome, SubmitError> {
         self.last_now = now;
         self.gossip.submit(body, register_id, now)
     }
 
     /// A gossip message from `from`; dropped if `from` is banned.
-    pub fn handle_gossip(&mut self, from: &PeerId, message: GossipMessage, now: Timestamp) {
+    pub fn handle_gossip(&mut self, from: &PeerId, message: GossipMessage, now: Now) {
         self.last_now = now;
         if !self.membership.is_banned(from, now) {
             self.gossip.handle_message(from, message, now);
@@ -198,7 +201,7 @@ impl Node {
         from: &PeerId,
         id: TxId,
         result: Result<Vec<u8>, FetchFailure>,
-        now: Timestamp,
+        now: Now,
     ) {
         self.last_now = now;
         self.gossip.handle_fetched(from, id, result, now);
@@ -207,7 +210,7 @@ impl Node {
     pub fn handle_register(
         &mut self,
         advert: PeerAdvert,
-        now: Timestamp,
+        now: Now,
     ) -> Result<RegisterOutcome, Refusal> {
         self.last_now = now;
         let result = self.membership.handle_register(advert, now);
@@ -219,7 +222,7 @@ impl Node {
         &mut self,
         requester: Option<&PeerId>,
         max: usize,
-        now: Timestamp,
+        now: Now,
     ) -> Vec<PeerAdvert> {
         self.last_now = now;
         self.membership.peer_list(requester, max, now)
@@ -230,18 +233,18 @@ impl Node {
         from: &PeerId,
         adverts: Vec<PeerAdvert>,
         max: usize,
-        now: Timestamp,
+        now: Now,
     ) -> Vec<PeerAdvert> {
         self.last_now = now;
         self.membership.handle_exchange(from, adverts, max, now)
     }
 
-    pub fn handle_ping(&mut self, from: Option<&PeerId>, now: Timestamp) -> Result<Pong, Refusal> {
+    pub fn handle_ping(&mut self, from: Option<&PeerId>, now: Now) -> Result<Pong, Refusal> {
         self.last_now = now;
         self.membership.handle_ping(from, now)
     }
 
-    pub fn handle_heartbeat(&mut self, from: &PeerId, now: Timestamp) -> HeartbeatOutcome {
+    pub fn handle_heartbeat(&mut self, from: &PeerId, now: Now) -> HeartbeatOutcome {
         self.last_now = now;
         let before = self.membership.heartbeaters_added();
         let outcome = self.membership.handle_heartbeat(from, now);
@@ -254,19 +257,19 @@ impl Node {
     }
 
     /// Bans `id` until `until`; false if the ban list is full.
-    pub fn ban(&mut self, id: &PeerId, until: Timestamp, now: Timestamp) -> bool {
+    pub fn ban(&mut self, id: &PeerId, until: Timestamp, now: Now) -> bool {
         self.last_now = now;
         let done = self.membership.ban(id, until, now);
         self.sync_gossip_peers(now);
         done
     }
 
-    pub fn unban(&mut self, id: &PeerId, now: Timestamp) {
+    pub fn unban(&mut self, id: &PeerId, now: Now) {
         self.last_now = now;
         self.membership.unban(id, now);
     }
 
-    pub fn remove(&mut self, id: &PeerId, now: Timestamp) {
+    pub fn remove(&mut self, id: &PeerId, now: Now) {
         self.last_now = now;
         self.membership.remove(id, now);
         self.sync_gossip_peers(now);
@@ -275,7 +278,7 @@ impl Node {
     /// Hands gossip the healthy active peers when they changed.
     /// Runs after every input: compares by reference and clones only on change (the
     /// simulator measured the per-input clones at 10,000 nodes).
-    fn sync_gossip_peers(&mut self, now: Timestamp) {
+    fn sync_gossip_peers(&mut self, now: Now) {
         let peers = self.membership.gossip_peers(now);
         if peers != self.gossip_peers {
             self.gossip.set_peers(&peers, now);
@@ -301,10 +304,6 @@ impl Node {
         use membership::Output as M;
         match output {
             M::Send { to, request, id } => Output::Send { to, request, id },
-            M::ScheduleTimer { at, timer } => Output::ScheduleTimer {
-                at,
-                timer: Timer::Membership(timer),
-            },
             M::Persist(node) => Output::Persist(node),
             M::Forget(id) => Output::Forget(id),
             M::Event(event) => Output::Event(Event::Membership(event)),
@@ -363,10 +362,6 @@ impl Node {
                 register_id,
                 size,
             },
-            G::ScheduleTimer { at, timer } => Output::ScheduleTimer {
-                at,
-                timer: Timer::Gossip(timer),
-            },
             G::Event(event) => Output::Event(Event::Gossip(event)),
         })
     }
@@ -377,5 +372,115 @@ impl Node {
             port: known.node.port,
             peer_id: Some(id.clone()),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::model::{PeerCapabilities, Protocol};
+
+    const PROBE_MS: u64 = 10_000;
+    const AE_MS: u64 = 3_000;
+    /// A wall clock far from the monotonic one, as in the daemon.
+    const WALL_MS: u64 = 1_800_000_000_000;
+
+    fn at(mono: u64, wall: u64) -> Now {
+        Now::new(Instant::from_millis(mono), Timestamp::from_millis(wall))
+    }
+
+    /// A node with no peers: only the periodic timers are armed (membership's probe and
+    /// refresh, gossip's anti-entropy).
+    fn node(now: Now) -> Node {
+        let mut config = NodeConfig::default();
+        config.membership.probe_interval = Duration::from_millis(PROBE_MS);
+        config.gossip.anti_entropy_interval = Some(Duration::from_millis(AE_MS));
+        let advert = PeerAdvert {
+            peer_id: "node-0".parse().expect("valid id"),
+            address: "10.0.0.1".into(),
+            port: 5001,
+            supported_protocols: vec![Protocol::Grpc],
+            capabilities: PeerCapabilities {
+                supports_streaming: true,
+                supports_transaction_distribution: true,
+                max_transaction_size: 1 << 20,
+            },
+            last_seen: now.wall,
+            is_seed_node: false,
+        };
+        let mut node = Node::new(
+            config,
+            advert,
+            vec![],
+            vec![],
+            ChaCha8Rng::seed_from_u64(1),
+            now,
+        );
+        while node.poll_output().is_some() {}
+        node
+    }
+
+    fn probe(node: &Node) -> Option<u64> {
+        let at = node.membership().deadline(membership::Timer::Probe);
+        at.map(Instant::as_millis)
+    }
+
+    fn anti_entropy(node: &Node) -> Option<u64> {
+        let at = node.gossip().deadline(gossip::Timer::AntiEntropy);
+        at.map(Instant::as_millis)
+    }
+
+    #[test]
+    fn a_wall_clock_step_moves_no_pending_deadline() {
+        let mut node = node(at(0, WALL_MS));
+        assert_eq!(node.poll_timeout(), Some(Instant::from_millis(AE_MS)));
+        // The wall clock steps back an hour, then forward a day; the monotonic one ticks on.
+        node.handle_ping(None, at(1, WALL_MS - 3_600_000))
+            .expect("answered");
+        assert_eq!(node.poll_timeout(), Some(Instant::from_millis(AE_MS)));
+        node.handle_timeout(at(AE_MS - 1, WALL_MS + 86_400_000));
+        assert_eq!(anti_entropy(&node), Some(AE_MS), "not due: nothing fired");
+        assert_eq!(probe(&node), Some(PROBE_MS));
+        node.handle_timeout(at(AE_MS, WALL_MS - 3_600_000));
+        assert_eq!(
+            anti_entropy(&node),
+            Some(2 * AE_MS),
+            "fired on time, re-armed"
+        );
+        assert_eq!(probe(&node), Some(PROBE_MS));
+    }
+
+    #[test]
+    fn poll_timeout_is_the_earliest_deadline_and_handle_timeout_fires_only_the_due() {
+        let mut node = node(at(0, WALL_MS));
+        let wall = |mono| WALL_MS + mono;
+        assert_eq!(anti_entropy(&node), Some(AE_MS));
+        assert_eq!(probe(&node), Some(PROBE_MS));
+        assert_eq!(
+            node.poll_timeout(),
+            Some(Instant::from_millis(AE_MS)),
+            "gossip's"
+        );
+        // Every anti-entropy round up to 9 s fires alone; the probe waits.
+        for round in 1..=3 {
+            let due = round * AE_MS;
+            node.handle_timeout(at(due, wall(due)));
+            assert_eq!(anti_entropy(&node), Some(due + AE_MS));
+            assert_eq!(probe(&node), Some(PROBE_MS), "not due at {due}");
+        }
+        assert_eq!(
+            node.poll_timeout(),
+            Some(Instant::from_millis(PROBE_MS)),
+            "membership's"
+        );
+        // At 12 s both are due: both fire, once each, however often we are woken.
+        for _ in 0..2 {
+            node.handle_timeout(at(12_000, wall(12_000)));
+            assert_eq!(probe(&node), Some(12_000 + PROBE_MS));
+            assert_eq!(anti_entropy(&node), Some(12_000 + AE_MS));
+        }
+        assert_eq!(node.poll_timeout(), Some(Instant::from_millis(15_000)));
     }
 }

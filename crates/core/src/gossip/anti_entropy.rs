@@ -33,7 +33,8 @@ use super::{
     AnnounceEntry, Gossip, GossipMessage, HashPrefix, MAX_DIGEST_ENTRIES, MAX_REPAIR_ENTRIES,
     Output, PrefixRange, Timer,
 };
-use crate::model::{PeerId, Timestamp, TxId};
+use crate::model::{PeerId, TxId};
+use crate::time::Instant;
 
 /// Known hashes examined to build or answer one digest: the window may hold up to
 /// `max_known` hashes and older ones sit between them in hash order.
@@ -44,18 +45,18 @@ pub const MAX_DEPARTED: usize = 64;
 
 impl Gossip {
     /// Known hashes first seen in `[now - span, now - settle]` go into digests and replies.
-    fn span(&self, now: Timestamp, span: Duration) -> (Timestamp, Timestamp) {
+    fn span(&self, now: Instant, span: Duration) -> (Instant, Instant) {
         let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         let at = now.as_millis();
         let since = at.saturating_sub(millis(span));
         let until = at.saturating_sub(millis(self.config.anti_entropy_settle));
-        (Timestamp::from_millis(since), Timestamp::from_millis(until))
+        (Instant::from_millis(since), Instant::from_millis(until))
     }
 
     /// Remembers peers that left the gossip peers for the younger two thirds of the recent
     /// span, at most [`MAX_DEPARTED`] (the oldest are forgotten: they will be swept if they
     /// come back).
-    pub(super) fn note_departures(&mut self, left: Vec<PeerId>, now: Timestamp) {
+    pub(super) fn note_departures(&mut self, left: Vec<PeerId>, now: Instant) {
         let recent = self.config.anti_entropy_recent;
         let (since, _) = self.span(now, recent - recent / 3);
         self.departed.retain(|_, at| *at >= since);
@@ -78,7 +79,7 @@ impl Gossip {
         }
     }
 
-    pub(super) fn on_anti_entropy_timer(&mut self, now: Timestamp) {
+    pub(super) fn on_anti_entropy_timer(&mut self, now: Instant) {
         let Some(every) = self.config.anti_entropy_interval else {
             return;
         };
@@ -133,7 +134,7 @@ impl Gossip {
     /// A recent digest's slice starting at `first`: the prefixes of the hashes first seen
     /// within `anti_entropy_recent` (found by the time index, at most [`MAX_DIGEST_SCAN`] of
     /// them, oldest first) and of the pending ones, up to [`MAX_DIGEST_ENTRIES`].
-    fn recent_slice(&self, now: Timestamp, first: HashPrefix) -> (PrefixRange, Vec<HashPrefix>) {
+    fn recent_slice(&self, now: Instant, first: HashPrefix) -> (PrefixRange, Vec<HashPrefix>) {
         let (since, until) = self.span(now, self.config.anti_entropy_recent);
         let rest = PrefixRange::starting_at(first);
         let recent = self
@@ -167,7 +168,7 @@ impl Gossip {
     /// in order, until [`MAX_DIGEST_ENTRIES`] are taken or [`MAX_DIGEST_SCAN`] hashes
     /// examined; the slice ends just before the first prefix left out (or at the end of the
     /// space).
-    fn sweep_slice(&self, now: Timestamp, first: HashPrefix) -> (PrefixRange, Vec<HashPrefix>) {
+    fn sweep_slice(&self, now: Instant, first: HashPrefix) -> (PrefixRange, Vec<HashPrefix>) {
         let (since, until) = self.span(now, self.config.anti_entropy_window);
         let rest = PrefixRange::starting_at(first);
         let mut known = self
@@ -216,7 +217,7 @@ impl Gossip {
         range: PrefixRange,
         mut prefixes: Vec<HashPrefix>,
         recent: Option<Duration>,
-        now: Timestamp,
+        now: Instant,
     ) {
         self.stats.digests_received += 1;
         if range.first > range.last {
@@ -284,7 +285,7 @@ impl Gossip {
         from: &PeerId,
         missing: Vec<AnnounceEntry>,
         mut wanted: Vec<HashPrefix>,
-        now: Timestamp,
+        now: Instant,
     ) {
         // A full reply means the peer had more to offer: sweep it until it has not.
         let active = self.peers.binary_search(from).is_ok();

@@ -10,7 +10,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use super::types::{AnnounceEntry, GossipStats, HashPrefix, PrefixRange};
-use crate::model::{Timestamp, TxHash, TxId};
+use crate::model::{TxHash, TxId};
+use crate::time::Instant;
 
 /// A plain bloom filter over transaction ids (the first 16 bytes of SHA-256 hashes). They are
 /// uniform already, so the bit positions come from double hashing of their two halves
@@ -67,7 +68,7 @@ pub(super) struct KnownTx {
     pub(super) hash: TxHash,
     pub(super) size: u64,
     pub(super) register_id: Option<String>,
-    pub(super) seen_at: Timestamp,
+    pub(super) seen_at: Instant,
 }
 
 impl KnownTx {
@@ -88,11 +89,11 @@ impl KnownTx {
 pub(super) struct Dedup {
     known: BTreeMap<TxId, KnownTx>,
     /// Insertion order, oldest first; `seen_at` never decreases along it.
-    order: VecDeque<(Timestamp, TxId)>,
+    order: VecDeque<(Instant, TxId)>,
     current: Bloom,
     previous: Bloom,
-    current_since: Timestamp,
-    previous_since: Timestamp,
+    current_since: Instant,
+    previous_since: Instant,
     ttl: Duration,
     max_known: usize,
     reset_interval: Duration,
@@ -105,7 +106,7 @@ impl Dedup {
         reset_interval: Duration,
         ttl: Duration,
         max_known: usize,
-        now: Timestamp,
+        now: Instant,
     ) -> Self {
         Self {
             known: BTreeMap::new(),
@@ -159,7 +160,7 @@ impl Dedup {
     }
 
     /// Forgets hashes older than the TTL and starts a new bloom generation when due.
-    pub(super) fn expire(&mut self, now: Timestamp) {
+    pub(super) fn expire(&mut self, now: Instant) {
         while let Some(&(seen, id)) = self.order.front() {
             if now.since(seen) < self.ttl {
                 break;
@@ -174,7 +175,7 @@ impl Dedup {
 
     /// Drops the older generation. Hashes seen before the surviving generation started are
     /// covered only by the dropped one, so they are carried into the new one.
-    fn rotate(&mut self, now: Timestamp) {
+    fn rotate(&mut self, now: Instant) {
         std::mem::swap(&mut self.current, &mut self.previous);
         self.current.clear();
         self.previous_since = self.current_since;
@@ -197,8 +198,8 @@ impl Dedup {
     /// index, so looking at the last seconds costs nothing for the older hashes kept.
     pub(super) fn seen_between(
         &self,
-        since: Timestamp,
-        until: Timestamp,
+        since: Instant,
+        until: Instant,
     ) -> impl Iterator<Item = (&TxId, &KnownTx)> {
         let start = self.order.partition_point(|(seen, _)| *seen < since);
         self.order
@@ -231,12 +232,12 @@ mod tests {
             hash: TxHash::from_bytes([0; 32]),
             size: 1,
             register_id: None,
-            seen_at: Timestamp::from_millis(at),
+            seen_at: Instant::from_millis(at),
         }
     }
 
     fn dedup(bits: usize, max_known: usize) -> Dedup {
-        let t0 = Timestamp::from_millis(0);
+        let t0 = Instant::from_millis(0);
         let (reset, ttl) = (Duration::from_secs(10), Duration::from_secs(60));
         Dedup::new(bits, 3, reset, ttl, max_known, t0)
     }
@@ -268,11 +269,11 @@ mod tests {
         let mut stats = GossipStats::default();
         // One insert per second for 55 s (within the 60 s TTL), rotating every 10 s.
         for s in 0..55u64 {
-            let now = Timestamp::from_millis(s * 1000);
+            let now = Instant::from_millis(s * 1000);
             d.expire(now);
             d.insert(h(s as u32), tx(s * 1000), &mut stats);
         }
-        d.expire(Timestamp::from_millis(59_000));
+        d.expire(Instant::from_millis(59_000));
         for s in 0..55 {
             assert!(
                 d.current.contains(&h(s)) || d.previous.contains(&h(s)),
@@ -293,7 +294,7 @@ mod tests {
         assert_eq!(stats.known_evicted, 2);
         assert!(!d.contains(&h(0), &mut stats));
         assert!(d.contains(&h(4), &mut stats));
-        d.expire(Timestamp::from_millis(60_003));
+        d.expire(Instant::from_millis(60_003));
         assert_eq!(d.len(), 1, "entries seen at 2 and 3 ms expired");
         assert!(d.contains(&h(4), &mut stats));
     }
@@ -306,7 +307,7 @@ mod tests {
             d.insert(h(n), tx(u64::from(n) * 100), &mut stats);
         }
         let span = |since: u64, until: u64| -> Vec<TxId> {
-            let (since, until) = (Timestamp::from_millis(since), Timestamp::from_millis(until));
+            let (since, until) = (Instant::from_millis(since), Instant::from_millis(until));
             d.seen_between(since, until).map(|(id, _)| *id).collect()
         };
         assert_eq!(span(300, 500), vec![h(3), h(4), h(5)], "both ends included");

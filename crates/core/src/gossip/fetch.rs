@@ -13,7 +13,8 @@ use std::time::Duration;
 use super::{
     AnnounceEntry, FetchFailure, Gossip, GossipEvent, MAX_FETCH_SCAN, Origin, Output, Timer,
 };
-use crate::model::{PeerId, Timestamp, TxHash, TxId};
+use crate::model::{PeerId, TxHash, TxId};
+use crate::time::Instant;
 
 /// Peers remembered per pending transaction as holding it, fetched from or not: they are not
 /// announced to once the body is in. At least the gossip peers of a node (active set plus
@@ -36,7 +37,7 @@ pub(super) struct Pending {
     /// At most one per announcer.
     whole: Vec<(PeerId, TxHash)>,
     /// The announcer being fetched from and the deadline.
-    fetching: Option<(PeerId, Timestamp)>,
+    fetching: Option<(PeerId, Instant)>,
     /// Learned through anti-entropy.
     repair: bool,
 }
@@ -65,7 +66,7 @@ impl Gossip {
         from: &PeerId,
         entry: AnnounceEntry,
         repair: bool,
-        _now: Timestamp,
+        _now: Instant,
     ) {
         if let Some(p) = self.pending.get_mut(&entry.id) {
             if p.announcers.contains(from) || p.heard.contains(from) {
@@ -105,7 +106,7 @@ impl Gossip {
     }
 
     /// Starts fetches for waiting transactions while slots are free.
-    pub(super) fn start_fetches(&mut self, now: Timestamp) {
+    pub(super) fn start_fetches(&mut self, now: Instant) {
         let mut busy = Vec::new();
         let mut scanned = 0;
         while scanned < MAX_FETCH_SCAN && self.in_flight < self.config.max_in_flight {
@@ -127,7 +128,7 @@ impl Gossip {
         }
     }
 
-    fn try_fetch(&mut self, id: TxId, now: Timestamp) -> Attempt {
+    fn try_fetch(&mut self, id: TxId, now: Instant) -> Attempt {
         let per_peer = self.config.max_in_flight_per_peer.max(1);
         let Some(size) = self.pending.get(&id).map(|p| p.size) else {
             return Attempt::Gone;
@@ -232,7 +233,7 @@ impl Gossip {
         from: &PeerId,
         id: TxId,
         result: Result<Vec<u8>, FetchFailure>,
-        now: Timestamp,
+        now: Instant,
     ) {
         let current = self
             .pending
@@ -286,7 +287,7 @@ impl Gossip {
     }
 
     /// Fails over every fetch past its deadline and re-arms for the next one.
-    pub(super) fn on_fetch_deadlines(&mut self, now: Timestamp) {
+    pub(super) fn on_fetch_deadlines(&mut self, now: Instant) {
         while let Some(&(deadline, id)) = self.deadlines.first() {
             if deadline > now {
                 break;
@@ -330,21 +331,12 @@ mod tests {
             vec![(id(1), h(1))],
             "only the first announcer"
         );
-        let deadline = out
-            .iter()
-            .find_map(|o| match o {
-                Output::ScheduleTimer {
-                    at,
-                    timer: Timer::FetchTimeout,
-                } => Some(*at),
-                _ => None,
-            })
-            .expect("timeout armed");
+        let deadline = g.poll_timeout().expect("timeout armed");
         let timeout = quiet().fetch_timeout.as_millis() as u64;
-        assert_eq!(deadline, ms(timeout));
-        g.handle_timer(Timer::FetchTimeout, ms(timeout - 1));
+        assert_eq!(deadline, ms(timeout).mono);
+        g.handle_timeout(ms(timeout - 1));
         assert!(drain(&mut g).is_empty(), "not due yet");
-        g.handle_timer(Timer::FetchTimeout, deadline);
+        g.handle_timeout(ms(timeout));
         assert_eq!(fetches(&drain(&mut g)), vec![(id(2), h(1))]);
         assert_eq!(g.stats().fetch_timeouts, 1);
         g.handle_fetched(&id(2), h(1), Ok(body(1)), ms(timeout + 100));

@@ -44,7 +44,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use rand_chacha::ChaCha8Rng;
 
-use crate::model::{PeerId, Timestamp, TxHash, TxId};
+use crate::model::{PeerId, TxHash, TxId};
+use crate::time::{Instant, Now, TimerTable};
 
 pub use config::{FanoutMode, GossipConfig};
 pub use types::{
@@ -56,7 +57,7 @@ use dedup::{Dedup, KnownTx};
 use fetch::Pending;
 
 /// Outputs queued before the runtime polls them. One input emits at most a batch per active
-/// peer plus a few fetches; 8192 is two orders of magnitude of slack. Timers, `Store` and
+/// peer plus a few fetches; 8192 is two orders of magnitude of slack. `Store` and
 /// `Deliver` are always admitted (losing them would lose a transaction); sends, fetches and
 /// events are dropped and counted.
 pub const MAX_OUTPUTS: usize = 8192;
@@ -80,10 +81,10 @@ pub const MAX_FETCH_SCAN: usize = 256;
 /// Call order, as in quinn's `Connection`:
 /// - construct with [`Gossip::new`]; it arms the anti-entropy timer;
 /// - tell it the active peers whenever membership changes them: [`set_peers`];
-/// - feed inputs as they happen, each with the current time: [`submit`] for local
-///   transactions, [`handle_message`] for every gossip message from a peer,
-///   [`handle_fetched`] with the result of every [`Output::Fetch`], [`handle_timer`] when a
-///   scheduled timer fires;
+/// - feed inputs as they happen, each with the current time ([`Now`]; gossip reads only its
+///   monotonic half): [`submit`] for local transactions, [`handle_message`] for every gossip
+///   message from a peer, [`handle_fetched`] with the result of every [`Output::Fetch`], and
+///   [`handle_timeout`] once [`poll_timeout`] has passed;
 /// - after every input, drain [`poll_output`] until `None` and execute the outputs in order
 ///   (a `Store` before the sends that follow it, since peers will fetch that body);
 /// - read state any time with the getters ([`is_known`], [`known_count`], [`pending_count`],
@@ -93,7 +94,8 @@ pub const MAX_FETCH_SCAN: usize = 256;
 /// [`submit`]: Gossip::submit
 /// [`handle_message`]: Gossip::handle_message
 /// [`handle_fetched`]: Gossip::handle_fetched
-/// [`handle_timer`]: Gossip::handle_timer
+/// [`handle_timeout`]: Gossip::handle_timeout
+/// [`poll_timeout`]: Gossip::poll_timeout
 /// [`poll_output`]: Gossip::poll_output
 /// [`is_known`]: Gossip::is_known
 /// [`known_count`]: Gossip::known_count
@@ -112,7 +114,7 @@ pub struct Gossip {
     /// Pending ids with no fetch in flight, oldest first.
     waiting: VecDeque<TxId>,
     /// Fetch deadlines, earliest first.
-    deadlines: BTreeSet<(Timestamp, TxId)>,
+    deadlines: BTreeSet<(Instant, TxId)>,
     in_flight_per_peer: BTreeMap<PeerId, usize>,
     in_flight: usize,
     /// Announced sizes of the fetches in flight.
@@ -120,15 +122,15 @@ pub struct Gossip {
     /// Announcements waiting for the flush, per peer; each below `config.max_batch`.
     outbox: BTreeMap<PeerId, Vec<AnnounceEntry>>,
     outputs: VecDeque<Output>,
-    /// When each timer is due; an earlier firing (a schedule the runtime failed to replace)
-    /// is ignored, so timers never multiply.
-    armed: BTreeMap<Timer, Timestamp>,
+    /// When each timer kind is due: at most one deadline per kind (fetch deadlines are in
+    /// `deadlines`, and `FetchTimeout` is armed for the earliest of them).
+    timers: TimerTable<Timer>,
     rng: ChaCha8Rng,
     stats: GossipStats,
     /// Where the next backstop sweep's slice of the hash space starts.
     digest_cursor: HashPrefix,
     /// When the next backstop sweep starts; a sweep in progress continues every round.
-    next_sweep: Timestamp,
+    next_sweep: Instant,
     /// Where the next recent digest's slice starts (one slice holds them at most rates).
     recent_cursor: HashPrefix,
     /// Peers owed a sweep (new active peers, or peers whose repairs filled a reply), with
@@ -136,11 +138,12 @@ pub struct Gossip {
     sweeps: VecDeque<(PeerId, HashPrefix)>,
     /// Peers that left the gossip peers lately, and when: one back within the span recent
     /// digests repair is not swept again (inbound peers come and go with heartbeats).
-    departed: BTreeMap<PeerId, Timestamp>,
+    departed: BTreeMap<PeerId, Instant>,
 }
 
 impl Gossip {
-    pub fn new(config: GossipConfig, self_id: PeerId, rng: ChaCha8Rng, now: Timestamp) -> Self {
+    pub fn new(config: GossipConfig, self_id: PeerId, rng: ChaCha8Rng, now: Now) -> Self {
+        let now = now.mono;
         let dedup = Dedup::new(
             config.bloom_bits,
             config.bloom_hashes,
@@ -163,7 +166,7 @@ impl Gossip {
             in_flight_bytes: 0,
             outbox: BTreeMap::new(),
             outputs: VecDeque::new(),
-            armed: BTreeMap::new(),
+            timers: TimerTable::default(),
             rng,
             stats: GossipStats::default(),
             digest_cursor: 0,
@@ -215,11 +218,17 @@ impl Gossip {
         &self.stats
     }
 
+    /// When `timer` is due, if armed.
+    pub fn deadline(&self, timer: Timer) -> Option<Instant> {
+        self.timers.get(timer)
+    }
+
     // ---- inputs ----
 
     /// The active peers chosen by membership; gossip announces to and digests with them only
     /// (it still answers and fetches from any peer that announces to it).
-    pub fn set_peers(&mut self, peers: &[PeerId], now: Timestamp) {
+    pub fn set_peers(&mut self, peers: &[PeerId], now: Now) {
+        let now = now.mono;
         self.housekeep(now);
         let mut peers: Vec<PeerId> = peers
             .iter()
@@ -262,8 +271,9 @@ impl Gossip {
         &mut self,
         body: Vec<u8>,
         register_id: Option<String>,
-        now: Timestamp,
+        now: Now,
     ) -> Result<SubmitOutcome, SubmitError> {
+        let now = now.mono;
         self.housekeep(now);
         let max = self.config.max_transaction_size;
         let size = body.len() as u64;
@@ -288,7 +298,8 @@ impl Gossip {
     }
 
     /// A gossip message from `from`.
-    pub fn handle_message(&mut self, from: &PeerId, message: GossipMessage, now: Timestamp) {
+    pub fn handle_message(&mut self, from: &PeerId, message: GossipMessage, now: Now) {
+        let now = now.mono;
         self.housekeep(now);
         if *from == self.self_id {
             self.stats.refused_from_self += 1;
@@ -315,19 +326,32 @@ impl Gossip {
         from: &PeerId,
         id: TxId,
         result: Result<Vec<u8>, FetchFailure>,
-        now: Timestamp,
+        now: Now,
     ) {
+        let now = now.mono;
         self.housekeep(now);
         self.on_fetched(from, id, result, now);
         self.start_fetches(now);
     }
 
-    /// A timer scheduled by [`Output::ScheduleTimer`] fired.
-    pub fn handle_timer(&mut self, timer: Timer, now: Timestamp) {
-        if self.armed.get(&timer).is_none_or(|at| *at > now) {
+    /// When gossip next wants [`handle_timeout`](Gossip::handle_timeout): its earliest timer.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    /// Fires every timer due at `now`, earliest first.
+    pub fn handle_timeout(&mut self, now: Now) {
+        for timer in self.timers.due(now.mono) {
+            self.handle_timer(timer, now);
+        }
+    }
+
+    /// Fires `timer` if it is due at `now`; a timer not (or no longer) due is ignored.
+    pub(crate) fn handle_timer(&mut self, timer: Timer, now: Now) {
+        let now = now.mono;
+        if !self.timers.take_if_due(timer, now) {
             return;
         }
-        self.armed.remove(&timer);
         self.housekeep(now);
         match timer {
             Timer::Flush => self.flush_all(),
@@ -346,7 +370,7 @@ impl Gossip {
 
     // ---- internals shared by the submodules ----
 
-    fn housekeep(&mut self, now: Timestamp) {
+    fn housekeep(&mut self, now: Instant) {
         self.dedup.expire(now);
     }
 
@@ -359,7 +383,7 @@ impl Gossip {
         register_id: Option<String>,
         origin: Origin,
         hops: u32,
-        now: Timestamp,
+        now: Instant,
     ) {
         let size = body.len() as u64;
         let id = hash.id();
@@ -428,16 +452,13 @@ impl Gossip {
         self.push(Output::Event(event));
     }
 
-    fn schedule(&mut self, at: Timestamp, timer: Timer) {
-        self.armed.insert(timer, at);
-        self.push(Output::ScheduleTimer { at, timer });
+    fn schedule(&mut self, at: Instant, timer: Timer) {
+        self.timers.arm(timer, at);
     }
 
     /// Arms `timer` for `at` unless it is already armed for earlier.
-    fn schedule_by(&mut self, at: Timestamp, timer: Timer) {
-        if self.armed.get(&timer).is_none_or(|armed| *armed > at) {
-            self.schedule(at, timer);
-        }
+    fn schedule_by(&mut self, at: Instant, timer: Timer) {
+        self.timers.arm_by(timer, at);
     }
 }
 
@@ -560,14 +581,8 @@ mod tests {
             rand::SeedableRng::seed_from_u64(1),
             ms(0),
         );
-        let out = drain(&mut g);
-        assert_eq!(
-            out,
-            vec![Output::ScheduleTimer {
-                at: ms(5000),
-                timer: Timer::AntiEntropy
-            }]
-        );
+        assert!(drain(&mut g).is_empty());
+        assert_eq!(g.poll_timeout(), Some(ms(5000).mono), "anti-entropy armed");
         g.set_peers(&[id(2), id(0), id(1), id(2)], ms(0));
         assert_eq!(g.peers(), &[id(1), id(2)]);
         g.handle_timer(Timer::AntiEntropy, ms(4999));

@@ -46,7 +46,8 @@ enum Ev {
     /// A fetch request from `.0` arrives at `.1`.
     FetchRequest(usize, usize, TxId),
     Fetched(usize, usize, TxId, Result<Vec<u8>, FetchFailure>),
-    Timer(usize, Timer),
+    /// Node `.0`'s wake-up for the deadline `.1`; stale once the node re-armed.
+    Wake(usize, Instant),
 }
 
 /// What a run measured.
@@ -66,16 +67,17 @@ struct Report {
 }
 
 struct Net {
-    now: Timestamp,
+    now: Instant,
     rng: ChaCha8Rng,
     loss: f64,
     nodes: Vec<Gossip>,
     stores: Vec<BTreeMap<TxId, Vec<u8>>>,
-    queue: BTreeMap<(Timestamp, u64), Ev>,
-    armed: BTreeMap<(usize, Timer), Timestamp>,
+    queue: BTreeMap<(Instant, u64), Ev>,
+    /// The deadline each node's queued wake-up is for.
+    wakes: Vec<Option<Instant>>,
     seq: u64,
     /// Per tx: submit time and the nodes that delivered it, with the last delivery time.
-    txs: BTreeMap<TxHash, (Timestamp, BTreeSet<usize>, Timestamp)>,
+    txs: BTreeMap<TxHash, (Instant, BTreeSet<usize>, Instant)>,
     delivered: usize,
     messages: u64,
     bytes: u64,
@@ -84,7 +86,7 @@ struct Net {
 impl Net {
     fn new(config: &GossipConfig, loss: f64, seed: u64) -> Self {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let t0 = Timestamp::from_millis(0);
+        let t0 = Now::from_millis(0);
         let mut nodes = Vec::new();
         for n in 0..NODES {
             let child = ChaCha8Rng::seed_from_u64(rng.random());
@@ -96,13 +98,13 @@ impl Net {
             nodes.push(g);
         }
         let mut net = Net {
-            now: t0,
+            now: t0.mono,
             rng,
             loss,
             nodes,
             stores: vec![BTreeMap::new(); NODES],
             queue: BTreeMap::new(),
-            armed: BTreeMap::new(),
+            wakes: vec![None; NODES],
             seq: 0,
             txs: BTreeMap::new(),
             delivered: 0,
@@ -117,13 +119,13 @@ impl Net {
             let size = net.rng.random_range(200..4000);
             let mut body = vec![0u8; size];
             net.rng.fill(&mut body[..]);
-            let at = Timestamp::from_millis(k as u64 * SUBMIT_EVERY_MS);
+            let at = Instant::from_millis(k as u64 * SUBMIT_EVERY_MS);
             net.at(at, Ev::Submit(origin, body));
         }
         net
     }
 
-    fn at(&mut self, at: Timestamp, ev: Ev) {
+    fn at(&mut self, at: Instant, ev: Ev) {
         self.seq += 1;
         self.queue.insert((at, self.seq), ev);
     }
@@ -144,7 +146,7 @@ impl Net {
     }
 
     fn run(&mut self) {
-        let horizon = Timestamp::from_millis(HORIZON_MS);
+        let horizon = Instant::from_millis(HORIZON_MS);
         while self.delivered < NODES * TXS {
             let Some(entry) = self.queue.first_entry() else {
                 break;
@@ -154,15 +156,16 @@ impl Net {
             }
             let ((at, _), ev) = entry.remove_entry();
             self.now = at;
+            let now = Now::from_millis(at.as_millis());
             let n = match ev {
                 Ev::Submit(n, body) => {
                     let hash = TxHash::of(&body);
                     self.txs.insert(hash, (at, BTreeSet::new(), at));
-                    self.nodes[n].submit(body, None, at).expect("valid body");
+                    self.nodes[n].submit(body, None, now).expect("valid body");
                     n
                 }
                 Ev::Msg(from, to, message) => {
-                    self.nodes[to].handle_message(&id(from), message, at);
+                    self.nodes[to].handle_message(&id(from), message, now);
                     to
                 }
                 Ev::FetchRequest(from, to, tx) => {
@@ -176,14 +179,15 @@ impl Net {
                     continue;
                 }
                 Ev::Fetched(n, from, tx, result) => {
-                    self.nodes[n].handle_fetched(&id(from), tx, result, at);
+                    self.nodes[n].handle_fetched(&id(from), tx, result, now);
                     n
                 }
-                Ev::Timer(n, timer) if self.armed.get(&(n, timer)) == Some(&at) => {
-                    self.nodes[n].handle_timer(timer, at);
+                Ev::Wake(n, deadline) if self.wakes[n] == Some(deadline) => {
+                    self.wakes[n] = None;
+                    self.nodes[n].handle_timeout(now);
                     n
                 }
-                Ev::Timer(..) => continue,
+                Ev::Wake(..) => continue,
             };
             self.flush(n);
         }
@@ -210,11 +214,14 @@ impl Net {
                     *last = self.now;
                     self.delivered += 1;
                 }
-                Output::ScheduleTimer { at, timer } => {
-                    self.armed.insert((n, timer), at);
-                    self.at(at, Ev::Timer(n, timer));
-                }
                 Output::Event(_) => {}
+            }
+        }
+        let deadline = self.nodes[n].poll_timeout();
+        if deadline != self.wakes[n] {
+            self.wakes[n] = deadline;
+            if let Some(at) = deadline {
+                self.at(at.max(self.now), Ev::Wake(n, at));
             }
         }
     }

@@ -9,8 +9,9 @@ pub(super) fn id(n: usize) -> PeerId {
     format!("node-{n}").parse().expect("test ids are valid")
 }
 
-pub(super) fn ms(ms: u64) -> Timestamp {
-    Timestamp::from_millis(ms)
+/// Both clocks at `ms` (gossip reads only the monotonic one).
+pub(super) fn ms(ms: u64) -> Now {
+    Now::from_millis(ms)
 }
 
 /// The default config without anti-entropy, so unit tests see only what they cause.
@@ -117,7 +118,7 @@ pub(super) fn events(out: &[Output]) -> Vec<GossipEvent> {
 }
 
 /// Fires the flush timer at `now` and returns the outputs.
-pub(super) fn flush(g: &mut Gossip, now: Timestamp) -> Vec<Output> {
+pub(super) fn flush(g: &mut Gossip, now: Now) -> Vec<Output> {
     g.handle_timer(Timer::Flush, now);
     drain(g)
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::model::{PeerId, Timestamp, TxHash, TxId};
+use crate::model::{PeerId, TxHash, TxId};
 
 /// Longest register id accepted in an announcement or a submission. Sorcha register ids are
 /// GUIDs or 32-digit hex (32 to 36 characters); 128 leaves room without letting a peer make us
@@ -135,7 +135,8 @@ pub enum FetchFailure {
     TooLarge,
 }
 
-/// Timers the runtime arms on [`Output::ScheduleTimer`] and feeds back by `handle_timer`.
+/// Gossip's timer kinds: one deadline each in its [`TimerTable`](crate::time::TimerTable)
+/// (fetch deadlines are kept apart, and `FetchTimeout` is armed for the earliest).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Timer {
     /// Send the batched announcements.
@@ -175,12 +176,6 @@ pub enum Output {
         hash: TxHash,
         register_id: Option<String>,
         size: u64,
-    },
-    /// Call `handle_timer(timer, now)` at or after `at`; a later schedule of the same timer
-    /// replaces an earlier one.
-    ScheduleTimer {
-        at: Timestamp,
-        timer: Timer,
     },
     Event(GossipEvent),
 }

@@ -15,7 +15,8 @@ use super::{
     Contact, Failure, Membership, MembershipConfig, MembershipEvent, PeerHealth, Purpose, Request,
     Response, Timer,
 };
-use crate::model::{PeerCapabilities, PeerNode, PeerStatus, Timestamp};
+use crate::model::{PeerCapabilities, PeerNode, PeerStatus};
+use crate::time::{Instant, Now};
 
 /// Where bootstrap stands.
 #[derive(Debug, Default)]
@@ -28,7 +29,7 @@ pub(super) struct Bootstrap {
     /// Pings of this attempt still awaiting an answer.
     outstanding: usize,
     /// When this attempt started; hedging stops one `peer_timeout` later.
-    started: Option<Timestamp>,
+    started: Option<Instant>,
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -60,7 +61,7 @@ pub(super) fn backoff_delay(
 
 impl Membership {
     /// Starts an attempt at the first contact, unless one is under way.
-    pub(super) fn start_bootstrap(&mut self, now: Timestamp) {
+    pub(super) fn start_bootstrap(&mut self, now: Now) {
         if self.bootstrap.phase == Phase::Trying || self.bootstrap_contacts.is_empty() {
             return;
         }
@@ -68,13 +69,13 @@ impl Membership {
         self.bootstrap.phase = Phase::Trying;
         self.bootstrap.sent = 0;
         self.bootstrap.outstanding = 0;
-        self.bootstrap.started = Some(now);
+        self.bootstrap.started = Some(now.mono);
         self.ping_next_contact(now);
     }
 
     /// Pings the next contact (cycling, for hedges) and arms the hedge timer while the attempt
     /// is younger than one `peer_timeout`; an attempt with nothing left in flight has failed.
-    fn ping_next_contact(&mut self, now: Timestamp) {
+    fn ping_next_contact(&mut self, now: Now) {
         let index = self.bootstrap.sent % self.bootstrap_contacts.len().max(1);
         let Some(contact) = self.bootstrap_contacts.get(index).cloned() else {
             return self.bootstrap_failed(now);
@@ -86,19 +87,19 @@ impl Membership {
         } else if self.bootstrap.outstanding == 0 {
             return self.bootstrap_failed(now);
         }
-        let hedge_at = now.saturating_add(self.config.bootstrap_retry_base);
-        let started = self.bootstrap.started.unwrap_or(now);
+        let hedge_at = now.mono.saturating_add(self.config.bootstrap_retry_base);
+        let started = self.bootstrap.started.unwrap_or(now.mono);
         if hedge_at < started.saturating_add(self.config.peer_timeout) {
             self.schedule(hedge_at, Timer::Bootstrap);
         }
     }
 
-    fn bootstrap_failed(&mut self, now: Timestamp) {
+    fn bootstrap_failed(&mut self, now: Now) {
         self.bootstrap.failed_attempts = self.bootstrap.failed_attempts.saturating_add(1);
         self.bootstrap.phase = Phase::Waiting;
         self.stats.bootstrap_failures += 1;
         let delay = backoff_delay(&self.config, self.bootstrap.failed_attempts, &mut self.rng);
-        let retry_at = now.saturating_add(delay);
+        let retry_at = now.mono.saturating_add(delay);
         self.schedule(retry_at, Timer::Bootstrap);
         self.emit(MembershipEvent::BootstrapFailed {
             attempt: self.bootstrap.failed_attempts,
@@ -106,7 +107,7 @@ impl Membership {
         });
     }
 
-    pub(super) fn on_bootstrap_timer(&mut self, now: Timestamp) {
+    pub(super) fn on_bootstrap_timer(&mut self, now: Now) {
         if self.bootstrap.phase == Phase::Trying {
             // No contact has answered yet: hedge.
             return self.ping_next_contact(now);
@@ -127,7 +128,7 @@ impl Membership {
         &mut self,
         index: usize,
         result: Result<Response, Failure>,
-        now: Timestamp,
+        now: Now,
     ) {
         if self.bootstrap.phase != Phase::Trying {
             // A hedge's late answer: the attempt already succeeded or failed.
@@ -195,7 +196,7 @@ impl Membership {
 }
 
 /// The entry for a bootstrap node we only know by address and its `Pong`.
-fn bootstrap_node(contact: &Contact, peer_id: crate::model::PeerId, now: Timestamp) -> PeerNode {
+fn bootstrap_node(contact: &Contact, peer_id: crate::model::PeerId, now: Now) -> PeerNode {
     PeerNode {
         peer_id,
         address: contact.address.clone(),
@@ -209,8 +210,8 @@ fn bootstrap_node(contact: &Contact, peer_id: crate::model::PeerId, now: Timesta
             max_transaction_size: 0,
         },
         status: PeerStatus::Online,
-        first_seen: now,
-        last_seen: now,
+        first_seen: now.wall,
+        last_seen: now.wall,
         failure_count: 0,
         latency: None,
         is_bootstrap: true,
@@ -297,18 +298,15 @@ mod tests {
                     _ => None,
                 })
                 .expect("BootstrapFailed event");
-            assert!(out.contains(&Output::ScheduleTimer {
-                at: retry_at,
-                timer: Timer::Bootstrap
-            }));
+            assert_eq!(m.deadline(Timer::Bootstrap), Some(retry_at));
             let full = (5_000u64 << (attempt - 1)).min(300_000);
-            let delay = retry_at.as_millis() - now.as_millis();
+            let delay = retry_at.as_millis() - now.mono.as_millis();
             assert!(
                 (full / 2..=full).contains(&delay),
                 "attempt {attempt}: {delay}"
             );
             assert_eq!(m.state(), NodeState::Offline);
-            now = retry_at;
+            now = Now::from_millis(retry_at.as_millis());
             m.handle_timer(Timer::Bootstrap, now);
         }
         assert_eq!(m.stats().bootstrap_failures, 10);
@@ -336,7 +334,7 @@ mod tests {
     #[test]
     fn rejoins_from_stored_peers_when_every_bootstrap_node_is_down() {
         let stored: Vec<_> = (3..9)
-            .map(|n| crate::model::PeerNode::from_advert(advert(n, t(0)), t(0)))
+            .map(|n| crate::model::PeerNode::from_advert(advert(n, t(0)), t(0).wall))
             .collect();
         let mut m = machine(0, vec![contact(1)], stored, Default::default(), t(100));
         let sent = sends(&drain(&mut m));

@@ -13,7 +13,8 @@ use std::time::Duration;
 use rand::seq::{IndexedRandom, SliceRandom};
 
 use super::{Contact, Membership, MembershipEvent, PeerHealth, Purpose, Request, Timer};
-use crate::model::{PeerAdvert, PeerId, Timestamp};
+use crate::model::{PeerAdvert, PeerId};
+use crate::time::{Instant, Now};
 
 /// Progress of the current discovery session. Both queues hold ids of the known list, each
 /// at most once, so they are bounded by `max_peers_in_list`.
@@ -35,14 +36,14 @@ pub(super) struct Discovery {
 /// long to wait before asking again.
 #[derive(Debug, Default, Clone, Copy)]
 struct Refill {
-    at: Option<Timestamp>,
+    at: Option<Instant>,
     known_then: usize,
     wait: Duration,
 }
 
 impl Membership {
     /// Adds newly learned peers to discovery: the next round of a running session, or round 1.
-    pub(super) fn discover(&mut self, new_peers: Vec<PeerId>, now: Timestamp) {
+    pub(super) fn discover(&mut self, new_peers: Vec<PeerId>, now: Now) {
         if new_peers.is_empty() || self.knows_enough() {
             return;
         }
@@ -76,7 +77,7 @@ impl Membership {
         self.peers.len() >= target
     }
 
-    fn dispatch_discovery(&mut self, now: Timestamp) {
+    fn dispatch_discovery(&mut self, now: Now) {
         if self.knows_enough() {
             self.discovery.queue.clear();
             self.discovery.next.clear();
@@ -105,7 +106,7 @@ impl Membership {
         self.finish_round_if_done(now);
     }
 
-    fn finish_round_if_done(&mut self, now: Timestamp) {
+    fn finish_round_if_done(&mut self, now: Now) {
         let d = &self.discovery;
         if d.round == 0 || d.in_flight > 0 || !d.queue.is_empty() {
             return;
@@ -131,7 +132,7 @@ impl Membership {
     /// `discovery_target` with a list of peers that all turned out busy. At most once per
     /// probe interval, and half as often each time the last ask brought nobody new (up to
     /// `refresh_interval`), so a small network where everyone is known already goes quiet.
-    pub(super) fn ask_for_more_peers(&mut self, now: Timestamp) {
+    pub(super) fn ask_for_more_peers(&mut self, now: Now) {
         let last = self.discovery.refill;
         // Someone new came since the last ask (its answer, an exchange, a registration).
         let grew = self.peers.len() > last.known_then;
@@ -140,7 +141,7 @@ impl Membership {
         } else {
             last.wait
         };
-        let recent = last.at.is_some_and(|at| now.since(at) < wait);
+        let recent = last.at.is_some_and(|at| now.mono.since(at) < wait);
         if recent || self.discovery.round > 0 {
             return;
         }
@@ -169,7 +170,7 @@ impl Membership {
                 self.config.probe_interval
             };
             self.discovery.refill = Refill {
-                at: Some(now),
+                at: Some(now.mono),
                 known_then: self.peers.len(),
                 wait,
             };
@@ -182,7 +183,7 @@ impl Membership {
         _from: &PeerId,
         discovery: bool,
         peers: Option<Vec<PeerAdvert>>,
-        now: Timestamp,
+        now: Now,
     ) {
         let new_peers = peers
             .map(|peers| self.merge_adverts(peers, now))
@@ -198,7 +199,7 @@ impl Membership {
         self.fill_active(now);
     }
 
-    pub(super) fn on_exchange_answer(&mut self, peers: Vec<PeerAdvert>, now: Timestamp) {
+    pub(super) fn on_exchange_answer(&mut self, peers: Vec<PeerAdvert>, now: Now) {
         let new_peers = self.merge_adverts(peers, now);
         self.discover(new_peers, now);
         self.fill_active(now);
@@ -206,9 +207,9 @@ impl Membership {
 
     /// Exchange lists with a few random healthy active peers; bootstrap again if below
     /// `min_healthy_peers`.
-    pub(super) fn on_refresh_timer(&mut self, now: Timestamp) {
+    pub(super) fn on_refresh_timer(&mut self, now: Now) {
         self.schedule(
-            now.saturating_add(self.config.refresh_interval),
+            now.mono.saturating_add(self.config.refresh_interval),
             Timer::Refresh,
         );
         let mut targets: Vec<PeerId> = self
@@ -227,7 +228,7 @@ impl Membership {
         self.fill_active(now);
     }
 
-    fn send_exchange(&mut self, id: &PeerId, now: Timestamp) {
+    fn send_exchange(&mut self, id: &PeerId, now: Now) {
         let Some(known) = self.peers.get(id) else {
             return;
         };
@@ -341,10 +342,7 @@ mod tests {
         let now = t(15 * 60);
         m.handle_timer(Timer::Refresh, now);
         let out = drain(&mut m);
-        assert!(out.contains(&Output::ScheduleTimer {
-            at: t(30 * 60),
-            timer: Timer::Refresh
-        }));
+        assert_eq!(m.deadline(Timer::Refresh), Some(t(30 * 60).mono));
         let exchanges: Vec<_> = sends(&out)
             .into_iter()
             .filter(|(_, r, _)| matches!(r, Request::ExchangePeers { .. }))
@@ -360,7 +358,7 @@ mod tests {
             peers: adverts(50..52)
                 .into_iter()
                 .map(|a| PeerAdvert {
-                    last_seen: now,
+                    last_seen: now.wall,
                     ..a
                 })
                 .collect(),

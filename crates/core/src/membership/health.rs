@@ -14,11 +14,15 @@ use super::{
     Contact, HeartbeatOutcome, Membership, MembershipEvent, Output, PeerHealth, Purpose, Request,
     Timer,
 };
-use crate::model::{NodeState, PeerId, PeerStatus, Timestamp};
+use crate::model::{NodeState, PeerId, PeerStatus};
+use crate::time::Now;
 
 impl Membership {
-    pub(super) fn on_probe_timer(&mut self, now: Timestamp) {
-        self.schedule(now.saturating_add(self.config.probe_interval), Timer::Probe);
+    pub(super) fn on_probe_timer(&mut self, now: Now) {
+        self.schedule(
+            now.mono.saturating_add(self.config.probe_interval),
+            Timer::Probe,
+        );
         self.expire_pending(now);
         self.sweep(now);
         self.prune_inbound(now);
@@ -35,7 +39,7 @@ impl Membership {
         self.update_state(now);
     }
 
-    fn send_heartbeat(&mut self, id: &PeerId, now: Timestamp) {
+    fn send_heartbeat(&mut self, id: &PeerId, now: Now) {
         let Some(known) = self.peers.get(id) else {
             return;
         };
@@ -49,7 +53,7 @@ impl Membership {
 
     /// Pings a few passive peers that are not unreachable, so dead entries are found and live
     /// ones stay fresh enough to hand out.
-    fn check_passive(&mut self, now: Timestamp) {
+    fn check_passive(&mut self, now: Now) {
         // References, not clones: only `passive_checks_per_probe` of the list are used.
         let mut passive: Vec<&PeerId> = self
             .peers
@@ -70,12 +74,12 @@ impl Membership {
     }
 
     /// Fails requests the daemon never answered (it should have reported a timeout).
-    fn expire_pending(&mut self, now: Timestamp) {
+    fn expire_pending(&mut self, now: Now) {
         let limit = self.config.peer_timeout.saturating_mul(2);
         let expired: Vec<_> = self
             .pending
             .iter()
-            .filter(|(_, p)| now.since(p.sent_at) > limit)
+            .filter(|(_, p)| now.mono.since(p.sent_at) > limit)
             .map(|(id, _)| *id)
             .collect();
         for id in expired {
@@ -87,13 +91,14 @@ impl Membership {
     }
 
     /// Forgets peers nobody has heard of for `removal_after` unless they might still be live
-    /// (active, or verified and due a passive check); lifts expired bans.
-    fn sweep(&mut self, now: Timestamp) {
+    /// (active, or verified and due a passive check); lifts expired bans. Both on the wall
+    /// clock: `last_seen` comes from adverts and the store, bans are persisted.
+    fn sweep(&mut self, now: Now) {
         let removal_after = self.config.removal_after;
         let gone: Vec<PeerId> = self
             .peers
             .values()
-            .filter(|p| !p.active && now.since(p.node.last_seen) > removal_after)
+            .filter(|p| !p.active && now.wall.since(p.node.last_seen) > removal_after)
             .filter(|p| matches!(p.health, PeerHealth::Unreachable | PeerHealth::Candidate))
             .filter(|p| !self.is_banned(&p.node.peer_id, now))
             .map(|p| p.node.peer_id.clone())
@@ -101,11 +106,11 @@ impl Membership {
         for id in gone {
             self.remove_peer(&id);
         }
-        self.bans.retain(|_, until| *until > now);
+        self.bans.retain(|_, until| *until > now.wall);
     }
 
     /// Any answer or contact from a peer: failures reset, Alive, seen now.
-    pub(super) fn mark_alive(&mut self, id: &PeerId, rtt: Option<Duration>, now: Timestamp) {
+    pub(super) fn mark_alive(&mut self, id: &PeerId, rtt: Option<Duration>, now: Now) {
         let Some(known) = self.peers.get_mut(id) else {
             return;
         };
@@ -113,7 +118,7 @@ impl Membership {
         known.health = PeerHealth::Alive;
         known.node.failure_count = 0;
         known.node.status = PeerStatus::Online;
-        known.node.last_seen = now;
+        known.node.last_seen = now.wall;
         if rtt.is_some() {
             known.node.latency = rtt;
         }
@@ -123,7 +128,7 @@ impl Membership {
     }
 
     /// A contact with `id` failed: Suspect on the first miss, Unreachable at the threshold.
-    pub(super) fn record_failure(&mut self, id: &PeerId, now: Timestamp) {
+    pub(super) fn record_failure(&mut self, id: &PeerId, now: Now) {
         let threshold = self.config.failure_threshold.max(1);
         let Some(known) = self.peers.get_mut(id) else {
             return;
@@ -159,7 +164,7 @@ impl Membership {
         id: &PeerId,
         outcome: HeartbeatOutcome,
         rtt: Duration,
-        now: Timestamp,
+        now: Now,
     ) {
         if let Some(known) = self.peers.get_mut(id) {
             known.probing = false;
@@ -186,13 +191,13 @@ impl Membership {
         id: &PeerId,
         status: PeerStatus,
         rtt: Duration,
-        now: Timestamp,
+        now: Now,
     ) {
         let busy = status == PeerStatus::Busy;
         let busy_for = self.config.probe_interval * 3;
         if let Some(known) = self.peers.get_mut(id) {
             known.probing = false;
-            known.busy_until = busy.then(|| now.saturating_add(busy_for));
+            known.busy_until = busy.then(|| now.mono.saturating_add(busy_for));
         }
         self.mark_alive(id, Some(rtt), now);
         if busy {
@@ -202,7 +207,7 @@ impl Membership {
         }
     }
 
-    pub(super) fn send_register(&mut self, id: &PeerId, now: Timestamp) {
+    pub(super) fn send_register(&mut self, id: &PeerId, now: Now) {
         let Some(known) = self.peers.get(id) else {
             return;
         };
@@ -214,7 +219,7 @@ impl Membership {
 
     /// Recomputes Online / Degraded / Offline; every change is an event, and falling below
     /// `min_healthy_peers` starts bootstrap again.
-    pub(super) fn update_state(&mut self, now: Timestamp) {
+    pub(super) fn update_state(&mut self, now: Now) {
         let healthy = self.healthy_count();
         let to = NodeState::from_healthy(healthy, self.config.min_healthy_peers);
         let from = self.state;
@@ -236,10 +241,7 @@ mod tests {
     use crate::model::NodeState;
 
     /// Fires the probe timer at `now` and returns the heartbeat sent to each peer.
-    fn tick(
-        m: &mut Membership,
-        now: Timestamp,
-    ) -> (Vec<Output>, Vec<(Contact, Request, RequestId)>) {
+    fn tick(m: &mut Membership, now: Now) -> (Vec<Output>, Vec<(Contact, Request, RequestId)>) {
         m.handle_timer(Timer::Probe, now);
         let out = drain(m);
         let sent = sends(&out);
@@ -250,7 +252,7 @@ mod tests {
         m: &mut Membership,
         sent: &[(Contact, Request, RequestId)],
         dead: usize,
-        now: Timestamp,
+        now: Now,
     ) -> Vec<Output> {
         for (to, request, rid) in sent {
             let result = if to.peer_id == Some(id(dead)) {
@@ -401,12 +403,9 @@ mod tests {
         let mut m = with_registered(1..=1);
         let (out, sent) = tick(&mut m, t(5));
         assert!(out.is_empty() && sent.is_empty(), "probe is due at 10 s");
-        let (out, sent) = tick(&mut m, t(10));
+        let (_, sent) = tick(&mut m, t(10));
         assert_eq!(sent.iter().filter(|(_, r, _)| is_heartbeat(r)).count(), 1);
-        assert!(out.contains(&Output::ScheduleTimer {
-            at: t(20),
-            timer: Timer::Probe
-        }));
+        assert_eq!(m.deadline(Timer::Probe), Some(t(20).mono));
         // A duplicate of the same firing does nothing either.
         let (out, _) = tick(&mut m, t(10));
         assert!(out.is_empty());
@@ -419,7 +418,7 @@ mod tests {
             ..Default::default()
         };
         let stored: Vec<_> = (1..=3)
-            .map(|n| crate::model::PeerNode::from_advert(advert(n, t(0)), t(0)))
+            .map(|n| crate::model::PeerNode::from_advert(advert(n, t(0)), t(0).wall))
             .collect();
         let mut m = machine(0, vec![], stored, config, t(0));
         let sent = sends(&drain(&mut m));

@@ -8,6 +8,7 @@ use super::{
     RegisterOutcome,
 };
 use crate::model::{PeerAdvert, PeerId, PeerNode, PeerStatus, Timestamp};
+use crate::time::{Instant, Now};
 
 /// How much longer than one probe interval a place promised by a Ping is held: a round trip
 /// of the answer and the heartbeat on a slow link.
@@ -19,7 +20,7 @@ impl Membership {
     pub fn handle_register(
         &mut self,
         advert: PeerAdvert,
-        now: Timestamp,
+        now: Now,
     ) -> Result<RegisterOutcome, Refusal> {
         let advert = self
             .validate_advert(advert, false, now)
@@ -38,7 +39,7 @@ impl Membership {
                 RegisterOutcome::Updated
             }
             None => {
-                let node = PeerNode::from_advert(advert, now);
+                let node = PeerNode::from_advert(advert, now.wall);
                 self.insert_peer(node, PeerHealth::Alive)
                     .inspect_err(|why| self.stats.count_refusal(*why))?;
                 RegisterOutcome::Added
@@ -57,7 +58,7 @@ impl Membership {
         &mut self,
         requester: Option<&PeerId>,
         max: usize,
-        now: Timestamp,
+        now: Now,
     ) -> Vec<PeerAdvert> {
         if let Some(id) = requester {
             if self.is_banned(id, now) {
@@ -75,7 +76,7 @@ impl Membership {
         from: &PeerId,
         their_adverts: Vec<PeerAdvert>,
         max: usize,
-        now: Timestamp,
+        now: Now,
     ) -> Vec<PeerAdvert> {
         if self.is_banned(from, now) {
             self.stats.refused_banned += 1;
@@ -91,7 +92,7 @@ impl Membership {
     /// `Ping`: who we are and how we are. `from` is the `peer_id` field, when the sender gave
     /// one. Busy when `max_inbound` peers already hold (or may be about to hold) us active:
     /// a Ping is how a peer tries us before promoting us into its active set.
-    pub fn handle_ping(&mut self, from: Option<&PeerId>, now: Timestamp) -> Result<Pong, Refusal> {
+    pub fn handle_ping(&mut self, from: Option<&PeerId>, now: Now) -> Result<Pong, Refusal> {
         if let Some(id) = from {
             if self.is_banned(id, now) {
                 self.stats.refused_banned += 1;
@@ -116,7 +117,7 @@ impl Membership {
     }
 
     /// `SendHeartbeat`: unknown senders must register first.
-    pub fn handle_heartbeat(&mut self, peer_id: &PeerId, now: Timestamp) -> HeartbeatOutcome {
+    pub fn handle_heartbeat(&mut self, peer_id: &PeerId, now: Now) -> HeartbeatOutcome {
         if self.is_banned(peer_id, now) {
             self.stats.refused_banned += 1;
             return HeartbeatOutcome::Banned;
@@ -126,7 +127,7 @@ impl Membership {
             // again one probe interval later, so its place is held until then (else it
             // lapses in between and the place is promised twice).
             if let Some(at) = self.reserved.get_mut(peer_id) {
-                *at = now;
+                *at = now.mono;
             }
             return HeartbeatOutcome::NotRegistered;
         }
@@ -138,7 +139,7 @@ impl Membership {
 
     /// Whether `id` may hold us active: it already does (or was told it may), or fewer than
     /// `max_inbound` peers do. Admitting reserves a place until its first heartbeat is due.
-    fn admit_inbound(&mut self, id: &PeerId, now: Timestamp) -> bool {
+    fn admit_inbound(&mut self, id: &PeerId, now: Now) -> bool {
         self.prune_inbound(now);
         if self.heartbeaters.contains_key(id) {
             return true;
@@ -146,7 +147,7 @@ impl Membership {
         if !self.reserved.contains_key(id) && self.inbound_count() >= self.config.max_inbound {
             return false;
         }
-        self.reserved.insert(id.clone(), now);
+        self.reserved.insert(id.clone(), now.mono);
         true
     }
 
@@ -166,19 +167,21 @@ impl Membership {
     /// every Ping so admission counts who holds us now: `reserved` is at most `max_inbound`,
     /// `heartbeaters` at most [`MAX_HEARTBEATERS`](super::MAX_HEARTBEATERS) (heartbeats are taken without admission),
     /// so a hub walks up to that many entries per Ping.
-    pub(super) fn prune_inbound(&mut self, now: Timestamp) {
+    pub(super) fn prune_inbound(&mut self, now: Now) {
         let fresh = self.heartbeat_fresh_for();
-        self.heartbeaters.retain(|_, at| now.since(*at) <= fresh);
+        self.heartbeaters
+            .retain(|_, at| now.mono.since(*at) <= fresh);
         // The prober heartbeats a peer it promoted at its next probe tick, at most one
         // probe_interval (plus a round trip) after our answer. Longer would let passive-list
         // pings (which promote only when a slot is free) hold places they rarely use.
         let reserved_for = self.config.probe_interval + RESERVATION_SLACK;
-        self.reserved.retain(|_, at| now.since(*at) <= reserved_for);
+        self.reserved
+            .retain(|_, at| now.mono.since(*at) <= reserved_for);
     }
 
     /// Remembers that `peer_id` holds us in its active set (it heartbeats us), so gossip can
     /// use the link both ways. Bounded: past `MAX_HEARTBEATERS` the stalest entry goes.
-    fn note_heartbeater(&mut self, peer_id: &PeerId, now: Timestamp) {
+    fn note_heartbeater(&mut self, peer_id: &PeerId, now: Now) {
         if !self.heartbeaters.contains_key(peer_id)
             && self.heartbeaters.len() >= super::MAX_HEARTBEATERS
         {
@@ -191,7 +194,11 @@ impl Membership {
                 self.heartbeaters.remove(&id);
             }
         }
-        if self.heartbeaters.insert(peer_id.clone(), now).is_none() {
+        if self
+            .heartbeaters
+            .insert(peer_id.clone(), now.mono)
+            .is_none()
+        {
             self.heartbeaters_added += 1;
         }
     }
@@ -208,18 +215,18 @@ impl Membership {
     /// through its own anti-entropy (the simulator and the lab both showed it), while with it
     /// every active link carries announcements both ways. Capped so a popular node does not
     /// flood hundreds of peers.
-    pub fn gossip_peers(&self, now: Timestamp) -> Vec<PeerId> {
+    pub fn gossip_peers(&self, now: Now) -> Vec<PeerId> {
         let mut peers: Vec<PeerId> = self
             .active_peers()
             .filter(|p| p.is_healthy())
             .map(|p| p.node.peer_id.clone())
             .collect();
         let fresh = self.heartbeat_fresh_for();
-        let mut inbound: Vec<(&PeerId, Timestamp)> = self
+        let mut inbound: Vec<(&PeerId, Instant)> = self
             .heartbeaters
             .iter()
             .filter(|(id, at)| {
-                now.since(**at) <= fresh && !self.is_banned(id, now) && !peers.contains(id)
+                now.mono.since(**at) <= fresh && !self.is_banned(id, now) && !peers.contains(id)
             })
             .filter(|(id, _)| self.peers.get(*id).is_some_and(|p| p.is_healthy()))
             .map(|(id, at)| (id, *at))
@@ -237,20 +244,21 @@ impl Membership {
     }
 
     /// A known peer contacted us: it is alive (no address is learned from the contact).
-    fn touch(&mut self, id: &PeerId, now: Timestamp) {
+    fn touch(&mut self, id: &PeerId, now: Now) {
         if self.peers.contains_key(id) {
             self.mark_alive(id, None, now);
             self.update_state(now);
         }
     }
 
-    /// Refuses `id` until `until`: it leaves the active set and nothing it or others say about
-    /// it is taken. Refused (counted) when `MAX_BANS` other bans are in force.
-    pub fn ban(&mut self, id: &PeerId, until: Timestamp, now: Timestamp) -> bool {
-        if until <= now {
+    /// Refuses `id` until `until` (wall clock: the ban is persisted and outlives a restart):
+    /// it leaves the active set and nothing it or others say about it is taken. Refused
+    /// (counted) when `MAX_BANS` other bans are in force.
+    pub fn ban(&mut self, id: &PeerId, until: Timestamp, now: Now) -> bool {
+        if until <= now.wall {
             return false;
         }
-        self.bans.retain(|_, t| *t > now);
+        self.bans.retain(|_, t| *t > now.wall);
         if self.bans.len() >= MAX_BANS && !self.bans.contains_key(id) {
             self.stats.refused_banned += 1;
             return false;
@@ -270,7 +278,7 @@ impl Membership {
     }
 
     /// Lifts a ban; the peer is taken again from its next contact.
-    pub fn unban(&mut self, id: &PeerId, now: Timestamp) {
+    pub fn unban(&mut self, id: &PeerId, now: Now) {
         self.bans.remove(id);
         if let Some(known) = self.peers.get_mut(id) {
             known.node.banned_until = None;
@@ -280,7 +288,7 @@ impl Membership {
     }
 
     /// Removes a peer from the list and the store (admin "remove").
-    pub fn remove(&mut self, id: &PeerId, now: Timestamp) {
+    pub fn remove(&mut self, id: &PeerId, now: Now) {
         self.remove_peer(id);
         self.fill_active(now);
         self.update_state(now);
@@ -352,7 +360,7 @@ mod tests {
             HeartbeatOutcome::NotRegistered
         );
         assert!(m.peer(&id(9)).is_none(), "a heartbeat never adds a peer");
-        assert_eq!(m.peer(&id(1)).expect("known").node.last_seen, t(5));
+        assert_eq!(m.peer(&id(1)).expect("known").node.last_seen, t(5).wall);
     }
 
     #[test]
@@ -368,7 +376,7 @@ mod tests {
     #[test]
     fn banned_peers_are_refused_everywhere_and_gossip_cannot_bring_them_back() {
         let mut m = with_registered(1..=3);
-        let until = t(3600);
+        let until = t(3600).wall;
         assert!(m.ban(&id(2), until, t(1)));
         assert!(m.peer(&id(2)).is_some_and(|p| !p.active));
         assert!(
@@ -416,8 +424,8 @@ mod tests {
 
     #[test]
     fn a_ban_from_the_store_survives_restart() {
-        let mut banned = crate::model::PeerNode::from_advert(advert(4, t(0)), t(0));
-        banned.banned_until = Some(t(1000));
+        let mut banned = crate::model::PeerNode::from_advert(advert(4, t(0)), t(0).wall);
+        banned.banned_until = Some(t(1000).wall);
         let mut m = machine(0, vec![], vec![banned], Default::default(), t(10));
         assert!(m.is_banned(&id(4), t(10)));
         assert!(

@@ -29,6 +29,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use rand_chacha::ChaCha8Rng;
 
 use crate::model::{NodeState, PeerAdvert, PeerId, PeerNode, Timestamp};
+use crate::time::{Instant, Now, TimerTable};
 
 pub use config::MembershipConfig;
 pub use types::{
@@ -43,8 +44,8 @@ use discovery::Discovery;
 use types::{Pending, Purpose};
 
 /// Outputs queued before the daemon polls them. A tick emits at most one heartbeat per active
-/// peer plus a few pings and exchanges; 4096 leaves two orders of magnitude of slack. Timers
-/// are always admitted (there are three kinds), everything else is dropped and counted.
+/// peer plus a few pings and exchanges; 4096 leaves two orders of magnitude of slack. Past it
+/// everything is dropped and counted (timers are not outputs: see `timers`).
 pub const MAX_OUTPUTS: usize = 4096;
 
 /// Requests awaiting an answer: active set + discoveries + exchanges + probes stay far below.
@@ -62,8 +63,10 @@ pub const MAX_HEARTBEATERS: usize = 1024;
 /// Call order, as in quinn's `Connection`:
 /// - construct with [`Membership::new`] (stored peers from the database go in here); it
 ///   queues the first bootstrap request and the first timers;
-/// - feed inputs as they happen, each with the current time: [`handle_response`] for every
-///   answer (or failure) to a sent request, [`handle_timer`] when a scheduled timer fires, and
+/// - feed inputs as they happen, each with the current time ([`Now`]: deadlines on its
+///   monotonic half, adverts, stored peers and bans on its wall-clock half): [`handle_response`]
+///   for every answer (or failure) to a sent request, [`handle_timeout`] once [`poll_timeout`]
+///   has passed, and
 ///   the incoming-request answers [`handle_register`], [`peer_list`], [`handle_exchange`],
 ///   [`handle_ping`], [`handle_heartbeat`]; operator commands [`ban`] and [`unban`];
 /// - after every input, drain [`poll_output`] until `None` and execute the outputs in order
@@ -72,7 +75,8 @@ pub const MAX_HEARTBEATERS: usize = 1024;
 ///   [`stats`], ...).
 ///
 /// [`handle_response`]: Membership::handle_response
-/// [`handle_timer`]: Membership::handle_timer
+/// [`handle_timeout`]: Membership::handle_timeout
+/// [`poll_timeout`]: Membership::poll_timeout
 /// [`handle_register`]: Membership::handle_register
 /// [`peer_list`]: Membership::peer_list
 /// [`handle_exchange`]: Membership::handle_exchange
@@ -97,22 +101,22 @@ pub struct Membership {
     peers: BTreeMap<PeerId, KnownPeer>,
     /// Ids of `peers` with `active == true`, bounded by `config.active_size`.
     active: BTreeSet<PeerId>,
-    /// Banned ids and until when; separate from `peers` so a ban outlives the peer's entry.
+    /// Banned ids and until when (wall clock: a ban is persisted and outlives a restart);
+    /// separate from `peers` so a ban outlives the peer's entry.
     bans: BTreeMap<PeerId, Timestamp>,
     /// Peers that heartbeated us, and when last (bounded by `MAX_HEARTBEATERS`).
-    heartbeaters: BTreeMap<PeerId, Timestamp>,
+    heartbeaters: BTreeMap<PeerId, Instant>,
     heartbeaters_added: u64,
     /// Peers told Online by a `Ping` that do not heartbeat us yet, and when: each may be about
     /// to promote us, so they count against `max_inbound` (bounded by it: past it nobody is
     /// told Online).
-    reserved: BTreeMap<PeerId, Timestamp>,
+    reserved: BTreeMap<PeerId, Instant>,
     pending: BTreeMap<RequestId, Pending>,
     next_request: u64,
     heartbeat_sequence: u64,
     outputs: VecDeque<Output>,
-    /// When each timer is due; an earlier firing (a schedule the daemon failed to replace) is
-    /// ignored, so timers never multiply.
-    armed: BTreeMap<Timer, Timestamp>,
+    /// When each timer kind is due: at most one deadline per kind.
+    timers: TimerTable<Timer>,
     state: NodeState,
     bootstrap: Bootstrap,
     discovery: Discovery,
@@ -129,7 +133,7 @@ impl Membership {
         bootstrap_contacts: Vec<Contact>,
         stored_peers: Vec<PeerNode>,
         rng: ChaCha8Rng,
-        now: Timestamp,
+        now: Now,
     ) -> Self {
         let mut this = Self {
             config,
@@ -145,7 +149,7 @@ impl Membership {
             next_request: 0,
             heartbeat_sequence: 0,
             outputs: VecDeque::new(),
-            armed: BTreeMap::new(),
+            timers: TimerTable::default(),
             state: NodeState::Offline,
             bootstrap: Bootstrap::default(),
             discovery: Discovery::default(),
@@ -155,9 +159,12 @@ impl Membership {
         for node in stored_peers {
             this.load_stored(node, now);
         }
-        this.schedule(now.saturating_add(this.config.probe_interval), Timer::Probe);
         this.schedule(
-            now.saturating_add(this.config.refresh_interval),
+            now.mono.saturating_add(this.config.probe_interval),
+            Timer::Probe,
+        );
+        this.schedule(
+            now.mono.saturating_add(this.config.refresh_interval),
             Timer::Refresh,
         );
         this.start_bootstrap(now);
@@ -205,22 +212,39 @@ impl Membership {
         self.active_peers().filter(|p| p.is_healthy()).count()
     }
 
-    pub fn is_banned(&self, id: &PeerId, now: Timestamp) -> bool {
-        self.bans.get(id).is_some_and(|until| *until > now)
+    pub fn is_banned(&self, id: &PeerId, now: Now) -> bool {
+        self.bans.get(id).is_some_and(|until| *until > now.wall)
     }
 
     pub fn stats(&self) -> &MembershipStats {
         &self.stats
     }
 
+    /// When `timer` is due, if armed.
+    pub fn deadline(&self, timer: Timer) -> Option<Instant> {
+        self.timers.get(timer)
+    }
+
     // ---- inputs ----
 
-    /// A timer scheduled by [`Output::ScheduleTimer`] fired.
-    pub fn handle_timer(&mut self, timer: Timer, now: Timestamp) {
-        if self.armed.get(&timer).is_none_or(|at| *at > now) {
+    /// When membership next wants [`handle_timeout`](Membership::handle_timeout): its
+    /// earliest timer.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    /// Fires every timer due at `now`, earliest first.
+    pub fn handle_timeout(&mut self, now: Now) {
+        for timer in self.timers.due(now.mono) {
+            self.handle_timer(timer, now);
+        }
+    }
+
+    /// Fires `timer` if it is due at `now`; a timer not (or no longer) due is ignored.
+    pub(crate) fn handle_timer(&mut self, timer: Timer, now: Now) {
+        if !self.timers.take_if_due(timer, now.mono) {
             return;
         }
-        self.armed.remove(&timer);
         match timer {
             Timer::Bootstrap => self.on_bootstrap_timer(now),
             Timer::Probe => self.on_probe_timer(now),
@@ -229,12 +253,7 @@ impl Membership {
     }
 
     /// The answer (or failure) of the request sent as `id`.
-    pub fn handle_response(
-        &mut self,
-        id: RequestId,
-        result: Result<Response, Failure>,
-        now: Timestamp,
-    ) {
+    pub fn handle_response(&mut self, id: RequestId, result: Result<Response, Failure>, now: Now) {
         let Some(pending) = self.pending.remove(&id) else {
             self.stats.responses_unknown += 1;
             return;
@@ -252,7 +271,7 @@ impl Membership {
 
     // ---- internals shared by the submodules ----
 
-    fn complete(&mut self, pending: Pending, result: Result<Response, Failure>, now: Timestamp) {
+    fn complete(&mut self, pending: Pending, result: Result<Response, Failure>, now: Now) {
         let rtt = pending.rtt(now);
         match (pending.purpose, result) {
             (Purpose::BootstrapProbe { index }, result) => {
@@ -292,7 +311,7 @@ impl Membership {
     }
 
     /// Queues a request; `false` (counted) when too many are outstanding or the queue is full.
-    fn send(&mut self, to: Contact, request: Request, purpose: Purpose, now: Timestamp) -> bool {
+    fn send(&mut self, to: Contact, request: Request, purpose: Purpose, now: Now) -> bool {
         if self.pending.len() >= MAX_PENDING_REQUESTS || self.outputs.len() >= MAX_OUTPUTS {
             self.stats.sends_refused += 1;
             return false;
@@ -309,7 +328,7 @@ impl Membership {
             id,
             Pending {
                 purpose,
-                sent_at: now,
+                sent_at: now.mono,
             },
         );
         self.outputs.push_back(Output::Send { to, request, id });
@@ -317,8 +336,7 @@ impl Membership {
     }
 
     fn push(&mut self, output: Output) {
-        let is_timer = matches!(output, Output::ScheduleTimer { .. });
-        if self.outputs.len() >= MAX_OUTPUTS && !is_timer {
+        if self.outputs.len() >= MAX_OUTPUTS {
             self.stats.outputs_dropped += 1;
             return;
         }
@@ -329,9 +347,8 @@ impl Membership {
         self.push(Output::Event(event));
     }
 
-    fn schedule(&mut self, at: Timestamp, timer: Timer) {
-        self.armed.insert(timer, at);
-        self.push(Output::ScheduleTimer { at, timer });
+    fn schedule(&mut self, at: Instant, timer: Timer) {
+        self.timers.arm(timer, at);
     }
 
     fn persist(&mut self, id: &PeerId) {
@@ -354,9 +371,9 @@ impl Membership {
     }
 
     /// Our advert as we send it at `now`.
-    fn advert_now(&self, now: Timestamp) -> PeerAdvert {
+    fn advert_now(&self, now: Now) -> PeerAdvert {
         PeerAdvert {
-            last_seen: now,
+            last_seen: now.wall,
             ..self.self_advert.clone()
         }
     }

@@ -1,6 +1,7 @@
 //! A deterministic in-memory network of `Membership` machines: the harness delivers every
 //! `Send` to the target's `handle_*` method, carries the answer back after a fixed latency and
-//! fires timers from a virtual clock. Nothing but the seed decides the outcome.
+//! wakes each node at its `poll_timeout` on a virtual clock (both clocks of [`Now`] run
+//! together here). Nothing but the seed decides the outcome.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::Duration;
@@ -15,18 +16,20 @@ const LATENCY: Duration = Duration::from_millis(20);
 
 enum Ev {
     Start(usize),
-    Timer(usize, Timer),
+    /// Node `.0`'s wake-up for deadline `.1`; stale once the node re-armed.
+    Wake(usize, Instant),
     Answer(usize, RequestId, Result<Response, Failure>),
 }
 
 struct Net {
-    now: Timestamp,
+    now: Now,
     seed: u64,
     nodes: Vec<Option<Membership>>,
     dead: BTreeSet<usize>,
     by_addr: BTreeMap<String, usize>,
-    queue: BTreeMap<(Timestamp, u64), Ev>,
-    armed: BTreeMap<(usize, Timer), Timestamp>,
+    queue: BTreeMap<(Instant, u64), Ev>,
+    /// The deadline each node's queued wake-up is for.
+    wakes: Vec<Option<Instant>>,
     seq: u64,
     bootstrap: Vec<Contact>,
 }
@@ -34,34 +37,35 @@ struct Net {
 impl Net {
     fn new(size: usize, seed: u64) -> Self {
         let mut net = Net {
-            now: Timestamp::from_millis(0),
+            now: Now::from_millis(0),
             seed,
             nodes: (0..size).map(|_| None).collect(),
             dead: BTreeSet::new(),
             by_addr: (0..size).map(|n| (addr(n), n)).collect(),
             queue: BTreeMap::new(),
-            armed: BTreeMap::new(),
+            wakes: vec![None; size],
             seq: 0,
             bootstrap: vec![contact(0), contact(1)],
         };
         for n in 0..size {
-            let at = Timestamp::from_millis(n as u64 * 300);
+            let at = Instant::from_millis(n as u64 * 300);
             net.at(at, Ev::Start(n));
         }
         net
     }
 
-    fn at(&mut self, at: Timestamp, ev: Ev) {
+    fn at(&mut self, at: Instant, ev: Ev) {
         self.seq += 1;
         self.queue.insert((at, self.seq), ev);
     }
 
-    fn run_until(&mut self, end: Timestamp) {
+    fn run_until(&mut self, end: Instant) {
         while let Some(entry) = self.queue.first_entry() {
             if entry.key().0 > end {
                 break;
             }
             let ((at, _), ev) = entry.remove_entry();
+            let at = Now::from_millis(at.as_millis());
             self.now = at;
             let node = match ev {
                 Ev::Start(n) => {
@@ -72,13 +76,14 @@ impl Net {
                     self.nodes[n] = Some(Membership::new(config, me, bootstrap, vec![], rng, at));
                     n
                 }
-                Ev::Timer(n, timer) if self.armed.get(&(n, timer)) == Some(&at) => {
+                Ev::Wake(n, deadline) if self.wakes[n] == Some(deadline) => {
+                    self.wakes[n] = None;
                     if let Some(m) = self.node(n) {
-                        m.handle_timer(timer, at);
+                        m.handle_timeout(at);
                     }
                     n
                 }
-                Ev::Timer(..) => continue,
+                Ev::Wake(..) => continue,
                 Ev::Answer(n, rid, result) => {
                     if let Some(m) = self.node(n) {
                         m.handle_response(rid, result, at);
@@ -88,7 +93,7 @@ impl Net {
             };
             self.flush(node);
         }
-        self.now = end;
+        self.now = Now::from_millis(end.as_millis());
     }
 
     /// A live node.
@@ -106,16 +111,24 @@ impl Net {
                 match output {
                     Output::Send { to, request, id } => {
                         let (result, target) = self.deliver(n, &to, request);
-                        let back = self.now.saturating_add(LATENCY * 2);
+                        let back = self.now.mono.saturating_add(LATENCY * 2);
                         self.at(back, Ev::Answer(n, id, result));
                         dirty.extend(target);
                     }
-                    Output::ScheduleTimer { at, timer } => {
-                        self.armed.insert((n, timer), at);
-                        self.at(at, Ev::Timer(n, timer));
-                    }
                     Output::Persist(_) | Output::Forget(_) | Output::Event(_) => {}
                 }
+            }
+            self.rearm(n);
+        }
+    }
+
+    /// Queues a wake-up for node `n`'s deadline when it changed; the old one goes stale.
+    fn rearm(&mut self, n: usize) {
+        let deadline = self.node(n).and_then(|m| m.poll_timeout());
+        if deadline != self.wakes[n] {
+            self.wakes[n] = deadline;
+            if let Some(at) = deadline {
+                self.at(at.max(self.now.mono), Ev::Wake(n, at));
             }
         }
     }
@@ -179,8 +192,8 @@ impl Net {
     }
 }
 
-fn minutes(m: u64) -> Timestamp {
-    Timestamp::from_millis(m * 60_000)
+fn minutes(m: u64) -> Instant {
+    Instant::from_millis(m * 60_000)
 }
 
 fn run_scenario(seed: u64) -> Vec<(NodeState, Vec<PeerId>, Vec<PeerId>)> {

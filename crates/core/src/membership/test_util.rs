@@ -14,7 +14,8 @@ pub(super) fn addr(n: usize) -> String {
     format!("10.0.{}.{}", n / 250, n % 250 + 1)
 }
 
-pub(super) fn advert(n: usize, now: Timestamp) -> PeerAdvert {
+/// Peer `n`'s advert, last seen at `now` (wall clock).
+pub(super) fn advert(n: usize, now: Now) -> PeerAdvert {
     PeerAdvert {
         peer_id: id(n),
         address: addr(n),
@@ -25,7 +26,7 @@ pub(super) fn advert(n: usize, now: Timestamp) -> PeerAdvert {
             supports_transaction_distribution: true,
             max_transaction_size: 1 << 20,
         },
-        last_seen: now,
+        last_seen: now.wall,
         is_seed_node: false,
     }
 }
@@ -34,8 +35,9 @@ pub(super) fn contact(n: usize) -> Contact {
     Contact::bootstrap(addr(n), 5001)
 }
 
-pub(super) fn t(secs: u64) -> Timestamp {
-    Timestamp::from_millis(secs * 1000)
+/// Both clocks at `secs`.
+pub(super) fn t(secs: u64) -> Now {
+    Now::from_millis(secs * 1000)
 }
 
 pub(super) fn machine(
@@ -43,7 +45,7 @@ pub(super) fn machine(
     bootstrap: Vec<Contact>,
     stored: Vec<PeerNode>,
     config: MembershipConfig,
-    now: Timestamp,
+    now: Now,
 ) -> Membership {
     let rng = ChaCha8Rng::seed_from_u64(me as u64);
     Membership::new(config, advert(me, now), bootstrap, stored, rng, now)

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use crate::model::{NodeState, PeerAdvert, PeerId, PeerNode, PeerStatus, Timestamp};
+use crate::model::{NodeState, PeerAdvert, PeerId, PeerNode, PeerStatus};
+use crate::time::{Instant, Now};
 
 /// Where to send a request. Bootstrap nodes are known by address only until they answer.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -127,7 +128,8 @@ pub enum Refusal {
     ListFull,
 }
 
-/// Timers the daemon arms on [`Output::ScheduleTimer`] and feeds back by `handle_timer`.
+/// Membership's timer kinds: one deadline each in its [`TimerTable`](crate::time::TimerTable)
+/// (request timeouts are swept by `Probe`, so outstanding requests need no timer of their own).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Timer {
     /// Retry bootstrap after a failed attempt.
@@ -146,12 +148,6 @@ pub enum Output {
         to: Contact,
         request: Request,
         id: RequestId,
-    },
-    /// Call `handle_timer(timer, now)` at or after `at`; a later schedule of the same timer
-    /// replaces an earlier one.
-    ScheduleTimer {
-        at: Timestamp,
-        timer: Timer,
     },
     /// Store (insert or update) this peer.
     Persist(PeerNode),
@@ -174,7 +170,8 @@ pub enum MembershipEvent {
     /// Every bootstrap node failed; the next attempt is at `retry_at`.
     BootstrapFailed {
         attempt: u32,
-        retry_at: Timestamp,
+        /// On the monotonic clock of the input that failed it.
+        retry_at: Instant,
     },
     /// A recursive discovery round ended.
     DiscoveryRound {
@@ -225,7 +222,7 @@ pub struct KnownPeer {
     /// A heartbeat or ping to it is outstanding.
     pub(crate) probing: bool,
     /// It answered a `Ping` Busy (its in-degree is at `max_inbound`): not promoted before this.
-    pub(crate) busy_until: Option<Timestamp>,
+    pub(crate) busy_until: Option<Instant>,
 }
 
 impl KnownPeer {
@@ -306,11 +303,11 @@ impl Purpose {
 #[derive(Debug, Clone)]
 pub(crate) struct Pending {
     pub(crate) purpose: Purpose,
-    pub(crate) sent_at: Timestamp,
+    pub(crate) sent_at: Instant,
 }
 
 impl Pending {
-    pub(crate) fn rtt(&self, now: Timestamp) -> Duration {
-        now.since(self.sent_at)
+    pub(crate) fn rtt(&self, now: Now) -> Duration {
+        now.mono.since(self.sent_at)
     }
 }

@@ -7,9 +7,10 @@ use rand::seq::SliceRandom;
 use super::{Contact, Output};
 use super::{KnownPeer, Membership, MembershipEvent, PeerHealth, Purpose, Refusal, Request};
 use crate::model::{
-    MAX_HOST_LEN, MAX_PEER_ID_LEN, PeerAdvert, PeerId, PeerNode, PeerStatus, Protocol, Timestamp,
+    MAX_HOST_LEN, MAX_PEER_ID_LEN, PeerAdvert, PeerId, PeerNode, PeerStatus, Protocol,
     validate_address, validate_port,
 };
+use crate::time::Now;
 
 /// Adverts taken from one message; the rest are counted as oversized. Matches the list bound.
 pub const MAX_ADVERTS_PER_MESSAGE: usize = 1000;
@@ -24,7 +25,7 @@ impl Membership {
         &self,
         advert: PeerAdvert,
         gossip: bool,
-        now: Timestamp,
+        now: Now,
     ) -> Result<PeerAdvert, Refusal> {
         if advert.peer_id == self.self_advert.peer_id {
             return Err(Refusal::SelfId);
@@ -41,11 +42,11 @@ impl Membership {
             return Err(Refusal::Banned);
         }
         let last_seen = if gossip {
-            advert.last_seen.min(now)
+            advert.last_seen.min(now.wall)
         } else {
-            now
+            now.wall
         };
-        if gossip && now.since(last_seen) > self.config.removal_after {
+        if gossip && now.wall.since(last_seen) > self.config.removal_after {
             return Err(Refusal::Stale);
         }
         let mut protocols = advert.supported_protocols;
@@ -62,11 +63,7 @@ impl Membership {
 
     /// Merges adverts learned from another peer; returns the ids that are new to us. Known
     /// peers keep their address (gossip must not redirect them) and only gain freshness.
-    pub(super) fn merge_adverts(
-        &mut self,
-        adverts: Vec<PeerAdvert>,
-        now: Timestamp,
-    ) -> Vec<PeerId> {
+    pub(super) fn merge_adverts(&mut self, adverts: Vec<PeerAdvert>, now: Now) -> Vec<PeerId> {
         if adverts.len() > MAX_ADVERTS_PER_MESSAGE {
             self.stats.refused_oversized += (adverts.len() - MAX_ADVERTS_PER_MESSAGE) as u64;
         }
@@ -91,7 +88,10 @@ impl Membership {
                 continue;
             }
             let id = advert.peer_id.clone();
-            match self.insert_peer(PeerNode::from_advert(advert, now), PeerHealth::Candidate) {
+            match self.insert_peer(
+                PeerNode::from_advert(advert, now.wall),
+                PeerHealth::Candidate,
+            ) {
                 Ok(()) => added.push(id),
                 Err(why) => {
                     full = why == Refusal::ListFull;
@@ -170,14 +170,14 @@ impl Membership {
     }
 
     /// Takes a peer from the database at start: checked like a registration, ban kept.
-    pub(super) fn load_stored(&mut self, mut node: PeerNode, now: Timestamp) {
-        if let Some(until) = node.banned_until.filter(|until| *until > now)
+    pub(super) fn load_stored(&mut self, mut node: PeerNode, now: Now) {
+        if let Some(until) = node.banned_until.filter(|until| *until > now.wall)
             && self.bans.len() < super::MAX_BANS
         {
             self.bans.insert(node.peer_id.clone(), until);
         }
         let advert = PeerAdvert {
-            last_seen: now,
+            last_seen: now.wall,
             ..node.advert()
         };
         if self.peers.contains_key(&node.peer_id) {
@@ -224,7 +224,7 @@ impl Membership {
 
     /// Pings random passive peers to fill the free active slots; a peer that answers is
     /// promoted (see `on_probe_answer`). Verified peers are tried before candidates.
-    pub(super) fn fill_active(&mut self, now: Timestamp) {
+    pub(super) fn fill_active(&mut self, now: Now) {
         let promoting = self
             .pending
             .values()
@@ -242,7 +242,7 @@ impl Membership {
         let mut alive = Vec::new();
         let mut candidates = Vec::new();
         for p in self.peers.values() {
-            let busy = p.busy_until.is_some_and(|until| until > now);
+            let busy = p.busy_until.is_some_and(|until| until > now.mono);
             if p.active || p.probing || busy || self.is_banned(&p.node.peer_id, now) {
                 continue;
             }
@@ -269,7 +269,7 @@ impl Membership {
         }
     }
 
-    pub(super) fn send_probe(&mut self, id: &PeerId, now: Timestamp) {
+    pub(super) fn send_probe(&mut self, id: &PeerId, now: Now) {
         if let Some(known) = self.peers.get(id) {
             let to = Contact::of(&known.node);
             let purpose = Purpose::Probe { peer: id.clone() };
@@ -283,7 +283,7 @@ impl Membership {
         &mut self,
         requester: Option<&PeerId>,
         max: usize,
-        now: Timestamp,
+        now: Now,
     ) -> Vec<PeerAdvert> {
         let max = max.min(MAX_ADVERTS_PER_ANSWER);
         let mut verified = Vec::new();
@@ -300,7 +300,7 @@ impl Membership {
             let excluded = skip.iter().flatten().any(|s| std::ptr::eq(*s, p))
                 || self.is_banned(id, now)
                 || p.health == PeerHealth::Unreachable
-                || now.since(p.node.last_seen) > self.config.removal_after;
+                || now.wall.since(p.node.last_seen) > self.config.removal_after;
             if excluded {
                 continue;
             }
@@ -420,7 +420,7 @@ mod tests {
     #[test]
     fn handout_skips_banned_unreachable_self_and_requester() {
         let mut m = with_registered(1..=4);
-        m.ban(&id(2), t(1000), t(1));
+        m.ban(&id(2), t(1000).wall, t(1));
         let list = m.peer_list(Some(&id(1)), 100, t(2));
         let ids: Vec<_> = list.iter().map(|a| a.peer_id.clone()).collect();
         assert!(!ids.contains(&id(0)) && !ids.contains(&id(1)) && !ids.contains(&id(2)));
