@@ -132,7 +132,7 @@ impl World {
 
     /// Node `to` answers `from`'s request through its inbound methods, as the rpc handlers do.
     fn answer(&mut self, to: usize, from: usize, request: Request) -> Result<Response, Failure> {
-        let now = self.now;
+        let now = self.clock();
         let (sender, core) = self.sender_and_core(from, to).ok_or(Failure::Unreachable)?;
         Ok(match request {
             Request::Register { advert } => Response::Registered {
@@ -185,7 +185,7 @@ impl World {
     }
 
     pub(crate) fn on_gossip(&mut self, from: usize, to: usize, message: GossipMessage) {
-        let now = self.now;
+        let now = self.clock();
         let push = matches!(message, GossipMessage::Push { .. });
         let Some((sender, core)) = self.sender_and_core(from, to) else {
             return;
@@ -312,7 +312,7 @@ impl World {
         id: TxId,
         result: Result<Vec<u8>, FetchFailure>,
     ) {
-        let now = self.now;
+        let now = self.clock();
         if self.nodes[node].epoch != epoch || !self.is_up(node) {
             return;
         }

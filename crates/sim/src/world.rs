@@ -1,8 +1,11 @@
 //! The simulated world: every node's core `Node`, the event queue, the network, the clock.
 //!
 //! One event is handled at a time, in (time, push order). Handling gives one node an input; its
-//! outputs are drained at once and become new events (a message arriving later, a timer, an
-//! answer), never direct calls into another node, so no node ever runs inside another's input.
+//! outputs are drained at once and become new events (a message arriving later, an answer),
+//! never direct calls into another node, so no node ever runs inside another's input. Timers:
+//! each node has at most one wake-up queued, for its core's `poll_timeout`, re-queued after an
+//! input that changed that deadline; a wake-up for a deadline since replaced is dropped
+//! unhandled. Virtual time drives both clocks of the core's `Now`.
 //!
 //! Files: `world.rs` (setup, the loop, node lifecycle), `deliver.rs` (sends, requests, fetches
 //! and their answers), `observe.rs` (samples, faults, the final report).
@@ -18,7 +21,8 @@ use sorcha_peer_core::membership::{Contact, Failure, Request, RequestId, Respons
 use sorcha_peer_core::model::{
     PeerAdvert, PeerCapabilities, PeerId, PeerNode, Protocol, Timestamp, TxHash, TxId,
 };
-use sorcha_peer_core::node::{Node, NodeConfig, Output, Timer};
+use sorcha_peer_core::node::{Node, NodeConfig, Output};
+use sorcha_peer_core::time::{Instant, Now};
 
 use crate::metrics::{Recorder, Report, TxRecord};
 use crate::network::Network;
@@ -52,8 +56,9 @@ pub(crate) struct SimNode {
     pub(crate) epoch: u32,
     /// How it went down last: a node that left refuses connections, a crashed one is silent.
     pub(crate) left: bool,
-    /// When each timer is due; a firing that does not match was replaced.
-    pub(crate) armed: Vec<(Timer, Timestamp)>,
+    /// The deadline this incarnation's queued wake-up is for; a wake-up for another one
+    /// is stale.
+    pub(crate) wake: Option<Instant>,
     /// The peer store (what the node persisted), kept across restarts.
     pub(crate) stored: BTreeMap<PeerId, PeerNode>,
 }
@@ -62,10 +67,11 @@ pub(crate) enum Ev {
     Start(u32),
     Down(u32, ChurnMode),
     Up(u32),
-    Timer {
+    /// Node `node`'s wake-up for its deadline `at`.
+    Wake {
         node: u32,
         epoch: u32,
-        timer: Timer,
+        at: Instant,
     },
     /// A membership request arrives at `to`.
     Request {
@@ -221,7 +227,7 @@ impl World {
                 core: None,
                 epoch: 0,
                 left: false,
-                armed: Vec::new(),
+                wake: None,
                 stored: BTreeMap::new(),
             });
         }
@@ -303,7 +309,7 @@ impl World {
                 self.start(n as usize);
             }
             Ev::Down(n, mode) => self.down(n as usize, mode),
-            Ev::Timer { node, epoch, timer } => self.fire(node as usize, epoch, timer),
+            Ev::Wake { node, epoch, at } => self.wake(node as usize, epoch, at),
             Ev::Request {
                 from,
                 epoch,
@@ -318,7 +324,7 @@ impl World {
                 id,
                 result,
             } => {
-                let now = self.now;
+                let now = self.clock();
                 if let Some(core) = self.live_core(node as usize, epoch) {
                     core.handle_response(id, result, now);
                     self.drain(node as usize);
@@ -409,7 +415,7 @@ impl World {
             self.nodes[n].bootstrap.clone(),
             stored,
             rng,
-            self.now,
+            self.clock(),
         );
         self.nodes[n].core = Some(core);
         self.drain(n);
@@ -421,27 +427,25 @@ impl World {
         if node.core.take().is_some() {
             node.epoch += 1;
             node.left = mode == ChurnMode::Leave;
-            node.armed.clear();
+            node.wake = None;
             self.rec.count("nodes_down");
         }
     }
 
-    fn fire(&mut self, n: usize, epoch: u32, timer: Timer) {
-        let now = self.now;
+    /// The core's `Now` at the current virtual time: both clocks read it.
+    pub(crate) fn clock(&self) -> Now {
+        Now::from_millis(self.now.as_millis())
+    }
+
+    fn wake(&mut self, n: usize, epoch: u32, at: Instant) {
+        let now = self.clock();
         let node = &mut self.nodes[n];
-        if node.epoch != epoch {
+        if node.epoch != epoch || node.wake != Some(at) {
             return;
         }
-        let Some(slot) = node
-            .armed
-            .iter()
-            .position(|(t, at)| *t == timer && *at == now)
-        else {
-            return;
-        };
-        node.armed.swap_remove(slot);
+        node.wake = None;
         if let Some(core) = node.core.as_mut() {
-            core.handle_timer(timer, now);
+            core.handle_timeout(now);
             self.drain(n);
         }
     }
@@ -455,7 +459,6 @@ impl World {
                 Output::Fetch { from, id, size, .. } => self.send_fetch(n, &from, id, size),
                 Output::Store { hash, origin, .. } => self.on_store(n, hash, origin),
                 Output::Deliver { .. } => self.rec.count("deliveries"),
-                Output::ScheduleTimer { at, timer } => self.arm(n, at, timer),
                 Output::Persist(peer) => {
                     self.nodes[n].stored.insert(peer.peer_id.clone(), peer);
                 }
@@ -465,22 +468,28 @@ impl World {
                 Output::Event(event) => self.on_event(&event),
             }
         }
+        self.rearm(n);
     }
 
-    fn arm(&mut self, n: usize, at: Timestamp, timer: Timer) {
-        let at = at.max(self.now);
+    /// Queues a wake-up for node `n`'s deadline if it changed since the last one queued (the
+    /// earlier wake-up then goes stale). Runs after every input, as `drain` does.
+    fn rearm(&mut self, n: usize) {
         let node = &mut self.nodes[n];
-        match node.armed.iter_mut().find(|(t, _)| *t == timer) {
-            Some(slot) => slot.1 = at,
-            None => node.armed.push((timer, at)),
+        let deadline = node.core.as_ref().and_then(Node::poll_timeout);
+        if deadline == node.wake {
+            return;
         }
-        let epoch = node.epoch;
-        let ev = Ev::Timer {
-            node: n as u32,
-            epoch,
-            timer,
+        node.wake = deadline;
+        let Some(at) = deadline else {
+            return;
         };
-        self.queue.push(at, ev);
+        let ev = Ev::Wake {
+            node: n as u32,
+            epoch: node.epoch,
+            at,
+        };
+        let when = Timestamp::from_millis(at.as_millis()).max(self.now);
+        self.queue.push(when, ev);
     }
 
     /// Submits transaction `k` at a live honest origin.
@@ -510,7 +519,7 @@ impl World {
             hops: vec![0; n],
         });
         self.rec.measuring_since.get_or_insert(self.now);
-        let now = self.now;
+        let now = self.clock();
         let core = self.nodes[origin].core.as_mut().expect("origin is up");
         if core.submit(body, register_id, now).is_err() {
             self.rec.count("submissions_refused");
