@@ -110,16 +110,23 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         .map_err(data_error(&data_dir))?
         .into();
 
+    let clock = crate::clock::Clock::start();
     let node = Node::new(
         config.node(),
         provisional_advert(&config, identity.peer_id(), ports.peer),
         bootstrap_contacts(&config),
         storage.stored,
         ChaCha8Rng::seed_from_u64(rand::random()),
-        crate::clock::now(),
+        clock.now(),
     );
     let settings = actor_settings(&config, storage.remembered);
-    let (actor, handle) = Actor::new(node, metrics, storage.writer.handle().clone(), &settings);
+    let (actor, handle) = Actor::new(
+        node,
+        clock,
+        metrics,
+        storage.writer.handle().clone(),
+        &settings,
+    );
     let actor_task = tokio::spawn(actor.run());
     let tasks = tasks::Tasks::start(
         &config,

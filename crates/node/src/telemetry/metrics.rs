@@ -104,7 +104,9 @@ instruments! {
         "channels_evicted_total",
         "Outbound channels closed to stay within the pool bound"
     ),
-    /// Timers the actor refused because too many were armed.
+    /// Always 0: the core keeps its own deadlines (one per timer kind) and the actor sleeps
+    /// until the earliest, so no timer can be refused. Kept so dashboards and the lab's
+    /// summary keep the series.
     timers_refused_total: counter(
         "timers_refused_total",
         "Timers refused because too many were armed"

@@ -3,21 +3,25 @@
 //! locks around it and inputs are handled in the order they arrive.
 //!
 //! The loop (`tokio::select!`, biased): answers to our own requests first (they free room in
-//! the core's bounded pending map), then commands from the listeners, then due timers. After
-//! each input the core's outputs are carried out: persistence, sends, timers, events.
+//! the core's bounded pending map), then commands from the listeners, then the core's timers.
+//! After each input the core's outputs are carried out: persistence, sends, events. The core
+//! keeps its own deadlines; the loop sleeps on one tokio timer until `Node::poll_timeout`,
+//! reset whenever that deadline changes, so no timer is kept (or refused) here. Every input
+//! gets both clocks from one [`Clock`].
 //!
 //! Shutdown: the actor keeps answering until the last handle is dropped (the listeners drop
 //! theirs once their in-flight requests are done), so no request is cut off mid-way.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sorcha_peer_core::gossip::{self, GossipEvent, GossipMessage};
 use sorcha_peer_core::membership::Contact;
 use sorcha_peer_core::membership::{KnownPeer, MembershipEvent};
-use sorcha_peer_core::model::{NodeState, PeerId, Protocol, Timestamp, TxId};
-use sorcha_peer_core::node::{Event, Node, Output, Timer};
+use sorcha_peer_core::model::{NodeState, PeerId, Protocol, TxId};
+use sorcha_peer_core::node::{Event, Node, Output};
+use sorcha_peer_core::time::{Instant as CoreInstant, Now};
 use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::address::AddressReport;
@@ -28,7 +32,7 @@ use crate::telemetry::Metrics;
 use crate::transport::outbound::{Answer, Outbound, TransportSettings};
 use crate::wire::TxName;
 
-use crate::clock::now;
+use crate::clock::{Clock, now};
 use crate::handle::{
     COMMAND_QUEUE_CAPACITY, Command, DELIVERY_CAPACITY, Delivered, NodeHandle, Status, Submitted,
 };
@@ -54,10 +58,6 @@ pub struct ActorSettings {
 /// thousands of transactions per second).
 const MAX_HEARD: usize = 16_384;
 
-/// Timers armed at most. The core re-arms three kinds; anything near this is a bug, and what
-/// is refused is counted.
-const MAX_TIMERS: usize = 256;
-
 /// The owner of the core node.
 pub struct Actor {
     node: Node,
@@ -69,7 +69,7 @@ pub struct Actor {
     deliveries: broadcast::Sender<Delivered>,
     fetch_timeout: Duration,
     state: watch::Sender<NodeState>,
-    timers: BTreeSet<(Timestamp, Timer)>,
+    clock: Clock,
     metrics: Arc<Metrics>,
     /// The latest result of address discovery.
     address: Option<AddressReport>,
@@ -80,8 +80,10 @@ pub struct Actor {
 }
 
 impl Actor {
+    /// `clock` must be the one `node` was created with: its deadlines count from its origin.
     pub fn new(
         node: Node,
+        clock: Clock,
         metrics: Arc<Metrics>,
         store: StoreHandle,
         settings: &ActorSettings,
@@ -120,7 +122,7 @@ impl Actor {
             deliveries,
             fetch_timeout: settings.fetch_timeout,
             state,
-            timers: BTreeSet::new(),
+            clock,
             metrics,
             address: None,
             heard: HashMap::new(),
@@ -132,19 +134,27 @@ impl Actor {
     /// Runs until every handle is dropped.
     pub async fn run(mut self) {
         self.carry_out();
+        let mut deadline = self.node.poll_timeout();
+        let sleep = tokio::time::sleep_until(self.wake_at(deadline));
+        tokio::pin!(sleep);
         loop {
-            let next_timer = self.timers.first().map(|(at, _)| *at);
-            let sleep = sleep_until(next_timer);
             tokio::select! {
                 biased;
                 Some(answer) = self.answers.recv() => self.handle_answer(answer),
                 command = self.rx.recv() => match command {
-                    Some(command) => self.handle(command, now()),
+                    Some(command) => self.handle(command, self.clock.now()),
                     None => break,
                 },
-                () = sleep => self.fire_timers(now()),
+                () = &mut sleep, if deadline.is_some() => {
+                    self.node.handle_timeout(self.clock.now());
+                }
             }
             self.carry_out();
+            let next = self.node.poll_timeout();
+            if next != deadline {
+                deadline = next;
+                sleep.as_mut().reset(self.wake_at(deadline));
+            }
         }
         // The writer thread makes everything sent so far durable; the wait is short and only
         // at shutdown, so blocking this worker thread is fine.
@@ -169,10 +179,11 @@ impl Actor {
                 if let (Some(peer), Some(protocol)) = (&peer, via) {
                     self.note_protocol(peer, protocol, false);
                 }
-                self.node.handle_response(id, result, now());
+                self.node.handle_response(id, result, self.clock.now());
             }
             Answer::Fetched { from, id, result } => {
-                self.node.handle_fetched(&from, id, result, now())
+                self.node
+                    .handle_fetched(&from, id, result, self.clock.now())
             }
             Answer::Outcome { .. } => {}
             Answer::Protocol { peer, protocol } => self.note_protocol(&peer, protocol, true),
@@ -214,7 +225,7 @@ impl Actor {
             .unwrap_or_default()
     }
 
-    fn handle(&mut self, command: Command, now: Timestamp) {
+    fn handle(&mut self, command: Command, now: Now) {
         // A dropped reply channel means the caller gave up (timeout, disconnect): nothing to do.
         match command {
             Command::Register { advert, reply } => {
@@ -254,7 +265,7 @@ impl Actor {
                         let id = &p.node.peer_id;
                         PeerView::of(
                             p,
-                            now,
+                            now.wall,
                             self.outbound.circuit(id),
                             self.outbound.protocol(id),
                         )
@@ -330,14 +341,10 @@ impl Actor {
         }
     }
 
-    fn fire_timers(&mut self, now: Timestamp) {
-        while let Some(&(at, timer)) = self.timers.first() {
-            if at > now {
-                break;
-            }
-            self.timers.pop_first();
-            self.node.handle_timer(timer, now);
-        }
+    /// When to wake for the core's `deadline`; with none, the select loop ignores the sleep.
+    fn wake_at(&self, deadline: Option<CoreInstant>) -> tokio::time::Instant {
+        let never = CoreInstant::from_millis(u64::MAX);
+        self.clock.instant(deadline.unwrap_or(never))
     }
 
     /// Carries out everything the core asked for, in order.
@@ -396,13 +403,6 @@ impl Actor {
                         size,
                     });
                 }
-                Output::ScheduleTimer { at, timer } => {
-                    if self.timers.len() < MAX_TIMERS {
-                        self.timers.insert((at, timer));
-                    } else {
-                        self.metrics.timers_refused_total.add(1, &[]);
-                    }
-                }
                 Output::Persist(node) => self.persist(self.store.upsert(node)),
                 Output::Forget(id) => {
                     self.outbound.forget(&id);
@@ -457,7 +457,7 @@ impl Actor {
                 tracing::info!(peer = %peer_id, "bootstrapped")
             }
             MembershipEvent::BootstrapFailed { attempt, retry_at } => {
-                let retry_in = retry_at.since(now());
+                let retry_in = retry_at.since(self.clock.now().mono);
                 tracing::warn!(attempt, ?retry_in, "every bootstrap node failed; retrying");
             }
             MembershipEvent::DiscoveryRound { round, new_peers } => {
@@ -545,12 +545,4 @@ impl Actor {
 
 fn healthy_active<'a>(active: impl Iterator<Item = &'a KnownPeer>) -> usize {
     active.filter(|p| p.is_healthy()).count()
-}
-
-/// Sleeps until `at`, or forever when nothing is armed.
-async fn sleep_until(at: Option<Timestamp>) {
-    match at {
-        Some(at) => tokio::time::sleep(at.since(now())).await,
-        None => std::future::pending().await,
-    }
 }
