@@ -18,7 +18,8 @@
 //! - [`config`]: the layered configuration (defaults, TOML or Sorcha JSON, env, flags).
 //! - [`address`]: the address this node advertises (interfaces, STUN, HTTP lookup).
 //! - [`identity`]: the node's key pair and peer id.
-//! - [`clock`]: the wall clock, read in one place and handed to the core.
+//! - [`clock`]: the clocks, read in one place and handed to the core (monotonic for
+//!   deadlines, wall for the wire).
 
 pub mod address;
 pub mod api;
