@@ -138,6 +138,7 @@ impl Actor {
         let sleep = tokio::time::sleep_until(self.wake_at(deadline));
         tokio::pin!(sleep);
         loop {
+            let mut woke = false;
             tokio::select! {
                 biased;
                 Some(answer) = self.answers.recv() => self.handle_answer(answer),
@@ -147,11 +148,14 @@ impl Actor {
                 },
                 () = &mut sleep, if deadline.is_some() => {
                     self.node.handle_timeout(self.clock.now());
+                    woke = true;
                 }
             }
             self.carry_out();
             let next = self.node.poll_timeout();
-            if next != deadline {
+            // A sleep that completed is re-armed even for the same deadline: polled again as
+            // it is, it would be ready at once, every turn.
+            if next != deadline || woke {
                 deadline = next;
                 sleep.as_mut().reset(self.wake_at(deadline));
             }
