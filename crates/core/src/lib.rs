@@ -10,6 +10,7 @@
 //! - [`time`]: the monotonic `Instant` for deadlines, `Now` (both clocks), the timer table.
 //! - [`gossip`]: transaction distribution: announce, pull, dedup, anti-entropy.
 //! - [`membership`]: bootstrap, discovery, peer exchange, health, Online/Degraded/Offline.
+//! - [`link`]: the per-peer transport policy: negotiation, breakers, send lanes, pull batching.
 //! - [`backoff`]: retry schedules (exponential, equal jitter) and the table of what is retried.
 //! - [`breaker`]: per-peer circuit breakers (Closed / Open / HalfOpen) in a bounded map.
 //! - [`sendqueue`]: bounded per-peer send queues with Control / Announce / Body lanes.
@@ -18,6 +19,7 @@
 pub mod backoff;
 pub mod breaker;
 pub mod gossip;
+pub mod link;
 pub mod membership;
 pub mod model;
 pub mod node;

@@ -1,6 +1,8 @@
 //! `Node`: the protocol state machines one daemon (or one simulated node) owns, composed.
 //! [`Membership`] decides who our peers are; [`Gossip`] spreads transactions over the healthy
-//! members of the active set, which the node hands it whenever that set changes.
+//! members of the active set, which the node hands it whenever that set changes; [`Links`]
+//! carries both to each peer (transport, breaker, send lanes, pull batching), so the runtime
+//! only transmits what it is told over the transport it is told and reports how it went.
 //!
 //! Call order (quinn style):
 //! - construct with [`Node::new`];
@@ -10,6 +12,9 @@
 //!   the peer store; see [`crate::time`]);
 //! - after every input, drain [`Node::poll_output`] until `None` and carry the outputs out in
 //!   order (persistence and stores before the sends that follow them);
+//! - report each transmission's outcome ([`Node::handle_transmitted`]) and the streams the
+//!   runtime opens and loses ([`Node::handle_stream_opened`], [`Node::handle_stream_closed`]):
+//!   a link releases its next messages only as earlier ones are reported;
 //! - timers: the node keeps its deadlines itself. After every input ask
 //!   [`Node::poll_timeout`] when it next wants to be woken, and at (or after) that instant call
 //!   [`Node::handle_timeout`], which fires every timer due. There is no other timer source, so
@@ -20,14 +25,16 @@
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use crate::gossip::AnnounceEntry;
 use crate::gossip::{
     self, FetchFailure, Gossip, GossipConfig, GossipMessage, SubmitError, SubmitOutcome,
 };
+use crate::link::{self, LinkConfig, LinkEvent, Links, Outcome, Pull, Via, What};
 use crate::membership::{
     self, Contact, Failure, HeartbeatOutcome, Membership, MembershipConfig, Pong, Refusal,
     RegisterOutcome, RequestId, Response,
 };
-use crate::model::{NodeState, PeerAdvert, PeerId, PeerNode, Timestamp, TxHash, TxId};
+use crate::model::{NodeState, PeerAdvert, PeerId, PeerNode, Protocol, Timestamp, TxHash, TxId};
 use crate::time::{Instant, Now};
 
 /// The knobs of every sub-machine.
@@ -35,27 +42,34 @@ use crate::time::{Instant, Now};
 pub struct NodeConfig {
     pub membership: MembershipConfig,
     pub gossip: GossipConfig,
+    pub link: LinkConfig,
 }
 
 /// What the runtime must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
-    /// Send a membership `request` to `to`; answer with [`Node::handle_response`] and `id`.
+    /// Send a membership `request` to `to` over `via` (then over REST after a transport
+    /// failure, when `rest_fallback`); answer with [`Node::handle_response_via`] and `id`.
     Send {
         to: Contact,
         request: membership::Request,
         id: RequestId,
+        via: Via,
+        rest_fallback: bool,
     },
-    /// Send a gossip message to a peer (its address resolved from membership).
-    Gossip { to: Contact, message: GossipMessage },
-    /// Fetch the body of transaction `id` from `from` (by `hash`, the whole hash `from`
-    /// announced, if it named one); answer with [`Node::handle_fetched`].
-    Fetch {
-        from: Contact,
-        id: TxId,
-        hash: Option<TxHash>,
-        size: u64,
+    /// Transmit gossip or pulls to a peer (its address resolved from membership) over `via`;
+    /// report with [`Node::handle_transmitted`] and `ticket`. Pulled bodies (or failures) come
+    /// back through [`Node::handle_fetched`]; a unary pull (ticket 0) is reported that way
+    /// only.
+    Transmit {
+        to: Contact,
+        via: Via,
+        what: What,
+        ticket: u64,
     },
+    /// Stop the link to this peer (its worker, its stream): its circuit opened, it was
+    /// evicted or forgotten.
+    CloseLink(PeerId),
     /// Keep this body (serve it to peers, hand it to local readers), before what follows.
     Store {
         hash: TxHash,
@@ -81,6 +95,7 @@ pub enum Output {
 pub enum Event {
     Membership(membership::MembershipEvent),
     Gossip(gossip::GossipEvent),
+    Link(LinkEvent),
     /// A gossip send or fetch named a peer membership no longer knows; it was dropped.
     UnknownPeer {
         peer_id: PeerId,
@@ -90,6 +105,7 @@ pub enum Event {
 pub struct Node {
     membership: Membership,
     gossip: Gossip,
+    links: Links,
     /// What gossip was last told the active peers are, to tell it again only on change.
     gossip_peers: Vec<PeerId>,
     /// The time of the latest input, for work `poll_output` must feed back (a fetch from a
@@ -111,6 +127,7 @@ impl Node {
     ) -> Self {
         let membership_rng = ChaCha8Rng::seed_from_u64(rng.next_u64());
         let gossip_rng = ChaCha8Rng::seed_from_u64(rng.next_u64());
+        let link_rng = ChaCha8Rng::seed_from_u64(rng.next_u64());
         let id = advert.peer_id.clone();
         let membership = Membership::new(
             config.membership,
@@ -123,6 +140,7 @@ impl Node {
         Self {
             membership,
             gossip: Gossip::new(config.gossip, id, gossip_rng, now),
+            links: Links::new(config.link, link_rng),
             gossip_peers: Vec::new(),
             last_now: now,
         }
@@ -146,21 +164,70 @@ impl Node {
         &self.gossip
     }
 
+    pub fn links(&self) -> &Links {
+        &self.links
+    }
+
     // ---- inputs ----
 
+    /// The answer to an [`Output::Send`], from a runtime that does not say which transport
+    /// got it.
     pub fn handle_response(&mut self, id: RequestId, result: Result<Response, Failure>, now: Now) {
+        self.handle_response_via(id, result, None, now);
+    }
+
+    /// The answer to an [`Output::Send`]; `via`: the transport that got an answer.
+    pub fn handle_response_via(
+        &mut self,
+        id: RequestId,
+        result: Result<Response, Failure>,
+        via: Option<Via>,
+        now: Now,
+    ) {
         self.last_now = now;
+        let healthy = !matches!(result, Err(Failure::Timeout | Failure::Unreachable));
+        self.links.handle_answered(id, healthy, via, now.mono);
         self.membership.handle_response(id, result, now);
         self.sync_gossip_peers(now);
     }
 
-    /// When the node next wants [`Node::handle_timeout`]: the earliest deadline of membership
-    /// and gossip. Ask again after every input; `None` only before anything is armed.
+    /// How the transmission `ticket` to `peer` went.
+    pub fn handle_transmitted(&mut self, peer: &PeerId, ticket: u64, outcome: Outcome, now: Now) {
+        self.last_now = now;
+        self.links
+            .handle_transmitted(peer, ticket, outcome, now.mono);
+    }
+
+    /// The runtime opened a stream to `peer` (numbered by the runtime, so that the close of
+    /// an older one is told apart).
+    pub fn handle_stream_opened(&mut self, peer: &PeerId, generation: u64, now: Now) {
+        self.last_now = now;
+        self.links.handle_stream_opened(peer, generation);
+    }
+
+    /// Stream `generation` to `peer` broke or fell silent.
+    pub fn handle_stream_closed(&mut self, peer: &PeerId, generation: u64, now: Now) {
+        self.last_now = now;
+        self.links.handle_stream_closed(peer, generation);
+    }
+
+    /// A transport that worked with `peer` in an earlier run (from the peer store).
+    pub fn remember_protocol(&mut self, peer: &PeerId, protocol: Protocol) {
+        self.links.remember(peer, protocol);
+    }
+
+    /// When the node next wants [`Node::handle_timeout`]: the earliest deadline of
+    /// membership, gossip and the links' retries. Ask again after every input; `None` only
+    /// before anything is armed.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.membership.poll_timeout(), self.gossip.poll_timeout()) {
-            (Some(m), Some(g)) => Some(m.min(g)),
-            (m, g) => m.or(g),
-        }
+        [
+            self.membership.poll_timeout(),
+            self.gossip.poll_timeout(),
+            self.links.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Fires every timer due at `now.mono` (membership's, then gossip's; each earliest first).
@@ -170,6 +237,7 @@ impl Node {
         self.membership.handle_timeout(now);
         self.sync_gossip_peers(now);
         self.gossip.handle_timeout(now);
+        self.links.handle_timeout(now.mono);
     }
 
     pub fn set_advert(&mut self, advert: PeerAdvert) {
@@ -190,12 +258,26 @@ impl Node {
     /// A gossip message from `from`; dropped if `from` is banned.
     pub fn handle_gossip(&mut self, from: &PeerId, message: GossipMessage, now: Now) {
         self.last_now = now;
+        self.links.heard_gossip(from);
         if !self.membership.is_banned(from, now) {
             self.gossip.handle_message(from, message, now);
         }
     }
 
-    /// The result of an [`Output::Fetch`].
+    /// An announcement in Sorcha's `NotifyTransaction`: unless `from` also sent us gossip,
+    /// it speaks only Sorcha's contract and is announced to the same way.
+    pub fn handle_notify(&mut self, from: &PeerId, entry: AnnounceEntry, now: Now) {
+        self.last_now = now;
+        self.links.heard_notify(from);
+        if !self.membership.is_banned(from, now) {
+            let message = GossipMessage::Announce {
+                entries: vec![entry],
+            };
+            self.gossip.handle_message(from, message, now);
+        }
+    }
+
+    /// The body (or failure) of a pull of an [`Output::Transmit`].
     pub fn handle_fetched(
         &mut self,
         from: &PeerId,
@@ -204,6 +286,11 @@ impl Node {
         now: Now,
     ) {
         self.last_now = now;
+        let healthy = !matches!(
+            result,
+            Err(FetchFailure::Timeout | FetchFailure::Unreachable)
+        );
+        self.links.handle_fetched(from, healthy, now.mono);
         self.gossip.handle_fetched(from, id, result, now);
     }
 
@@ -288,39 +375,114 @@ impl Node {
 
     // ---- outputs ----
 
+    /// The next thing for the runtime to do. Gossip's sends and pulls and membership's
+    /// requests go through the link machine first; pulls gathered for streams are flushed
+    /// once gossip has nothing more to say.
     pub fn poll_output(&mut self) -> Option<Output> {
-        if let Some(output) = self.membership.poll_output() {
-            return Some(Self::membership_output(output));
-        }
         loop {
-            let output = self.gossip.poll_output()?;
-            if let Some(output) = self.gossip_output(output) {
-                return Some(output);
+            if let Some(output) = self.links.poll_output() {
+                match self.link_output(output) {
+                    Some(output) => return Some(output),
+                    None => continue,
+                }
             }
+            if let Some(output) = self.membership.poll_output() {
+                match self.membership_output(output) {
+                    Some(output) => return Some(output),
+                    None => continue,
+                }
+            }
+            if let Some(output) = self.gossip.poll_output() {
+                match self.gossip_output(output) {
+                    Some(output) => return Some(output),
+                    None => continue,
+                }
+            }
+            if !self.links.pulls_waiting() {
+                return None;
+            }
+            self.links.flush_pulls(self.last_now.mono);
         }
     }
 
-    fn membership_output(output: membership::Output) -> Output {
+    /// A request refused by an open circuit fails at once (safe here: membership only queues
+    /// outputs), as the daemon's call would.
+    fn membership_output(&mut self, output: membership::Output) -> Option<Output> {
         use membership::Output as M;
-        match output {
-            M::Send { to, request, id } => Output::Send { to, request, id },
+        Some(match output {
+            M::Send { to, request, id } => {
+                let offers = offers(&self.membership, to.peer_id.as_ref());
+                let now = self.last_now;
+                if self
+                    .links
+                    .request(to, offers, request, id, now.mono)
+                    .is_err()
+                {
+                    self.membership
+                        .handle_response(id, Err(Failure::Unreachable), now);
+                    self.sync_gossip_peers(now);
+                }
+                return None;
+            }
             M::Persist(node) => Output::Persist(node),
-            M::Forget(id) => Output::Forget(id),
+            M::Forget(id) => {
+                self.links.forget(&id);
+                Output::Forget(id)
+            }
             M::Event(event) => Output::Event(Event::Membership(event)),
-        }
+        })
     }
 
-    /// Resolves gossip's peer ids to addresses; a peer membership forgot in the meantime
-    /// turns the send into an event (and a fetch into an immediate failure, so gossip moves on
-    /// to the next announcer).
+    fn link_output(&mut self, output: link::Output) -> Option<Output> {
+        use link::Output as L;
+        Some(match output {
+            L::Transmit {
+                to,
+                via,
+                what,
+                ticket,
+            } => Output::Transmit {
+                to,
+                via,
+                what,
+                ticket,
+            },
+            L::Request {
+                to,
+                request,
+                id,
+                via,
+                rest_fallback,
+            } => Output::Send {
+                to,
+                request,
+                id,
+                via,
+                rest_fallback,
+            },
+            L::CloseLink(peer) => Output::CloseLink(peer),
+            L::PullFailed { from, id } => {
+                let failed = Err(FetchFailure::Unreachable);
+                self.gossip.handle_fetched(&from, id, failed, self.last_now);
+                return None;
+            }
+            L::Event(event) => Output::Event(Event::Link(event)),
+        })
+    }
+
+    /// Resolves gossip's peer ids to addresses and hands sends and pulls to the links; a
+    /// peer membership forgot in the meantime turns the send into an event (and a pull into
+    /// an immediate failure, so gossip moves on to the next announcer).
     fn gossip_output(&mut self, output: gossip::Output) -> Option<Output> {
         use gossip::Output as G;
+        let now = self.last_now;
         Some(match output {
             G::Send { to, message } => match self.contact(&to) {
-                Some(contact) => Output::Gossip {
-                    to: contact,
-                    message,
-                },
+                Some(contact) => {
+                    let offers = offers(&self.membership, Some(&to));
+                    self.links.send(contact, offers, message, now.mono);
+                    return None;
+                }
                 None => Output::Event(Event::UnknownPeer { peer_id: to }),
             },
             G::Fetch {
@@ -329,16 +491,16 @@ impl Node {
                 hash,
                 size,
             } => match self.contact(&from) {
-                Some(contact) => Output::Fetch {
-                    from: contact,
-                    id,
-                    hash,
-                    size,
-                },
+                Some(contact) => {
+                    let offers = offers(&self.membership, Some(&from));
+                    let pull = Pull { id, hash, size };
+                    self.links.pull(contact, offers, pull, now.mono);
+                    return None;
+                }
                 None => {
                     // Feeding the failure back here is safe: gossip only queues outputs.
                     let failed = Err(FetchFailure::Unreachable);
-                    self.gossip.handle_fetched(&from, id, failed, self.last_now);
+                    self.gossip.handle_fetched(&from, id, failed, now);
                     Output::Event(Event::UnknownPeer { peer_id: from })
                 }
             },
@@ -484,3 +646,13 @@ mod tests {
         assert_eq!(node.poll_timeout(), Some(Instant::from_millis(15_000)));
     }
 }
+
+/// What `peer` advertises it speaks (nothing known for bootstrap contacts).
+fn offers<'a>(membership: &'a Membership, peer: Option<&PeerId>) -> &'a [Protocol] {
+    peer.and_then(|id| membership.peer(id))
+        .map_or(&[], |known| known.node.supported_protocols.as_slice())
+}
+
+#[cfg(test)]
+#[path = "node_tests.rs"]
+mod link_tests;

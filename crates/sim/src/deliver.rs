@@ -13,6 +13,7 @@
 use std::time::Duration;
 
 use sorcha_peer_core::gossip::{FetchFailure, GossipEvent, GossipMessage, Origin};
+use sorcha_peer_core::link::{DropKind, LinkEvent, Via};
 use sorcha_peer_core::membership::{
     Contact, Failure, MembershipEvent, Request, RequestId, Response,
 };
@@ -24,17 +25,24 @@ use crate::wire;
 use crate::world::{Ev, Role, World, index_of_address, index_of_id};
 
 impl World {
-    fn target(&self, contact: &Contact) -> Option<usize> {
+    pub(crate) fn target(&self, contact: &Contact) -> Option<usize> {
         index_of_address(&contact.address).filter(|t| *t < self.nodes.len())
     }
 
     /// When a refused connection is reported: one round trip to the host and back.
-    fn refused_at(&self, from: usize, to: usize) -> Timestamp {
+    pub(crate) fn refused_at(&self, from: usize, to: usize) -> Timestamp {
         let rtt = 2 * self.net.link_ms(from, to);
         self.now.saturating_add(Duration::from_millis(rtt))
     }
 
-    pub(crate) fn send_request(&mut self, n: usize, to: &Contact, request: Request, id: RequestId) {
+    pub(crate) fn send_request(
+        &mut self,
+        n: usize,
+        to: &Contact,
+        request: Request,
+        id: RequestId,
+        (via, rest_fallback): (Via, bool),
+    ) {
         let now = self.now;
         let deadline = now.saturating_add(self.config.membership.peer_timeout);
         let epoch = self.nodes[n].epoch;
@@ -47,29 +55,24 @@ impl World {
             Request::Ping => "requests_ping",
             Request::Heartbeat { .. } => "requests_heartbeat",
         });
-        let timeout = |at| {
-            let result = Err(Failure::Timeout);
-            let ev = Ev::Response {
-                node: n as u32,
-                epoch,
-                id,
-                result,
-            };
-            (at, ev)
+        let reply = |result| Ev::Response {
+            node: n as u32,
+            epoch,
+            id,
+            result,
+            via: None,
         };
         let Some(target) = self.target(to) else {
-            let result = Err(Failure::Unreachable);
-            let ev = Ev::Response {
-                node: n as u32,
-                epoch,
-                id,
-                result,
-            };
-            self.queue.push(now, ev);
+            self.queue.push(now, reply(Err(Failure::Unreachable)));
+            return;
+        };
+        let Some((via, start)) = self.request_via(n, target, via, rest_fallback) else {
+            let at = self.refused_at(n, target).min(deadline);
+            self.queue.push(at, reply(Err(Failure::Unreachable)));
             return;
         };
         let (at, ev) = match self.net.transit(n, target, bytes) {
-            Transit::Arrives(d) if now.saturating_add(d) <= deadline => {
+            Transit::Arrives(d) if start.saturating_add(d) <= deadline => {
                 let ev = Ev::Request {
                     from: n as u32,
                     epoch,
@@ -77,20 +80,43 @@ impl World {
                     id,
                     request: Box::new(request),
                     deadline,
+                    via,
                 };
-                (now.saturating_add(d), ev)
+                (start.saturating_add(d), ev)
             }
-            _ => timeout(deadline),
+            _ => (deadline, reply(Err(Failure::Timeout))),
         };
         self.queue.push(at, ev);
     }
 
+    /// The transport a request to `target` gets through on, and when it leaves by it: a peer
+    /// that serves no gRPC gives no gRPC answer, so REST goes next, if planned, a round trip
+    /// later; a failing peer fails every call (`None`).
+    fn request_via(
+        &self,
+        n: usize,
+        target: usize,
+        via: Via,
+        rest_fallback: bool,
+    ) -> Option<(Via, Timestamp)> {
+        let speaks = self.nodes[target].speaks;
+        if self.nodes[target].failing {
+            None
+        } else if speaks.serves(via) {
+            Some((via, self.now))
+        } else if rest_fallback && speaks.serves(Via::Rest) {
+            Some((Via::Rest, self.refused_at(n, target)))
+        } else {
+            None
+        }
+    }
+
+    /// Request `id` from `from` arrives at `to` over `via` (the answer returns the same way).
     pub(crate) fn on_request(
         &mut self,
-        from: usize,
-        epoch: u32,
+        (from, epoch): (usize, u32),
         to: usize,
-        id: RequestId,
+        (id, via): (RequestId, Via),
         request: Request,
         deadline: Timestamp,
     ) {
@@ -98,6 +124,7 @@ impl World {
             node: from as u32,
             epoch,
             id,
+            via: result.is_ok().then_some(via),
             result,
         };
         if !self.is_up(to) {
@@ -157,33 +184,6 @@ impl World {
         })
     }
 
-    pub(crate) fn send_gossip(&mut self, n: usize, to: &Contact, message: GossipMessage) {
-        if self.nodes[n].role == Role::Dropper {
-            self.rec.count("gossip_suppressed_by_droppers");
-            return;
-        }
-        let bytes = wire::gossip_len(&message) as u64;
-        let traffic = self.rec.traffic();
-        match &message {
-            GossipMessage::Announce { .. } => traffic.announcements += bytes,
-            GossipMessage::Push { .. } => traffic.bodies += bytes,
-            GossipMessage::Digest { .. } | GossipMessage::DigestReply { .. } => {
-                traffic.anti_entropy += bytes
-            }
-        }
-        let Some(target) = self.target(to) else {
-            return;
-        };
-        if let Transit::Arrives(d) = self.net.transit(n, target, bytes as usize) {
-            let ev = Ev::Gossip {
-                from: n as u32,
-                to: target as u32,
-                message,
-            };
-            self.queue.push(self.now.saturating_add(d), ev);
-        }
-    }
-
     pub(crate) fn on_gossip(&mut self, from: usize, to: usize, message: GossipMessage) {
         let now = self.clock();
         let push = matches!(message, GossipMessage::Push { .. });
@@ -198,54 +198,12 @@ impl World {
     }
 
     /// The deadline the daemon gives a fetch of `size` bytes: the core's own fetch timeout.
-    fn fetch_deadline(&self, size: u64) -> Timestamp {
+    pub(crate) fn fetch_deadline(&self, size: u64) -> Timestamp {
         let g = &self.config.gossip;
         let per_mib = g.fetch_timeout_per_mib.as_millis() * u128::from(size) / (1 << 20);
         let extra = Duration::from_millis(u64::try_from(per_mib).unwrap_or(u64::MAX));
         self.now
             .saturating_add(g.fetch_timeout.saturating_add(extra))
-    }
-
-    pub(crate) fn send_fetch(&mut self, n: usize, from: &Contact, id: TxId, size: u64) {
-        let now = self.now;
-        let deadline = self.fetch_deadline(size);
-        let epoch = self.nodes[n].epoch;
-        let bytes = wire::fetch_request_len(id);
-        self.rec.traffic().fetch_requests += bytes as u64;
-        let Some(target) = self.target(from) else {
-            let ev = Ev::Fetched {
-                node: n as u32,
-                epoch,
-                from: n as u32,
-                id,
-                result: Err(FetchFailure::Unreachable),
-            };
-            self.queue.push(now, ev);
-            return;
-        };
-        let (at, ev) = match self.net.transit(n, target, bytes) {
-            Transit::Arrives(d) if now.saturating_add(d) <= deadline => {
-                let ev = Ev::FetchRequest {
-                    from: n as u32,
-                    epoch,
-                    to: target as u32,
-                    id,
-                    deadline,
-                };
-                (now.saturating_add(d), ev)
-            }
-            _ => {
-                let ev = Ev::Fetched {
-                    node: n as u32,
-                    epoch,
-                    from: target as u32,
-                    id,
-                    result: Err(FetchFailure::Timeout),
-                };
-                (deadline, ev)
-            }
-        };
-        self.queue.push(at, ev);
     }
 
     pub(crate) fn on_fetch_request(
@@ -255,6 +213,7 @@ impl World {
         to: usize,
         id: TxId,
         deadline: Timestamp,
+        unary: bool,
     ) {
         let reply = |result| Ev::Fetched {
             node: from as u32,
@@ -283,14 +242,19 @@ impl World {
             (Some(tx), _) => Ok(tx.body.clone()),
             (None, _) => Err(FetchFailure::NotFound),
         };
+        let answer_len = if unary {
+            wire::unary_fetch_answer_len
+        } else {
+            wire::fetch_answer_len
+        };
         let bytes = match &result {
             Ok(body) => {
-                let bytes = wire::fetch_answer_len(id, Some(body));
+                let bytes = answer_len(id, Some(body));
                 self.rec.traffic().bodies += bytes as u64;
                 bytes
             }
             Err(_) => {
-                let bytes = wire::fetch_answer_len(id, None);
+                let bytes = answer_len(id, None);
                 self.rec.traffic().fetch_requests += bytes as u64;
                 bytes
             }
@@ -361,6 +325,14 @@ impl World {
             Event::Gossip(GossipEvent::FetchAbandoned { .. }) => "fetches_abandoned",
             Event::Gossip(GossipEvent::Repaired { .. }) => "anti_entropy_repairs",
             Event::UnknownPeer { .. } => "gossip_to_unknown_peers",
+            Event::Link(LinkEvent::CircuitOpened { .. }) => "circuits_opened",
+            Event::Link(LinkEvent::CircuitClosed { .. }) => "circuits_closed",
+            Event::Link(LinkEvent::Downgraded { .. }) => "links_downgraded",
+            Event::Link(LinkEvent::SendFailed { .. }) => "link_sends_failed",
+            Event::Link(LinkEvent::Evicted { .. }) => "links_evicted",
+            Event::Link(LinkEvent::Dropped { kind, count }) => {
+                return self.rec.count_n(link_drop_name(*kind), *count);
+            }
             Event::Membership(MembershipEvent::PeerUnreachable { .. }) => "peers_unreachable",
             Event::Membership(MembershipEvent::PeerRemoved { .. }) => "peers_removed",
             Event::Membership(MembershipEvent::BootstrapFailed { .. }) => "bootstrap_failures",
@@ -371,5 +343,18 @@ impl World {
             _ => return,
         };
         self.rec.count(name);
+    }
+}
+
+/// The counter of a link's drops of `kind` (the daemon's `gossip_dropped_total{kind}`).
+fn link_drop_name(kind: DropKind) -> &'static str {
+    match kind {
+        DropKind::CircuitOpen => "link_dropped_circuit_open",
+        DropKind::QueueFullControl => "link_dropped_queue_full_control",
+        DropKind::QueueFullAnnounce => "link_dropped_queue_full_announce",
+        DropKind::QueueFullBody => "link_dropped_queue_full_body",
+        DropKind::LinkClosed => "link_dropped_link_closed",
+        DropKind::SpeakersFull => "link_dropped_speakers_full",
+        DropKind::SorchaOnlyFull => "link_dropped_sorcha_only_full",
     }
 }

@@ -9,8 +9,9 @@
 //!   core config overrides) and their validation.
 //! - [`queue`]: the event queue.
 //! - [`network`]: latency, bandwidth, loss and partitions.
-//! - `world.rs`, `deliver.rs`, `observe.rs`: the simulated world, how messages and calls are
-//!   carried, faults, samples and the final report.
+//! - `world.rs`, `event.rs`, `deliver.rs`, `transmit.rs`, `observe.rs`: the simulated world and
+//!   its events, how calls and the link machine's transmissions are carried, faults, samples
+//!   and the final report.
 //! - [`metrics`], [`graph`], [`wire`]: what is measured and how (coverage, latency and hop
 //!   spreads, RMR, bytes by kind, active-graph quality).
 //! - [`plot`]: the coverage-over-time SVG.
@@ -24,7 +25,9 @@ pub mod scenario;
 pub mod wire;
 
 mod deliver;
+mod event;
 mod observe;
+mod transmit;
 mod world;
 
 pub use metrics::Report;

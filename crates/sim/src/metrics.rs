@@ -87,7 +87,11 @@ pub struct Recorder {
 
 impl Recorder {
     pub fn count(&mut self, name: &'static str) {
-        *self.counters.entry(name).or_default() += 1;
+        self.count_n(name, 1);
+    }
+
+    pub fn count_n(&mut self, name: &'static str, n: u64) {
+        *self.counters.entry(name).or_default() += n;
     }
 
     pub fn traffic(&mut self) -> &mut Traffic {

@@ -40,6 +40,21 @@ impl World {
                     }
                 }
             }
+            Fault::Fail {
+                fraction, lasts, ..
+            } => {
+                let k = self.scenario.topology.bootstrap_nodes;
+                let mut up: Vec<usize> = (k..self.nodes.len()).filter(|n| self.is_up(*n)).collect();
+                up.shuffle(&mut self.rng);
+                let count = (fraction * up.len() as f64).round() as usize;
+                for n in up.into_iter().take(count) {
+                    self.nodes[n].failing = true;
+                    self.faults_due += 1;
+                    let end = self.now.saturating_add(lasts.0);
+                    self.queue.push(end, Ev::Failing(n as u32, false));
+                }
+                self.rec.count("fail_faults");
+            }
             Fault::Partition {
                 groups, heal_after, ..
             } => {

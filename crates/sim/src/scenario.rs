@@ -10,7 +10,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
+use sorcha_peer_core::backoff::{BackoffConfig, RetryPolicy};
 use sorcha_peer_core::gossip::{FanoutMode, GossipConfig};
+use sorcha_peer_core::link::LinkConfig;
 use sorcha_peer_core::membership::MembershipConfig;
 use sorcha_peer_core::node::NodeConfig;
 
@@ -101,11 +103,15 @@ pub struct Scenario {
     #[serde(default)]
     pub roles: Roles,
     #[serde(default)]
+    pub transports: Transports,
+    #[serde(default)]
     pub faults: Vec<Fault>,
     #[serde(default)]
     pub membership: MembershipOverrides,
     #[serde(default)]
     pub gossip: GossipOverrides,
+    #[serde(default)]
+    pub link: LinkOverrides,
 }
 
 fn yes() -> bool {
@@ -226,6 +232,63 @@ pub struct Roles {
     pub liars: f64,
 }
 
+/// Which transports nodes serve, as fractions of the non-bootstrap nodes (the others speak
+/// all three, as the daemon ships). A node that does not serve a transport refuses it, as
+/// the daemon would (gRPC UNIMPLEMENTED, HTTP 404), and does not advertise it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Transports {
+    /// Unary gRPC only: no stream, no REST.
+    pub unary_only: f64,
+    /// The REST fallback only: no gRPC at all.
+    pub rest_only: f64,
+}
+
+/// `[link]`: the per-peer link policy's knobs; unset ones keep the daemon's defaults.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkOverrides {
+    /// Consecutive failures that open a peer's circuit.
+    #[serde(default)]
+    pub breaker_threshold: Option<u32>,
+    /// How long an opened circuit stays open (first trip; each failed trial doubles it, up to
+    /// four times this).
+    #[serde(default)]
+    pub breaker_reset: Option<Dur>,
+    /// Retries of a failed gossip send.
+    #[serde(default)]
+    pub max_retries: Option<u32>,
+    /// The first retry's delay (doubling, with jitter, up to eight times this).
+    #[serde(default)]
+    pub retry_delay: Option<Dur>,
+}
+
+impl LinkOverrides {
+    pub fn apply(&self, config: &mut LinkConfig) {
+        if let Some(threshold) = self.breaker_threshold {
+            config.breaker.threshold = threshold;
+        }
+        if let Some(reset) = self.breaker_reset {
+            config.breaker.reset = reset.0;
+            config.breaker.max_reset = reset.0 * 4;
+        }
+        if self.max_retries.is_some() || self.retry_delay.is_some() {
+            let mut backoff = BackoffConfig::default();
+            if let Some(n) = self.max_retries {
+                backoff.max_retries = n;
+            }
+            if let Some(d) = self.retry_delay {
+                backoff.initial = d.0.max(Duration::from_millis(1));
+                backoff.max = backoff.initial * 8;
+            }
+            // Checked by validate: a positive delay, and max is eight times it.
+            if let Ok(policy) = RetryPolicy::new(backoff) {
+                config.retry = policy;
+            }
+        }
+    }
+}
+
 /// How churned nodes go.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -252,6 +315,9 @@ pub enum Fault {
         #[serde(default)]
         mode: ChurnMode,
     },
+    /// From `at`, for `lasts`, a `fraction` of the live non-bootstrap nodes fail every call
+    /// made to them (a transport failure after a round trip) while still calling out.
+    Fail { at: Dur, fraction: f64, lasts: Dur },
     /// At `at` the nodes are split at random into groups of the given fractions; messages
     /// between groups are lost until `heal_after` later (forever without it).
     Partition {
@@ -416,6 +482,8 @@ impl Scenario {
         let mut config = NodeConfig::default();
         self.membership.apply(&mut config.membership);
         self.gossip.apply(&mut config.gossip);
+        self.link.apply(&mut config.link);
+        config.link.size = crate::wire::gossip_len;
         config
     }
 
@@ -470,6 +538,7 @@ impl Scenario {
         self.validate_network()?;
         self.validate_transactions()?;
         let r = &self.roles;
+        self.validate_link()?;
         if !fraction(r.droppers) || !fraction(r.liars) || r.droppers + r.liars > 1.0 {
             return Err(self.invalid(
                 "roles",
@@ -479,7 +548,9 @@ impl Scenario {
         }
         for fault in &self.faults {
             match fault {
-                Fault::Churn { fraction: f, .. } if !fraction(*f) => {
+                Fault::Churn { fraction: f, .. } | Fault::Fail { fraction: f, .. }
+                    if !fraction(*f) =>
+                {
                     return Err(self.invalid("faults.fraction", f, "0 to 1"));
                 }
                 Fault::Partition { groups, .. } => {
@@ -495,8 +566,28 @@ impl Scenario {
                         ));
                     }
                 }
-                Fault::Churn { .. } => {}
+                Fault::Churn { .. } | Fault::Fail { .. } => {}
             }
+        }
+        Ok(())
+    }
+
+    fn validate_link(&self) -> Result<(), ScenarioError> {
+        let fraction = |f: f64| (0.0..=1.0).contains(&f);
+        let t = &self.transports;
+        if !fraction(t.unary_only) || !fraction(t.rest_only) || t.unary_only + t.rest_only > 1.0 {
+            return Err(self.invalid(
+                "transports",
+                format!("unary_only {} rest_only {}", t.unary_only, t.rest_only),
+                "fractions in 0..=1 that sum to at most 1",
+            ));
+        }
+        let link = self.node_config().link;
+        if let Err(e) = link.breaker.validate() {
+            return Err(self.invalid("link.breaker", e, "threshold >= 1 and a positive reset"));
+        }
+        if self.link.retry_delay.is_some_and(|d| d.0.is_zero()) {
+            return Err(self.invalid("link.retry_delay", "0", "a positive duration"));
         }
         Ok(())
     }

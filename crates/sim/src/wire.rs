@@ -13,8 +13,10 @@ use sorcha_peer_core::gossip::GossipMessage;
 use sorcha_peer_core::membership::{Request, Response};
 use sorcha_peer_core::model::{PeerId, Timestamp, TxId};
 use sorcha_peer_wire::discovery::PeerInfo;
+use sorcha_peer_wire::gossip::to_peer_message;
 use sorcha_peer_wire::membership::{Answer, Call};
 use sorcha_peer_wire::size;
+use sorcha_peer_wire::transaction::{TransactionRequest, TransactionResponse};
 
 /// What the wall clock reads at simulated time 0: 2025-11-24, any date of these years encodes
 /// in as many bytes.
@@ -67,12 +69,39 @@ pub fn gossip_len(message: &GossipMessage) -> usize {
     size::gossip_len(message)
 }
 
-/// A pull as the daemon makes it from a peer of ours: a `GOSSIP_FETCH` on the stream with the
-/// transaction's id as 16 raw bytes. The daemon batches the pulls of one round to a peer in
-/// one message; each is counted here as its own message (an upper bound). Unary
-/// `GetTransaction` is only for peers that do not speak our gossip.
-pub fn fetch_request_len(id: TxId) -> usize {
-    size::fetch_len(&[id])
+/// A gossip message as a unary `SendMessage` (or its REST equivalent, counted alike) from
+/// `from` to `to` at `now`: the whole envelope, which a stream's later messages leave out.
+pub fn unary_gossip_len(
+    message: &GossipMessage,
+    from: &PeerId,
+    to: &PeerId,
+    now: Timestamp,
+) -> usize {
+    size::wire_len(&to_peer_message(message, from, Some(to), wall(now)))
+}
+
+/// A `GOSSIP_FETCH` of `ids` on the stream (16 raw bytes an id): the link machine batches
+/// the pulls of one round to a peer in one message.
+pub fn fetch_batch_len(ids: &[TxId]) -> usize {
+    size::fetch_len(ids)
+}
+
+/// One pull of `id` as a unary `GetTransaction` by `requester`: the id as hex.
+pub fn unary_fetch_request_len(id: TxId, requester: &PeerId) -> usize {
+    size::wire_len(&TransactionRequest {
+        transaction_hash: id.to_string(),
+        requesting_peer_id: requester.to_string(),
+        register_id: String::new(),
+    })
+}
+
+/// The unary answer to a pull of `id`: the body with the id named, or not found.
+pub fn unary_fetch_answer_len(id: TxId, body: Option<&[u8]>) -> usize {
+    size::wire_len(&TransactionResponse {
+        transaction_hash: id.to_string(),
+        transaction_data: body.map(<[u8]>::to_vec).unwrap_or_default(),
+        found: body.is_some(),
+    })
 }
 
 /// The stream's answer to a pull of `id`: the body without its hash, or, when the answerer

@@ -16,14 +16,15 @@ use std::net::Ipv4Addr;
 use rand::seq::SliceRandom;
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use sorcha_peer_core::gossip::{FetchFailure, GossipMessage};
-use sorcha_peer_core::membership::{Contact, Failure, Request, RequestId, Response};
+use sorcha_peer_core::link::{Speaks, Via};
+use sorcha_peer_core::membership::{Contact, Failure, RequestId, Response};
 use sorcha_peer_core::model::{
-    PeerAdvert, PeerCapabilities, PeerId, PeerNode, Protocol, Timestamp, TxHash, TxId,
+    PeerAdvert, PeerCapabilities, PeerId, PeerNode, Timestamp, TxHash, TxId,
 };
 use sorcha_peer_core::node::{Node, NodeConfig, Output};
 use sorcha_peer_core::time::{Instant, Now};
 
+pub(crate) use crate::event::Ev;
 use crate::metrics::{Recorder, Report, TxRecord};
 use crate::network::Network;
 use crate::queue::EventQueue;
@@ -61,59 +62,10 @@ pub(crate) struct SimNode {
     pub(crate) wake: Option<Instant>,
     /// The peer store (what the node persisted), kept across restarts.
     pub(crate) stored: BTreeMap<PeerId, PeerNode>,
-}
-
-pub(crate) enum Ev {
-    Start(u32),
-    Down(u32, ChurnMode),
-    Up(u32),
-    /// Node `node`'s wake-up for its deadline `at`.
-    Wake {
-        node: u32,
-        epoch: u32,
-        at: Instant,
-    },
-    /// A membership request arrives at `to`.
-    Request {
-        from: u32,
-        epoch: u32,
-        to: u32,
-        id: RequestId,
-        /// Boxed: a `Register` carries a whole advert, and every queued event pays for the
-        /// largest variant.
-        request: Box<Request>,
-        deadline: Timestamp,
-    },
-    Response {
-        node: u32,
-        epoch: u32,
-        id: RequestId,
-        result: Result<Response, Failure>,
-    },
-    Gossip {
-        from: u32,
-        to: u32,
-        message: GossipMessage,
-    },
-    /// A fetch call arrives at `to`.
-    FetchRequest {
-        from: u32,
-        epoch: u32,
-        to: u32,
-        id: TxId,
-        deadline: Timestamp,
-    },
-    Fetched {
-        node: u32,
-        epoch: u32,
-        from: u32,
-        id: TxId,
-        result: Result<Vec<u8>, FetchFailure>,
-    },
-    Submit,
-    Fault(usize),
-    Heal,
-    Sample,
+    /// The transports it serves (and advertises).
+    pub(crate) speaks: Speaks,
+    /// Failing every call made to it (a `fail` fault), while still calling out.
+    pub(crate) failing: bool,
 }
 
 pub struct World {
@@ -137,6 +89,10 @@ pub struct World {
     /// Submission events handled (a submission finding no live origin counts too).
     pub(crate) submissions_done: usize,
     pub(crate) done: bool,
+    /// Open streams by (from, to): the runtime's number for each and the incarnations of
+    /// both ends it was opened between (a restart of either end breaks it).
+    pub(crate) streams: BTreeMap<(u32, u32), (u64, u32, u32)>,
+    pub(crate) next_stream: u64,
 }
 
 /// Node `n`'s peer id: 40 characters like the daemon's derived ids, readable in traces.
@@ -194,6 +150,8 @@ impl World {
             next_origin: 0,
             submissions_done: 0,
             done: false,
+            streams: BTreeMap::new(),
+            next_stream: 0,
         };
         world.build_nodes();
         world.schedule_starts();
@@ -229,6 +187,8 @@ impl World {
                 left: false,
                 wake: None,
                 stored: BTreeMap::new(),
+                speaks: Speaks::default(),
+                failing: false,
             });
         }
         let mut others: Vec<usize> = (k..n).collect();
@@ -241,6 +201,37 @@ impl World {
         }
         for i in picked.take(liars) {
             self.nodes[i].role = Role::Liar;
+        }
+        self.assign_transports();
+    }
+
+    /// Picks the unary-only and REST-only nodes among the non-bootstrap ones (no draw at
+    /// all when there are none, so other scenarios keep their random streams).
+    fn assign_transports(&mut self) {
+        let t = self.scenario.transports.clone();
+        if t.unary_only == 0.0 && t.rest_only == 0.0 {
+            return;
+        }
+        let n = self.nodes.len();
+        let k = self.scenario.topology.bootstrap_nodes;
+        let mut others: Vec<usize> = (k..n).collect();
+        others.shuffle(&mut self.rng);
+        let unary = (t.unary_only * n as f64).round() as usize;
+        let rest = (t.rest_only * n as f64).round() as usize;
+        let mut picked = others.into_iter();
+        for i in picked.by_ref().take(unary) {
+            self.nodes[i].speaks = Speaks {
+                stream: false,
+                grpc: true,
+                rest: false,
+            };
+        }
+        for i in picked.take(rest) {
+            self.nodes[i].speaks = Speaks {
+                stream: false,
+                grpc: false,
+                rest: true,
+            };
         }
     }
 
@@ -272,7 +263,7 @@ impl World {
         let faults = self.scenario.faults.clone();
         for (i, fault) in faults.iter().enumerate() {
             match fault {
-                Fault::Churn { at, .. } | Fault::Partition { at, .. } => {
+                Fault::Churn { at, .. } | Fault::Partition { at, .. } | Fault::Fail { at, .. } => {
                     self.faults_due += 1;
                     self.queue
                         .push(Timestamp::from_millis(at.ms()), Ev::Fault(i));
@@ -317,18 +308,32 @@ impl World {
                 id,
                 request,
                 deadline,
-            } => self.on_request(from as usize, epoch, to as usize, id, *request, deadline),
+                via,
+            } => self.on_request(
+                (from as usize, epoch),
+                to as usize,
+                (id, via),
+                *request,
+                deadline,
+            ),
             Ev::Response {
                 node,
                 epoch,
                 id,
                 result,
-            } => {
-                let now = self.clock();
-                if let Some(core) = self.live_core(node as usize, epoch) {
-                    core.handle_response(id, result, now);
-                    self.drain(node as usize);
-                }
+                via,
+            } => self.on_response(node as usize, epoch, id, result, via),
+            Ev::Transmitted {
+                node,
+                epoch,
+                peer,
+                ticket,
+                outcome,
+            } => self.on_transmitted(node as usize, epoch, peer as usize, ticket, outcome),
+            Ev::Notify { from, to, entry } => self.on_notify(from as usize, to as usize, entry),
+            Ev::Failing(n, on) => {
+                self.faults_due -= 1;
+                self.nodes[n as usize].failing = on;
             }
             Ev::Gossip { from, to, message } => self.on_gossip(from as usize, to as usize, message),
             Ev::FetchRequest {
@@ -337,7 +342,8 @@ impl World {
                 to,
                 id,
                 deadline,
-            } => self.on_fetch_request(from as usize, epoch, to as usize, id, deadline),
+                unary,
+            } => self.on_fetch_request(from as usize, epoch, to as usize, id, deadline, unary),
             Ev::Fetched {
                 node,
                 epoch,
@@ -349,6 +355,21 @@ impl World {
             Ev::Fault(i) => self.fault(i),
             Ev::Heal => self.heal(),
             Ev::Sample => self.sample(),
+        }
+    }
+
+    fn on_response(
+        &mut self,
+        n: usize,
+        epoch: u32,
+        id: RequestId,
+        result: Result<Response, Failure>,
+        via: Option<Via>,
+    ) {
+        let now = self.clock();
+        if let Some(core) = self.live_core(n, epoch) {
+            core.handle_response_via(id, result, via, now);
+            self.drain(n);
         }
     }
 
@@ -390,9 +411,9 @@ impl World {
             peer_id: self.nodes[n].id.clone(),
             address: self.nodes[n].address.clone(),
             port: PORT,
-            supported_protocols: vec![Protocol::GrpcStream, Protocol::Grpc],
+            supported_protocols: self.nodes[n].speaks.protocols(),
             capabilities: PeerCapabilities {
-                supports_streaming: true,
+                supports_streaming: self.nodes[n].speaks.stream,
                 supports_transaction_distribution: true,
                 max_transaction_size: u32::try_from(self.config.gossip.max_transaction_size)
                     .unwrap_or(u32::MAX),
@@ -409,8 +430,10 @@ impl World {
         }
         let rng = ChaCha8Rng::seed_from_u64(self.node_seeds.next_u64());
         let stored: Vec<PeerNode> = self.nodes[n].stored.values().cloned().collect();
+        let mut config = self.config.clone();
+        config.link.speaks = self.nodes[n].speaks;
         let core = Node::new(
-            self.config.clone(),
+            config,
             self.advert(n),
             self.nodes[n].bootstrap.clone(),
             stored,
@@ -454,9 +477,20 @@ impl World {
     pub(crate) fn drain(&mut self, n: usize) {
         while let Some(output) = self.nodes[n].core.as_mut().and_then(Node::poll_output) {
             match output {
-                Output::Send { to, request, id } => self.send_request(n, &to, request, id),
-                Output::Gossip { to, message } => self.send_gossip(n, &to, message),
-                Output::Fetch { from, id, size, .. } => self.send_fetch(n, &from, id, size),
+                Output::Send {
+                    to,
+                    request,
+                    id,
+                    via,
+                    rest_fallback,
+                } => self.send_request(n, &to, request, id, (via, rest_fallback)),
+                Output::Transmit {
+                    to,
+                    via,
+                    what,
+                    ticket,
+                } => self.transmit(n, &to, via, what, ticket),
+                Output::CloseLink(peer) => self.close_link(n, &peer),
                 Output::Store { hash, origin, .. } => self.on_store(n, hash, origin),
                 Output::Deliver { .. } => self.rec.count("deliveries"),
                 Output::Persist(peer) => {

@@ -19,8 +19,8 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use sorcha_peer_core::backoff::{BackoffConfig, RetryPolicy};
 use sorcha_peer_core::breaker::BreakerConfig;
 use sorcha_peer_core::gossip::{FanoutMode, GossipConfig};
+use sorcha_peer_core::link::LinkConfig;
 use sorcha_peer_core::membership::MembershipConfig;
-use sorcha_peer_core::model::Protocol;
 use sorcha_peer_core::node::NodeConfig;
 
 use crate::address::{DiscoveryOptions, PreferredFamily, parse_external_address};
@@ -171,6 +171,13 @@ impl Config {
         NodeConfig {
             membership: self.membership(),
             gossip: self.gossip(),
+            link: LinkConfig {
+                speaks: self.speaks(),
+                breaker: self.breaker(),
+                retry: self.retry(),
+                streaming_threshold: u64::from(self.distribution.streaming_threshold),
+                size: sorcha_peer_wire::size::gossip_len,
+            },
         }
     }
 
@@ -563,30 +570,9 @@ fn string_or_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Err
     }
 }
 
-/// The transports this node speaks (and serves).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Speaks {
-    pub stream: bool,
-    pub grpc: bool,
-    pub rest: bool,
-}
-
-impl Speaks {
-    /// As `supported_protocols` in our adverts, best first.
-    pub fn protocols(self) -> Vec<Protocol> {
-        let mut list = Vec::new();
-        if self.grpc && self.stream {
-            list.push(Protocol::GrpcStream);
-        }
-        if self.grpc {
-            list.push(Protocol::Grpc);
-        }
-        if self.rest {
-            list.push(Protocol::Rest);
-        }
-        list
-    }
-}
+/// The transports this node speaks (and serves): the core's, whose link machine plans with
+/// it too.
+pub use sorcha_peer_core::link::Speaks;
 
 #[cfg(test)]
 mod tests;

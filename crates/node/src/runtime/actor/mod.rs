@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sorcha_peer_core::gossip::{self, GossipEvent, GossipMessage};
+use sorcha_peer_core::link::{Outcome, What};
 use sorcha_peer_core::membership::Contact;
 use sorcha_peer_core::membership::{KnownPeer, MembershipEvent};
 use sorcha_peer_core::model::{NodeState, PeerId, Protocol, TxId};
@@ -109,8 +110,10 @@ impl Actor {
         metrics.record_state(node.state());
         let outbound = Outbound::new(answers_tx, metrics.clone(), peer_id, &settings.transport);
         let mut outbound = outbound;
+        let mut node = node;
         for (peer, protocol) in &settings.remembered {
             outbound.worked(peer, *protocol, true);
+            node.remember_protocol(peer, *protocol);
         }
         let actor = Self {
             node,
@@ -328,10 +331,7 @@ impl Actor {
                 self.outbound.heard_notify_from(&from);
                 let known = self.node.gossip().is_known(&entry.id);
                 self.heard_of(entry.id);
-                let message = GossipMessage::Announce {
-                    entries: vec![entry],
-                };
-                self.node.handle_gossip(&from, message, now);
+                self.node.handle_notify(&from, entry, now);
                 let _ = reply.send(known);
             }
         }
@@ -355,26 +355,17 @@ impl Actor {
     fn carry_out(&mut self) {
         while let Some(output) = self.node.poll_output() {
             match output {
-                Output::Send { to, request, id } => {
+                Output::Send {
+                    to, request, id, ..
+                } => {
                     let offers = self.offers(&to);
                     self.outbound.send(&to, &offers, request, id);
                 }
-                Output::Gossip { to, message } => {
-                    let offers = self.offers(&to);
-                    self.outbound.send_gossip(&to, &offers, message);
-                }
-                Output::Fetch {
-                    from,
-                    id,
-                    hash,
-                    size,
-                } => {
-                    let mib = u32::try_from(size >> 20).unwrap_or(u32::MAX);
-                    let timeout = self.fetch_timeout + Duration::from_secs(1) * mib;
-                    let offers = self.offers(&from);
-                    self.outbound
-                        .fetch(&from, &offers, TxName::new(id, hash), size, timeout);
-                }
+                Output::Transmit {
+                    to, what, ticket, ..
+                } => self.transmit(to, what, ticket),
+                // The daemon's links still follow their own breakers (see `transmit`).
+                Output::CloseLink(_) => {}
                 Output::Store {
                     hash,
                     body,
@@ -442,9 +433,39 @@ impl Actor {
         }
     }
 
+    /// Hands a transmission to the daemon's own links and reports it sent at once, so the
+    /// core's link releases the next one. Until the link workers execute the core's
+    /// transport choices, the daemon's links keep choosing the transport, batching pulls
+    /// and counting their drops themselves; the core's link policy then never refuses
+    /// anything here (its lanes drain as fast as they fill).
+    fn transmit(&mut self, to: Contact, what: What, ticket: u64) {
+        let offers = self.offers(&to);
+        match what {
+            What::Gossip(message) => self.outbound.send_gossip(&to, &offers, message),
+            What::Notify(entries) => {
+                let message = GossipMessage::Announce { entries };
+                self.outbound.send_gossip(&to, &offers, message);
+            }
+            What::Fetch(pulls) => {
+                for pull in pulls {
+                    let mib = u32::try_from(pull.size >> 20).unwrap_or(u32::MAX);
+                    let timeout = self.fetch_timeout + Duration::from_secs(1) * mib;
+                    let name = TxName::new(pull.id, pull.hash);
+                    self.outbound.fetch(&to, &offers, name, pull.size, timeout);
+                }
+            }
+        }
+        if let (Some(peer), true) = (&to.peer_id, ticket > 0) {
+            self.node
+                .handle_transmitted(peer, ticket, Outcome::Sent, self.clock.now());
+        }
+    }
+
     fn report(&self, event: Event) {
         let event = match event {
             Event::Membership(event) => event,
+            // Counted by the daemon's own links for now (see `transmit`).
+            Event::Link(_) => return,
             Event::Gossip(event) => return self.report_gossip(event),
             Event::UnknownPeer { peer_id } => {
                 tracing::debug!(peer = %peer_id, "gossip for a peer membership forgot; dropped");

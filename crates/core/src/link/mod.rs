@@ -1,0 +1,421 @@
+//! The per-peer transport policy, sans IO: which transport to use with each peer, when to
+//! stop calling it, how much may wait for it, and how pulls are grouped. It lives in the core
+//! so that the daemon and the simulator run the very same policy; the runtime only carries
+//! out [`Output::Transmit`] and [`Output::Request`] and reports how each went.
+//!
+//! - [`negotiate`]: what we speak ([`Speaks`]) and what each peer speaks, learnt from adverts
+//!   and answers (a refused stream downgrades the link to unary, re-probed after
+//!   [`REPROBE_AFTER`]; a gRPC transport failure to a peer that may speak REST tries REST),
+//!   and which peers speak our `GOSSIP_*` extensions or only Sorcha's `NotifyTransaction`.
+//! - `peer`: one peer's link: bounded Control / Announce / Body lanes, a window of
+//!   transmissions in flight released as outcomes come back, retries with backoff.
+//! - `pulls`: pulls to extension speakers with an open stream gathered into `GOSSIP_FETCH`
+//!   batches of at most [`MAX_FETCH_BATCH`] ids; the rest one unary call each.
+//! - [`types`]: the inputs and outputs at the machine's edge.
+//!
+//! Call order: [`Links::new`]; inputs ([`Links::send`], [`Links::pull`], [`Links::request`],
+//! the `handle_*` reports, [`Links::handle_timeout`] once [`Links::poll_timeout`] is due) each
+//! with the monotonic `now`; after each,
+//! [`Links::flush_pulls`] once a round of pulls is in, then drain [`Links::poll_output`].
+//! Each peer also has a circuit breaker ([`crate::breaker`]): every report about the peer
+//! counts, an open circuit closes the link and refuses what is sent until it half-opens.
+
+pub mod negotiate;
+mod peer;
+mod pulls;
+#[cfg(test)]
+mod tests;
+pub mod types;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use rand_chacha::ChaCha8Rng;
+
+use crate::breaker::{BreakerState, Breakers, Rejected};
+use crate::gossip::GossipMessage;
+use crate::membership::{Contact, Request, RequestId};
+use crate::model::{PeerId, Protocol, Timestamp, TxId};
+use crate::time::Instant;
+pub use negotiate::{Dialects, Negotiator, Plan, Speaks};
+use peer::{PeerLink, Verdict, lane_of};
+pub use types::*;
+
+/// The breakers' time: they only compare and subtract instants, so the monotonic clock's
+/// milliseconds serve as their timestamps.
+fn stamp(now: Instant) -> Timestamp {
+    Timestamp::from_millis(now.as_millis())
+}
+
+/// Membership requests whose peer and transport are remembered until answered: above
+/// membership's own bound of requests in flight.
+pub const MAX_REQUESTS: usize = 1024;
+
+pub struct Links {
+    config: LinkConfig,
+    negotiator: Negotiator,
+    dialects: Dialects,
+    breakers: Breakers,
+    /// Peers whose circuit is open, to close their links and report the change once.
+    open_circuits: BTreeSet<PeerId>,
+    links: BTreeMap<PeerId, PeerLink>,
+    /// Pulls gathered for the stream until [`Links::flush_pulls`].
+    batched: pulls::Batched,
+    /// The peer and transport of each membership request in flight.
+    requests: BTreeMap<RequestId, (Option<PeerId>, Via)>,
+    rng: ChaCha8Rng,
+    /// The last ticket handed out (0 is never one: unary pulls carry it).
+    tickets: u64,
+    outputs: VecDeque<Output>,
+}
+
+impl Links {
+    pub fn new(config: LinkConfig, rng: ChaCha8Rng) -> Self {
+        Self {
+            negotiator: Negotiator::new(config.speaks),
+            dialects: Dialects::default(),
+            breakers: Breakers::new(config.breaker)
+                .expect("invariant: the breaker config is validated with the configuration"),
+            config,
+            open_circuits: BTreeSet::new(),
+            links: BTreeMap::new(),
+            batched: pulls::Batched::default(),
+            requests: BTreeMap::new(),
+            rng,
+            tickets: 0,
+            outputs: VecDeque::new(),
+        }
+    }
+
+    // ---- getters ----
+
+    /// The breaker state of `peer`'s circuit.
+    pub fn circuit(&self, peer: &PeerId, now: Instant) -> BreakerState {
+        self.breakers.state(peer, stamp(now))
+    }
+
+    /// The transport that last worked with `peer`.
+    pub fn protocol(&self, peer: &PeerId) -> Option<Protocol> {
+        self.negotiator.protocol(peer)
+    }
+
+    /// The transport `peer`'s link uses now, if it has one.
+    pub fn via(&self, peer: &PeerId) -> Option<Via> {
+        self.links.get(peer).map(PeerLink::via)
+    }
+
+    pub fn stream_open(&self, peer: &PeerId) -> bool {
+        self.links.get(peer).is_some_and(PeerLink::stream_open)
+    }
+
+    pub fn len(&self) -> usize {
+        self.links.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.links.is_empty()
+    }
+
+    pub fn speaks(&self) -> Speaks {
+        self.config.speaks
+    }
+
+    /// Whether pulls wait for [`Links::flush_pulls`].
+    pub fn pulls_waiting(&self) -> bool {
+        self.batched.count > 0
+    }
+
+    // ---- inputs ----
+
+    /// Queues `message` on the link to `to` (a peer advertising `offers`), unless its
+    /// circuit is open. Announcements to a Sorcha-only peer become notifications.
+    pub fn send(&mut self, to: Contact, offers: &[Protocol], message: GossipMessage, now: Instant) {
+        let Some(peer) = to.peer_id.clone() else {
+            return; // Gossip always names a peer; a contact without one has nobody to send to.
+        };
+        if self.breakers.check(&peer, stamp(now)).is_err() {
+            self.dropped(DropKind::CircuitOpen, 1);
+            return;
+        }
+        let lane = lane_of(&message, self.config.size);
+        let what = match message {
+            GossipMessage::Announce { entries } if self.dialects.sorcha_only(&peer) => {
+                What::Notify(entries)
+            }
+            GossipMessage::Push { entry, .. } if self.dialects.sorcha_only(&peer) => {
+                What::Notify(vec![entry])
+            }
+            message => What::Gossip(message),
+        };
+        let link = self.link(&peer, to, offers, now);
+        match link.enqueue(lane, what, now) {
+            Ok(()) => self.release(&peer, now),
+            Err(kind) => self.dropped(kind, 1),
+        }
+    }
+
+    /// A membership request to `to`; refused when its circuit is open (fail it at once).
+    pub fn request(
+        &mut self,
+        to: Contact,
+        offers: &[Protocol],
+        request: Request,
+        id: RequestId,
+        now: Instant,
+    ) -> Result<(), Rejected> {
+        if let Some(peer) = &to.peer_id {
+            self.breakers.check(peer, stamp(now))?;
+        }
+        let plan = self.negotiator.plan(to.peer_id.as_ref(), offers);
+        // Requests are calls; the stream carries gossip only.
+        let via = if plan.via == Via::Stream {
+            Via::Unary
+        } else {
+            plan.via
+        };
+        if self.requests.len() >= MAX_REQUESTS {
+            self.requests.pop_first();
+        }
+        self.requests.insert(id, (to.peer_id.clone(), via));
+        let rest_fallback = plan.rest_fallback;
+        self.outputs.push_back(Output::Request {
+            to,
+            request,
+            id,
+            via,
+            rest_fallback,
+        });
+        Ok(())
+    }
+
+    /// The answer to request `id` came: `healthy` unless it was silence or a broken
+    /// connection; `via` the transport that got an answer, if one did.
+    pub fn handle_answered(
+        &mut self,
+        id: RequestId,
+        healthy: bool,
+        via: Option<Via>,
+        now: Instant,
+    ) {
+        let Some((Some(peer), _)) = self.requests.remove(&id) else {
+            return;
+        };
+        if let Some(via) = via
+            && self.negotiator.worked(&peer, via.protocol(), false)
+        {
+            self.event(LinkEvent::Worked {
+                peer: peer.clone(),
+                protocol: via.protocol(),
+            });
+        }
+        self.record(&peer, healthy, now);
+    }
+
+    /// A pull's body or failure came from `from` (for its breaker).
+    pub fn handle_fetched(&mut self, from: &PeerId, healthy: bool, now: Instant) {
+        self.record(from, healthy, now);
+    }
+
+    /// The runtime's report on transmission `ticket` to `peer`.
+    pub fn handle_transmitted(
+        &mut self,
+        peer: &PeerId,
+        ticket: u64,
+        outcome: Outcome,
+        now: Instant,
+    ) {
+        let rest = self.config.speaks.rest;
+        let policy = self.config.retry;
+        let Some(link) = self.links.get_mut(peer) else {
+            return; // Closed meanwhile: what it carried was counted then.
+        };
+        let verdict = link.outcome(ticket, outcome, now, rest, &policy, &mut self.rng);
+        match verdict {
+            Verdict::Sent(via) => {
+                if self.negotiator.worked(peer, via.protocol(), true) {
+                    let protocol = via.protocol();
+                    self.event(LinkEvent::Worked {
+                        peer: peer.clone(),
+                        protocol,
+                    });
+                }
+                self.record(peer, true, now);
+            }
+            Verdict::Refused { .. } => self.event(LinkEvent::Downgraded { peer: peer.clone() }),
+            Verdict::Failed { pulls } => {
+                self.fail_pulls(peer, pulls);
+                self.event(LinkEvent::SendFailed { peer: peer.clone() });
+                let fault = matches!(outcome, Outcome::Failed | Outcome::Timeout);
+                self.record(peer, !fault, now);
+            }
+            Verdict::Retrying | Verdict::Unknown => {}
+        }
+        self.release(peer, now);
+    }
+
+    /// The runtime opened a stream to `peer`, numbered `generation`.
+    pub fn handle_stream_opened(&mut self, peer: &PeerId, generation: u64) {
+        if let Some(link) = self.links.get_mut(peer) {
+            link.stream_opened(generation);
+        }
+    }
+
+    /// Stream `generation` to `peer` broke or fell silent.
+    pub fn handle_stream_closed(&mut self, peer: &PeerId, generation: u64) {
+        if let Some(link) = self.links.get_mut(peer) {
+            link.stream_closed(generation);
+        }
+    }
+
+    /// When the earliest retry is due (the node's `poll_timeout` takes the minimum).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.links.values().filter_map(PeerLink::retry_at).min()
+    }
+
+    /// Sends the retries that are due.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let due: Vec<PeerId> = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.retry_at().is_some_and(|at| at <= now))
+            .map(|(p, _)| p.clone())
+            .collect();
+        for peer in due {
+            self.release(&peer, now);
+        }
+    }
+
+    /// `peer` sent us gossip: it speaks our extensions.
+    pub fn heard_gossip(&mut self, peer: &PeerId) {
+        if let Some(kind) = self.dialects.heard_gossip(peer) {
+            self.dropped(kind, 1);
+        }
+    }
+
+    /// `peer` announced with `NotifyTransaction`.
+    pub fn heard_notify(&mut self, peer: &PeerId) {
+        if let Some(kind) = self.dialects.heard_notify(peer) {
+            self.dropped(kind, 1);
+        }
+    }
+
+    /// Membership forgot `peer`: so do we (its link closes).
+    pub fn forget(&mut self, peer: &PeerId) {
+        self.dialects.forget(peer);
+        self.close(peer);
+    }
+
+    /// Remembers a transport that worked with `peer` in an earlier run.
+    pub fn remember(&mut self, peer: &PeerId, protocol: Protocol) {
+        self.negotiator.worked(peer, protocol, true);
+    }
+
+    // ---- outputs ----
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    // ---- internals ----
+
+    /// `peer`'s link, opened in the transport negotiated for it if it has none.
+    fn link(
+        &mut self,
+        peer: &PeerId,
+        to: Contact,
+        offers: &[Protocol],
+        now: Instant,
+    ) -> &mut PeerLink {
+        if !self.links.contains_key(peer) {
+            if self.links.len() >= MAX_LINKS {
+                self.close_least_recent();
+            }
+            let via = self.negotiator.plan(Some(peer), offers).via;
+            self.links.insert(peer.clone(), PeerLink::new(to, via, now));
+        }
+        self.links
+            .get_mut(peer)
+            .expect("invariant: inserted above when missing")
+    }
+
+    /// Hands the runtime what `peer`'s window has room for.
+    fn release(&mut self, peer: &PeerId, now: Instant) {
+        let policy = self.config.retry;
+        let Some(link) = self.links.get_mut(peer) else {
+            return;
+        };
+        let mut failed = Vec::new();
+        let out = link.release(now, &policy, &mut self.tickets, &mut failed);
+        let to = link.contact.clone();
+        for (ticket, via, what) in out {
+            let to = to.clone();
+            self.outputs.push_back(Output::Transmit {
+                to,
+                via,
+                what,
+                ticket,
+            });
+        }
+        self.fail_pulls(peer, failed);
+    }
+
+    fn fail_pulls(&mut self, peer: &PeerId, ids: Vec<TxId>) {
+        for id in ids {
+            let from = peer.clone();
+            self.outputs.push_back(Output::PullFailed { from, id });
+        }
+    }
+
+    /// Records how a call to `peer` went, opening or closing its circuit.
+    fn record(&mut self, peer: &PeerId, ok: bool, now: Instant) {
+        if ok {
+            self.breakers.record_success(peer, stamp(now));
+        } else {
+            self.breakers.record_failure(peer, stamp(now));
+        }
+        let open = matches!(
+            self.breakers.state(peer, stamp(now)),
+            BreakerState::Open { .. }
+        );
+        if open && self.open_circuits.insert(peer.clone()) {
+            self.event(LinkEvent::CircuitOpened { peer: peer.clone() });
+            self.close(peer);
+        } else if !open && self.open_circuits.remove(peer) {
+            self.event(LinkEvent::CircuitClosed { peer: peer.clone() });
+        }
+    }
+
+    /// Peers whose circuit is open now.
+    pub fn open_circuits(&self) -> usize {
+        self.open_circuits.len()
+    }
+
+    fn close(&mut self, peer: &PeerId) {
+        if let Some(link) = self.links.remove(peer) {
+            let queued = link.pending() as u64;
+            if queued > 0 {
+                self.dropped(DropKind::LinkClosed, queued);
+            }
+            self.outputs.push_back(Output::CloseLink(peer.clone()));
+        }
+    }
+
+    fn close_least_recent(&mut self) {
+        let oldest = self
+            .links
+            .iter()
+            .min_by_key(|(_, l)| l.used)
+            .map(|(id, _)| id.clone());
+        if let Some(peer) = oldest {
+            self.close(&peer);
+            self.event(LinkEvent::Evicted { peer });
+        }
+    }
+
+    fn dropped(&mut self, kind: DropKind, count: u64) {
+        self.event(LinkEvent::Dropped { kind, count });
+    }
+
+    fn event(&mut self, event: LinkEvent) {
+        self.outputs.push_back(Output::Event(event));
+    }
+}
