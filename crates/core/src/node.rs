@@ -652,7 +652,3 @@ fn offers<'a>(membership: &'a Membership, peer: Option<&PeerId>) -> &'a [Protoco
     peer.and_then(|id| membership.peer(id))
         .map_or(&[], |known| known.node.supported_protocols.as_slice())
 }
-
-#[cfg(test)]
-#[path = "node_tests.rs"]
-mod link_tests;

@@ -20,6 +20,8 @@
 //! Each peer also has a circuit breaker ([`crate::breaker`]): every report about the peer
 //! counts, an open circuit closes the link and refuses what is sent until it half-opens.
 
+#[cfg(test)]
+mod composed_tests;
 pub mod negotiate;
 mod peer;
 mod pulls;

@@ -1,9 +1,16 @@
-//! `Node` driven directly: the link machine composed with membership and gossip.
+//! The link machine composed in a `Node`, driven directly: membership's requests and gossip's
+//! sends come out as planned transmissions.
 
 use std::collections::VecDeque;
 
-use super::*;
-use crate::model::PeerCapabilities;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::link::{self, LinkEvent, Outcome, Via, What};
+use crate::membership::Contact;
+use crate::model::{PeerAdvert, PeerCapabilities, Protocol, Timestamp};
+use crate::node::{Event, Node, NodeConfig, Output};
+use crate::time::Now;
 
 fn t(ms: u64) -> Now {
     Now::from_millis(ms)
