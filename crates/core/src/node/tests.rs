@@ -1,0 +1,108 @@
+//! `Node`'s clocks and timers driven directly.
+
+use std::time::Duration;
+
+use super::*;
+use crate::model::{PeerCapabilities, Protocol};
+
+const PROBE_MS: u64 = 10_000;
+const AE_MS: u64 = 3_000;
+/// A wall clock far from the monotonic one, as in the daemon.
+const WALL_MS: u64 = 1_800_000_000_000;
+
+fn at(mono: u64, wall: u64) -> Now {
+    Now::new(Instant::from_millis(mono), Timestamp::from_millis(wall))
+}
+
+/// A node with no peers: only the periodic timers are armed (membership's probe and
+/// refresh, gossip's anti-entropy).
+fn node(now: Now) -> Node {
+    let mut config = NodeConfig::default();
+    config.membership.probe_interval = Duration::from_millis(PROBE_MS);
+    config.gossip.anti_entropy_interval = Some(Duration::from_millis(AE_MS));
+    let advert = PeerAdvert {
+        peer_id: "node-0".parse().expect("valid id"),
+        address: "10.0.0.1".into(),
+        port: 5001,
+        supported_protocols: vec![Protocol::Grpc],
+        capabilities: PeerCapabilities {
+            supports_streaming: true,
+            supports_transaction_distribution: true,
+            max_transaction_size: 1 << 20,
+        },
+        last_seen: now.wall,
+        is_seed_node: false,
+    };
+    let mut node = Node::new(
+        config,
+        advert,
+        vec![],
+        vec![],
+        ChaCha8Rng::seed_from_u64(1),
+        now,
+    );
+    while node.poll_output().is_some() {}
+    node
+}
+
+fn probe(node: &Node) -> Option<u64> {
+    let at = node.membership().deadline(membership::Timer::Probe);
+    at.map(Instant::as_millis)
+}
+
+fn anti_entropy(node: &Node) -> Option<u64> {
+    let at = node.gossip().deadline(gossip::Timer::AntiEntropy);
+    at.map(Instant::as_millis)
+}
+
+#[test]
+fn a_wall_clock_step_moves_no_pending_deadline() {
+    let mut node = node(at(0, WALL_MS));
+    assert_eq!(node.poll_timeout(), Some(Instant::from_millis(AE_MS)));
+    // The wall clock steps back an hour, then forward a day; the monotonic one ticks on.
+    node.handle_ping(None, at(1, WALL_MS - 3_600_000))
+        .expect("answered");
+    assert_eq!(node.poll_timeout(), Some(Instant::from_millis(AE_MS)));
+    node.handle_timeout(at(AE_MS - 1, WALL_MS + 86_400_000));
+    assert_eq!(anti_entropy(&node), Some(AE_MS), "not due: nothing fired");
+    assert_eq!(probe(&node), Some(PROBE_MS));
+    node.handle_timeout(at(AE_MS, WALL_MS - 3_600_000));
+    assert_eq!(
+        anti_entropy(&node),
+        Some(2 * AE_MS),
+        "fired on time, re-armed"
+    );
+    assert_eq!(probe(&node), Some(PROBE_MS));
+}
+
+#[test]
+fn poll_timeout_is_the_earliest_deadline_and_handle_timeout_fires_only_the_due() {
+    let mut node = node(at(0, WALL_MS));
+    let wall = |mono| WALL_MS + mono;
+    assert_eq!(anti_entropy(&node), Some(AE_MS));
+    assert_eq!(probe(&node), Some(PROBE_MS));
+    assert_eq!(
+        node.poll_timeout(),
+        Some(Instant::from_millis(AE_MS)),
+        "gossip's"
+    );
+    // Every anti-entropy round up to 9 s fires alone; the probe waits.
+    for round in 1..=3 {
+        let due = round * AE_MS;
+        node.handle_timeout(at(due, wall(due)));
+        assert_eq!(anti_entropy(&node), Some(due + AE_MS));
+        assert_eq!(probe(&node), Some(PROBE_MS), "not due at {due}");
+    }
+    assert_eq!(
+        node.poll_timeout(),
+        Some(Instant::from_millis(PROBE_MS)),
+        "membership's"
+    );
+    // At 12 s both are due: both fire, once each, however often we are woken.
+    for _ in 0..2 {
+        node.handle_timeout(at(12_000, wall(12_000)));
+        assert_eq!(probe(&node), Some(12_000 + PROBE_MS));
+        assert_eq!(anti_entropy(&node), Some(12_000 + AE_MS));
+    }
+    assert_eq!(node.poll_timeout(), Some(Instant::from_millis(15_000)));
+}
