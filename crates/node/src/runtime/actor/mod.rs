@@ -16,8 +16,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use opentelemetry::KeyValue;
 use sorcha_peer_core::gossip::{self, GossipEvent, GossipMessage};
-use sorcha_peer_core::link::{Outcome, What};
+use sorcha_peer_core::link::{LinkEvent, Outcome, What};
 use sorcha_peer_core::membership::Contact;
 use sorcha_peer_core::membership::{KnownPeer, MembershipEvent};
 use sorcha_peer_core::model::{NodeState, PeerId, Protocol, TxId};
@@ -436,8 +437,8 @@ impl Actor {
     /// Hands a transmission to the daemon's own links and reports it sent at once, so the
     /// core's link releases the next one. Until the link workers execute the core's
     /// transport choices, the daemon's links keep choosing the transport, batching pulls
-    /// and counting their drops themselves; the core's link policy then never refuses
-    /// anything here (its lanes drain as fast as they fill).
+    /// and counting their drops themselves; the core's lanes drain as fast as they fill, and
+    /// it drops only sends to a peer whose circuit it holds open (counted in `report`).
     fn transmit(&mut self, to: Contact, what: What, ticket: u64) {
         let offers = self.offers(&to);
         match what {
@@ -464,7 +465,13 @@ impl Actor {
     fn report(&self, event: Event) {
         let event = match event {
             Event::Membership(event) => event,
-            // Counted by the daemon's own links for now (see `transmit`).
+            // Only sends to a peer whose circuit the core holds open are dropped before they
+            // reach the daemon's own links (see `transmit`), which count everything else.
+            Event::Link(LinkEvent::Dropped { kind, count }) => {
+                let kind = KeyValue::new("kind", kind.as_str());
+                self.metrics.gossip_dropped_total.add(count, &[kind]);
+                return;
+            }
             Event::Link(_) => return,
             Event::Gossip(event) => return self.report_gossip(event),
             Event::UnknownPeer { peer_id } => {
