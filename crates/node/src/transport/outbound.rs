@@ -1,21 +1,21 @@
-//! Carrying out the core's sends and fetches: one pooled HTTP/2 channel per peer address, each
-//! request a task with a deadline, each answer (or failure) fed back to the actor.
+//! Carrying out the core's outputs: one pooled HTTP/2 channel per peer address; membership
+//! requests and unary pulls each a task with a deadline; transmissions handed to each peer's
+//! link worker ([`crate::transport::links`]); every answer (or failure) fed back to the actor.
 //!
-//! The core bounds what is in flight: membership requests by `MAX_PENDING_REQUESTS`, body
-//! fetches by the gossip config's `max_in_flight` (and per peer); gossip messages go through
-//! each peer's bounded link ([`crate::transport::links`]). Each call uses the transport negotiated for
-//! the peer ([`crate::transport::negotiate`]): gRPC, with the REST fallback where it applies.
+//! The core decides everything a call needs besides the bytes: the transport (and whether
+//! REST follows a gRPC transport failure), the breakers, what waits and what is retried. It
+//! also bounds what is in flight: membership requests by `MAX_PENDING_REQUESTS`, body
+//! fetches by the gossip config's `max_in_flight`, each link by its window.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use opentelemetry::KeyValue;
-use sorcha_peer_core::backoff::RetryPolicy;
-use sorcha_peer_core::breaker::{BreakerConfig, BreakerState, Breakers};
-use sorcha_peer_core::gossip::{FetchFailure, GossipMessage};
+use sorcha_peer_core::gossip::FetchFailure;
+use sorcha_peer_core::link::{Outcome, Via, What};
 use sorcha_peer_core::membership::{Contact, Failure, Request, RequestId, Response};
-use sorcha_peer_core::model::{PeerId, Protocol, TxId};
+use sorcha_peer_core::model::{PeerId, TxId};
 use sorcha_peer_wire::membership as rpc;
 use tokio::sync::mpsc;
 use tonic::codec::CompressionEncoding;
@@ -23,17 +23,15 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
 use crate::clock::now;
-use crate::config::Speaks;
 use crate::telemetry::Metrics;
-use crate::transport::links::{Links, Mode};
-use crate::transport::negotiate::Negotiator;
+use crate::transport::links::{Job, Links};
 use crate::transport::rest::client::RestClient;
+use crate::wire::TxName;
 use crate::wire::proto::discovery::peer_discovery_client::PeerDiscoveryClient;
 use crate::wire::proto::heartbeat::peer_heartbeat_client::PeerHeartbeatClient;
 use crate::wire::proto::transaction::transaction_distribution_client::TransactionDistributionClient;
 use crate::wire::proto::transaction::{TransactionRequest, TransactionResponse};
 use crate::wire::wire_len;
-use crate::wire::{MAX_FETCH_BATCH, TxName};
 
 /// Channels kept open at most. An active set of 8 plus discovery and probes stays far below;
 /// beyond this the least recently used channel is closed (and counted).
@@ -50,42 +48,25 @@ pub const CHUNK_SIZE: usize = 64 * 1024;
 pub enum Answer {
     Membership {
         id: RequestId,
-        peer: Option<PeerId>,
         result: Result<Response, Failure>,
         /// The transport that got the answer.
-        via: Option<Protocol>,
+        via: Option<Via>,
     },
     Fetched {
         from: PeerId,
         id: TxId,
         result: Result<Vec<u8>, FetchFailure>,
     },
-    /// How a gossip send on a peer's link went (for its circuit breaker).
-    Outcome { peer: PeerId, ok: bool },
-    /// A transport worked with a peer.
-    Protocol { peer: PeerId, protocol: Protocol },
-}
-
-impl Answer {
-    /// The peer this answer is about and whether it showed the peer healthy: an answer of any
-    /// kind (even a refusal) is a live peer; only silence and broken connections are not.
-    pub fn health(&self) -> Option<(&PeerId, bool)> {
-        match self {
-            Answer::Membership { peer, result, .. } => {
-                let failed = matches!(result, Err(Failure::Timeout | Failure::Unreachable));
-                peer.as_ref().map(|p| (p, !failed))
-            }
-            Answer::Fetched { from, result, .. } => {
-                let failed = matches!(
-                    result,
-                    Err(FetchFailure::Timeout | FetchFailure::Unreachable)
-                );
-                Some((from, !failed))
-            }
-            Answer::Outcome { peer, ok } => Some((peer, *ok)),
-            Answer::Protocol { .. } => None,
-        }
-    }
+    /// How transmission `ticket` to `peer` went.
+    Transmitted {
+        peer: PeerId,
+        ticket: u64,
+        outcome: Outcome,
+    },
+    /// A link worker opened a stream to `peer`, numbered `generation`.
+    StreamOpened { peer: PeerId, generation: u64 },
+    /// Stream `generation` to `peer` ended or fell silent.
+    StreamClosed { peer: PeerId, generation: u64 },
 }
 
 /// What outbound calls need from the configuration.
@@ -96,63 +77,18 @@ pub struct TransportSettings {
     pub max_transaction_size: u32,
     /// Bodies larger than this are pulled with `StreamTransaction`.
     pub streaming_threshold: u32,
-    pub breaker: BreakerConfig,
-    /// The transports this node speaks.
-    pub speaks: Speaks,
-    /// Retries of idempotent sends.
-    pub retry: RetryPolicy,
 }
 
 pub struct Outbound {
     channels: HashMap<String, (Channel, Instant)>,
     links: Links,
-    negotiator: Negotiator,
     rest: RestClient,
-    breakers: Breakers,
-    /// Peers whose circuit is open, for the gauge and to close their links once.
-    open_circuits: BTreeSet<PeerId>,
     streaming_threshold: u64,
     answers: mpsc::Sender<Answer>,
     metrics: Arc<Metrics>,
     self_id: PeerId,
     timeout: Duration,
     max_transaction_size: u32,
-    /// Pulls for links' streams, gathered while the actor carries out one round of outputs
-    /// and sent as one `GOSSIP_FETCH` per peer by [`Outbound::flush_fetches`]; bounded by the
-    /// gossip core's fetches in flight.
-    batched: BTreeMap<PeerId, Vec<Pull>>,
-    /// Peers that sent us gossip messages, so speak our extensions (`GOSSIP_FETCH` included);
-    /// at most [`MAX_SPEAKERS`], past which the others pull the unary way.
-    speakers: HashSet<PeerId>,
-    /// Peers that announced to us with Sorcha's `NotifyTransaction` and never sent gossip: we
-    /// announce to them the same way. Every other peer is taken to speak our extensions
-    /// (adverts do not say yet which extensions a peer speaks: see the links module). At most
-    /// [`MAX_SPEAKERS`].
-    sorcha_only: HashSet<PeerId>,
-}
-
-/// Peers remembered as speaking the gossip extensions: eight times the links kept open.
-const MAX_SPEAKERS: usize = 8 * crate::transport::links::MAX_LINKS;
-
-/// Adds `peer` to `set` unless it holds [`MAX_SPEAKERS`]; a refusal is counted as
-/// `gossip_dropped_total{kind}` (that peer is then treated as if unheard of).
-fn remember(set: &mut HashSet<PeerId>, peer: &PeerId, metrics: &Metrics, kind: &'static str) {
-    if set.len() < MAX_SPEAKERS {
-        set.insert(peer.clone());
-    } else {
-        metrics
-            .gossip_dropped_total
-            .add(1, &[KeyValue::new("kind", kind)]);
-    }
-}
-
-/// A pull waiting to be batched, with what it takes to make it unary instead.
-struct Pull {
-    from: Contact,
-    offers: Vec<Protocol>,
-    wanted: TxName,
-    size: u64,
-    timeout: Duration,
 }
 
 impl Outbound {
@@ -164,180 +100,81 @@ impl Outbound {
         settings: &TransportSettings,
     ) -> Self {
         let timeout = settings.peer_timeout;
-        let (max_transaction_size, streaming_threshold) =
-            (settings.max_transaction_size, settings.streaming_threshold);
-        let (breaker, speaks) = (settings.breaker, settings.speaks);
         let rest = RestClient::new(timeout)
             .expect("invariant: a plain HTTP client with the ring provider installed builds");
+        let max_message = settings.max_transaction_size as usize + CHUNK_SIZE;
         Self {
             links: Links::new(
                 self_id.clone(),
                 timeout,
-                max_transaction_size as usize + CHUNK_SIZE,
+                max_message,
                 metrics.clone(),
                 answers.clone(),
                 rest.clone(),
-                settings.retry,
             ),
-            negotiator: Negotiator::new(speaks),
             rest,
-            breakers: Breakers::new(breaker)
-                .expect("invariant: the breaker config is validated with the configuration"),
-            open_circuits: BTreeSet::new(),
             channels: HashMap::new(),
-            streaming_threshold: u64::from(streaming_threshold),
+            streaming_threshold: u64::from(settings.streaming_threshold),
             answers,
             metrics,
             self_id,
             timeout,
-            max_transaction_size,
-            batched: BTreeMap::new(),
-            speakers: HashSet::new(),
-            sorcha_only: HashSet::new(),
+            max_transaction_size: settings.max_transaction_size,
         }
     }
 
-    /// Notes that `peer` sent us gossip (so it answers pulls on a stream).
-    pub fn heard_gossip_from(&mut self, peer: &PeerId) {
-        self.sorcha_only.remove(peer);
-        if !self.speakers.contains(peer) {
-            remember(&mut self.speakers, peer, &self.metrics, "speakers_full");
-        }
-    }
-
-    /// Notes that `peer` announced with `NotifyTransaction`: unless it also sent us gossip, it
-    /// is a Sorcha peer, and gets our announcements as notifications.
-    pub fn heard_notify_from(&mut self, peer: &PeerId) {
-        if !self.speakers.contains(peer) && !self.sorcha_only.contains(peer) {
-            remember(
-                &mut self.sorcha_only,
-                peer,
-                &self.metrics,
-                "sorcha_only_full",
-            );
-        }
-    }
-
-    /// Forgets what was learned about `peer` (membership forgot it).
-    pub fn forget(&mut self, peer: &PeerId) {
-        self.speakers.remove(peer);
-        self.sorcha_only.remove(peer);
-    }
-
-    /// Sends the pulls gathered by [`Outbound::fetch`]: one `GOSSIP_FETCH` per peer and
-    /// [`MAX_FETCH_BATCH`] ids; a batch the peer's link cannot take goes unary.
-    pub fn flush_fetches(&mut self) {
-        for (peer, pulls) in std::mem::take(&mut self.batched) {
-            for batch in pulls.chunks(MAX_FETCH_BATCH) {
-                let ids = batch.iter().map(|p| p.wanted.id()).collect();
-                if !self.links.fetch(&peer, ids) {
-                    for p in batch {
-                        self.fetch_unary(&p.from, &p.offers, p.wanted, p.size, p.timeout);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Queues `message` on the link to `to`, unless its circuit is open.
-    pub fn send_gossip(&mut self, to: &Contact, offers: &[Protocol], message: GossipMessage) {
+    /// Hands transmission `ticket` to `to`'s link worker, which reports how it went; the
+    /// outcome now if it cannot be handed over (the caller reports it).
+    pub fn transmit(
+        &mut self,
+        to: &Contact,
+        via: Via,
+        what: What,
+        ticket: u64,
+    ) -> Result<(), Outcome> {
         let Some(peer) = to.peer_id.clone() else {
-            return; // Gossip always names a peer; a contact without one has nobody to send to.
+            return Ok(()); // The core names a peer for every transmission.
         };
-        if self.breakers.check(&peer, now()).is_err() {
-            self.metrics
-                .gossip_dropped_total
-                .add(1, &[KeyValue::new("kind", "circuit_open")]);
-            return;
-        }
         let open = if self.links.contains(&peer) {
             None
         } else {
-            let mode = self.negotiator.plan(Some(&peer), offers).mode;
-            self.channel(to)
-                .ok()
-                .map(|channel| (channel, base_url(to), mode))
+            match self.channel(to) {
+                Ok(channel) => Some((channel, base_url(to))),
+                Err(_) => {
+                    self.metrics
+                        .gossip_dropped_total
+                        .add(1, &[KeyValue::new("kind", "unaddressable")]);
+                    return Err(Outcome::Failed);
+                }
+            }
         };
-        let speaks = !self.sorcha_only.contains(&peer);
-        self.links.push(&peer, message, open, speaks);
+        let job = Job { ticket, via, what };
+        self.links.transmit(&peer, open, job)
     }
 
-    /// Records how a call to `peer` went, opening or closing its circuit.
-    pub fn record(&mut self, peer: &PeerId, ok: bool) {
-        let now = now();
-        if ok {
-            self.breakers.record_success(peer, now);
-        } else {
-            self.breakers.record_failure(peer, now);
-        }
-        let open = matches!(self.breakers.state(peer, now), BreakerState::Open { .. });
-        if open && self.open_circuits.insert(peer.clone()) {
-            tracing::info!(peer = %peer, "circuit opened: calls to the peer are skipped until it half-opens");
-            self.links.close(peer);
-        } else if !open && self.open_circuits.remove(peer) {
-            tracing::info!(peer = %peer, "circuit closed");
-        }
-        self.metrics
-            .circuit_breakers_open
-            .record(self.open_circuits.len() as i64, &[]);
+    /// Stops `peer`'s link worker (its circuit opened, it was evicted or forgotten).
+    pub fn close_link(&mut self, peer: &PeerId) {
+        self.links.close(peer);
     }
 
-    /// Records that `protocol` worked with `peer`; true if that is news (worth storing).
-    pub fn worked(&mut self, peer: &PeerId, protocol: Protocol, from_link: bool) -> bool {
-        self.negotiator.worked(peer, protocol, from_link)
-    }
-
-    /// The transport that last worked with `peer`.
-    pub fn protocol(&self, peer: &PeerId) -> Option<Protocol> {
-        self.negotiator.protocol(peer)
-    }
-
-    /// `closed`, `open` or `half_open`.
-    pub fn circuit(&self, peer: &PeerId) -> &'static str {
-        match self.breakers.state(peer, now()) {
-            BreakerState::Closed => "closed",
-            BreakerState::Open { .. } => "open",
-            BreakerState::HalfOpen => "half_open",
-        }
-    }
-
-    /// Fetches the body of `wanted` from `from` (our peers by id on the stream; by name in a
-    /// unary call: Sorcha's peers know whole hashes only); the result arrives on the answers
-    /// channel.
-    /// Bodies up to the streaming threshold from a peer whose link has an open stream wait for
-    /// [`Outbound::flush_fetches`] and go in a batch; the rest are one call each.
+    /// Fetches the body of `wanted` from `from` in one call over `via` (our peers by id,
+    /// Sorcha's by whole hash); the result arrives on the answers channel.
     pub fn fetch(
         &mut self,
         from: &Contact,
-        offers: &[Protocol],
+        via: Via,
         wanted: TxName,
         size: u64,
         timeout: Duration,
     ) {
-        if let Some(peer) = &from.peer_id
-            && size <= self.streaming_threshold
-            && self.speakers.contains(peer)
-            && self.links.stream_open(peer)
-            && self.breakers.check(peer, now()).is_ok()
-        {
-            let pull = Pull {
-                from: from.clone(),
-                offers: offers.to_vec(),
-                wanted,
-                size,
-                timeout,
-            };
-            self.batched.entry(peer.clone()).or_default().push(pull);
-            return;
-        }
-        self.fetch_unary(from, offers, wanted, size, timeout);
+        self.fetch_unary(from, via == Via::Rest, wanted, size, timeout);
     }
 
     /// One `GetTransaction` (or `StreamTransaction`, or REST) call for one body.
     fn fetch_unary(
         &mut self,
         from: &Contact,
-        offers: &[Protocol],
+        over_rest: bool,
         wanted: TxName,
         size: u64,
         timeout: Duration,
@@ -352,10 +189,6 @@ impl Outbound {
             id,
             result: Err(result),
         };
-        if self.breakers.check(&peer_id, now()).is_err() {
-            let _ = answers.try_send(fail(FetchFailure::Unreachable));
-            return;
-        }
         let Ok(channel) = self.channel(from) else {
             let _ = answers.try_send(fail(FetchFailure::Unreachable));
             return;
@@ -367,7 +200,6 @@ impl Outbound {
         };
         let (metrics, max_tx) = (self.metrics.clone(), self.max_transaction_size);
         let stream = size > self.streaming_threshold;
-        let over_rest = self.negotiator.plan(Some(&peer_id), offers).mode == Mode::Rest;
         let (rest, base) = (self.rest.clone(), base_url(from));
         tokio::spawn(async move {
             let fetch = async {
@@ -404,26 +236,25 @@ impl Outbound {
         });
     }
 
-    /// Sends `request` to `to` in its own task; the answer arrives on the answers channel.
-    pub fn send(&mut self, to: &Contact, offers: &[Protocol], request: Request, id: RequestId) {
-        let peer = to.peer_id.clone();
-        let unreachable = |peer| Answer::Membership {
-            id,
-            peer,
-            result: Err(Failure::Unreachable),
-            via: None,
-        };
-        if let Some(p) = &peer
-            && self.breakers.check(p, now()).is_err()
-        {
-            let _ = self.answers.try_send(unreachable(peer));
-            return;
-        }
+    /// Sends `request` to `to` over `via` in its own task (then over REST after a gRPC
+    /// transport failure, when `rest_fallback`); the answer arrives on the answers channel.
+    pub fn send(
+        &mut self,
+        to: &Contact,
+        request: Request,
+        id: RequestId,
+        (via, rest_fallback): (Via, bool),
+    ) {
         let channel = match self.channel(to) {
             Ok(channel) => channel,
             Err(e) => {
                 tracing::debug!(to = %to.address, port = to.port, error = %e, "cannot address peer");
-                let _ = self.answers.try_send(unreachable(peer));
+                let unreachable = Answer::Membership {
+                    id,
+                    result: Err(Failure::Unreachable),
+                    via: None,
+                };
+                let _ = self.answers.try_send(unreachable);
                 return;
             }
         };
@@ -431,27 +262,26 @@ impl Outbound {
         let metrics = self.metrics.clone();
         let self_id = self.self_id.clone();
         let (timeout, max_tx) = (self.timeout, self.max_transaction_size);
-        let plan = self.negotiator.plan(peer.as_ref(), offers);
         let (rest, base) = (self.rest.clone(), base_url(to));
         tokio::spawn(async move {
             let over_rest = || async {
                 let result = rest.call(&base, request.clone(), &self_id, max_tx).await;
-                (result.map_err(Failure::from), Protocol::Rest)
+                (result.map_err(Failure::from), Via::Rest)
             };
-            let (result, used) = if plan.mode == Mode::Rest {
+            let (result, used) = if via == Via::Rest {
                 over_rest().await
             } else {
                 let grpc =
                     tokio::time::timeout(timeout, call(channel, request.clone(), &self_id, max_tx))
                         .await;
                 match grpc {
-                    Ok(Ok(response)) => (Ok(response), Protocol::Grpc),
+                    Ok(Ok(response)) => (Ok(response), Via::Unary),
                     // No gRPC answer at all from a peer that may speak REST: try REST.
-                    Ok(Err(status)) if plan.rest_fallback && is_transport_failure(&status) => {
+                    Ok(Err(status)) if rest_fallback && is_transport_failure(&status) => {
                         over_rest().await
                     }
-                    Ok(Err(status)) => (Err(failure(&status)), Protocol::Grpc),
-                    Err(_) => (Err(Failure::Timeout), Protocol::Grpc),
+                    Ok(Err(status)) => (Err(failure(&status)), Via::Unary),
+                    Err(_) => (Err(Failure::Timeout), Via::Unary),
                 }
             };
             if result.is_err() {
@@ -460,14 +290,7 @@ impl Outbound {
             let via = result.is_ok().then_some(used);
             // The actor bounds requests in flight below this channel's capacity; a send error
             // only means the actor is gone (shutdown).
-            let _ = answers
-                .send(Answer::Membership {
-                    id,
-                    peer,
-                    result,
-                    via,
-                })
-                .await;
+            let _ = answers.send(Answer::Membership { id, result, via }).await;
         });
     }
 

@@ -5,29 +5,34 @@
 //! The loop (`tokio::select!`, biased): answers to our own requests first (they free room in
 //! the core's bounded pending map), then commands from the listeners, then the core's timers.
 //! After each input the core's outputs are carried out: persistence, sends, events. The core
-//! keeps its own deadlines; the loop sleeps on one tokio timer until `Node::poll_timeout`,
+//! chooses every transport, breaker and retry; the daemon only executes its transmissions
+//! (each peer's link worker, [`crate::transport::links`]) and feeds back how they went. The
+//! core keeps its own deadlines; the loop sleeps on one tokio timer until `Node::poll_timeout`,
 //! reset whenever that deadline changes, so no timer is kept (or refused) here. Every input
 //! gets both clocks from one [`Clock`].
 //!
+//! Here: the loop and the outputs; `commands.rs`: the listeners' commands; `report.rs`: the
+//! core's events as logs and metrics.
+//!
 //! Shutdown: the actor keeps answering until the last handle is dropped (the listeners drop
 //! theirs once their in-flight requests are done), so no request is cut off mid-way.
+
+mod commands;
+mod report;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use opentelemetry::KeyValue;
-use sorcha_peer_core::gossip::{self, GossipEvent, GossipMessage};
-use sorcha_peer_core::link::{LinkEvent, Outcome, What};
-use sorcha_peer_core::membership::Contact;
-use sorcha_peer_core::membership::{KnownPeer, MembershipEvent};
-use sorcha_peer_core::model::{NodeState, PeerId, Protocol, TxId};
-use sorcha_peer_core::node::{Event, Node, Output};
-use sorcha_peer_core::time::{Instant as CoreInstant, Now};
+use sorcha_peer_core::gossip;
+use sorcha_peer_core::link::{Via, What};
+use sorcha_peer_core::membership::{Contact, KnownPeer};
+use sorcha_peer_core::model::{NodeState, PeerId, Protocol, TxHash, TxId};
+use sorcha_peer_core::node::{Node, Output};
+use sorcha_peer_core::time::Instant as CoreInstant;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::address::AddressReport;
-use crate::handle::PeerView;
 use crate::store::transactions::TxStore;
 use crate::store::{SendError, StoreHandle};
 use crate::telemetry::Metrics;
@@ -36,7 +41,7 @@ use crate::wire::TxName;
 
 use crate::clock::{Clock, now};
 use crate::handle::{
-    COMMAND_QUEUE_CAPACITY, Command, DELIVERY_CAPACITY, Delivered, NodeHandle, Status, Submitted,
+    COMMAND_QUEUE_CAPACITY, Command, DELIVERY_CAPACITY, Delivered, NodeHandle, Status,
 };
 
 /// Answers to our own requests waiting for the actor. The core keeps at most
@@ -110,10 +115,8 @@ impl Actor {
         };
         metrics.record_state(node.state());
         let outbound = Outbound::new(answers_tx, metrics.clone(), peer_id, &settings.transport);
-        let mut outbound = outbound;
         let mut node = node;
         for (peer, protocol) in &settings.remembered {
-            outbound.worked(peer, *protocol, true);
             node.remember_protocol(peer, *protocol);
         }
         let actor = Self {
@@ -172,29 +175,27 @@ impl Actor {
         tracing::debug!("node actor stopped: no handles left");
     }
 
+    /// Feeds back what the transport saw: answers, outcomes, streams opened and lost.
     fn handle_answer(&mut self, answer: Answer) {
-        if let Some((peer, ok)) = answer.health() {
-            let peer = peer.clone();
-            self.outbound.record(&peer, ok);
-        }
+        let now = self.clock.now();
         match answer {
-            Answer::Membership {
-                id,
-                result,
-                peer,
-                via,
-            } => {
-                if let (Some(peer), Some(protocol)) = (&peer, via) {
-                    self.note_protocol(peer, protocol, false);
-                }
-                self.node.handle_response(id, result, self.clock.now());
+            Answer::Membership { id, result, via } => {
+                self.node.handle_response_via(id, result, via, now)
             }
             Answer::Fetched { from, id, result } => {
-                self.node
-                    .handle_fetched(&from, id, result, self.clock.now())
+                self.node.handle_fetched(&from, id, result, now)
             }
-            Answer::Outcome { .. } => {}
-            Answer::Protocol { peer, protocol } => self.note_protocol(&peer, protocol, true),
+            Answer::Transmitted {
+                peer,
+                ticket,
+                outcome,
+            } => self.node.handle_transmitted(&peer, ticket, outcome, now),
+            Answer::StreamOpened { peer, generation } => {
+                self.node.handle_stream_opened(&peer, generation, now)
+            }
+            Answer::StreamClosed { peer, generation } => {
+                self.node.handle_stream_closed(&peer, generation, now)
+            }
         }
     }
 
@@ -210,132 +211,6 @@ impl Actor {
         }
         self.heard.insert(id, Instant::now());
         self.heard_order.push_back(id);
-    }
-
-    /// Remembers the transport that worked with `peer`, in memory and in the peer store.
-    fn note_protocol(&mut self, peer: &PeerId, protocol: Protocol, from_link: bool) {
-        if self.outbound.worked(peer, protocol, from_link) {
-            tracing::debug!(peer = %peer, protocol = protocol.as_str(), "transport chosen");
-            self.persist(
-                self.store
-                    .set_preferred_protocol(peer.clone(), Some(protocol)),
-            );
-        }
-    }
-
-    /// What a contact's peer advertises it speaks (nothing known for bootstrap contacts).
-    fn offers(&self, contact: &Contact) -> Vec<Protocol> {
-        contact
-            .peer_id
-            .as_ref()
-            .and_then(|id| self.node.membership().peer(id))
-            .map(|p| p.node.supported_protocols.clone())
-            .unwrap_or_default()
-    }
-
-    fn handle(&mut self, command: Command, now: Now) {
-        // A dropped reply channel means the caller gave up (timeout, disconnect): nothing to do.
-        match command {
-            Command::Register { advert, reply } => {
-                let _ = reply.send(self.node.handle_register(advert, now));
-            }
-            Command::Heartbeat { peer_id, reply } => {
-                let _ = reply.send(self.node.handle_heartbeat(&peer_id, now));
-            }
-            Command::PeerList {
-                requester,
-                max,
-                reply,
-            } => {
-                let list = self.node.peer_list(requester.as_ref(), max, now);
-                let _ = reply.send((list, self.node.membership().known_count()));
-            }
-            Command::Exchange {
-                from,
-                adverts,
-                max,
-                reply,
-            } => {
-                let _ = reply.send(self.node.handle_exchange(&from, adverts, max, now));
-            }
-            Command::Ping { from, reply } => {
-                let _ = reply.send(self.node.handle_ping(from.as_ref(), now));
-            }
-            Command::Status { reply } => {
-                let _ = reply.send(self.status());
-            }
-            Command::Peers { reply } => {
-                let peers = self
-                    .node
-                    .membership()
-                    .peers()
-                    .map(|p| {
-                        let id = &p.node.peer_id;
-                        PeerView::of(
-                            p,
-                            now.wall,
-                            self.outbound.circuit(id),
-                            self.outbound.protocol(id),
-                        )
-                    })
-                    .collect();
-                let _ = reply.send(peers);
-            }
-            Command::Ban {
-                peer_id,
-                until,
-                reply,
-            } => {
-                let done = match until {
-                    Some(until) => self.node.ban(&peer_id, until, now),
-                    None => {
-                        self.node.unban(&peer_id, now);
-                        true
-                    }
-                };
-                if done {
-                    self.persist(self.store.set_ban(peer_id, until));
-                }
-                let _ = reply.send(done);
-            }
-            Command::Remove { peer_id, reply } => {
-                let known = self.node.membership().peer(&peer_id).is_some();
-                self.node.remove(&peer_id, now);
-                let _ = reply.send(known);
-            }
-            Command::SetAddress { report } => self.set_address(*report),
-            Command::Submit {
-                body,
-                register_id,
-                reply,
-            } => {
-                let result = self
-                    .node
-                    .submit(body, register_id, now)
-                    .map(|outcome| Submitted {
-                        hash: outcome.hash.to_string(),
-                        new: outcome.new,
-                        announced_to: self.node.gossip().peers().len(),
-                    });
-                let _ = reply.send(result);
-            }
-            Command::Gossip { from, message } => {
-                self.outbound.heard_gossip_from(&from);
-                if let GossipMessage::Announce { entries } = &message {
-                    for entry in entries {
-                        self.heard_of(entry.id);
-                    }
-                }
-                self.node.handle_gossip(&from, message, now);
-            }
-            Command::Notify { from, entry, reply } => {
-                self.outbound.heard_notify_from(&from);
-                let known = self.node.gossip().is_known(&entry.id);
-                self.heard_of(entry.id);
-                self.node.handle_notify(&from, entry, now);
-                let _ = reply.send(known);
-            }
-        }
     }
 
     /// A write the store refused (its queue full, or the writer gone) is counted; the peer is
@@ -357,36 +232,25 @@ impl Actor {
         while let Some(output) = self.node.poll_output() {
             match output {
                 Output::Send {
-                    to, request, id, ..
-                } => {
-                    let offers = self.offers(&to);
-                    self.outbound.send(&to, &offers, request, id);
-                }
+                    to,
+                    request,
+                    id,
+                    via,
+                    rest_fallback,
+                } => self.outbound.send(&to, request, id, (via, rest_fallback)),
                 Output::Transmit {
-                    to, what, ticket, ..
-                } => self.transmit(to, what, ticket),
-                // The daemon's links still follow their own breakers (see `transmit`).
-                Output::CloseLink(_) => {}
+                    to,
+                    via,
+                    what,
+                    ticket,
+                } => self.transmit(to, via, what, ticket),
+                Output::CloseLink(peer) => self.outbound.close_link(&peer),
                 Output::Store {
                     hash,
                     body,
                     register_id,
                     origin,
-                } => {
-                    if let Some(heard) = self.heard.remove(&hash.id()) {
-                        let seconds = heard.elapsed().as_secs_f64();
-                        self.metrics
-                            .transaction_distribution_latency
-                            .record(seconds, &[]);
-                    }
-                    let origin = match origin {
-                        gossip::Origin::Local => "local".to_owned(),
-                        gossip::Origin::Peer(id) => id.to_string(),
-                    };
-                    if let Ok(mut store) = self.transactions.lock() {
-                        store.insert(hash, body, register_id, origin, now());
-                    }
-                }
+                } => self.store_body(hash, body, register_id, origin),
                 Output::Deliver {
                     hash,
                     register_id,
@@ -400,14 +264,38 @@ impl Actor {
                     });
                 }
                 Output::Persist(node) => self.persist(self.store.upsert(node)),
-                Output::Forget(id) => {
-                    self.outbound.forget(&id);
-                    self.persist(self.store.forget(id));
-                }
+                Output::Forget(id) => self.persist(self.store.forget(id)),
                 Output::Event(event) => self.report(event),
             }
         }
-        self.outbound.flush_fetches();
+        self.record_gauges();
+    }
+
+    /// Keeps a body for peers and local readers, timing its arrival if it was announced.
+    fn store_body(
+        &mut self,
+        hash: TxHash,
+        body: Vec<u8>,
+        register_id: Option<String>,
+        origin: gossip::Origin,
+    ) {
+        if let Some(heard) = self.heard.remove(&hash.id()) {
+            let seconds = heard.elapsed().as_secs_f64();
+            self.metrics
+                .transaction_distribution_latency
+                .record(seconds, &[]);
+        }
+        let origin = match origin {
+            gossip::Origin::Local => "local".to_owned(),
+            gossip::Origin::Peer(id) => id.to_string(),
+        };
+        if let Ok(mut store) = self.transactions.lock() {
+            store.insert(hash, body, register_id, origin, now());
+        }
+    }
+
+    /// The gauges that follow the core's state after every turn.
+    fn record_gauges(&self) {
         let membership = self.node.membership();
         self.metrics
             .peer_count
@@ -424,6 +312,7 @@ impl Actor {
         self.metrics
             .gossip_fetches_in_flight
             .record(gossip.in_flight() as i64, &[]);
+        self.record_circuits();
         if let Ok(store) = self.transactions.lock() {
             self.metrics
                 .transaction_store_size
@@ -434,100 +323,28 @@ impl Actor {
         }
     }
 
-    /// Hands a transmission to the daemon's own links and reports it sent at once, so the
-    /// core's link releases the next one. Until the link workers execute the core's
-    /// transport choices, the daemon's links keep choosing the transport, batching pulls
-    /// and counting their drops themselves; the core's lanes drain as fast as they fill, and
-    /// it drops only sends to a peer whose circuit it holds open (counted in `report`).
-    fn transmit(&mut self, to: Contact, what: What, ticket: u64) {
-        let offers = self.offers(&to);
-        match what {
-            What::Gossip(message) => self.outbound.send_gossip(&to, &offers, message),
-            What::Notify(entries) => {
-                let message = GossipMessage::Announce { entries };
-                self.outbound.send_gossip(&to, &offers, message);
+    /// Hands a transmission to the peer's link worker, which reports its outcome; one that
+    /// cannot be handed over is reported now. A unary pull (ticket 0) is one fetch call per
+    /// body, whose result is its only report.
+    fn transmit(&mut self, to: Contact, via: Via, what: What, ticket: u64) {
+        if ticket == 0 {
+            let What::Fetch(pulls) = what else {
+                return; // The core gives every other transmission a ticket.
+            };
+            for pull in pulls {
+                // A large body takes longer: a second more per MiB.
+                let mib = u32::try_from(pull.size >> 20).unwrap_or(u32::MAX);
+                let timeout = self.fetch_timeout + Duration::from_secs(1) * mib;
+                let name = TxName::new(pull.id, pull.hash);
+                self.outbound.fetch(&to, via, name, pull.size, timeout);
             }
-            What::Fetch(pulls) => {
-                for pull in pulls {
-                    let mib = u32::try_from(pull.size >> 20).unwrap_or(u32::MAX);
-                    let timeout = self.fetch_timeout + Duration::from_secs(1) * mib;
-                    let name = TxName::new(pull.id, pull.hash);
-                    self.outbound.fetch(&to, &offers, name, pull.size, timeout);
-                }
-            }
+            return;
         }
-        if let (Some(peer), true) = (&to.peer_id, ticket > 0) {
+        if let (Err(outcome), Some(peer)) =
+            (self.outbound.transmit(&to, via, what, ticket), &to.peer_id)
+        {
             self.node
-                .handle_transmitted(peer, ticket, Outcome::Sent, self.clock.now());
-        }
-    }
-
-    fn report(&self, event: Event) {
-        let event = match event {
-            Event::Membership(event) => event,
-            // Only sends to a peer whose circuit the core holds open are dropped before they
-            // reach the daemon's own links (see `transmit`), which count everything else.
-            Event::Link(LinkEvent::Dropped { kind, count }) => {
-                let kind = KeyValue::new("kind", kind.as_str());
-                self.metrics.gossip_dropped_total.add(count, &[kind]);
-                return;
-            }
-            Event::Link(_) => return,
-            Event::Gossip(event) => return self.report_gossip(event),
-            Event::UnknownPeer { peer_id } => {
-                tracing::debug!(peer = %peer_id, "gossip for a peer membership forgot; dropped");
-                return;
-            }
-        };
-        match event {
-            MembershipEvent::StateChanged { from, to } => {
-                tracing::info!(from = from.as_str(), to = to.as_str(), "node state changed");
-                self.metrics.record_state(to);
-                self.state.send_replace(to);
-            }
-            MembershipEvent::Bootstrapped { peer_id } => {
-                tracing::info!(peer = %peer_id, "bootstrapped")
-            }
-            MembershipEvent::BootstrapFailed { attempt, retry_at } => {
-                let retry_in = retry_at.since(self.clock.now().mono);
-                tracing::warn!(attempt, ?retry_in, "every bootstrap node failed; retrying");
-            }
-            MembershipEvent::DiscoveryRound { round, new_peers } => {
-                self.metrics.discovery_rounds_total.add(1, &[]);
-                if new_peers > 0 {
-                    self.metrics.record_discovery_success(now());
-                }
-                tracing::debug!(round, new_peers, "discovery round");
-            }
-            MembershipEvent::PeerAdded { peer_id } => {
-                tracing::debug!(peer = %peer_id, "peer added")
-            }
-            MembershipEvent::PeerActivated { peer_id } => {
-                tracing::info!(peer = %peer_id, "peer connected")
-            }
-            MembershipEvent::PeerSuspect { peer_id } => {
-                tracing::debug!(peer = %peer_id, "peer suspect")
-            }
-            MembershipEvent::PeerUnreachable { peer_id } => {
-                tracing::info!(peer = %peer_id, "peer disconnected")
-            }
-            MembershipEvent::PeerRemoved { peer_id } => {
-                tracing::info!(peer = %peer_id, "peer removed")
-            }
-        }
-    }
-
-    fn report_gossip(&self, event: GossipEvent) {
-        match event {
-            GossipEvent::BadBody { from, id } => {
-                tracing::warn!(peer = %from, %id, "peer served a body that does not match its hash");
-            }
-            GossipEvent::FetchAbandoned { id } => {
-                tracing::warn!(%id, "every announcer failed to serve a transaction; waiting for anti-entropy");
-            }
-            GossipEvent::Repaired { hash, from } => {
-                tracing::debug!(%hash, peer = %from, "anti-entropy repair")
-            }
+                .handle_transmitted(peer, ticket, outcome, self.clock.now());
         }
     }
 

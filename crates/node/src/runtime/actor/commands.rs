@@ -1,0 +1,155 @@
+//! The listeners' commands, by family: membership calls answered from the core, gossip
+//! inputs, and the admin API's reads and changes. A dropped reply channel means the caller
+//! gave up (timeout, disconnect): nothing to do.
+
+use sorcha_peer_core::breaker::BreakerState;
+use sorcha_peer_core::gossip::GossipMessage;
+use sorcha_peer_core::time::Now;
+
+use super::Actor;
+use crate::handle::{Command, PeerView, Submitted};
+
+impl Actor {
+    pub(super) fn handle(&mut self, command: Command, now: Now) {
+        let Some(command) = self.membership_command(command, now) else {
+            return;
+        };
+        let Some(command) = self.gossip_command(command, now) else {
+            return;
+        };
+        self.admin_command(command, now);
+    }
+
+    /// The peer protocol's membership calls; any other command comes back.
+    fn membership_command(&mut self, command: Command, now: Now) -> Option<Command> {
+        match command {
+            Command::Register { advert, reply } => {
+                let _ = reply.send(self.node.handle_register(advert, now));
+            }
+            Command::Heartbeat { peer_id, reply } => {
+                let _ = reply.send(self.node.handle_heartbeat(&peer_id, now));
+            }
+            Command::PeerList {
+                requester,
+                max,
+                reply,
+            } => {
+                let list = self.node.peer_list(requester.as_ref(), max, now);
+                let _ = reply.send((list, self.node.membership().known_count()));
+            }
+            Command::Exchange {
+                from,
+                adverts,
+                max,
+                reply,
+            } => {
+                let _ = reply.send(self.node.handle_exchange(&from, adverts, max, now));
+            }
+            Command::Ping { from, reply } => {
+                let _ = reply.send(self.node.handle_ping(from.as_ref(), now));
+            }
+            other => return Some(other),
+        }
+        None
+    }
+
+    /// Submissions, and gossip and notifications from peers; any other command comes back.
+    fn gossip_command(&mut self, command: Command, now: Now) -> Option<Command> {
+        match command {
+            Command::Submit {
+                body,
+                register_id,
+                reply,
+            } => {
+                let result = self
+                    .node
+                    .submit(body, register_id, now)
+                    .map(|outcome| Submitted {
+                        hash: outcome.hash.to_string(),
+                        new: outcome.new,
+                        announced_to: self.node.gossip().peers().len(),
+                    });
+                let _ = reply.send(result);
+            }
+            Command::Gossip { from, message } => {
+                if let GossipMessage::Announce { entries } = &message {
+                    for entry in entries {
+                        self.heard_of(entry.id);
+                    }
+                }
+                self.node.handle_gossip(&from, message, now);
+            }
+            Command::Notify { from, entry, reply } => {
+                let known = self.node.gossip().is_known(&entry.id);
+                self.heard_of(entry.id);
+                self.node.handle_notify(&from, entry, now);
+                let _ = reply.send(known);
+            }
+            other => return Some(other),
+        }
+        None
+    }
+
+    /// The admin API and the address loop.
+    fn admin_command(&mut self, command: Command, now: Now) {
+        match command {
+            Command::Status { reply } => {
+                let _ = reply.send(self.status());
+            }
+            Command::Peers { reply } => {
+                let _ = reply.send(self.peer_views(now));
+            }
+            Command::Ban {
+                peer_id,
+                until,
+                reply,
+            } => {
+                let done = match until {
+                    Some(until) => self.node.ban(&peer_id, until, now),
+                    None => {
+                        self.node.unban(&peer_id, now);
+                        true
+                    }
+                };
+                if done {
+                    self.persist(self.store.set_ban(peer_id, until));
+                }
+                let _ = reply.send(done);
+            }
+            Command::Remove { peer_id, reply } => {
+                let known = self.node.membership().peer(&peer_id).is_some();
+                self.node.remove(&peer_id, now);
+                let _ = reply.send(known);
+            }
+            Command::SetAddress { report } => self.set_address(*report),
+            // Handled by the families above.
+            Command::Register { .. }
+            | Command::Heartbeat { .. }
+            | Command::PeerList { .. }
+            | Command::Exchange { .. }
+            | Command::Ping { .. }
+            | Command::Submit { .. }
+            | Command::Gossip { .. }
+            | Command::Notify { .. } => {}
+        }
+    }
+
+    /// Every known peer as the admin API shows it, with its circuit and the transport that
+    /// last worked, both from the core's link machine.
+    fn peer_views(&self, now: Now) -> Vec<PeerView> {
+        let links = self.node.links();
+        self.node
+            .membership()
+            .peers()
+            .map(|p| {
+                let id = &p.node.peer_id;
+                let circuit = match links.circuit(id, now.mono) {
+                    BreakerState::Closed => "closed",
+                    BreakerState::Open { .. } => "open",
+                    BreakerState::HalfOpen => "half_open",
+                };
+                PeerView::of(p, now.wall, circuit, links.protocol(id))
+            })
+            .collect()
+    }
+}
