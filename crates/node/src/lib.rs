@@ -7,7 +7,7 @@
 //! - [`api`]: the HTTP port (health, metrics, status, peers, transactions, the operator's
 //!   actions).
 //! - [`transport`]: reaching peers and being reached: the gRPC services, the REST fallback,
-//!   each peer's outgoing link, the outbound calls and which transport each peer gets.
+//!   each peer's link worker and the outbound calls, over the transports the core chose.
 //! - [`handle`]: the actor's mailbox: [`handle::NodeHandle`], the commands the listeners send
 //!   and what they get back; below transport and api, which call it, and runtime, which answers.
 //! - [`store`]: SQLite and memory: the peer store, the transaction bodies, the offline queue.

@@ -44,8 +44,9 @@ use crate::handle::{
     COMMAND_QUEUE_CAPACITY, Command, DELIVERY_CAPACITY, Delivered, NodeHandle, Status,
 };
 
-/// Answers to our own requests waiting for the actor. The core keeps at most
-/// `MAX_PENDING_REQUESTS` (256) in flight, so this never fills.
+/// Answers, outcomes and stream reports waiting for the actor. Membership requests (at most
+/// `MAX_PENDING_REQUESTS`, 256) never fill it; link workers with many reports at once may,
+/// and then wait to send (nothing is lost), while the actor drains this queue first.
 pub const ANSWER_QUEUE_CAPACITY: usize = 1024;
 
 /// What the actor needs from the configuration besides the core's own knobs.
