@@ -260,47 +260,20 @@ impl Metrics {
         let Ok(mut reported) = self.reported.lock() else {
             return; // A panic elsewhere poisoned it; metrics are not worth a second panic.
         };
-        let refused = [
-            ("banned", stats.refused_banned, reported.refused_banned),
-            ("self", stats.refused_self, reported.refused_self),
-            (
-                "bad_address",
-                stats.refused_bad_address,
-                reported.refused_bad_address,
-            ),
-            (
-                "bad_port",
-                stats.refused_bad_port,
-                reported.refused_bad_port,
-            ),
-            (
-                "oversized",
-                stats.refused_oversized,
-                reported.refused_oversized,
-            ),
-            ("stale", stats.refused_stale, reported.refused_stale),
-            (
-                "list_full",
-                stats.refused_list_full,
-                reported.refused_list_full,
-            ),
-        ];
-        add_deltas(&self.adverts_refused_total, "reason", &refused);
-        let dropped = [
-            ("outputs", stats.outputs_dropped, reported.outputs_dropped),
-            ("sends", stats.sends_refused, reported.sends_refused),
-            (
-                "expired_requests",
-                stats.requests_expired,
-                reported.requests_expired,
-            ),
-            (
-                "unknown_responses",
-                stats.responses_unknown,
-                reported.responses_unknown,
-            ),
-        ];
-        add_deltas(&self.membership_dropped_total, "kind", &dropped);
+        add_kind_deltas(
+            &self.adverts_refused_total,
+            "reason",
+            advert_refusals,
+            stats,
+            &reported,
+        );
+        add_kind_deltas(
+            &self.membership_dropped_total,
+            "kind",
+            membership_drops,
+            stats,
+            &reported,
+        );
         *reported = *stats;
     }
 
@@ -345,17 +318,15 @@ impl Metrics {
             counter.add(field(now).saturating_sub(field(before)), &[]);
         }
         let by_kind = [
-            (&self.anti_entropy_digests_total, digest_kinds as KindRows),
+            (
+                &self.anti_entropy_digests_total,
+                digest_kinds as KindRows<GossipStats>,
+            ),
             (&self.gossip_dropped_total, gossip_drop_kinds),
             (&self.gossip_fetch_failures_total, fetch_failure_kinds),
         ];
         for (counter, rows) in by_kind {
-            let rows: Vec<_> = rows(now)
-                .into_iter()
-                .zip(rows(before))
-                .map(|((kind, now), (_, before))| (kind, now, before))
-                .collect();
-            add_deltas(counter, "kind", &rows);
+            add_kind_deltas(counter, "kind", rows, now, before);
         }
         *reported = *stats;
     }
@@ -380,8 +351,47 @@ impl Metrics {
 /// One counter of the gossip core's stats.
 type StatField = fn(&GossipStats) -> u64;
 
-/// The counters of one labelled metric in the gossip core's stats: `(kind, value)` rows.
-type KindRows = fn(&GossipStats) -> Vec<(&'static str, u64)>;
+/// The counters of one labelled metric in a core's cumulative stats: `(label, value)` rows.
+type KindRows<S> = fn(&S) -> Vec<(&'static str, u64)>;
+
+/// Adds to `counter`, labelled `key` = each row's label, what `rows` gained from `before` to
+/// `now`.
+fn add_kind_deltas<S>(
+    counter: &Counter<u64>,
+    key: &'static str,
+    rows: KindRows<S>,
+    now: &S,
+    before: &S,
+) {
+    for ((label, now), (_, before)) in rows(now).into_iter().zip(rows(before)) {
+        if now > before {
+            counter.add(now - before, &[KeyValue::new(key, label)]);
+        }
+    }
+}
+
+/// `adverts_refused_total{reason}` as membership counts it.
+fn advert_refusals(s: &MembershipStats) -> Vec<(&'static str, u64)> {
+    vec![
+        ("banned", s.refused_banned),
+        ("self", s.refused_self),
+        ("bad_address", s.refused_bad_address),
+        ("bad_port", s.refused_bad_port),
+        ("oversized", s.refused_oversized),
+        ("stale", s.refused_stale),
+        ("list_full", s.refused_list_full),
+    ]
+}
+
+/// `membership_dropped_total{kind}`.
+fn membership_drops(s: &MembershipStats) -> Vec<(&'static str, u64)> {
+    vec![
+        ("outputs", s.outputs_dropped),
+        ("sends", s.sends_refused),
+        ("expired_requests", s.requests_expired),
+        ("unknown_responses", s.responses_unknown),
+    ]
+}
 
 /// `anti_entropy_digests_total{kind}`: recent digests (every round) and sweeps.
 fn digest_kinds(s: &GossipStats) -> Vec<(&'static str, u64)> {
@@ -412,16 +422,6 @@ fn fetch_failure_kinds(s: &GossipStats) -> Vec<(&'static str, u64)> {
         ("failed", s.fetch_failures),
         ("abandoned", s.fetches_abandoned),
     ]
-}
-
-/// Adds to `counter`, labelled `key` = each row's name, what each stats field gained since it
-/// was last reported: `(name, now, before)` rows.
-fn add_deltas(counter: &Counter<u64>, key: &'static str, rows: &[(&'static str, u64, u64)]) {
-    for &(name, now, before) in rows {
-        if now > before {
-            counter.add(now - before, &[KeyValue::new(key, name)]);
-        }
-    }
 }
 
 #[cfg(test)]
