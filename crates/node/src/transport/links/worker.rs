@@ -159,26 +159,46 @@ async fn fetch(w: &mut Worker, via: Via, pulls: &[Pull]) -> Outcome {
         return Outcome::Failed;
     }
     let ids: Vec<TxId> = pulls.iter().map(|p| p.id).collect();
-    let wire = to_fetch_message(&ids, &w.self_id, &w.peer, now());
-    let bytes = match stream_send(w, wire).await {
-        Ok(bytes) => bytes,
+    let first = match ensure_stream(w).await {
+        Ok(first) => first,
         Err(outcome) => return outcome,
     };
-    w.metrics.record_sent("fetch", bytes);
-    // Noted after the send: an answer faster than this leaves its id behind, and if the
-    // stream then breaks the core is told of a failure for a transaction it no longer waits
-    // for, which it ignores.
-    if let Some(Ok(mut asked)) = w.stream.as_ref().map(|s| s.asked.lock()) {
-        let room = MAX_ASKED.saturating_sub(asked.len());
-        let over = ids.len().saturating_sub(room);
-        asked.extend(ids.into_iter().take(room));
-        if over > 0 {
-            w.metrics
-                .gossip_dropped_total
-                .add(over as u64, &[KeyValue::new("kind", "asked_full")]);
+    // Noted before the send, so an answer that beats this task back is found and removed by
+    // the reader; unnoted if the send fails (the failure is reported once, below).
+    let asked = w.stream.as_ref().map(|s| s.asked.clone());
+    let noted = asked.as_ref().map_or(0, |asked| note_asked(w, asked, &ids));
+    let wire = to_fetch_message(&ids, &w.self_id, &w.peer, now());
+    match send_on_stream(w, wire, first).await {
+        Ok(bytes) => {
+            w.metrics.record_sent("fetch", bytes);
+            Outcome::Sent
+        }
+        Err(outcome) => {
+            if let Some(Ok(mut asked)) = asked.as_ref().map(|a| a.lock()) {
+                for id in &ids[..noted] {
+                    asked.remove(id);
+                }
+            }
+            outcome
         }
     }
-    Outcome::Sent
+}
+
+/// Notes `ids` as asked on the stream, as many as there is room for (the rest counted); how
+/// many were noted (the first ones).
+fn note_asked(w: &Worker, asked: &Asked, ids: &[TxId]) -> usize {
+    let Ok(mut asked) = asked.lock() else {
+        return 0;
+    };
+    let room = MAX_ASKED.saturating_sub(asked.len()).min(ids.len());
+    asked.extend(ids[..room].iter().copied());
+    let over = ids.len() - room;
+    if over > 0 {
+        w.metrics
+            .gossip_dropped_total
+            .add(over as u64, &[KeyValue::new("kind", "asked_full")]);
+    }
+    room
 }
 
 /// A unary call has no earlier message: it carries the whole envelope.
@@ -195,15 +215,26 @@ async fn unary(w: &mut Worker, wire: PeerMessage) -> Result<u64, Outcome> {
 /// message of a stream goes whole: the peer binds its sender to the stream. The later ones go
 /// compact ([`compact`]). The bytes it took if it went.
 async fn stream_send(w: &mut Worker, wire: PeerMessage) -> Result<u64, Outcome> {
+    let first = ensure_stream(w).await?;
+    send_on_stream(w, wire, first).await
+}
+
+/// Opens a stream unless the link has a usable one; whether it is new (its first message
+/// must go whole).
+async fn ensure_stream(w: &mut Worker) -> Result<bool, Outcome> {
     let usable = w
         .stream
         .as_ref()
         .is_some_and(|s| s.alive.load(Ordering::Relaxed) && !s.tx.is_closed());
-    let first = !usable;
-    if first {
+    if !usable {
         w.stream = None;
         open_stream(w).await?;
     }
+    Ok(!usable)
+}
+
+/// Sends `wire` on the open stream, whole if `first`, else compact.
+async fn send_on_stream(w: &mut Worker, wire: PeerMessage, first: bool) -> Result<u64, Outcome> {
     let Some(stream) = &w.stream else {
         return Err(Outcome::Failed);
     };
