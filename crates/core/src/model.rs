@@ -407,6 +407,9 @@ pub struct PeerNode {
     pub is_bootstrap: bool,
     /// Refuse and ignore this peer until then.
     pub banned_until: Option<Timestamp>,
+    /// It proved this id on an authenticated (TLS) connection: from then on only such a
+    /// connection may speak for it (see [`Caller`]).
+    pub verified: bool,
 }
 
 impl PeerNode {
@@ -425,6 +428,7 @@ impl PeerNode {
             latency: None,
             is_bootstrap: advert.is_seed_node,
             banned_until: None,
+            verified: false,
         }
     }
 
@@ -626,5 +630,28 @@ mod tests {
             Some(Protocol::GrpcStream)
         );
         assert_eq!(Protocol::from_wire("carrier-pigeon"), None);
+    }
+}
+
+/// Who sent a request, as far as the transport proved it. A peer id in a message is a claim;
+/// only a TLS connection whose certificate carries the key the id derives from proves it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    /// The connection's certificate proved this id.
+    Proven(PeerId),
+    /// Plaintext, or TLS without a client certificate: whatever it says is a claim. `ip` is
+    /// the connection's remote address, when known (bans of unverified peers key on it).
+    Unproven { ip: Option<String> },
+}
+
+impl Caller {
+    /// A caller the transport knows nothing about.
+    pub const UNKNOWN: Caller = Caller::Unproven { ip: None };
+
+    pub fn proven(&self) -> Option<&PeerId> {
+        match self {
+            Caller::Proven(id) => Some(id),
+            Caller::Unproven { .. } => None,
+        }
     }
 }

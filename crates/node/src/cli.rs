@@ -421,8 +421,8 @@ fn peers(args: &ClientArgs) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     println!(
-        "{:40}  {:22}  {:11}  {:6}  {:>10}  {:>9}  {:>8}",
-        "PEER ID", "ADDRESS", "STATUS", "ACTIVE", "LAST SEEN", "LATENCY", "FAILURES"
+        "{:40}  {:22}  {:11}  {:6}  {:8}  {:>10}  {:>9}  {:>8}",
+        "PEER ID", "ADDRESS", "STATUS", "ACTIVE", "VERIFIED", "LAST SEEN", "LATENCY", "FAILURES"
     );
     for peer in doc["peers"].as_array().into_iter().flatten() {
         let address = format!("{}:{}", field(&peer["address"]), field(&peer["port"]));
@@ -433,11 +433,16 @@ fn peers(args: &ClientArgs) -> ExitCode {
             .as_u64()
             .map_or("-".into(), |ms| format!("{ms} ms"));
         println!(
-            "{:40}  {:22}  {:11}  {:6}  {:>10}  {:>9}  {:>8}",
+            "{:40}  {:22}  {:11}  {:6}  {:8}  {:>10}  {:>9}  {:>8}",
             field(&peer["peer_id"]),
             address,
             field(&peer["status"]),
             if peer["active"] == true { "yes" } else { "no" },
+            if peer["verified"] == true {
+                "yes"
+            } else {
+                "no"
+            },
             ago,
             latency,
             field(&peer["failure_count"]),

@@ -65,32 +65,38 @@ impl Identity {
             path: path.clone(),
             source,
         };
-        let key = match fs::read_to_string(&path) {
-            Ok(pem) => {
-                let mode = fs::metadata(&path).map_err(io)?.permissions().mode() & 0o777;
-                if mode & 0o077 != 0 {
-                    return Err(IdentityError::Exposed { path, mode });
-                }
-                KeyPair::from_pem(&pem).map_err(|source| IdentityError::BadKey {
-                    path: path.clone(),
-                    source,
-                })?
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        let key = match read_key(&path)? {
+            Some(key) => key,
+            None => {
                 let key = KeyPair::generate().map_err(IdentityError::Generate)?;
                 fs::create_dir_all(data_dir).map_err(io)?;
                 write_private(&path, key.serialize_pem().as_bytes()).map_err(io)?;
                 key
             }
-            Err(e) => return Err(io(e)),
         };
+        Ok(Self::with_key(key, configured_id))
+    }
+
+    /// Loads the key an operator gave (`security.key_file`, the key of a CA-issued
+    /// certificate); it must exist.
+    pub fn load(path: &Path, configured_id: Option<PeerId>) -> Result<Self, IdentityError> {
+        match read_key(path)? {
+            Some(key) => Ok(Self::with_key(key, configured_id)),
+            None => Err(IdentityError::Io {
+                path: path.to_owned(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
+            }),
+        }
+    }
+
+    fn with_key(key: KeyPair, configured_id: Option<PeerId>) -> Self {
         let derived_id = PeerId::from_public_key(&key.subject_public_key_info());
         let peer_id = configured_id.unwrap_or_else(|| derived_id.clone());
-        Ok(Self {
+        Self {
             key,
             derived_id,
             peer_id,
-        })
+        }
     }
 
     /// The id this node uses on the wire.
@@ -111,6 +117,32 @@ impl Identity {
     pub fn key_pair(&self) -> &KeyPair {
         &self.key
     }
+}
+
+/// The key in `path`; `None` when there is no such file.
+fn read_key(path: &Path) -> Result<Option<KeyPair>, IdentityError> {
+    let io = |source| IdentityError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let pem = match fs::read_to_string(path) {
+        Ok(pem) => pem,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io(e)),
+    };
+    let mode = fs::metadata(path).map_err(io)?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(IdentityError::Exposed {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    KeyPair::from_pem(&pem)
+        .map(Some)
+        .map_err(|source| IdentityError::BadKey {
+            path: path.to_owned(),
+            source,
+        })
 }
 
 /// Writes a new file readable by its owner only, atomically: a crash leaves either no key or

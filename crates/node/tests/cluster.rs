@@ -231,7 +231,12 @@ async fn operators_ping_ban_and_remove_peers_and_bans_stick() {
             ..Default::default()
         }),
     };
-    let mut grpc = PeerDiscoveryClient::connect(node.grpc_url()).await.unwrap();
+    // Registrations in `other`'s name must come over TLS with its key (its id is verified).
+    let security = sorcha_peer::config::SecurityConfig::default();
+    let as_other = common::tls_channel_as(&other.data_dir, &node, &security)
+        .await
+        .unwrap();
+    let mut grpc = PeerDiscoveryClient::new(as_other);
     let refused = grpc
         .register_peer(register(other_id.clone(), other.ports.peer.into()))
         .await
@@ -245,7 +250,10 @@ async fn operators_ping_ban_and_remove_peers_and_bans_stick() {
 
     node.stop();
     node.restart(&[], &FAST);
-    let mut grpc = PeerDiscoveryClient::connect(node.grpc_url()).await.unwrap();
+    let as_other = common::tls_channel_as(&other.data_dir, &node, &security)
+        .await
+        .unwrap();
+    let mut grpc = PeerDiscoveryClient::new(as_other);
     let still = grpc
         .register_peer(register(other_id.clone(), other.ports.peer.into()))
         .await

@@ -17,7 +17,7 @@ use sorcha_peer_core::link::{DropKind, LinkEvent, Via};
 use sorcha_peer_core::membership::{
     Contact, Failure, MembershipEvent, Request, RequestId, Response,
 };
-use sorcha_peer_core::model::{NodeState, Timestamp, TxHash, TxId};
+use sorcha_peer_core::model::{Caller, NodeState, Timestamp, TxHash, TxId};
 use sorcha_peer_core::node::Event;
 
 use crate::network::Transit;
@@ -161,17 +161,21 @@ impl World {
     fn answer(&mut self, to: usize, from: usize, request: Request) -> Result<Response, Failure> {
         let now = self.clock();
         let (sender, core) = self.sender_and_core(from, to).ok_or(Failure::Unreachable)?;
+        // Simulated nodes talk over authenticated connections: every call proves its sender.
+        let caller = Caller::Proven(sender.clone());
         Ok(match request {
             Request::Register { advert } => Response::Registered {
-                success: core.handle_register(advert, now).is_ok(),
+                success: core.handle_register(advert, &caller, now).is_ok(),
             },
             Request::GetPeerList { max } => Response::PeerList {
-                peers: core.peer_list(Some(sender), max as usize, now),
+                peers: core.peer_list(Some(sender), &caller, max as usize, now),
             },
             Request::ExchangePeers { adverts, max } => Response::Exchanged {
-                peers: core.handle_exchange(sender, adverts, max as usize, now),
+                peers: core
+                    .handle_exchange(sender, &caller, adverts, max as usize, now)
+                    .map_err(|_| Failure::Refused)?,
             },
-            Request::Ping => match core.handle_ping(Some(sender), now) {
+            Request::Ping => match core.handle_ping(Some(sender), &caller, now) {
                 Ok(pong) => Response::Pong {
                     peer_id: pong.peer_id,
                     status: pong.status,
@@ -179,7 +183,7 @@ impl World {
                 Err(_) => return Err(Failure::Refused),
             },
             Request::Heartbeat { .. } => Response::Heartbeat {
-                outcome: core.handle_heartbeat(sender, now),
+                outcome: core.handle_heartbeat(sender, &caller, now),
             },
         })
     }

@@ -19,6 +19,10 @@ use crate::size::wire_len;
 pub const NOT_REGISTERED: &str = "Peer not registered";
 /// Our answer to a banned peer; it must not register again.
 pub const BANNED: &str = "Peer is banned";
+/// Our answer to a heartbeat in a verified peer's name that did not come over its
+/// authenticated connection.
+pub const NOT_PROVEN: &str =
+    "Peer id is verified: heartbeat over TLS with the certificate of its key";
 /// Our answer to a registration taken.
 pub const REGISTERED: &str = "Peer registered";
 
@@ -203,6 +207,7 @@ pub fn heartbeat_answer(
         HeartbeatOutcome::Accepted => (true, ""),
         HeartbeatOutcome::NotRegistered => (false, NOT_REGISTERED),
         HeartbeatOutcome::Banned => (false, BANNED),
+        HeartbeatOutcome::Unproven => (false, NOT_PROVEN),
     };
     PeerHeartbeatResponse {
         success,
@@ -218,6 +223,7 @@ pub fn heartbeat_outcome(success: bool, message: &str) -> HeartbeatOutcome {
     match (success, message) {
         (true, _) => HeartbeatOutcome::Accepted,
         (false, NOT_REGISTERED) => HeartbeatOutcome::NotRegistered,
+        (false, NOT_PROVEN) => HeartbeatOutcome::Unproven,
         (false, _) => HeartbeatOutcome::Banned,
     }
 }

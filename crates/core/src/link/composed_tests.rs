@@ -8,7 +8,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::link::{self, LinkEvent, Outcome, Via, What};
 use crate::membership::Contact;
-use crate::model::{PeerAdvert, PeerCapabilities, Protocol, Timestamp};
+use crate::model::{Caller, PeerAdvert, PeerCapabilities, Protocol, Timestamp};
 use crate::node::{Event, Node, NodeConfig, Output};
 use crate::time::Now;
 
@@ -81,8 +81,9 @@ fn gossip_goes_out_as_transmissions_released_by_outcomes() {
     drain(&mut n);
     let peer = advert("peer", "10.0.0.2", vec![Protocol::Grpc]);
     let id = peer.peer_id.clone();
-    n.handle_register(peer, t(1)).expect("registered");
-    n.handle_heartbeat(&id, t(1));
+    n.handle_register(peer, &Caller::UNKNOWN, t(1))
+        .expect("registered");
+    n.handle_heartbeat(&id, &Caller::UNKNOWN, t(1));
     drain(&mut n);
     n.submit(b"one".to_vec(), None, t(2)).expect("accepted");
     n.submit(b"two".to_vec(), None, t(2)).expect("accepted");

@@ -216,6 +216,7 @@ fn bootstrap_node(contact: &Contact, peer_id: crate::model::PeerId, now: Now) ->
         latency: None,
         is_bootstrap: true,
         banned_until: None,
+        verified: false,
     }
 }
 

@@ -51,6 +51,11 @@ pub struct MembershipConfig {
     /// A peer not heard from (directly or through fresh gossip) for this long is not handed out
     /// nor accepted from gossip, and once unreachable or never verified it is forgotten.
     pub removal_after: Duration,
+    /// Percent of the known list, and of the active set, that peers which never proved their
+    /// id may fill (100: no separate bound, as when the network is plaintext). They never
+    /// displace verified peers, so a flood of unauthenticated identities cannot crowd out
+    /// the authenticated ones.
+    pub unverified_share: u8,
 }
 
 impl Default for MembershipConfig {
@@ -103,6 +108,9 @@ impl Default for MembershipConfig {
             discovery_target: 50,
             // Four refresh intervals: a live peer is re-advertised within one or two.
             removal_after: Duration::from_secs(60 * 60),
+            // No separate bound by default: the daemon narrows it in `mixed` mode, where
+            // plaintext peers exist beside authenticated ones.
+            unverified_share: 100,
         }
     }
 }

@@ -114,7 +114,7 @@ impl Membership {
         let Some(known) = self.peers.get_mut(id) else {
             return;
         };
-        let was_verified = matches!(known.health, PeerHealth::Alive | PeerHealth::Suspect);
+        let was_live = matches!(known.health, PeerHealth::Alive | PeerHealth::Suspect);
         known.health = PeerHealth::Alive;
         known.node.failure_count = 0;
         known.node.status = PeerStatus::Online;
@@ -122,7 +122,7 @@ impl Membership {
         if rtt.is_some() {
             known.node.latency = rtt;
         }
-        if !was_verified {
+        if !was_live {
             self.persist(id);
         }
     }
@@ -176,8 +176,9 @@ impl Membership {
                 self.mark_alive(id, Some(rtt), now);
                 self.send_register(id, now);
             }
-            // It banned us: useless as a neighbour.
-            HeartbeatOutcome::Banned => {
+            // It banned us, or does not believe we are who we say (we reached it without
+            // proving our id): useless as a neighbour.
+            HeartbeatOutcome::Banned | HeartbeatOutcome::Unproven => {
                 self.deactivate(id);
                 self.fill_active(now);
             }

@@ -7,7 +7,7 @@ use super::{
     HeartbeatOutcome, MAX_BANS, Membership, MembershipEvent, Output, PeerHealth, Pong, Refusal,
     RegisterOutcome,
 };
-use crate::model::{PeerAdvert, PeerId, PeerNode, PeerStatus, Timestamp};
+use crate::model::{Caller, PeerAdvert, PeerId, PeerNode, PeerStatus, Timestamp};
 use crate::time::{Instant, Now};
 
 /// How much longer than one probe interval a place promised by a Ping is held: a round trip
@@ -15,11 +15,74 @@ use crate::time::{Instant, Now};
 const RESERVATION_SLACK: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Membership {
+    /// Whether `caller` may speak for `claimed`: a proven caller for its own id only, an
+    /// unproven one only for ids nobody has proven. `Ok(true)` when the claim is proven (then
+    /// call [`note_proven`](Membership::note_proven) once the request is handled). A refusal
+    /// is counted and reported as an event: it is someone speaking in another peer's name.
+    pub fn check_claim(&mut self, claimed: &PeerId, caller: &Caller) -> Result<bool, Refusal> {
+        let why = match caller {
+            Caller::Proven(id) if id == claimed => return Ok(true),
+            Caller::Proven(_) => Refusal::IdMismatch,
+            Caller::Unproven { .. } if self.peers.get(claimed).is_some_and(|p| p.node.verified) => {
+                Refusal::NotProven
+            }
+            Caller::Unproven { .. } => return Ok(false),
+        };
+        self.stats.count_refusal(why);
+        self.emit(MembershipEvent::ClaimRefused {
+            claimed: claimed.clone(),
+            why,
+        });
+        Err(why)
+    }
+
+    /// `id` proved itself on an authenticated connection (it called us, or we reached it, with
+    /// a certificate for its key): from now on only such a connection speaks for it. Unknown
+    /// ids are ignored (a peer enters the list by registering or through discovery).
+    pub fn note_proven(&mut self, id: &PeerId) {
+        let Some(known) = self.peers.get_mut(id) else {
+            return;
+        };
+        if known.node.verified {
+            return;
+        }
+        known.node.verified = true;
+        self.unverified = self.unverified.saturating_sub(1);
+        self.stats.peers_verified += 1;
+        self.persist(id);
+        self.emit(MembershipEvent::PeerVerified {
+            peer_id: id.clone(),
+        });
+    }
+
     /// `RegisterPeer`: the sender describes itself. It joins the list (Alive: it just talked to
-    /// us) and the active set if there is room.
+    /// us) and the active set if there is room. Call after [`check_claim`]; when it answered
+    /// that the claim is proven, call [`handle_register_proven`] instead.
+    ///
+    /// [`check_claim`]: Membership::check_claim
+    /// [`handle_register_proven`]: Membership::handle_register_proven
     pub fn handle_register(
         &mut self,
         advert: PeerAdvert,
+        now: Now,
+    ) -> Result<RegisterOutcome, Refusal> {
+        self.register(advert, false, now)
+    }
+
+    /// `RegisterPeer` over the registrant's own authenticated connection: it joins (or stays)
+    /// verified, so it takes a verified place in the list.
+    pub fn handle_register_proven(
+        &mut self,
+        advert: PeerAdvert,
+        now: Now,
+    ) -> Result<RegisterOutcome, Refusal> {
+        self.register(advert, true, now)
+    }
+
+    fn register(
+        &mut self,
+        advert: PeerAdvert,
+        proven: bool,
         now: Now,
     ) -> Result<RegisterOutcome, Refusal> {
         let advert = self
@@ -39,12 +102,22 @@ impl Membership {
                 RegisterOutcome::Updated
             }
             None => {
-                let node = PeerNode::from_advert(advert, now.wall);
+                let mut node = PeerNode::from_advert(advert, now.wall);
+                node.verified = proven;
+                if proven {
+                    self.stats.peers_verified += 1;
+                    self.emit(MembershipEvent::PeerVerified {
+                        peer_id: id.clone(),
+                    });
+                }
                 self.insert_peer(node, PeerHealth::Alive)
                     .inspect_err(|why| self.stats.count_refusal(*why))?;
                 RegisterOutcome::Added
             }
         };
+        if proven {
+            self.note_proven(&id);
+        }
         self.mark_alive(&id, None, now);
         self.persist(&id);
         self.activate(&id);

@@ -20,6 +20,8 @@ mod types;
 mod views;
 
 #[cfg(test)]
+mod claims_tests;
+#[cfg(test)]
 mod net_tests;
 #[cfg(test)]
 mod test_util;
@@ -68,7 +70,9 @@ pub const MAX_HEARTBEATERS: usize = 1024;
 ///   for every answer (or failure) to a sent request, [`handle_timeout`] once [`poll_timeout`]
 ///   has passed, and
 ///   the incoming-request answers [`handle_register`], [`peer_list`], [`handle_exchange`],
-///   [`handle_ping`], [`handle_heartbeat`]; operator commands [`ban`] and [`unban`];
+///   [`handle_ping`], [`handle_heartbeat`] (each after [`check_claim`] has let the caller
+///   speak for the id it names), proofs of identity [`note_proven`]; operator commands
+///   [`ban`] and [`unban`];
 /// - after every input, drain [`poll_output`] until `None` and execute the outputs in order
 ///   (persistence intents before the sends that follow them);
 /// - read state any time with the getters ([`state`], [`peers`], [`active_peers`], [`peer`],
@@ -82,6 +86,8 @@ pub const MAX_HEARTBEATERS: usize = 1024;
 /// [`handle_exchange`]: Membership::handle_exchange
 /// [`handle_ping`]: Membership::handle_ping
 /// [`handle_heartbeat`]: Membership::handle_heartbeat
+/// [`check_claim`]: Membership::check_claim
+/// [`note_proven`]: Membership::note_proven
 /// [`ban`]: Membership::ban
 /// [`unban`]: Membership::unban
 /// [`poll_output`]: Membership::poll_output
@@ -101,6 +107,8 @@ pub struct Membership {
     peers: BTreeMap<PeerId, KnownPeer>,
     /// Ids of `peers` with `active == true`, bounded by `config.active_size`.
     active: BTreeSet<PeerId>,
+    /// How many of `peers` never proved their id (bounded by `config.unverified_share`).
+    unverified: usize,
     /// Banned ids and until when (wall clock: a ban is persisted and outlives a restart);
     /// separate from `peers` so a ban outlives the peer's entry.
     bans: BTreeMap<PeerId, Timestamp>,
@@ -141,6 +149,7 @@ impl Membership {
             bootstrap_contacts,
             peers: BTreeMap::new(),
             active: BTreeSet::new(),
+            unverified: 0,
             bans: BTreeMap::new(),
             heartbeaters: BTreeMap::new(),
             heartbeaters_added: 0,
@@ -205,6 +214,11 @@ impl Membership {
 
     pub fn active_count(&self) -> usize {
         self.active.len()
+    }
+
+    /// Known peers that never proved their id.
+    pub fn unverified_count(&self) -> usize {
+        self.unverified
     }
 
     /// Active peers that are alive or only suspect: what decides the node state.

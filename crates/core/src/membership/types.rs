@@ -84,6 +84,9 @@ pub enum HeartbeatOutcome {
     NotRegistered,
     /// The sender is banned.
     Banned,
+    /// The heartbeat names a verified peer but did not come over that peer's authenticated
+    /// connection (someone else speaking in its name).
+    Unproven,
 }
 
 /// Our answer to a `Ping`.
@@ -126,6 +129,16 @@ pub enum Refusal {
     /// The peer list is full of reachable peers.
     #[error("peer list is full")]
     ListFull,
+    /// The unverified peers' share of the list (or of the active set) is full; they never
+    /// displace verified peers.
+    #[error("no room for more unverified peers: connect over TLS with the node's certificate")]
+    UnverifiedFull,
+    /// The id is verified and this call did not come over its authenticated connection.
+    #[error("peer id is verified: it may only be spoken for over TLS with its own certificate")]
+    NotProven,
+    /// The connection's certificate proves another id than the one the message claims.
+    #[error("peer id does not match the id of the connection's certificate")]
+    IdMismatch,
 }
 
 /// Membership's timer kinds: one deadline each in its [`TimerTable`](crate::time::TimerTable)
@@ -198,6 +211,15 @@ pub enum MembershipEvent {
     PeerRemoved {
         peer_id: PeerId,
     },
+    /// A peer proved its id on an authenticated connection for the first time.
+    PeerVerified {
+        peer_id: PeerId,
+    },
+    /// A call claimed a verified peer's id without proving it, or proved another id.
+    ClaimRefused {
+        claimed: PeerId,
+        why: Refusal,
+    },
 }
 
 /// What we think of a known peer.
@@ -259,6 +281,12 @@ pub struct MembershipStats {
     pub heartbeats_unregistered: u64,
     /// Pings answered Busy because `max_inbound` peers hold (or may hold) us active.
     pub pings_busy: u64,
+    pub refused_unverified_full: u64,
+    /// Claims to speak for a verified id that did not come over its connection.
+    pub refused_not_proven: u64,
+    pub refused_id_mismatch: u64,
+    /// Peers that proved their id for the first time.
+    pub peers_verified: u64,
 }
 
 impl MembershipStats {
@@ -271,6 +299,9 @@ impl MembershipStats {
             Refusal::Oversized => &mut self.refused_oversized,
             Refusal::Stale => &mut self.refused_stale,
             Refusal::ListFull => &mut self.refused_list_full,
+            Refusal::UnverifiedFull => &mut self.refused_unverified_full,
+            Refusal::NotProven => &mut self.refused_not_proven,
+            Refusal::IdMismatch => &mut self.refused_id_mismatch,
         };
         *counter += 1;
     }

@@ -103,16 +103,29 @@ impl Membership {
     }
 
     /// Adds a peer to the known list, evicting the stalest unreachable peer if it is full.
+    /// A peer that never proved its id takes a place only within the unverified share, and
+    /// only ever from another unverified peer.
     pub(super) fn insert_peer(
         &mut self,
         node: PeerNode,
         health: PeerHealth,
     ) -> Result<(), Refusal> {
-        if self.peers.len() >= self.config.max_peers_in_list {
-            let victim = self.eviction_victim(health != PeerHealth::Candidate)?;
+        let first_hand = health != PeerHealth::Candidate;
+        let share_full = self.config.unverified_share < 100
+            && self.unverified >= self.unverified_cap(self.config.max_peers_in_list);
+        if !node.verified && share_full {
+            let victim = self
+                .eviction_victim(first_hand, true)
+                .map_err(|_| Refusal::UnverifiedFull)?;
+            self.remove_peer(&victim);
+        } else if self.peers.len() >= self.config.max_peers_in_list {
+            let victim = self.eviction_victim(first_hand, !node.verified)?;
             self.remove_peer(&victim);
         }
         let id = node.peer_id.clone();
+        if !node.verified {
+            self.unverified += 1;
+        }
         let known = KnownPeer {
             node,
             health,
@@ -126,20 +139,31 @@ impl Membership {
         Ok(())
     }
 
+    /// How many of `total` places unverified peers may hold.
+    pub(super) fn unverified_cap(&self, total: usize) -> usize {
+        match self.config.unverified_share {
+            share if share >= 100 => total,
+            share => (total * usize::from(share)).div_ceil(100),
+        }
+    }
+
     /// Whom a new peer replaces in a full list. Unreachable peers go first. A peer that reached
-    /// us itself (`verified`, not a candidate heard of through gossip) may also displace a
-    /// never-verified candidate, else the stalest passive peer: otherwise a list filled with
+    /// us itself (`first_hand`, not a candidate heard of through gossip) may also displace a
+    /// never-answering candidate, else the stalest passive peer: otherwise a list filled with
     /// hearsay refuses every real peer, which then re-registers at every heartbeat, forever,
     /// and a bootstrap node's full list would hand its first few hundred registrants to every
     /// later joiner, making them hubs (both seen in the simulator at 10,000 nodes). Like
     /// HyParView's passive view, the list turns over towards fresh peers. Never evicted:
-    /// active peers, peers that hold us active (they heartbeat us), bootstrap nodes.
-    fn eviction_victim(&self, verified: bool) -> Result<PeerId, Refusal> {
+    /// active peers, peers that hold us active (they heartbeat us), bootstrap nodes, and, for
+    /// an unverified newcomer (`only_unverified`), verified peers. Unverified peers go before
+    /// verified ones of the same rank.
+    fn eviction_victim(&self, first_hand: bool, only_unverified: bool) -> Result<PeerId, Refusal> {
         let rank = |p: &KnownPeer| match p.health {
+            _ if only_unverified && p.node.verified => None,
             PeerHealth::Unreachable => Some(0),
-            PeerHealth::Candidate if verified => Some(1),
+            PeerHealth::Candidate if first_hand => Some(1),
             PeerHealth::Alive | PeerHealth::Suspect
-                if verified
+                if first_hand
                     && !p.node.is_bootstrap
                     && !self.heartbeaters.contains_key(&p.node.peer_id) =>
             {
@@ -150,16 +174,21 @@ impl Membership {
         self.peers
             .values()
             .filter(|p| !p.active)
-            .filter_map(|p| rank(p).map(|r| (r, p.node.last_seen, &p.node.peer_id)))
+            .filter_map(|p| {
+                rank(p).map(|r| (r, p.node.verified, p.node.last_seen, &p.node.peer_id))
+            })
             .min()
-            .map(|(_, _, id)| id.clone())
+            .map(|(_, _, _, id)| id.clone())
             .ok_or(Refusal::ListFull)
     }
 
     /// Drops a peer from the list and the store.
     pub(super) fn remove_peer(&mut self, id: &PeerId) {
-        if self.peers.remove(id).is_none() {
+        let Some(gone) = self.peers.remove(id) else {
             return;
+        };
+        if !gone.node.verified {
+            self.unverified = self.unverified.saturating_sub(1);
         }
         self.active.remove(id);
         self.stats.peers_removed += 1;
@@ -199,20 +228,33 @@ impl Membership {
         }
     }
 
-    /// Moves a peer into the active set if there is room.
+    /// Moves a peer into the active set if there is room (for an unverified peer: within
+    /// the unverified share of it).
     pub(super) fn activate(&mut self, id: &PeerId) -> bool {
         if self.active.len() >= self.config.active_size || self.active.contains(id) {
             return false;
         }
+        let unverified_full = self.unverified_active_full();
         let Some(known) = self.peers.get_mut(id) else {
             return false;
         };
+        if !known.node.verified && unverified_full {
+            self.stats.refused_unverified_full += 1;
+            return false;
+        }
         known.active = true;
         self.active.insert(id.clone());
         self.emit(MembershipEvent::PeerActivated {
             peer_id: id.clone(),
         });
         true
+    }
+
+    /// Whether the active set holds as many unverified peers as their share allows.
+    fn unverified_active_full(&self) -> bool {
+        let cap = self.unverified_cap(self.config.active_size);
+        cap < self.config.active_size
+            && self.active_peers().filter(|p| !p.node.verified).count() >= cap
     }
 
     pub(super) fn deactivate(&mut self, id: &PeerId) {
@@ -223,7 +265,8 @@ impl Membership {
     }
 
     /// Pings random passive peers to fill the free active slots; a peer that answers is
-    /// promoted (see `on_probe_answer`). Verified peers are tried before candidates.
+    /// promoted (see `on_probe_answer`). Live peers are tried before candidates, and
+    /// unverified ones only while their share of the active set has room.
     pub(super) fn fill_active(&mut self, now: Now) {
         let promoting = self
             .pending
@@ -241,9 +284,11 @@ impl Membership {
         // `free` of them are used (the simulator measured the clones at scale).
         let mut alive = Vec::new();
         let mut candidates = Vec::new();
+        let unverified_full = self.unverified_active_full();
         for p in self.peers.values() {
             let busy = p.busy_until.is_some_and(|until| until > now.mono);
-            if p.active || p.probing || busy || self.is_banned(&p.node.peer_id, now) {
+            let no_room = unverified_full && !p.node.verified;
+            if p.active || p.probing || busy || no_room || self.is_banned(&p.node.peer_id, now) {
                 continue;
             }
             match p.health {
@@ -278,7 +323,7 @@ impl Membership {
     }
 
     /// Adverts we may hand out: not banned, not unreachable, fresh, never the requester or
-    /// ourselves. Verified peers come first, each group in random order.
+    /// ourselves. Live peers come first, each group in random order.
     pub(super) fn handout(
         &mut self,
         requester: Option<&PeerId>,
@@ -286,7 +331,7 @@ impl Membership {
         now: Now,
     ) -> Vec<PeerAdvert> {
         let max = max.min(MAX_ADVERTS_PER_ANSWER);
-        let mut verified = Vec::new();
+        let mut live = Vec::new();
         let mut candidates = Vec::new();
         // The requester's and our own entries, looked up once: comparing every known id with
         // them costs two string comparisons per peer per answer (measured by the simulator).
@@ -307,14 +352,14 @@ impl Membership {
             // References: only the `max` handed out are turned into adverts.
             match p.health {
                 PeerHealth::Candidate => candidates.push(p),
-                _ => verified.push(p),
+                _ => live.push(p),
             }
         }
-        verified.shuffle(&mut self.rng);
+        live.shuffle(&mut self.rng);
         candidates.shuffle(&mut self.rng);
-        verified.extend(candidates);
-        verified.truncate(max);
-        verified.into_iter().map(|p| p.node.advert()).collect()
+        live.extend(candidates);
+        live.truncate(max);
+        live.into_iter().map(|p| p.node.advert()).collect()
     }
 }
 

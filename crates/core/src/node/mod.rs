@@ -34,7 +34,9 @@ use crate::membership::{
     self, Contact, Failure, HeartbeatOutcome, Membership, MembershipConfig, Pong, Refusal,
     RegisterOutcome, RequestId, Response,
 };
-use crate::model::{NodeState, PeerAdvert, PeerId, PeerNode, Protocol, Timestamp, TxHash, TxId};
+use crate::model::{
+    Caller, NodeState, PeerAdvert, PeerId, PeerNode, Protocol, Timestamp, TxHash, TxId,
+};
 use crate::time::{Instant, Now};
 
 /// The knobs of every sub-machine.
@@ -294,45 +296,86 @@ impl Node {
         self.gossip.handle_fetched(from, id, result, now);
     }
 
+    /// `RegisterPeer` from `caller`: refused when the caller may not speak for the id it
+    /// registers (see [`Membership::check_claim`]).
     pub fn handle_register(
         &mut self,
         advert: PeerAdvert,
+        caller: &Caller,
         now: Now,
     ) -> Result<RegisterOutcome, Refusal> {
         self.last_now = now;
-        let result = self.membership.handle_register(advert, now);
+        let result = if self.membership.check_claim(&advert.peer_id, caller)? {
+            self.membership.handle_register_proven(advert, now)
+        } else {
+            self.membership.handle_register(advert, now)
+        };
         self.sync_gossip_peers(now);
         result
     }
 
+    /// `GetPeerList`; a requester that may not speak for the id it names is answered as an
+    /// anonymous one.
     pub fn peer_list(
         &mut self,
         requester: Option<&PeerId>,
+        caller: &Caller,
         max: usize,
         now: Now,
     ) -> Vec<PeerAdvert> {
         self.last_now = now;
+        let requester = requester.filter(|id| self.claim(id, caller));
         self.membership.peer_list(requester, max, now)
     }
 
+    /// `ExchangePeers`: refused (nothing merged, nothing answered) when the caller may not
+    /// speak for `from`.
     pub fn handle_exchange(
         &mut self,
         from: &PeerId,
+        caller: &Caller,
         adverts: Vec<PeerAdvert>,
         max: usize,
         now: Now,
-    ) -> Vec<PeerAdvert> {
+    ) -> Result<Vec<PeerAdvert>, Refusal> {
         self.last_now = now;
-        self.membership.handle_exchange(from, adverts, max, now)
+        let proven = self.membership.check_claim(from, caller)?;
+        let answer = self.membership.handle_exchange(from, adverts, max, now);
+        if proven {
+            self.membership.note_proven(from);
+        }
+        Ok(answer)
     }
 
-    pub fn handle_ping(&mut self, from: Option<&PeerId>, now: Now) -> Result<Pong, Refusal> {
+    pub fn handle_ping(
+        &mut self,
+        from: Option<&PeerId>,
+        caller: &Caller,
+        now: Now,
+    ) -> Result<Pong, Refusal> {
         self.last_now = now;
+        if let Some(id) = from
+            && self.membership.check_claim(id, caller)?
+        {
+            self.membership.note_proven(id);
+        }
         self.membership.handle_ping(from, now)
     }
 
-    pub fn handle_heartbeat(&mut self, from: &PeerId, now: Now) -> HeartbeatOutcome {
+    /// `SendHeartbeat`: a heartbeat in a verified peer's name that did not come over its
+    /// authenticated connection keeps nobody alive.
+    pub fn handle_heartbeat(
+        &mut self,
+        from: &PeerId,
+        caller: &Caller,
+        now: Now,
+    ) -> HeartbeatOutcome {
         self.last_now = now;
+        match self.membership.check_claim(from, caller) {
+            Ok(true) => self.membership.note_proven(from),
+            Ok(false) => {}
+            Err(_) => return HeartbeatOutcome::Unproven,
+        }
         let before = self.membership.heartbeaters_added();
         let outcome = self.membership.handle_heartbeat(from, now);
         // Heartbeats are the most frequent input; only a new heartbeater can change the
@@ -341,6 +384,25 @@ impl Node {
             self.sync_gossip_peers(now);
         }
         outcome
+    }
+
+    /// An outbound connection proved `peer`'s id (its certificate carries the key the id
+    /// derives from).
+    pub fn handle_proven(&mut self, peer: &PeerId, now: Now) {
+        self.last_now = now;
+        self.membership.note_proven(peer);
+    }
+
+    /// Whether `caller` may speak for `id` (refusals counted by membership).
+    fn claim(&mut self, id: &PeerId, caller: &Caller) -> bool {
+        match self.membership.check_claim(id, caller) {
+            Ok(true) => {
+                self.membership.note_proven(id);
+                true
+            }
+            Ok(false) => true,
+            Err(_) => false,
+        }
     }
 
     /// Bans `id` until `until`; false if the ban list is full.

@@ -60,7 +60,7 @@ fn a_wall_clock_step_moves_no_pending_deadline() {
     let mut node = node(at(0, WALL_MS));
     assert_eq!(node.poll_timeout(), Some(Instant::from_millis(AE_MS)));
     // The wall clock steps back an hour, then forward a day; the monotonic one ticks on.
-    node.handle_ping(None, at(1, WALL_MS - 3_600_000))
+    node.handle_ping(None, &Caller::UNKNOWN, at(1, WALL_MS - 3_600_000))
         .expect("answered");
     assert_eq!(node.poll_timeout(), Some(Instant::from_millis(AE_MS)));
     node.handle_timeout(at(AE_MS - 1, WALL_MS + 86_400_000));
@@ -105,4 +105,41 @@ fn poll_timeout_is_the_earliest_deadline_and_handle_timeout_fires_only_the_due()
         assert_eq!(anti_entropy(&node), Some(12_000 + AE_MS));
     }
     assert_eq!(node.poll_timeout(), Some(Instant::from_millis(15_000)));
+}
+
+#[test]
+fn heartbeats_in_a_verified_peers_name_keep_nobody_alive() {
+    let mut node = node(at(0, WALL_MS));
+    let peer: PeerId = "node-1".parse().expect("valid id");
+    let mut advert = node.membership().self_advert().clone();
+    advert.peer_id = peer.clone();
+    advert.address = "10.0.0.2".into();
+    let proof = Caller::Proven(peer.clone());
+    node.handle_register(advert, &proof, at(1, WALL_MS + 1))
+        .expect("registered over its own connection");
+    assert_eq!(
+        node.handle_heartbeat(&peer, &proof, at(2, WALL_MS + 2)),
+        HeartbeatOutcome::Accepted
+    );
+    let spoofer = Caller::Unproven {
+        ip: Some("192.0.2.66".into()),
+    };
+    assert_eq!(
+        node.handle_heartbeat(&peer, &spoofer, at(3, WALL_MS + 3)),
+        HeartbeatOutcome::Unproven
+    );
+    let seen = node.membership().peer(&peer).expect("known").node.last_seen;
+    assert_eq!(
+        seen,
+        Timestamp::from_millis(WALL_MS + 2),
+        "the spoof did not refresh it"
+    );
+    assert_eq!(
+        node.handle_ping(Some(&peer), &spoofer, at(4, WALL_MS + 4)),
+        Err(Refusal::NotProven)
+    );
+    assert!(
+        node.handle_exchange(&peer, &spoofer, vec![], 10, at(5, WALL_MS + 5))
+            .is_err()
+    );
 }

@@ -23,6 +23,7 @@ use crate::handle::{HandleError, NodeHandle};
 use crate::store::queue::SharedQueue;
 use crate::transport::grpc::Services;
 pub use crate::transport::rest::error;
+use crate::transport::tls::connect::Dialer;
 
 /// Largest request body on the HTTP port until endpoints that take bodies arrive.
 const MAX_BODY: usize = 64 * 1024;
@@ -40,6 +41,9 @@ pub struct HttpState {
     pub queue: SharedQueue,
     /// The rpc implementations, for the REST fallback.
     pub services: Arc<Services>,
+    /// How the admin API's own calls to peers (ping) dial them: over TLS when the node
+    /// uses it, accepting only the certificate of the peer pinged.
+    pub dialer: Arc<Dialer>,
 }
 
 pub fn router(state: HttpState) -> Router {

@@ -10,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::json;
 use sorcha_peer_core::model::{ModelError, PeerId};
+use tonic::transport::Endpoint;
 
 use super::{HttpState, error, handle_error};
 use crate::clock::now;
@@ -106,7 +107,8 @@ pub async fn remove(State(state): State<HttpState>, PeerIdPath(id): PeerIdPath) 
     }
 }
 
-/// Pings the peer now, over gRPC, and reports the round trip.
+/// Pings the peer now, over gRPC (TLS, accepting only that peer's certificate, unless the node
+/// runs plaintext), and reports the round trip.
 pub async fn ping(State(state): State<HttpState>, PeerIdPath(id): PeerIdPath) -> Response {
     let peer = match state.node.peers().await {
         Ok(peers) => peers.into_iter().find(|p| p.peer_id == id.as_str()),
@@ -122,9 +124,12 @@ pub async fn ping(State(state): State<HttpState>, PeerIdPath(id): PeerIdPath) ->
     };
     let started = Instant::now();
     let result = tokio::time::timeout(PING_TIMEOUT, async {
-        let mut client = PeerDiscoveryClient::connect(format!("http://{host}:{}", peer.port))
+        let channel = Endpoint::from_shared(format!("http://{host}:{}", peer.port))
+            .map_err(|e| e.to_string())?
+            .connect_with_connector(state.dialer.connector(Some(id.clone())))
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| format!("{e}: {}", source_chain(&e)))?;
+        let mut client = PeerDiscoveryClient::new(channel);
         let request = PingRequest {
             peer_id: state.node.peer_id().to_string(),
         };
@@ -149,4 +154,15 @@ pub async fn ping(State(state): State<HttpState>, PeerIdPath(id): PeerIdPath) ->
             Json(json!({ "peer_id": id, "reachable": false, "error": "timed out" })).into_response()
         }
     }
+}
+
+/// The causes under a transport error (tonic's own message is only "transport error").
+fn source_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut causes = Vec::new();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        causes.push(cause.to_string());
+        next = cause.source();
+    }
+    causes.join(": ")
 }

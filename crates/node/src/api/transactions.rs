@@ -129,6 +129,7 @@ pub async fn get(
     if wants_json {
         return crate::transport::rest::server::transaction(
             State(state.services.clone()),
+            axum::http::Extensions::new(),
             Path(hash),
         )
         .await;

@@ -50,6 +50,7 @@ pub struct Config {
     pub communication: CommunicationConfig,
     pub distribution: DistributionConfig,
     pub offline: OfflineConfig,
+    pub security: SecurityConfig,
     pub log: LogConfig,
 }
 
@@ -65,7 +66,73 @@ impl Default for Config {
             communication: CommunicationConfig::default(),
             distribution: DistributionConfig::default(),
             offline: OfflineConfig::default(),
+            security: SecurityConfig::default(),
             log: LogConfig::default(),
+        }
+    }
+}
+
+/// Who may connect to the peer port, and what a connection proves (see `transport::tls`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    /// `mtls`: every peer connection is TLS with a certificate for the peer's key; `mixed`:
+    /// TLS and plaintext on the same port (plaintext peers are served as unverified);
+    /// `plaintext`: no TLS at all (closed labs and tests).
+    pub mode: SecurityMode,
+    /// PEM file of an operator CA: peer certificates must chain to it (permissioned network).
+    /// Empty: self-signed certificates, each bound to its node's key.
+    pub ca_file: String,
+    /// PEM certificate chain this node presents (issued by `ca_file`'s CA for `key_file`).
+    /// Empty: a self-signed certificate for the node's key, made at start.
+    pub cert_file: String,
+    /// PEM PKCS#8 private key of `cert_file`; the node id derives from it. Empty:
+    /// `<data_dir>/node.key`.
+    pub key_file: String,
+    /// PEM CRLs of the CA; reloaded when they change and on SIGHUP.
+    #[serde(deserialize_with = "string_or_list")]
+    pub crl_files: Vec<String>,
+    /// Percent (1 to 100) of the peer list and of the active set that unverified peers may
+    /// hold in `mixed` mode; they never displace verified ones.
+    pub unverified_share: u8,
+    /// A TLS handshake (or the first byte of a plaintext one) must finish within this.
+    #[serde(with = "duration")]
+    pub handshake_timeout: Duration,
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        Self {
+            // Authenticated where both ends can, open to Sorcha's plaintext C# peers.
+            mode: SecurityMode::Mixed,
+            ca_file: String::new(),
+            cert_file: String::new(),
+            key_file: String::new(),
+            crl_files: Vec::new(),
+            // Half: a flood of unauthenticated identities can take at most half of the
+            // places, and plaintext Sorcha peers still fit beside verified ones.
+            unverified_share: 50,
+            // A TLS 1.3 handshake is one round trip; 10 s covers a slow link many times and
+            // frees the slot of a client that never finishes.
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SecurityMode {
+    Mtls,
+    Mixed,
+    Plaintext,
+}
+
+impl SecurityMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SecurityMode::Mtls => "mtls",
+            SecurityMode::Mixed => "mixed",
+            SecurityMode::Plaintext => "plaintext",
         }
     }
 }
@@ -156,6 +223,12 @@ impl Config {
             max_inbound: d.max_inbound as usize,
             discovery_target: d.discovery_target as usize,
             probe_interval: d.heartbeat_interval,
+            // Only `mixed` has peers of both kinds: in `mtls` none is unverified, in
+            // `plaintext` none is verified.
+            unverified_share: match self.security.mode {
+                SecurityMode::Mixed => self.security.unverified_share,
+                SecurityMode::Mtls | SecurityMode::Plaintext => 100,
+            },
             removal_after: d.forget_after,
             // Bootstrap retries back off up to the refresh interval (Sorcha: 5 min cap).
             bootstrap_retry_cap: d.refresh_interval.min(Duration::from_secs(300)),

@@ -76,6 +76,7 @@ pub(super) fn validate(c: &Config) -> Vec<(String, String)> {
     discovery(c, &mut v);
     communication(c, &mut v);
     distribution(c, &mut v);
+    security(c, &mut v);
     v.range(
         "offline.max_queue_size",
         c.offline.max_queue_size,
@@ -274,6 +275,40 @@ fn millis(ms: u64) -> Duration {
 
 #[derive(Default)]
 struct Problems(Vec<(String, String)>);
+
+fn security(c: &Config, v: &mut Problems) {
+    let s = &c.security;
+    v.range(
+        "security.unverified_share",
+        u32::from(s.unverified_share),
+        1,
+        100,
+    );
+    v.duration(
+        "security.handshake_timeout",
+        s.handshake_timeout,
+        millis(100),
+        secs(120),
+    );
+    if s.cert_file.is_empty() != s.key_file.is_empty() {
+        let problem = "cert_file and key_file go together: set both or neither";
+        v.push("security.cert_file", problem.into());
+    }
+    if !s.ca_file.is_empty() && s.cert_file.is_empty() {
+        let problem = "a node in a CA network presents a certificate the CA issued: set cert_file and key_file (see `sorcha-peer certs`)";
+        v.push("security.ca_file", problem.into());
+    }
+    if !s.crl_files.is_empty() && s.ca_file.is_empty() {
+        let problem = "CRLs are issued by a CA: set ca_file too";
+        v.push("security.crl_files", problem.into());
+    }
+    let tls_settings = !(s.ca_file.is_empty() && s.cert_file.is_empty());
+    if s.mode == super::SecurityMode::Plaintext && tls_settings {
+        let problem =
+            "plaintext uses no certificates: remove ca_file/cert_file or choose mtls or mixed";
+        v.push("security.mode", problem.into());
+    }
+}
 
 impl Problems {
     fn push(&mut self, key: &str, problem: String) {

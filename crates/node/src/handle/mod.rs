@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use sorcha_peer_core::gossip::{AnnounceEntry, GossipMessage, SubmitError};
 use sorcha_peer_core::membership::{HeartbeatOutcome, Pong, Refusal, RegisterOutcome};
-use sorcha_peer_core::model::{NodeState, PeerAdvert, PeerId, Timestamp};
+use sorcha_peer_core::model::{Caller, NodeState, PeerAdvert, PeerId, Timestamp};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::address::{AddressReport, AddressSource, NatState};
@@ -43,19 +43,26 @@ pub struct Status {
     pub nat: Option<NatState>,
     pub queue_size: u64,
     pub version: &'static str,
+    /// `mtls`, `mixed` or `plaintext` (`security.mode`).
+    pub security_mode: &'static str,
+    /// SHA-256 of the certificate the peer port presents; `None` in plaintext mode.
+    pub certificate_fingerprint: Option<String>,
 }
 
 pub(crate) enum Command {
     Register {
         advert: PeerAdvert,
+        caller: Caller,
         reply: oneshot::Sender<Result<RegisterOutcome, Refusal>>,
     },
     Heartbeat {
         peer_id: PeerId,
+        caller: Caller,
         reply: oneshot::Sender<HeartbeatOutcome>,
     },
     PeerList {
         requester: Option<PeerId>,
+        caller: Caller,
         max: usize,
         reply: oneshot::Sender<(Vec<PeerAdvert>, usize)>,
     },
@@ -63,10 +70,12 @@ pub(crate) enum Command {
         from: PeerId,
         adverts: Vec<PeerAdvert>,
         max: usize,
-        reply: oneshot::Sender<Vec<PeerAdvert>>,
+        caller: Caller,
+        reply: oneshot::Sender<Result<Vec<PeerAdvert>, Refusal>>,
     },
     Ping {
         from: Option<PeerId>,
+        caller: Caller,
         reply: oneshot::Sender<Result<Pong, Refusal>>,
     },
     Status {
@@ -158,26 +167,44 @@ impl NodeHandle {
         &self.metrics
     }
 
+    /// `caller`: what the transport proved about who sent the call (every membership call
+    /// carries it; the core believes an id only from its own authenticated connection).
     pub async fn register(
         &self,
         advert: PeerAdvert,
+        caller: Caller,
     ) -> Result<Result<RegisterOutcome, Refusal>, HandleError> {
-        self.call(|reply| Command::Register { advert, reply }).await
+        self.call(|reply| Command::Register {
+            advert,
+            caller,
+            reply,
+        })
+        .await
     }
 
-    pub async fn heartbeat(&self, peer_id: PeerId) -> Result<HeartbeatOutcome, HandleError> {
-        self.call(|reply| Command::Heartbeat { peer_id, reply })
-            .await
+    pub async fn heartbeat(
+        &self,
+        peer_id: PeerId,
+        caller: Caller,
+    ) -> Result<HeartbeatOutcome, HandleError> {
+        self.call(|reply| Command::Heartbeat {
+            peer_id,
+            caller,
+            reply,
+        })
+        .await
     }
 
     /// Up to `max` peers for `requester`, and how many this node knows in all.
     pub async fn peer_list(
         &self,
         requester: Option<PeerId>,
+        caller: Caller,
         max: usize,
     ) -> Result<(Vec<PeerAdvert>, usize), HandleError> {
         self.call(|reply| Command::PeerList {
             requester,
+            caller,
             max,
             reply,
         })
@@ -187,11 +214,13 @@ impl NodeHandle {
     pub async fn exchange(
         &self,
         from: PeerId,
+        caller: Caller,
         adverts: Vec<PeerAdvert>,
         max: usize,
-    ) -> Result<Vec<PeerAdvert>, HandleError> {
+    ) -> Result<Result<Vec<PeerAdvert>, Refusal>, HandleError> {
         self.call(|reply| Command::Exchange {
             from,
+            caller,
             adverts,
             max,
             reply,
@@ -199,8 +228,17 @@ impl NodeHandle {
         .await
     }
 
-    pub async fn ping(&self, from: Option<PeerId>) -> Result<Result<Pong, Refusal>, HandleError> {
-        self.call(|reply| Command::Ping { from, reply }).await
+    pub async fn ping(
+        &self,
+        from: Option<PeerId>,
+        caller: Caller,
+    ) -> Result<Result<Pong, Refusal>, HandleError> {
+        self.call(|reply| Command::Ping {
+            from,
+            caller,
+            reply,
+        })
+        .await
     }
 
     pub async fn status(&self) -> Result<Status, HandleError> {

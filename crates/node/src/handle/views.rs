@@ -10,10 +10,14 @@ pub struct PeerView {
     pub peer_id: String,
     pub address: String,
     pub port: u16,
-    /// candidate (heard of, not yet verified), alive, suspect, unreachable or banned.
+    /// candidate (heard of, has not answered yet), alive, suspect, unreachable or banned.
     pub status: String,
     /// In the active set: heartbeaten and used for gossip.
     pub active: bool,
+    /// It proved its id on an authenticated (TLS) connection; only such a connection may
+    /// speak for it. Unverified peers hold a bounded share of the list.
+    #[serde(default)]
+    pub verified: bool,
     /// Milliseconds since the Unix epoch.
     pub first_seen: u64,
     pub last_seen: u64,
@@ -48,6 +52,7 @@ impl PeerView {
             port: node.port,
             status: status.to_owned(),
             active: peer.active,
+            verified: node.verified,
             first_seen: node.first_seen.as_millis(),
             last_seen: node.last_seen.as_millis(),
             last_seen_ago_ms: now.since(node.last_seen).as_millis() as u64,

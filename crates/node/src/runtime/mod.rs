@@ -39,6 +39,7 @@ use crate::store::queue::{self, OfflineQueue, QueueError, SharedQueue};
 use crate::store::{PeerStore, StoreError, StoreWriter, WriterConfig};
 use crate::telemetry::Metrics;
 use crate::transport::outbound::TransportSettings;
+use crate::transport::tls::{TlsContext, TlsError};
 use actor::{Actor, ActorSettings};
 
 /// File in the data dir that tells clients and tests which ports the node bound.
@@ -84,6 +85,9 @@ pub enum DaemonError {
     /// The offline queue could not be opened.
     #[error("{0}")]
     Queue(#[from] QueueError),
+    /// TLS could not be set up (a certificate, key, CA or CRL file).
+    #[error("security: {0}")]
+    Tls(#[from] TlsError),
     /// The metrics pipeline could not be built.
     #[error("metrics: {0}")]
     Metrics(String),
@@ -96,7 +100,9 @@ pub enum DaemonError {
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), DaemonError> {
     let data_dir = config.data_dir.clone();
     std::fs::create_dir_all(&data_dir).map_err(data_error(&data_dir))?;
-    let identity = Identity::load_or_create(&data_dir, configured_id(&config))?;
+    let identity = load_identity(&config)?;
+    let tls = TlsContext::new(&config.security, &identity)?;
+    log_security(&config, &identity, tls.as_deref());
     let metrics = Arc::new(Metrics::new().map_err(|e| DaemonError::Metrics(e.to_string()))?);
     let (peer_listener, http_listener, ports) = bind_both(&config).await?;
     write_ports(&data_dir, &ports).map_err(data_error(&data_dir))?;
@@ -119,7 +125,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         ChaCha8Rng::seed_from_u64(rand::random()),
         clock.now(),
     );
-    let settings = actor_settings(&config, storage.remembered);
+    let settings = actor_settings(&config, storage.remembered, tls.clone());
     let (actor, handle) = Actor::new(
         node,
         clock,
@@ -131,9 +137,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let tasks = tasks::Tasks::start(
         &config,
         (peer_listener, http_listener),
+        tasks::Credentials {
+            identity: Arc::new(identity),
+            tls,
+            admin_token,
+        },
         handle,
         storage.queue,
-        admin_token,
         actor_task,
         ports.peer,
     );
@@ -157,6 +167,40 @@ fn data_error(data_dir: &Path) -> impl Fn(std::io::Error) -> DaemonError + '_ {
     move |source| DaemonError::DataDir {
         path: data_dir.to_path_buf(),
         source,
+    }
+}
+
+/// The node's key: the operator's `security.key_file`, else `<data_dir>/node.key` (made on
+/// first run).
+fn load_identity(config: &Config) -> Result<Identity, DaemonError> {
+    let named = configured_id(config);
+    Ok(match config.security.key_file.as_str() {
+        "" => Identity::load_or_create(&config.data_dir, named)?,
+        file => Identity::load(Path::new(file), named)?,
+    })
+}
+
+/// Says how peers are authenticated, once, at start.
+fn log_security(config: &Config, identity: &Identity, tls: Option<&TlsContext>) {
+    let mode = config.security.mode.as_str();
+    match tls {
+        Some(tls) => tracing::info!(
+            mode,
+            fingerprint = %tls.fingerprint,
+            ca = !config.security.ca_file.is_empty(),
+            "peer port security"
+        ),
+        None => tracing::warn!(
+            mode,
+            "peer port security: plaintext, no peer can prove its id"
+        ),
+    }
+    if identity.is_configured() && tls.is_some() {
+        tracing::warn!(
+            node_id = %identity.peer_id(),
+            key_id = %identity.derived_id(),
+            "node_id is not the id of the node's key: peers cannot verify this node's id"
+        );
     }
 }
 
@@ -228,19 +272,25 @@ impl Storage {
     }
 }
 
-fn actor_settings(config: &Config, remembered: Vec<(PeerId, Protocol)>) -> ActorSettings {
+fn actor_settings(
+    config: &Config,
+    remembered: Vec<(PeerId, Protocol)>,
+    tls: Option<Arc<TlsContext>>,
+) -> ActorSettings {
     let d = &config.distribution;
     ActorSettings {
         transport: TransportSettings {
             peer_timeout: config.discovery.peer_timeout,
             max_transaction_size: d.max_transaction_size,
             streaming_threshold: d.streaming_threshold,
+            tls,
         },
         fetch_timeout: d.fetch_timeout,
         cache_max_transactions: d.cache_max_transactions as usize,
         cache_max_bytes: usize::try_from(d.cache_max_bytes).unwrap_or(usize::MAX),
         cache_ttl: d.transaction_cache_ttl,
         remembered,
+        security_mode: config.security.mode.as_str(),
     }
 }
 

@@ -20,8 +20,12 @@ use super::{DaemonError, address_loop, discovery_options, flusher, server_failur
 use crate::api::{self, HttpState};
 use crate::config::Config;
 use crate::handle::NodeHandle;
+use crate::identity::Identity;
 use crate::store::queue::SharedQueue;
 use crate::transport::grpc::{self, PeerPortSettings, Services};
+use crate::transport::tls::connect::Dialer;
+use crate::transport::tls::{self, TlsContext};
+use sorcha_peer_core::model::PeerId;
 
 /// How long the actor may take to wind down after the servers are done.
 const ACTOR_STOP_TIMEOUT: Duration = Duration::from_secs(1);
@@ -39,17 +43,30 @@ pub(super) struct Tasks {
     stop: watch::Sender<bool>,
 }
 
+/// What the node proves itself with: to peers (its key and TLS setup) and to operators (the
+/// admin token).
+pub(super) struct Credentials {
+    pub identity: Arc<Identity>,
+    pub tls: Option<Arc<TlsContext>>,
+    pub admin_token: Arc<str>,
+}
+
 impl Tasks {
     /// Starts everything around the running actor; the node is ready when this returns.
     pub(super) fn start(
         config: &Config,
         (peer_listener, http_listener): (TcpListener, TcpListener),
+        credentials: Credentials,
         node: NodeHandle,
         queue: SharedQueue,
-        admin_token: Arc<str>,
         actor: JoinHandle<()>,
         peer_port: u16,
     ) -> Self {
+        let Credentials {
+            identity,
+            tls,
+            admin_token,
+        } = credentials;
         let (stop, stop_rx) = watch::channel(false);
         let address = tokio::spawn(address_loop(
             discovery_options(config),
@@ -61,8 +78,18 @@ impl Tasks {
         let (health, health_service) = tonic_health::server::health_reporter();
         let port_settings = peer_port_settings(config);
         let services = Arc::new(Services::new(node.clone(), queue.clone(), &port_settings));
+        if let Some(tls) = &tls {
+            let metrics = node.metrics().clone();
+            tokio::spawn(tls::maintain(
+                tls.clone(),
+                identity,
+                metrics,
+                stop_rx.clone(),
+            ));
+        }
+        let incoming = tls::accept::incoming(peer_listener, tls.clone(), node.metrics().clone());
         let grpc = tokio::spawn(grpc::serve(
-            peer_listener,
+            incoming,
             services.clone(),
             health.clone(),
             health_service,
@@ -76,7 +103,14 @@ impl Tasks {
             stop_rx.clone(),
         ));
         let ready = Arc::new(AtomicBool::new(false));
+        // The admin API's pings prove nothing to membership: the actor's own dials do that.
+        let dialer = Arc::new(Dialer::new(
+            tls.clone(),
+            node.metrics().clone(),
+            Arc::new(|_: &PeerId| {}),
+        ));
         let http_state = HttpState {
+            dialer,
             node,
             ready: ready.clone(),
             admin_token,

@@ -15,7 +15,7 @@ use super::StoreError;
 
 /// The columns every peer query selects, in the order [`RawPeer::from_row`] reads them.
 pub(super) const PEER_COLUMNS: &str = "peer_id, address, port, protocols, capabilities, status, \
-     first_seen, last_seen, failure_count, latency_ms, is_bootstrap, banned_until";
+     first_seen, last_seen, failure_count, latency_ms, is_bootstrap, banned_until, verified";
 
 /// A row as SQLite typed it, before the checks of [`RawPeer::decode`]. Splitting the two
 /// keeps rusqlite's row callback infallible apart from SQL type errors.
@@ -32,6 +32,7 @@ pub(super) struct RawPeer {
     latency_ms: Option<i64>,
     is_bootstrap: bool,
     banned_until: Option<i64>,
+    verified: bool,
 }
 
 impl RawPeer {
@@ -49,6 +50,7 @@ impl RawPeer {
             latency_ms: row.get(9)?,
             is_bootstrap: row.get(10)?,
             banned_until: row.get(11)?,
+            verified: row.get(12)?,
         })
     }
 
@@ -104,6 +106,7 @@ impl RawPeer {
             latency,
             is_bootstrap: self.is_bootstrap,
             banned_until,
+            verified: self.verified,
         })
     }
 }

@@ -51,8 +51,17 @@ CREATE TABLE orphan_bans (
 /// every later column follows.
 const V2_PREFERRED_PROTOCOL: &str = "ALTER TABLE peers ADD COLUMN preferred_protocol TEXT;";
 
+/// Version 3: whether the peer proved its id on an authenticated (TLS) connection. Once set it
+/// stays: after a restart, plaintext calls in its name are still refused.
+const V3_VERIFIED: &str =
+    "ALTER TABLE peers ADD COLUMN verified INTEGER NOT NULL DEFAULT 0 CHECK (verified IN (0, 1));";
+
 /// Every migration, oldest first.
-const MIGRATION_LIST: &[M<'static>] = &[M::up(V1_PEERS), M::up(V2_PREFERRED_PROTOCOL)];
+const MIGRATION_LIST: &[M<'static>] = &[
+    M::up(V1_PEERS),
+    M::up(V2_PREFERRED_PROTOCOL),
+    M::up(V3_VERIFIED),
+];
 
 pub(super) const MIGRATIONS: Migrations<'static> = Migrations::from_slice(MIGRATION_LIST);
 
@@ -78,10 +87,10 @@ mod tests {
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
-        assert_eq!(version, 2);
-        assert_eq!(MIGRATION_COUNT, 2);
-        // The column of the second migration exists.
-        conn.prepare("SELECT preferred_protocol FROM peers")
+        assert_eq!(version, 3);
+        assert_eq!(MIGRATION_COUNT, 3);
+        // The columns of the later migrations exist.
+        conn.prepare("SELECT preferred_protocol, verified FROM peers")
             .unwrap();
     }
 }

@@ -62,8 +62,8 @@ pub(super) fn upsert(conn: &Connection, node: &PeerNode) -> Result<(), StoreErro
     conn.execute(
         "INSERT INTO peers (peer_id, address, port, protocols, capabilities, status,
                            first_seen, last_seen, failure_count, latency_ms, is_bootstrap,
-                           banned_until)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                           banned_until, verified)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
          ON CONFLICT (peer_id) DO UPDATE SET
              address = excluded.address,
              port = excluded.port,
@@ -75,6 +75,7 @@ pub(super) fn upsert(conn: &Connection, node: &PeerNode) -> Result<(), StoreErro
              failure_count = excluded.failure_count,
              latency_ms = excluded.latency_ms,
              is_bootstrap = excluded.is_bootstrap,
+             verified = max(verified, excluded.verified),
              banned_until = CASE
                  WHEN banned_until IS NULL THEN excluded.banned_until
                  WHEN excluded.banned_until IS NULL THEN banned_until
@@ -92,6 +93,7 @@ pub(super) fn upsert(conn: &Connection, node: &PeerNode) -> Result<(), StoreErro
             latency_to_sql(node.latency),
             is_bootstrap,
             ban,
+            node.verified,
         ],
     )?;
     Ok(())

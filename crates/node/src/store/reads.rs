@@ -171,6 +171,7 @@ mod tests {
         let empty = PeerNode {
             latency: None,
             banned_until: None,
+            verified: false,
             supported_protocols: vec![],
             status: PeerStatus::Unknown,
             failure_count: 0,
@@ -201,7 +202,7 @@ mod tests {
             .conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
-        assert_eq!(version, 2);
+        assert_eq!(version, super::super::migrations::MIGRATION_COUNT as i64);
         let mode: String = again
             .conn
             .pragma_query_value(None, "journal_mode", |r| r.get(0))

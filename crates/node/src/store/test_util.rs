@@ -33,5 +33,6 @@ pub(super) fn node(n: u32, last_seen: u64) -> PeerNode {
         latency: Some(Duration::from_millis(37)),
         is_bootstrap: false,
         banned_until: None,
+        verified: false,
     }
 }

@@ -183,6 +183,29 @@ instruments! {
         "queue_refused_total",
         "Submissions refused because the offline queue was full"
     ),
+    /// TLS handshakes on the peer port and of our dials, by side (`inbound`, `outbound`) and
+    /// result (`ok`, `refused`: certificate or protocol error, `timeout`, `plaintext`: a
+    /// plaintext connection taken in `mixed` mode, `plaintext_refused`: one refused in `mtls`,
+    /// `busy`: too many handshakes at once, `fallback`: a dial that fell back to plaintext).
+    tls_handshakes_total: counter(
+        "tls_handshakes_total",
+        "TLS handshakes by side and result"
+    ),
+    /// Calls that claimed a verified peer's id without its proof, by reason.
+    identity_claims_refused_total: counter(
+        "identity_claims_refused_total",
+        "Calls claiming a verified peer's id without proving it, by reason"
+    ),
+    /// Peers that proved their id on an authenticated connection for the first time.
+    peers_verified_total: counter(
+        "peers_verified_total",
+        "Peers that proved their id over TLS for the first time"
+    ),
+    /// Reloads of the CA and CRL files, by result (`ok`, `failed`).
+    tls_trust_reloads_total: counter(
+        "tls_trust_reloads_total",
+        "Reloads of the CA and CRL files, by result"
+    ),
 }
 
 /// A gauge shown (at 0) from the start.
@@ -274,6 +297,17 @@ impl Metrics {
             stats,
             &reported,
         );
+        add_kind_deltas(
+            &self.identity_claims_refused_total,
+            "reason",
+            claim_refusals,
+            stats,
+            &reported,
+        );
+        if stats.peers_verified > reported.peers_verified {
+            let gained = stats.peers_verified - reported.peers_verified;
+            self.peers_verified_total.add(gained, &[]);
+        }
         *reported = *stats;
     }
 
@@ -380,6 +414,16 @@ fn advert_refusals(s: &MembershipStats) -> Vec<(&'static str, u64)> {
         ("oversized", s.refused_oversized),
         ("stale", s.refused_stale),
         ("list_full", s.refused_list_full),
+        ("unverified_full", s.refused_unverified_full),
+    ]
+}
+
+/// `identity_claims_refused_total{reason}`: calls in a verified peer's name that did not come
+/// over its connection (`not_proven`), or whose certificate proved another id (`id_mismatch`).
+fn claim_refusals(s: &MembershipStats) -> Vec<(&'static str, u64)> {
+    vec![
+        ("not_proven", s.refused_not_proven),
+        ("id_mismatch", s.refused_id_mismatch),
     ]
 }
 

@@ -5,8 +5,10 @@
 //! - [`outbound`]: carrying out the core's requests, transmissions and pulls over the
 //!   transport it chose: pooled channels, deadlines, answers fed back to the actor;
 //!   [`links`]: each peer's link worker, which makes one attempt per transmission.
+//! - [`tls`]: TLS on the peer port and on our dials, and what a connection proves.
 
 pub mod grpc;
 pub mod links;
 pub mod outbound;
 pub mod rest;
+pub mod tls;

@@ -26,6 +26,8 @@ use crate::clock::now;
 use crate::telemetry::Metrics;
 use crate::transport::links::{Job, Links};
 use crate::transport::rest::client::RestClient;
+use crate::transport::tls::TlsContext;
+use crate::transport::tls::connect::{Dialer, OnProven};
 use crate::wire::TxName;
 use crate::wire::proto::discovery::peer_discovery_client::PeerDiscoveryClient;
 use crate::wire::proto::heartbeat::peer_heartbeat_client::PeerHeartbeatClient;
@@ -67,6 +69,8 @@ pub enum Answer {
     StreamOpened { peer: PeerId, generation: u64 },
     /// Stream `generation` to `peer` ended or fell silent.
     StreamClosed { peer: PeerId, generation: u64 },
+    /// A TLS handshake of ours proved `peer`'s id (its certificate carries its key).
+    Proven { peer: PeerId },
 }
 
 /// What outbound calls need from the configuration.
@@ -77,10 +81,15 @@ pub struct TransportSettings {
     pub max_transaction_size: u32,
     /// Bodies larger than this are pulled with `StreamTransaction`.
     pub streaming_threshold: u32,
+    /// TLS for our dials; `None` in `plaintext` mode.
+    pub tls: Option<Arc<TlsContext>>,
 }
 
 pub struct Outbound {
+    /// By address and the peer id expected there: a channel made for a bootstrap address
+    /// (any id) is never reused for a peer that must prove a given id.
     channels: HashMap<String, (Channel, Instant)>,
+    dialer: Arc<Dialer>,
     links: Links,
     rest: RestClient,
     streaming_threshold: u64,
@@ -103,7 +112,23 @@ impl Outbound {
         let rest = RestClient::new(timeout)
             .expect("invariant: a plain HTTP client with the ring provider installed builds");
         let max_message = settings.max_transaction_size as usize + CHUNK_SIZE;
+        let proofs = answers.clone();
+        let dropped = metrics.clone();
+        let on_proven: OnProven = Arc::new(move |peer: &PeerId| {
+            let proof = Answer::Proven { peer: peer.clone() };
+            if proofs.try_send(proof).is_err() {
+                // The peer stays unverified until its next handshake: harmless, but counted.
+                let kind = KeyValue::new("kind", "proofs");
+                dropped.membership_dropped_total.add(1, &[kind]);
+            }
+        });
+        let dialer = Arc::new(Dialer::new(
+            settings.tls.clone(),
+            metrics.clone(),
+            on_proven,
+        ));
         Self {
+            dialer,
             links: Links::new(
                 self_id.clone(),
                 timeout,
@@ -150,6 +175,11 @@ impl Outbound {
         };
         let job = Job { ticket, via, what };
         self.links.transmit(&peer, open, job)
+    }
+
+    /// SHA-256 of the certificate our dials (and the peer port) present; `None` in plaintext.
+    pub fn certificate_fingerprint(&self) -> Option<String> {
+        self.dialer.fingerprint()
     }
 
     /// Stops `peer`'s link worker (its circuit opened, it was evicted or forgotten).
@@ -295,10 +325,14 @@ impl Outbound {
     }
 
     fn channel(&mut self, to: &Contact) -> Result<Channel, tonic::transport::Error> {
-        let key = if to.address.contains(':') {
+        let address = if to.address.contains(':') {
             format!("[{}]:{}", to.address, to.port)
         } else {
             format!("{}:{}", to.address, to.port)
+        };
+        let key = match &to.peer_id {
+            Some(id) => format!("{address}#{id}"),
+            None => address.clone(),
         };
         if let Some((channel, used)) = self.channels.get_mut(&key) {
             *used = Instant::now();
@@ -307,12 +341,12 @@ impl Outbound {
         if self.channels.len() >= MAX_CHANNELS {
             self.evict_oldest();
         }
-        let channel = Endpoint::from_shared(format!("http://{key}"))?
+        let connector = self.dialer.connector(to.peer_id.clone());
+        let channel = Endpoint::from_shared(format!("http://{address}"))?
             .connect_timeout(self.timeout)
-            .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(10))
-            .connect_lazy();
+            .connect_with_connector_lazy(connector);
         self.channels.insert(key, (channel.clone(), Instant::now()));
         Ok(channel)
     }

@@ -280,3 +280,33 @@ pub fn sample(page: &str, name: &str) -> f64 {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or(0.0)
 }
+
+/// A gRPC channel to `node`'s peer port over TLS, presenting a certificate for the key in
+/// `key_dir` (a data dir: the caller speaks as that node), with `security` (the default:
+/// self-signed certificates, `mixed`).
+pub async fn tls_channel_as(
+    key_dir: &Path,
+    node: &TestNode,
+    security: &sorcha_peer::config::SecurityConfig,
+) -> Result<tonic::transport::Channel, String> {
+    use sorcha_peer::transport::tls::{TlsContext, connect::Dialer};
+    let identity = sorcha_peer::identity::Identity::load_or_create(key_dir, None)
+        .map_err(|e| e.to_string())?;
+    let tls = TlsContext::new(security, &identity).map_err(|e| e.to_string())?;
+    let metrics =
+        std::sync::Arc::new(sorcha_peer::telemetry::Metrics::new().map_err(|e| e.to_string())?);
+    let dialer = std::sync::Arc::new(Dialer::new(tls, metrics, std::sync::Arc::new(|_: &_| {})));
+    tonic::transport::Endpoint::from_shared(node.grpc_url())
+        .map_err(|e| e.to_string())?
+        .connect_with_connector(dialer.connector(None))
+        .await
+        .map_err(|e| {
+            let mut text = e.to_string();
+            let mut next = std::error::Error::source(&e);
+            while let Some(cause) = next {
+                text.push_str(&format!(": {cause}"));
+                next = cause.source();
+            }
+            text
+        })
+}

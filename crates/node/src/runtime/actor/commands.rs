@@ -23,30 +23,45 @@ impl Actor {
     /// The peer protocol's membership calls; any other command comes back.
     fn membership_command(&mut self, command: Command, now: Now) -> Option<Command> {
         match command {
-            Command::Register { advert, reply } => {
-                let _ = reply.send(self.node.handle_register(advert, now));
+            Command::Register {
+                advert,
+                caller,
+                reply,
+            } => {
+                let _ = reply.send(self.node.handle_register(advert, &caller, now));
             }
-            Command::Heartbeat { peer_id, reply } => {
-                let _ = reply.send(self.node.handle_heartbeat(&peer_id, now));
+            Command::Heartbeat {
+                peer_id,
+                caller,
+                reply,
+            } => {
+                let _ = reply.send(self.node.handle_heartbeat(&peer_id, &caller, now));
             }
             Command::PeerList {
                 requester,
+                caller,
                 max,
                 reply,
             } => {
-                let list = self.node.peer_list(requester.as_ref(), max, now);
+                let list = self.node.peer_list(requester.as_ref(), &caller, max, now);
                 let _ = reply.send((list, self.node.membership().known_count()));
             }
             Command::Exchange {
                 from,
+                caller,
                 adverts,
                 max,
                 reply,
             } => {
-                let _ = reply.send(self.node.handle_exchange(&from, adverts, max, now));
+                let answer = self.node.handle_exchange(&from, &caller, adverts, max, now);
+                let _ = reply.send(answer);
             }
-            Command::Ping { from, reply } => {
-                let _ = reply.send(self.node.handle_ping(from.as_ref(), now));
+            Command::Ping {
+                from,
+                caller,
+                reply,
+            } => {
+                let _ = reply.send(self.node.handle_ping(from.as_ref(), &caller, now));
             }
             other => return Some(other),
         }

@@ -60,6 +60,8 @@ pub struct ActorSettings {
     pub cache_ttl: Duration,
     /// What worked with each peer last time (from the peer store).
     pub remembered: Vec<(PeerId, Protocol)>,
+    /// `security.mode`, for the status.
+    pub security_mode: &'static str,
 }
 
 /// Announced transactions whose arrival is being timed, at most (a few seconds of traffic at
@@ -85,6 +87,7 @@ pub struct Actor {
     /// `transaction_distribution_latency`; bounded, oldest forgotten first.
     heard: HashMap<TxId, Instant>,
     heard_order: VecDeque<TxId>,
+    security_mode: &'static str,
 }
 
 impl Actor {
@@ -135,6 +138,7 @@ impl Actor {
             address: None,
             heard: HashMap::new(),
             heard_order: VecDeque::new(),
+            security_mode: settings.security_mode,
         };
         (actor, handle)
     }
@@ -197,6 +201,7 @@ impl Actor {
             Answer::StreamClosed { peer, generation } => {
                 self.node.handle_stream_closed(&peer, generation, now)
             }
+            Answer::Proven { peer } => self.node.handle_proven(&peer, now),
         }
     }
 
@@ -364,6 +369,8 @@ impl Actor {
             nat: self.address.as_ref().map(|a| a.nat),
             queue_size: 0,
             version: env!("CARGO_PKG_VERSION"),
+            security_mode: self.security_mode,
+            certificate_fingerprint: self.outbound.certificate_fingerprint(),
         }
     }
 

@@ -95,6 +95,12 @@ impl Actor {
             MembershipEvent::PeerRemoved { peer_id } => {
                 tracing::info!(peer = %peer_id, "peer removed")
             }
+            MembershipEvent::PeerVerified { peer_id } => {
+                tracing::info!(peer = %peer_id, "peer proved its id over TLS: verified");
+            }
+            MembershipEvent::ClaimRefused { claimed, why } => {
+                tracing::warn!(peer = %claimed, reason = %why, "refused a call in a verified peer's name");
+            }
         }
     }
 }

@@ -1,5 +1,6 @@
 //! `sorcha.peer.discovery.PeerDiscovery`: the inbound side of discovery.
 
+use sorcha_peer_core::membership::Refusal;
 use sorcha_peer_core::model;
 use sorcha_peer_wire::membership::{exchanged, peer_list, pong, registered};
 use sorcha_peer_wire::peers::{advert_from_proto, max_peers};
@@ -8,6 +9,7 @@ use tonic::{Request, Response, Status};
 use super::{handle_error, requester};
 use crate::clock::now;
 use crate::handle::NodeHandle;
+use crate::transport::tls::caller_of;
 use crate::wire::proto::discovery::peer_discovery_server::PeerDiscovery;
 use crate::wire::proto::discovery::*;
 
@@ -35,11 +37,12 @@ impl PeerDiscovery for DiscoveryService {
         &self,
         request: Request<PeerListRequest>,
     ) -> Result<Response<PeerListResponse>, Status> {
+        let caller = caller_of(&request);
         let request = request.into_inner();
         let max = max_peers(request.max_peers, MAX_PEERS_PER_ANSWER);
         let (adverts, known) = self
             .node
-            .peer_list(requester(&request.requesting_peer_id), max)
+            .peer_list(requester(&request.requesting_peer_id), caller, max)
             .await
             .map_err(handle_error)?;
         Ok(Response::new(peer_list(&adverts, known)))
@@ -49,6 +52,7 @@ impl PeerDiscovery for DiscoveryService {
         &self,
         request: Request<RegisterPeerRequest>,
     ) -> Result<Response<RegisterPeerResponse>, Status> {
+        let caller = caller_of(&request);
         let info = request
             .into_inner()
             .peer_info
@@ -57,8 +61,16 @@ impl PeerDiscovery for DiscoveryService {
             self.node.metrics().reject_peer_info(e.reason());
             Status::invalid_argument(e.to_string())
         })?;
-        let answer = match self.node.register(advert).await.map_err(handle_error)? {
+        let answer = match self
+            .node
+            .register(advert, caller)
+            .await
+            .map_err(handle_error)?
+        {
             Ok(_) => registered(None),
+            Err(refused @ (Refusal::NotProven | Refusal::IdMismatch)) => {
+                return Err(Status::permission_denied(refused.to_string()));
+            }
             Err(refused) => registered(Some(&refused)),
         };
         Ok(Response::new(answer))
@@ -66,8 +78,9 @@ impl PeerDiscovery for DiscoveryService {
 
     async fn ping(&self, request: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
         let from = requester(&request.get_ref().peer_id);
+        let caller = caller_of(&request);
         // Answering at all means this node is up; BUSY tells the caller we are saturated.
-        let status = match self.node.ping(from).await {
+        let status = match self.node.ping(from, caller).await {
             Ok(Ok(_)) => model::PeerStatus::Online,
             Ok(Err(refused)) => return Err(Status::permission_denied(refused.to_string())),
             Err(crate::handle::HandleError::Busy) => model::PeerStatus::Busy,
@@ -81,6 +94,7 @@ impl PeerDiscovery for DiscoveryService {
         &self,
         request: Request<PeerExchangeRequest>,
     ) -> Result<Response<PeerExchangeResponse>, Status> {
+        let caller = caller_of(&request);
         let request = request.into_inner();
         let from = request
             .peer_id
@@ -103,9 +117,10 @@ impl PeerDiscovery for DiscoveryService {
         let max = max_peers(request.max_peers, MAX_PEERS_PER_ANSWER);
         let answer = self
             .node
-            .exchange(from, adverts, max)
+            .exchange(from, caller, adverts, max)
             .await
-            .map_err(handle_error)?;
+            .map_err(handle_error)?
+            .map_err(|refused| Status::permission_denied(refused.to_string()))?;
         Ok(Response::new(exchanged(&answer)))
     }
 

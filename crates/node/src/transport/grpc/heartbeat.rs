@@ -3,6 +3,7 @@
 use std::pin::Pin;
 
 use futures::{Stream, StreamExt};
+use sorcha_peer_core::model::Caller;
 use sorcha_peer_wire::membership::heartbeat_answer;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -11,6 +12,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::handle_error;
 use crate::clock::now;
 use crate::handle::NodeHandle;
+use crate::transport::tls::caller_of;
 use crate::wire::proto::heartbeat::peer_heartbeat_server::PeerHeartbeat;
 use crate::wire::proto::heartbeat::*;
 
@@ -31,6 +33,7 @@ impl HeartbeatService {
 async fn answer(
     node: &NodeHandle,
     request: PeerHeartbeatRequest,
+    caller: Caller,
 ) -> Result<PeerHeartbeatResponse, Status> {
     let Ok(peer_id) = request.peer_id.parse() else {
         return Err(Status::invalid_argument(format!(
@@ -38,7 +41,10 @@ async fn answer(
             request.peer_id.chars().take(80).collect::<String>()
         )));
     };
-    let outcome = node.heartbeat(peer_id).await.map_err(handle_error)?;
+    let outcome = node
+        .heartbeat(peer_id, caller)
+        .await
+        .map_err(handle_error)?;
     Ok(heartbeat_answer(outcome, node.peer_id(), now()))
 }
 
@@ -48,8 +54,9 @@ impl PeerHeartbeat for HeartbeatService {
         &self,
         request: Request<PeerHeartbeatRequest>,
     ) -> Result<Response<PeerHeartbeatResponse>, Status> {
+        let caller = caller_of(&request);
         Ok(Response::new(
-            answer(&self.node, request.into_inner()).await?,
+            answer(&self.node, request.into_inner(), caller).await?,
         ))
     }
 
@@ -60,6 +67,7 @@ impl PeerHeartbeat for HeartbeatService {
         &self,
         request: Request<Streaming<PeerHeartbeatRequest>>,
     ) -> Result<Response<Self::StreamHeartbeatStream>, Status> {
+        let caller = caller_of(&request);
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let node = self.node.clone();
@@ -67,7 +75,7 @@ impl PeerHeartbeat for HeartbeatService {
             // A transport error ends the stream; a bad heartbeat only gets a refusal, so one
             // malformed message does not cost the peer its stream.
             while let Some(Ok(beat)) = inbound.next().await {
-                let reply = match answer(&node, beat).await {
+                let reply = match answer(&node, beat, caller.clone()).await {
                     Ok(reply) => reply,
                     Err(status) => PeerHeartbeatResponse {
                         success: false,

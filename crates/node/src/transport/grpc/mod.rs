@@ -9,16 +9,14 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
-use tokio::net::TcpListener;
 use tonic::Status;
 use tonic::codec::CompressionEncoding;
 use tonic::service::Routes;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 
 use crate::handle::{HandleError, NodeHandle};
 use crate::store::queue::SharedQueue;
+use crate::transport::tls::accept::PeerConn;
 use crate::wire::proto::communication::peer_communication_server::PeerCommunicationServer;
 use crate::wire::proto::discovery::peer_discovery_server::PeerDiscoveryServer;
 use crate::wire::proto::heartbeat::peer_heartbeat_server::PeerHeartbeatServer;
@@ -117,7 +115,7 @@ fn transaction_server(
 /// Serves the peer port on `listener` until `shutdown` completes, then finishes in-flight calls:
 /// gRPC (and, when configured, the REST fallback beside it), or only REST.
 pub async fn serve(
-    listener: TcpListener,
+    incoming: impl futures::Stream<Item = std::io::Result<PeerConn>> + Send + 'static,
     services: Arc<Services>,
     health: tonic_health::server::HealthReporter,
     health_service: tonic_health::pb::health_server::HealthServer<
@@ -129,8 +127,12 @@ pub async fn serve(
     let max_tx = settings.max_transaction_size as usize;
     let rest = crate::transport::rest::server::router(services.clone(), max_tx);
     if !settings.grpc {
-        return axum::serve(listener.tap_io(no_delay), rest)
-            .with_graceful_shutdown(shutdown)
+        // REST only: HTTP/1.1 (and HTTP/2) to the REST routes; a gRPC call finds no route
+        // and its caller sees UNIMPLEMENTED.
+        return Server::builder()
+            .accept_http1(true)
+            .add_routes(Routes::from(rest))
+            .serve_with_incoming_shutdown(incoming, shutdown)
             .await
             .map_err(|e| e.to_string());
     }
@@ -175,10 +177,7 @@ pub async fn serve(
             PeerCommunicationServer::from_arc(services.communication.clone()),
             max_message
         ))
-        .serve_with_incoming_shutdown(
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown,
-        )
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(|e| e.to_string())
 }
@@ -186,7 +185,8 @@ pub async fn serve(
 /// Turns Nagle's algorithm off on an accepted connection. Without it a gRPC answer's trailers
 /// (a small frame right after the headers and data) wait for the client's delayed ACK: one
 /// GetTransaction took ~40 ms on loopback and a single peer could pull only ~250 bodies per
-/// second (`peer-lab run queue`). `Server::tcp_nodelay` does not apply to a listener we bind.
+/// second (`peer-lab run queue`). `Server::tcp_nodelay` does not apply to connections we
+/// accept ourselves (the peer port's acceptor, the HTTP port).
 pub(crate) fn no_delay(stream: &mut tokio::net::TcpStream) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(error = %e, "cannot set TCP_NODELAY on an accepted connection");

@@ -15,8 +15,10 @@
 
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::StatusCode;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State};
+use axum::http::{Extensions, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -24,6 +26,7 @@ use serde::Deserialize;
 use tonic::{Code, Status};
 
 use crate::transport::grpc::Services;
+use crate::transport::tls::ConnInfo;
 use crate::wire::proto::communication::PeerMessage;
 use crate::wire::proto::communication::peer_communication_server::PeerCommunication;
 use crate::wire::proto::discovery::peer_discovery_server::PeerDiscovery;
@@ -62,6 +65,23 @@ fn routes(max_transaction_size: usize) -> Router<Arc<Services>> {
         .layer(DefaultBodyLimit::max(limit))
 }
 
+/// The service call for `message`, carrying what the connection proved (the peer port's
+/// acceptor put a [`ConnInfo`] in the request; the HTTP port's server knows only the address).
+fn rpc<T>(ext: &Extensions, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    let info = ext.get::<ConnInfo>().cloned().or_else(|| {
+        ext.get::<ConnectInfo<SocketAddr>>().map(|remote| ConnInfo {
+            remote: Some(remote.0),
+            proven: None,
+            tls: false,
+        })
+    });
+    if let Some(info) = info {
+        request.extensions_mut().insert(info);
+    }
+    request
+}
+
 /// A gRPC answer as JSON, or its status as the matching HTTP status.
 fn answer<T: serde::Serialize>(result: Result<tonic::Response<T>, Status>) -> Response {
     match result {
@@ -87,13 +107,10 @@ pub fn status_response(status: &Status) -> Response {
 
 async fn register(
     State(s): State<Arc<Services>>,
+    ext: Extensions,
     Json(request): Json<RegisterPeerRequest>,
 ) -> Response {
-    answer(
-        s.discovery
-            .register_peer(tonic::Request::new(request))
-            .await,
-    )
+    answer(s.discovery.register_peer(rpc(&ext, request)).await)
 }
 
 /// Query parameters in camelCase (the JSON mapping) or snake_case (the proto names).
@@ -108,16 +125,16 @@ struct ListQuery {
     max_peers: i32,
 }
 
-async fn list(State(s): State<Arc<Services>>, Query(q): Query<ListQuery>) -> Response {
+async fn list(
+    State(s): State<Arc<Services>>,
+    ext: Extensions,
+    Query(q): Query<ListQuery>,
+) -> Response {
     let request = PeerListRequest {
         requesting_peer_id: q.requesting_peer_id,
         max_peers: q.max_peers,
     };
-    answer(
-        s.discovery
-            .get_peer_list(tonic::Request::new(request))
-            .await,
-    )
+    answer(s.discovery.get_peer_list(rpc(&ext, request)).await)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -128,61 +145,56 @@ struct PingQuery {
     peer_id: String,
 }
 
-async fn ping(State(s): State<Arc<Services>>, Query(q): Query<PingQuery>) -> Response {
+async fn ping(
+    State(s): State<Arc<Services>>,
+    ext: Extensions,
+    Query(q): Query<PingQuery>,
+) -> Response {
     let request = PingRequest { peer_id: q.peer_id };
-    answer(s.discovery.ping(tonic::Request::new(request)).await)
+    answer(s.discovery.ping(rpc(&ext, request)).await)
 }
 
 async fn exchange(
     State(s): State<Arc<Services>>,
+    ext: Extensions,
     Json(request): Json<PeerExchangeRequest>,
 ) -> Response {
-    answer(
-        s.discovery
-            .exchange_peers(tonic::Request::new(request))
-            .await,
-    )
+    answer(s.discovery.exchange_peers(rpc(&ext, request)).await)
 }
 
 async fn heartbeat(
     State(s): State<Arc<Services>>,
+    ext: Extensions,
     Json(request): Json<PeerHeartbeatRequest>,
 ) -> Response {
-    answer(
-        s.heartbeat
-            .send_heartbeat(tonic::Request::new(request))
-            .await,
-    )
+    answer(s.heartbeat.send_heartbeat(rpc(&ext, request)).await)
 }
 
 async fn notify(
     State(s): State<Arc<Services>>,
+    ext: Extensions,
     Json(request): Json<TransactionNotification>,
 ) -> Response {
-    answer(
-        s.transaction
-            .notify_transaction(tonic::Request::new(request))
-            .await,
-    )
+    answer(s.transaction.notify_transaction(rpc(&ext, request)).await)
 }
 
-async fn message(State(s): State<Arc<Services>>, Json(request): Json<PeerMessage>) -> Response {
-    answer(
-        s.communication
-            .send_message(tonic::Request::new(request))
-            .await,
-    )
+async fn message(
+    State(s): State<Arc<Services>>,
+    ext: Extensions,
+    Json(request): Json<PeerMessage>,
+) -> Response {
+    answer(s.communication.send_message(rpc(&ext, request)).await)
 }
 
 /// `GetTransaction` as JSON (`transactionData` in base64; `found: false` for an unknown hash).
-pub async fn transaction(State(s): State<Arc<Services>>, Path(hash): Path<String>) -> Response {
+pub async fn transaction(
+    State(s): State<Arc<Services>>,
+    ext: Extensions,
+    Path(hash): Path<String>,
+) -> Response {
     let request = TransactionRequest {
         transaction_hash: hash,
         ..Default::default()
     };
-    answer(
-        s.transaction
-            .get_transaction(tonic::Request::new(request))
-            .await,
-    )
+    answer(s.transaction.get_transaction(rpc(&ext, request)).await)
 }
