@@ -43,6 +43,9 @@ pub enum Command {
     Peers(ClientArgs),
     /// Find the address this node advertises (override, interfaces, STUN, HTTP) and print it.
     Address(AddressArgs),
+    /// A certificate authority for permissioned networks: make a CA, certify node keys, revoke.
+    #[command(subcommand)]
+    Certs(crate::certs::CertsCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -197,6 +200,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Status(args) => status(&args),
         Command::Peers(args) => peers(&args),
         Command::Address(args) => address(&args),
+        Command::Certs(command) => crate::certs::main(command),
     }
 }
 

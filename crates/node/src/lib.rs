@@ -2,12 +2,15 @@
 //! the ones listed after it (no import circle):
 //!
 //! - [`cli`]: the `sorcha-peer` command line (runs a node, or asks one over HTTP).
+//! - [`certs`]: `sorcha-peer certs`, a small CA for permissioned networks (make, issue,
+//!   revoke).
 //! - [`runtime`]: start-up and shutdown, the two listeners, the one actor that owns the core
 //!   `Node` and carries out its outputs, and the offline queue's flusher.
 //! - [`api`]: the HTTP port (health, metrics, status, peers, transactions, the operator's
 //!   actions).
-//! - [`transport`]: reaching peers and being reached: the gRPC services, the REST fallback,
-//!   each peer's link worker and the outbound calls, over the transports the core chose.
+//! - [`transport`]: reaching peers and being reached: TLS and what a connection proves, the
+//!   gRPC services, the REST fallback, each peer's link worker and the outbound calls, over
+//!   the transports the core chose.
 //! - [`handle`]: the actor's mailbox: [`handle::NodeHandle`], the commands the listeners send
 //!   and what they get back; below transport and api, which call it, and runtime, which answers.
 //! - [`store`]: SQLite and memory: the peer store, the transaction bodies, the offline queue.
@@ -23,6 +26,7 @@
 
 pub mod address;
 pub mod api;
+pub mod certs;
 pub mod cli;
 pub mod clock;
 pub mod config;

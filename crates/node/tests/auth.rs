@@ -169,3 +169,125 @@ async fn nobody_can_speak_for_a_verified_peer_without_its_key() {
     );
     assert!(not_proven >= 2.0, "{metrics}");
 }
+
+/// Whether `node` answers a Ping on a new TLS connection made with `security` as the node of
+/// `dir`. (In TLS 1.3 the client's handshake ends before the server has checked the client's
+/// certificate, so a refusal shows on the first call.)
+async fn answers_as(dir: &tempfile::TempDir, node: &TestNode, security: &SecurityConfig) -> bool {
+    use sorcha_peer::wire::proto::discovery::PingRequest;
+    let Ok(channel) = common::tls_channel_as(dir.path(), node, security).await else {
+        return false;
+    };
+    let ping = PingRequest::default();
+    PeerDiscoveryClient::new(channel).ping(ping).await.is_ok()
+}
+
+fn env_of(vars: &[(String, String)]) -> Vec<(&str, &str)> {
+    let mut env: Vec<(&str, &str)> = FAST.to_vec();
+    env.extend(vars.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    env
+}
+
+/// A node's key, made in `dir` as the node would make it, and a certificate for it from the
+/// CA in `ca`: the environment that runs it in the CA's network.
+fn certified(ca: &std::path::Path, dir: &std::path::Path) -> Vec<(String, String)> {
+    sorcha_peer::identity::Identity::load_or_create(dir, None).unwrap();
+    let (key, cert) = (dir.join("node.key"), dir.join("node.crt"));
+    let (code, out, err) = common::run_cli(
+        &[
+            "certs",
+            "issue",
+            "--ca",
+            ca.to_str().unwrap(),
+            "--key",
+            key.to_str().unwrap(),
+            "--out",
+            cert.to_str().unwrap(),
+        ],
+        &[],
+        None,
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+    vec![
+        ("SORCHA_PEER__SECURITY__MODE".into(), "mtls".into()),
+        (
+            "SORCHA_PEER__SECURITY__CA_FILE".into(),
+            path(&ca.join("ca.crt")),
+        ),
+        (
+            "SORCHA_PEER__SECURITY__CRL_FILES".into(),
+            path(&ca.join("ca.crl")),
+        ),
+        ("SORCHA_PEER__SECURITY__CERT_FILE".into(), path(&cert)),
+        ("SORCHA_PEER__SECURITY__KEY_FILE".into(), path(&key)),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ca_network_refuses_a_revoked_certificate_after_reloading_its_crl() {
+    common::init_crypto();
+    let ca = tempfile::tempdir().unwrap();
+    let (code, out, err) =
+        common::run_cli(&["certs", "ca", ca.path().to_str().unwrap()], &[], None);
+    assert_eq!(code, 0, "{out}{err}");
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (a_vars, b_vars) = (
+        certified(ca.path(), a_dir.path()),
+        certified(ca.path(), b_dir.path()),
+    );
+    let a = TestNode::start_in(a_dir.path(), &[], &env_of(&a_vars));
+    let bootstrap = ["--bootstrap", &a.peer_addr()];
+    let b = TestNode::start_in(b_dir.path(), &bootstrap, &env_of(&b_vars));
+    let b_id = peer_id(&b).await;
+    assert!(
+        eventually(SETTLE, || async {
+            row(&a, &b_id).await["verified"] == true
+        })
+        .await,
+        "b did not join the CA network: {}\n{}",
+        a.log(),
+        b.log()
+    );
+
+    // b's certificate, as b would present it on a new connection, works before revocation...
+    let as_b = SecurityConfig {
+        mode: sorcha_peer::config::SecurityMode::Mtls,
+        ca_file: a_vars[1].1.clone(),
+        crl_files: vec![a_vars[2].1.clone()],
+        cert_file: b_dir.path().join("node.crt").to_str().unwrap().to_owned(),
+        key_file: b_dir.path().join("node.key").to_str().unwrap().to_owned(),
+        ..SecurityConfig::default()
+    };
+    assert!(answers_as(&b_dir, &a, &as_b).await, "{}", a.log());
+
+    // ...and is refused once the CA revokes it and a has reloaded its CRL (no restart).
+    let crt = b_dir.path().join("node.crt");
+    let revoke = [
+        "certs",
+        "revoke",
+        "--ca",
+        ca.path().to_str().unwrap(),
+        crt.to_str().unwrap(),
+    ];
+    let (code, out, err) = common::run_cli(&revoke, &[], None);
+    assert_eq!(code, 0, "{out}{err}");
+    let refused = eventually(SETTLE, || async {
+        let metrics = a.get_text("/metrics").await.1;
+        let reloaded = common::sample(&metrics, "tls_trust_reloads_total{result=\"ok\"}") >= 1.0;
+        reloaded && !answers_as(&b_dir, &a, &as_b).await
+    })
+    .await;
+    assert!(
+        refused,
+        "a revoked certificate was still taken: {}",
+        a.log()
+    );
+    let metrics = a.get_text("/metrics").await.1;
+    let refusals = common::sample(
+        &metrics,
+        "tls_handshakes_total{result=\"refused\",side=\"inbound\"}",
+    );
+    assert!(refusals >= 1.0, "{metrics}");
+    assert!(a.log().contains("TLS handshake refused"), "{}", a.log());
+}
