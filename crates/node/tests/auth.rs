@@ -291,3 +291,66 @@ async fn a_ca_network_refuses_a_revoked_certificate_after_reloading_its_crl() {
     assert!(refusals >= 1.0, "{metrics}");
     assert!(a.log().contains("TLS handshake refused"), "{}", a.log());
 }
+
+/// A non-loopback IPv4 address of this machine, to call the HTTP port as a remote client
+/// would. (CI machines reach package registries, so they have one.)
+fn non_loopback_ip() -> std::net::IpAddr {
+    if_addrs::get_if_addrs()
+        .expect("list interfaces")
+        .into_iter()
+        .map(|i| i.ip())
+        .find(|ip| ip.is_ipv4() && !ip.is_loopback())
+        .expect("this test needs a non-loopback IPv4 address on some interface")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_callers_need_the_admin_token_to_submit_or_ban() {
+    common::init_crypto();
+    let node = TestNode::start_with(&["--http-listen", "0.0.0.0:0"], &FAST);
+    let remote = format!("http://{}:{}", non_loopback_ip(), node.ports.http);
+    let client = reqwest::Client::new();
+    let submit = |token: Option<String>| {
+        let mut request = client
+            .post(format!("{remote}/api/v1/transactions"))
+            .body(b"remote body".to_vec());
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send()
+    };
+    let refused = submit(None).await.unwrap();
+    assert_eq!(refused.status().as_u16(), 401);
+    let body = refused.text().await.unwrap();
+    assert!(body.contains("admin.token"), "{body}");
+    let ban = client
+        .post(format!("{remote}/api/v1/peers/{}/ban", "a".repeat(40)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ban.status().as_u16(), 401);
+
+    let token = std::fs::read_to_string(node.data_dir.join("admin.token")).unwrap();
+    let taken = submit(Some(token.trim().to_owned())).await.unwrap();
+    assert!(taken.status().is_success(), "{:?}", taken.text().await);
+    // Loopback callers need no token.
+    let local = client
+        .post(node.http_url("/api/v1/transactions"))
+        .body(b"local body".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert!(local.status().is_success());
+
+    // With open submission, anyone may submit (and still not ban).
+    let mut env = FAST.to_vec();
+    env.push(("SORCHA_PEER__API__OPEN_SUBMISSION", "true"));
+    let open = TestNode::start_with(&["--http-listen", "0.0.0.0:0"], &env);
+    let remote = format!("http://{}:{}", non_loopback_ip(), open.ports.http);
+    let taken = client
+        .post(format!("{remote}/api/v1/transactions"))
+        .body(b"open body".to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert!(taken.status().is_success(), "{:?}", taken.text().await);
+}

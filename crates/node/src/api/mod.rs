@@ -41,9 +41,24 @@ pub struct HttpState {
     pub queue: SharedQueue,
     /// The rpc implementations, for the REST fallback.
     pub services: Arc<Services>,
+    /// Anyone may submit (`api.open_submission`); else only loopback and token holders.
+    pub open_submission: bool,
     /// How the admin API's own calls to peers (ping) dial them: over TLS when the node
     /// uses it, accepting only the certificate of the peer pinged.
     pub dialer: Arc<Dialer>,
+}
+
+/// `POST /api/v1/transactions`, behind the admin check unless submission is open.
+fn submission(state: &HttpState) -> axum::routing::MethodRouter<HttpState> {
+    let submit = post(transactions::submit);
+    if state.open_submission {
+        submit
+    } else {
+        submit.route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            admin::require_admin,
+        ))
+    }
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -65,7 +80,7 @@ pub fn router(state: HttpState) -> Router {
         .route(
             "/api/v1/transactions",
             get(transactions::list)
-                .post(transactions::submit)
+                .merge(submission(&state))
                 .layer(DefaultBodyLimit::max(
                     // One byte over the limit still reaches the handler, which answers 413 in JSON.
                     state.max_transaction_size + 1,

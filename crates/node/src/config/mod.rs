@@ -51,6 +51,7 @@ pub struct Config {
     pub distribution: DistributionConfig,
     pub offline: OfflineConfig,
     pub security: SecurityConfig,
+    pub api: ApiConfig,
     pub log: LogConfig,
 }
 
@@ -67,9 +68,20 @@ impl Default for Config {
             distribution: DistributionConfig::default(),
             offline: OfflineConfig::default(),
             security: SecurityConfig::default(),
+            api: ApiConfig::default(),
             log: LogConfig::default(),
         }
     }
+}
+
+/// The HTTP port's API.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Let anyone who reaches the HTTP port submit transactions. Off: callers other than
+    /// loopback present the admin token (`Authorization: Bearer`, from
+    /// `<data_dir>/admin.token`), like every other call that changes the node.
+    pub open_submission: bool,
 }
 
 /// Who may connect to the peer port, and what a connection proves (see `transport::tls`).

@@ -111,6 +111,7 @@ impl Tasks {
         ));
         let http_state = HttpState {
             dialer,
+            open_submission: config.api.open_submission,
             node,
             ready: ready.clone(),
             admin_token,
