@@ -66,6 +66,17 @@ impl PeerId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Whether this id has the form of an id derived from a key (lowercase hex of
+    /// `DERIVED_ID_BYTES` bytes), so a certificate can prove it. A name an operator gave
+    /// (`node_id`, Sorcha's `node_...`) cannot be proven by any certificate.
+    pub fn is_key_derived(&self) -> bool {
+        self.0.len() == DERIVED_ID_BYTES * 2
+            && self
+                .0
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    }
 }
 
 impl FromStr for PeerId {
@@ -634,7 +645,8 @@ mod tests {
 }
 
 /// Who sent a request, as far as the transport proved it. A peer id in a message is a claim;
-/// only a TLS connection whose certificate carries the key the id derives from proves it.
+/// only a TLS connection whose certificate carries the key the id derives from proves it (and
+/// only ids of that form, see [`PeerId::is_key_derived`], can be proven at all).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Caller {
     /// The connection's certificate proved this id.

@@ -42,15 +42,16 @@ fn a_verified_peer_cannot_be_redirected_or_kept_alive_over_plaintext() {
         register(&mut m, spoofed.clone(), &plaintext(), t(2)),
         Err(Refusal::NotProven)
     );
+    // (`node-1` is a name, so another certificate is no proof at all rather than a
+    // mismatch: see the named-peer test.)
     assert_eq!(
         register(&mut m, spoofed, &proven(7), t(2)),
-        Err(Refusal::IdMismatch),
+        Err(Refusal::NotProven),
         "another peer's certificate does not speak for node-1"
     );
     assert_eq!(m.peer(&id(1)).expect("known").node.address, addr(1));
     assert_eq!(m.check_claim(&id(1), &plaintext()), Err(Refusal::NotProven));
-    assert_eq!(m.stats().refused_not_proven, 2);
-    assert_eq!(m.stats().refused_id_mismatch, 1);
+    assert_eq!(m.stats().refused_not_proven, 3);
     assert!(drain(&mut m).iter().any(|o| matches!(
         o,
         Output::Event(MembershipEvent::ClaimRefused {
@@ -141,4 +142,31 @@ fn unverified_peers_fill_only_their_share_and_never_displace_verified_ones() {
         .collect();
     assert_eq!(verified_before, verified_after);
     assert!(m.unverified_count() <= 5);
+}
+
+#[test]
+fn a_named_peer_cannot_be_proven_and_is_taken_as_unverified() {
+    let mut m = machine(0, vec![], vec![], MembershipConfig::default(), t(0));
+    // `node-1` is a name (not 40 hex digits): a certificate proving a key-derived id does
+    // not speak for it, and is not a mismatch either.
+    let derived: PeerId = "ab".repeat(20).parse().expect("valid id");
+    assert!(derived.is_key_derived() && !id(1).is_key_derived());
+    assert_eq!(
+        m.check_claim(&id(1), &Caller::Proven(derived.clone())),
+        Ok(false)
+    );
+    register(
+        &mut m,
+        advert(1, t(1)),
+        &Caller::Proven(derived.clone()),
+        t(1),
+    )
+    .expect("unverified");
+    assert!(!m.peer(&id(1)).expect("known").node.verified);
+    // A key-derived claim under another key is a mismatch.
+    let other: PeerId = "cd".repeat(20).parse().expect("valid id");
+    assert_eq!(
+        m.check_claim(&other, &Caller::Proven(derived)),
+        Err(Refusal::IdMismatch)
+    );
 }

@@ -16,10 +16,17 @@ const RESERVATION_SLACK: std::time::Duration = std::time::Duration::from_secs(1)
 
 impl Membership {
     /// Whether `caller` may speak for `claimed`: a proven caller for its own id only, an
-    /// unproven one only for ids nobody has proven. `Ok(true)` when the claim is proven (then
-    /// call [`note_proven`](Membership::note_proven) once the request is handled). A refusal
-    /// is counted and reported as an event: it is someone speaking in another peer's name.
+    /// unproven one only for ids nobody has proven. A name (an id no key derives to) cannot be
+    /// proven, so a proven caller claiming one is taken as unproven. `Ok(true)` when the
+    /// claim is proven (then call [`note_proven`](Membership::note_proven) once the request is
+    /// handled). A refusal is counted and reported as an event: it is someone speaking in
+    /// another peer's name.
     pub fn check_claim(&mut self, claimed: &PeerId, caller: &Caller) -> Result<bool, Refusal> {
+        let unproven = Caller::UNKNOWN;
+        let caller = match caller {
+            Caller::Proven(id) if id != claimed && !claimed.is_key_derived() => &unproven,
+            caller => caller,
+        };
         let why = match caller {
             Caller::Proven(id) if id == claimed => return Ok(true),
             Caller::Proven(_) => Refusal::IdMismatch,

@@ -115,7 +115,9 @@ impl Dialer {
         if tls.mode == SecurityMode::Mixed && self.spoke_plaintext(&address) {
             return Ok(Io::Plain(stream));
         }
-        let config = tls.client_config(expected).map_err(io::Error::other)?;
+        let config = tls
+            .client_config(expected.clone())
+            .map_err(io::Error::other)?;
         let name = ServerName::try_from("sorcha-peer").map_err(io::Error::other)?;
         let handshake = TlsConnector::from(config).connect(name, stream);
         let stream = match tokio::time::timeout(tls.handshake_timeout, handshake).await {
@@ -145,7 +147,8 @@ impl Dialer {
             .peer_certificates()
             .and_then(|chain| chain.first())
             .and_then(|cert| verify::peer_id_of(cert).ok());
-        if let Some(id) = proven {
+        // Only the id the certificate proves counts (a peer known by a name proves nothing).
+        if let Some(id) = proven.filter(|id| expected.as_ref().is_none_or(|e| e == id)) {
             (self.on_proven)(&id);
         }
         Ok(Io::Tls(Box::new(tokio_rustls::TlsStream::Client(stream))))
