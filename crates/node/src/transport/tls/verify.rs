@@ -239,3 +239,37 @@ impl ServerCertVerifier for PeerServerVerifier {
             .supported_schemes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::transport::tls::certs;
+
+    fn check(cert: &CertificateDer<'_>, at: UnixTime) -> Result<PeerId, rustls::Error> {
+        let provider = rustls::crypto::ring::default_provider();
+        Trust::self_signed().check(cert, &[], at, KeyUsage::client_auth(), &provider)
+    }
+
+    #[test]
+    fn a_self_signed_certificate_proves_the_id_its_key_derives_to_while_valid() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let id = PeerId::from_public_key(&rcgen::PublicKeyData::subject_public_key_info(&key));
+        let cert = certs::self_signed(&key, id.as_str()).unwrap();
+        assert_eq!(check(&cert, UnixTime::now()), Ok(id.clone()));
+        assert_eq!(peer_id_of(&cert), Ok(id));
+
+        let after = UnixTime::since_unix_epoch(
+            Duration::from_secs(UnixTime::now().as_secs())
+                + certs::SELF_SIGNED_VALIDITY
+                + Duration::from_secs(60),
+        );
+        assert_eq!(
+            check(&cert, after),
+            Err(rustls::Error::InvalidCertificate(CertificateError::Expired))
+        );
+        let garbage = CertificateDer::from(vec![0x30, 0x03, 0x02, 0x01, 0x00]);
+        assert!(check(&garbage, UnixTime::now()).is_err());
+    }
+}
