@@ -3,10 +3,14 @@
 //! so that the daemon and the simulator run the very same policy; the runtime only carries
 //! out [`Output::Transmit`] and [`Output::Request`] and reports how each went.
 //!
-//! - [`negotiate`]: what we speak ([`Speaks`]) and what each peer speaks, learnt from adverts
-//!   and answers (a refused stream downgrades the link to unary, re-probed after
-//!   [`REPROBE_AFTER`]; a gRPC transport failure to a peer that may speak REST tries REST),
-//!   and which peers speak our `GOSSIP_*` extensions or only Sorcha's `NotifyTransaction`.
+//! - [`negotiate`]: what we speak ([`Speaks`]), the transport planned for each peer (the
+//!   operator's preferred one where both sides speak it, else the best common one; a gRPC
+//!   transport failure to a peer that may speak REST tries REST).
+//! - [`speech`]: what each peer speaks, learnt from its answers: a refusal (UNIMPLEMENTED) is
+//!   kept per peer and [`Service`] for [`REPROBE_REFUSED`] and never retried meanwhile; a
+//!   peer that refused `PeerCommunication` and never showed it speaks our `GOSSIP_*`
+//!   extensions gets Sorcha's `NotifyTransaction` only; an unknown peer is probed one
+//!   message at a time. Every message is shaped for its peer as it leaves its link.
 //! - `peer`: one peer's link: bounded Control / Announce / Body lanes, a window of
 //!   transmissions in flight released as outcomes come back, retries with backoff.
 //! - `pulls`: pulls to extension speakers with an open stream gathered into `GOSSIP_FETCH`
@@ -25,6 +29,7 @@ mod composed_tests;
 pub mod negotiate;
 mod peer;
 mod pulls;
+pub mod speech;
 #[cfg(test)]
 mod tests;
 pub mod types;
@@ -38,8 +43,9 @@ use crate::gossip::GossipMessage;
 use crate::membership::{Contact, Request, RequestId};
 use crate::model::{PeerId, Protocol, Timestamp, TxId};
 use crate::time::Instant;
-pub use negotiate::{Dialects, Negotiator, Plan, Speaks};
+pub use negotiate::{Negotiator, Plan, Speaks};
 use peer::{PeerLink, Verdict, lane_of};
+pub use speech::{Dialect, REPROBE_REFUSED, Service, Speech};
 pub use types::*;
 
 /// The breakers' time: they only compare and subtract instants, so the monotonic clock's
@@ -55,7 +61,7 @@ pub const MAX_REQUESTS: usize = 1024;
 pub struct Links {
     config: LinkConfig,
     negotiator: Negotiator,
-    dialects: Dialects,
+    speech: Speech,
     breakers: Breakers,
     /// Peers whose circuit is open, to close their links and report the change once.
     open_circuits: BTreeSet<PeerId>,
@@ -73,8 +79,8 @@ pub struct Links {
 impl Links {
     pub fn new(config: LinkConfig, rng: ChaCha8Rng) -> Self {
         Self {
-            negotiator: Negotiator::new(config.speaks),
-            dialects: Dialects::default(),
+            negotiator: Negotiator::new(config.speaks, config.prefer),
+            speech: Speech::default(),
             breakers: Breakers::new(config.breaker)
                 .expect("invariant: the breaker config is validated with the configuration"),
             config,
@@ -129,7 +135,9 @@ impl Links {
     // ---- inputs ----
 
     /// Queues `message` on the link to `to` (a peer advertising `offers`), unless its
-    /// circuit is open. Announcements to a Sorcha-only peer become notifications.
+    /// circuit is open. It is shaped for the peer as it leaves (announcements to a peer that
+    /// speaks only Sorcha's contract become notifications); our digests are not even queued
+    /// for such a peer.
     pub fn send(&mut self, to: Contact, offers: &[Protocol], message: GossipMessage, now: Instant) {
         let Some(peer) = to.peer_id.clone() else {
             return; // Gossip always names a peer; a contact without one has nobody to send to.
@@ -138,18 +146,17 @@ impl Links {
             self.dropped(DropKind::CircuitOpen, 1);
             return;
         }
+        let digest = matches!(
+            message,
+            GossipMessage::Digest { .. } | GossipMessage::DigestReply { .. }
+        );
+        if digest && self.speech.dialect(&peer, now) == Dialect::SorchaOnly {
+            self.dropped(DropKind::NotSpoken, 1);
+            return;
+        }
         let lane = lane_of(&message, self.config.size);
-        let what = match message {
-            GossipMessage::Announce { entries } if self.dialects.sorcha_only(&peer) => {
-                What::Notify(entries)
-            }
-            GossipMessage::Push { entry, .. } if self.dialects.sorcha_only(&peer) => {
-                What::Notify(vec![entry])
-            }
-            message => What::Gossip(message),
-        };
         let link = self.link(&peer, to, offers, now);
-        match link.enqueue(lane, what, now) {
+        match link.enqueue(lane, What::Gossip(message), now) {
             Ok(()) => self.release(&peer, now),
             Err(kind) => self.dropped(kind, 1),
         }
@@ -225,14 +232,14 @@ impl Links {
         outcome: Outcome,
         now: Instant,
     ) {
-        let rest = self.config.speaks.rest;
         let policy = self.config.retry;
         let Some(link) = self.links.get_mut(peer) else {
             return; // Closed meanwhile: what it carried was counted then.
         };
-        let verdict = link.outcome(ticket, outcome, now, rest, &policy, &mut self.rng);
+        let verdict = link.outcome(ticket, outcome, now, &policy, &mut self.rng);
         match verdict {
-            Verdict::Sent(via) => {
+            Verdict::Sent(via, service) => {
+                self.served(peer, service);
                 if self.negotiator.worked(peer, via.protocol(), true) {
                     let protocol = via.protocol();
                     self.event(LinkEvent::Worked {
@@ -242,7 +249,7 @@ impl Links {
                 }
                 self.record(peer, true, now);
             }
-            Verdict::Refused { .. } => self.event(LinkEvent::Downgraded { peer: peer.clone() }),
+            Verdict::Refused { service, what } => self.refused(peer, service, what, now),
             Verdict::Failed { pulls } => {
                 self.fail_pulls(peer, pulls);
                 self.event(LinkEvent::SendFailed { peer: peer.clone() });
@@ -252,6 +259,41 @@ impl Links {
             Verdict::Retrying | Verdict::Unknown => {}
         }
         self.release(peer, now);
+    }
+
+    /// `peer` answered `service`: a refusal on record goes, and a `PeerCommunication` answer
+    /// makes it a speaker of our extensions.
+    fn served(&mut self, peer: &PeerId, service: Service) {
+        let (lifted, full) = self.speech.served(peer, service);
+        if let Some(kind) = full {
+            self.dropped(kind, 1);
+        }
+        if lifted {
+            let peer = peer.clone();
+            self.event(LinkEvent::Served { peer, service });
+        }
+    }
+
+    /// `peer` refused `service`: remembered (and stored by the runtime), and `what` goes
+    /// again at once, shaped anew; a refused pull batch fails its pulls instead.
+    fn refused(&mut self, peer: &PeerId, service: Service, what: What, now: Instant) {
+        if let Some(kind) = self.speech.refused(peer, service, now) {
+            self.dropped(kind, 1);
+        }
+        self.event(LinkEvent::Refused {
+            peer: peer.clone(),
+            service,
+        });
+        self.event(LinkEvent::Downgraded { peer: peer.clone() });
+        if let What::Fetch(pulls) = &what {
+            let ids = pulls.iter().map(|p| p.id).collect();
+            self.fail_pulls(peer, ids);
+            return;
+        }
+        let policy = self.config.retry;
+        if let Some(link) = self.links.get_mut(peer) {
+            link.again(what, now, &policy);
+        }
     }
 
     /// The runtime opened a stream to `peer`, numbered `generation`.
@@ -288,22 +330,33 @@ impl Links {
 
     /// `peer` sent us gossip: it speaks our extensions.
     pub fn heard_gossip(&mut self, peer: &PeerId) {
-        if let Some(kind) = self.dialects.heard_gossip(peer) {
+        if let Some(kind) = self.speech.heard_gossip(peer) {
             self.dropped(kind, 1);
         }
     }
 
-    /// `peer` announced with `NotifyTransaction`.
-    pub fn heard_notify(&mut self, peer: &PeerId) {
-        if let Some(kind) = self.dialects.heard_notify(peer) {
-            self.dropped(kind, 1);
-        }
-    }
-
-    /// Membership forgot `peer`: so do we (its link closes).
+    /// Membership forgot `peer`: so do we (its link closes; the store keeps its refusals).
     pub fn forget(&mut self, peer: &PeerId) {
-        self.dialects.forget(peer);
+        self.speech.forget(peer);
         self.close(peer);
+    }
+
+    /// A refusal of `service` by `peer` from an earlier run, `age` old (from the store).
+    pub fn remember_refusal(
+        &mut self,
+        peer: &PeerId,
+        service: Service,
+        age: std::time::Duration,
+        now: Instant,
+    ) {
+        if let Some(kind) = self.speech.remember(peer, service, age, now) {
+            self.dropped(kind, 1);
+        }
+    }
+
+    /// What `peer` speaks, as far as its answers told.
+    pub fn dialect(&self, peer: &PeerId, now: Instant) -> Dialect {
+        self.speech.dialect(peer, now)
     }
 
     /// Remembers a transport that worked with `peer` in an earlier run.
@@ -339,14 +392,37 @@ impl Links {
             .expect("invariant: inserted above when missing")
     }
 
-    /// Hands the runtime what `peer`'s window has room for.
+    /// Hands the runtime what `peer`'s window has room for, each message shaped for what the
+    /// peer speaks now.
     fn release(&mut self, peer: &PeerId, now: Instant) {
         let policy = self.config.retry;
+        let dialect = self.speech.dialect(peer, now);
         let Some(link) = self.links.get_mut(peer) else {
             return;
         };
-        let mut failed = Vec::new();
-        let out = link.release(now, &policy, &mut self.tickets, &mut failed);
+        let ways = Ways {
+            speech: &self.speech,
+            speaks: self.config.speaks,
+            peer,
+            preferred: link.preferred,
+            dialect,
+            now,
+        };
+        link.probe = dialect == Dialect::Unknown;
+        let via = match dialect {
+            Dialect::SorchaOnly => ways.notify_via(),
+            _ => ways.gossip_via(),
+        };
+        // Nothing left to send with: the window stays a call's, and each message is dropped.
+        link.via = via.unwrap_or(Via::Unary);
+        let (mut failed, mut dropped) = (Vec::new(), Vec::new());
+        let out = link.release(
+            now,
+            &policy,
+            &mut self.tickets,
+            (&mut failed, &mut dropped),
+            &mut |what| ways.shape(what),
+        );
         let to = link.contact.clone();
         for (ticket, via, what) in out {
             let to = to.clone();
@@ -356,6 +432,9 @@ impl Links {
                 what,
                 ticket,
             });
+        }
+        for kind in dropped {
+            self.dropped(kind, 1);
         }
         self.fail_pulls(peer, failed);
     }
@@ -419,5 +498,71 @@ impl Links {
 
     fn event(&mut self, event: LinkEvent) {
         self.outputs.push_back(Output::Event(event));
+    }
+}
+
+/// How messages reach one peer now: its negotiated transport, minus what it refused.
+struct Ways<'a> {
+    speech: &'a Speech,
+    speaks: Speaks,
+    peer: &'a PeerId,
+    preferred: Via,
+    dialect: Dialect,
+    now: Instant,
+}
+
+impl Ways<'_> {
+    fn refuses(&self, service: Service) -> bool {
+        self.speech.refuses(self.peer, service, self.now)
+    }
+
+    /// REST, unless we do not speak it or the peer refused it.
+    fn rest(&self) -> Result<Via, DropKind> {
+        if self.speaks.rest && !self.refuses(Service::Rest) {
+            Ok(Via::Rest)
+        } else {
+            Err(DropKind::NotSpoken)
+        }
+    }
+
+    /// Our messages: the negotiated transport, past what the peer refused.
+    fn gossip_via(&self) -> Result<Via, DropKind> {
+        let mut via = self.preferred;
+        if via == Via::Stream && self.refuses(Service::Stream) {
+            via = Via::Unary;
+        }
+        if via == Via::Unary && (self.refuses(Service::Communication) || !self.speaks.grpc) {
+            return self.rest();
+        }
+        if via == Via::Rest {
+            return self.rest();
+        }
+        Ok(via)
+    }
+
+    /// Sorcha's `NotifyTransaction`: a unary call (the stream has no such message), else REST.
+    fn notify_via(&self) -> Result<Via, DropKind> {
+        if self.preferred == Via::Rest || !self.speaks.grpc || self.refuses(Service::Notify) {
+            self.rest()
+        } else {
+            Ok(Via::Unary)
+        }
+    }
+
+    /// `what` as the peer gets it, and over which transport; or why it is not sent.
+    fn shape(&self, what: What) -> Result<(Via, What), DropKind> {
+        let notify = |entries| Ok((self.notify_via()?, What::Notify(entries)));
+        match what {
+            What::Gossip(message) if self.dialect == Dialect::SorchaOnly => match message {
+                GossipMessage::Announce { entries } => notify(entries),
+                GossipMessage::Push { entry, .. } => notify(vec![entry]),
+                GossipMessage::Digest { .. } | GossipMessage::DigestReply { .. } => {
+                    Err(DropKind::NotSpoken)
+                }
+            },
+            What::Gossip(message) => Ok((self.gossip_via()?, What::Gossip(message))),
+            What::Notify(entries) => notify(entries),
+            What::Fetch(pulls) => Ok((Via::Stream, What::Fetch(pulls))),
+        }
     }
 }

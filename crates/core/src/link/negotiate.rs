@@ -1,20 +1,20 @@
-//! What each side speaks. [`Negotiator`]: the transport to use with a peer, the best one
-//! both sides speak, remembered once it has worked (the runtime stores it), with REST tried
-//! after a transport failure of gRPC to a peer that may speak REST. [`Dialects`]: which peers
-//! speak our `GOSSIP_*` extensions and which only Sorcha's `NotifyTransaction` (adverts do
-//! not say yet, so it is learnt from what each peer sends us).
+//! What each side speaks. [`Negotiator`]: the transport to use with a peer, the operator's
+//! preferred one when both sides speak it, else the best one both sides speak, remembered once
+//! it has worked (the runtime stores it), with REST tried after a transport failure of gRPC to
+//! a peer that may speak REST. Which messages a peer gets, and what it refused, is learnt from
+//! its answers (`speech.rs`).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use crate::model::{PeerId, Protocol};
 
-use super::types::{DropKind, Via};
+use super::types::Via;
 
 /// Peers whose working transport is remembered at most (the runtime's store keeps the rest).
 pub const MAX_REMEMBERED: usize = 4096;
 
-/// Peers remembered as speaking, or not speaking, the gossip extensions: eight times the
-/// links kept open.
+/// Peers remembered as speaking the gossip extensions, or as refusing a service: eight times
+/// the links kept open.
 pub const MAX_SPEAKERS: usize = 8 * super::types::MAX_LINKS;
 
 /// The transports a node speaks (and serves).
@@ -73,14 +73,17 @@ pub struct Plan {
 #[derive(Debug)]
 pub struct Negotiator {
     speaks: Speaks,
+    /// The operator's first choice (`communication.preferred_protocol`).
+    prefer: Via,
     /// What last worked per peer.
     worked: BTreeMap<PeerId, Protocol>,
 }
 
 impl Negotiator {
-    pub fn new(speaks: Speaks) -> Self {
+    pub fn new(speaks: Speaks, prefer: Via) -> Self {
         Self {
             speaks,
+            prefer,
             worked: BTreeMap::new(),
         }
     }
@@ -95,7 +98,15 @@ impl Negotiator {
         let offered = |p| offers.is_empty() || offers.contains(&p);
         let remembered = peer.and_then(|p| self.worked.get(p)).copied();
         let stream_offered = s.grpc && s.stream && offered(Protocol::GrpcStream);
+        // The operator's choice goes first wherever both sides speak it; the stream is the
+        // best transport anyway, so only another choice changes the plan.
+        let preferred = self.prefer != Via::Stream
+            && s.serves(self.prefer)
+            && (offers.is_empty()
+                || offers.contains(&self.prefer.protocol())
+                || (self.prefer == Via::Unary && offers.contains(&Protocol::GrpcStream)));
         let via = match remembered {
+            _ if preferred => self.prefer,
             Some(Protocol::Rest) if s.rest => Via::Rest,
             Some(Protocol::GrpcStream) if s.grpc && s.stream => Via::Stream,
             // A unary answer says gRPC works; whether the stream does is the link's to find
@@ -138,63 +149,6 @@ impl Negotiator {
     }
 }
 
-/// Which peers speak our gossip extensions, learnt from what they send us.
-#[derive(Debug, Default)]
-pub struct Dialects {
-    /// Peers that sent us gossip messages, so speak our extensions (`GOSSIP_FETCH`
-    /// included); past [`MAX_SPEAKERS`] the others pull the unary way.
-    speakers: BTreeSet<PeerId>,
-    /// Peers that announced to us with Sorcha's `NotifyTransaction` and never sent gossip:
-    /// we announce to them the same way. Every other peer is taken to speak our extensions.
-    sorcha_only: BTreeSet<PeerId>,
-}
-
-impl Dialects {
-    /// Notes that `peer` sent us gossip; the drop to count if the set was full.
-    pub fn heard_gossip(&mut self, peer: &PeerId) -> Option<DropKind> {
-        self.sorcha_only.remove(peer);
-        if self.speakers.contains(peer) {
-            return None;
-        }
-        remember(&mut self.speakers, peer, DropKind::SpeakersFull)
-    }
-
-    /// Notes that `peer` announced with `NotifyTransaction`: unless it also sent us gossip,
-    /// it is a Sorcha peer.
-    pub fn heard_notify(&mut self, peer: &PeerId) -> Option<DropKind> {
-        if self.speakers.contains(peer) || self.sorcha_only.contains(peer) {
-            return None;
-        }
-        remember(&mut self.sorcha_only, peer, DropKind::SorchaOnlyFull)
-    }
-
-    pub fn forget(&mut self, peer: &PeerId) {
-        self.speakers.remove(peer);
-        self.sorcha_only.remove(peer);
-    }
-
-    /// Whether `peer` is known to answer `GOSSIP_FETCH`.
-    pub fn speaks_gossip(&self, peer: &PeerId) -> bool {
-        self.speakers.contains(peer)
-    }
-
-    /// Whether `peer` gets announcements as Sorcha notifications.
-    pub fn sorcha_only(&self, peer: &PeerId) -> bool {
-        self.sorcha_only.contains(peer)
-    }
-}
-
-/// Adds `peer` to `set` unless it holds [`MAX_SPEAKERS`]; a refusal is `kind` (that peer is
-/// then treated as if unheard of).
-fn remember(set: &mut BTreeSet<PeerId>, peer: &PeerId, kind: DropKind) -> Option<DropKind> {
-    if set.len() < MAX_SPEAKERS {
-        set.insert(peer.clone());
-        None
-    } else {
-        Some(kind)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,7 +165,7 @@ mod tests {
 
     #[test]
     fn the_best_common_transport_wins() {
-        let n = Negotiator::new(ALL);
+        let n = Negotiator::new(ALL, Via::Stream);
         let p = |offers: &[Protocol]| n.plan(None, offers);
         assert_eq!(p(&[Protocol::GrpcStream, Protocol::Grpc]).via, Via::Stream);
         assert_eq!(p(&[Protocol::Grpc]).via, Via::Unary);
@@ -228,7 +182,7 @@ mod tests {
 
     #[test]
     fn a_peer_of_unknown_offers_gets_the_stream_tried_even_after_unary_calls_worked() {
-        let mut n = Negotiator::new(ALL);
+        let mut n = Negotiator::new(ALL, Via::Stream);
         let bootstrap = peer("bootstrap");
         n.worked(&bootstrap, Protocol::Grpc, false);
         assert_eq!(n.plan(Some(&bootstrap), &[]).via, Via::Stream);
@@ -237,7 +191,7 @@ mod tests {
 
     #[test]
     fn what_worked_is_remembered_and_what_we_do_not_speak_is_never_chosen() {
-        let mut n = Negotiator::new(ALL);
+        let mut n = Negotiator::new(ALL, Via::Stream);
         let p = peer("p");
         assert!(n.worked(&p, Protocol::Rest, false));
         assert!(!n.worked(&p, Protocol::Rest, false));
@@ -251,7 +205,7 @@ mod tests {
             n.worked(&p, Protocol::Grpc, true),
             "a link that fell back says so"
         );
-        let only = |stream, grpc, rest| Negotiator::new(Speaks { stream, grpc, rest });
+        let only = |stream, grpc, rest| Negotiator::new(Speaks { stream, grpc, rest }, Via::Stream);
         let both = [Protocol::GrpcStream, Protocol::Grpc];
         assert_eq!(only(false, false, true).plan(None, &both).via, Via::Rest);
         let plan = only(false, true, false).plan(None, &[Protocol::GrpcStream]);
@@ -261,23 +215,22 @@ mod tests {
     }
 
     #[test]
-    fn dialects_are_learnt_from_what_peers_send_and_bounded() {
-        let mut d = Dialects::default();
+    fn the_preferred_transport_goes_first_where_both_sides_speak_it() {
+        let mut n = Negotiator::new(ALL, Via::Unary);
         let p = peer("p");
-        assert_eq!(d.heard_notify(&p), None);
-        assert!(d.sorcha_only(&p) && !d.speaks_gossip(&p));
-        assert_eq!(d.heard_gossip(&p), None);
-        assert!(
-            !d.sorcha_only(&p) && d.speaks_gossip(&p),
-            "gossip outranks notify"
-        );
-        assert_eq!(d.heard_notify(&p), None);
-        assert!(!d.sorcha_only(&p));
-        for i in 0..MAX_SPEAKERS {
-            d.heard_gossip(&peer(&format!("s{i}")));
-        }
-        assert_eq!(d.heard_gossip(&peer("late")), Some(DropKind::SpeakersFull));
-        d.forget(&p);
-        assert!(!d.speaks_gossip(&p));
+        assert_eq!(n.plan(None, &[]).via, Via::Unary);
+        assert_eq!(n.plan(None, &[Protocol::GrpcStream]).via, Via::Unary);
+        assert_eq!(n.plan(None, &[Protocol::Rest]).via, Via::Rest, "not offered");
+        n.worked(&p, Protocol::GrpcStream, true);
+        assert_eq!(n.plan(Some(&p), &[]).via, Via::Unary, "preferred over remembered");
+        let rest = Negotiator::new(ALL, Via::Rest);
+        assert_eq!(rest.plan(None, &[Protocol::Grpc, Protocol::Rest]).via, Via::Rest);
+        assert_eq!(rest.plan(None, &[Protocol::Grpc]).via, Via::Unary);
+        let grpc_only = Speaks {
+            rest: false,
+            ..ALL
+        };
+        let no_rest = Negotiator::new(grpc_only, Via::Rest);
+        assert_eq!(no_rest.plan(None, &[]).via, Via::Stream, "we do not speak it");
     }
 }

@@ -1,5 +1,6 @@
 //! One peer's link: its bounded send lanes, what it has handed the runtime, what waits for a
-//! retry, and its transport (the stream, unary after the peer refused the stream, REST).
+//! retry, and its transport (set by the link machine from what the peer speaks; each
+//! message is shaped for the peer as it leaves, see `Links::release`).
 //!
 //! Flow control: the link hands the runtime at most a window of transmissions
 //! ([`STREAM_WINDOW`] on a stream, where sends only queue; [`CALL_WINDOW`] on calls, one at a
@@ -16,7 +17,8 @@ use crate::model::TxId;
 use crate::sendqueue::{Lane, SendQueue, SendQueueConfig};
 use crate::time::Instant;
 
-use super::types::{CALL_WINDOW, DropKind, Outcome, Pull, REPROBE_AFTER, STREAM_WINDOW, Via, What};
+use super::speech::Service;
+use super::types::{CALL_WINDOW, DropKind, Outcome, Pull, STREAM_WINDOW, Via, What};
 
 /// A link's lanes: a few seconds of announcements at high rates, a handful of pushed bodies.
 pub fn queue_config() -> SendQueueConfig {
@@ -49,12 +51,12 @@ struct Retry {
 /// What an outcome means for the peer's breaker and for the machine.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
-    /// Delivered over `via`.
-    Sent(Via),
+    /// Delivered over `via`, by `service`.
+    Sent(Via, Service),
     /// Waiting for a retry (not yet a failure for the breaker).
     Retrying,
-    /// Refused: tried the next transport (`Some`), or none is left.
-    Refused { downgraded: bool },
+    /// `service` refused `what` (handed back: the link machine sends it the next way).
+    Refused { service: Service, what: What },
     /// Failed for good; `pulls` could not be asked and fail now.
     Failed { pulls: Vec<TxId> },
     /// Not a ticket of this link (an outcome reported twice, or after a close).
@@ -67,11 +69,13 @@ pub struct PeerLink {
     queue: SendQueue<What>,
     in_flight: VecDeque<InFlight>,
     retries: VecDeque<Retry>,
-    /// The best transport the peer offers.
-    preferred: Via,
-    /// The transport in use.
-    via: Via,
-    downgraded_at: Option<Instant>,
+    /// The transport negotiated for the peer (what it offers, what we prefer).
+    pub preferred: Via,
+    /// The transport of the link's messages now (the link machine sets it from what the
+    /// peer refused).
+    pub via: Via,
+    /// The peer's dialect is unknown: one message at a time until an answer tells.
+    pub probe: bool,
     /// The generation of the open stream, as the runtime numbered it.
     stream: Option<u64>,
     /// When the link last took a message: the least recent is evicted first.
@@ -87,7 +91,7 @@ impl PeerLink {
             retries: VecDeque::new(),
             preferred: via,
             via,
-            downgraded_at: None,
+            probe: true,
             stream: None,
             used: now,
         }
@@ -136,18 +140,19 @@ impl PeerLink {
             .map_err(|_| lane_drop(lane))
     }
 
-    /// The transmissions the window has room for, retries first; pulls that can no longer
-    /// ride a stream (the link went unary) come back in `failed`. Tickets come from
-    /// `tickets`, shared by all links, so a late report for a closed link never matches a
-    /// later link's transmission.
+    /// The transmissions the window has room for, retries first, each as `shape` makes it
+    /// for the peer (or drops it, counted in `dropped`); pulls that can no longer ride a
+    /// stream (the link went unary) come back in `failed`. Tickets come from `tickets`,
+    /// shared by all links, so a late report for a closed link never matches a later link's
+    /// transmission.
     pub fn release(
         &mut self,
         now: Instant,
         policy: &RetryPolicy,
         tickets: &mut u64,
-        failed: &mut Vec<TxId>,
+        (failed, dropped): (&mut Vec<TxId>, &mut Vec<DropKind>),
+        shape: &mut dyn FnMut(What) -> Result<(Via, What), DropKind>,
     ) -> Vec<(u64, Via, What)> {
-        self.reprobe(now);
         let mut out = Vec::new();
         while self.in_flight.len() < self.window() {
             let (what, backoff) = match self.retries.front() {
@@ -167,14 +172,35 @@ impl PeerLink {
                 failed.extend(pulls.iter().map(|p| p.id));
                 continue;
             }
+            let (via, what) = match shape(what) {
+                Ok(shaped) => shaped,
+                Err(kind) => {
+                    dropped.push(kind);
+                    continue;
+                }
+            };
             *tickets += 1;
-            out.push(self.hand_out(*tickets, what, backoff));
+            out.push(self.hand_out(*tickets, via, what, backoff));
         }
         out
     }
 
-    fn hand_out(&mut self, ticket: u64, what: What, backoff: Backoff) -> (u64, Via, What) {
-        let via = self.via;
+    /// Puts back a refused message to go again at once, ahead of the rest.
+    pub fn again(&mut self, what: What, now: Instant, policy: &RetryPolicy) {
+        self.retries.push_front(Retry {
+            at: now,
+            what,
+            backoff: policy.backoff(),
+        });
+    }
+
+    fn hand_out(
+        &mut self,
+        ticket: u64,
+        via: Via,
+        what: What,
+        backoff: Backoff,
+    ) -> (u64, Via, What) {
         self.in_flight.push_back(InFlight {
             ticket,
             via,
@@ -185,21 +211,12 @@ impl PeerLink {
     }
 
     fn window(&self) -> usize {
-        if self.via == Via::Stream {
+        if self.probe {
+            1
+        } else if self.via == Via::Stream {
             STREAM_WINDOW
         } else {
             CALL_WINDOW
-        }
-    }
-
-    /// A link downgraded from the stream tries it again after [`REPROBE_AFTER`].
-    fn reprobe(&mut self, now: Instant) {
-        let due = self
-            .downgraded_at
-            .is_some_and(|at| now.since(at) > REPROBE_AFTER);
-        if self.via == Via::Unary && self.preferred == Via::Stream && due {
-            self.via = Via::Stream;
-            self.downgraded_at = None;
         }
     }
 
@@ -209,7 +226,6 @@ impl PeerLink {
         ticket: u64,
         outcome: Outcome,
         now: Instant,
-        rest: bool,
         policy: &RetryPolicy,
         rng: &mut impl rand::Rng,
     ) -> Verdict {
@@ -221,8 +237,16 @@ impl PeerLink {
             .remove(at)
             .expect("invariant: the position was just found");
         match outcome {
-            Outcome::Sent => Verdict::Sent(f.via),
-            Outcome::Refused => self.refused(f, now, rest),
+            Outcome::Sent => Verdict::Sent(f.via, Service::of(f.via, &f.what)),
+            Outcome::Refused => {
+                if f.via == Via::Stream {
+                    self.stream = None;
+                }
+                Verdict::Refused {
+                    service: Service::of(f.via, &f.what),
+                    what: f.what,
+                }
+            }
             Outcome::Failed | Outcome::Timeout => {
                 let class = match outcome {
                     Outcome::Timeout => ErrorClass::Timeout,
@@ -231,38 +255,6 @@ impl PeerLink {
                 self.failed(f, class, now, policy, rng)
             }
         }
-    }
-
-    /// The peer does not serve `f.via`: the stream downgrades to unary (re-probed later),
-    /// unary to REST when we speak it; the message goes again the new way at once.
-    fn refused(&mut self, f: InFlight, now: Instant, rest: bool) -> Verdict {
-        let next = match f.via {
-            Via::Stream => Via::Unary,
-            Via::Unary if rest => Via::Rest,
-            _ => {
-                return Verdict::Failed {
-                    pulls: pulls(&f.what),
-                };
-            }
-        };
-        if self.via == f.via {
-            self.via = next;
-            self.stream = None;
-            if f.via == Via::Stream {
-                self.downgraded_at = Some(now);
-            }
-        }
-        if let What::Fetch(_) = f.what {
-            return Verdict::Failed {
-                pulls: pulls(&f.what),
-            };
-        }
-        self.retries.push_front(Retry {
-            at: now,
-            what: f.what,
-            backoff: f.backoff,
-        });
-        Verdict::Refused { downgraded: true }
     }
 
     /// Gossip is retried with backoff; notifications and pulls are not (the gossip core's

@@ -35,7 +35,7 @@ impl Links {
             return;
         }
         let batchable = pull.size <= self.config.streaming_threshold
-            && self.dialects.speaks_gossip(&peer)
+            && self.speech.speaks_gossip(&peer)
             && self.stream_open(&peer)
             && self.batched.count < MAX_BATCHED;
         if batchable {

@@ -95,6 +95,7 @@ fn events(outputs: &VecDeque<Output>) -> Vec<LinkEvent> {
 #[test]
 fn a_stream_link_keeps_a_window_in_flight_and_releases_on_outcomes() {
     let mut l = links();
+    l.heard_gossip(&peer(1)); // A known speaker: no probe.
     for k in 0..(STREAM_WINDOW as u8 + 6) {
         l.send(contact(1), &[], announce(k), at(0));
     }
@@ -114,30 +115,71 @@ fn a_stream_link_keeps_a_window_in_flight_and_releases_on_outcomes() {
 }
 
 #[test]
-fn a_refused_stream_goes_unary_at_once_and_is_probed_again_later() {
+fn a_refused_stream_makes_an_unknown_peer_sorcha_only_from_its_first_message() {
     let mut l = links();
+    l.send(contact(1), &[], announce(1), at(0));
+    l.send(contact(1), &[], announce(2), at(0));
+    let first = transmits(&drain(&mut l));
+    assert_eq!(first.len(), 1, "an unknown peer is probed one message at a time");
+    assert_eq!(first[0].1, Via::Stream);
+    l.handle_transmitted(&peer(1), first[0].0, Outcome::Refused, at(10));
+    let out = drain(&mut l);
+    let refused = LinkEvent::Refused {
+        peer: peer(1),
+        service: Service::Stream,
+    };
+    assert!(events(&out).contains(&refused));
+    let again = transmits(&out);
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].1, Via::Unary);
+    assert!(matches!(&again[0].2, What::Notify(e) if e.len() == 1), "{again:?}");
+    l.handle_transmitted(&peer(1), again[0].0, Outcome::Sent, at(20));
+    let next = transmits(&drain(&mut l));
+    assert!(matches!(&next[0].2, What::Notify(_)), "the rest as notifications");
+    // Digests are not even queued for it.
+    let digest = GossipMessage::Digest {
+        range: crate::gossip::PrefixRange {
+            first: 0,
+            last: u64::MAX,
+        },
+        prefixes: vec![],
+        recent: None,
+    };
+    l.send(contact(1), &[], digest, at(30));
+    let out = drain(&mut l);
+    let dropped = LinkEvent::Dropped {
+        kind: DropKind::NotSpoken,
+        count: 1,
+    };
+    assert!(events(&out).contains(&dropped));
+    // Past the refusal's time the peer is probed again.
+    l.handle_transmitted(&peer(1), next[0].0, Outcome::Sent, at(40));
+    drain(&mut l);
+    let later = at(REPROBE_REFUSED.as_millis() as u64 + 1_000);
+    l.send(contact(1), &[], announce(3), later);
+    let probe = transmits(&drain(&mut l));
+    assert_eq!((probe[0].1, matches!(probe[0].2, What::Gossip(_))), (Via::Stream, true));
+}
+
+#[test]
+fn a_speaker_that_refuses_the_stream_gets_unary_gossip() {
+    let mut l = links();
+    l.heard_gossip(&peer(1));
     l.send(contact(1), &[], announce(1), at(0));
     let first = transmits(&drain(&mut l));
     l.handle_transmitted(&peer(1), first[0].0, Outcome::Refused, at(10));
-    let out = drain(&mut l);
-    let again = transmits(&out);
-    assert_eq!(again.len(), 1);
+    let again = transmits(&drain(&mut l));
     assert_eq!((again[0].1, &again[0].2), (Via::Unary, &first[0].2));
-    assert!(events(&out).contains(&LinkEvent::Downgraded { peer: peer(1) }));
     l.handle_transmitted(&peer(1), again[0].0, Outcome::Sent, at(20));
     drain(&mut l);
     l.send(contact(1), &[], announce(2), at(30));
-    let (ticket, via, _) = transmits(&drain(&mut l)).remove(0);
-    assert_eq!(via, Via::Unary, "until the re-probe");
-    let later = at(30 + REPROBE_AFTER.as_millis() as u64 + 1_000);
-    l.handle_transmitted(&peer(1), ticket, Outcome::Sent, later);
-    l.send(contact(1), &[], announce(3), later);
-    assert_eq!(transmits(&drain(&mut l))[0].1, Via::Stream, "re-probed");
+    assert_eq!(transmits(&drain(&mut l))[0].1, Via::Unary, "never the stream again");
 }
 
 #[test]
 fn a_unary_refusal_falls_back_to_rest_for_a_link_and_a_request() {
     let mut l = links();
+    l.heard_gossip(&peer(1));
     l.send(contact(1), &[Protocol::Grpc], announce(1), at(0));
     let t = transmits(&drain(&mut l));
     assert_eq!(t[0].1, Via::Unary);
@@ -334,17 +376,15 @@ fn a_failed_batch_fails_its_pulls_at_once() {
 }
 
 #[test]
-fn sorcha_only_peers_get_notifications() {
+fn a_peer_that_took_our_message_speaks_our_extensions() {
     let mut l = links();
-    l.heard_notify(&peer(1));
     l.send(contact(1), &[], announce(1), at(0));
     let t = transmits(&drain(&mut l));
-    assert!(matches!(&t[0].2, What::Notify(entries) if entries.len() == 1));
-    l.heard_gossip(&peer(1));
-    l.send(contact(1), &[], announce(2), at(0));
+    assert_eq!(l.dialect(&peer(1), at(0)), Dialect::Unknown);
     l.handle_transmitted(&peer(1), t[0].0, Outcome::Sent, at(1));
-    let t = transmits(&drain(&mut l));
-    assert!(matches!(&t[0].2, What::Gossip(_)), "{t:?}");
+    assert_eq!(l.dialect(&peer(1), at(1)), Dialect::Extensions);
+    l.remember_refusal(&peer(2), Service::Communication, Duration::from_secs(60), at(1));
+    assert_eq!(l.dialect(&peer(2), at(2)), Dialect::SorchaOnly);
 }
 
 #[test]

@@ -1,7 +1,6 @@
 //! The values that cross the link machine's edge: what the runtime is told to transmit and
 //! over which transport, and what it reports back about how that went.
 
-use std::time::Duration;
 
 use crate::backoff::RetryPolicy;
 use crate::breaker::BreakerConfig;
@@ -10,13 +9,11 @@ use crate::membership::{Contact, Request, RequestId};
 use crate::model::{PeerId, Protocol, TxHash, TxId};
 
 use super::negotiate::Speaks;
+use super::speech::Service;
 
 /// Links kept at most: every active and recently contacted peer, with room to spare; past
 /// it the least recently used link is closed (its queue counted as dropped).
 pub const MAX_LINKS: usize = 512;
-
-/// A link downgraded from the stream to unary calls tries the stream again after this.
-pub const REPROBE_AFTER: Duration = Duration::from_secs(600);
 
 /// Ids one `GOSSIP_FETCH` names at most (the wire contract's batch bound; the daemon's
 /// `wire::MAX_FETCH_BATCH` answers no more).
@@ -35,6 +32,9 @@ pub const CALL_WINDOW: usize = 1;
 pub struct LinkConfig {
     /// The transports this node speaks (and serves).
     pub speaks: Speaks,
+    /// The transport tried first with a peer that speaks it (`communication.preferred_protocol`);
+    /// the others follow on a refusal.
+    pub prefer: Via,
     /// Each peer's circuit breaker.
     pub breaker: BreakerConfig,
     /// Gossip messages are idempotent (receivers deduplicate by id), so a failed send is
@@ -68,6 +68,8 @@ impl Default for LinkConfig {
     fn default() -> Self {
         Self {
             speaks: Speaks::default(),
+            // The stream: one connection carries everything, compacted after its first message.
+            prefer: Via::Stream,
             breaker: BreakerConfig::default(),
             retry: RetryPolicy::default(),
             // The daemon's `distribution.streaming_threshold`: 1 MiB, past which a body is
@@ -181,8 +183,11 @@ pub enum DropKind {
     LinkClosed,
     /// The bounded set of extension speakers was full.
     SpeakersFull,
-    /// The bounded set of Sorcha-only peers was full.
+    /// The bounded table of refusals was full.
     SorchaOnlyFull,
+    /// The peer does not speak it: our extension messages (digests) for a peer that speaks
+    /// only Sorcha's contract, or anything after every transport was refused.
+    NotSpoken,
 }
 
 impl DropKind {
@@ -196,6 +201,7 @@ impl DropKind {
             DropKind::LinkClosed => "link_closed",
             DropKind::SpeakersFull => "speakers_full",
             DropKind::SorchaOnlyFull => "sorcha_only_full",
+            DropKind::NotSpoken => "not_spoken",
         }
     }
 }
@@ -217,9 +223,20 @@ pub enum LinkEvent {
     CircuitClosed {
         peer: PeerId,
     },
-    /// A stream was refused: the link goes unary until the re-probe.
+    /// A transport was refused: the message goes the next way at once.
     Downgraded {
         peer: PeerId,
+    },
+    /// `peer` refused `service` (UNIMPLEMENTED, HTTP 404/405): kept for
+    /// [`REPROBE_REFUSED`](super::speech::REPROBE_REFUSED), worth storing with the time.
+    Refused {
+        peer: PeerId,
+        service: Service,
+    },
+    /// `peer` answered `service`, which it had refused: the stored refusal goes.
+    Served {
+        peer: PeerId,
+        service: Service,
     },
     /// `protocol` worked with `peer` and that is news (worth storing).
     Worked {

@@ -218,6 +218,13 @@ impl Node {
         self.links.remember(peer, protocol);
     }
 
+    /// A refusal of `service` by `peer` stored at wall time `at` in an earlier run: it holds
+    /// for what is left of [`link::REPROBE_REFUSED`].
+    pub fn remember_refusal(&mut self, peer: &PeerId, service: link::Service, at: Timestamp, now: Now) {
+        let age = now.wall.since(at);
+        self.links.remember_refusal(peer, service, age, now.mono);
+    }
+
     /// When the node next wants [`Node::handle_timeout`]: the earliest deadline of
     /// membership, gossip and the links' retries. Ask again after every input; `None` only
     /// before anything is armed.
@@ -266,11 +273,10 @@ impl Node {
         }
     }
 
-    /// An announcement in Sorcha's `NotifyTransaction`: unless `from` also sent us gossip,
-    /// it speaks only Sorcha's contract and is announced to the same way.
+    /// An announcement in Sorcha's `NotifyTransaction` from `from` (the caller, which holds
+    /// the body). What `from` speaks is learnt from its answers, not from this.
     pub fn handle_notify(&mut self, from: &PeerId, entry: AnnounceEntry, now: Now) {
         self.last_now = now;
-        self.links.heard_notify(from);
         if !self.membership.is_banned(from, now) {
             let message = GossipMessage::Announce {
                 entries: vec![entry],
