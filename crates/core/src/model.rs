@@ -288,9 +288,16 @@ impl Timestamp {
         }
     }
 
-    /// Milliseconds, as this node sends them.
+    /// Milliseconds, as this node sends them where the wire does not say otherwise (and as
+    /// Sorcha's C# peers read heartbeats).
     pub fn to_wire(self) -> i64 {
         i64::try_from(self.0).unwrap_or(i64::MAX)
+    }
+
+    /// Whole seconds, for the fields Sorcha's C# peers read with `FromUnixTimeSeconds`
+    /// (`TransactionNotification.timestamp`, `PingResponse.timestamp`, `PeerInfo.last_seen`).
+    pub fn to_wire_secs(self) -> i64 {
+        i64::try_from(self.0 / 1000).unwrap_or(i64::MAX)
     }
 
     pub fn saturating_add(self, d: Duration) -> Self {

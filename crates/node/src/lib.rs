@@ -13,6 +13,8 @@
 //!   the transports the core chose.
 //! - [`handle`]: the actor's mailbox: [`handle::NodeHandle`], the commands the listeners send
 //!   and what they get back; below transport and api, which call it, and runtime, which answers.
+//! - [`registers`]: which registers each peer advertises, and ours (register-aware
+//!   discovery); below handle, above store.
 //! - [`store`]: SQLite and memory: the peer store, the transaction bodies, the offline queue.
 //! - [`telemetry`]: the metrics every layer records.
 //! - [`wire`]: the tonic services and clients, generated against the messages of
@@ -32,6 +34,7 @@ pub mod clock;
 pub mod config;
 pub mod handle;
 pub mod identity;
+pub mod registers;
 pub mod runtime;
 pub mod store;
 pub mod telemetry;

@@ -332,6 +332,7 @@ impl World {
             Event::Link(LinkEvent::CircuitOpened { .. }) => "circuits_opened",
             Event::Link(LinkEvent::CircuitClosed { .. }) => "circuits_closed",
             Event::Link(LinkEvent::Downgraded { .. }) => "links_downgraded",
+            Event::Link(LinkEvent::Refused { .. }) => "link_refusals",
             Event::Link(LinkEvent::SendFailed { .. }) => "link_sends_failed",
             Event::Link(LinkEvent::Evicted { .. }) => "links_evicted",
             Event::Link(LinkEvent::Dropped { kind, count }) => {
@@ -360,5 +361,6 @@ fn link_drop_name(kind: DropKind) -> &'static str {
         DropKind::LinkClosed => "link_dropped_link_closed",
         DropKind::SpeakersFull => "link_dropped_speakers_full",
         DropKind::SorchaOnlyFull => "link_dropped_sorcha_only_full",
+        DropKind::NotSpoken => "link_dropped_not_spoken",
     }
 }

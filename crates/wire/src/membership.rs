@@ -160,7 +160,8 @@ impl Answer {
 pub fn pong(me: &PeerId, status: PeerStatus, now: Timestamp) -> PingResponse {
     PingResponse {
         peer_id: me.to_string(),
-        timestamp: now.to_wire(),
+        // Seconds, as C# reads a ping's time.
+        timestamp: now.to_wire_secs(),
         status: status_to_proto(status).into(),
     }
 }

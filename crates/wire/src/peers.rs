@@ -91,7 +91,8 @@ pub fn advert_to_proto(advert: &PeerAdvert) -> pb::PeerInfo {
             .iter()
             .map(|p| p.as_str().to_owned())
             .collect(),
-        last_seen: advert.last_seen.to_wire(),
+        // Seconds, as C# reads last_seen.
+        last_seen: advert.last_seen.to_wire_secs(),
         capabilities: Some(pb::PeerCapabilities {
             supports_streaming: advert.capabilities.supports_streaming,
             supports_transaction_distribution: advert
@@ -168,7 +169,10 @@ mod tests {
         assert_eq!(advert.capabilities.max_transaction_size, 1024);
         let back = advert_to_proto(&advert);
         assert_eq!(back.peer_id, "node-7");
-        assert_eq!(back.last_seen, 1_764_000_000_000, "sent as milliseconds");
+        assert_eq!(
+            back.last_seen, 1_764_000_000,
+            "sent as seconds, as C# reads it"
+        );
         assert_eq!(
             advert_from_proto(&back, 1024).unwrap(),
             PeerAdvert {

@@ -220,17 +220,29 @@ mod tests {
         let p = peer("p");
         assert_eq!(n.plan(None, &[]).via, Via::Unary);
         assert_eq!(n.plan(None, &[Protocol::GrpcStream]).via, Via::Unary);
-        assert_eq!(n.plan(None, &[Protocol::Rest]).via, Via::Rest, "not offered");
+        assert_eq!(
+            n.plan(None, &[Protocol::Rest]).via,
+            Via::Rest,
+            "not offered"
+        );
         n.worked(&p, Protocol::GrpcStream, true);
-        assert_eq!(n.plan(Some(&p), &[]).via, Via::Unary, "preferred over remembered");
+        assert_eq!(
+            n.plan(Some(&p), &[]).via,
+            Via::Unary,
+            "preferred over remembered"
+        );
         let rest = Negotiator::new(ALL, Via::Rest);
-        assert_eq!(rest.plan(None, &[Protocol::Grpc, Protocol::Rest]).via, Via::Rest);
+        assert_eq!(
+            rest.plan(None, &[Protocol::Grpc, Protocol::Rest]).via,
+            Via::Rest
+        );
         assert_eq!(rest.plan(None, &[Protocol::Grpc]).via, Via::Unary);
-        let grpc_only = Speaks {
-            rest: false,
-            ..ALL
-        };
+        let grpc_only = Speaks { rest: false, ..ALL };
         let no_rest = Negotiator::new(grpc_only, Via::Rest);
-        assert_eq!(no_rest.plan(None, &[]).via, Via::Stream, "we do not speak it");
+        assert_eq!(
+            no_rest.plan(None, &[]).via,
+            Via::Stream,
+            "we do not speak it"
+        );
     }
 }

@@ -140,7 +140,12 @@ impl Speech {
         self.refused_until(peer, service, now.saturating_add(left))
     }
 
-    fn refused_until(&mut self, peer: &PeerId, service: Service, until: Instant) -> Option<DropKind> {
+    fn refused_until(
+        &mut self,
+        peer: &PeerId,
+        service: Service,
+        until: Instant,
+    ) -> Option<DropKind> {
         if !self.refused.contains_key(peer) && self.refused.len() >= MAX_SPEAKERS {
             return Some(DropKind::SorchaOnlyFull);
         }
@@ -204,7 +209,10 @@ mod tests {
         assert_eq!(s.dialect(&p, later), Dialect::Unknown, "probed again");
         s.heard_gossip(&p);
         assert_eq!(s.dialect(&p, at(1)), Dialect::Extensions);
-        assert!(s.refuses(&p, Service::Stream, at(1)), "the rpc stays refused");
+        assert!(
+            s.refuses(&p, Service::Stream, at(1)),
+            "the rpc stays refused"
+        );
         assert_eq!(s.served(&p, Service::Stream), (true, None));
         assert!(!s.refuses(&p, Service::Stream, at(1)));
     }

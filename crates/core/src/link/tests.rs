@@ -120,7 +120,11 @@ fn a_refused_stream_makes_an_unknown_peer_sorcha_only_from_its_first_message() {
     l.send(contact(1), &[], announce(1), at(0));
     l.send(contact(1), &[], announce(2), at(0));
     let first = transmits(&drain(&mut l));
-    assert_eq!(first.len(), 1, "an unknown peer is probed one message at a time");
+    assert_eq!(
+        first.len(),
+        1,
+        "an unknown peer is probed one message at a time"
+    );
     assert_eq!(first[0].1, Via::Stream);
     l.handle_transmitted(&peer(1), first[0].0, Outcome::Refused, at(10));
     let out = drain(&mut l);
@@ -132,10 +136,16 @@ fn a_refused_stream_makes_an_unknown_peer_sorcha_only_from_its_first_message() {
     let again = transmits(&out);
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].1, Via::Unary);
-    assert!(matches!(&again[0].2, What::Notify(e) if e.len() == 1), "{again:?}");
+    assert!(
+        matches!(&again[0].2, What::Notify(e) if e.len() == 1),
+        "{again:?}"
+    );
     l.handle_transmitted(&peer(1), again[0].0, Outcome::Sent, at(20));
     let next = transmits(&drain(&mut l));
-    assert!(matches!(&next[0].2, What::Notify(_)), "the rest as notifications");
+    assert!(
+        matches!(&next[0].2, What::Notify(_)),
+        "the rest as notifications"
+    );
     // Digests are not even queued for it.
     let digest = GossipMessage::Digest {
         range: crate::gossip::PrefixRange {
@@ -158,7 +168,10 @@ fn a_refused_stream_makes_an_unknown_peer_sorcha_only_from_its_first_message() {
     let later = at(REPROBE_REFUSED.as_millis() as u64 + 1_000);
     l.send(contact(1), &[], announce(3), later);
     let probe = transmits(&drain(&mut l));
-    assert_eq!((probe[0].1, matches!(probe[0].2, What::Gossip(_))), (Via::Stream, true));
+    assert_eq!(
+        (probe[0].1, matches!(probe[0].2, What::Gossip(_))),
+        (Via::Stream, true)
+    );
 }
 
 #[test]
@@ -173,7 +186,11 @@ fn a_speaker_that_refuses_the_stream_gets_unary_gossip() {
     l.handle_transmitted(&peer(1), again[0].0, Outcome::Sent, at(20));
     drain(&mut l);
     l.send(contact(1), &[], announce(2), at(30));
-    assert_eq!(transmits(&drain(&mut l))[0].1, Via::Unary, "never the stream again");
+    assert_eq!(
+        transmits(&drain(&mut l))[0].1,
+        Via::Unary,
+        "never the stream again"
+    );
 }
 
 #[test]
@@ -383,7 +400,12 @@ fn a_peer_that_took_our_message_speaks_our_extensions() {
     assert_eq!(l.dialect(&peer(1), at(0)), Dialect::Unknown);
     l.handle_transmitted(&peer(1), t[0].0, Outcome::Sent, at(1));
     assert_eq!(l.dialect(&peer(1), at(1)), Dialect::Extensions);
-    l.remember_refusal(&peer(2), Service::Communication, Duration::from_secs(60), at(1));
+    l.remember_refusal(
+        &peer(2),
+        Service::Communication,
+        Duration::from_secs(60),
+        at(1),
+    );
     assert_eq!(l.dialect(&peer(2), at(2)), Dialect::SorchaOnly);
 }
 

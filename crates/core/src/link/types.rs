@@ -1,7 +1,6 @@
 //! The values that cross the link machine's edge: what the runtime is told to transmit and
 //! over which transport, and what it reports back about how that went.
 
-
 use crate::backoff::RetryPolicy;
 use crate::breaker::BreakerConfig;
 use crate::gossip::{AnnounceEntry, GossipMessage};

@@ -220,7 +220,13 @@ impl Node {
 
     /// A refusal of `service` by `peer` stored at wall time `at` in an earlier run: it holds
     /// for what is left of [`link::REPROBE_REFUSED`].
-    pub fn remember_refusal(&mut self, peer: &PeerId, service: link::Service, at: Timestamp, now: Now) {
+    pub fn remember_refusal(
+        &mut self,
+        peer: &PeerId,
+        service: link::Service,
+        at: Timestamp,
+        now: Now,
+    ) {
         let age = now.wall.since(at);
         self.links.remember_refusal(peer, service, age, now.mono);
     }

@@ -44,6 +44,10 @@ pub struct Config {
     pub node_id: String,
     /// Where the identity, the databases and the bound ports live.
     pub data_dir: PathBuf,
+    /// The registers this node holds, advertised in its PeerInfo and heartbeats so Sorcha's
+    /// register-aware routing (`FindPeersForRegister`) finds it. Empty: none.
+    #[serde(deserialize_with = "string_or_list")]
+    pub registers: Vec<String>,
     pub network: NetworkConfig,
     pub address: AddressConfig,
     pub discovery: DiscoveryConfig,
@@ -61,6 +65,7 @@ impl Default for Config {
             node_id: String::new(),
             // The working directory, as Sorcha's `./data/tx_queue.db`.
             data_dir: PathBuf::from("./data"),
+            registers: Vec::new(),
             network: NetworkConfig::default(),
             address: AddressConfig::default(),
             discovery: DiscoveryConfig::default(),
@@ -258,6 +263,7 @@ impl Config {
             gossip: self.gossip(),
             link: LinkConfig {
                 speaks: self.speaks(),
+                prefer: self.communication.preferred_protocol.via(),
                 breaker: self.breaker(),
                 retry: self.retry(),
                 streaming_threshold: u64::from(self.distribution.streaming_threshold),
@@ -410,7 +416,9 @@ impl Default for DiscoveryConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CommunicationConfig {
-    /// First protocol tried: `grpc_stream`, `grpc` or `rest`. Sorcha: GrpcStream.
+    /// First protocol tried with a peer that offers it: `grpc_stream`, `grpc` or `rest`
+    /// (must be served, see `serve`); the others follow when the peer refuses it. Sorcha:
+    /// GrpcStream.
     pub preferred_protocol: WireProtocol,
     /// Connecting to a peer gives up after this. Sorcha: 30 s.
     #[serde(with = "duration")]
@@ -455,6 +463,18 @@ pub enum WireProtocol {
     GrpcStream,
     Grpc,
     Rest,
+}
+
+impl WireProtocol {
+    /// The core's transport of this name.
+    pub fn via(self) -> sorcha_peer_core::link::Via {
+        use sorcha_peer_core::link::Via;
+        match self {
+            WireProtocol::GrpcStream => Via::Stream,
+            WireProtocol::Grpc => Via::Unary,
+            WireProtocol::Rest => Via::Rest,
+        }
+    }
 }
 
 /// Spreading transactions (Sorcha's `TransactionDistribution` section).

@@ -71,6 +71,7 @@ pub(super) fn validate(c: &Config) -> Vec<(String, String)> {
     if c.data_dir.as_os_str().is_empty() {
         v.push("data_dir", "must not be empty".into());
     }
+    registers(c, &mut v);
     network(c, &mut v);
     address(c, &mut v);
     discovery(c, &mut v);
@@ -192,9 +193,33 @@ fn discovery(c: &Config, v: &mut Problems) {
     }
 }
 
+fn registers(c: &Config, v: &mut Problems) {
+    use crate::registers::{MAX_REGISTER_ID, MAX_REGISTERS_PER_PEER};
+    if c.registers.len() > MAX_REGISTERS_PER_PEER {
+        let problem = format!(
+            "{} registers: at most {MAX_REGISTERS_PER_PEER}",
+            c.registers.len()
+        );
+        v.push("registers", problem);
+    }
+    for (i, id) in c.registers.iter().enumerate() {
+        if id.trim().is_empty() || id.len() > MAX_REGISTER_ID {
+            let problem = format!("{id:?}: a register id of 1 to {MAX_REGISTER_ID} bytes");
+            v.push(&format!("registers[{i}]"), problem);
+        }
+    }
+}
+
 fn communication(c: &Config, v: &mut Problems) {
     let m = &c.communication;
     let serve = &m.serve;
+    if !serve.is_empty() && !serve.contains(&m.preferred_protocol) {
+        let problem = format!(
+            "{:?} is not served (communication.serve): the preferred protocol must be one this node speaks",
+            m.preferred_protocol
+        );
+        v.push("communication.preferred_protocol", problem);
+    }
     if serve.is_empty() {
         v.push(
             "communication.serve",

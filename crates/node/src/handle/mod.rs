@@ -2,8 +2,10 @@
 //! bounded channel, answered on a oneshot; a full channel is refused at once (and counted)
 //! rather than queued without bound. The actor (`runtime::actor`) serves the commands; this
 //! module sits below it and below the listeners that send them, so neither imports the other.
-//! `views.rs`: how a peer looks in the admin API ([`PeerView`]).
+//! `views.rs`: how a peer looks in the admin API ([`PeerView`]); `origins.rs`: the origin of
+//! each transaction Sorcha peers told us of, shared with the link workers that forward it.
 
+pub mod origins;
 mod views;
 
 use std::sync::{Arc, Mutex};
@@ -15,6 +17,7 @@ use sorcha_peer_core::model::{Caller, NodeState, PeerAdvert, PeerId, Timestamp};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::address::{AddressReport, AddressSource, NatState};
+use crate::registers::SharedRegisters;
 use crate::store::transactions::TxStore;
 use crate::telemetry::Metrics;
 
@@ -150,6 +153,8 @@ pub struct NodeHandle {
     pub(super) transactions: Arc<Mutex<TxStore>>,
     pub(super) deliveries: broadcast::Sender<Delivered>,
     pub(super) state: watch::Receiver<NodeState>,
+    pub(super) registers: SharedRegisters,
+    pub(super) origins: origins::SharedOrigins,
 }
 
 impl NodeHandle {
@@ -165,6 +170,16 @@ impl NodeHandle {
 
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// The registers each peer advertises, and ours.
+    pub fn registers(&self) -> &SharedRegisters {
+        &self.registers
+    }
+
+    /// The origins of the transactions Sorcha peers told us of.
+    pub fn origins(&self) -> &origins::SharedOrigins {
+        &self.origins
     }
 
     /// `caller`: what the transport proved about who sent the call (every membership call

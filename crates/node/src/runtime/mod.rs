@@ -25,8 +25,11 @@ use std::time::Duration;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
+use sorcha_peer_core::link::Service;
 use sorcha_peer_core::membership::Contact;
-use sorcha_peer_core::model::{PeerAdvert, PeerCapabilities, PeerId, PeerNode, Protocol};
+use sorcha_peer_core::model::{
+    PeerAdvert, PeerCapabilities, PeerId, PeerNode, Protocol, Timestamp,
+};
 use sorcha_peer_core::node::Node;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -35,8 +38,9 @@ use crate::address::{self, DiscoveryOptions, ExternalAddress, ExternalHost};
 use crate::api;
 use crate::config::{BootstrapAddr, Config};
 use crate::identity::{Identity, IdentityError};
+use crate::registers::{RegisterBook, SharedRegisters};
 use crate::store::queue::{self, OfflineQueue, QueueError, SharedQueue};
-use crate::store::{PeerStore, StoreError, StoreWriter, WriterConfig};
+use crate::store::{PeerStore, RegisterAd, StoreError, StoreWriter, WriterConfig};
 use crate::telemetry::Metrics;
 use crate::transport::outbound::TransportSettings;
 use crate::transport::tls::{TlsContext, TlsError};
@@ -125,7 +129,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         ChaCha8Rng::seed_from_u64(rand::random()),
         clock.now(),
     );
-    let settings = actor_settings(&config, storage.remembered, tls.clone());
+    let registers = RegisterBook::new(
+        own_registers(&config),
+        Some(storage.writer.handle().clone()),
+        storage.registers,
+    )
+    .shared();
+    let stored = (storage.remembered, storage.refusals);
+    let settings = actor_settings(&config, stored, tls.clone(), registers);
     let (actor, handle) = Actor::new(
         node,
         clock,
@@ -238,6 +249,10 @@ struct Storage {
     stored: Vec<PeerNode>,
     /// What transport worked with each of them.
     remembered: Vec<(PeerId, Protocol)>,
+    /// What peers refused, and when.
+    refusals: Vec<(PeerId, Service, Timestamp)>,
+    /// The registers peers advertised.
+    registers: Vec<(PeerId, Vec<RegisterAd>)>,
     writer: StoreWriter,
     queue: SharedQueue,
 }
@@ -255,6 +270,12 @@ impl Storage {
                 Some((p.peer_id.clone(), protocol))
             })
             .collect();
+        let refusals = store
+            .refusals()?
+            .into_iter()
+            .filter_map(|(peer, name, at)| Some((peer, Service::from_name(&name)?, at)))
+            .collect();
+        let registers = store.registers()?;
         let writer = StoreWriter::spawn(store, WriterConfig::default())?;
         let queue = queue::share(OfflineQueue::open_in(
             &config.data_dir,
@@ -266,16 +287,36 @@ impl Storage {
         Ok(Self {
             stored,
             remembered,
+            refusals,
+            registers,
             writer,
             queue,
         })
     }
 }
 
+/// Our registers as configured: we keep every transaction we see, so a full replica.
+fn own_registers(config: &Config) -> Vec<RegisterAd> {
+    config
+        .registers
+        .iter()
+        .map(|id| RegisterAd {
+            register_id: id.trim().to_owned(),
+            has_full_replica: true,
+            latest_version: 0,
+            is_public: true,
+        })
+        .collect()
+}
+
+/// What worked with each peer, and what each refused, in earlier runs.
+type Remembered = (Vec<(PeerId, Protocol)>, Vec<(PeerId, Service, Timestamp)>);
+
 fn actor_settings(
     config: &Config,
-    remembered: Vec<(PeerId, Protocol)>,
+    (remembered, refusals): Remembered,
     tls: Option<Arc<TlsContext>>,
+    registers: SharedRegisters,
 ) -> ActorSettings {
     let d = &config.distribution;
     ActorSettings {
@@ -284,6 +325,7 @@ fn actor_settings(
             max_transaction_size: d.max_transaction_size,
             streaming_threshold: d.streaming_threshold,
             tls,
+            own_registers: own_registers(config),
         },
         fetch_timeout: d.fetch_timeout,
         cache_max_transactions: d.cache_max_transactions as usize,
@@ -291,6 +333,8 @@ fn actor_settings(
         cache_ttl: d.transaction_cache_ttl,
         remembered,
         security_mode: config.security.mode.as_str(),
+        refusals,
+        registers,
     }
 }
 

@@ -56,11 +56,38 @@ const V2_PREFERRED_PROTOCOL: &str = "ALTER TABLE peers ADD COLUMN preferred_prot
 const V3_VERIFIED: &str =
     "ALTER TABLE peers ADD COLUMN verified INTEGER NOT NULL DEFAULT 0 CHECK (verified IN (0, 1));";
 
+/// Version 4: what peers told us by their answers and adverts, each row with its wall time
+/// (Unix ms), kept apart from `peers` so a peer's row can be replaced (new id at an endpoint)
+/// without these, and the other way round.
+///
+/// - `peer_refusals`: a service the peer answered UNIMPLEMENTED (or HTTP 404/405) to, and
+///   when; the link machine does not call it again until the refusal runs out.
+/// - `peer_registers`: the registers a peer advertises (PeerInfo, heartbeats), for
+///   `FindPeersForRegister` and the API.
+const V4_REFUSALS_AND_REGISTERS: &str = "
+CREATE TABLE peer_refusals (
+    peer_id    TEXT    NOT NULL,
+    service    TEXT    NOT NULL,
+    refused_at INTEGER NOT NULL,
+    PRIMARY KEY (peer_id, service)
+) STRICT;
+CREATE TABLE peer_registers (
+    peer_id          TEXT    NOT NULL,
+    register_id      TEXT    NOT NULL,
+    has_full_replica INTEGER NOT NULL CHECK (has_full_replica IN (0, 1)),
+    latest_version   INTEGER NOT NULL,
+    is_public        INTEGER NOT NULL CHECK (is_public IN (0, 1)),
+    updated_at       INTEGER NOT NULL,
+    PRIMARY KEY (peer_id, register_id)
+) STRICT;
+";
+
 /// Every migration, oldest first.
 const MIGRATION_LIST: &[M<'static>] = &[
     M::up(V1_PEERS),
     M::up(V2_PREFERRED_PROTOCOL),
     M::up(V3_VERIFIED),
+    M::up(V4_REFUSALS_AND_REGISTERS),
 ];
 
 pub(super) const MIGRATIONS: Migrations<'static> = Migrations::from_slice(MIGRATION_LIST);
@@ -87,10 +114,14 @@ mod tests {
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
-        assert_eq!(version, 3);
-        assert_eq!(MIGRATION_COUNT, 3);
+        assert_eq!(version, 4);
+        assert_eq!(MIGRATION_COUNT, 4);
         // The columns of the later migrations exist.
         conn.prepare("SELECT preferred_protocol, verified FROM peers")
+            .unwrap();
+        conn.prepare("SELECT refused_at FROM peer_refusals")
+            .unwrap();
+        conn.prepare("SELECT register_id FROM peer_registers")
             .unwrap();
     }
 }

@@ -8,7 +8,8 @@
 //!   actor sends `Output::Persist` / `Output::Forget` as [`StoreCommand`]s over a bounded
 //!   channel that never blocks it; writes are coalesced per peer and committed in batches.
 //! - `peers.rs`: the writes and their rules (dedup by id and by endpoint, bans that are only
-//!   lifted on purpose); `reads.rs`: the queries.
+//!   lifted on purpose), and what peers told us apart from their rows: the services they
+//!   refused (with the time) and the registers they advertise; `reads.rs`: the queries.
 //! - `migrations.rs`: the versioned schema; `codec.rs`: rows to [`PeerNode`]s and back.
 //! - [`transactions`]: the bodies of known transactions (memory, bounded);
 //!   [`queue`]: the durable offline queue (`<data_dir>/queue.db`).
@@ -36,6 +37,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags};
 use sorcha_peer_core::model::{PeerId, Timestamp};
 
+pub use peers::RegisterAd;
 pub use writer::{
     BATCH_INTERVAL, BATCH_MAX_COMMANDS, FlushAck, SendError, StoreCommand, StoreHandle,
     StoreWriter, WRITER_QUEUE_CAPACITY, WriterConfig, WriterStats,

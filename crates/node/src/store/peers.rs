@@ -154,6 +154,65 @@ pub(super) fn set_preferred_protocol(
     Ok(changed > 0)
 }
 
+/// One register a peer advertises (PeerInfo's `PeerRegisterAdvertisement`, a heartbeat's
+/// `RegisterAdvertisement`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RegisterAd {
+    pub register_id: String,
+    pub has_full_replica: bool,
+    pub latest_version: i64,
+    pub is_public: bool,
+}
+
+/// Records that `id` refused `service` at `at`, or with `None` that it serves it again.
+pub(super) fn set_refusal(
+    conn: &Connection,
+    id: &PeerId,
+    service: &str,
+    at: Option<Timestamp>,
+) -> Result<(), StoreError> {
+    match at {
+        Some(at) => conn.execute(
+            "INSERT INTO peer_refusals (peer_id, service, refused_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (peer_id, service) DO UPDATE SET refused_at = excluded.refused_at",
+            params![id.as_str(), service, millis_to_sql(at)],
+        )?,
+        None => conn.execute(
+            "DELETE FROM peer_refusals WHERE peer_id = ?1 AND service = ?2",
+            params![id.as_str(), service],
+        )?,
+    };
+    Ok(())
+}
+
+/// Replaces the registers `id` advertises with `ads`, as of `at`.
+pub(super) fn set_registers(
+    conn: &Connection,
+    id: &PeerId,
+    ads: &[RegisterAd],
+    at: Timestamp,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "DELETE FROM peer_registers WHERE peer_id = ?1",
+        [id.as_str()],
+    )?;
+    for ad in ads {
+        conn.execute(
+            "INSERT OR REPLACE INTO peer_registers (peer_id, register_id, has_full_replica,
+                 latest_version, is_public, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                id.as_str(),
+                ad.register_id,
+                ad.has_full_replica,
+                ad.latest_version,
+                ad.is_public,
+                millis_to_sql(at)
+            ],
+        )?;
+    }
+    Ok(())
+}
+
 /// Keeps the later of an existing orphan ban of `id` and `until`.
 fn raise_orphan_ban(conn: &Connection, id: &str, until: i64) -> Result<(), StoreError> {
     conn.execute(
@@ -202,6 +261,78 @@ impl PeerStore {
         protocol: Option<Protocol>,
     ) -> Result<bool, StoreError> {
         self.write(|conn| set_preferred_protocol(conn, id, protocol))
+    }
+
+    /// Records (or with `None` lifts) a refusal of `service` by `id`, with its wall time.
+    pub fn set_refusal(
+        &mut self,
+        id: &PeerId,
+        service: &str,
+        at: Option<Timestamp>,
+    ) -> Result<(), StoreError> {
+        self.write(|conn| set_refusal(conn, id, service, at))
+    }
+
+    /// Replaces the registers `id` advertises.
+    pub fn set_registers(
+        &mut self,
+        id: &PeerId,
+        ads: &[RegisterAd],
+        at: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.write(|conn| set_registers(conn, id, ads, at))
+    }
+
+    /// Every refusal on record: (peer, service name, when).
+    pub fn refusals(&self) -> Result<Vec<(PeerId, String, Timestamp)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT peer_id, service, refused_at FROM peer_refusals ORDER BY peer_id")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, service, at) = row?;
+            // A row this version cannot read is skipped: a refusal is only a hint.
+            if let Ok(id) = id.parse() {
+                out.push((id, service, Timestamp::from_millis(at.max(0) as u64)));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every peer's advertised registers, by peer.
+    pub fn registers(&self) -> Result<Vec<(PeerId, Vec<RegisterAd>)>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT peer_id, register_id, has_full_replica, latest_version, is_public
+             FROM peer_registers ORDER BY peer_id, register_id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let ad = RegisterAd {
+                register_id: r.get(1)?,
+                has_full_replica: r.get(2)?,
+                latest_version: r.get(3)?,
+                is_public: r.get(4)?,
+            };
+            Ok((r.get::<_, String>(0)?, ad))
+        })?;
+        let mut out: Vec<(PeerId, Vec<RegisterAd>)> = Vec::new();
+        for row in rows {
+            let (id, ad) = row?;
+            let Ok(id) = id.parse::<PeerId>() else {
+                continue;
+            };
+            match out.last_mut() {
+                Some((last, ads)) if *last == id => ads.push(ad),
+                _ => out.push((id, vec![ad])),
+            }
+        }
+        Ok(out)
     }
 
     /// Clears bans that ended at or before `now` (from rows and `orphan_bans`) so the table of
@@ -445,5 +576,35 @@ mod tests {
         assert_eq!(ids(store.banned(t(0)).unwrap()), vec![id(1), id(2)]);
         assert_eq!(store.purge_expired_bans(t(1_000)).unwrap(), 1);
         assert_eq!(store.get(&id(1)).unwrap().unwrap().banned_until, None);
+    }
+
+    #[test]
+    fn refusals_and_registers_are_kept_with_their_time_and_replaced() {
+        let dir = TempDir::new().unwrap();
+        {
+            let mut store = open(&dir);
+            store.set_refusal(&id(1), "stream", Some(t(10))).unwrap();
+            store.set_refusal(&id(1), "notify", Some(t(20))).unwrap();
+            store.set_refusal(&id(1), "notify", None).unwrap();
+            let ad = |name: &str, full| RegisterAd {
+                register_id: name.into(),
+                has_full_replica: full,
+                latest_version: 7,
+                is_public: true,
+            };
+            store
+                .set_registers(&id(2), &[ad("a", true), ad("b", false)], t(5))
+                .unwrap();
+            store.set_registers(&id(2), &[ad("b", true)], t(6)).unwrap();
+        }
+        let store = open(&dir);
+        assert_eq!(
+            store.refusals().unwrap(),
+            vec![(id(1), "stream".to_owned(), t(10))]
+        );
+        let registers = store.registers().unwrap();
+        assert_eq!(registers.len(), 1);
+        assert_eq!(registers[0].1.len(), 1, "replaced, not merged");
+        assert!(registers[0].1[0].has_full_replica);
     }
 }

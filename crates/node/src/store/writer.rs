@@ -71,6 +71,18 @@ pub enum StoreCommand {
         peer_id: PeerId,
         protocol: Option<Protocol>,
     },
+    /// [`PeerStore::set_refusal`] (`service` by its name).
+    SetRefusal {
+        peer_id: PeerId,
+        service: &'static str,
+        at: Option<Timestamp>,
+    },
+    /// [`PeerStore::set_registers`].
+    SetRegisters {
+        peer_id: PeerId,
+        registers: Vec<super::peers::RegisterAd>,
+        at: Timestamp,
+    },
     /// Commit everything sent before it, then answer. Made by [`StoreHandle::flush`].
     Flush(FlushAck),
 }
@@ -165,6 +177,32 @@ impl StoreHandle {
         protocol: Option<Protocol>,
     ) -> Result<(), SendError> {
         self.send(StoreCommand::SetPreferredProtocol { peer_id, protocol })
+    }
+
+    pub fn set_refusal(
+        &self,
+        peer_id: PeerId,
+        service: &'static str,
+        at: Option<Timestamp>,
+    ) -> Result<(), SendError> {
+        self.send(StoreCommand::SetRefusal {
+            peer_id,
+            service,
+            at,
+        })
+    }
+
+    pub fn set_registers(
+        &self,
+        peer_id: PeerId,
+        registers: Vec<super::peers::RegisterAd>,
+        at: Timestamp,
+    ) -> Result<(), SendError> {
+        self.send(StoreCommand::SetRegisters {
+            peer_id,
+            registers,
+            at,
+        })
     }
 
     /// Blocks until every command queued before this call is committed (waiting for room in
@@ -285,7 +323,9 @@ impl Batch {
             StoreCommand::Upsert(node) => &node.peer_id,
             StoreCommand::Forget(id)
             | StoreCommand::SetBan { peer_id: id, .. }
-            | StoreCommand::SetPreferredProtocol { peer_id: id, .. } => id,
+            | StoreCommand::SetPreferredProtocol { peer_id: id, .. }
+            | StoreCommand::SetRefusal { peer_id: id, .. }
+            | StoreCommand::SetRegisters { peer_id: id, .. } => id,
             StoreCommand::Flush(_) => return false,
         };
         if let StoreCommand::Upsert(node) = command {
@@ -392,6 +432,16 @@ fn apply(conn: &rusqlite::Connection, command: &StoreCommand) -> Result<(), Stor
         StoreCommand::SetPreferredProtocol { peer_id, protocol } => {
             peers::set_preferred_protocol(conn, peer_id, *protocol).map(drop)
         }
+        StoreCommand::SetRefusal {
+            peer_id,
+            service,
+            at,
+        } => peers::set_refusal(conn, peer_id, service, *at),
+        StoreCommand::SetRegisters {
+            peer_id,
+            registers,
+            at,
+        } => peers::set_registers(conn, peer_id, registers, *at),
         StoreCommand::Flush(_) => Ok(()),
     }
 }

@@ -23,6 +23,9 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
 use crate::clock::now;
+use crate::handle::origins::SharedOrigins;
+use crate::registers;
+use crate::store::RegisterAd;
 use crate::telemetry::Metrics;
 use crate::transport::links::{Job, Links};
 use crate::transport::rest::client::RestClient;
@@ -83,6 +86,8 @@ pub struct TransportSettings {
     pub streaming_threshold: u32,
     /// TLS for our dials; `None` in `plaintext` mode.
     pub tls: Option<Arc<TlsContext>>,
+    /// Our registers, advertised in our RegisterPeer and heartbeats.
+    pub own_registers: Vec<RegisterAd>,
 }
 
 pub struct Outbound {
@@ -98,6 +103,7 @@ pub struct Outbound {
     self_id: PeerId,
     timeout: Duration,
     max_transaction_size: u32,
+    own_registers: Arc<[RegisterAd]>,
 }
 
 impl Outbound {
@@ -107,6 +113,7 @@ impl Outbound {
         metrics: Arc<Metrics>,
         self_id: PeerId,
         settings: &TransportSettings,
+        origins: SharedOrigins,
     ) -> Self {
         let timeout = settings.peer_timeout;
         let rest = RestClient::new(timeout)
@@ -136,6 +143,7 @@ impl Outbound {
                 metrics.clone(),
                 answers.clone(),
                 rest.clone(),
+                origins,
             ),
             rest,
             channels: HashMap::new(),
@@ -145,6 +153,7 @@ impl Outbound {
             self_id,
             timeout,
             max_transaction_size: settings.max_transaction_size,
+            own_registers: settings.own_registers.clone().into(),
         }
     }
 
@@ -293,6 +302,7 @@ impl Outbound {
         let self_id = self.self_id.clone();
         let (timeout, max_tx) = (self.timeout, self.max_transaction_size);
         let (rest, base) = (self.rest.clone(), base_url(to));
+        let registers = self.own_registers.clone();
         tokio::spawn(async move {
             let over_rest = || async {
                 let result = rest.call(&base, request.clone(), &self_id, max_tx).await;
@@ -301,9 +311,8 @@ impl Outbound {
             let (result, used) = if via == Via::Rest {
                 over_rest().await
             } else {
-                let grpc =
-                    tokio::time::timeout(timeout, call(channel, request.clone(), &self_id, max_tx))
-                        .await;
+                let call = call(channel, request.clone(), (&self_id, &registers), max_tx);
+                let grpc = tokio::time::timeout(timeout, call).await;
                 match grpc {
                     Ok(Ok(response)) => (Ok(response), Via::Unary),
                     // No gRPC answer at all from a peer that may speak REST: try REST.
@@ -447,17 +456,21 @@ fn failure(status: &Status) -> Failure {
     }
 }
 
+/// One membership call; our registers ride in our PeerInfo and heartbeats.
 async fn call(
     channel: Channel,
     request: Request,
-    self_id: &PeerId,
+    (self_id, own): (&PeerId, &[RegisterAd]),
     max_tx: u32,
 ) -> Result<Response, Status> {
     let mut discovery =
         PeerDiscoveryClient::new(channel.clone()).max_decoding_message_size(MAX_ANSWER);
     let answer = match rpc::Call::new(&request, self_id, now()) {
         rpc::Call::Ping(m) => rpc::Answer::Pong(discovery.ping(m).await?.into_inner()),
-        rpc::Call::Register(m) => {
+        rpc::Call::Register(mut m) => {
+            if let Some(info) = &mut m.peer_info {
+                info.advertised_registers = registers::to_peer_info(own);
+            }
             rpc::Answer::Registered(discovery.register_peer(m).await?.into_inner())
         }
         rpc::Call::GetPeerList(m) => {
@@ -466,7 +479,8 @@ async fn call(
         rpc::Call::ExchangePeers(m) => {
             rpc::Answer::Exchanged(discovery.exchange_peers(m).await?.into_inner())
         }
-        rpc::Call::Heartbeat(m) => {
+        rpc::Call::Heartbeat(mut m) => {
+            m.advertised_registers = registers::to_heartbeat(own);
             let mut heartbeat =
                 PeerHeartbeatClient::new(channel).max_decoding_message_size(MAX_ANSWER);
             rpc::Answer::Heartbeat(heartbeat.send_heartbeat(m).await?.into_inner())

@@ -251,7 +251,8 @@ pub fn to_notification(
     Some(TransactionNotification {
         transaction_hash: entry.hash?.to_string(),
         sender_peer_id: from.to_string(),
-        timestamp: now.to_wire(),
+        // Seconds: C# reads this field with FromUnixTimeSeconds.
+        timestamp: now.to_wire_secs(),
         transaction_size: i64::try_from(entry.size).unwrap_or(i64::MAX),
         register_id: entry.register_id.clone().unwrap_or_default(),
         hop_count: entry.hops,

@@ -25,9 +25,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sorcha_peer_core::gossip;
-use sorcha_peer_core::link::{Via, What};
+use sorcha_peer_core::link::{Service, Via, What};
 use sorcha_peer_core::membership::{Contact, KnownPeer};
-use sorcha_peer_core::model::{NodeState, PeerId, Protocol, TxHash, TxId};
+use sorcha_peer_core::model::{NodeState, PeerId, Protocol, Timestamp, TxHash, TxId};
 use sorcha_peer_core::node::{Node, Output};
 use sorcha_peer_core::time::Instant as CoreInstant;
 use tokio::sync::{broadcast, mpsc, watch};
@@ -40,9 +40,11 @@ use crate::transport::outbound::{Answer, Outbound, TransportSettings};
 use crate::wire::TxName;
 
 use crate::clock::{Clock, now};
+use crate::handle::origins::Origins;
 use crate::handle::{
     COMMAND_QUEUE_CAPACITY, Command, DELIVERY_CAPACITY, Delivered, NodeHandle, Status,
 };
+use crate::registers::SharedRegisters;
 
 /// Answers, outcomes and stream reports waiting for the actor. Membership requests (at most
 /// `MAX_PENDING_REQUESTS`, 256) never fill it; link workers with many reports at once may,
@@ -62,6 +64,10 @@ pub struct ActorSettings {
     pub remembered: Vec<(PeerId, Protocol)>,
     /// `security.mode`, for the status.
     pub security_mode: &'static str,
+    /// What peers refused in earlier runs, and when (from the peer store).
+    pub refusals: Vec<(PeerId, Service, Timestamp)>,
+    /// The registers peers advertise, and ours.
+    pub registers: SharedRegisters,
 }
 
 /// Announced transactions whose arrival is being timed, at most (a few seconds of traffic at
@@ -108,6 +114,7 @@ impl Actor {
             settings.cache_ttl,
         )));
         let peer_id = node.peer_id().clone();
+        let origins = Origins::shared();
         let (state, state_rx) = watch::channel(node.state());
         let handle = NodeHandle {
             state: state_rx,
@@ -116,12 +123,23 @@ impl Actor {
             peer_id: peer_id.clone(),
             transactions: transactions.clone(),
             deliveries: deliveries.clone(),
+            registers: settings.registers.clone(),
+            origins: origins.clone(),
         };
         metrics.record_state(node.state());
-        let outbound = Outbound::new(answers_tx, metrics.clone(), peer_id, &settings.transport);
+        let outbound = Outbound::new(
+            answers_tx,
+            metrics.clone(),
+            peer_id,
+            &settings.transport,
+            origins,
+        );
         let mut node = node;
         for (peer, protocol) in &settings.remembered {
             node.remember_protocol(peer, *protocol);
+        }
+        for (peer, service, at) in &settings.refusals {
+            node.remember_refusal(peer, *service, *at, clock.now());
         }
         let actor = Self {
             node,

@@ -47,6 +47,14 @@ impl Actor {
                 tracing::debug!(peer = %peer, protocol = protocol.as_str(), "transport chosen");
                 self.persist(self.store.set_preferred_protocol(peer, Some(protocol)));
             }
+            LinkEvent::Refused { peer, service } => {
+                tracing::info!(peer = %peer, service = service.as_str(), "peer refused a service; not called again until the re-probe");
+                self.persist(self.store.set_refusal(peer, service.as_str(), Some(now())));
+            }
+            LinkEvent::Served { peer, service } => {
+                tracing::info!(peer = %peer, service = service.as_str(), "peer serves a service it had refused");
+                self.persist(self.store.set_refusal(peer, service.as_str(), None));
+            }
             LinkEvent::Evicted { peer } => {
                 tracing::debug!(peer = %peer, "least recently used link closed");
                 self.metrics.channels_evicted_total.add(1, &[]);

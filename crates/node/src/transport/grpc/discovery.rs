@@ -8,7 +8,9 @@ use tonic::{Request, Response, Status};
 
 use super::{handle_error, requester};
 use crate::clock::now;
-use crate::handle::NodeHandle;
+use crate::handle::{NodeHandle, PeerView};
+use crate::registers;
+use crate::store::RegisterAd;
 use crate::transport::tls::caller_of;
 use crate::wire::proto::discovery::peer_discovery_server::PeerDiscovery;
 use crate::wire::proto::discovery::*;
@@ -61,13 +63,21 @@ impl PeerDiscovery for DiscoveryService {
             self.node.metrics().reject_peer_info(e.reason());
             Status::invalid_argument(e.to_string())
         })?;
+        let peer = advert.peer_id.clone();
         let answer = match self
             .node
             .register(advert, caller)
             .await
             .map_err(handle_error)?
         {
-            Ok(_) => registered(None),
+            Ok(_) => {
+                // What a peer says of itself, once membership took it.
+                let ads = registers::from_peer_info(&info.advertised_registers);
+                if let Ok(mut book) = self.node.registers().lock() {
+                    book.set(&peer, ads);
+                }
+                registered(None)
+            }
             Err(refused @ (Refusal::NotProven | Refusal::IdMismatch)) => {
                 return Err(Status::permission_denied(refused.to_string()));
             }
@@ -126,13 +136,58 @@ impl PeerDiscovery for DiscoveryService {
 
     /// This node does not yet track which registers its peers replicate, so it knows no peer
     /// for any register: an empty, truthful answer.
+    /// The known, unbanned peers that advertise the register (full replicas first), each
+    /// with its advertised registers; `total_peers` counts them all, `peers` at most
+    /// `max_peers` of them.
     async fn find_peers_for_register(
         &self,
-        _request: Request<FindPeersForRegisterRequest>,
+        request: Request<FindPeersForRegisterRequest>,
     ) -> Result<Response<FindPeersForRegisterResponse>, Status> {
+        let request = request.into_inner();
+        if request.register_id.is_empty() {
+            return Err(Status::invalid_argument("register_id: missing"));
+        }
+        let found = {
+            let book = self
+                .node
+                .registers()
+                .lock()
+                .map_err(|_| Status::internal("register book unavailable"))?;
+            book.advertisers(&request.register_id, request.require_full_replica)
+                .into_iter()
+                .map(|(peer, _)| (peer.to_string(), book.of(&peer).to_vec()))
+                .collect::<Vec<_>>()
+        };
+        let views = self.node.peers().await.map_err(handle_error)?;
+        let infos: Vec<PeerInfo> = found
+            .into_iter()
+            .filter_map(|(id, ads)| {
+                let view = views
+                    .iter()
+                    .find(|v| v.peer_id == id && v.status != "banned")?;
+                Some(register_peer_info(view, &ads))
+            })
+            .collect();
+        let total = i32::try_from(infos.len()).unwrap_or(i32::MAX);
+        let max = max_peers(request.max_peers, MAX_PEERS_PER_ANSWER);
         Ok(Response::new(FindPeersForRegisterResponse {
-            peers: Vec::new(),
-            total_peers: 0,
+            peers: infos.into_iter().take(max).collect(),
+            total_peers: total,
         }))
+    }
+}
+
+/// A peer as `FindPeersForRegister` names it: its PeerInfo with its registers.
+fn register_peer_info(view: &PeerView, ads: &[RegisterAd]) -> PeerInfo {
+    PeerInfo {
+        peer_id: view.peer_id.clone(),
+        address: view.address.clone(),
+        port: view.port.into(),
+        supported_protocols: view.protocols.clone(),
+        // Seconds, as C# reads last_seen.
+        last_seen: i64::try_from(view.last_seen / 1000).unwrap_or(i64::MAX),
+        capabilities: None,
+        advertised_registers: registers::to_peer_info(ads),
+        is_seed_node: view.is_bootstrap,
     }
 }

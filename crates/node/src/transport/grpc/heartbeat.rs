@@ -3,7 +3,9 @@
 use std::pin::Pin;
 
 use futures::{Stream, StreamExt};
+use sorcha_peer_core::membership::HeartbeatOutcome;
 use sorcha_peer_core::model::Caller;
+use sorcha_peer_core::model::PeerId;
 use sorcha_peer_wire::membership::heartbeat_answer;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -12,6 +14,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::handle_error;
 use crate::clock::now;
 use crate::handle::NodeHandle;
+use crate::registers;
 use crate::transport::tls::caller_of;
 use crate::wire::proto::heartbeat::peer_heartbeat_server::PeerHeartbeat;
 use crate::wire::proto::heartbeat::*;
@@ -35,17 +38,30 @@ async fn answer(
     request: PeerHeartbeatRequest,
     caller: Caller,
 ) -> Result<PeerHeartbeatResponse, Status> {
-    let Ok(peer_id) = request.peer_id.parse() else {
+    let Ok(peer_id) = request.peer_id.parse::<PeerId>() else {
         return Err(Status::invalid_argument(format!(
             "peer_id: {:?} is not a valid peer id",
             request.peer_id.chars().take(80).collect::<String>()
         )));
     };
     let outcome = node
-        .heartbeat(peer_id, caller)
+        .heartbeat(peer_id.clone(), caller)
         .await
         .map_err(handle_error)?;
-    Ok(heartbeat_answer(outcome, node.peer_id(), now()))
+    let book = node.registers();
+    if outcome == HeartbeatOutcome::Accepted
+        && let Ok(mut book) = book.lock()
+    {
+        book.set(
+            &peer_id,
+            registers::from_heartbeat(&request.advertised_registers),
+        );
+    }
+    let mut reply = heartbeat_answer(outcome, node.peer_id(), now());
+    if let Ok(book) = book.lock() {
+        reply.advertised_registers = registers::to_heartbeat(book.own());
+    }
+    Ok(reply)
 }
 
 #[tonic::async_trait]

@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::Stream;
-use sorcha_peer_core::model::TxHash;
+use sorcha_peer_core::model::{PeerId, TxHash};
 use tonic::{Request, Response, Status};
 
 use super::handle_error;
@@ -18,6 +18,11 @@ use crate::wire::from_notification;
 use crate::wire::proto::transaction::transaction_distribution_server::TransactionDistribution;
 use crate::wire::proto::transaction::*;
 use crate::wire::wire_len;
+
+/// The gRPC metadata key naming the calling peer of a `NotifyTransaction`: its
+/// `sender_peer_id` is the transaction's origin (as Sorcha's C# peers fill it), and the pull
+/// goes to whoever called. A caller without it (a C# peer) is taken to be the origin.
+pub const CALLER_HEADER: &str = "sorcha-peer-id";
 
 pub struct TransactionService {
     node: NodeHandle,
@@ -75,11 +80,21 @@ impl TransactionDistribution for TransactionService {
         &self,
         request: Request<TransactionNotification>,
     ) -> Result<Response<NotificationAck>, Status> {
+        let caller: Option<PeerId> = request
+            .metadata()
+            .get(CALLER_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
         let notification = request.into_inner();
         let metrics = self.node.metrics();
         metrics.record_received("notify", wire_len(&notification));
-        let (from, entry) = from_notification(&notification)
+        let (origin, entry) = from_notification(&notification)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let from = caller.unwrap_or_else(|| origin.clone());
+        if let (Some(hash), Ok(mut origins)) = (entry.hash, self.node.origins().lock()) {
+            origins.note(hash, origin.clone());
+        }
+        tracing::debug!(caller = %from, %origin, hash = %notification.transaction_hash, "notified");
         let already_known = self.node.notify(from, entry).await.map_err(handle_error)?;
         Ok(Response::new(NotificationAck {
             already_known,

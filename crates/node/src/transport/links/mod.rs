@@ -9,6 +9,8 @@
 //!   generation), the first message whole and later ones compact; unary `SendMessage`; REST;
 //!   Sorcha's `NotifyTransaction` for notifications; `GOSSIP_FETCH` batches on the stream.
 //!   Each outcome goes back as [`Answer::Transmitted`] (UNIMPLEMENTED, HTTP 404/405: refused).
+//!   A worker also remembers what its peer refused, so the jobs already handed to it never
+//!   call a refused service again (the core stops sending them once it hears).
 //! - `reader.rs`: the peer's side of a stream: heartbeats, the answers to our
 //!   `GOSSIP_FETCH`es (fetch results), and its end ([`Answer::StreamClosed`]), which fails at
 //!   once every pull still asked on it.
@@ -30,6 +32,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
+use crate::handle::origins::SharedOrigins;
 use crate::telemetry::Metrics;
 use crate::transport::outbound::Answer;
 use crate::transport::rest::client::RestClient;
@@ -72,6 +75,8 @@ pub struct Links {
     max_message: usize,
     metrics: Arc<Metrics>,
     answers: mpsc::Sender<Answer>,
+    /// Who first announced what Sorcha peers told us of, named in what we forward.
+    origins: SharedOrigins,
 }
 
 impl Links {
@@ -82,6 +87,7 @@ impl Links {
         metrics: Arc<Metrics>,
         answers: mpsc::Sender<Answer>,
         rest: RestClient,
+        origins: SharedOrigins,
     ) -> Self {
         Self {
             links: HashMap::new(),
@@ -92,6 +98,7 @@ impl Links {
             max_message,
             metrics,
             answers,
+            origins,
         }
     }
 
@@ -155,6 +162,8 @@ impl Links {
                 timeout: self.timeout,
                 metrics: self.metrics.clone(),
                 answers: self.answers.clone(),
+                origins: self.origins.clone(),
+                refused: Default::default(),
             },
             rx,
         ));

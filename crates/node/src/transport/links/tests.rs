@@ -147,6 +147,7 @@ fn links(timeout: Duration, answers: mpsc::Sender<Answer>) -> Links {
         Arc::new(Metrics::new().unwrap()),
         answers,
         RestClient::new(timeout).unwrap(),
+        crate::handle::origins::Origins::shared(),
     )
 }
 

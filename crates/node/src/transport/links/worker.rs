@@ -2,14 +2,14 @@
 //! deadline, and a report of how it went. No retries, no downgrades here: the core's link
 //! machine decides those from the reports.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use opentelemetry::KeyValue;
 use sorcha_peer_core::gossip::{AnnounceEntry, GossipMessage};
-use sorcha_peer_core::link::{Outcome, Pull, STREAM_WINDOW, Via, What};
+use sorcha_peer_core::link::{Outcome, Pull, REPROBE_REFUSED, STREAM_WINDOW, Service, Via, What};
 use sorcha_peer_core::model::{PeerId, TxId};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -19,8 +19,10 @@ use tonic::{Code, Status};
 use super::Job;
 use super::reader::{Reader, watch_stream};
 use crate::clock::now;
+use crate::handle::origins::SharedOrigins;
 use crate::telemetry::Metrics;
 use crate::transport::grpc::communication::STREAM_HEARTBEAT;
+use crate::transport::grpc::transaction::CALLER_HEADER;
 use crate::transport::outbound::Answer;
 use crate::transport::rest::client::{RestClient, RestFailure};
 use crate::wire::proto::communication::PeerMessage;
@@ -55,6 +57,10 @@ pub(super) struct Worker {
     pub(super) timeout: Duration,
     pub(super) metrics: Arc<Metrics>,
     pub(super) answers: mpsc::Sender<Answer>,
+    pub(super) origins: SharedOrigins,
+    /// What the peer refused, and when: jobs handed over before the core heard of a refusal
+    /// answer `Refused` without calling (the core holds a refusal for `REPROBE_REFUSED`).
+    pub(super) refused: HashMap<Service, Instant>,
 }
 
 /// Our side of an open stream, and whether the peer's side still shows signs of life.
@@ -69,11 +75,19 @@ pub(super) struct OpenStream {
 /// sender dropped) or the actor is gone.
 pub(super) async fn run(mut w: Worker, mut jobs: mpsc::Receiver<Job>) {
     while let Some(Job { ticket, via, what }) = jobs.recv().await {
-        let outcome = match what {
-            What::Gossip(message) => gossip(&mut w, via, &message).await,
-            What::Notify(entries) => notify(&mut w, via, &entries).await,
-            What::Fetch(pulls) => fetch(&mut w, via, &pulls).await,
+        let service = Service::of(via, &what);
+        let outcome = if w.refuses(service) {
+            Outcome::Refused
+        } else {
+            match what {
+                What::Gossip(message) => gossip(&mut w, via, &message).await,
+                What::Notify(entries) => notify(&mut w, via, &entries).await,
+                What::Fetch(pulls) => fetch(&mut w, via, &pulls).await,
+            }
         };
+        if outcome == Outcome::Refused {
+            w.refused.entry(service).or_insert_with(Instant::now);
+        }
         if matches!(outcome, Outcome::Failed | Outcome::Timeout) {
             w.metrics.connection_errors_total.add(1, &[]);
         }
@@ -85,6 +99,19 @@ pub(super) async fn run(mut w: Worker, mut jobs: mpsc::Receiver<Job>) {
         };
         if w.answers.send(report).await.is_err() {
             return; // The actor is gone: shutting down.
+        }
+    }
+}
+
+impl Worker {
+    fn refuses(&mut self, service: Service) -> bool {
+        match self.refused.get(&service) {
+            Some(at) if at.elapsed() < REPROBE_REFUSED => true,
+            Some(_) => {
+                self.refused.remove(&service);
+                false
+            }
+            None => false,
         }
     }
 }
@@ -120,7 +147,14 @@ async fn gossip(w: &mut Worker, via: Via, message: &GossipMessage) -> Outcome {
 async fn notify(w: &mut Worker, via: Via, entries: &[AnnounceEntry]) -> Outcome {
     let mut outcome = Outcome::Sent;
     for entry in entries {
-        let Some(notification) = to_notification(entry, &w.self_id, now()) else {
+        // Sorcha fills sender_peer_id with the origin: the peer that first announced it to
+        // us if a Sorcha peer told us so, else us (we hold the body either way).
+        let origin = entry.hash.and_then(|hash| {
+            let origins = w.origins.lock().ok()?;
+            origins.of(&hash).cloned()
+        });
+        let origin = origin.unwrap_or_else(|| w.self_id.clone());
+        let Some(notification) = to_notification(entry, &origin, now()) else {
             // The core names the whole hash in every entry it sends; one without it cannot be
             // told to a Sorcha peer.
             w.metrics
@@ -135,7 +169,12 @@ async fn notify(w: &mut Worker, via: Via, entries: &[AnnounceEntry]) -> Outcome 
                 .await
                 .map_err(rest_outcome)
         } else {
-            let call = w.transactions.notify_transaction(notification);
+            let mut request = tonic::Request::new(notification);
+            if let Ok(me) = w.self_id.as_str().parse() {
+                // The pull goes to the caller: say who calls (sender_peer_id is the origin).
+                request.metadata_mut().insert(CALLER_HEADER, me);
+            }
+            let call = w.transactions.notify_transaction(request);
             match tokio::time::timeout(w.timeout, call).await {
                 Ok(Ok(_)) => Ok(()),
                 Ok(Err(status)) => Err(grpc_outcome(&status)),
