@@ -260,8 +260,17 @@ impl NodeHandle {
         self.call(|reply| Command::Status { reply }).await
     }
 
+    /// Every known peer, with the registers it advertises.
     pub async fn peers(&self) -> Result<Vec<PeerView>, HandleError> {
-        self.call(|reply| Command::Peers { reply }).await
+        let mut views = self.call(|reply| Command::Peers { reply }).await?;
+        if let Ok(book) = self.registers.lock() {
+            for view in &mut views {
+                if let Ok(id) = view.peer_id.parse::<PeerId>() {
+                    view.registers = book.of(&id).to_vec();
+                }
+            }
+        }
+        Ok(views)
     }
 
     /// Bans `peer_id` until `until`, or lifts its ban with `None`. False if the ban list is full.

@@ -4,6 +4,8 @@ use serde::{Deserialize, Serialize};
 use sorcha_peer_core::membership::{KnownPeer, PeerHealth};
 use sorcha_peer_core::model::{Protocol, Timestamp};
 
+use crate::store::RegisterAd;
+
 /// One row of `GET /api/v1/peers`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerView {
@@ -31,6 +33,13 @@ pub struct PeerView {
     pub circuit: String,
     /// The transport that last worked with the peer: GrpcStream, Grpc or Rest.
     pub protocol: Option<String>,
+    /// What the peer showed it speaks by its answers: extensions (our gossip messages),
+    /// sorcha_only (refused PeerCommunication: gets NotifyTransaction), or unknown.
+    #[serde(default)]
+    pub speaks: String,
+    /// The registers the peer advertises (PeerInfo, heartbeats).
+    #[serde(default)]
+    pub registers: Vec<RegisterAd>,
 }
 
 impl PeerView {
@@ -67,6 +76,8 @@ impl PeerView {
                 .collect(),
             circuit: circuit.to_owned(),
             protocol: protocol.map(|p| p.as_str().to_owned()),
+            speaks: String::new(),
+            registers: Vec::new(),
         }
     }
 }

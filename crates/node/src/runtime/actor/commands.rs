@@ -4,6 +4,7 @@
 
 use sorcha_peer_core::breaker::BreakerState;
 use sorcha_peer_core::gossip::GossipMessage;
+use sorcha_peer_core::link::Dialect;
 use sorcha_peer_core::time::Now;
 
 use super::Actor;
@@ -163,7 +164,14 @@ impl Actor {
                     BreakerState::Open { .. } => "open",
                     BreakerState::HalfOpen => "half_open",
                 };
-                PeerView::of(p, now.wall, circuit, links.protocol(id))
+                let mut view = PeerView::of(p, now.wall, circuit, links.protocol(id));
+                view.speaks = match links.dialect(id, now.mono) {
+                    Dialect::Extensions => "extensions",
+                    Dialect::SorchaOnly => "sorcha_only",
+                    Dialect::Unknown => "unknown",
+                }
+                .to_owned();
+                view
             })
             .collect()
     }
