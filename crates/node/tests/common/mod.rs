@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
+pub mod csharp;
 pub mod peer;
 
 /// How long a node may take to bind its ports (a debug build on a loaded 2-core machine).
