@@ -238,8 +238,16 @@ impl Links {
         };
         let verdict = link.outcome(ticket, outcome, now, &policy, &mut self.rng);
         match verdict {
-            Verdict::Sent(via, service) => {
+            Verdict::Sent {
+                via,
+                service,
+                gossip,
+            } => {
                 self.served(peer, service);
+                if gossip {
+                    // It took our message (over REST too): it speaks our extensions.
+                    self.heard_gossip(peer);
+                }
                 if self.negotiator.worked(peer, via.protocol(), true) {
                     let protocol = via.protocol();
                     self.event(LinkEvent::Worked {

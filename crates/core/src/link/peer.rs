@@ -51,8 +51,12 @@ struct Retry {
 /// What an outcome means for the peer's breaker and for the machine.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Verdict {
-    /// Delivered over `via`, by `service`.
-    Sent(Via, Service),
+    /// Delivered over `via`, by `service`; `gossip`: it was one of our extension messages.
+    Sent {
+        via: Via,
+        service: Service,
+        gossip: bool,
+    },
     /// Waiting for a retry (not yet a failure for the breaker).
     Retrying,
     /// `service` refused `what` (handed back: the link machine sends it the next way).
@@ -237,7 +241,11 @@ impl PeerLink {
             .remove(at)
             .expect("invariant: the position was just found");
         match outcome {
-            Outcome::Sent => Verdict::Sent(f.via, Service::of(f.via, &f.what)),
+            Outcome::Sent => Verdict::Sent {
+                via: f.via,
+                service: Service::of(f.via, &f.what),
+                gossip: matches!(f.what, What::Gossip(_) | What::Fetch(_)),
+            },
             Outcome::Refused => {
                 if f.via == Via::Stream {
                     self.stream = None;
