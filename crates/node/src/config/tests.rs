@@ -450,3 +450,32 @@ fn bootstrap_addresses_parse() {
         assert!(bad.parse::<BootstrapAddr>().is_err(), "{bad:?} accepted");
     }
 }
+
+#[test]
+fn the_preferred_protocol_reaches_the_link_machine_and_must_be_served() {
+    use sorcha_peer_core::link::Via;
+    let loaded = load(&Sources {
+        env: env(&[
+            ("SORCHA_PEER__COMMUNICATION__PREFERRED_PROTOCOL", "grpc"),
+            ("SORCHA_PEER__REGISTERS", "reg-a, reg-b"),
+        ]),
+        ..Default::default()
+    })
+    .unwrap();
+    assert_eq!(loaded.config.node().link.prefer, Via::Unary);
+    assert_eq!(loaded.config.registers, vec!["reg-a", "reg-b"]);
+    let bad = one_refusal(&Sources {
+        env: env(&[
+            ("SORCHA_PEER__COMMUNICATION__PREFERRED_PROTOCOL", "rest"),
+            ("SORCHA_PEER__COMMUNICATION__SERVE", "grpc_stream,grpc"),
+        ]),
+        ..Default::default()
+    });
+    assert_eq!(bad.key, "communication.preferred_protocol", "{bad}");
+    let long = "r".repeat(200);
+    let bad = one_refusal(&Sources {
+        env: env(&[("SORCHA_PEER__REGISTERS", long.as_str())]),
+        ..Default::default()
+    });
+    assert_eq!(bad.key, "registers[0]", "{bad}");
+}

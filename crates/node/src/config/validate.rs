@@ -213,7 +213,10 @@ fn registers(c: &Config, v: &mut Problems) {
 fn communication(c: &Config, v: &mut Problems) {
     let m = &c.communication;
     let serve = &m.serve;
-    if !serve.is_empty() && !serve.contains(&m.preferred_protocol) {
+    // The default (the stream) falls to the best transport served; another choice must be
+    // served, or it would do nothing.
+    let chosen = m.preferred_protocol != WireProtocol::GrpcStream;
+    if chosen && !serve.is_empty() && !serve.contains(&m.preferred_protocol) {
         let problem = format!(
             "{:?} is not served (communication.serve): the preferred protocol must be one this node speaks",
             m.preferred_protocol

@@ -1,10 +1,11 @@
-//! The reads of the peer store: start-up loading, the selections other layers ask for, and
-//! bans. Every method decodes rows through `codec.rs`, so a bad row is a typed error.
+//! The reads of the peer store: start-up loading, the selections other layers ask for, bans,
+//! and what peers told us (refusals, registers). Every method decodes rows through `codec.rs`, so a bad row is a typed error.
 
 use rusqlite::{OptionalExtension, params};
 use sorcha_peer_core::model::{PeerId, PeerNode, PeerStatus, Protocol, Timestamp};
 
 use super::codec::{PEER_COLUMNS, RawPeer, millis_to_sql, protocol_from_text, status_to_text};
+use super::peers::RegisterAd;
 use super::{Ban, PeerStore, StoreError};
 
 /// SQLite takes signed limits; anything past `i64::MAX` rows means "all of them".
@@ -143,6 +144,57 @@ impl PeerStore {
         let mut stmt = self.conn.prepare_cached(sql)?;
         let rows = stmt.query_map(params, RawPeer::from_row)?;
         rows.map(|raw| raw?.decode()).collect()
+    }
+    /// Every refusal on record: (peer, service name, when).
+    pub fn refusals(&self) -> Result<Vec<(PeerId, String, Timestamp)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT peer_id, service, refused_at FROM peer_refusals ORDER BY peer_id")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, service, at) = row?;
+            // A row this version cannot read is skipped: a refusal is only a hint.
+            if let Ok(id) = id.parse() {
+                out.push((id, service, Timestamp::from_millis(at.max(0) as u64)));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every peer's advertised registers, by peer.
+    pub fn registers(&self) -> Result<Vec<(PeerId, Vec<RegisterAd>)>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT peer_id, register_id, has_full_replica, latest_version, is_public
+             FROM peer_registers ORDER BY peer_id, register_id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let ad = RegisterAd {
+                register_id: r.get(1)?,
+                has_full_replica: r.get(2)?,
+                latest_version: r.get(3)?,
+                is_public: r.get(4)?,
+            };
+            Ok((r.get::<_, String>(0)?, ad))
+        })?;
+        let mut out: Vec<(PeerId, Vec<RegisterAd>)> = Vec::new();
+        for row in rows {
+            let (id, ad) = row?;
+            let Ok(id) = id.parse::<PeerId>() else {
+                continue;
+            };
+            match out.last_mut() {
+                Some((last, ads)) if *last == id => ads.push(ad),
+                _ => out.push((id, vec![ad])),
+            }
+        }
+        Ok(out)
     }
 }
 

@@ -224,7 +224,8 @@ pub fn from_peer_message(message: &PeerMessage) -> Result<GossipMessage, WireErr
     }
 }
 
-/// A Sorcha peer's notification, as the announcement it is.
+/// A Sorcha peer's notification, as the announcement it is, with its `sender_peer_id`: the
+/// transaction's origin as C# fills it (the caller may be another peer).
 pub fn from_notification(
     n: &TransactionNotification,
 ) -> Result<(PeerId, AnnounceEntry), WireError> {
@@ -241,8 +242,9 @@ pub fn from_notification(
     Ok((sender, entry))
 }
 
-/// The notification that tells a Sorcha peer of `entry`; `None` for an entry without its whole
-/// hash, which Sorcha's contract requires (the core names it in every entry it sends).
+/// The notification that tells a Sorcha peer of `entry`, naming `from` (the origin) as its
+/// sender and `now` in seconds, as C# reads it; `None` for an entry without its whole hash,
+/// which Sorcha's contract requires (the core names it in every entry it sends).
 pub fn to_notification(
     entry: &AnnounceEntry,
     from: &PeerId,

@@ -251,6 +251,9 @@ fn notifications_carry_the_hop_count() {
     };
     let n = to_notification(&e, &me, at).expect("a whole hash");
     assert_eq!(n.transaction_hash, TxHash::of(b"abc").to_string());
+    let later = Timestamp::from_millis(1_764_000_000_999);
+    let seconds = to_notification(&e, &me, later).unwrap().timestamp;
+    assert_eq!(seconds, 1_764_000_000, "seconds, as C# reads it");
     let (from, back) = from_notification(&n).unwrap();
     assert_eq!(from.as_str(), "me");
     assert_eq!(back, e);
