@@ -33,6 +33,26 @@ impl DiscoveryService {
     }
 }
 
+impl DiscoveryService {
+    /// Fills in the registers each listed peer advertised to us (ours for our own entry).
+    fn with_registers(&self, infos: &mut [PeerInfo]) {
+        let Ok(book) = self.node.registers().lock() else {
+            return;
+        };
+        for info in infos {
+            let ads = if info.peer_id == self.node.peer_id().as_str() {
+                book.own()
+            } else {
+                match info.peer_id.parse() {
+                    Ok(id) => book.of(&id),
+                    Err(_) => continue,
+                }
+            };
+            info.advertised_registers = registers::to_peer_info(ads);
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl PeerDiscovery for DiscoveryService {
     async fn get_peer_list(
@@ -47,7 +67,9 @@ impl PeerDiscovery for DiscoveryService {
             .peer_list(requester(&request.requesting_peer_id), caller, max)
             .await
             .map_err(handle_error)?;
-        Ok(Response::new(peer_list(&adverts, known)))
+        let mut answer = peer_list(&adverts, known);
+        self.with_registers(&mut answer.peers);
+        Ok(Response::new(answer))
     }
 
     async fn register_peer(
@@ -131,11 +153,11 @@ impl PeerDiscovery for DiscoveryService {
             .await
             .map_err(handle_error)?
             .map_err(|refused| Status::permission_denied(refused.to_string()))?;
-        Ok(Response::new(exchanged(&answer)))
+        let mut answer = exchanged(&answer);
+        self.with_registers(&mut answer.known_peers);
+        Ok(Response::new(answer))
     }
 
-    /// This node does not yet track which registers its peers replicate, so it knows no peer
-    /// for any register: an empty, truthful answer.
     /// The known, unbanned peers that advertise the register (full replicas first), each
     /// with its advertised registers; `total_peers` counts them all, `peers` at most
     /// `max_peers` of them.

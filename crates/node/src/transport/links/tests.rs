@@ -413,3 +413,104 @@ async fn an_unimplemented_call_is_reported_refused() {
     .await;
     assert_eq!(outcome, (9, Outcome::Refused));
 }
+
+/// A peer without `PeerCommunication` (as Sorcha's C# peers): every call UNIMPLEMENTED, counted.
+struct Unserved(Arc<std::sync::atomic::AtomicUsize>);
+
+#[tonic::async_trait]
+impl PeerCommunication for Unserved {
+    async fn send_message(&self, _: Request<PeerMessage>) -> Result<Response<MessageAck>, Status> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Err(Status::unimplemented("Service is unimplemented."))
+    }
+
+    type StreamStream = Pin<Box<dyn Stream<Item = Result<PeerMessage, Status>> + Send>>;
+
+    async fn stream(
+        &self,
+        _: Request<tonic::Streaming<PeerMessage>>,
+    ) -> Result<Response<Self::StreamStream>, Status> {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Err(Status::unimplemented("Service is unimplemented."))
+    }
+}
+
+#[tokio::test]
+async fn a_refused_service_is_called_once_and_notifications_name_the_origin() {
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (seen, mut notifications) = mpsc::channel(8);
+    let server = tonic::transport::Server::builder()
+        .add_service(PeerCommunicationServer::new(Unserved(calls.clone())))
+        .add_service(TransactionDistributionServer::new(SorchaPeer(seen)));
+    let (channel, url) = serve(server).await;
+    let (answers, mut reports) = mpsc::channel(16);
+    let mut links = links(Duration::from_secs(5), answers);
+    let peer: PeerId = "node_0123456789abcdef0123456789abcdef".parse().unwrap();
+    let mut open = Some((channel, url));
+    for ticket in 1..=3 {
+        links
+            .transmit(
+                &peer,
+                open.take(),
+                job(ticket, Via::Stream, announce(ticket as u8)),
+            )
+            .unwrap();
+    }
+    for _ in 1..=3 {
+        let outcome = answer(&mut reports, |a| match a {
+            Answer::Transmitted { outcome, .. } => Some(outcome),
+            _ => None,
+        })
+        .await;
+        assert_eq!(outcome, Outcome::Refused);
+    }
+    assert_eq!(
+        calls.load(Ordering::Relaxed),
+        1,
+        "only the first job called"
+    );
+
+    let hash = TxHash::of(b"from afar");
+    let origin: PeerId = "node_ffffffffffffffffffffffffffffffff".parse().unwrap();
+    links.origins.lock().unwrap().note(hash, origin.clone());
+    let entry = AnnounceEntry {
+        id: hash.id(),
+        hash: Some(hash),
+        size: 9,
+        register_id: None,
+        hops: 2,
+    };
+    let notify = Job {
+        ticket: 4,
+        via: Via::Unary,
+        what: What::Notify(vec![entry]),
+    };
+    links.transmit(&peer, None, notify).unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), notifications.recv())
+        .await
+        .expect("notified in time")
+        .expect("a notification");
+    assert_eq!(
+        got.sender_peer_id,
+        origin.as_str(),
+        "the origin, as C# fills it"
+    );
+    assert!(
+        got.timestamp < 100_000_000_000,
+        "seconds: {}",
+        got.timestamp
+    );
+}
+
+fn announce(k: u8) -> GossipMessage {
+    let hash = TxHash::of(&[k]);
+    GossipMessage::Announce {
+        entries: vec![AnnounceEntry {
+            id: hash.id(),
+            hash: Some(hash),
+            size: 1,
+            register_id: None,
+            hops: 1,
+        }],
+    }
+}
