@@ -115,13 +115,18 @@ def is_recent_ms(value: int) -> bool:
     return abs(value - now_ms()) <= CLOCK_SLACK_MS
 
 
+def is_recent_s(value: int) -> bool:
+    """Seconds, as Sorcha's C# peers read Ping and PeerInfo.last_seen."""
+    return abs(value * 1000 - now_ms()) <= CLOCK_SLACK_MS
+
+
 def python_peer_info(pb: Any, port: int) -> Any:
     return pb.PeerInfo(
         peer_id=PYTHON_PEER,
         address="127.0.0.1",
         port=port,
         supported_protocols=PYTHON_PROTOCOLS,
-        # Seconds on purpose: Sorcha peers send both, and the node must answer in milliseconds.
+        # Seconds, as Sorcha's C# peers send it (the node accepts milliseconds too).
         last_seen=int(time.time()),
         capabilities=pb.PeerCapabilities(
             supports_streaming=True,
@@ -137,8 +142,8 @@ def check_ping(disc: Any, stub: Any, c: Checks) -> dict[str, Any]:
     status = disc.PeerStatus.Name(answer.status)
     c.expect(answer.peer_id != "", "Ping: peer_id is empty")
     c.expect(
-        is_recent_ms(answer.timestamp),
-        f"Ping: timestamp {answer.timestamp} is not milliseconds within a minute of {now_ms()}",
+        is_recent_s(answer.timestamp),
+        f"Ping: timestamp {answer.timestamp} is not seconds within a minute of {now_ms()} ms",
     )
     c.expect(status == "ONLINE", f"Ping: status {status}, expected ONLINE")
     return {"peer_id": answer.peer_id, "timestamp": answer.timestamp, "status": status}
@@ -183,8 +188,8 @@ def check_peer_list(disc: Any, stub: Any, node_id: str, c: Checks) -> dict[str, 
             f"GetPeerList: supported_protocols {list(p.supported_protocols)}, sent {PYTHON_PROTOCOLS}",
         )
         c.expect(
-            is_recent_ms(p.last_seen),
-            f"GetPeerList: last_seen {p.last_seen} is not milliseconds within a minute of {now_ms()}",
+            is_recent_s(p.last_seen),
+            f"GetPeerList: last_seen {p.last_seen} is not seconds within a minute of {now_ms()} ms",
         )
         c.expect(p.HasField("capabilities"), "GetPeerList: capabilities missing")
     return {"total_peers": answer.total_peers, "peer_ids": ids, "python_peer": entry}

@@ -160,6 +160,31 @@ async fn a_bootstrap_node_without_the_stream_is_reached_over_unary_calls() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_preferred_protocol_is_used_with_a_peer_that_offers_the_stream() {
+    init_crypto();
+    let full = start("grpc_stream,grpc,rest", None);
+    let mut env = FAST.to_vec();
+    env.push(("SORCHA_PEER__COMMUNICATION__PREFERRED_PROTOCOL", "grpc"));
+    let prefers_unary = TestNode::start_with(&["--bootstrap", &full.peer_addr()], &env);
+    let full_id = full.status().await["peer_id"].as_str().unwrap().to_owned();
+    let mut sent = BTreeSet::new();
+    for i in 0..10 {
+        sent.insert(prefers_unary.submit(format!("unary by choice, {i}")).await);
+    }
+    let arrived = eventually(SETTLE, || async { sent.is_subset(&hashes(&full).await) }).await;
+    assert!(arrived, "transactions did not reach the full node");
+    let unary = eventually(SETTLE, || async {
+        peer_field(&prefers_unary, &full_id, "protocol").await == "Grpc"
+    })
+    .await;
+    assert!(
+        unary,
+        "the preference was not used: {}",
+        prefers_unary.get_json("/api/v1/peers").await.1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pulls_between_stream_peers_ride_the_stream() {
     init_crypto();
     let a = start("grpc_stream,grpc", None);
