@@ -14,6 +14,7 @@ use crate::store::queue::SharedQueue;
 use crate::store::transactions::StoredTx;
 use crate::telemetry::Metrics;
 use crate::transport::outbound::CHUNK_SIZE;
+use crate::transport::tls::caller_of;
 use crate::wire::from_notification;
 use crate::wire::proto::transaction::transaction_distribution_server::TransactionDistribution;
 use crate::wire::proto::transaction::*;
@@ -80,11 +81,15 @@ impl TransactionDistribution for TransactionService {
         &self,
         request: Request<TransactionNotification>,
     ) -> Result<Response<NotificationAck>, Status> {
-        let caller: Option<PeerId> = request
-            .metadata()
-            .get(CALLER_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok());
+        // The id the connection proved wins; else what our nodes say in the metadata.
+        let proven = caller_of(&request).proven().cloned();
+        let caller: Option<PeerId> = proven.or_else(|| {
+            request
+                .metadata()
+                .get(CALLER_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+        });
         let notification = request.into_inner();
         let metrics = self.node.metrics();
         metrics.record_received("notify", wire_len(&notification));
