@@ -163,9 +163,11 @@ async fn a_csharp_shaped_peer_gets_every_transaction_and_gives_all_of_its_own() 
     assert_eq!(after_own, unserved, "no new PeerCommunication call");
 
     // The refusal is stored: a restarted node does not probe again.
+    // On its own port, as a deployed node restarts (peers know it there).
     let addr = nodes[0].peer_addr();
+    let own = nodes[1].peer_addr();
     nodes[1].stop();
-    nodes[1].restart(&["--bootstrap", &addr], &DEFAULTS);
+    nodes[1].restart(&["--bootstrap", &addr, "--listen", &own], &DEFAULTS);
     assert!(eventually(Duration::from_secs(30), || all_know(&nodes, &cs.id)).await);
     let b = body("after restart", 0);
     let hash = nodes[1].submit(b).await;
@@ -175,12 +177,24 @@ async fn a_csharp_shaped_peer_gets_every_transaction_and_gives_all_of_its_own() 
             cs.arrived(&hash).is_some()
         })
         .await,
-        "a transaction from the restarted node did not arrive"
+        "a transaction from the restarted node did not arrive: notifications {}, failed pulls {}, \
+         held by nodes {:?}, restarted node's view of the C# peer {:?}\n{}",
+        c.notifications.load(Ordering::Relaxed),
+        c.failed_pulls.load(Ordering::Relaxed),
+        futures::future::join_all(nodes.iter().map(|n| holds(n, &hash))).await,
+        peer_view(&nodes[1], &cs.id).await,
+        nodes[1]
+            .log()
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains(&cs.id))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     println!(
-        "FIGURES after restart: arrived in {:?}; unserved calls {}",
+        "FIGURES after restart: arrived in {:?}; unserved calls {}; failed pulls {}",
         cs.arrived(&hash).unwrap().saturating_duration_since(at),
-        c.unserved_calls.load(Ordering::Relaxed)
+        c.unserved_calls.load(Ordering::Relaxed),
+        c.failed_pulls.load(Ordering::Relaxed)
     );
     assert_eq!(
         c.unserved_calls.load(Ordering::Relaxed),

@@ -50,6 +50,8 @@ const MAX_UNIX_SECONDS: i64 = 253_402_300_799;
 pub const HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
 pub const ANNOUNCE_INTERVAL: Duration = Duration::from_secs(5);
 pub const FANOUT: usize = 3;
+/// Rounds of pulls before a transaction is given up.
+const PULL_ROUNDS: usize = 5;
 
 /// What the peer saw, for the test's assertions.
 #[derive(Debug, Default)]
@@ -274,37 +276,73 @@ impl CsPeer {
         }
     }
 
-    /// Pulls `hash` from `first`, else from every peer it knows; true once held intact.
+    /// Pulls `hash` from `first`, else from every peer it knows; a round that finds it nowhere
+    /// refreshes the peer list (a restarted node has a new port) and tries again, a few times.
     async fn pull(&self, hash: &str, first: Option<Known>) {
-        let mut sources: Vec<Known> = first.into_iter().collect();
-        sources.extend(self.state.lock().unwrap().peers.values().cloned());
-        for source in sources {
-            let url = format!("http://{}:{}", source.address, source.port);
-            let Ok(mut client) = TransactionDistributionClient::connect(url).await else {
-                continue;
-            };
-            let request = TransactionRequest {
-                transaction_hash: hash.to_owned(),
-                requesting_peer_id: self.id.clone(),
-                register_id: String::new(),
-            };
-            let Ok(answer) = client.get_transaction(request).await else {
-                continue;
-            };
-            let answer = answer.into_inner();
-            if !answer.found {
-                continue;
+        for round in 0..PULL_ROUNDS {
+            if round > 0 {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                self.refresh().await;
             }
-            if sha256_hex(&answer.transaction_data) != hash {
-                self.counters.bad_bodies.fetch_add(1, Ordering::Relaxed);
-                continue;
+            let mut sources: Vec<Known> = first.clone().into_iter().collect();
+            sources.extend(self.state.lock().unwrap().peers.values().cloned());
+            for source in sources {
+                if self.pull_from(hash, &source).await {
+                    return;
+                }
             }
-            let mut state = self.state.lock().unwrap();
-            state.arrived.insert(hash.to_owned(), Instant::now());
-            state.held.insert(hash.to_owned(), answer.transaction_data);
-            return;
         }
         self.counters.failed_pulls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One GetTransaction; true once the body is held intact.
+    async fn pull_from(&self, hash: &str, source: &Known) -> bool {
+        let url = format!("http://{}:{}", source.address, source.port);
+        let Ok(mut client) = TransactionDistributionClient::connect(url).await else {
+            return false;
+        };
+        let request = TransactionRequest {
+            transaction_hash: hash.to_owned(),
+            requesting_peer_id: self.id.clone(),
+            register_id: String::new(),
+        };
+        let Ok(answer) = client.get_transaction(request).await else {
+            return false;
+        };
+        let answer = answer.into_inner();
+        if !answer.found {
+            return false;
+        }
+        if sha256_hex(&answer.transaction_data) != hash {
+            self.counters.bad_bodies.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        let mut state = self.state.lock().unwrap();
+        state.arrived.insert(hash.to_owned(), Instant::now());
+        state.held.insert(hash.to_owned(), answer.transaction_data);
+        true
+    }
+
+    /// Asks every known peer for its list, as Sorcha's periodic discovery does.
+    async fn refresh(&self) {
+        let known: Vec<Known> = self.state.lock().unwrap().peers.values().cloned().collect();
+        for peer in known {
+            let url = format!("http://{}:{}", peer.address, peer.port);
+            let Ok(mut client) = PeerDiscoveryClient::connect(url).await else {
+                continue;
+            };
+            let request = PeerListRequest {
+                requesting_peer_id: self.id.clone(),
+                max_peers: 100,
+            };
+            if let Ok(list) = client.get_peer_list(request).await {
+                for info in list.into_inner().peers {
+                    if info.peer_id != self.id {
+                        self.learn(&info);
+                    }
+                }
+            }
+        }
     }
 }
 
