@@ -1,8 +1,11 @@
 //! The HTTP port: health, metrics, the node's status and the peer table; the operator's
 //! actions (ping, ban, remove) need a loopback caller or the admin token (see [`admin`]).
-//! The REST fallback (`transport::rest`) is served here too; the dashboard joins with its issue.
+//! The REST fallback (`transport::rest`) is served here too. The event log is read at
+//! `/api/v1/events` ([`events`]); the operator's dashboard is `/admin` ([`dashboard`]).
 
 pub mod admin;
+mod dashboard;
+pub mod events;
 mod peers;
 mod transactions;
 
@@ -93,6 +96,9 @@ pub fn router(state: HttpState) -> Router {
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
         .route("/api/v1/status", get(status))
+        .route("/api/v1/events", get(events::list))
+        .route("/api/v1/events/stream", get(events::stream))
+        .merge(dashboard::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)

@@ -18,6 +18,7 @@ use tokio::sync::broadcast::error::RecvError;
 use super::{HttpState, error, handle_error};
 use crate::clock::now;
 use crate::store::queue::{QueueError, with_queue};
+use crate::telemetry::events::EventKind;
 
 /// Most transactions one listing returns.
 const MAX_PAGE: usize = 1000;
@@ -77,10 +78,12 @@ pub async fn submit(
 /// No healthy peer: the transaction waits, durably, in the offline queue (202).
 async fn queue(state: &HttpState, body: Bytes, register_id: Option<String>) -> Response {
     let hash = TxHash::of(&body);
+    let size = body.len();
     let pushed = with_queue(&state.queue, move |q| {
         q.push(hash, &body, register_id.as_deref(), now())
     })
     .await;
+    let events = state.node.events();
     match pushed {
         Ok(new) => {
             state
@@ -88,12 +91,15 @@ async fn queue(state: &HttpState, body: Bytes, register_id: Option<String>) -> R
                 .metrics()
                 .transaction_queue_size
                 .record(state.queue.pending() as i64, &[]);
+            let detail = format!("{hash} ({size} bytes): no healthy peer, kept until one appears");
+            events.record(EventKind::TxQueued, None, detail);
             let answer =
                 json!({ "hash": hash.to_string(), "new": new, "queued": true, "announced_to": 0 });
             (StatusCode::ACCEPTED, Json(answer)).into_response()
         }
         Err(e @ QueueError::Full(_)) => {
             state.node.metrics().queue_refused_total.add(1, &[]);
+            events.limit_hit("offline_queue", None, &e.to_string());
             error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
         }
         Err(e) => {

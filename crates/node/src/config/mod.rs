@@ -562,6 +562,9 @@ pub struct LogConfig {
     pub level: String,
     /// `text` for people, `json` for log collectors.
     pub format: LogFormat,
+    /// Events the event log (`/api/v1/events`, the dashboard) keeps; older ones are dropped
+    /// and counted. 10,000 is hours of a quiet node and about 3 MB.
+    pub events: u32,
 }
 
 impl Default for LogConfig {
@@ -569,6 +572,7 @@ impl Default for LogConfig {
         Self {
             level: "info".into(),
             format: LogFormat::Text,
+            events: 10_000,
         }
     }
 }

@@ -85,6 +85,7 @@ pub(super) fn validate(c: &Config) -> Vec<(String, String)> {
         1_000_000,
     );
     v.range("offline.max_retries", c.offline.max_retries, 1, 10);
+    v.range("log.events", c.log.events, 100, 1_000_000);
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&c.log.level) {
         v.push(
             "log.level",

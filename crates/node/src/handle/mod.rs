@@ -19,7 +19,7 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use crate::address::{AddressReport, AddressSource, NatState};
 use crate::registers::SharedRegisters;
 use crate::store::transactions::TxStore;
-use crate::telemetry::Metrics;
+use crate::telemetry::{EventLog, Metrics};
 
 pub use views::PeerView;
 
@@ -155,6 +155,7 @@ pub struct NodeHandle {
     pub(super) state: watch::Receiver<NodeState>,
     pub(super) registers: SharedRegisters,
     pub(super) origins: origins::SharedOrigins,
+    pub(super) events: Arc<EventLog>,
 }
 
 impl NodeHandle {
@@ -180,6 +181,11 @@ impl NodeHandle {
     /// The origins of the transactions Sorcha peers told us of.
     pub fn origins(&self) -> &origins::SharedOrigins {
         &self.origins
+    }
+
+    /// The node's event log, to record into and read from.
+    pub fn events(&self) -> &Arc<EventLog> {
+        &self.events
     }
 
     /// `caller`: what the transport proved about who sent the call (every membership call
@@ -347,6 +353,8 @@ impl NodeHandle {
         self.tx.try_send(command).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => {
                 self.metrics.commands_refused_total.add(1, &[]);
+                let detail = format!("{COMMAND_QUEUE_CAPACITY} commands waiting; request refused");
+                self.events.limit_hit("command_queue", None, &detail);
                 HandleError::Busy
             }
             mpsc::error::TrySendError::Closed(_) => HandleError::Stopped,

@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use crate::clock::now;
 use crate::handle::NodeHandle;
 use crate::store::queue::{SharedQueue, with_queue};
+use crate::telemetry::events::EventKind;
 
 /// Entries handed to gossip per flush step: large enough to flush tens of thousands per
 /// second, small enough that the actor answers other requests in between.
@@ -33,7 +34,16 @@ pub async fn flusher(
             tracing::warn!(error = %e, "offline queue confirmation failed");
         }
         if *state.borrow() != NodeState::Offline {
-            match with_queue(&queue, |q| q.take_due(now(), FLUSH_BATCH)).await {
+            let taken = with_queue(&queue, |q| {
+                let due = q.take_due(now(), FLUSH_BATCH)?;
+                Ok((due, q.take_dead_lettered()))
+            })
+            .await;
+            let due = taken.map(|(due, gave_up)| {
+                report_dead_letters(&node, gave_up);
+                due
+            });
+            match due {
                 Ok(due) if !due.is_empty() => {
                     let count = due.len();
                     for entry in due {
@@ -47,6 +57,8 @@ pub async fn flusher(
                         .transaction_queue_size
                         .record(queue.pending() as i64, &[]);
                     tracing::info!(count, "offline queue flushed into gossip");
+                    let detail = format!("{count} queued transactions handed to gossip");
+                    node.events().record(EventKind::TxFlushed, None, detail);
                     continue;
                 }
                 Ok(_) => {}
@@ -58,5 +70,14 @@ pub async fn flusher(
             _ = state.changed() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
+    }
+}
+
+/// Transactions the queue gave up on, in the event log.
+fn report_dead_letters(node: &NodeHandle, gave_up: Vec<(sorcha_peer_core::model::TxHash, String)>) {
+    for (hash, reason) in gave_up {
+        let detail = format!("{hash}: {reason}");
+        node.events()
+            .record(EventKind::TxDeadLettered, None, detail);
     }
 }

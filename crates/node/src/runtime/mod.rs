@@ -41,7 +41,8 @@ use crate::identity::{Identity, IdentityError};
 use crate::registers::{RegisterBook, SharedRegisters};
 use crate::store::queue::{self, OfflineQueue, QueueError, SharedQueue};
 use crate::store::{PeerStore, RegisterAd, StoreError, StoreWriter, WriterConfig};
-use crate::telemetry::Metrics;
+use crate::telemetry::events::EventKind;
+use crate::telemetry::{EventLog, Metrics};
 use crate::transport::outbound::TransportSettings;
 use crate::transport::tls::{TlsContext, TlsError};
 use actor::{Actor, ActorSettings};
@@ -136,7 +137,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     )
     .shared();
     let stored = (storage.remembered, storage.refusals);
-    let settings = actor_settings(&config, stored, tls.clone(), registers);
+    let events = Arc::new(EventLog::new(config.log.events as usize, &metrics));
+    events.record(
+        EventKind::ConfigLoaded,
+        None,
+        config_summary(&config, &ports),
+    );
+    let settings = actor_settings(&config, stored, tls.clone(), registers, events);
     let (actor, handle) = Actor::new(
         node,
         clock,
@@ -312,11 +319,23 @@ fn own_registers(config: &Config) -> Vec<RegisterAd> {
 /// What worked with each peer, and what each refused, in earlier runs.
 type Remembered = (Vec<(PeerId, Protocol)>, Vec<(PeerId, Service, Timestamp)>);
 
+/// The configuration's gist, for the event log.
+fn config_summary(config: &Config, ports: &Ports) -> String {
+    format!(
+        "peer port {}, HTTP port {}, {} bootstrap nodes, data dir {}",
+        ports.peer,
+        ports.http,
+        config.discovery.bootstrap_nodes.len(),
+        config.data_dir.display()
+    )
+}
+
 fn actor_settings(
     config: &Config,
     (remembered, refusals): Remembered,
     tls: Option<Arc<TlsContext>>,
     registers: SharedRegisters,
+    events: Arc<EventLog>,
 ) -> ActorSettings {
     let d = &config.distribution;
     ActorSettings {
@@ -335,6 +354,7 @@ fn actor_settings(
         security_mode: config.security.mode.as_str(),
         refusals,
         registers,
+        events,
     }
 }
 

@@ -63,6 +63,9 @@ pub struct OfflineQueue {
     max_retries: u32,
     /// First retry delay; doubles per attempt.
     retry_delay: Duration,
+    /// Entries moved to the dead letters since the last [`OfflineQueue::take_dead_lettered`],
+    /// with why (at most one `take_due` batch between two calls of the flusher).
+    dead_lettered: Vec<(TxHash, String)>,
 }
 
 impl OfflineQueue {
@@ -107,7 +110,13 @@ impl OfflineQueue {
             max_size,
             max_retries,
             retry_delay,
+            dead_lettered: Vec::new(),
         })
+    }
+
+    /// The entries moved to the dead letters since the last call, with why.
+    pub fn take_dead_lettered(&mut self) -> Vec<(TxHash, String)> {
+        std::mem::take(&mut self.dead_lettered)
     }
 
     fn sql(&self, source: rusqlite::Error) -> QueueError {
@@ -188,6 +197,7 @@ impl OfflineQueue {
                 .collect()
         };
         let mut handed = Vec::with_capacity(due.len());
+        let mut gave_up = Vec::new();
         for entry in due {
             let key = entry.hash.to_string();
             if entry.attempts >= max_retries {
@@ -200,6 +210,7 @@ impl OfflineQueue {
                 .map_err(sql)?;
                 tx.execute("DELETE FROM queue WHERE hash = ?1", params![key])
                     .map_err(sql)?;
+                gave_up.push((entry.hash, reason));
                 continue;
             }
             let delay = base.saturating_mul(1 << entry.attempts.min(16));
@@ -211,6 +222,7 @@ impl OfflineQueue {
             handed.push(entry);
         }
         tx.commit().map_err(sql)?;
+        self.dead_lettered.extend(gave_up);
         Ok(handed)
     }
 
@@ -410,6 +422,10 @@ mod tests {
         assert_eq!(dead.len(), 1);
         assert_eq!(dead[0].hash, hash.to_string());
         assert_eq!(dead[0].attempts, 3);
+        let gave_up = q.take_dead_lettered();
+        assert_eq!(gave_up.len(), 1, "the flusher is told, for the event log");
+        assert_eq!(gave_up[0].0, hash);
+        assert!(q.take_dead_lettered().is_empty());
     }
 
     #[test]

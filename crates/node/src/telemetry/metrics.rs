@@ -206,6 +206,16 @@ instruments! {
         "tls_trust_reloads_total",
         "Reloads of the CA and CRL files, by result"
     ),
+    /// Events pushed out of the full event log (`log.events`).
+    events_evicted_total: counter(
+        "events_evicted_total",
+        "Events pushed out of the full event log ring"
+    ),
+    /// Events live readers (dashboards, `events --follow`) missed by falling behind.
+    event_subscribers_lagged_total: counter(
+        "event_subscribers_lagged_total",
+        "Events live event-stream readers missed by falling behind"
+    ),
 }
 
 /// A gauge shown (at 0) from the start.

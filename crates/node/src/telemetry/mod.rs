@@ -1,6 +1,8 @@
 //! What the node tells operators about itself: the metrics every layer records, exported in
-//! the Prometheus text format ([`metrics`]). The event log joins it with its issue.
+//! the Prometheus text format ([`metrics`]), and the event log of what happened ([`events`]).
 
+pub mod events;
 pub mod metrics;
 
+pub use events::EventLog;
 pub use metrics::Metrics;

@@ -5,10 +5,12 @@
 use sorcha_peer_core::breaker::BreakerState;
 use sorcha_peer_core::gossip::GossipMessage;
 use sorcha_peer_core::link::Dialect;
+use sorcha_peer_core::model::Timestamp;
 use sorcha_peer_core::time::Now;
 
 use super::Actor;
 use crate::handle::{Command, PeerView, Submitted};
+use crate::telemetry::events::EventKind;
 
 impl Actor {
     pub(super) fn handle(&mut self, command: Command, now: Now) {
@@ -29,7 +31,14 @@ impl Actor {
                 caller,
                 reply,
             } => {
-                let _ = reply.send(self.node.handle_register(advert, &caller, now));
+                let peer = advert.peer_id.to_string();
+                let outcome = self.node.handle_register(advert, &caller, now);
+                if let Err(refusal) = &outcome {
+                    let detail = format!("registration refused: {refusal}");
+                    self.events
+                        .record(EventKind::PeerRefused, Some(peer), detail);
+                }
+                let _ = reply.send(outcome);
             }
             Command::Heartbeat {
                 peer_id,
@@ -128,6 +137,7 @@ impl Actor {
                     }
                 };
                 if done {
+                    self.record_ban(&peer_id, until);
                     self.persist(self.store.set_ban(peer_id, until));
                 }
                 let _ = reply.send(done);
@@ -147,6 +157,20 @@ impl Actor {
             | Command::Submit { .. }
             | Command::Gossip { .. }
             | Command::Notify { .. } => {}
+        }
+    }
+
+    /// An operator's ban or unban, in the event log.
+    fn record_ban(&self, peer_id: &sorcha_peer_core::model::PeerId, until: Option<Timestamp>) {
+        let peer = Some(peer_id.to_string());
+        match until {
+            Some(until) => {
+                let detail = format!("by the operator until {} ms", until.as_millis());
+                self.events.record(EventKind::Banned, peer, detail);
+            }
+            None => self
+                .events
+                .record(EventKind::Unbanned, peer, "by the operator"),
         }
     }
 

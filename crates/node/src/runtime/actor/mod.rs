@@ -35,7 +35,8 @@ use tokio::sync::{broadcast, mpsc, watch};
 use crate::address::AddressReport;
 use crate::store::transactions::TxStore;
 use crate::store::{SendError, StoreHandle};
-use crate::telemetry::Metrics;
+use crate::telemetry::events::EventKind;
+use crate::telemetry::{EventLog, Metrics};
 use crate::transport::outbound::{Answer, Outbound, TransportSettings};
 use crate::wire::TxName;
 
@@ -68,6 +69,8 @@ pub struct ActorSettings {
     pub refusals: Vec<(PeerId, Service, Timestamp)>,
     /// The registers peers advertise, and ours.
     pub registers: SharedRegisters,
+    /// Where the actor records what happened (shared with the handle's holders).
+    pub events: Arc<EventLog>,
 }
 
 /// Announced transactions whose arrival is being timed, at most (a few seconds of traffic at
@@ -94,6 +97,7 @@ pub struct Actor {
     heard: HashMap<TxId, Instant>,
     heard_order: VecDeque<TxId>,
     security_mode: &'static str,
+    events: Arc<EventLog>,
 }
 
 impl Actor {
@@ -125,6 +129,7 @@ impl Actor {
             deliveries: deliveries.clone(),
             registers: settings.registers.clone(),
             origins: origins.clone(),
+            events: settings.events.clone(),
         };
         metrics.record_state(node.state());
         let outbound = Outbound::new(
@@ -157,6 +162,7 @@ impl Actor {
             heard: HashMap::new(),
             heard_order: VecDeque::new(),
             security_mode: settings.security_mode,
+            events: settings.events.clone(),
         };
         (actor, handle)
     }
@@ -313,6 +319,9 @@ impl Actor {
             gossip::Origin::Local => "local".to_owned(),
             gossip::Origin::Peer(id) => id.to_string(),
         };
+        let from = (origin != "local").then(|| origin.clone());
+        let detail = format!("{hash} ({} bytes, {origin})", body.len());
+        self.events.record(EventKind::TxAccepted, from, detail);
         if let Ok(mut store) = self.transactions.lock() {
             store.insert(hash, body, register_id, origin, now());
         }
@@ -409,6 +418,14 @@ impl Actor {
             advert.port = report.port;
             // Peers learn the new address from our next registrations and exchanges.
             self.node.set_advert(advert);
+            let detail = format!(
+                "{}:{} (source {}, nat {})",
+                report.external_address,
+                report.port,
+                crate::address::label(&report.source),
+                crate::address::label(&report.nat)
+            );
+            self.events.record(EventKind::AddressChanged, None, detail);
         }
         if let Some(old) = &self.address {
             self.metrics.record_address(old, 0);

@@ -1,6 +1,8 @@
 //! The core's events, by machine: logged, counted, shown. Link events keep the daemon's
 //! metric names and labels (`gossip_dropped_total{kind}`, `circuit_breakers_open`,
-//! `channels_evicted_total`), and a transport that worked is stored for the next run.
+//! `channels_evicted_total`), and a transport that worked is stored for the next run. What an
+//! operator follows (peers up and down, state, discovery, drops, bad bodies) also goes to the
+//! event log.
 
 use opentelemetry::KeyValue;
 use sorcha_peer_core::gossip::GossipEvent;
@@ -10,13 +12,14 @@ use sorcha_peer_core::node::Event;
 
 use super::Actor;
 use crate::clock::now;
+use crate::telemetry::events::EventKind;
 
 impl Actor {
     pub(super) fn report(&self, event: Event) {
         match event {
             Event::Membership(event) => self.report_membership(event),
             Event::Link(event) => self.report_link(event),
-            Event::Gossip(event) => report_gossip(event),
+            Event::Gossip(event) => self.report_gossip(event),
             Event::UnknownPeer { peer_id } => {
                 tracing::debug!(peer = %peer_id, "gossip for a peer membership forgot; dropped");
             }
@@ -26,6 +29,11 @@ impl Actor {
     fn report_link(&self, event: LinkEvent) {
         match event {
             LinkEvent::Dropped { kind, count } => {
+                self.events.limit_hit(
+                    "gossip",
+                    None,
+                    &format!("{count} dropped ({})", kind.as_str()),
+                );
                 let kind = KeyValue::new("kind", kind.as_str());
                 self.metrics.gossip_dropped_total.add(count, &[kind]);
             }
@@ -71,6 +79,8 @@ impl Actor {
         match event {
             MembershipEvent::StateChanged { from, to } => {
                 tracing::info!(from = from.as_str(), to = to.as_str(), "node state changed");
+                let detail = format!("{} -> {}", from.as_str(), to.as_str());
+                self.events.record(EventKind::StateChanged, None, detail);
                 self.metrics.record_state(to);
                 self.state.send_replace(to);
             }
@@ -87,42 +97,65 @@ impl Actor {
                     self.metrics.record_discovery_success(now());
                 }
                 tracing::debug!(round, new_peers, "discovery round");
+                let detail = format!("round {round}: {new_peers} new peers");
+                self.events.record(EventKind::DiscoveryRound, None, detail);
             }
             MembershipEvent::PeerAdded { peer_id } => {
                 tracing::debug!(peer = %peer_id, "peer added")
             }
             MembershipEvent::PeerActivated { peer_id } => {
-                tracing::info!(peer = %peer_id, "peer connected")
+                tracing::info!(peer = %peer_id, "peer connected");
+                let peer = Some(peer_id.to_string());
+                self.events
+                    .record(EventKind::PeerConnected, peer, "joined the active set");
             }
             MembershipEvent::PeerSuspect { peer_id } => {
                 tracing::debug!(peer = %peer_id, "peer suspect")
             }
             MembershipEvent::PeerUnreachable { peer_id } => {
-                tracing::info!(peer = %peer_id, "peer disconnected")
+                tracing::info!(peer = %peer_id, "peer disconnected");
+                let peer = Some(peer_id.to_string());
+                self.events
+                    .record(EventKind::PeerDisconnected, peer, "stopped answering");
             }
             MembershipEvent::PeerRemoved { peer_id } => {
-                tracing::info!(peer = %peer_id, "peer removed")
+                tracing::info!(peer = %peer_id, "peer removed");
+                let peer = Some(peer_id.to_string());
+                self.events.record(
+                    EventKind::PeerDisconnected,
+                    peer,
+                    "removed from the peer list",
+                );
             }
             MembershipEvent::PeerVerified { peer_id } => {
                 tracing::info!(peer = %peer_id, "peer proved its id over TLS: verified");
+                let peer = Some(peer_id.to_string());
+                self.events
+                    .record(EventKind::PeerVerified, peer, "proved its id over TLS");
             }
             MembershipEvent::ClaimRefused { claimed, why } => {
                 tracing::warn!(peer = %claimed, reason = %why, "refused a call in a verified peer's name");
+                let detail = format!("call in its name without its proof refused: {why}");
+                self.events
+                    .record(EventKind::PeerRefused, Some(claimed.to_string()), detail);
             }
         }
     }
-}
 
-fn report_gossip(event: GossipEvent) {
-    match event {
-        GossipEvent::BadBody { from, id } => {
-            tracing::warn!(peer = %from, %id, "peer served a body that does not match its hash");
-        }
-        GossipEvent::FetchAbandoned { id } => {
-            tracing::warn!(%id, "every announcer failed to serve a transaction; waiting for anti-entropy");
-        }
-        GossipEvent::Repaired { hash, from } => {
-            tracing::debug!(%hash, peer = %from, "anti-entropy repair")
+    fn report_gossip(&self, event: GossipEvent) {
+        match event {
+            GossipEvent::BadBody { from, id } => {
+                tracing::warn!(peer = %from, %id, "peer served a body that does not match its hash");
+                let detail = format!("body for {id} does not match its hash");
+                self.events
+                    .record(EventKind::BadBody, Some(from.to_string()), detail);
+            }
+            GossipEvent::FetchAbandoned { id } => {
+                tracing::warn!(%id, "every announcer failed to serve a transaction; waiting for anti-entropy");
+            }
+            GossipEvent::Repaired { hash, from } => {
+                tracing::debug!(%hash, peer = %from, "anti-entropy repair")
+            }
         }
     }
 }
