@@ -1,7 +1,18 @@
-//! The `sorcha-peer` command line: `run`, `init`, `config check`, `status`.
+//! The `sorcha-peer` command line: `run`, `init`, `config check`, `address` here; the client
+//! commands that ask a running node over HTTP (`status`, `peers`, `tx submit|get|list`,
+//! `events`) in `cli/client.rs` and `cli/events.rs`; `cli/output.rs` makes a closed pipe
+//! (`status | head`) end a command quietly.
 //!
 //! Exit codes: 0 success, 1 a runtime failure (port in use, node unreachable), 2 a bad
 //! configuration or command line.
+
+mod client;
+mod events;
+mod output;
+
+pub use client::{ClientArgs, TxCommand};
+pub use events::EventsArgs;
+use output::out;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -12,7 +23,6 @@ use toml::Value;
 use crate::address;
 use crate::config::{self, ConfigError, LoadedConfig, LogFormat, Sources};
 use crate::identity::Identity;
-use crate::runtime::Ports;
 
 const EXIT_RUNTIME: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
@@ -41,6 +51,11 @@ pub enum Command {
     Status(ClientArgs),
     /// Show the peers of a running node.
     Peers(ClientArgs),
+    /// Submit, fetch and list transactions on a running node.
+    #[command(subcommand)]
+    Tx(TxCommand),
+    /// Show a running node's event log, or follow it live.
+    Events(EventsArgs),
     /// Find the address this node advertises (override, interfaces, STUN, HTTP) and print it.
     Address(AddressArgs),
     /// A certificate authority for permissioned networks: make a CA, certify node keys, revoke.
@@ -177,28 +192,16 @@ pub struct InitArgs {
     pub data_dir: Option<PathBuf>,
 }
 
-#[derive(Debug, Args)]
-pub struct ClientArgs {
-    /// HTTP address of the node; default: the HTTP port in <data-dir>/ports.json, else
-    /// 127.0.0.1:5080.
-    #[arg(long, value_name = "ADDR")]
-    pub http: Option<String>,
-    /// Data dir of a local node, to find its HTTP port.
-    #[arg(long, value_name = "DIR", default_value = "./data")]
-    pub data_dir: PathBuf,
-    /// Print the JSON answer.
-    #[arg(long)]
-    pub json: bool,
-}
-
 /// Runs the parsed command line.
 pub fn main(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Run(args) => run(&args),
         Command::Init(args) => init(&args),
         Command::Config(ConfigCommand::Check { args, json }) => check(&args, json),
-        Command::Status(args) => status(&args),
-        Command::Peers(args) => peers(&args),
+        Command::Status(args) => client::status(&args),
+        Command::Peers(args) => client::peers(&args),
+        Command::Tx(command) => client::tx(&command),
+        Command::Events(args) => events::events(&args),
         Command::Address(args) => address(&args),
         Command::Certs(command) => crate::certs::main(command),
     }
@@ -237,7 +240,7 @@ fn address(args: &AddressArgs) -> ExitCode {
     };
     if args.json {
         match serde_json::to_string_pretty(&report) {
-            Ok(json) => println!("{json}"),
+            Ok(json) => out!("{json}"),
             Err(e) => eprintln!("sorcha-peer: cannot encode the report: {e}"),
         }
     } else {
@@ -253,23 +256,25 @@ fn address(args: &AddressArgs) -> ExitCode {
 }
 
 fn print_address(report: &address::AddressReport) {
-    println!(
+    out!(
         "{:18} {}:{}",
-        "address", report.external_address, report.port
+        "address",
+        report.external_address,
+        report.port
     );
-    println!("{:18} {}", "source", address::label(&report.source));
-    println!("{:18} {}", "nat", address::label(&report.nat));
+    out!("{:18} {}", "source", address::label(&report.source));
+    out!("{:18} {}", "nat", address::label(&report.nat));
     let internal = report
         .internal_address
         .map_or("-".to_owned(), |ip| ip.to_string());
-    println!("{:18} {internal}", "internal_address");
+    out!("{:18} {internal}", "internal_address");
     let reachable = report
         .reachable
         .map_or("not checked".to_owned(), |r| r.to_string());
-    println!("{:18} {reachable}", "reachable");
+    out!("{:18} {reachable}", "reachable");
     for attempt in &report.attempts {
         let outcome = if attempt.ok { "ok" } else { "failed" };
-        println!(
+        out!(
             "  {:12} {:30} {outcome:6} {}",
             address::label(&attempt.step),
             attempt.target,
@@ -333,8 +338,8 @@ fn init(args: &InitArgs) -> ExitCode {
     }
     match Identity::load_or_create(data_dir, None) {
         Ok(identity) => {
-            println!("wrote {}", args.config.display());
-            println!(
+            out!("wrote {}", args.config.display());
+            out!(
                 "peer id {} (key in {})",
                 identity.peer_id(),
                 data_dir.display()
@@ -370,7 +375,7 @@ fn check(args: &ConfigArgs, json: bool) -> ExitCode {
             .map(|(key, value, origin)| serde_json::json!({"key": key, "value": value, "origin": origin.to_string()}))
             .collect();
         let doc = serde_json::json!({"valid": true, "values": entries, "notes": loaded.notes});
-        println!("{doc:#}");
+        out!("{doc:#}");
     } else {
         let width = rows.iter().map(|(k, ..)| k.len()).max().unwrap_or(0);
         let vwidth = rows
@@ -379,119 +384,15 @@ fn check(args: &ConfigArgs, json: bool) -> ExitCode {
             .max()
             .unwrap_or(0)
             .min(40);
-        println!("configuration is valid");
+        out!("configuration is valid");
         for (key, value, origin) in rows {
-            println!("{key:width$}  {value:vwidth$}  ({origin})");
+            out!("{key:width$}  {value:vwidth$}  ({origin})");
         }
         for note in loaded.notes {
-            println!("note: {note}");
+            out!("note: {note}");
         }
     }
     ExitCode::SUCCESS
-}
-
-fn status(args: &ClientArgs) -> ExitCode {
-    let doc = match fetch(args, "/api/v1/status") {
-        Ok(doc) => doc,
-        Err(code) => return code,
-    };
-    if args.json {
-        println!("{doc:#}");
-        return ExitCode::SUCCESS;
-    }
-    for name in [
-        "peer_id",
-        "state",
-        "peers_known",
-        "peers_active",
-        "external_address",
-        "address_source",
-        "nat",
-        "queue_size",
-        "version",
-    ] {
-        println!("{name:18} {}", field(&doc[name]));
-    }
-    ExitCode::SUCCESS
-}
-
-fn peers(args: &ClientArgs) -> ExitCode {
-    let doc = match fetch(args, "/api/v1/peers") {
-        Ok(doc) => doc,
-        Err(code) => return code,
-    };
-    if args.json {
-        println!("{doc:#}");
-        return ExitCode::SUCCESS;
-    }
-    println!(
-        "{:40}  {:22}  {:11}  {:6}  {:8}  {:>10}  {:>9}  {:>8}",
-        "PEER ID", "ADDRESS", "STATUS", "ACTIVE", "VERIFIED", "LAST SEEN", "LATENCY", "FAILURES"
-    );
-    for peer in doc["peers"].as_array().into_iter().flatten() {
-        let address = format!("{}:{}", field(&peer["address"]), field(&peer["port"]));
-        let ago = peer["last_seen_ago_ms"]
-            .as_u64()
-            .map_or("-".into(), |ms| format!("{:.1}s ago", ms as f64 / 1000.0));
-        let latency = peer["latency_ms"]
-            .as_u64()
-            .map_or("-".into(), |ms| format!("{ms} ms"));
-        println!(
-            "{:40}  {:22}  {:11}  {:6}  {:8}  {:>10}  {:>9}  {:>8}",
-            field(&peer["peer_id"]),
-            address,
-            field(&peer["status"]),
-            if peer["active"] == true { "yes" } else { "no" },
-            if peer["verified"] == true {
-                "yes"
-            } else {
-                "no"
-            },
-            ago,
-            latency,
-            field(&peer["failure_count"]),
-        );
-    }
-    println!("{} peers", field(&doc["total"]));
-    ExitCode::SUCCESS
-}
-
-/// GETs `path` from the node `args` points at.
-fn fetch(args: &ClientArgs, path: &str) -> Result<serde_json::Value, ExitCode> {
-    let addr = args
-        .http
-        .clone()
-        .unwrap_or_else(|| match Ports::read(&args.data_dir) {
-            Ok(ports) => format!("127.0.0.1:{}", ports.http),
-            Err(_) => format!("127.0.0.1:{}", config::DEFAULT_HTTP_PORT),
-        });
-    let url = format!("http://{addr}{path}");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            eprintln!("sorcha-peer: cannot start the async runtime: {e}");
-            ExitCode::from(EXIT_RUNTIME)
-        })?;
-    let answer = runtime.block_on(async {
-        let client = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(5))
-            .build()?;
-        let response = client.get(&url).send().await?.error_for_status()?;
-        response.json::<serde_json::Value>().await
-    });
-    answer.map_err(|e| {
-        eprintln!("sorcha-peer: cannot get {url}: {e}");
-        ExitCode::from(EXIT_RUNTIME)
-    })
-}
-
-fn field(value: &serde_json::Value) -> String {
-    match value {
-        serde_json::Value::Null => "-".to_owned(),
-        serde_json::Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
 }
 
 fn config_error(e: &ConfigError) -> ExitCode {
@@ -511,8 +412,12 @@ fn init_logging(log: &config::LogConfig) {
     {
         filter = filter.add_directive(directive);
     }
+    // Colour only for a person at a terminal: a log redirected to a file or a collector gets
+    // no escape codes.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     let _ = match log.format {
         LogFormat::Text => builder.try_init(),

@@ -12,7 +12,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use serde_json::json;
 use sorcha_peer_core::model::PeerId;
 use tokio::sync::broadcast;
@@ -122,9 +122,21 @@ pub async fn stream(
         filter.after_seq = Some(last);
     }
     let log = state.node.events().clone();
-    Sse::new(follow(log, filter))
+    let events = follow(log, filter).take_until(shutting_down(state.ready.clone()));
+    Sse::new(events)
         .keep_alive(KeepAlive::default())
         .into_response()
+}
+
+/// How often a stream checks whether the node is shutting down.
+const SHUTDOWN_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Resolves once the node stops being ready (shutdown began), so endless streams end and the
+/// HTTP server's graceful shutdown is not held up for its whole grace.
+pub async fn shutting_down(ready: Arc<std::sync::atomic::AtomicBool>) {
+    while ready.load(std::sync::atomic::Ordering::Acquire) {
+        tokio::time::sleep(SHUTDOWN_POLL).await;
+    }
 }
 
 /// What one reader has left to send.

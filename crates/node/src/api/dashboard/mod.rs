@@ -23,7 +23,7 @@ use axum::routing::get;
 use futures::{Stream, StreamExt};
 
 use super::HttpState;
-use super::events::follow;
+use super::events::{follow, shutting_down};
 use crate::telemetry::events::Filter;
 
 /// How often a snapshot goes out: the charts' resolution.
@@ -78,6 +78,7 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 async fn stream(
     State(state): State<HttpState>,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let ready = state.ready.clone();
     let log = state.node.events().clone();
     let from = log.next_seq().saturating_sub(BACKLOG as u64 + 1);
     let events = follow(
@@ -98,5 +99,6 @@ async fn stream(
             Ok(SseEvent::default().event("snapshot").data(data))
         }
     });
-    Sse::new(futures::stream::select(snapshots, events)).keep_alive(KeepAlive::default())
+    let merged = futures::stream::select(snapshots, events).take_until(shutting_down(ready));
+    Sse::new(merged).keep_alive(KeepAlive::default())
 }

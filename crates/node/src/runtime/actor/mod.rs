@@ -320,7 +320,12 @@ impl Actor {
             gossip::Origin::Peer(id) => id.to_string(),
         };
         let from = (origin != "local").then(|| origin.clone());
-        let detail = format!("{hash} ({} bytes, {origin})", body.len());
+        let how = if from.is_some() {
+            "pulled"
+        } else {
+            "submitted here"
+        };
+        let detail = format!("{hash} ({} bytes, {how})", body.len());
         self.events.record(EventKind::TxAccepted, from, detail);
         if let Ok(mut store) = self.transactions.lock() {
             store.insert(hash, body, register_id, origin, now());
