@@ -11,6 +11,14 @@ if ! python3 -c 'import grpc, grpc_tools, grpc_health' 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check -r tests/interop/requirements.txt
 fi
 
+# The dashboard's browser test drives Debian's chromium through chromedriver (fantoccini).
+# Installed only when missing; under CI the test fails if they are absent, never skips.
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+  echo "== installing chromium and chromium-driver (browser test)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 

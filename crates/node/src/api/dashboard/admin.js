@@ -6,8 +6,10 @@
 "use strict";
 (function () {
   const MAX_EVENTS = 2000;      // kept in memory for filtering
-  const SHOWN_EVENTS = 300;     // rows drawn
+  const SHOWN_EVENTS = 150;     // rows drawn (filters reach the rest)
   const POINTS = 90;            // chart history, one point a snapshot
+  const PAGE_ROWS = 100;        // peer rows drawn at once: a 1,000-row table costs the browser
+                                // hundreds of ms of layout per update; 100 cost a tenth
   const TOKEN_KEY = "sorcha-admin-token";
   const KINDS = ["peer_connected", "peer_disconnected", "peer_verified", "peer_refused",
     "state_changed", "discovery_round", "banned", "unbanned", "tx_accepted", "tx_queued",
@@ -16,7 +18,7 @@
 
   const $ = (id) => document.getElementById(id);
   const state = {
-    status: null, peers: [], events: [], sort: { key: "status", desc: false },
+    status: null, peers: [], events: [], sort: { key: "status", desc: false }, page: 0,
     prev: null, series: { tx: [], latency: [], bw: {} }, dirty: new Set(),
     stats: { lastRenderMs: 0, maxRenderMs: 0, renders: 0 },
   };
@@ -52,7 +54,7 @@
       ["latency_ms", "latency", (p) => `<td>${p.latency_ms == null ? "-" : p.latency_ms + " ms"}</td>`],
       ["failure_count", "failures", (p) => `<td>${esc(p.failure_count)}</td>`]);
     if ("score" in first) cols.push(["score", "score", (p) => `<td>${esc(p.score ?? "-")}</td>`]);
-    cols.push(["banned_until", "ban", (p) => `<td>${p.banned_until ? "until " + new Date(p.banned_until).toLocaleString() : "-"}</td>`],
+    cols.push(["banned_until", "ban", (p) => `<td>${p.banned_until ? "until " + new Date(p.banned_until).toISOString().slice(0, 16).replace("T", " ") + "Z" : "-"}</td>`],
       ["", "actions", actions]);
     return cols;
   }
@@ -85,9 +87,14 @@
       : state.peers.slice();
     rows.sort(compare(key));
     if (desc) rows.reverse();
-    $("peer-rows").innerHTML = rows.map((p) =>
+    const pages = Math.max(1, Math.ceil(rows.length / PAGE_ROWS));
+    state.page = Math.min(state.page, pages - 1);
+    const first = state.page * PAGE_ROWS;
+    $("peer-rows").innerHTML = rows.slice(first, first + PAGE_ROWS).map((p) =>
       `<tr data-id="${esc(p.peer_id)}">${cols.map((c) => c[2](p)).join("")}</tr>`).join("");
     $("peer-shown").textContent = needle ? `${rows.length} of ${state.peers.length}` : `${state.peers.length}`;
+    $("peer-pages").hidden = pages === 1;
+    $("peer-page").textContent = `${first + 1}–${Math.min(first + PAGE_ROWS, rows.length)} of ${rows.length}`;
   }
 
   // ---- events ------------------------------------------------------------------------
@@ -110,10 +117,18 @@
 
   // ---- charts ------------------------------------------------------------------------
   function push(list, v) { list.push(v); if (list.length > POINTS) list.shift(); }
+  // Canvas sizes are read once and on resize: reading them each frame would force a layout
+  // of the whole page, tables included.
+  const sizes = new Map();
+  window.addEventListener("resize", () => { sizes.clear(); state.dirty.add("charts"); schedule(); });
   function draw(canvas, lines, format) {
     const ratio = window.devicePixelRatio || 1;
-    const w = canvas.clientWidth || canvas.width, h = canvas.clientHeight || canvas.height;
-    if (canvas.width !== Math.round(w * ratio)) { canvas.width = Math.round(w * ratio); canvas.height = Math.round(h * ratio); }
+    if (!sizes.has(canvas)) {
+      const size = [canvas.clientWidth || canvas.width, canvas.clientHeight || canvas.height];
+      sizes.set(canvas, size);
+      canvas.width = Math.round(size[0] * ratio); canvas.height = Math.round(size[1] * ratio);
+    }
+    const [w, h] = sizes.get(canvas);
     const g = canvas.getContext("2d");
     g.setTransform(ratio, 0, 0, ratio, 0, 0);
     g.clearRect(0, 0, w, h);
@@ -271,7 +286,9 @@
       const b = e.target.closest("button[data-action]");
       if (b) act(b.dataset.action, b.dataset.id);
     });
-    $("peer-filter").addEventListener("input", renderPeers);
+    $("peer-filter").addEventListener("input", () => { state.page = 0; renderPeers(); });
+    $("peer-prev").addEventListener("click", () => { state.page = Math.max(0, state.page - 1); renderPeers(); });
+    $("peer-next").addEventListener("click", () => { state.page++; renderPeers(); });
     $("event-kind").addEventListener("change", renderEvents);
     $("event-filter").addEventListener("input", renderEvents);
     connect();

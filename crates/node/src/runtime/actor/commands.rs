@@ -165,7 +165,12 @@ impl Actor {
         let peer = Some(peer_id.to_string());
         match until {
             Some(until) => {
-                let detail = format!("by the operator until {} ms", until.as_millis());
+                let at =
+                    std::time::UNIX_EPOCH + std::time::Duration::from_millis(until.as_millis());
+                let detail = format!(
+                    "by the operator until {}",
+                    humantime::format_rfc3339_seconds(at)
+                );
                 self.events.record(EventKind::Banned, peer, detail);
             }
             None => self
