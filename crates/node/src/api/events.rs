@@ -245,7 +245,7 @@ mod tests {
         for (pairs, expect) in [
             (vec![("since", "yesterday")], "since:"),
             (vec![("kind", "banned,nope")], "unknown event kind \"nope\""),
-            (vec![("peer", "xyz")], "peer:"),
+            (vec![("peer", "x/y")], "peer:"),
             (vec![("limit", "0")], "limit: expected 1 to 1000"),
             (vec![("limit", "5000")], "limit: expected 1 to 1000"),
             (vec![("limt", "5")], "unknown parameter \"limt\""),

@@ -5,12 +5,13 @@
 
 use std::time::Duration;
 
-use sorcha_peer_core::model::NodeState;
+use sorcha_peer_core::model::{NodeState, TxHash};
 use tokio::sync::watch;
 
 use crate::clock::now;
 use crate::handle::NodeHandle;
 use crate::store::queue::{SharedQueue, with_queue};
+use crate::telemetry::EventLog;
 use crate::telemetry::events::EventKind;
 
 /// Entries handed to gossip per flush step: large enough to flush tens of thousands per
@@ -40,7 +41,7 @@ pub async fn flusher(
             })
             .await;
             let due = taken.map(|(due, gave_up)| {
-                report_dead_letters(&node, gave_up);
+                report_dead_letters(node.events(), gave_up);
                 due
             });
             match due {
@@ -74,10 +75,53 @@ pub async fn flusher(
 }
 
 /// Transactions the queue gave up on, in the event log.
-fn report_dead_letters(node: &NodeHandle, gave_up: Vec<(sorcha_peer_core::model::TxHash, String)>) {
+fn report_dead_letters(events: &EventLog, gave_up: Vec<(TxHash, String)>) {
     for (hash, reason) in gave_up {
         let detail = format!("{hash}: {reason}");
-        node.events()
-            .record(EventKind::TxDeadLettered, None, detail);
+        events.record(EventKind::TxDeadLettered, None, detail);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use sorcha_peer_core::model::Timestamp;
+
+    use super::*;
+    use crate::store::queue::OfflineQueue;
+    use crate::telemetry::Metrics;
+    use crate::telemetry::events::Filter;
+
+    #[test]
+    fn a_transaction_the_queue_gives_up_on_is_logged() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut queue = OfflineQueue::open_in(dir.path(), 10, 1, Duration::from_secs(1)).unwrap();
+        let hash = TxHash::of(b"nobody pulls me");
+        queue
+            .push(hash, b"nobody pulls me", None, Timestamp::from_millis(0))
+            .unwrap();
+        assert_eq!(
+            queue.take_due(Timestamp::from_millis(0), 10).unwrap().len(),
+            1
+        );
+        assert!(
+            queue
+                .take_due(Timestamp::from_millis(60_000), 10)
+                .unwrap()
+                .is_empty()
+        );
+        let log = EventLog::new(100, &Metrics::new().unwrap());
+        report_dead_letters(&log, queue.take_dead_lettered());
+        let dead = log.query(
+            &Filter {
+                kinds: vec![EventKind::TxDeadLettered],
+                ..Default::default()
+            },
+            10,
+        );
+        assert_eq!(dead.len(), 1);
+        assert!(dead[0].detail.starts_with(&hash.to_string()), "{dead:?}");
+        assert!(dead[0].detail.contains("after 1 attempts"), "{dead:?}");
     }
 }

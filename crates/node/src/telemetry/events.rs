@@ -7,7 +7,8 @@
 //! of [`SUBSCRIBER_CAPACITY`] events each; one that falls behind misses the oldest, is told how
 //! many (a `lagged` message) and is counted (`event_subscribers_lagged_total`). Limits that can
 //! be hit many times a second are throttled to one event per limit per second
-//! ([`EventLog::limit_hit`]); the count of the rest rides on the next one.
+//! ([`EventLog::limit_hit`]), and refusals to one per peer per second ([`EventLog::refused`]);
+//! the count of the rest rides on the next one.
 //!
 //! Layers record events where they see them: the actor (peers, state, discovery, bans,
 //! accepted transactions, bad bodies, address), the HTTP port (queued transactions), the
@@ -28,8 +29,10 @@ use super::Metrics;
 /// A dashboard drains an event in microseconds, so this is seconds of a burst.
 pub const SUBSCRIBER_CAPACITY: usize = 1024;
 
-/// One `limit_hit` event per limit per this interval at most.
-const LIMIT_EVENT_INTERVAL: Duration = Duration::from_secs(1);
+/// One `limit_hit` event per limit, one `peer_refused` per peer, per this interval at most.
+const THROTTLE_INTERVAL: Duration = Duration::from_secs(1);
+/// Keys throttled at once at most (limits are few; refused peers could be many).
+const MAX_THROTTLED: usize = 1024;
 
 /// Events kept when the configuration does not say (`log.events`).
 pub const DEFAULT_CAPACITY: usize = 10_000;
@@ -184,8 +187,9 @@ impl Filter {
 struct Ring {
     events: VecDeque<Event>,
     next_seq: u64,
-    /// Per limit name: when its last event went out, and hits since that were not reported.
-    limits: HashMap<&'static str, (Option<Instant>, u64)>,
+    /// Per throttled key (a limit, a refused peer): when its last event went out, and how many
+    /// were held back since.
+    throttled: HashMap<String, (Option<Instant>, u64)>,
 }
 
 /// The node's event log. Shared (`Arc`) by every layer that records or reads events.
@@ -216,7 +220,7 @@ impl EventLog {
             ring: Mutex::new(Ring {
                 events: VecDeque::new(),
                 next_seq: 1,
-                limits: HashMap::new(),
+                throttled: HashMap::new(),
             }),
             live,
             totals: std::array::from_fn(|_| AtomicU64::new(0)),
@@ -257,30 +261,45 @@ impl EventLog {
     /// A bound was reached (`limit` names it: command_queue, offline_queue, ...). At most one
     /// event per limit per second goes out; it says how many hits it stands for.
     pub fn limit_hit(&self, limit: &'static str, peer: Option<String>, detail: &str) {
+        if let Some(more) = self.throttle(limit.to_owned()) {
+            let detail = format!("{limit}: {detail}{more}");
+            self.record(EventKind::LimitHit, peer, detail);
+        }
+    }
+
+    /// A peer was refused (a banned peer's calls, a failed proof). At most one event per peer
+    /// per second, so a peer hammering the node cannot flush the log with its refusals.
+    pub fn refused(&self, peer: &str, detail: &str) {
+        if let Some(more) = self.throttle(format!("refused {peer}")) {
+            let detail = format!("{detail}{more}");
+            self.record(EventKind::PeerRefused, Some(peer.to_owned()), detail);
+        }
+    }
+
+    /// Whether an event under `key` may go out now; if so, the note of how many were held
+    /// back since the last one (empty for none).
+    fn throttle(&self, key: String) -> Option<String> {
         let now = Instant::now();
-        let suppressed = {
-            let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
-            let entry = ring.limits.entry(limit).or_insert((None, 0));
-            if entry
-                .0
-                .is_some_and(|sent| now.duration_since(sent) < LIMIT_EVENT_INTERVAL)
-            {
-                entry.1 += 1;
-                return;
-            }
-            entry.0 = Some(now);
-            std::mem::take(&mut entry.1)
-        };
-        let more = if suppressed > 0 {
-            format!(" (+{suppressed} more since the last report)")
+        let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        if ring.throttled.len() >= MAX_THROTTLED && !ring.throttled.contains_key(&key) {
+            // Forgetting every slot at worst lets one extra event per key through.
+            ring.throttled.clear();
+        }
+        let entry = ring.throttled.entry(key).or_insert((None, 0));
+        if entry
+            .0
+            .is_some_and(|sent| now.duration_since(sent) < THROTTLE_INTERVAL)
+        {
+            entry.1 += 1;
+            return None;
+        }
+        entry.0 = Some(now);
+        let held_back = std::mem::take(&mut entry.1);
+        Some(if held_back > 0 {
+            format!(" (+{held_back} more since the last report)")
         } else {
             String::new()
-        };
-        self.record(
-            EventKind::LimitHit,
-            peer,
-            format!("{limit}: {detail}{more}"),
-        );
+        })
     }
 
     /// Events matching `filter`: with `after_seq`, the first `limit` after it (paging
@@ -386,6 +405,14 @@ mod tests {
             2,
             "each limit has its own slot"
         );
+        for _ in 0..10 {
+            log.refused("aa", "peer is banned");
+        }
+        let refused = Filter {
+            kinds: vec![EventKind::PeerRefused],
+            ..Default::default()
+        };
+        assert_eq!(log.query(&refused, 100).len(), 1, "one per peer per second");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 use sorcha_peer_core::breaker::BreakerState;
 use sorcha_peer_core::gossip::GossipMessage;
 use sorcha_peer_core::link::Dialect;
+use sorcha_peer_core::membership::HeartbeatOutcome;
 use sorcha_peer_core::model::Timestamp;
 use sorcha_peer_core::time::Now;
 
@@ -35,8 +36,7 @@ impl Actor {
                 let outcome = self.node.handle_register(advert, &caller, now);
                 if let Err(refusal) = &outcome {
                     let detail = format!("registration refused: {refusal}");
-                    self.events
-                        .record(EventKind::PeerRefused, Some(peer), detail);
+                    self.events.refused(&peer, &detail);
                 }
                 let _ = reply.send(outcome);
             }
@@ -45,7 +45,12 @@ impl Actor {
                 caller,
                 reply,
             } => {
-                let _ = reply.send(self.node.handle_heartbeat(&peer_id, &caller, now));
+                let outcome = self.node.handle_heartbeat(&peer_id, &caller, now);
+                if outcome == HeartbeatOutcome::Banned {
+                    let detail = "heartbeat refused: peer is banned";
+                    self.events.refused(peer_id.as_str(), detail);
+                }
+                let _ = reply.send(outcome);
             }
             Command::PeerList {
                 requester,
@@ -71,7 +76,12 @@ impl Actor {
                 caller,
                 reply,
             } => {
-                let _ = reply.send(self.node.handle_ping(from.as_ref(), &caller, now));
+                let pong = self.node.handle_ping(from.as_ref(), &caller, now);
+                if let (Err(refusal), Some(from)) = (&pong, &from) {
+                    let detail = format!("ping refused: {refusal}");
+                    self.events.refused(from.as_str(), &detail);
+                }
+                let _ = reply.send(pong);
             }
             other => return Some(other),
         }

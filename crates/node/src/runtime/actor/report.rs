@@ -136,8 +136,7 @@ impl Actor {
             MembershipEvent::ClaimRefused { claimed, why } => {
                 tracing::warn!(peer = %claimed, reason = %why, "refused a call in a verified peer's name");
                 let detail = format!("call in its name without its proof refused: {why}");
-                self.events
-                    .record(EventKind::PeerRefused, Some(claimed.to_string()), detail);
+                self.events.refused(claimed.as_str(), &detail);
             }
         }
     }
