@@ -6,7 +6,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::thread;
 use std::time::Duration;
 
-use common::run_cli;
+use common::{TestNode, binary, run_cli};
 
 #[test]
 fn every_command_has_help() {
@@ -18,6 +18,11 @@ fn every_command_has_help() {
         vec!["config", "check", "--help"],
         vec!["status", "--help"],
         vec!["address", "--help"],
+        vec!["tx", "--help"],
+        vec!["tx", "submit", "--help"],
+        vec!["tx", "get", "--help"],
+        vec!["tx", "list", "--help"],
+        vec!["events", "--help"],
     ] {
         let (code, stdout, stderr) = run_cli(&args, &[], None);
         assert_eq!(code, 0, "{args:?}: {stderr}");
@@ -187,4 +192,79 @@ fn address_command_finds_the_address_through_stun() {
     let (code, _, stderr) = run_cli(&["address", "--stun", "not-a-server"], &[], None);
     assert_eq!(code, 2, "a bad STUN server is a bad argument: {stderr}");
     assert!(stderr.contains("address.stun_servers[0]"), "{stderr}");
+}
+
+#[test]
+fn tx_commands_round_trip_a_transaction_through_a_node() {
+    let node = TestNode::start(&[]);
+    let http = format!("127.0.0.1:{}", node.ports.http);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tx.bin");
+    std::fs::write(&file, b"\x00binary\xffbody").unwrap();
+    let file = file.to_str().unwrap();
+
+    let (code, out, err) = run_cli(
+        &["tx", "submit", file, "--http", &http, "--json"],
+        &[],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    let answer: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    let hash = answer["hash"].as_str().expect("hash").to_owned();
+
+    // Standalone, the node is Offline: the submission waits in the queue, and says so.
+    let (code, out, err) = run_cli(&["tx", "submit", file, "--http", &http], &[], None);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with(&hash), "{out}");
+
+    let (code, out, _) = run_cli(
+        &["events", "--http", &http, "--kind", "tx_queued", "--json"],
+        &[],
+        None,
+    );
+    assert_eq!(code, 0);
+    assert!(out.contains(&hash), "{out}");
+
+    let (code, out, _) = run_cli(&["tx", "list", "--http", &http, "--json"], &[], None);
+    assert_eq!(code, 0);
+    assert!(
+        serde_json::from_str::<serde_json::Value>(&out).is_ok(),
+        "{out}"
+    );
+
+    let (code, _, err) = run_cli(&["tx", "get", "beef", "--http", &http], &[], None);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("400") && err.contains("invalid transaction id"),
+        "{err}"
+    );
+    let (code, _, err) = run_cli(
+        &["tx", "submit", "/no/such/file", "--http", &http],
+        &[],
+        None,
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("cannot read /no/such/file"), "{err}");
+}
+
+#[test]
+fn a_closed_pipe_ends_client_commands_quietly() {
+    use std::process::{Command, Stdio};
+    let node = TestNode::start(&[]);
+    let http = format!("127.0.0.1:{}", node.ports.http);
+    for args in [vec!["status"], vec!["peers"], vec!["events"]] {
+        let mut child = Command::new(binary())
+            .args(&args)
+            .args(["--http", &http])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader goes away before the command has written anything, as `| head -0` does.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{args:?}: {:?} {stderr}", out.status);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
 }
