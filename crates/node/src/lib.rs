@@ -16,7 +16,7 @@
 //! - [`registers`]: which registers each peer advertises, and ours (register-aware
 //!   discovery); below handle, above store.
 //! - [`store`]: SQLite and memory: the peer store, the transaction bodies, the offline queue.
-//! - [`telemetry`]: the metrics every layer records.
+//! - [`telemetry`]: the metrics every layer records, and the event log of what happened.
 //! - [`wire`]: the tonic services and clients, generated against the messages of
 //!   `sorcha-peer-wire` (which also converts them to and from the core's types), and the
 //!   bandwidth metrics' byte counts.
