@@ -2,8 +2,8 @@
 //! peers joining, being banned and refused, removed, transactions submitted, pulled, queued,
 //! flushed, a bad body, a full queue) and read back through `GET /api/v1/events`, its
 //! filters and its 400s, `sorcha-peer events`, and the log file (no colour codes).
-//! `tx_dead_lettered` and `peer_verified` are produced in unit tests (`runtime::flusher`,
-//! `telemetry::events`): the first needs a queue entry no peer ever pulls, the second TLS.
+//! `tx_dead_lettered` is produced in a unit test (`runtime::flusher`): it needs a queue entry
+//! no peer ever pulls.
 
 mod common;
 
@@ -66,6 +66,8 @@ async fn peers_bans_and_transactions_are_logged() {
     logged(&a, "config_loaded", None, "HTTP port").await;
     logged(&a, "address_changed", None, "127.0.0.1").await;
     logged(&a, "peer_connected", Some(&b_id), "active set").await;
+    // TLS is on by default (mixed): B proves its id to A.
+    logged(&a, "peer_verified", Some(&b_id), "proved its id over TLS").await;
     logged(&a, "state_changed", None, "offline -> ").await;
     // C bootstrapped when A knew B already: its round asks B.
     logged(&c, "discovery_round", None, "round").await;
