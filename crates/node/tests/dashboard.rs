@@ -205,6 +205,20 @@ async fn the_dashboard_shows_peers_events_and_bans_in_a_browser() {
         &ban_logged,
     )
     .await;
+    // The kind filter keeps only bans; cleared, everything is back.
+    let only_bans = browser
+        .execute(
+            r#"const k = document.getElementById('event-kind');
+               k.value = 'banned'; k.dispatchEvent(new Event('change'));
+               const rows = [...document.querySelectorAll('#event-rows tr')];
+               const ok = rows.length > 0 && rows.every(r => r.classList.contains('kind-banned'));
+               k.value = ''; k.dispatchEvent(new Event('change'));
+               return ok && document.querySelectorAll('#event-rows tr.kind-tx_accepted').length > 0;"#,
+            vec![],
+        )
+        .await
+        .expect("filter");
+    assert_eq!(only_bans, Value::Bool(true), "the kind filter");
     // Let the charts draw a few points before the picture.
     tokio::time::sleep(Duration::from_secs(2)).await;
     screenshot(&browser).await;

@@ -18,7 +18,7 @@
 
   const $ = (id) => document.getElementById(id);
   const state = {
-    status: null, peers: [], events: [], sort: { key: "status", desc: false }, page: 0,
+    status: null, peers: [], events: [], received: 0, drawn: 0, sort: { key: "status", desc: false }, page: 0,
     prev: null, series: { tx: [], latency: [], bw: {} }, dirty: new Set(),
     stats: { lastRenderMs: 0, maxRenderMs: 0, renders: 0 },
   };
@@ -98,21 +98,38 @@
   }
 
   // ---- events ------------------------------------------------------------------------
-  function renderEvents() {
+  // The newest SHOWN_EVENTS matching events, newest first. A filter change redraws the table;
+  // new events are added on top and the oldest rows dropped, so a busy log costs a few rows
+  // per frame, not the whole table.
+  function eventFilter() {
     const kind = $("event-kind").value;
     const needle = $("event-filter").value.trim().toLowerCase();
+    return (e) => (!kind || e.kind === kind) &&
+      (!needle || `${e.peer || ""} ${e.detail}`.toLowerCase().includes(needle));
+  }
+  const eventRow = (e) =>
+    `<tr class="kind-${esc(e.kind)}" data-seq="${e.seq}"><td>${clock(e.time)}</td><td>${esc(e.kind)}</td>` +
+    `<td class="id" title="${esc(e.peer)}">${e.peer ? esc(e.peer.slice(0, 12)) + "…" : "-"}</td>` +
+    `<td class="detail">${esc(e.detail)}</td></tr>`;
+  function renderEvents() {
+    const keep = eventFilter();
     const shown = [];
     for (let i = state.events.length - 1; i >= 0 && shown.length < SHOWN_EVENTS; i--) {
-      const e = state.events[i];
-      if (kind && e.kind !== kind) continue;
-      if (needle && !`${e.peer || ""} ${e.detail}`.toLowerCase().includes(needle)) continue;
-      shown.push(e);
+      if (keep(state.events[i])) shown.push(state.events[i]);
     }
-    $("event-rows").innerHTML = shown.map((e) =>
-      `<tr class="kind-${esc(e.kind)}" data-seq="${e.seq}"><td>${clock(e.time)}</td><td>${esc(e.kind)}</td>` +
-      `<td class="id" title="${esc(e.peer)}">${e.peer ? esc(e.peer.slice(0, 12)) + "…" : "-"}</td>` +
-      `<td class="detail">${esc(e.detail)}</td></tr>`).join("");
-    $("event-shown").textContent = `${shown.length} shown, ${state.events.length} received`;
+    $("event-rows").innerHTML = shown.map(eventRow).join("");
+    state.drawn = state.received;
+    $("event-shown").textContent = `${$("event-rows").rows.length} shown, ${state.received} received`;
+  }
+  function addEventRows() {
+    const fresh = Math.min(state.received - state.drawn, state.events.length);
+    const keep = eventFilter();
+    const rows = state.events.slice(state.events.length - fresh).filter(keep).reverse();
+    const body = $("event-rows");
+    if (rows.length) body.insertAdjacentHTML("afterbegin", rows.slice(0, SHOWN_EVENTS).map(eventRow).join(""));
+    while (body.rows.length > SHOWN_EVENTS) body.deleteRow(-1);
+    state.drawn = state.received;
+    $("event-shown").textContent = `${body.rows.length} shown, ${state.received} received`;
   }
 
   // ---- charts ------------------------------------------------------------------------
@@ -212,6 +229,7 @@
   }
   function addEvent(e) {
     state.events.push(e);
+    state.received++;
     if (state.events.length > MAX_EVENTS) state.events.splice(0, state.events.length - MAX_EVENTS);
     state.dirty.add("events");
     schedule();
@@ -222,7 +240,7 @@
     frame = 0;
     const t0 = performance.now();
     if (state.dirty.has("peers")) renderPeers();
-    if (state.dirty.has("events")) renderEvents();
+    if (state.dirty.has("events")) addEventRows();
     if (state.dirty.has("charts")) renderCharts();
     state.dirty.clear();
     const ms = performance.now() - t0;
