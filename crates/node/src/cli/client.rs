@@ -31,6 +31,15 @@ pub struct ClientArgs {
     /// Print the JSON answer.
     #[arg(long)]
     pub json: bool,
+    /// The node's admin token, for a node off loopback (default: <data-dir>/admin.token when
+    /// it can be read).
+    #[arg(
+        long,
+        env = "SORCHA_PEER_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
 }
 
 /// A connection to one node's HTTP API, with a small runtime to drive it.
@@ -38,6 +47,8 @@ pub struct Client {
     runtime: tokio::runtime::Runtime,
     http: reqwest::Client,
     base: String,
+    /// Sent as `Authorization: Bearer` (loopback callers need none).
+    token: Option<String>,
 }
 
 impl Client {
@@ -57,10 +68,17 @@ impl Client {
             .connect_timeout(TIMEOUT)
             .build()
             .map_err(|e| fail(&format!("cannot build the HTTP client: {e}")))?;
+        let token = args.token.clone().or_else(|| {
+            std::fs::read_to_string(args.data_dir.join(crate::api::admin::TOKEN_FILE))
+                .ok()
+                .map(|t| t.trim().to_owned())
+                .filter(|t| !t.is_empty())
+        });
         Ok(Self {
             runtime,
             http,
             base: format!("http://{addr}"),
+            token,
         })
     }
 
@@ -81,6 +99,10 @@ impl Client {
         request: reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, ExitCode> {
         let url = self.url(path);
+        let request = match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
         // Sent inside the runtime: the request's timeout needs its timer.
         let response = self
             .runtime
