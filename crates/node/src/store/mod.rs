@@ -22,6 +22,7 @@
 //! [`PeerNode`]: sorcha_peer_core::model::PeerNode
 
 mod codec;
+pub mod durable;
 mod migrations;
 mod peers;
 pub mod queue;

@@ -1,0 +1,194 @@
+use std::time::Duration;
+
+use super::*;
+
+fn limits() -> Limits {
+    Limits {
+        max_transactions: 100,
+        max_bytes: 1 << 20,
+        ttl: Duration::from_secs(3600),
+        max_queued: 10,
+        max_retries: 3,
+        retry_delay: Duration::from_secs(1),
+    }
+}
+
+fn tx(body: &[u8], at: u64) -> NewTx {
+    NewTx {
+        hash: TxHash::of(body),
+        body: Arc::from(body),
+        register_id: Some("reg".into()),
+        origin: "local".into(),
+        first_seen: Timestamp::from_millis(crate::clock::now().as_millis() + at),
+    }
+}
+
+fn open(dir: &tempfile::TempDir, limits: Limits) -> TxDb {
+    TxDb::open_in(dir.path(), Durability::Full, limits).unwrap()
+}
+
+fn find(db: &TxDb, body: &[u8]) -> Option<StoredTxAlias> {
+    let hash = TxHash::of(body);
+    db.find(&hash.id(), Some(&hash)).unwrap()
+}
+
+type StoredTxAlias = crate::store::transactions::StoredTx;
+
+#[tokio::test]
+async fn a_put_is_readable_and_survives_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(&dir, limits());
+    assert!(db.put(tx(b"one", 0), false).await.unwrap());
+    assert!(
+        !db.put(tx(b"one", 1), false).await.unwrap(),
+        "known already"
+    );
+    assert_eq!(find(&db, b"one").unwrap().body.as_ref(), b"one");
+    db.shutdown();
+    drop(db);
+    let db = open(&dir, limits());
+    let got = find(&db, b"one").expect("kept across a restart");
+    assert_eq!(got.register_id.as_deref(), Some("reg"));
+    assert_eq!(db.stats().rows, 1);
+    let loaded = db
+        .load_recent(Timestamp::from_millis(0), 10, 1 << 20)
+        .unwrap();
+    assert_eq!(loaded.len(), 1);
+    assert!(!loaded[0].queued);
+}
+
+#[tokio::test]
+async fn concurrent_puts_share_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(
+        &dir,
+        Limits {
+            max_transactions: 10_000,
+            ..limits()
+        },
+    );
+    let puts = (0..500u32).map(|n| {
+        let db = db.clone();
+        async move { db.put(tx(&n.to_le_bytes(), 0), false).await }
+    });
+    let results = futures::future::join_all(puts).await;
+    assert!(results.iter().all(|r| matches!(r, Ok(true))));
+    let stats = db.stats();
+    assert_eq!((stats.rows, stats.jobs), (500, 500));
+    assert!(
+        stats.groups < 500,
+        "grouped: {} commits for 500 puts",
+        stats.groups
+    );
+}
+
+#[tokio::test]
+async fn bounds_evict_oldest_but_never_a_queued_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(
+        &dir,
+        Limits {
+            max_transactions: 3,
+            ..limits()
+        },
+    );
+    db.put(tx(b"queued", 0), true).await.unwrap();
+    for body in [&b"a"[..], b"b", b"c", b"d"] {
+        db.put(tx(body, 0), false).await.unwrap();
+    }
+    assert!(find(&db, b"queued").is_some(), "queued rows stay");
+    assert!(
+        find(&db, b"a").is_none() && find(&db, b"b").is_none(),
+        "oldest go first"
+    );
+    assert!(find(&db, b"d").is_some());
+    let stats = db.stats();
+    assert_eq!((stats.rows, stats.evicted, stats.queued), (3, 2, 1));
+}
+
+#[tokio::test]
+async fn the_ttl_expires_unqueued_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(
+        &dir,
+        Limits {
+            ttl: Duration::from_secs(60),
+            ..limits()
+        },
+    );
+    let old = NewTx {
+        first_seen: Timestamp::from_millis(1_000),
+        ..tx(b"old", 0)
+    };
+    db.put(old.clone(), false).await.unwrap();
+    db.put(
+        NewTx {
+            hash: TxHash::of(b"oldq"),
+            body: Arc::from(&b"oldq"[..]),
+            ..old
+        },
+        true,
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    db.put(tx(b"new", 0), false).await.unwrap();
+    assert!(find(&db, b"old").is_none());
+    assert!(find(&db, b"oldq").is_some(), "queued rows outlive the TTL");
+    assert_eq!(db.stats().expired, 1);
+}
+
+#[tokio::test]
+async fn the_queue_is_bounded_retried_confirmed_and_dead_lettered() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(
+        &dir,
+        Limits {
+            max_queued: 2,
+            ..limits()
+        },
+    );
+    assert!(db.put(tx(b"q1", 0), true).await.unwrap());
+    assert!(db.put(tx(b"q2", 0), true).await.unwrap());
+    assert!(
+        !db.put(tx(b"q1", 0), true).await.unwrap(),
+        "known: not refused"
+    );
+    let full = db.put(tx(b"q3", 0), true).await.unwrap_err();
+    assert!(full.to_string().contains("full"), "{full}");
+    assert_eq!(db.pending(), 2);
+
+    let now = crate::clock::now().saturating_add(Duration::from_secs(1));
+    let due = db.take_due(now, 10).await.unwrap();
+    assert_eq!(due.len(), 2);
+    assert!(db.take_due(now, 10).await.unwrap().is_empty(), "backed off");
+    db.confirm_later(TxHash::of(b"q1"));
+    db.confirm_pulled().unwrap();
+    db.flush().await.unwrap();
+    assert_eq!(db.pending(), 1);
+    let mut at = now;
+    for _ in 0..4 {
+        at = at.saturating_add(Duration::from_secs(60));
+        db.take_due(at, 10).await.unwrap();
+    }
+    assert_eq!(db.pending(), 0);
+    let dead = db.dead_letters(10).unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].hash, TxHash::of(b"q2").to_string());
+    assert!(
+        find(&db, b"q2").is_some(),
+        "a dead letter is still readable"
+    );
+}
+
+#[test]
+fn a_corrupt_file_names_itself_and_the_way_out() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(TRANSACTIONS_DB_FILE), vec![7u8; 8192]).unwrap();
+    let err = TxDb::open_in(dir.path(), Durability::Full, limits())
+        .err()
+        .expect("refused");
+    let text = err.to_string();
+    assert!(text.contains(TRANSACTIONS_DB_FILE), "{text}");
+    assert!(text.contains("move the file away"), "{text}");
+}

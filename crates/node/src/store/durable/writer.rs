@@ -1,0 +1,482 @@
+//! The writer thread: group commit over the one writing connection.
+//!
+//! It blocks for a first job, takes every job already waiting behind it (up to
+//! [`GROUP_MAX_JOBS`]), applies the group in one SQLite transaction, enforces the bounds in the
+//! same transaction, commits (the one fsync), then answers every job of the group and
+//! publishes how many jobs are done. A statement that fails fails the whole group: each job
+//! gets the error, nothing of the group is on disk, and the counters stay as they were.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, params};
+use sorcha_peer_core::model::{Timestamp, TxHash};
+use tokio::sync::{oneshot, watch};
+
+use super::schema::{DEAD, KEPT, QUEUED};
+use super::{Counters, DurableError, Limits, NewTx, lock};
+
+/// Jobs waiting for the writer at most; past it writes are refused with
+/// [`DurableError::Busy`] (counted). At 256-byte transactions that is 2 MiB, and a few groups'
+/// worth: the disk, not this queue, is what a burst waits for.
+pub const JOB_QUEUE_CAPACITY: usize = 8192;
+
+/// Jobs in one group at most, so one SQLite transaction stays a few milliseconds long and the
+/// first submitter of a group is not kept waiting behind an unbounded one.
+pub const GROUP_MAX_JOBS: usize = 2048;
+
+/// The TTL is enforced at most this often (and this often while idle).
+const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Rows examined per eviction step.
+const EVICT_STEP: i64 = 256;
+
+/// A queued row due for a delivery attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Due {
+    pub hash: TxHash,
+    pub body: Vec<u8>,
+    pub register_id: Option<String>,
+    pub attempts: u32,
+}
+
+pub(super) enum Job {
+    Put {
+        tx: NewTx,
+        queue: bool,
+        reply: Option<oneshot::Sender<Result<bool, DurableError>>>,
+    },
+    TakeDue {
+        now: Timestamp,
+        limit: usize,
+        reply: oneshot::Sender<Result<Vec<Due>, DurableError>>,
+    },
+    Confirm {
+        hashes: Vec<TxHash>,
+    },
+    Flush {
+        reply: oneshot::Sender<Result<(), DurableError>>,
+    },
+}
+
+enum Message {
+    Job(Job),
+    /// Commit what came before, then stop.
+    Shutdown,
+}
+
+/// The sending side, shared by every clone of the store.
+pub(super) struct Sender {
+    tx: SyncSender<Message>,
+    /// Jobs sent so far; held while sending so the numbers follow the channel's order.
+    sent: Mutex<u64>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Sender {
+    /// Queues `job` without waiting; its number in the order of jobs.
+    pub(super) fn send(&self, job: Job) -> Result<u64, DurableError> {
+        let mut sent = lock(&self.sent);
+        match self.tx.try_send(Message::Job(job)) {
+            Ok(()) => {
+                *sent += 1;
+                Ok(*sent)
+            }
+            Err(TrySendError::Full(_)) => Err(DurableError::Busy),
+            Err(TrySendError::Disconnected(_)) => Err(DurableError::Stopped),
+        }
+    }
+
+    /// Commits what is queued and joins the thread; later sends get `Stopped`.
+    pub(super) fn shutdown(&self) {
+        let Some(thread) = lock(&self.thread).take() else {
+            return;
+        };
+        // Blocking: the thread drains the channel, so room comes.
+        let _ = self.tx.send(Message::Shutdown);
+        if thread.join().is_err() {
+            tracing::error!("transaction store writer thread panicked");
+        }
+    }
+}
+
+/// Rows, bytes and queued rows, as the writer tracks them; applied to the shared counters only
+/// once a group commits.
+#[derive(Debug, Clone, Copy, Default)]
+struct Tally {
+    rows: u64,
+    bytes: u64,
+    queued: u64,
+    evicted: u64,
+    expired: u64,
+}
+
+/// Starts the writer thread on `conn`; the sender and the count of jobs done.
+pub(super) fn spawn(
+    conn: Connection,
+    path: PathBuf,
+    limits: Limits,
+    counters: Arc<Counters>,
+) -> Result<(Sender, watch::Receiver<u64>), String> {
+    let tally = initial_tally(&conn).map_err(|e| e.to_string())?;
+    let (tx, rx) = mpsc::sync_channel(JOB_QUEUE_CAPACITY);
+    let (done_tx, done_rx) = watch::channel(0);
+    let mut worker = Worker {
+        conn,
+        path,
+        limits,
+        counters,
+        tally,
+        done: 0,
+        done_tx,
+        last_expiry: Instant::now(),
+    };
+    worker.publish();
+    let thread = std::thread::Builder::new()
+        .name("tx-store".into())
+        .spawn(move || worker.run(rx))
+        .map_err(|e| e.to_string())?;
+    let sender = Sender {
+        tx,
+        sent: Mutex::new(0),
+        thread: Mutex::new(Some(thread)),
+    };
+    Ok((sender, done_rx))
+}
+
+fn initial_tally(conn: &Connection) -> rusqlite::Result<Tally> {
+    conn.query_row(
+        "SELECT count(*), coalesce(sum(length(body)), 0),
+                (SELECT count(*) FROM transactions WHERE state = 1)
+         FROM transactions",
+        [],
+        |r| {
+            Ok(Tally {
+                rows: r.get::<_, i64>(0)? as u64,
+                bytes: r.get::<_, i64>(1)? as u64,
+                queued: r.get::<_, i64>(2)? as u64,
+                ..Tally::default()
+            })
+        },
+    )
+}
+
+/// What a job gets back once its group is committed.
+enum Outcome {
+    Put(Result<bool, DurableError>),
+    Due(Vec<Due>),
+    Done,
+}
+
+struct Worker {
+    conn: Connection,
+    path: PathBuf,
+    limits: Limits,
+    counters: Arc<Counters>,
+    tally: Tally,
+    /// Jobs done (committed or failed), published on `done_tx`.
+    done: u64,
+    done_tx: watch::Sender<u64>,
+    last_expiry: Instant,
+}
+
+impl Worker {
+    fn run(mut self, rx: Receiver<Message>) {
+        loop {
+            let first = match rx.recv_timeout(HOUSEKEEPING_INTERVAL) {
+                Ok(Message::Job(job)) => job,
+                Ok(Message::Shutdown) | Err(RecvTimeoutError::Disconnected) => return,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.run_group(Vec::new());
+                    continue;
+                }
+            };
+            let mut group = vec![first];
+            let mut stop = false;
+            while group.len() < GROUP_MAX_JOBS {
+                match rx.try_recv() {
+                    Ok(Message::Job(job)) => group.push(job),
+                    Ok(Message::Shutdown) => {
+                        stop = true;
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.run_group(group);
+            if stop {
+                return;
+            }
+        }
+    }
+
+    /// Applies, commits and answers one group.
+    fn run_group(&mut self, group: Vec<Job>) {
+        let expire = self.last_expiry.elapsed() >= HOUSEKEEPING_INTERVAL;
+        if group.is_empty() && !expire {
+            return;
+        }
+        if expire {
+            self.last_expiry = Instant::now();
+        }
+        let n = group.len() as u64;
+        let applied = self.apply(&group, expire);
+        // Counted and published before the answers, so a caller that reads the stats after
+        // its answer sees its own write.
+        self.done += n;
+        match applied {
+            Ok((outcomes, tally)) => {
+                self.tally = tally;
+                self.counters.groups.fetch_add(1, Ordering::Relaxed);
+                self.counters.jobs.fetch_add(n, Ordering::Relaxed);
+                self.publish();
+                for (job, outcome) in group.into_iter().zip(outcomes) {
+                    answer(job, outcome);
+                }
+            }
+            Err(e) => {
+                self.counters.failed_groups.fetch_add(1, Ordering::Relaxed);
+                self.publish();
+                tracing::error!(error = %e, jobs = n, path = %self.path.display(),
+                    "transaction store group failed to commit; its writes are refused");
+                let err = DurableError::sql(&self.path, &e);
+                for job in group {
+                    fail(job, err.clone());
+                }
+            }
+        }
+    }
+
+    fn publish(&mut self) {
+        let c = &self.counters;
+        c.rows.store(self.tally.rows, Ordering::Relaxed);
+        c.bytes.store(self.tally.bytes, Ordering::Relaxed);
+        c.queued.store(self.tally.queued, Ordering::Relaxed);
+        c.evicted
+            .fetch_add(std::mem::take(&mut self.tally.evicted), Ordering::Relaxed);
+        c.expired
+            .fetch_add(std::mem::take(&mut self.tally.expired), Ordering::Relaxed);
+        self.done_tx.send_replace(self.done);
+    }
+
+    fn apply(&mut self, group: &[Job], expire: bool) -> rusqlite::Result<(Vec<Outcome>, Tally)> {
+        let limits = self.limits;
+        let mut tally = self.tally;
+        let tx = self.conn.transaction()?;
+        let mut outcomes = Vec::with_capacity(group.len());
+        for job in group {
+            outcomes.push(match job {
+                Job::Put { tx: new, queue, .. } => {
+                    Outcome::Put(put(&tx, new, *queue, &mut tally, &limits)?)
+                }
+                Job::TakeDue { now, limit, .. } => {
+                    Outcome::Due(take_due(&tx, *now, *limit, &mut tally, &limits)?)
+                }
+                Job::Confirm { hashes } => {
+                    confirm(&tx, hashes, &mut tally)?;
+                    Outcome::Done
+                }
+                Job::Flush { .. } => Outcome::Done,
+            });
+        }
+        if expire {
+            let ttl = crate::clock::now()
+                .as_millis()
+                .saturating_sub(limits.ttl.as_millis() as u64);
+            expire_before(&tx, ttl, &mut tally)?;
+        }
+        evict(&tx, &mut tally, &limits)?;
+        tx.commit()?;
+        Ok((outcomes, tally))
+    }
+}
+
+fn answer(job: Job, outcome: Outcome) {
+    // A receiver that went away gave up waiting (a client hung up): nothing to tell.
+    match (job, outcome) {
+        (
+            Job::Put {
+                reply: Some(reply), ..
+            },
+            Outcome::Put(result),
+        ) => {
+            let _ = reply.send(result);
+        }
+        (Job::TakeDue { reply, .. }, Outcome::Due(due)) => {
+            let _ = reply.send(Ok(due));
+        }
+        (Job::Flush { reply }, _) => {
+            let _ = reply.send(Ok(()));
+        }
+        _ => {}
+    }
+}
+
+fn fail(job: Job, err: DurableError) {
+    match job {
+        Job::Put {
+            reply: Some(reply), ..
+        } => {
+            let _ = reply.send(Err(err));
+        }
+        Job::TakeDue { reply, .. } => {
+            let _ = reply.send(Err(err));
+        }
+        Job::Flush { reply } => {
+            let _ = reply.send(Err(err));
+        }
+        Job::Put { reply: None, .. } | Job::Confirm { .. } => {}
+    }
+}
+
+fn put(
+    conn: &Connection,
+    new: &NewTx,
+    queue: bool,
+    tally: &mut Tally,
+    limits: &Limits,
+) -> rusqlite::Result<Result<bool, DurableError>> {
+    let id = new.hash.id();
+    if queue && tally.queued >= limits.max_queued {
+        let known = conn
+            .prepare_cached("SELECT 1 FROM transactions WHERE id = ?1")?
+            .exists(params![&id.as_bytes()[..]])?;
+        return Ok(if known {
+            Ok(false)
+        } else {
+            Err(DurableError::QueueFull(tally.queued))
+        });
+    }
+    let state = if queue { QUEUED } else { KEPT };
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO transactions
+                 (id, hash, body, register_id, origin, first_seen, state, next_attempt_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?6)
+             ON CONFLICT (id) DO NOTHING",
+        )?
+        .execute(params![
+            &id.as_bytes()[..],
+            &new.hash.as_bytes()[..],
+            &new.body[..],
+            new.register_id,
+            new.origin,
+            new.first_seen.to_wire(),
+            state,
+        ])?;
+    if inserted == 1 {
+        tally.rows += 1;
+        tally.bytes += new.body.len() as u64;
+        tally.queued += u64::from(queue);
+    }
+    Ok(Ok(inserted == 1))
+}
+
+/// Takes due queued rows, oldest due first, booking an attempt (the next one after a doubling
+/// delay); rows out of attempts become dead letters.
+fn take_due(
+    conn: &Connection,
+    now: Timestamp,
+    limit: usize,
+    tally: &mut Tally,
+    limits: &Limits,
+) -> rusqlite::Result<Vec<Due>> {
+    let rows: Vec<(i64, Vec<u8>, Vec<u8>, Option<String>, u32)> = conn
+        .prepare_cached(
+            "SELECT seq, hash, body, register_id, attempts FROM transactions
+             WHERE state = 1 AND next_attempt_at <= ?1 ORDER BY next_attempt_at LIMIT ?2",
+        )?
+        .query_map(params![now.to_wire(), limit as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    let mut due = Vec::with_capacity(rows.len());
+    for (seq, hash, body, register_id, attempts) in rows {
+        if attempts >= limits.max_retries {
+            let reason = format!("no peer pulled it after {attempts} attempts");
+            conn.prepare_cached("UPDATE transactions SET state = ?2, reason = ?3 WHERE seq = ?1")?
+                .execute(params![seq, DEAD, reason])?;
+            tally.queued = tally.queued.saturating_sub(1);
+            continue;
+        }
+        let delay = limits.retry_delay.saturating_mul(1 << attempts.min(16));
+        conn.prepare_cached(
+            "UPDATE transactions SET attempts = attempts + 1, next_attempt_at = ?2 WHERE seq = ?1",
+        )?
+        .execute(params![seq, now.saturating_add(delay).to_wire()])?;
+        let Ok(hash) = <[u8; 32]>::try_from(hash) else {
+            continue; // The CHECK constraint makes this unreachable.
+        };
+        due.push(Due {
+            hash: TxHash::from_bytes(hash),
+            body,
+            register_id,
+            attempts,
+        });
+    }
+    Ok(due)
+}
+
+/// Queued rows a peer pulled become kept rows.
+fn confirm(conn: &Connection, hashes: &[TxHash], tally: &mut Tally) -> rusqlite::Result<()> {
+    let mut update = conn.prepare_cached(
+        "UPDATE transactions SET state = 0, next_attempt_at = 0 WHERE id = ?1 AND state = 1",
+    )?;
+    for hash in hashes {
+        let n = update.execute(params![&hash.id().as_bytes()[..]])? as u64;
+        tally.queued = tally.queued.saturating_sub(n);
+    }
+    Ok(())
+}
+
+/// Deletes unqueued rows first seen before `cutoff` (Unix ms).
+fn expire_before(conn: &Connection, cutoff: u64, tally: &mut Tally) -> rusqlite::Result<()> {
+    let cutoff = i64::try_from(cutoff).unwrap_or(i64::MAX);
+    let (rows, bytes): (i64, i64) = conn.query_row(
+        "SELECT count(*), coalesce(sum(length(body)), 0) FROM transactions
+         WHERE state != 1 AND first_seen < ?1",
+        params![cutoff],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    if rows > 0 {
+        conn.execute(
+            "DELETE FROM transactions WHERE state != 1 AND first_seen < ?1",
+            params![cutoff],
+        )?;
+        tally.rows = tally.rows.saturating_sub(rows as u64);
+        tally.bytes = tally.bytes.saturating_sub(bytes as u64);
+        tally.expired += rows as u64;
+    }
+    Ok(())
+}
+
+/// Deletes the oldest unqueued rows until the count and byte bounds hold.
+fn evict(conn: &Connection, tally: &mut Tally, limits: &Limits) -> rusqlite::Result<()> {
+    let over = |t: &Tally| t.rows > limits.max_transactions || t.bytes > limits.max_bytes;
+    while over(tally) {
+        let victims: Vec<(i64, i64)> = conn
+            .prepare_cached(
+                "SELECT seq, length(body) FROM transactions WHERE state != 1 ORDER BY seq LIMIT ?1",
+            )?
+            .query_map(params![EVICT_STEP], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        if victims.is_empty() {
+            return Ok(()); // Only queued rows left: bounded by max_queued instead.
+        }
+        let mut delete = conn.prepare_cached("DELETE FROM transactions WHERE seq = ?1")?;
+        for (seq, len) in victims {
+            if !over(tally) {
+                break;
+            }
+            delete.execute(params![seq])?;
+            tally.rows = tally.rows.saturating_sub(1);
+            tally.bytes = tally.bytes.saturating_sub(len as u64);
+            tally.evicted += 1;
+        }
+    }
+    Ok(())
+}
