@@ -297,6 +297,31 @@ impl Gossip {
         Ok(SubmitOutcome { hash, new: true })
     }
 
+    /// A transaction this node held before a restart (from its durable store): known again,
+    /// so it is neither fetched nor delivered twice, and listed in the digests, so
+    /// anti-entropy announces it to peers that lack it. Nothing is output. False if it was
+    /// known already.
+    pub fn restore(
+        &mut self,
+        hash: TxHash,
+        size: u64,
+        register_id: Option<String>,
+        now: Now,
+    ) -> bool {
+        let id = hash.id();
+        if self.dedup.contains(&id, &mut self.stats) {
+            return false;
+        }
+        let known = KnownTx {
+            hash,
+            size,
+            register_id,
+            seen_at: now.mono,
+        };
+        self.dedup.insert(id, known, &mut self.stats);
+        true
+    }
+
     /// A gossip message from `from`.
     pub fn handle_message(&mut self, from: &PeerId, message: GossipMessage, now: Now) {
         let now = now.mono;
@@ -490,6 +515,22 @@ mod tests {
         let ok = g.submit(body(1), None, ms(0)).expect("valid");
         assert_eq!(ok.hash, TxHash::of(&body(1)));
         assert!(ok.new);
+    }
+
+    #[test]
+    fn a_restored_transaction_is_known_without_outputs() {
+        let mut g = node(0, [1], quiet());
+        let hash = TxHash::of(&body(1));
+        assert!(g.restore(hash, body(1).len() as u64, None, ms(0)));
+        assert!(!g.restore(hash, 1, None, ms(0)), "known already");
+        assert!(
+            drain(&mut g).is_empty(),
+            "nothing stored, delivered or announced"
+        );
+        assert!(g.is_known(&hash.id()));
+        assert!(!g.submit(body(1), None, ms(1)).expect("valid").new);
+        g.handle_message(&id(1), announce(vec![entry(1, 1)]), ms(2));
+        assert!(fetches(&drain(&mut g)).is_empty(), "never pulled again");
     }
 
     #[test]

@@ -270,6 +270,18 @@ impl Node {
         self.gossip.submit(body, register_id, now)
     }
 
+    /// A transaction held before a restart: see [`Gossip::restore`].
+    pub fn restore_transaction(
+        &mut self,
+        hash: TxHash,
+        size: u64,
+        register_id: Option<String>,
+        now: Now,
+    ) -> bool {
+        self.last_now = now;
+        self.gossip.restore(hash, size, register_id, now)
+    }
+
     /// A gossip message from `from`; dropped if `from` is banned.
     pub fn handle_gossip(&mut self, from: &PeerId, message: GossipMessage, now: Now) {
         self.last_now = now;

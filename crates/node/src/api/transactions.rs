@@ -17,7 +17,8 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::{HttpState, error, handle_error};
 use crate::clock::now;
-use crate::store::queue::{QueueError, with_queue};
+use crate::handle::LookupError;
+use crate::store::durable::{DurableError, NewTx};
 use crate::telemetry::events::EventKind;
 
 /// Most transactions one listing returns.
@@ -55,8 +56,22 @@ pub async fn submit(
             "empty transaction: send the transaction bytes as the request body",
         );
     }
-    if *state.node.state().borrow() == NodeState::Offline {
-        return queue(&state, body, register_id).await;
+    let offline = *state.node.state().borrow() == NodeState::Offline;
+    let hash = TxHash::of(&body);
+    let tx = NewTx {
+        hash,
+        body: body.to_vec().into(),
+        register_id: register_id.clone(),
+        origin: "local".to_owned(),
+        first_seen: now(),
+    };
+    // Written (and committed) before anything is acknowledged or announced.
+    let stored = match state.node.db().put(tx, offline).await {
+        Ok(stored) => stored,
+        Err(e) => return store_error(&state, e),
+    };
+    if offline {
+        return queued(&state, hash, stored);
     }
     match state.node.submit(body.to_vec(), register_id).await {
         Ok(Ok(submitted)) => {
@@ -75,35 +90,48 @@ pub async fn submit(
     }
 }
 
-/// No healthy peer: the transaction waits, durably, in the offline queue (202).
-async fn queue(state: &HttpState, body: Bytes, register_id: Option<String>) -> Response {
-    let hash = TxHash::of(&body);
-    let size = body.len();
-    let pushed = with_queue(&state.queue, move |q| {
-        q.push(hash, &body, register_id.as_deref(), now())
-    })
-    .await;
-    let events = state.node.events();
-    match pushed {
-        Ok(new) => {
+/// No healthy peer: the transaction waits, durably, in the offline queue (202); one known
+/// already is answered `new: false` and nothing else.
+fn queued(state: &HttpState, hash: TxHash, new: bool) -> Response {
+    state
+        .node
+        .metrics()
+        .transaction_queue_size
+        .record(state.queue.pending() as i64, &[]);
+    let answer = if new {
+        json!({ "hash": hash.to_string(), "new": true, "queued": true, "announced_to": 0 })
+    } else {
+        json!({ "hash": hash.to_string(), "new": false })
+    };
+    let code = if new {
+        let detail = format!("{hash}: no healthy peer, kept until one appears");
+        state
+            .node
+            .events()
+            .record(EventKind::TxQueued, None, detail);
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    (code, Json(answer)).into_response()
+}
+
+fn store_error(state: &HttpState, e: DurableError) -> Response {
+    match e {
+        DurableError::QueueFull(_) => {
+            state.node.metrics().queue_refused_total.add(1, &[]);
+            let detail = e.to_string();
             state
                 .node
-                .metrics()
-                .transaction_queue_size
-                .record(state.queue.pending() as i64, &[]);
-            let detail = format!("{hash} ({size} bytes): no healthy peer, kept until one appears");
-            events.record(EventKind::TxQueued, None, detail);
-            let answer =
-                json!({ "hash": hash.to_string(), "new": new, "queued": true, "announced_to": 0 });
-            (StatusCode::ACCEPTED, Json(answer)).into_response()
-        }
-        Err(e @ QueueError::Full(_)) => {
-            state.node.metrics().queue_refused_total.add(1, &[]);
-            events.limit_hit("offline_queue", None, &e.to_string());
+                .events()
+                .limit_hit("offline_queue", None, &detail);
             error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
         }
-        Err(e) => {
-            tracing::error!(error = %e, "offline queue write failed");
+        DurableError::Busy | DurableError::Stopped => {
+            error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string())
+        }
+        DurableError::Open { .. } | DurableError::Sql { .. } => {
+            tracing::error!(error = %e, "transaction store write failed");
             error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string())
         }
     }
@@ -111,7 +139,11 @@ async fn queue(state: &HttpState, body: Bytes, register_id: Option<String>) -> R
 
 /// `GET /api/v1/queue`: the offline queue's size and its dead letters.
 pub async fn queue_status(State(state): State<HttpState>) -> Response {
-    match with_queue(&state.queue, |q| q.dead_letters(MAX_PAGE)).await {
+    let db = state.queue.clone();
+    let dead = tokio::task::spawn_blocking(move || db.dead_letters(MAX_PAGE))
+        .await
+        .unwrap_or(Err(DurableError::Stopped));
+    match dead {
         Ok(dead) => {
             Json(json!({ "size": state.queue.pending(), "dead_letters": dead })).into_response()
         }
@@ -140,18 +172,12 @@ pub async fn get(
         )
         .await;
     }
-    let stored = match state.node.transactions().lock() {
-        Ok(store) => store.find(&hash),
-        Err(_) => {
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "transaction store unavailable",
-            );
-        }
-    };
-    let stored = match stored {
+    let stored = match state.node.find_transaction(&hash) {
         Ok(stored) => stored,
-        Err(e) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
+        Err(e @ LookupError::Name(_)) => return error(StatusCode::BAD_REQUEST, &e.to_string()),
+        Err(e @ LookupError::Store(_)) => {
+            return error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string());
+        }
     };
     let Some(tx) = stored else {
         return error(

@@ -24,6 +24,7 @@ use sorcha_peer_core::membership::MembershipConfig;
 use sorcha_peer_core::node::NodeConfig;
 
 use crate::address::{DiscoveryOptions, PreferredFamily, parse_external_address};
+pub use crate::store::durable::Durability;
 
 pub use load::{ConfigError, ENV_PREFIX, Invalid, LoadedConfig, Origin, Sources, load};
 pub use validate::BootstrapAddr;
@@ -56,6 +57,7 @@ pub struct Config {
     pub offline: OfflineConfig,
     pub security: SecurityConfig,
     pub api: ApiConfig,
+    pub storage: StorageConfig,
     pub log: LogConfig,
 }
 
@@ -74,6 +76,7 @@ impl Default for Config {
             offline: OfflineConfig::default(),
             security: SecurityConfig::default(),
             api: ApiConfig::default(),
+            storage: StorageConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -553,6 +556,16 @@ impl Default for OfflineConfig {
             max_retries: 5,
         }
     }
+}
+
+/// The durable transaction store (`<data_dir>/transactions.db`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// `full` (default): every acknowledged transaction is fsynced, and survives a power cut.
+    /// `normal`: it survives a crash of the process, not of the machine; commits are cheaper
+    /// on slow disks.
+    pub durability: Durability,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -13,12 +13,13 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use sorcha_peer_core::gossip::{AnnounceEntry, GossipMessage, SubmitError};
 use sorcha_peer_core::membership::{HeartbeatOutcome, Pong, Refusal, RegisterOutcome};
-use sorcha_peer_core::model::{Caller, NodeState, PeerAdvert, PeerId, Timestamp};
+use sorcha_peer_core::model::{Caller, ModelError, NodeState, PeerAdvert, PeerId, Timestamp};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::address::{AddressReport, AddressSource, NatState};
 use crate::registers::SharedRegisters;
-use crate::store::transactions::TxStore;
+use crate::store::durable::{DurableError, TxDb};
+use crate::store::transactions::{StoredTx, TxStore};
 use crate::telemetry::{EventLog, Metrics};
 
 pub use views::PeerView;
@@ -104,6 +105,11 @@ pub(crate) enum Command {
         register_id: Option<String>,
         reply: oneshot::Sender<Result<Submitted, SubmitError>>,
     },
+    /// Offline-queue entries, already durable, handed to gossip in one command.
+    SubmitQueued {
+        entries: Vec<(Vec<u8>, Option<String>)>,
+        reply: oneshot::Sender<usize>,
+    },
     Gossip {
         from: PeerId,
         message: GossipMessage,
@@ -121,8 +127,21 @@ pub struct Submitted {
     pub hash: String,
     /// False when the transaction was known already.
     pub new: bool,
-    /// Healthy active peers it is being announced to (0: kept until peers appear).
-    pub announced_to: usize,
+    /// Healthy active peers it is being announced to (0: kept until peers appear); absent
+    /// when it was known already, since nothing is announced again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub announced_to: Option<usize>,
+}
+
+/// Why a transaction could not be looked up.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LookupError {
+    /// The name is neither a transaction id nor a hash.
+    #[error("{0}")]
+    Name(#[from] ModelError),
+    /// The durable store failed.
+    #[error("{0}")]
+    Store(#[from] DurableError),
 }
 
 /// A new transaction, as local subscribers hear of it.
@@ -151,6 +170,7 @@ pub struct NodeHandle {
     pub(super) metrics: Arc<Metrics>,
     pub(super) peer_id: PeerId,
     pub(super) transactions: Arc<Mutex<TxStore>>,
+    pub(super) db: TxDb,
     pub(super) deliveries: broadcast::Sender<Delivered>,
     pub(super) state: watch::Receiver<NodeState>,
     pub(super) registers: SharedRegisters,
@@ -312,6 +332,16 @@ impl NodeHandle {
         .await
     }
 
+    /// Offline-queue entries (bodies and register ids) for gossip, in one round trip; how
+    /// many were new to it.
+    pub async fn submit_queued(
+        &self,
+        entries: Vec<(Vec<u8>, Option<String>)>,
+    ) -> Result<usize, HandleError> {
+        self.call(|reply| Command::SubmitQueued { entries, reply })
+            .await
+    }
+
     /// A gossip message from a peer; refused (and counted) when the node is saturated.
     pub fn gossip(&self, from: PeerId, message: GossipMessage) -> Result<(), HandleError> {
         self.send(Command::Gossip { from, message })
@@ -323,9 +353,33 @@ impl NodeHandle {
             .await
     }
 
-    /// The body store, for handlers that serve bodies.
+    /// The memory cache of bodies (listings; reads go through [`find_transaction`]).
+    ///
+    /// [`find_transaction`]: Self::find_transaction
     pub fn transactions(&self) -> &Arc<Mutex<TxStore>> {
         &self.transactions
+    }
+
+    /// The durable store.
+    pub fn db(&self) -> &TxDb {
+        &self.db
+    }
+
+    /// The one lookup every read path uses: the transaction `name`d (its id, or its whole
+    /// hash, which must then match) whether it is cached, queued for a peer or only on disk.
+    /// The memory cache answers first; a miss is one indexed read of the store.
+    pub fn find_transaction(&self, name: &str) -> Result<Option<StoredTx>, LookupError> {
+        let (id, hash) = crate::store::transactions::parse_name(name)?;
+        let cached = self
+            .transactions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .filter(|tx| hash.is_none_or(|h| h == tx.hash));
+        if cached.is_some() {
+            return Ok(cached);
+        }
+        Ok(self.db.find(&id, hash.as_ref())?)
     }
 
     /// Every new transaction from now on.

@@ -5,17 +5,17 @@
 
 use std::time::Duration;
 
-use sorcha_peer_core::model::{NodeState, TxHash};
+use sorcha_peer_core::model::NodeState;
 use tokio::sync::watch;
 
 use crate::clock::now;
 use crate::handle::NodeHandle;
-use crate::store::queue::{SharedQueue, with_queue};
-use crate::telemetry::EventLog;
+use crate::store::queue::SharedQueue;
 use crate::telemetry::events::EventKind;
 
 /// Entries handed to gossip per flush step: large enough to flush tens of thousands per
-/// second, small enough that the actor answers other requests in between.
+/// second, small enough that the actor answers other requests in between (they go in one
+/// command, `NodeHandle::submit_queued`).
 const FLUSH_BATCH: usize = 512;
 /// How often the flusher looks for due entries while the node has peers.
 const FLUSH_TICK: Duration = Duration::from_millis(200);
@@ -28,39 +28,23 @@ pub async fn flusher(
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
-        let confirmed = queue.take_confirmed();
-        if !confirmed.is_empty()
-            && let Err(e) = with_queue(&queue, move |q| q.confirm_many(&confirmed)).await
-        {
+        if let Err(e) = queue.confirm_pulled() {
             tracing::warn!(error = %e, "offline queue confirmation failed");
         }
         if *state.borrow() != NodeState::Offline {
-            let taken = with_queue(&queue, |q| {
-                let due = q.take_due(now(), FLUSH_BATCH)?;
-                Ok((due, q.take_dead_lettered()))
-            })
-            .await;
-            let due = taken.map(|(due, gave_up)| {
-                report_dead_letters(node.events(), gave_up);
-                due
-            });
-            match due {
+            match queue.take_due(now(), FLUSH_BATCH).await {
                 Ok(due) if !due.is_empty() => {
                     let count = due.len();
-                    for entry in due {
-                        // Known to gossip already (submitted before a restart was not) is fine:
-                        // its digests and the peer's pulls carry it on.
-                        if node.submit(entry.body, entry.register_id).await.is_err() {
-                            break; // Saturated or stopping: the entries stay queued.
-                        }
+                    let entries = due.into_iter().map(|d| (d.body, d.register_id)).collect();
+                    // Known to gossip already (submitted before a restart) is fine: its digests
+                    // and the peer's pulls carry it on. Saturated or stopping: the entries stay
+                    // queued and are due again after their backoff.
+                    if node.submit_queued(entries).await.is_ok() {
+                        tracing::debug!(count, "offline queue flushed into gossip");
+                        let detail = format!("{count} queued transactions handed to gossip");
+                        node.events().record(EventKind::TxFlushed, None, detail);
+                        continue;
                     }
-                    node.metrics()
-                        .transaction_queue_size
-                        .record(queue.pending() as i64, &[]);
-                    tracing::info!(count, "offline queue flushed into gossip");
-                    let detail = format!("{count} queued transactions handed to gossip");
-                    node.events().record(EventKind::TxFlushed, None, detail);
-                    continue;
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "offline queue flush failed"),
@@ -71,57 +55,5 @@ pub async fn flusher(
             _ = state.changed() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-    }
-}
-
-/// Transactions the queue gave up on, in the event log.
-fn report_dead_letters(events: &EventLog, gave_up: Vec<(TxHash, String)>) {
-    for (hash, reason) in gave_up {
-        let detail = format!("{hash}: {reason}");
-        events.record(EventKind::TxDeadLettered, None, detail);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use sorcha_peer_core::model::Timestamp;
-
-    use super::*;
-    use crate::store::queue::OfflineQueue;
-    use crate::telemetry::Metrics;
-    use crate::telemetry::events::Filter;
-
-    #[test]
-    fn a_transaction_the_queue_gives_up_on_is_logged() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut queue = OfflineQueue::open_in(dir.path(), 10, 1, Duration::from_secs(1)).unwrap();
-        let hash = TxHash::of(b"nobody pulls me");
-        queue
-            .push(hash, b"nobody pulls me", None, Timestamp::from_millis(0))
-            .unwrap();
-        assert_eq!(
-            queue.take_due(Timestamp::from_millis(0), 10).unwrap().len(),
-            1
-        );
-        assert!(
-            queue
-                .take_due(Timestamp::from_millis(60_000), 10)
-                .unwrap()
-                .is_empty()
-        );
-        let log = EventLog::new(100, &Metrics::new().unwrap());
-        report_dead_letters(&log, queue.take_dead_lettered());
-        let dead = log.query(
-            &Filter {
-                kinds: vec![EventKind::TxDeadLettered],
-                ..Default::default()
-            },
-            10,
-        );
-        assert_eq!(dead.len(), 1);
-        assert!(dead[0].detail.starts_with(&hash.to_string()), "{dead:?}");
-        assert!(dead[0].detail.contains("after 1 attempts"), "{dead:?}");
     }
 }

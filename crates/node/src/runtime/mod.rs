@@ -39,7 +39,7 @@ use crate::api;
 use crate::config::{BootstrapAddr, Config};
 use crate::identity::{Identity, IdentityError};
 use crate::registers::{RegisterBook, SharedRegisters};
-use crate::store::queue::{self, OfflineQueue, QueueError, SharedQueue};
+use crate::store::durable::{DurableError, Limits, Loaded, TxDb};
 use crate::store::{PeerStore, RegisterAd, StoreError, StoreWriter, WriterConfig};
 use crate::telemetry::events::EventKind;
 use crate::telemetry::{EventLog, Metrics};
@@ -87,9 +87,9 @@ pub enum DaemonError {
     /// The peer store could not be opened or read.
     #[error("peer store: {0}")]
     Store(#[from] StoreError),
-    /// The offline queue could not be opened.
+    /// The transaction store could not be opened.
     #[error("{0}")]
-    Queue(#[from] QueueError),
+    Transactions(#[from] DurableError),
     /// TLS could not be set up (a certificate, key, CA or CRL file).
     #[error("security: {0}")]
     Tls(#[from] TlsError),
@@ -144,13 +144,15 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         config_summary(&config, &ports),
     );
     let settings = actor_settings(&config, stored, tls.clone(), registers, events);
-    let (actor, handle) = Actor::new(
+    let (mut actor, handle) = Actor::new(
         node,
         clock,
         metrics,
         storage.writer.handle().clone(),
+        storage.transactions.clone(),
         &settings,
     );
+    actor.restore(storage.restored);
     let actor_task = tokio::spawn(actor.run());
     let tasks = tasks::Tasks::start(
         &config,
@@ -161,13 +163,16 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             admin_token,
         },
         handle,
-        storage.queue,
+        storage.transactions.clone(),
         actor_task,
         ports.peer,
     );
     let failure = tasks
         .run_until(shutdown, config.network.shutdown_grace)
         .await;
+    // The tasks are done, so nothing writes any more: commit what is queued and stop.
+    let transactions = storage.transactions;
+    let _ = tokio::task::spawn_blocking(move || transactions.shutdown()).await;
     if let Err(e) = storage.writer.shutdown() {
         tracing::warn!(error = %e, "peer store did not close cleanly");
     }
@@ -261,7 +266,10 @@ struct Storage {
     /// The registers peers advertised.
     registers: Vec<(PeerId, Vec<RegisterAd>)>,
     writer: StoreWriter,
-    queue: SharedQueue,
+    /// Every accepted transaction, and the offline queue among them.
+    transactions: TxDb,
+    /// What the transaction store held, for the actor to know and cache again.
+    restored: Vec<Loaded>,
 }
 
 impl Storage {
@@ -284,20 +292,15 @@ impl Storage {
             .collect();
         let registers = store.registers()?;
         let writer = StoreWriter::spawn(store, WriterConfig::default())?;
-        let queue = queue::share(OfflineQueue::open_in(
-            &config.data_dir,
-            u64::from(config.offline.max_queue_size),
-            config.offline.max_retries,
-            config.communication.retry_delay,
-        )?)?;
-        tracing::info!(queued = queue.pending(), "offline queue opened");
+        let (transactions, restored) = open_transactions(config)?;
         Ok(Self {
             stored,
             remembered,
             refusals,
             registers,
             writer,
-            queue,
+            transactions,
+            restored,
         })
     }
 }
@@ -328,6 +331,33 @@ fn config_summary(config: &Config, ports: &Ports) -> String {
         config.discovery.bootstrap_nodes.len(),
         config.data_dir.display()
     )
+}
+
+/// Opens the transaction store and reads back what it holds, within the cache's bounds.
+fn open_transactions(config: &Config) -> Result<(TxDb, Vec<Loaded>), DaemonError> {
+    let d = &config.distribution;
+    let limits = Limits {
+        max_transactions: u64::from(d.cache_max_transactions),
+        max_bytes: d.cache_max_bytes,
+        ttl: d.transaction_cache_ttl,
+        max_queued: u64::from(config.offline.max_queue_size),
+        max_retries: config.offline.max_retries,
+        retry_delay: config.communication.retry_delay,
+    };
+    let db = TxDb::open_in(&config.data_dir, config.storage.durability, limits)?;
+    let since = Timestamp::from_millis(
+        crate::clock::now()
+            .as_millis()
+            .saturating_sub(d.transaction_cache_ttl.as_millis() as u64),
+    );
+    let restored = db.load_recent(since, d.cache_max_transactions as usize, d.cache_max_bytes)?;
+    tracing::info!(
+        restored = restored.len(),
+        queued = db.pending(),
+        durability = ?config.storage.durability,
+        "transaction store opened"
+    );
+    Ok((db, restored))
 }
 
 fn actor_settings(

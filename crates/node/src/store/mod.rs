@@ -11,13 +11,14 @@
 //!   lifted on purpose), and what peers told us apart from their rows: the services they
 //!   refused (with the time) and the registers they advertise; `reads.rs`: the queries.
 //! - `migrations.rs`: the versioned schema; `codec.rs`: rows to [`PeerNode`]s and back.
-//! - [`transactions`]: the bodies of known transactions (memory, bounded);
-//!   [`queue`]: the durable offline queue (`<data_dir>/queue.db`).
+//! - [`durable`]: every accepted transaction, written before it is acknowledged or announced
+//!   (`<data_dir>/transactions.db`, group commit); the offline queue is its queued rows
+//!   ([`queue`] names them); [`transactions`]: the memory cache of bodies in front of it.
 //!
 //! Durability: `synchronous=NORMAL`. A commit survives a crash of the process but the last
 //! few may be lost on power failure; peers are re-learned from the network, so that trade buys
-//! fewer fsyncs on every heartbeat. (The offline queue holds transactions and uses FULL in its
-//! own file.)
+//! fewer fsyncs on every heartbeat. (Transactions are in their own file, with
+//! `storage.durability`, FULL by default.)
 //!
 //! [`PeerNode`]: sorcha_peer_core::model::PeerNode
 

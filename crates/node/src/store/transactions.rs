@@ -74,12 +74,13 @@ impl TxStore {
     pub fn insert(
         &mut self,
         hash: TxHash,
-        body: Vec<u8>,
+        body: impl Into<Arc<[u8]>>,
         register_id: Option<String>,
         origin: String,
         now: Timestamp,
     ) -> bool {
         self.expire(now);
+        let body: Arc<[u8]> = body.into();
         let id = hash.id();
         if self.map.contains_key(&id) {
             return false;
@@ -98,7 +99,7 @@ impl TxStore {
         self.order.push_back(id);
         let stored = StoredTx {
             hash,
-            body: body.into(),
+            body,
             register_id,
             first_seen: now,
             origin,
@@ -116,13 +117,9 @@ impl TxStore {
     /// ask) or its whole hash (64, as Sorcha's peers and operators ask), which must then match
     /// in full.
     pub fn find(&self, name: &str) -> Result<Option<StoredTx>, ModelError> {
-        let id: TxId = name.parse()?;
+        let (id, hash) = parse_name(name)?;
         let tx = self.map.get(&id);
-        if name.len() == 64 {
-            let hash: TxHash = name.parse()?;
-            return Ok(tx.filter(|tx| tx.hash == hash).cloned());
-        }
-        Ok(tx.cloned())
+        Ok(tx.filter(|tx| hash.is_none_or(|h| tx.hash == h)).cloned())
     }
 
     pub fn contains(&self, id: &TxId) -> bool {
@@ -189,6 +186,18 @@ impl TxStore {
         }
         true
     }
+}
+
+/// A transaction's name as requests give it: its id (32 hex digits, as our peers ask), or its
+/// whole hash (64, as Sorcha's peers and operators ask), which must then match in full.
+pub fn parse_name(name: &str) -> Result<(TxId, Option<TxHash>), ModelError> {
+    let id: TxId = name.parse()?;
+    let hash = if name.len() == 64 {
+        Some(name.parse()?)
+    } else {
+        None
+    };
+    Ok((id, hash))
 }
 
 #[cfg(test)]

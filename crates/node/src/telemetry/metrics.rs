@@ -216,6 +216,41 @@ instruments! {
         "event_subscribers_lagged_total",
         "Events live event-stream readers missed by falling behind"
     ),
+    /// The durable transaction store (`transactions.db`): rows and body bytes held, group
+    /// commits and the writes in them, failed commits, rows evicted by the bounds and by the
+    /// TTL, and writes refused (its job queue full, or it stopped).
+    transaction_db_rows: gauge("transaction_db_rows", "Transactions in the durable store"),
+    transaction_db_bytes: gauge("transaction_db_bytes", "Body bytes in the durable store"),
+    transaction_db_commits_total: counter(
+        "transaction_db_commits_total",
+        "Group commits of the durable transaction store"
+    ),
+    transaction_db_writes_total: counter(
+        "transaction_db_writes_total",
+        "Writes committed by the durable transaction store"
+    ),
+    transaction_db_commit_failures_total: counter(
+        "transaction_db_commit_failures_total",
+        "Group commits of the durable transaction store that failed"
+    ),
+    transaction_db_evicted_total: counter(
+        "transaction_db_evicted_total",
+        "Durable store rows evicted, oldest first, by cache_max_transactions or cache_max_bytes"
+    ),
+    transaction_db_expired_total: counter(
+        "transaction_db_expired_total",
+        "Durable store rows deleted by transaction_cache_ttl"
+    ),
+    transaction_store_refused_total: counter(
+        "transaction_store_refused_total",
+        "Durable store writes refused: its queue full or its writer stopped"
+    ),
+    /// Announcements sent before their transactions were committed, because too many were
+    /// already waiting for the store.
+    transaction_store_unheld_total: counter(
+        "transaction_store_unheld_total",
+        "Transmissions sent without waiting for the durable store (too many held)"
+    ),
 }
 
 /// A gauge shown (at 0) from the start.

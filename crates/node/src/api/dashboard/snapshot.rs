@@ -10,7 +10,6 @@ use serde::Serialize;
 
 use crate::api::HttpState;
 use crate::handle::PeerView;
-use crate::store::queue::with_queue;
 use crate::telemetry::events::EventKind;
 
 /// Dead letters counted at most (the count shows "1000+" past it).
@@ -62,8 +61,11 @@ pub async fn take(state: &HttpState, started: Instant, with_peers: bool) -> Snap
     } else {
         None
     };
-    let dead_letters = with_queue(&state.queue, |q| q.dead_letters(MAX_DEAD_LETTERS))
+    let db = state.queue.clone();
+    let dead_letters = tokio::task::spawn_blocking(move || db.dead_letters(MAX_DEAD_LETTERS))
         .await
+        .ok()
+        .and_then(Result::ok)
         .map_or(0, |d| d.len());
     let mut counters = scrape(&state.node.metrics().render());
     counters.tx_accepted = state.node.events().total(EventKind::TxAccepted);

@@ -20,6 +20,7 @@
 mod commands;
 mod report;
 
+use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,6 +34,7 @@ use sorcha_peer_core::time::Instant as CoreInstant;
 use tokio::sync::{broadcast, mpsc, watch};
 
 use crate::address::AddressReport;
+use crate::store::durable::{DurableStats, Loaded, NewTx, TxDb};
 use crate::store::transactions::TxStore;
 use crate::store::{SendError, StoreHandle};
 use crate::telemetry::events::EventKind;
@@ -73,6 +75,11 @@ pub struct ActorSettings {
     pub events: Arc<EventLog>,
 }
 
+/// Transmissions held until the durable store has committed the transactions they may name,
+/// at most. Past it they go at once (counted in `transaction_store_unheld_total`): the store
+/// is far behind the network, and holding more would only grow memory.
+pub const MAX_HELD_TRANSMITS: usize = 16_384;
+
 /// Announced transactions whose arrival is being timed, at most (a few seconds of traffic at
 /// thousands of transactions per second).
 const MAX_HEARD: usize = 16_384;
@@ -85,6 +92,16 @@ pub struct Actor {
     outbound: Outbound,
     store: StoreHandle,
     transactions: Arc<Mutex<TxStore>>,
+    /// Durable store: pulled transactions are written here before they are announced on.
+    db: TxDb,
+    /// Jobs the store has done; a transmission waits until it covers `gate`.
+    committed: watch::Receiver<u64>,
+    /// The store's number of the latest pulled transaction handed to it.
+    gate: u64,
+    /// Transmissions waiting for the store, in order, each with the job it waits for.
+    held: VecDeque<(u64, Contact, Via, What, u64)>,
+    /// The store's counters as last reported, to add only the difference.
+    reported_db: Cell<DurableStats>,
     deliveries: broadcast::Sender<Delivered>,
     fetch_timeout: Duration,
     state: watch::Sender<NodeState>,
@@ -107,6 +124,7 @@ impl Actor {
         clock: Clock,
         metrics: Arc<Metrics>,
         store: StoreHandle,
+        db: TxDb,
         settings: &ActorSettings,
     ) -> (Self, NodeHandle) {
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE_CAPACITY);
@@ -126,6 +144,7 @@ impl Actor {
             metrics: metrics.clone(),
             peer_id: peer_id.clone(),
             transactions: transactions.clone(),
+            db: db.clone(),
             deliveries: deliveries.clone(),
             registers: settings.registers.clone(),
             origins: origins.clone(),
@@ -153,6 +172,11 @@ impl Actor {
             outbound,
             store,
             transactions,
+            committed: db.committed(),
+            db,
+            gate: 0,
+            held: VecDeque::new(),
+            reported_db: Cell::default(),
             deliveries,
             fetch_timeout: settings.fetch_timeout,
             state,
@@ -178,6 +202,9 @@ impl Actor {
             tokio::select! {
                 biased;
                 Some(answer) = self.answers.recv() => self.handle_answer(answer),
+                changed = self.committed.changed(), if !self.held.is_empty() => {
+                    self.release_held(changed.is_err())
+                }
                 command = self.rx.recv() => match command {
                     Some(command) => self.handle(command, self.clock.now()),
                     None => break,
@@ -273,7 +300,7 @@ impl Actor {
                     via,
                     what,
                     ticket,
-                } => self.transmit(to, via, what, ticket),
+                } => self.transmit_when_durable(to, via, what, ticket),
                 Output::CloseLink(peer) => self.outbound.close_link(&peer),
                 Output::Store {
                     hash,
@@ -315,9 +342,9 @@ impl Actor {
                 .transaction_distribution_latency
                 .record(seconds, &[]);
         }
-        let origin = match origin {
-            gossip::Origin::Local => "local".to_owned(),
-            gossip::Origin::Peer(id) => id.to_string(),
+        let (origin, pulled) = match origin {
+            gossip::Origin::Local => ("local".to_owned(), false),
+            gossip::Origin::Peer(id) => (id.to_string(), true),
         };
         let from = (origin != "local").then(|| origin.clone());
         let how = if from.is_some() {
@@ -327,8 +354,72 @@ impl Actor {
         };
         let detail = format!("{hash} ({} bytes, {how})", body.len());
         self.events.record(EventKind::TxAccepted, from, detail);
+        let body: Arc<[u8]> = body.into();
+        let first_seen = now();
+        // A local transaction was written by its submitter before the core saw it.
+        if pulled {
+            let new = NewTx {
+                hash,
+                body: body.clone(),
+                register_id: register_id.clone(),
+                origin: origin.clone(),
+                first_seen,
+            };
+            match self.db.put_nowait(new) {
+                Ok(job) => self.gate = job,
+                // Counted by the store (`transaction_store_refused_total`).
+                Err(e) => tracing::debug!(error = %e, %hash, "pulled transaction not written"),
+            }
+        }
         if let Ok(mut store) = self.transactions.lock() {
-            store.insert(hash, body, register_id, origin, now());
+            store.insert(hash, body, register_id, origin, first_seen);
+        }
+    }
+
+    /// Transactions held before a restart: known to the core again (anti-entropy announces
+    /// them to peers that lack them), and cached. Queued ones are the flusher's to announce,
+    /// so the core is not told of them.
+    pub fn restore(&mut self, loaded: Vec<Loaded>) {
+        let now = self.clock.now();
+        let mut store = self.transactions.lock().unwrap_or_else(|p| p.into_inner());
+        for Loaded { tx, queued } in loaded {
+            if !queued {
+                let size = tx.body.len() as u64;
+                self.node
+                    .restore_transaction(tx.hash, size, tx.register_id.clone(), now);
+            }
+            store.insert(tx.hash, tx.body, tx.register_id, tx.origin, tx.first_seen);
+        }
+    }
+
+    /// Sends a transmission now, or holds it (in order) until the store has committed every
+    /// pulled transaction handed to it so far: a peer is told of a transaction only once it
+    /// would survive our crash. Pulls name nothing we hold, so they never wait.
+    fn transmit_when_durable(&mut self, to: Contact, via: Via, what: What, ticket: u64) {
+        let waits = !matches!(what, What::Fetch(_))
+            && (!self.held.is_empty() || self.gate > *self.committed.borrow());
+        if !waits {
+            return self.transmit(to, via, what, ticket);
+        }
+        if self.held.len() >= MAX_HELD_TRANSMITS {
+            self.metrics.transaction_store_unheld_total.add(1, &[]);
+            return self.transmit(to, via, what, ticket);
+        }
+        self.held.push_back((self.gate, to, via, what, ticket));
+    }
+
+    /// Sends the held transmissions whose transactions are committed now (all of them once
+    /// the store has `stopped`: nothing will be committed any more).
+    fn release_held(&mut self, stopped: bool) {
+        let done = if stopped {
+            u64::MAX
+        } else {
+            *self.committed.borrow_and_update()
+        };
+        while self.held.front().is_some_and(|(gate, ..)| *gate <= done) {
+            if let Some((_, to, via, what, ticket)) = self.held.pop_front() {
+                self.transmit(to, via, what, ticket);
+            }
         }
     }
 
@@ -351,6 +442,7 @@ impl Actor {
             .gossip_fetches_in_flight
             .record(gossip.in_flight() as i64, &[]);
         self.record_circuits();
+        self.record_durable();
         if let Ok(store) = self.transactions.lock() {
             self.metrics
                 .transaction_store_size

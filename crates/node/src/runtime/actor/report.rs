@@ -15,6 +15,47 @@ use crate::clock::now;
 use crate::telemetry::events::EventKind;
 
 impl Actor {
+    /// The durable store's gauges, and what its counters gained since the last turn.
+    pub(super) fn record_durable(&self) {
+        let now = self.db.stats();
+        let before = self.reported_db.replace(now);
+        let m = &self.metrics;
+        m.transaction_db_rows.record(now.rows as i64, &[]);
+        m.transaction_db_bytes.record(now.bytes as i64, &[]);
+        m.transaction_queue_size.record(now.queued as i64, &[]);
+        let deltas = [
+            (
+                &m.transaction_db_commits_total,
+                now.groups.saturating_sub(before.groups),
+            ),
+            (
+                &m.transaction_db_writes_total,
+                now.jobs.saturating_sub(before.jobs),
+            ),
+            (
+                &m.transaction_db_commit_failures_total,
+                now.failed_groups.saturating_sub(before.failed_groups),
+            ),
+            (
+                &m.transaction_db_evicted_total,
+                now.evicted.saturating_sub(before.evicted),
+            ),
+            (
+                &m.transaction_db_expired_total,
+                now.expired.saturating_sub(before.expired),
+            ),
+            (
+                &m.transaction_store_refused_total,
+                now.refused.saturating_sub(before.refused),
+            ),
+        ];
+        for (counter, delta) in deltas {
+            if delta > 0 {
+                counter.add(delta, &[]);
+            }
+        }
+    }
+
     pub(super) fn report(&self, event: Event) {
         match event {
             Event::Membership(event) => self.report_membership(event),

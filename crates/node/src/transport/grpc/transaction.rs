@@ -9,7 +9,7 @@ use sorcha_peer_core::model::{PeerId, TxHash};
 use tonic::{Request, Response, Status};
 
 use super::handle_error;
-use crate::handle::NodeHandle;
+use crate::handle::{LookupError, NodeHandle};
 use crate::store::queue::SharedQueue;
 use crate::store::transactions::StoredTx;
 use crate::telemetry::Metrics;
@@ -42,15 +42,12 @@ impl TransactionService {
 
     /// The transaction a request names, by whole hash (Sorcha's peers) or by id (ours).
     fn lookup(&self, request: &TransactionRequest) -> Result<Option<StoredTx>, Status> {
-        let store = self
-            .node
-            .transactions()
-            .lock()
-            .map_err(|_| Status::internal("transaction store unavailable"))?;
-        let tx = store
-            .find(&request.transaction_hash)
-            .map_err(|e| Status::invalid_argument(format!("transaction_hash: {e}")))?;
-        Ok(tx)
+        self.node
+            .find_transaction(&request.transaction_hash)
+            .map_err(|e| match e {
+                LookupError::Name(e) => Status::invalid_argument(format!("transaction_hash: {e}")),
+                LookupError::Store(e) => Status::internal(e.to_string()),
+            })
     }
 
     /// Sorcha's answer to a pull: the body, or `found = false` for an unknown hash. The
