@@ -8,7 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use serde::Deserialize;
 use serde_json::json;
 use sorcha_peer_core::gossip::SubmitError;
@@ -249,5 +249,7 @@ pub async fn stream(
             Some((Ok(event), receiver))
         }
     });
+    // Ends at shutdown, so the HTTP server's graceful shutdown does not wait on subscribers.
+    let events = events.take_until(state.node.stopping());
     Sse::new(events).keep_alive(KeepAlive::default())
 }

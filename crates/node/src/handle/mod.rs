@@ -176,12 +176,28 @@ pub struct NodeHandle {
     pub(super) registers: SharedRegisters,
     pub(super) origins: origins::SharedOrigins,
     pub(super) events: Arc<EventLog>,
+    /// Raised once shutdown begins, so long-lived calls (peers' streams, SSE subscribers) end
+    /// themselves and the servers' graceful shutdown has nothing left to wait for.
+    pub(super) stopping: Arc<watch::Sender<bool>>,
 }
 
 impl NodeHandle {
     /// The node's state as of its latest input, without a round trip.
     pub fn state(&self) -> watch::Receiver<NodeState> {
         self.state.clone()
+    }
+
+    /// Tells every long-lived call to end: the node is shutting down.
+    pub fn begin_shutdown(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Resolves once [`begin_shutdown`](Self::begin_shutdown) was called.
+    pub fn stopping(&self) -> impl std::future::Future<Output = ()> + Send + 'static + use<> {
+        let mut rx = self.stopping.subscribe();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
     }
 
     /// Our own id, without a round trip to the actor (it never changes).

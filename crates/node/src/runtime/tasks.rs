@@ -41,6 +41,9 @@ pub(super) struct Tasks {
     ready: Arc<AtomicBool>,
     /// Tells the servers and helpers to stop.
     stop: watch::Sender<bool>,
+    /// Tells long-lived calls to end; dropped before the actor is awaited (the actor ends
+    /// when the last handle is gone).
+    node: NodeHandle,
 }
 
 /// What the node proves itself with: to peers (its key and TLS setup) and to operators (the
@@ -112,7 +115,7 @@ impl Tasks {
         let http_state = HttpState {
             dialer,
             open_submission: config.api.open_submission,
-            node,
+            node: node.clone(),
             ready: ready.clone(),
             admin_token,
             max_transaction_size: config.distribution.max_transaction_size as usize,
@@ -131,6 +134,7 @@ impl Tasks {
             health,
             ready,
             stop,
+            node,
         }
     }
 
@@ -161,6 +165,8 @@ impl Tasks {
                 .await;
         }
         let _ = self.stop.send(true);
+        self.node.begin_shutdown();
+        drop(self.node);
         let drained = tokio::time::timeout(grace, async {
             if !self.grpc.is_finished() {
                 let _ = (&mut self.grpc).await;

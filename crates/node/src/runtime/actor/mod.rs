@@ -149,6 +149,7 @@ impl Actor {
             registers: settings.registers.clone(),
             origins: origins.clone(),
             events: settings.events.clone(),
+            stopping: Arc::new(watch::channel(false).0),
         };
         metrics.record_state(node.state());
         let outbound = Outbound::new(

@@ -226,11 +226,16 @@ impl PeerCommunication for CommunicationService {
             transactions: self.transactions.clone(),
             stream: true,
         };
+        let stopping = self.node.stopping();
         tokio::spawn(async move {
             let mut sender = StreamSender::default();
             let mut beat = tokio::time::interval(STREAM_HEARTBEAT);
+            tokio::pin!(stopping);
             loop {
                 tokio::select! {
+                    // Shutdown: our side ends (the peer sees a clean end of stream, and the
+                    // server's graceful shutdown is not kept waiting by a stream that never ends).
+                    () = &mut stopping => return,
                     item = inbound.next() => match item {
                         Some(Ok(message)) => service.take_from_stream(&mut sender, message, &tx).await,
                         // The peer closed its side, or the connection broke.
