@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 /// The presets shipped with the lab, by name.
-pub const PRESETS: [(&str, &str); 8] = [
+pub const PRESETS: [(&str, &str); 9] = [
     ("smoke", include_str!("../presets/smoke.toml")),
     ("propagation", include_str!("../presets/propagation.toml")),
     ("scale", include_str!("../presets/scale.toml")),
@@ -17,6 +17,7 @@ pub const PRESETS: [(&str, &str); 8] = [
     ("throughput", include_str!("../presets/throughput.toml")),
     ("memory", include_str!("../presets/memory.toml")),
     ("queue", include_str!("../presets/queue.toml")),
+    ("crash", include_str!("../presets/crash.toml")),
 ];
 
 /// Most nodes one run starts: every node is a process with two listeners and an SSE stream.

@@ -151,3 +151,28 @@ async fn sigterm_with_peers_exits_0_within_the_grace_without_warnings() {
     assert!(took < grace, "took {took:?}, grace {grace:?}:\n{log}");
     assert!(!log.contains("WARN"), "warnings at shutdown:\n{log}");
 }
+
+#[test]
+fn a_corrupt_transaction_store_stops_the_start_with_its_path_and_the_way_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("transactions.db");
+    std::fs::write(&file, vec![0x5a; 16_384]).unwrap();
+    let data_dir = dir.path().to_str().unwrap();
+    let (code, _, stderr) = common::run_cli(
+        &[
+            "run",
+            "--data-dir",
+            data_dir,
+            "--listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ],
+        &[("SORCHA_PEER__ADDRESS__STUN_SERVERS", "")],
+        None,
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains(file.to_str().unwrap()), "{stderr}");
+    assert!(stderr.contains("move the file away"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

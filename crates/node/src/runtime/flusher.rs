@@ -19,6 +19,9 @@ use crate::telemetry::events::EventKind;
 const FLUSH_BATCH: usize = 512;
 /// How often the flusher looks for due entries while the node has peers.
 const FLUSH_TICK: Duration = Duration::from_millis(200);
+/// How often it applies peers' pulls while entries are queued: the queue empties (and
+/// `queue_size` says so) within this of the last pull.
+const CONFIRM_TICK: Duration = Duration::from_millis(20);
 
 /// Hands due transactions to gossip whenever the node has a healthy peer, until `stop`.
 pub async fn flusher(
@@ -50,8 +53,13 @@ pub async fn flusher(
                 Err(e) => tracing::warn!(error = %e, "offline queue flush failed"),
             }
         }
+        let tick = if queue.pending() > 0 {
+            CONFIRM_TICK
+        } else {
+            FLUSH_TICK
+        };
         tokio::select! {
-            _ = tokio::time::sleep(FLUSH_TICK) => {}
+            _ = tokio::time::sleep(tick) => {}
             _ = state.changed() => {}
             _ = stop.wait_for(|s| *s) => return,
         }

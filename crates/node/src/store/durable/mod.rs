@@ -25,6 +25,7 @@
 //! checkpoints: it survives a crash of the process (SIGKILL, panic) but the last commits may be
 //! lost with the machine, for a faster commit on slow disks.
 
+mod legacy;
 mod reads;
 mod schema;
 mod writer;
@@ -39,6 +40,7 @@ use serde::{Deserialize, Serialize};
 use sorcha_peer_core::model::{Timestamp, TxHash};
 use tokio::sync::watch;
 
+pub use legacy::LEGACY_QUEUE_FILE;
 pub use reads::{DeadLetter, Loaded};
 pub use writer::{Due, GROUP_MAX_JOBS, JOB_QUEUE_CAPACITY};
 
@@ -238,6 +240,10 @@ impl TxDb {
             .map_err(|e| open_err(e.to_string()))?;
         if check != "ok" {
             return Err(open_err(format!("integrity check failed: {check}")));
+        }
+        let imported = legacy::import(&mut conn, data_dir).map_err(open_err)?;
+        if imported > 0 {
+            tracing::info!(imported, "offline queue of an earlier version imported");
         }
         let reader = connect(&path, flags, durability).map_err(open_err)?;
         let counters = Arc::new(Counters::default());

@@ -192,3 +192,37 @@ fn a_corrupt_file_names_itself_and_the_way_out() {
     assert!(text.contains(TRANSACTIONS_DB_FILE), "{text}");
     assert!(text.contains("move the file away"), "{text}");
 }
+
+#[tokio::test]
+async fn an_earlier_versions_queue_is_imported_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = rusqlite::Connection::open(dir.path().join(LEGACY_QUEUE_FILE)).unwrap();
+    old.execute_batch(
+        "CREATE TABLE queue (hash TEXT PRIMARY KEY, body BLOB, register_id TEXT,
+             queued_at INTEGER, attempts INTEGER, next_attempt_at INTEGER);
+         CREATE TABLE dead_letters (hash TEXT PRIMARY KEY, body BLOB, register_id TEXT,
+             queued_at INTEGER, attempts INTEGER, reason TEXT);",
+    )
+    .unwrap();
+    let (a, b) = (TxHash::of(b"queued"), TxHash::of(b"dead"));
+    old.execute(
+        "INSERT INTO queue VALUES (?1, ?2, 'r', 1, 0, 1)",
+        rusqlite::params![a.to_string(), &b"queued"[..]],
+    )
+    .unwrap();
+    old.execute(
+        "INSERT INTO dead_letters VALUES (?1, ?2, NULL, 1, 5, 'gave up')",
+        rusqlite::params![b.to_string(), &b"dead"[..]],
+    )
+    .unwrap();
+    drop(old);
+    let db = open(&dir, limits());
+    assert_eq!(db.pending(), 1);
+    assert_eq!(
+        find(&db, b"queued").unwrap().register_id.as_deref(),
+        Some("r")
+    );
+    assert_eq!(db.dead_letters(10).unwrap()[0].reason, "gave up");
+    assert!(!dir.path().join(LEGACY_QUEUE_FILE).exists());
+    assert!(dir.path().join("queue.db.imported").exists());
+}
