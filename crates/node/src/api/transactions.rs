@@ -45,11 +45,7 @@ pub async fn submit(
         );
         return error(StatusCode::PAYLOAD_TOO_LARGE, &message);
     }
-    let header_register = headers
-        .get("x-register-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let register_id = q.register_id.or(header_register).filter(|r| !r.is_empty());
+    let register_id = register_of(q, &headers);
     if body.is_empty() {
         return error(
             StatusCode::BAD_REQUEST,
@@ -71,6 +67,9 @@ pub async fn submit(
         Err(e) => return store_error(&state, e),
     };
     if offline {
+        if stored {
+            cache(&state, hash, &body, register_id);
+        }
         return queued(&state, hash, stored);
     }
     match state.node.submit(body.to_vec(), register_id).await {
@@ -87,6 +86,23 @@ pub async fn submit(
         }
         Ok(Err(e)) => error(StatusCode::BAD_REQUEST, &e.to_string()),
         Err(e) => handle_error(e),
+    }
+}
+
+/// The register id from `?register_id=`, else the `X-Register-Id` header; empty is none.
+fn register_of(q: SubmitQuery, headers: &HeaderMap) -> Option<String> {
+    let header = headers
+        .get("x-register-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    q.register_id.or(header).filter(|r| !r.is_empty())
+}
+
+/// A queued transaction is listed with the rest at once (reads by hash find it in the store
+/// anyway); gossip caches it when the queue is flushed.
+fn cache(state: &HttpState, hash: TxHash, body: &[u8], register_id: Option<String>) {
+    if let Ok(mut cache) = state.node.transactions().lock() {
+        cache.insert(hash, body.to_vec(), register_id, "local".into(), now());
     }
 }
 

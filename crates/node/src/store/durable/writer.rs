@@ -376,6 +376,9 @@ fn put(
     Ok(Ok(inserted == 1))
 }
 
+/// A queued row as `take_due` reads it: seq, hash, body, register id, attempts.
+type QueuedRow = (i64, Vec<u8>, Vec<u8>, Option<String>, u32);
+
 /// Takes due queued rows, oldest due first, booking an attempt (the next one after a doubling
 /// delay); rows out of attempts become dead letters.
 fn take_due(
@@ -385,7 +388,7 @@ fn take_due(
     tally: &mut Tally,
     limits: &Limits,
 ) -> rusqlite::Result<Vec<Due>> {
-    let rows: Vec<(i64, Vec<u8>, Vec<u8>, Option<String>, u32)> = conn
+    let rows: Vec<QueuedRow> = conn
         .prepare_cached(
             "SELECT seq, hash, body, register_id, attempts FROM transactions
              WHERE state = 1 AND next_attempt_at <= ?1 ORDER BY next_attempt_at LIMIT ?2",
