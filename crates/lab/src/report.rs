@@ -84,6 +84,27 @@ pub struct Transactions {
     pub settle_ms: Option<f64>,
     /// The highest phase rate achieved with no loss (null: every phase lost something).
     pub throughput_tps: Option<f64>,
+    /// From each accepted `POST` to its answer (201/200/202), ms.
+    pub submit_latency_ms: SubmitLatency,
+}
+
+/// Percentiles of the submitters' wait for an acknowledgement.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SubmitLatency {
+    pub p50: Option<f64>,
+    pub p99: Option<f64>,
+    pub max: Option<f64>,
+}
+
+impl SubmitLatency {
+    pub fn of(mut values: Vec<f64>) -> Self {
+        values.sort_by(f64::total_cmp);
+        Self {
+            p50: percentile(&values, 0.50),
+            p99: percentile(&values, 0.99),
+            max: values.last().copied(),
+        }
+    }
 }
 
 /// Per transaction, the time from submission until the given share of nodes had it; then
@@ -343,6 +364,14 @@ impl Report {
             t.submitted_tps,
             ms(t.settle_ms),
             ms(t.throughput_tps)
+        );
+        let l = &t.submit_latency_ms;
+        let _ = writeln!(
+            out,
+            "  submit answered in: p50 {} ms, p99 {} ms, max {} ms",
+            ms(l.p50),
+            ms(l.p99),
+            ms(l.max)
         );
     }
 

@@ -10,7 +10,7 @@ use crate::procfs;
 use crate::prom::Scrape;
 use crate::report::{
     self, Bandwidth, Duplicates, FaultRecord, MemoryReport, NodeReport, Phase, Propagation,
-    QueueReport, Report, Resources, Startup, Transactions, per_second,
+    QueueReport, Report, Resources, Startup, SubmitLatency, Transactions, per_second,
 };
 use crate::scenario::Scenario;
 use crate::settle::{self, Listed};
@@ -218,6 +218,12 @@ fn transactions(m: &Measured, size: usize) -> Transactions {
             .map(|p| p.settle_ms)
             .try_fold(0.0f64, |a, s| s.map(|s| a.max(s))),
         throughput_tps: throughput,
+        submit_latency_ms: SubmitLatency::of(
+            m.accepted
+                .iter()
+                .map(|s| s.answered_in.as_secs_f64() * 1000.0)
+                .collect(),
+        ),
     }
 }
 

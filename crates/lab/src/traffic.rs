@@ -21,6 +21,8 @@ pub struct Submission {
     pub at: Instant,
     pub node: usize,
     pub queued: bool,
+    /// From the `POST` to its answer: what a submitter waits for its acknowledgement.
+    pub answered_in: Duration,
 }
 
 #[derive(Debug, Default)]
@@ -107,6 +109,7 @@ pub async fn submit(cluster: &Cluster, load: Load, nonce: u64) -> PhaseOutcome {
                     at,
                     node,
                     queued,
+                    answered_in: at.elapsed(),
                 }),
                 refused => Err(refused),
             }

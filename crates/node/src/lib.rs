@@ -15,7 +15,8 @@
 //!   and what they get back; below transport and api, which call it, and runtime, which answers.
 //! - [`registers`]: which registers each peer advertises, and ours (register-aware
 //!   discovery); below handle, above store.
-//! - [`store`]: SQLite and memory: the peer store, the transaction bodies, the offline queue.
+//! - [`store`]: SQLite and memory: the peer store, the durable transaction store (the offline
+//!   queue is its queued rows), the body cache in front of it.
 //! - [`telemetry`]: the metrics every layer records, and the event log of what happened.
 //! - [`wire`]: the tonic services and clients, generated against the messages of
 //!   `sorcha-peer-wire` (which also converts them to and from the core's types), and the

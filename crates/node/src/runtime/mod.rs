@@ -5,9 +5,11 @@
 //! the actor and the servers start, and only then `/health/ready` turns 200.
 //!
 //! Shutdown (SIGINT/SIGTERM, or the future passed to [`run`]): readiness and gRPC health turn
-//! to not-serving, both servers stop accepting and finish their in-flight calls within
-//! `network.shutdown_grace`, the actor stops once the last handle is gone, `ports.json` is
-//! removed, and [`run`] returns `Ok`.
+//! to not-serving, both servers stop accepting, long-lived calls (peers' inbound streams, SSE
+//! subscribers) end themselves, the servers finish their in-flight calls within
+//! `network.shutdown_grace`, the actor stops once the last handle is gone (its link workers'
+//! streams to peers close with it), the transaction store commits what is queued,
+//! `ports.json` is removed, and [`run`] returns `Ok`.
 //!
 //! - [`actor`]: the task that owns the core node; `tasks.rs`: the tasks around it and the
 //!   order they stop in; `flusher.rs`: hands the offline queue to gossip.

@@ -2,8 +2,10 @@
 //!
 //! Started once the actor runs: the peer port's servers, the HTTP port's, address discovery
 //! and the offline queue's flusher. Stopping is the reverse of what depends on what:
-//! readiness and gRPC health turn to not-serving, both servers stop accepting and finish
-//! their in-flight calls within the grace, then the helpers that hold actor handles
+//! readiness and gRPC health turn to not-serving, both servers stop accepting, calls that
+//! would never end on their own (a peer's stream, an SSE subscriber) are told to end
+//! (`NodeHandle::begin_shutdown`; without it the servers waited out the whole grace), the
+//! servers finish their in-flight calls within the grace, then the helpers that hold actor handles
 //! (discovery, the flusher) go, and the actor ends once the last handle is gone.
 
 use std::future::Future;
