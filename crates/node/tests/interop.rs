@@ -18,10 +18,13 @@ use common::TestNode;
 
 /// The one explicit opt-out, for machines without Python; prints a SKIPPED line.
 const SKIP_VAR: &str = "SORCHA_SKIP_PYTHON_INTEROP";
-/// The interpreter to run, for a venv; `python3` on PATH otherwise.
+/// The interpreter to run (scripts/test.sh exports its venv's); else the venv scripts/test.sh
+/// makes, `.venv-test/`, if it is there; else `python3` on PATH.
 const PYTHON_VAR: &str = "SORCHA_INTEROP_PYTHON";
-const INSTALL_HINT: &str = "pip install grpcio grpcio-tools grpcio-health-checking \
-     (pinned versions: pip install -r tests/interop/requirements.txt)";
+/// The venv scripts/test.sh creates, relative to the repository root.
+const TEST_VENV_PYTHON: &str = ".venv-test/bin/python";
+const INSTALL_HINT: &str = "bash scripts/test.sh --setup-only (a venv in .venv-test/ with \
+     tests/interop/requirements.txt)";
 /// client.py's exit code when its Python modules are missing.
 const EXIT_MISSING_MODULES: i32 = 3;
 /// Stub generation plus eight calls; each call has its own 10 s deadline inside the client.
@@ -36,7 +39,14 @@ fn repo_root() -> PathBuf {
 }
 
 fn python() -> String {
-    std::env::var(PYTHON_VAR).unwrap_or_else(|_| "python3".to_owned())
+    if let Ok(python) = std::env::var(PYTHON_VAR) {
+        return python;
+    }
+    let venv = repo_root().join(TEST_VENV_PYTHON);
+    if venv.exists() {
+        return venv.display().to_string();
+    }
+    "python3".to_owned()
 }
 
 fn missing_python(what: &str) -> ! {
