@@ -23,6 +23,7 @@ use toml::Value;
 use crate::address;
 use crate::config::{self, ConfigError, LoadedConfig, LogFormat, Sources};
 use crate::identity::Identity;
+use crate::telemetry::{self, otlp::Spans};
 
 const EXIT_RUNTIME: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
@@ -288,10 +289,6 @@ fn run(args: &ConfigArgs) -> ExitCode {
         Ok(loaded) => loaded,
         Err(code) => return code,
     };
-    init_logging(&loaded.config.log);
-    for note in &loaded.notes {
-        tracing::info!("{note}");
-    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -299,10 +296,24 @@ fn run(args: &ConfigArgs) -> ExitCode {
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
+    let spans = match start_spans(&runtime, &loaded.config) {
+        Ok(spans) => spans,
+        Err(e) => {
+            eprintln!("sorcha-peer: {e}");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    telemetry::logging::init(&loaded.config.log, spans.as_ref().map(Spans::tracer));
+    for note in &loaded.notes {
+        tracing::info!("{note}");
+    }
     let stopped = runtime.block_on(async {
         let signal = crate::runtime::termination_signal();
         crate::runtime::run(loaded.config, signal).await
     });
+    if let Some(spans) = spans {
+        spans.shutdown(); // The runtime still runs: the last batch can go out.
+    }
     match stopped {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -311,6 +322,19 @@ fn run(args: &ConfigArgs) -> ExitCode {
             ExitCode::from(EXIT_RUNTIME)
         }
     }
+}
+
+/// The OTLP span pipeline when `telemetry.otlp_endpoint` is set, tagged with the node's id.
+fn start_spans(
+    runtime: &tokio::runtime::Runtime,
+    config: &config::Config,
+) -> Result<Option<Spans>, telemetry::otlp::OtlpError> {
+    if !config.telemetry.otlp_enabled() {
+        return Ok(None);
+    }
+    let _inside = runtime.enter(); // tonic's channel spawns onto the runtime.
+    let instance = crate::runtime::instance_id(config);
+    Spans::start(&config.telemetry, instance.as_deref()).map(Some)
 }
 
 fn init(args: &InitArgs) -> ExitCode {
@@ -398,29 +422,4 @@ fn check(args: &ConfigArgs, json: bool) -> ExitCode {
 fn config_error(e: &ConfigError) -> ExitCode {
     eprintln!("sorcha-peer: {e}");
     ExitCode::from(EXIT_CONFIG)
-}
-
-fn init_logging(log: &config::LogConfig) {
-    use tracing_subscriber::EnvFilter;
-    // Validated at load time; RUST_LOG, when set, wins for debugging sessions.
-    let mut filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&log.level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    // The metrics SDK logs its own shutdown at info; operators have no use for it.
-    if !log.level.contains("opentelemetry")
-        && let Ok(directive) = "opentelemetry_sdk=warn".parse()
-    {
-        filter = filter.add_directive(directive);
-    }
-    // Colour only for a person at a terminal: a log redirected to a file or a collector gets
-    // no escape codes.
-    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(colour)
-        .with_writer(std::io::stderr);
-    let _ = match log.format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-    };
 }

@@ -8,6 +8,7 @@
 
 mod load;
 mod sorcha;
+mod telemetry;
 mod validate;
 
 use std::net::SocketAddr;
@@ -27,6 +28,7 @@ use crate::address::{DiscoveryOptions, PreferredFamily, parse_external_address};
 pub use crate::store::durable::Durability;
 
 pub use load::{ConfigError, ENV_PREFIX, Invalid, LoadedConfig, Origin, Sources, load};
+pub use telemetry::TelemetryConfig;
 pub use validate::BootstrapAddr;
 
 /// The commented configuration `sorcha-peer init` writes: every key with its default.
@@ -59,6 +61,7 @@ pub struct Config {
     pub api: ApiConfig,
     pub storage: StorageConfig,
     pub log: LogConfig,
+    pub telemetry: TelemetryConfig,
 }
 
 impl Default for Config {
@@ -78,6 +81,7 @@ impl Default for Config {
             api: ApiConfig::default(),
             storage: StorageConfig::default(),
             log: LogConfig::default(),
+            telemetry: TelemetryConfig::default(),
         }
     }
 }

@@ -92,7 +92,24 @@ pub(super) fn validate(c: &Config) -> Vec<(String, String)> {
             format!("{e}: expected a level (error, warn, info, debug, trace) or a filter such as sorcha_peer=debug,info"),
         );
     }
+    telemetry(c, &mut v);
     v.0
+}
+
+fn telemetry(c: &Config, v: &mut Problems) {
+    let t = &c.telemetry;
+    if t.otlp_enabled()
+        && let Err(e) = super::telemetry::check_endpoint(t.otlp_endpoint.trim())
+    {
+        v.push("telemetry.otlp_endpoint", e);
+    }
+    // 100 ms for tests; an hour is past any collector's staleness window.
+    v.duration(
+        "telemetry.otlp_interval",
+        t.otlp_interval,
+        millis(100),
+        secs(3600),
+    );
 }
 
 fn network(c: &Config, v: &mut Problems) {

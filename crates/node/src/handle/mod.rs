@@ -340,12 +340,26 @@ impl NodeHandle {
         body: Vec<u8>,
         register_id: Option<String>,
     ) -> Result<Result<Submitted, SubmitError>, HandleError> {
-        self.call(|reply| Command::Submit {
-            body,
-            register_id,
-            reply,
-        })
-        .await
+        use tracing::Instrument as _;
+        let span = tracing::debug_span!(
+            "submit",
+            size = body.len(),
+            hash = tracing::field::Empty,
+            new = tracing::field::Empty
+        );
+        let submitted = self
+            .call(|reply| Command::Submit {
+                body,
+                register_id,
+                reply,
+            })
+            .instrument(span.clone())
+            .await;
+        if let Ok(Ok(s)) = &submitted {
+            span.record("hash", tracing::field::display(&s.hash));
+            span.record("new", s.new);
+        }
+        submitted
     }
 
     /// Offline-queue entries (bodies and register ids) for gossip, in one round trip; how

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use sorcha_peer_core::model::NodeState;
 use tokio::sync::watch;
+use tracing::Instrument as _;
 
 use crate::clock::now;
 use crate::handle::NodeHandle;
@@ -42,7 +43,11 @@ pub async fn flusher(
                     // Known to gossip already (submitted before a restart) is fine: its digests
                     // and the peer's pulls carry it on. Saturated or stopping: the entries stay
                     // queued and are due again after their backoff.
-                    if node.submit_queued(entries).await.is_ok() {
+                    let flushed = node
+                        .submit_queued(entries)
+                        .instrument(tracing::debug_span!("flush", count))
+                        .await;
+                    if flushed.is_ok() {
                         tracing::debug!(count, "offline queue flushed into gossip");
                         let detail = format!("{count} queued transactions handed to gossip");
                         node.events().record(EventKind::TxFlushed, None, detail);

@@ -110,7 +110,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let identity = load_identity(&config)?;
     let tls = TlsContext::new(&config.security, &identity)?;
     log_security(&config, &identity, tls.as_deref());
-    let metrics = Arc::new(Metrics::new().map_err(|e| DaemonError::Metrics(e.to_string()))?);
+    let metrics = Metrics::for_node(&config.telemetry, &identity.peer_id().to_string())
+        .map_err(|e| DaemonError::Metrics(e.to_string()))?;
+    let metrics = Arc::new(metrics);
     let (peer_listener, http_listener, ports) = bind_both(&config).await?;
     write_ports(&data_dir, &ports).map_err(data_error(&data_dir))?;
     if config.discovery.bootstrap_nodes.is_empty() {
@@ -149,7 +151,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     let (mut actor, handle) = Actor::new(
         node,
         clock,
-        metrics,
+        metrics.clone(),
         storage.writer.handle().clone(),
         storage.transactions.clone(),
         &settings,
@@ -179,6 +181,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         tracing::warn!(error = %e, "peer store did not close cleanly");
     }
     let _ = std::fs::remove_file(data_dir.join(PORTS_FILE));
+    // An OTLP reader pushes its last values here; it blocks, so off the async workers.
+    let _ = tokio::task::spawn_blocking(move || metrics.shutdown()).await;
     match failure {
         Some(e) => Err(e),
         None => {
@@ -227,6 +231,14 @@ fn log_security(config: &Config, identity: &Identity, tls: Option<&TlsContext>) 
             "node_id is not the id of the node's key: peers cannot verify this node's id"
         );
     }
+}
+
+/// The node's peer id as [`run`] will load it (creating the data dir and key if needed), for
+/// telemetry that starts before the node; `None` if that fails ([`run`] then says why).
+pub fn instance_id(config: &Config) -> Option<String> {
+    std::fs::create_dir_all(&config.data_dir).ok()?;
+    let identity = load_identity(config).ok()?;
+    Some(identity.peer_id().to_string())
 }
 
 /// The id the operator named, if any (validated with the rest of the configuration).

@@ -13,7 +13,9 @@ use sorcha_peer_core::model::NodeState;
 use sorcha_peer_core::gossip::GossipStats;
 use sorcha_peer_core::membership::MembershipStats;
 
+use super::otlp::{self, OtlpError};
 use crate::address::AddressReport;
+use crate::config::TelemetryConfig;
 
 /// Declares [`Metrics`] from one table: each line names a field, how it is made (the maker
 /// function of the same name below) and what `/metrics` calls and describes it, so a field
@@ -23,8 +25,9 @@ macro_rules! instruments {
         /// Every instrument the node records.
         pub struct Metrics {
             registry: Registry,
-            /// Kept so the instruments stay registered for the life of the process.
-            _provider: SdkMeterProvider,
+            /// Kept so the instruments stay registered for the life of the process; shut
+            /// down at exit so an OTLP reader sends its last values.
+            provider: SdkMeterProvider,
             /// What has been reported of the core's cumulative counters, to add only the
             /// difference.
             reported: std::sync::Mutex<MembershipStats>,
@@ -38,7 +41,7 @@ macro_rules! instruments {
                 Self {
                     $( $field: $make(&meter, $name, $help), )*
                     registry,
-                    _provider: provider,
+                    provider,
                     reported: Default::default(),
                     reported_gossip: Default::default(),
                 }
@@ -283,18 +286,46 @@ fn seconds_histogram(meter: &Meter, name: &'static str, help: &'static str) -> H
         .build()
 }
 
+/// The metrics pipeline could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    /// The Prometheus exporter refused its configuration.
+    #[error("prometheus exporter: {0}")]
+    Prometheus(#[from] opentelemetry_sdk::error::OTelSdkError),
+    /// The OTLP exporter could not be built.
+    #[error(transparent)]
+    Otlp(#[from] OtlpError),
+}
+
 impl Metrics {
+    /// The instruments, exported at `/metrics` only.
     pub fn new() -> Result<Self, opentelemetry_sdk::error::OTelSdkError> {
         let registry = Registry::new();
-        let exporter = opentelemetry_prometheus::exporter()
-            .with_registry(registry.clone())
-            .without_counter_suffixes()
-            .without_units()
-            .without_target_info()
-            .scope_info_enabled(false)
-            .build()?;
-        let provider = SdkMeterProvider::builder().with_reader(exporter).build();
+        let provider = SdkMeterProvider::builder().with_reader(prometheus_reader(&registry)?);
+        Ok(Self::with_instruments(registry, provider.build()))
+    }
+
+    /// The instruments, exported at `/metrics` and, when `telemetry` names a receiver, pushed
+    /// over OTLP as `instance` (the node's id). Call inside the tokio runtime.
+    pub fn for_node(telemetry: &TelemetryConfig, instance: &str) -> Result<Self, MetricsError> {
+        if !telemetry.otlp_enabled() {
+            return Ok(Self::new()?);
+        }
+        let registry = Registry::new();
+        let provider = SdkMeterProvider::builder()
+            .with_reader(prometheus_reader(&registry)?)
+            .with_reader(otlp::metric_reader(telemetry)?)
+            .with_resource(otlp::resource(Some(instance)))
+            .build();
         Ok(Self::with_instruments(registry, provider))
+    }
+
+    /// Stops the readers; an OTLP reader first pushes what it has. Blocks up to the SDK's
+    /// export timeout: call it off the async workers.
+    pub fn shutdown(&self) {
+        if let Err(e) = self.provider.shutdown() {
+            tracing::debug!(error = %e, "metrics readers did not shut down cleanly");
+        }
     }
 
     pub fn record_state(&self, state: NodeState) {
@@ -425,6 +456,19 @@ impl Metrics {
         }
         String::from_utf8(out).unwrap_or_default()
     }
+}
+
+/// The reader behind `/metrics`: Sorcha's names exactly, no suffixes, units or target info.
+fn prometheus_reader(
+    registry: &Registry,
+) -> Result<opentelemetry_prometheus::PrometheusExporter, opentelemetry_sdk::error::OTelSdkError> {
+    opentelemetry_prometheus::exporter()
+        .with_registry(registry.clone())
+        .without_counter_suffixes()
+        .without_units()
+        .without_target_info()
+        .scope_info_enabled(false)
+        .build()
 }
 
 /// One counter of the gossip core's stats.

@@ -240,7 +240,9 @@ impl Outbound {
         let (metrics, max_tx) = (self.metrics.clone(), self.max_transaction_size);
         let stream = size > self.streaming_threshold;
         let (rest, base) = (self.rest.clone(), base_url(from));
-        tokio::spawn(async move {
+        let via = if over_rest { "rest" } else { "grpc" };
+        let span = tracing::debug_span!("pull", peer = %peer_id, via, transactions = 1);
+        let task = async move {
             let fetch = async {
                 if over_rest {
                     let body = rest.fetch(&base, &request.transaction_hash, max_tx).await?;
@@ -272,7 +274,8 @@ impl Outbound {
                     result,
                 })
                 .await;
-        });
+        };
+        tokio::spawn(tracing::Instrument::instrument(task, span));
     }
 
     /// Sends `request` to `to` over `via` in its own task (then over REST after a gRPC

@@ -133,6 +133,9 @@ impl Actor {
                 tracing::warn!(attempt, ?retry_in, "every bootstrap node failed; retrying");
             }
             MembershipEvent::DiscoveryRound { round, new_peers } => {
+                // The core reports a round once its answers are in: a marker span (no
+                // duration) that OTLP shows beside the announce and pull spans.
+                let _round = tracing::debug_span!("discovery_round", round, new_peers).entered();
                 self.metrics.discovery_rounds_total.add(1, &[]);
                 if new_peers > 0 {
                     self.metrics.record_discovery_success(now());

@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
+use tracing::Instrument as _;
 
 use super::Job;
 use super::reader::{Reader, watch_stream};
@@ -76,15 +77,21 @@ pub(super) struct OpenStream {
 pub(super) async fn run(mut w: Worker, mut jobs: mpsc::Receiver<Job>) {
     while let Some(Job { ticket, via, what }) = jobs.recv().await {
         let service = Service::of(via, &what);
+        let span = job_span(&w.peer, via, &what);
         let outcome = if w.refuses(service) {
             Outcome::Refused
         } else {
-            match what {
-                What::Gossip(message) => gossip(&mut w, via, &message).await,
-                What::Notify(entries) => notify(&mut w, via, &entries).await,
-                What::Fetch(pulls) => fetch(&mut w, via, &pulls).await,
+            async {
+                match what {
+                    What::Gossip(message) => gossip(&mut w, via, &message).await,
+                    What::Notify(entries) => notify(&mut w, via, &entries).await,
+                    What::Fetch(pulls) => fetch(&mut w, via, &pulls).await,
+                }
             }
+            .instrument(span.clone())
+            .await
         };
+        span.record("outcome", tracing::field::debug(outcome));
         if outcome == Outcome::Refused {
             w.refused.entry(service).or_insert_with(Instant::now);
         }
@@ -113,6 +120,24 @@ impl Worker {
             }
             None => false,
         }
+    }
+}
+
+/// The span of a job that carries transactions (OTLP's `announce` and `pull`); none for
+/// digests and pushes, which carry bookkeeping.
+fn job_span(peer: &PeerId, via: Via, what: &What) -> tracing::Span {
+    let (name, transactions) = match what {
+        What::Gossip(GossipMessage::Announce { entries }) | What::Notify(entries) => {
+            ("announce", entries.len())
+        }
+        What::Fetch(pulls) => ("pull", pulls.len()),
+        What::Gossip(_) => return tracing::Span::none(),
+    };
+    let outcome = tracing::field::Empty;
+    if name == "announce" {
+        tracing::debug_span!("announce", %peer, ?via, transactions, outcome)
+    } else {
+        tracing::debug_span!("pull", %peer, ?via, transactions, outcome)
     }
 }
 
