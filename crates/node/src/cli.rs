@@ -337,6 +337,17 @@ fn start_spans(
     Spans::start(&config.telemetry, instance.as_deref()).map(Some)
 }
 
+/// The commented defaults with `data_dir` set to the identity's directory, made absolute, so
+/// `run --config FILE` from any working directory uses the identity `init` created.
+fn init_template(data_dir: &Path) -> String {
+    let absolute = std::path::absolute(data_dir).unwrap_or_else(|_| data_dir.to_owned());
+    let line = format!(
+        "data_dir = {}",
+        Value::String(absolute.display().to_string())
+    );
+    config::DEFAULT_TOML.replacen("data_dir = \"./data\"", &line, 1)
+}
+
 fn init(args: &InitArgs) -> ExitCode {
     let mut sources = ConfigArgs {
         data_dir: args.data_dir.clone(),
@@ -356,7 +367,7 @@ fn init(args: &InitArgs) -> ExitCode {
         );
         return ExitCode::from(EXIT_RUNTIME);
     }
-    if let Err(e) = write_new(&args.config, config::DEFAULT_TOML) {
+    if let Err(e) = write_new(&args.config, &init_template(data_dir)) {
         eprintln!("sorcha-peer: cannot write {}: {e}", args.config.display());
         return ExitCode::from(EXIT_RUNTIME);
     }

@@ -58,6 +58,20 @@ fn init_writes_a_valid_commented_config_and_never_overwrites() {
         "{text}"
     );
     assert!(dir.path().join("node-data/node.key").exists());
+    // `run --config` from anywhere uses the data dir (and so the identity) init created.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let (code, stdout, stderr) = run_cli(
+        &["config", "check", "--config", config.to_str().unwrap()],
+        &[],
+        Some(elsewhere.path()),
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let data_dir = dir.path().join("node-data").canonicalize().unwrap();
+    let shown = stdout.lines().find(|l| l.starts_with("data_dir"));
+    assert!(
+        shown.is_some_and(|l| l.contains(data_dir.to_str().unwrap())),
+        "{stdout}"
+    );
 
     std::fs::write(&config, "# edited by the operator\n").unwrap();
     let (code, _, stderr) = run_cli(&["init"], &[], Some(dir.path()));

@@ -127,6 +127,7 @@ impl Tasks {
         let http = tokio::spawn(api::serve(http_listener, http_state, stopped(stop_rx)));
         ready.store(true, Ordering::Release);
         tracing::info!("ready");
+        tell_service_manager(&[sd_notify::NotifyState::Ready]);
         Self {
             grpc,
             http,
@@ -161,6 +162,7 @@ impl Tasks {
 
     async fn stop(mut self, grace: Duration) {
         self.ready.store(false, Ordering::Release);
+        tell_service_manager(&[sd_notify::NotifyState::Stopping]);
         for name in grpc::SERVICE_NAMES.into_iter().chain([""]) {
             self.health
                 .set_service_status(name, tonic_health::ServingStatus::NotServing)
@@ -195,6 +197,14 @@ impl Tasks {
         {
             tracing::warn!("node actor did not stop in time");
         }
+    }
+}
+
+/// systemd's `Type=notify` (`READY=1` once both ports listen, `STOPPING=1` on shutdown); does
+/// nothing unless the service manager set `NOTIFY_SOCKET`.
+fn tell_service_manager(state: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(state) {
+        tracing::warn!(error = %e, "cannot notify the service manager (NOTIFY_SOCKET)");
     }
 }
 
