@@ -32,7 +32,7 @@ case "${1:-}" in
 esac
 
 SUITE=bookworm
-BASE_IMAGE=localhost/sorcha-base:$SUITE
+BASE_IMAGE=localhost/sorcha-base:$SUITE-slim
 BUILDER_IMAGE=localhost/sorcha-builder:$SUITE
 PROMETHEUS_IMAGE=localhost/sorcha-prometheus:$SUITE
 IMAGE=localhost/sorcha-peer:test
@@ -80,7 +80,11 @@ import_debian() {
     return
   fi
   step "building $image from Debian packages ($packages)"
-  nice -n 5 mmdebstrap --quiet --variant=minbase --include="$packages" "$SUITE" "$WORK/rootfs.tar"
+  # As Debian's -slim images: no documentation, manual pages or translations.
+  nice -n 5 mmdebstrap --quiet --variant=minbase --include="$packages" \
+    --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+    --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
+    --dpkgopt='path-exclude=/usr/share/info/*' "$SUITE" "$WORK/rootfs.tar"
   podman import "$@" "$WORK/rootfs.tar" "$image" >/dev/null
   rm -f "$WORK/rootfs.tar"
 }
@@ -93,7 +97,9 @@ build_images() {
   if [ "$MODE" = prebuilt ]; then
     step "cargo build --release -p sorcha-peer (host)"
     nice -n 5 cargo build --release --locked -p sorcha-peer
-    args+=(--build-arg BINARY_FROM=prebuilt)
+    mkdir -p target/container
+    strip --strip-debug -o target/container/sorcha-peer target/release/sorcha-peer
+    args+=(--build-arg BINARY_FROM=prebuilt --build-arg PREBUILT=target/container/sorcha-peer)
   else
     import_debian "$BUILDER_IMAGE" ca-certificates,gcc,libc6-dev \
       --change 'ENV PATH=/usr/local/rust/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
