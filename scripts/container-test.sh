@@ -156,7 +156,7 @@ five_targets_up() {
 }
 
 check_network() {
-  local nodes=(bootstrap peer1 peer2 peer3 peer4) ip hash
+  local nodes=(bootstrap peer1 peer2 peer3 peer4) ip hash token
   declare -A ips
   for n in "${nodes[@]}"; do ips[$n]=$(address_of "$n"); done
   for n in "${nodes[@]}"; do
@@ -166,8 +166,11 @@ check_network() {
   for n in "${nodes[@]}"; do wait_for 120 "$n online" online "${ips[$n]}"; done
   podman healthcheck run "${PROJECT}_bootstrap_1"
   step "all five online; the image's HEALTHCHECK passes"
-  hash=$(curl -sf -X POST --data-binary "container test $(date +%s%N)" \
-    "http://${ips[peer4]}:5080/api/v1/transactions" | sed -n 's/.*"hash":"\([0-9a-f]*\)".*/\1/p')
+  # From this host the node sees a remote caller: submissions need its admin token.
+  token=$(podman exec "${PROJECT}_peer4_1" cat /data/admin.token)
+  hash=$(curl -sf -X POST -H "Authorization: Bearer $token" \
+    --data-binary "container test $(date +%s%N)" "http://${ips[peer4]}:5080/api/v1/transactions" |
+    sed -n 's/.*"hash":"\([0-9a-f]*\)".*/\1/p')
   [ -n "$hash" ] || { echo "no hash from peer4" >&2; return 1; }
   for n in "${nodes[@]}"; do wait_for 60 "$hash on $n" holds "${ips[$n]}" "$hash"; done
   step "transaction $hash submitted on peer4 reached all five nodes"
