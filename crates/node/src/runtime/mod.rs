@@ -120,7 +120,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             "no bootstrap nodes configured: running standalone, Offline until peers register"
         );
     }
-    let storage = Storage::open(&config)?;
+    let mut storage = Storage::open(&config)?;
     let admin_token: Arc<str> = api::admin::load_or_create_token(&data_dir)
         .map_err(data_error(&data_dir))?
         .into();
@@ -130,24 +130,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         config.node(),
         provisional_advert(&config, identity.peer_id(), ports.peer),
         bootstrap_contacts(&config),
-        storage.stored,
+        std::mem::take(&mut storage.stored),
         ChaCha8Rng::seed_from_u64(rand::random()),
         clock.now(),
     );
-    let registers = RegisterBook::new(
-        own_registers(&config),
-        Some(storage.writer.handle().clone()),
-        storage.registers,
-    )
-    .shared();
-    let stored = (storage.remembered, storage.refusals);
-    let events = Arc::new(EventLog::new(config.log.events as usize, &metrics));
-    events.record(
-        EventKind::ConfigLoaded,
-        None,
-        config_summary(&config, &ports),
-    );
-    let settings = actor_settings(&config, stored, tls.clone(), registers, events);
+    let settings = actor_inputs(&config, &mut storage, tls.clone(), &metrics, &ports);
     let (mut actor, handle) = Actor::new(
         node,
         clock,
@@ -190,6 +177,30 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             Ok(())
         }
     }
+}
+
+/// The actor's settings: what the stores remembered of peers, TLS, the register book and a
+/// fresh event log (which records the configuration the node started with).
+fn actor_inputs(
+    config: &Config,
+    storage: &mut Storage,
+    tls: Option<Arc<TlsContext>>,
+    metrics: &Metrics,
+    ports: &Ports,
+) -> ActorSettings {
+    let registers = RegisterBook::new(
+        own_registers(config),
+        Some(storage.writer.handle().clone()),
+        std::mem::take(&mut storage.registers),
+    )
+    .shared();
+    let stored = (
+        std::mem::take(&mut storage.remembered),
+        std::mem::take(&mut storage.refusals),
+    );
+    let events = Arc::new(EventLog::new(config.log.events as usize, metrics));
+    events.record(EventKind::ConfigLoaded, None, config_summary(config, ports));
+    actor_settings(config, stored, tls, registers, events)
 }
 
 fn data_error(data_dir: &Path) -> impl Fn(std::io::Error) -> DaemonError + '_ {

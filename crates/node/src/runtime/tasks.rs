@@ -83,16 +83,7 @@ impl Tasks {
         let (health, health_service) = tonic_health::server::health_reporter();
         let port_settings = peer_port_settings(config);
         let services = Arc::new(Services::new(node.clone(), queue.clone(), &port_settings));
-        if let Some(tls) = &tls {
-            let metrics = node.metrics().clone();
-            tokio::spawn(tls::maintain(
-                tls.clone(),
-                identity,
-                metrics,
-                stop_rx.clone(),
-            ));
-        }
-        let incoming = tls::accept::incoming(peer_listener, tls.clone(), node.metrics().clone());
+        let incoming = secure_peer_port(peer_listener, (&tls, identity), &node, &stop_rx);
         let grpc = tokio::spawn(grpc::serve(
             incoming,
             services.clone(),
@@ -206,6 +197,22 @@ fn tell_service_manager(state: &[sd_notify::NotifyState]) {
     if let Err(e) = sd_notify::notify(state) {
         tracing::warn!(error = %e, "cannot notify the service manager (NOTIFY_SOCKET)");
     }
+}
+
+/// The peer port's connections, past their TLS handshakes; and, with TLS, the task that keeps
+/// the certificate and the CA's CRLs current.
+fn secure_peer_port(
+    listener: TcpListener,
+    (tls, identity): (&Option<Arc<TlsContext>>, Arc<Identity>),
+    node: &NodeHandle,
+    stop: &watch::Receiver<bool>,
+) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<tls::accept::PeerConn>> {
+    let metrics = node.metrics().clone();
+    if let Some(tls) = tls {
+        let maintain = tls::maintain(tls.clone(), identity, metrics.clone(), stop.clone());
+        tokio::spawn(maintain);
+    }
+    tls::accept::incoming(listener, tls.clone(), metrics)
 }
 
 fn peer_port_settings(config: &Config) -> PeerPortSettings {
