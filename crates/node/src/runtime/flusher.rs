@@ -38,6 +38,12 @@ pub async fn flusher(
         if *state.borrow() != NodeState::Offline {
             match queue.take_due(now(), FLUSH_BATCH).await {
                 Ok(due) if !due.is_empty() => {
+                    let (gave_up, due): (Vec<_>, Vec<_>) =
+                        due.into_iter().partition(|d| d.gave_up.is_some());
+                    report_dead_letters(&node, gave_up);
+                    if due.is_empty() {
+                        continue;
+                    }
                     let count = due.len();
                     let entries = due.into_iter().map(|d| (d.body, d.register_id)).collect();
                     // Known to gossip already (submitted before a restart) is fine: its digests
@@ -68,5 +74,16 @@ pub async fn flusher(
             _ = state.changed() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
+    }
+}
+
+/// Queued transactions the store gave up on (no peer pulled them after every attempt), in the
+/// event log: they stay readable, listed under `/api/v1/queue`'s dead letters.
+fn report_dead_letters(node: &NodeHandle, gave_up: Vec<crate::store::durable::Due>) {
+    for dead in gave_up {
+        let reason = dead.gave_up.unwrap_or_default();
+        let detail = format!("{}: {reason}", dead.hash);
+        node.events()
+            .record(EventKind::TxDeadLettered, None, detail);
     }
 }

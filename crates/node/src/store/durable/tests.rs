@@ -167,11 +167,17 @@ async fn the_queue_is_bounded_retried_confirmed_and_dead_lettered() {
     db.flush().await.unwrap();
     assert_eq!(db.pending(), 1);
     let mut at = now;
+    let mut gave_up = Vec::new();
     for _ in 0..4 {
         at = at.saturating_add(Duration::from_secs(60));
-        db.take_due(at, 10).await.unwrap();
+        let taken = db.take_due(at, 10).await.unwrap();
+        gave_up.extend(taken.into_iter().filter(|d| d.gave_up.is_some()));
     }
     assert_eq!(db.pending(), 0);
+    // The take that moved it says so (the flusher records `tx_dead_lettered` from this).
+    assert_eq!(gave_up.len(), 1);
+    assert_eq!(gave_up[0].hash, TxHash::of(b"q2"));
+    assert!(gave_up[0].gave_up.as_deref().unwrap().contains("attempts"));
     let dead = db.dead_letters(10).unwrap();
     assert_eq!(dead.len(), 1);
     assert_eq!(dead[0].hash, TxHash::of(b"q2").to_string());

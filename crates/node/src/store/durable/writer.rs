@@ -42,6 +42,9 @@ pub struct Due {
     pub body: Vec<u8>,
     pub register_id: Option<String>,
     pub attempts: u32,
+    /// Set when this take moved the row to the dead letters (why), so the caller can say so;
+    /// such a row is not to be handed to gossip.
+    pub gave_up: Option<String>,
 }
 
 pub(super) enum Job {
@@ -399,11 +402,23 @@ fn take_due(
         .collect::<Result<_, _>>()?;
     let mut due = Vec::with_capacity(rows.len());
     for (seq, hash, body, register_id, attempts) in rows {
+        let Ok(hash) = <[u8; 32]>::try_from(hash) else {
+            continue; // The CHECK constraint makes this unreachable.
+        };
+        let hash = TxHash::from_bytes(hash);
         if attempts >= limits.max_retries {
             let reason = format!("no peer pulled it after {attempts} attempts");
             conn.prepare_cached("UPDATE transactions SET state = ?2, reason = ?3 WHERE seq = ?1")?
                 .execute(params![seq, DEAD, reason])?;
             tally.queued = tally.queued.saturating_sub(1);
+            let (body, gave_up) = (Vec::new(), Some(reason));
+            due.push(Due {
+                hash,
+                body,
+                register_id,
+                attempts,
+                gave_up,
+            });
             continue;
         }
         let delay = limits.retry_delay.saturating_mul(1 << attempts.min(16));
@@ -411,14 +426,12 @@ fn take_due(
             "UPDATE transactions SET attempts = attempts + 1, next_attempt_at = ?2 WHERE seq = ?1",
         )?
         .execute(params![seq, now.saturating_add(delay).to_wire()])?;
-        let Ok(hash) = <[u8; 32]>::try_from(hash) else {
-            continue; // The CHECK constraint makes this unreachable.
-        };
         due.push(Due {
-            hash: TxHash::from_bytes(hash),
+            hash,
             body,
             register_id,
             attempts,
+            gave_up: None,
         });
     }
     Ok(due)
