@@ -348,7 +348,7 @@ impl Node {
         now: Now,
     ) -> Vec<PeerAdvert> {
         self.last_now = now;
-        let requester = requester.filter(|id| self.claim(id, caller));
+        let requester = requester.filter(|id| self.claim(id, caller).is_ok());
         self.membership.peer_list(requester, max, now)
     }
 
@@ -363,12 +363,8 @@ impl Node {
         now: Now,
     ) -> Result<Vec<PeerAdvert>, Refusal> {
         self.last_now = now;
-        let proven = self.membership.check_claim(from, caller)?;
-        let answer = self.membership.handle_exchange(from, adverts, max, now);
-        if proven {
-            self.membership.note_proven(from);
-        }
-        Ok(answer)
+        self.claim(from, caller)?;
+        Ok(self.membership.handle_exchange(from, adverts, max, now))
     }
 
     pub fn handle_ping(
@@ -378,10 +374,8 @@ impl Node {
         now: Now,
     ) -> Result<Pong, Refusal> {
         self.last_now = now;
-        if let Some(id) = from
-            && self.membership.check_claim(id, caller)?
-        {
-            self.membership.note_proven(id);
+        if let Some(id) = from {
+            self.claim(id, caller)?;
         }
         self.membership.handle_ping(from, now)
     }
@@ -395,10 +389,8 @@ impl Node {
         now: Now,
     ) -> HeartbeatOutcome {
         self.last_now = now;
-        match self.membership.check_claim(from, caller) {
-            Ok(true) => self.membership.note_proven(from),
-            Ok(false) => {}
-            Err(_) => return HeartbeatOutcome::Unproven,
+        if self.claim(from, caller).is_err() {
+            return HeartbeatOutcome::Unproven;
         }
         let before = self.membership.heartbeaters_added();
         let outcome = self.membership.handle_heartbeat(from, now);
@@ -417,16 +409,13 @@ impl Node {
         self.membership.note_proven(peer);
     }
 
-    /// Whether `caller` may speak for `id` (refusals counted by membership).
-    fn claim(&mut self, id: &PeerId, caller: &Caller) -> bool {
-        match self.membership.check_claim(id, caller) {
-            Ok(true) => {
-                self.membership.note_proven(id);
-                true
-            }
-            Ok(false) => true,
-            Err(_) => false,
+    /// Lets `caller` speak for `id`, noting a proof; refused (and counted by membership) when
+    /// it may not.
+    fn claim(&mut self, id: &PeerId, caller: &Caller) -> Result<(), Refusal> {
+        if self.membership.check_claim(id, caller)? {
+            self.membership.note_proven(id);
         }
+        Ok(())
     }
 
     /// Bans `id` until `until`; false if the ban list is full.

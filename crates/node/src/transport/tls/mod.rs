@@ -191,12 +191,13 @@ impl TlsContext {
             return Ok(None);
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let (chain, key) = if settings.cert_file.is_empty() {
-            let cert = certs::self_signed(identity.key_pair(), identity.derived_id().as_str())?;
-            (vec![cert], certs::private_key(identity.key_pair()))
+        // The key is the identity's either way (`security.key_file` loaded it, if set).
+        let key = certs::private_key(identity.key_pair());
+        let chain = if settings.cert_file.is_empty() {
+            let id = identity.derived_id().as_str();
+            vec![certs::self_signed(identity.key_pair(), id)?]
         } else {
-            let chain = certs::read_certs(Path::new(&settings.cert_file))?;
-            (chain, certs::private_key(identity.key_pair()))
+            certs::read_certs(Path::new(&settings.cert_file))?
         };
         let fingerprint = certs::fingerprint(&chain[0]);
         check_own_id(&chain[0], identity, &settings.cert_file)?;
