@@ -2,10 +2,12 @@
 //! actions (ping, ban, remove) need a loopback caller or the admin token (see [`admin`]).
 //! The REST fallback (`transport::rest`) is served here too. The event log is read at
 //! `/api/v1/events` ([`events`]); the operator's dashboard is `/admin` ([`dashboard`]).
+//! Connections are accepted by `listen.rs` (caps, header-read and idle timeouts).
 
 pub mod admin;
 mod dashboard;
 pub mod events;
+mod listen;
 mod peers;
 mod transactions;
 
@@ -17,7 +19,6 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use axum::serve::ListenerExt;
 use axum::{Json, Router};
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -25,6 +26,7 @@ use tokio::net::TcpListener;
 use crate::handle::{HandleError, NodeHandle};
 use crate::store::queue::SharedQueue;
 use crate::transport::grpc::Services;
+use crate::transport::limits::conns::ConnLimits;
 pub use crate::transport::rest::error;
 use crate::transport::tls::connect::Dialer;
 
@@ -104,21 +106,19 @@ pub fn router(state: HttpState) -> Router {
         .with_state(state)
 }
 
+/// Serves the HTTP port on `listener` within its connection `limits` until `shutdown`.
 pub async fn serve(
     listener: TcpListener,
     state: HttpState,
+    limits: Arc<ConnLimits>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let rest = crate::transport::rest::server::shared_routes(
         state.services.clone(),
         state.max_transaction_size,
     );
-    let app = router(state)
-        .merge(rest)
-        .into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener.tap_io(crate::transport::grpc::no_delay), app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let app = router(state).merge(rest);
+    listen::serve(listener, app, limits, shutdown).await
 }
 
 async fn live() -> Json<serde_json::Value> {

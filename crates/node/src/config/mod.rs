@@ -6,6 +6,7 @@
 //! CLI flags. [`load`] merges them and remembers where each value came from; [`validate`]
 //! refuses every bad value before anything starts.
 
+mod limits;
 mod load;
 mod sorcha;
 mod telemetry;
@@ -27,6 +28,7 @@ use sorcha_peer_core::node::NodeConfig;
 use crate::address::{DiscoveryOptions, PreferredFamily, parse_external_address};
 pub use crate::store::durable::Durability;
 
+pub use limits::LimitsConfig;
 pub use load::{ConfigError, ENV_PREFIX, Invalid, LoadedConfig, Origin, Sources, load};
 pub use telemetry::TelemetryConfig;
 pub use validate::BootstrapAddr;
@@ -62,6 +64,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub log: LogConfig,
     pub telemetry: TelemetryConfig,
+    pub limits: LimitsConfig,
 }
 
 impl Default for Config {
@@ -82,6 +85,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             log: LogConfig::default(),
             telemetry: TelemetryConfig::default(),
+            limits: LimitsConfig::default(),
         }
     }
 }

@@ -93,6 +93,7 @@ pub(super) fn validate(c: &Config) -> Vec<(String, String)> {
         );
     }
     telemetry(c, &mut v);
+    limits(c, &mut v);
     v.0
 }
 
@@ -110,6 +111,69 @@ fn telemetry(c: &Config, v: &mut Problems) {
         millis(100),
         secs(3600),
     );
+}
+
+fn limits(c: &Config, v: &mut Problems) {
+    let l = &c.limits;
+    v.range(
+        "limits.membership_per_second",
+        l.membership_per_second,
+        1,
+        1_000_000,
+    );
+    v.range(
+        "limits.announcements_per_second",
+        l.announcements_per_second,
+        1,
+        1_000_000,
+    );
+    v.range(
+        "limits.announced_transactions_per_second",
+        l.announced_transactions_per_second,
+        1,
+        10_000_000,
+    );
+    v.range("limits.pulls_per_second", l.pulls_per_second, 1, 1_000_000);
+    v.range("limits.pulls_in_flight", l.pulls_in_flight, 1, 100_000);
+    // At least one 64 KiB chunk a second: below that a body could never arrive in time.
+    if !(64 * 1024..=u64::from(u32::MAX)).contains(&l.received_bytes_per_second) {
+        v.push(
+            "limits.received_bytes_per_second",
+            format!("must be between 65536 and {}", u32::MAX),
+        );
+    }
+    v.range(
+        "limits.connections_per_address_per_minute",
+        l.connections_per_address_per_minute,
+        1,
+        1_000_000,
+    );
+    v.range("limits.max_connections", l.max_connections, 1, 1_000_000);
+    v.range(
+        "limits.max_connections_per_address",
+        l.max_connections_per_address,
+        1,
+        l.max_connections.max(1),
+    );
+    v.duration(
+        "limits.header_timeout",
+        l.header_timeout,
+        millis(100),
+        secs(600),
+    );
+    v.duration(
+        "limits.idle_timeout",
+        l.idle_timeout,
+        millis(100),
+        secs(86_400),
+    );
+    let upload = l.upload_bytes_per_second;
+    if upload != 0 && !(64 * 1024..=u64::from(u32::MAX)).contains(&upload) {
+        v.push(
+            "limits.upload_bytes_per_second",
+            format!("must be 0 (unlimited) or between 65536 and {}", u32::MAX),
+        );
+    }
 }
 
 fn network(c: &Config, v: &mut Problems) {

@@ -24,7 +24,11 @@ use crate::config::Config;
 use crate::handle::NodeHandle;
 use crate::identity::Identity;
 use crate::store::queue::SharedQueue;
+use crate::telemetry::Metrics;
 use crate::transport::grpc::{self, PeerPortSettings, Services};
+use crate::transport::limits::Limiter;
+use crate::transport::limits::conns::ConnLimits;
+use crate::transport::limits::upload::UploadBudget;
 use crate::transport::tls::connect::Dialer;
 use crate::transport::tls::{self, TlsContext};
 use sorcha_peer_core::model::PeerId;
@@ -82,8 +86,15 @@ impl Tasks {
         ));
         let (health, health_service) = tonic_health::server::health_reporter();
         let port_settings = peer_port_settings(config);
-        let services = Arc::new(Services::new(node.clone(), queue.clone(), &port_settings));
-        let incoming = secure_peer_port(peer_listener, (&tls, identity), &node, &stop_rx);
+        let limits = peer_limits(config, node.metrics());
+        let services = Arc::new(Services::new(
+            node.clone(),
+            queue.clone(),
+            &port_settings,
+            limits,
+        ));
+        let conns = ConnLimits::new("peer", &config.limits, node.metrics().clone());
+        let incoming = secure_peer_port(peer_listener, (&tls, identity, conns), &node, &stop_rx);
         let grpc = tokio::spawn(grpc::serve(
             incoming,
             services.clone(),
@@ -115,7 +126,13 @@ impl Tasks {
             queue,
             services,
         };
-        let http = tokio::spawn(api::serve(http_listener, http_state, stopped(stop_rx)));
+        let conns = ConnLimits::new("http", &config.limits, node.metrics().clone());
+        let http = tokio::spawn(api::serve(
+            http_listener,
+            http_state,
+            conns,
+            stopped(stop_rx),
+        ));
         ready.store(true, Ordering::Release);
         tracing::info!("ready");
         tell_service_manager(&[sd_notify::NotifyState::Ready]);
@@ -203,7 +220,7 @@ fn tell_service_manager(state: &[sd_notify::NotifyState]) {
 /// the certificate and the CA's CRLs current.
 fn secure_peer_port(
     listener: TcpListener,
-    (tls, identity): (&Option<Arc<TlsContext>>, Arc<Identity>),
+    (tls, identity, conns): (&Option<Arc<TlsContext>>, Arc<Identity>, Arc<ConnLimits>),
     node: &NodeHandle,
     stop: &watch::Receiver<bool>,
 ) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<tls::accept::PeerConn>> {
@@ -212,7 +229,17 @@ fn secure_peer_port(
         let maintain = tls::maintain(tls.clone(), identity, metrics.clone(), stop.clone());
         tokio::spawn(maintain);
     }
-    tls::accept::incoming(listener, tls.clone(), metrics)
+    tls::accept::incoming(listener, tls.clone(), metrics, conns)
+}
+
+/// The per-peer limits of the peer port's services and the node's upload budget.
+fn peer_limits(config: &Config, metrics: &Arc<Metrics>) -> (Arc<Limiter>, Arc<UploadBudget>) {
+    let limits = &config.limits;
+    // The largest message a peer may send: a whole body and its framing.
+    let max_message = u64::from(config.distribution.max_transaction_size) + 64 * 1024;
+    let limiter = Limiter::new(limits, max_message, metrics.clone());
+    let upload = UploadBudget::new(limits.upload_bytes_per_second, metrics.clone());
+    (Arc::new(limiter), Arc::new(upload))
 }
 
 fn peer_port_settings(config: &Config) -> PeerPortSettings {

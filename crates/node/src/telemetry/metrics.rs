@@ -254,6 +254,43 @@ instruments! {
         "transaction_store_unheld_total",
         "Transmissions sent without waiting for the durable store (too many held)"
     ),
+    /// Requests, messages and bytes refused (or, for bytes, delayed too long) by a per-peer
+    /// limit, by `kind` (membership, announcements, announced_transactions, pulls,
+    /// pulls_in_flight, received_bytes).
+    rate_limited_total: counter(
+        "rate_limited_total",
+        "Requests refused by a per-peer limit, by kind"
+    ),
+    /// Reads from a peer held back (briefly) to keep it within its byte rate.
+    rate_limit_delay_seconds: seconds_histogram(
+        "rate_limit_delay_seconds",
+        "Time a peer's message waited to keep it within limits.received_bytes_per_second"
+    ),
+    rate_limiter_evictions_total: counter(
+        "rate_limiter_evictions_total",
+        "Per-peer limiter states dropped to keep the map bounded (least recently used first)"
+    ),
+    /// Connections refused at accept, by `port` (peer, http) and `reason` (max_connections,
+    /// max_per_address, connection_rate).
+    connections_refused_total: counter(
+        "connections_refused_total",
+        "Connections refused at accept, by port and reason"
+    ),
+    /// Connections we closed, by `port` and `reason` (header_timeout, idle).
+    connections_closed_total: counter(
+        "connections_closed_total",
+        "Connections closed by the node, by port and reason"
+    ),
+    connections_open: labelled_gauge("connections_open", "Connections open, by port"),
+    /// Bodies sent to peers that waited for the node-wide upload budget.
+    upload_delay_seconds: seconds_histogram(
+        "upload_delay_seconds",
+        "Time a body chunk waited for limits.upload_bytes_per_second"
+    ),
+    upload_delayed_bytes_total: counter(
+        "upload_delayed_bytes_total",
+        "Bytes of bodies that waited for limits.upload_bytes_per_second"
+    ),
 }
 
 /// A gauge shown (at 0) from the start.

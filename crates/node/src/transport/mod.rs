@@ -8,6 +8,7 @@
 //! - [`tls`]: TLS on the peer port and on our dials, and what a connection proves.
 
 pub mod grpc;
+pub mod limits;
 pub mod links;
 pub mod outbound;
 pub mod rest;

@@ -8,6 +8,13 @@
 //! another sender. Sorcha's C# peers send only their own message types, always with the whole
 //! envelope, naming themselves: the rule changes nothing for them. A unary `SendMessage` names
 //! its sender in every call.
+//!
+//! Limits apply per message, on a stream as in unary calls: its peer's byte rate, then the rate
+//! of its kind (membership for heartbeats and status, announcements for gossip, announced
+//! transactions per id announced, pulls per hash fetched). A message over a limit is dropped
+//! and counted (unary: refused); it does not cost the peer its stream. What one stream can
+//! queue at us is bounded by HTTP/2 flow control (the server's stream and connection
+//! windows), and we read its next message only after handling the last.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -16,6 +23,7 @@ use std::time::Duration;
 use futures::{Stream, StreamExt};
 use opentelemetry::KeyValue;
 use prost::Message;
+use sorcha_peer_core::gossip::GossipMessage;
 use sorcha_peer_core::model::PeerId;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -25,6 +33,7 @@ use super::handle_error;
 use super::transaction::TransactionService;
 use crate::clock::now;
 use crate::handle::NodeHandle;
+use crate::transport::limits::{LimitKind, Limiter, PeerKey};
 use crate::wire::proto::communication::peer_communication_server::PeerCommunication;
 use crate::wire::proto::communication::{GossipFetch, MessageAck, MessageType, PeerMessage};
 use crate::wire::proto::transaction::{TransactionNotification, TransactionRequest};
@@ -47,6 +56,7 @@ pub struct CommunicationService {
     transactions: Arc<TransactionService>,
     /// Whether this node serves the bidirectional stream.
     stream: bool,
+    limiter: Arc<Limiter>,
 }
 
 /// Where our stream messages go: the peer's side of its stream.
@@ -79,23 +89,50 @@ impl StreamSender {
 
 impl CommunicationService {
     pub fn new(node: NodeHandle, transactions: Arc<TransactionService>, stream: bool) -> Self {
+        let limiter = transactions.limiter().clone();
         Self {
             node,
             transactions,
             stream,
+            limiter,
         }
     }
 
+    /// Counts `message` against its peer's byte rate and its kind's rate (pulls are counted
+    /// per hash when a fetch is answered).
+    async fn limit(&self, key: Option<&PeerKey>, message: &PeerMessage) -> Result<(), Status> {
+        let bytes = wire_len(message);
+        let kind = match MessageType::try_from(message.message_type) {
+            Ok(MessageType::GossipFetch) => return self.limiter.receive(key, bytes).await,
+            Ok(
+                MessageType::TransactionNotification
+                | MessageType::GossipAnnounce
+                | MessageType::GossipPush
+                | MessageType::GossipDigest
+                | MessageType::GossipDigestReply,
+            ) => LimitKind::Announcements,
+            _ => LimitKind::Membership,
+        };
+        self.limiter.admit(key, kind, 1, bytes).await
+    }
+
     /// Handles one message read from a peer's stream; a refused one is dropped and counted.
-    async fn take_from_stream(&self, sender: &mut StreamSender, message: PeerMessage, out: &Out) {
+    async fn take_from_stream(
+        &self,
+        (sender, key): (&mut StreamSender, Option<&PeerKey>),
+        message: PeerMessage,
+        out: &Out,
+    ) {
         let metrics = self.node.metrics();
         metrics.record_received(message_kind(message.message_type), wire_len(&message));
         let refused = match sender.of(&message) {
             Ok(from) => {
-                let taken = if message.message_type == MessageType::GossipFetch as i32 {
-                    self.answer_fetch(&message, out).await
-                } else {
-                    self.take(from, message).await.map(|_| ())
+                let taken = match self.limit(key, &message).await {
+                    Err(status) => Err(status),
+                    Ok(()) if message.message_type == MessageType::GossipFetch as i32 => {
+                        self.answer_fetch(key, &message, out).await
+                    }
+                    Ok(()) => self.take(key, from, message).await.map(|_| ()),
                 };
                 match taken {
                     Ok(()) => return,
@@ -122,7 +159,12 @@ impl CommunicationService {
     /// Answers a `GOSSIP_FETCH` from a stream: one `TRANSACTION_RESPONSE` per id (at most
     /// [`MAX_FETCH_BATCH`]; more are dropped and counted), sent back on the stream as
     /// [`to_fetch_answer`] makes it: compact, a found body without its hash.
-    async fn answer_fetch(&self, message: &PeerMessage, out: &Out) -> Result<(), Status> {
+    async fn answer_fetch(
+        &self,
+        key: Option<&PeerKey>,
+        message: &PeerMessage,
+        out: &Out,
+    ) -> Result<(), Status> {
         let metrics = self.node.metrics();
         let fetch = GossipFetch::decode(message.payload.as_slice())
             .map_err(|e| Status::invalid_argument(format!("GOSSIP_FETCH payload: {e}")))?;
@@ -134,6 +176,10 @@ impl CommunicationService {
                 .add(over, &[KeyValue::new("kind", "fetch_over_limit")]);
             hashes.truncate(MAX_FETCH_BATCH);
         }
+        let count = u32::try_from(hashes.len()).unwrap_or(u32::MAX);
+        self.limiter.check(key, LimitKind::Pulls, count)?;
+        // One fetch in flight on a stream at a time (we answer it before reading on).
+        let _pull = self.limiter.pull(key)?;
         for raw in hashes {
             let named = raw_name(&raw).map_err(|reason| {
                 Status::invalid_argument(format!("GOSSIP_FETCH hash: {reason}"))
@@ -144,6 +190,7 @@ impl CommunicationService {
             };
             let reply = to_fetch_answer(self.transactions.answer(&request)?);
             let bytes = wire_len(&reply);
+            self.transactions.upload().spend(bytes).await;
             if out.send(Ok(reply)).await.is_err() {
                 break; // The peer closed the stream.
             }
@@ -153,7 +200,12 @@ impl CommunicationService {
     }
 
     /// Handles one message `from` a peer, however it arrived; true if it was taken.
-    async fn take(&self, from: PeerId, message: PeerMessage) -> Result<bool, Status> {
+    async fn take(
+        &self,
+        key: Option<&PeerKey>,
+        from: PeerId,
+        message: PeerMessage,
+    ) -> Result<bool, Status> {
         let kind = MessageType::try_from(message.message_type).unwrap_or(MessageType::Unknown);
         match kind {
             MessageType::TransactionNotification => {
@@ -161,6 +213,8 @@ impl CommunicationService {
                     .map_err(|e| Status::invalid_argument(format!("payload: {e}")))?;
                 let (_, entry) =
                     from_notification(&n).map_err(|e| Status::invalid_argument(e.to_string()))?;
+                self.limiter
+                    .check(key, LimitKind::AnnouncedTransactions, 1)?;
                 self.node.notify(from, entry).await.map_err(handle_error)?;
                 Ok(true)
             }
@@ -170,6 +224,10 @@ impl CommunicationService {
             | MessageType::GossipDigestReply => {
                 let gossip = from_peer_message(&message)
                     .map_err(|e| Status::invalid_argument(e.to_string()))?;
+                if let GossipMessage::Announce { entries } = &gossip {
+                    let ids = u32::try_from(entries.len()).unwrap_or(u32::MAX);
+                    (self.limiter).check(key, LimitKind::AnnouncedTransactions, ids)?;
+                }
                 self.node.gossip(from, gossip).map_err(handle_error)?;
                 Ok(true)
             }
@@ -190,6 +248,7 @@ impl PeerCommunication for CommunicationService {
         &self,
         request: Request<PeerMessage>,
     ) -> Result<Response<MessageAck>, Status> {
+        let key = PeerKey::of_request(&request);
         let message = request.into_inner();
         self.node
             .metrics()
@@ -198,7 +257,8 @@ impl PeerCommunication for CommunicationService {
             .sender_peer_id
             .parse()
             .map_err(|e| Status::invalid_argument(format!("sender_peer_id: {e}")))?;
-        let received = self.take(from, message).await?;
+        self.limit(key.as_ref(), &message).await?;
+        let received = self.take(key.as_ref(), from, message).await?;
         Ok(Response::new(MessageAck {
             received,
             timestamp: now().to_wire(),
@@ -219,12 +279,14 @@ impl PeerCommunication for CommunicationService {
                 "this node does not serve PeerCommunication.Stream; use SendMessage",
             ));
         }
+        let key = PeerKey::of_request(&request);
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let service = CommunicationService {
             node: self.node.clone(),
             transactions: self.transactions.clone(),
             stream: true,
+            limiter: self.limiter.clone(),
         };
         let stopping = self.node.stopping();
         tokio::spawn(async move {
@@ -237,7 +299,10 @@ impl PeerCommunication for CommunicationService {
                     // server's graceful shutdown is not kept waiting by a stream that never ends).
                     () = &mut stopping => return,
                     item = inbound.next() => match item {
-                        Some(Ok(message)) => service.take_from_stream(&mut sender, message, &tx).await,
+                        Some(Ok(message)) => {
+                            let sender = (&mut sender, key.as_ref());
+                            service.take_from_stream(sender, message, &tx).await;
+                        }
                         // The peer closed its side, or the connection broke.
                         _ => return,
                     },

@@ -1,4 +1,7 @@
-//! `sorcha.peer.discovery.PeerDiscovery`: the inbound side of discovery.
+//! `sorcha.peer.discovery.PeerDiscovery`: the inbound side of discovery. Every call counts
+//! against its peer's membership rate (`limits.membership_per_second`).
+
+use std::sync::Arc;
 
 use sorcha_peer_core::membership::Refusal;
 use sorcha_peer_core::model;
@@ -11,9 +14,11 @@ use crate::clock::now;
 use crate::handle::{NodeHandle, PeerView};
 use crate::registers;
 use crate::store::RegisterAd;
+use crate::transport::limits::{LimitKind, Limiter, PeerKey};
 use crate::transport::tls::caller_of;
 use crate::wire::proto::discovery::peer_discovery_server::PeerDiscovery;
 use crate::wire::proto::discovery::*;
+use crate::wire::wire_len;
 
 /// Peers returned by one GetPeerList or ExchangePeers at most, whatever the caller asks: the
 /// Sorcha design's 100 per request, which keeps an answer under ~30 KB.
@@ -22,14 +27,25 @@ pub const MAX_PEERS_PER_ANSWER: usize = 100;
 pub struct DiscoveryService {
     node: NodeHandle,
     max_transaction_size: u32,
+    limiter: Arc<Limiter>,
 }
 
 impl DiscoveryService {
-    pub fn new(node: NodeHandle, max_transaction_size: u32) -> Self {
+    pub fn new(node: NodeHandle, max_transaction_size: u32, limiter: Arc<Limiter>) -> Self {
         Self {
             node,
             max_transaction_size,
+            limiter,
         }
+    }
+
+    /// Every membership call counts against its peer's membership rate (and byte rate).
+    async fn admit<T: prost::Message>(&self, request: &Request<T>) -> Result<(), Status> {
+        let key = PeerKey::of_request(request);
+        let bytes = wire_len(request.get_ref());
+        self.limiter
+            .admit(key.as_ref(), LimitKind::Membership, 1, bytes)
+            .await
     }
 }
 
@@ -59,6 +75,7 @@ impl PeerDiscovery for DiscoveryService {
         &self,
         request: Request<PeerListRequest>,
     ) -> Result<Response<PeerListResponse>, Status> {
+        self.admit(&request).await?;
         let caller = caller_of(&request);
         let request = request.into_inner();
         let max = max_peers(request.max_peers, MAX_PEERS_PER_ANSWER);
@@ -76,6 +93,7 @@ impl PeerDiscovery for DiscoveryService {
         &self,
         request: Request<RegisterPeerRequest>,
     ) -> Result<Response<RegisterPeerResponse>, Status> {
+        self.admit(&request).await?;
         let caller = caller_of(&request);
         let info = request
             .into_inner()
@@ -109,6 +127,7 @@ impl PeerDiscovery for DiscoveryService {
     }
 
     async fn ping(&self, request: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
+        self.admit(&request).await?;
         let from = requester(&request.get_ref().peer_id);
         let caller = caller_of(&request);
         // Answering at all means this node is up; BUSY tells the caller we are saturated.
@@ -126,6 +145,7 @@ impl PeerDiscovery for DiscoveryService {
         &self,
         request: Request<PeerExchangeRequest>,
     ) -> Result<Response<PeerExchangeResponse>, Status> {
+        self.admit(&request).await?;
         let caller = caller_of(&request);
         let request = request.into_inner();
         let from = request
@@ -165,6 +185,7 @@ impl PeerDiscovery for DiscoveryService {
         &self,
         request: Request<FindPeersForRegisterRequest>,
     ) -> Result<Response<FindPeersForRegisterResponse>, Status> {
+        self.admit(&request).await?;
         let request = request.into_inner();
         if request.register_id.is_empty() {
             return Err(Status::invalid_argument("register_id: missing"));

@@ -1,6 +1,7 @@
 //! `sorcha.peer.heartbeat.PeerHeartbeat`: liveness from registered peers.
 
 use std::pin::Pin;
+use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use sorcha_peer_core::membership::HeartbeatOutcome;
@@ -15,9 +16,11 @@ use super::handle_error;
 use crate::clock::now;
 use crate::handle::NodeHandle;
 use crate::registers;
+use crate::transport::limits::{LimitKind, Limiter, PeerKey};
 use crate::transport::tls::caller_of;
 use crate::wire::proto::heartbeat::peer_heartbeat_server::PeerHeartbeat;
 use crate::wire::proto::heartbeat::*;
+use crate::wire::wire_len;
 
 /// Answers buffered per heartbeat stream; a peer that stops reading its answers stalls only its
 /// own stream, and we stop reading its requests.
@@ -25,11 +28,12 @@ const STREAM_BUFFER: usize = 16;
 
 pub struct HeartbeatService {
     node: NodeHandle,
+    limiter: Arc<Limiter>,
 }
 
 impl HeartbeatService {
-    pub fn new(node: NodeHandle) -> Self {
-        Self { node }
+    pub fn new(node: NodeHandle, limiter: Arc<Limiter>) -> Self {
+        Self { node, limiter }
     }
 }
 
@@ -71,6 +75,11 @@ impl PeerHeartbeat for HeartbeatService {
         request: Request<PeerHeartbeatRequest>,
     ) -> Result<Response<PeerHeartbeatResponse>, Status> {
         let caller = caller_of(&request);
+        let key = PeerKey::of_request(&request);
+        let bytes = wire_len(request.get_ref());
+        self.limiter
+            .admit(key.as_ref(), LimitKind::Membership, 1, bytes)
+            .await?;
         Ok(Response::new(
             answer(&self.node, request.into_inner(), caller).await?,
         ))
@@ -84,14 +93,24 @@ impl PeerHeartbeat for HeartbeatService {
         request: Request<Streaming<PeerHeartbeatRequest>>,
     ) -> Result<Response<Self::StreamHeartbeatStream>, Status> {
         let caller = caller_of(&request);
+        let key = PeerKey::of_request(&request);
         let mut inbound = request.into_inner();
         let (tx, rx) = mpsc::channel(STREAM_BUFFER);
         let node = self.node.clone();
+        let limiter = self.limiter.clone();
         tokio::spawn(async move {
             // A transport error ends the stream; a bad heartbeat only gets a refusal, so one
             // malformed message does not cost the peer its stream.
             while let Some(Ok(beat)) = inbound.next().await {
-                let reply = match answer(&node, beat, caller.clone()).await {
+                // Limits apply per message on a stream, as per call.
+                let limited = limiter
+                    .admit(key.as_ref(), LimitKind::Membership, 1, wire_len(&beat))
+                    .await;
+                let answered = match limited {
+                    Ok(()) => answer(&node, beat, caller.clone()).await,
+                    Err(status) => Err(status),
+                };
+                let reply = match answered {
                     Ok(reply) => reply,
                     Err(status) => PeerHeartbeatResponse {
                         success: false,

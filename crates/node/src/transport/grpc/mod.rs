@@ -16,6 +16,8 @@ use tonic::transport::Server;
 
 use crate::handle::{HandleError, NodeHandle};
 use crate::store::queue::SharedQueue;
+use crate::transport::limits::Limiter;
+use crate::transport::limits::upload::UploadBudget;
 use crate::transport::tls::accept::PeerConn;
 use crate::wire::proto::communication::peer_communication_server::PeerCommunicationServer;
 use crate::wire::proto::discovery::peer_discovery_server::PeerDiscoveryServer;
@@ -31,6 +33,10 @@ const MAX_STREAMS_PER_CONNECTION: u32 = 256;
 /// HTTP/2 pings on idle connections find dead peers behind silent NATs.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// HTTP/2 flow-control windows: what one stream, and one connection, can have in flight to us
+/// unread (hyper's defaults, stated: they bound what a peer's stream can queue at us).
+const STREAM_WINDOW: u32 = 1024 * 1024;
+const CONNECTION_WINDOW: u32 = 1024 * 1024;
 
 /// Health-check service names, as `grpc.health.v1` clients ask for them.
 pub const SERVICE_NAMES: [&str; 4] = [
@@ -63,14 +69,27 @@ pub struct Services {
 }
 
 impl Services {
-    pub fn new(node: NodeHandle, queue: SharedQueue, settings: &PeerPortSettings) -> Self {
-        let transaction = Arc::new(transaction::TransactionService::new(node.clone(), queue));
+    /// The services, each calling `node`, limited by `limiter` and sending bodies within
+    /// `upload`.
+    pub fn new(
+        node: NodeHandle,
+        queue: SharedQueue,
+        settings: &PeerPortSettings,
+        (limiter, upload): (Arc<Limiter>, Arc<UploadBudget>),
+    ) -> Self {
+        let transaction = Arc::new(transaction::TransactionService::new(
+            node.clone(),
+            queue,
+            (limiter.clone(), upload),
+            settings.max_transaction_size,
+        ));
         Self {
             discovery: Arc::new(discovery::DiscoveryService::new(
                 node.clone(),
                 settings.max_transaction_size,
+                limiter.clone(),
             )),
-            heartbeat: Arc::new(heartbeat::HeartbeatService::new(node.clone())),
+            heartbeat: Arc::new(heartbeat::HeartbeatService::new(node.clone(), limiter)),
             transaction: transaction.clone(),
             communication: Arc::new(communication::CommunicationService::new(
                 node,
@@ -157,6 +176,8 @@ pub async fn serve(
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
         .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW)
         .add_routes(routes)
         .add_service(health_service)
         .add_service(reflection)

@@ -1,10 +1,15 @@
 //! `sorcha.peer.transaction.TransactionDistribution`: announcements from Sorcha-style peers,
 //! and serving bodies, whole or in 64 KiB chunks.
+//!
+//! Limits: a `NotifyTransaction` counts against its peer's announcement rate (over it: the call
+//! is refused) and announced-transaction rate (over it: answered `will_request = false`, as is
+//! a body the node would never fetch, larger than `max_transaction_size`); a pull against its
+//! pull rate and pulls in flight; bodies sent wait for the node-wide upload budget.
 
 use std::pin::Pin;
 use std::sync::Arc;
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use sorcha_peer_core::model::{PeerId, TxHash};
 use tonic::{Request, Response, Status};
 
@@ -13,6 +18,8 @@ use crate::handle::{LookupError, NodeHandle};
 use crate::store::queue::SharedQueue;
 use crate::store::transactions::StoredTx;
 use crate::telemetry::Metrics;
+use crate::transport::limits::upload::UploadBudget;
+use crate::transport::limits::{LimitKind, Limiter, PeerKey};
 use crate::transport::outbound::CHUNK_SIZE;
 use crate::transport::tls::caller_of;
 use crate::wire::from_notification;
@@ -28,11 +35,40 @@ pub const CALLER_HEADER: &str = "sorcha-peer-id";
 pub struct TransactionService {
     node: NodeHandle,
     queue: SharedQueue,
+    limiter: Arc<Limiter>,
+    upload: Arc<UploadBudget>,
+    /// Announced bodies larger than this are never fetched (`will_request = false`).
+    max_transaction_size: u64,
 }
 
 impl TransactionService {
-    pub fn new(node: NodeHandle, queue: SharedQueue) -> Self {
-        Self { node, queue }
+    pub fn new(
+        node: NodeHandle,
+        queue: SharedQueue,
+        (limiter, upload): (Arc<Limiter>, Arc<UploadBudget>),
+        max_transaction_size: u32,
+    ) -> Self {
+        Self {
+            node,
+            queue,
+            limiter,
+            upload,
+            max_transaction_size: u64::from(max_transaction_size),
+        }
+    }
+
+    pub fn limiter(&self) -> &Arc<Limiter> {
+        &self.limiter
+    }
+
+    pub fn upload(&self) -> &Arc<UploadBudget> {
+        &self.upload
+    }
+
+    /// Whether the node would ever fetch an announced body of `size` bytes (the core ignores
+    /// announcements outside 1..=max_transaction_size).
+    fn fetchable(&self, size: i64) -> bool {
+        u64::try_from(size).is_ok_and(|size| (1..=self.max_transaction_size).contains(&size))
     }
 
     /// A peer pulled `hash`; if it was waiting in the offline queue, it has now left the node.
@@ -87,11 +123,27 @@ impl TransactionDistribution for TransactionService {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse().ok())
         });
+        let key = PeerKey::of_request(&request);
         let notification = request.into_inner();
         let metrics = self.node.metrics();
-        metrics.record_received("notify", wire_len(&notification));
+        let bytes = wire_len(&notification);
+        metrics.record_received("notify", bytes);
+        (self.limiter)
+            .admit(key.as_ref(), LimitKind::Announcements, 1, bytes)
+            .await?;
         let (origin, entry) = from_notification(&notification)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let over = (self.limiter)
+            .check(key.as_ref(), LimitKind::AnnouncedTransactions, 1)
+            .is_err();
+        if over || !self.fetchable(notification.transaction_size) {
+            // Neither fetched nor passed on: say so, so the sender does not wait for a pull.
+            tracing::debug!(hash = %notification.transaction_hash, size = notification.transaction_size, over, "notification not taken");
+            return Ok(Response::new(NotificationAck {
+                already_known: false,
+                will_request: false,
+            }));
+        }
         let from = caller.unwrap_or_else(|| origin.clone());
         if let (Some(hash), Ok(mut origins)) = (entry.hash, self.node.origins().lock()) {
             origins.note(hash, origin.clone());
@@ -109,11 +161,19 @@ impl TransactionDistribution for TransactionService {
         &self,
         request: Request<TransactionRequest>,
     ) -> Result<Response<TransactionResponse>, Status> {
+        let key = PeerKey::of_request(&request);
         let request = request.into_inner();
         let metrics = self.node.metrics();
-        metrics.record_received("fetch", wire_len(&request));
+        let bytes = wire_len(&request);
+        metrics.record_received("fetch", bytes);
+        self.limiter.receive(key.as_ref(), bytes).await?;
+        let _pull = self.limiter.pull(key.as_ref())?;
         let answer = self.answer(&request)?;
-        metrics.record_sent("body", wire_len(&answer));
+        let bytes = wire_len(&answer);
+        if answer.found {
+            self.upload.spend(bytes).await;
+        }
+        metrics.record_sent("body", bytes);
         Ok(Response::new(answer))
     }
 
@@ -124,9 +184,14 @@ impl TransactionDistribution for TransactionService {
         &self,
         request: Request<TransactionRequest>,
     ) -> Result<Response<Self::StreamTransactionStream>, Status> {
+        let key = PeerKey::of_request(&request);
         let request = request.into_inner();
         let metrics = self.node.metrics().clone();
-        metrics.record_received("fetch", wire_len(&request));
+        let bytes = wire_len(&request);
+        metrics.record_received("fetch", bytes);
+        self.limiter.receive(key.as_ref(), bytes).await?;
+        // In flight until the last chunk is sent (the guard goes with the stream).
+        let pull = self.limiter.pull(key.as_ref())?;
         let Some(tx) = self.lookup(&request)? else {
             return Err(Status::not_found(format!(
                 "transaction {} is not known",
@@ -134,7 +199,18 @@ impl TransactionDistribution for TransactionService {
             )));
         };
         self.confirm(tx.hash);
-        Ok(Response::new(Box::pin(chunks(tx.hash, tx.body, metrics))))
+        let upload = self.upload.clone();
+        let chunks = chunks(tx.hash, tx.body, metrics).then(move |chunk| {
+            let upload = upload.clone();
+            let _in_flight = &pull;
+            async move {
+                if let Ok(chunk) = &chunk {
+                    upload.spend(chunk.chunk_data.len() as u64).await;
+                }
+                chunk
+            }
+        });
+        Ok(Response::new(Box::pin(chunks)))
     }
 }
 

@@ -2,7 +2,9 @@
 //! from plaintext by the first byte (a TLS record starts with 0x16, an HTTP request or the
 //! HTTP/2 preface never does), runs the handshake within `handshake_timeout`, and hands the
 //! connection to the server with the [`ConnInfo`] it proved. Handshakes in progress are
-//! bounded; past the bound a connection is closed at once and counted.
+//! bounded; past the bound a connection is closed at once and counted. Before any of that, the
+//! port's connection limits ([`ConnLimits`]: total, per address, new per address per minute)
+//! admit the connection or close it, and it is then watched for idleness.
 
 use std::io;
 use std::net::SocketAddr;
@@ -21,6 +23,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use super::{ConnInfo, Io, TlsContext, verify};
 use crate::config::SecurityMode;
 use crate::telemetry::Metrics;
+use crate::transport::limits::conns::{ConnGuard, ConnLimits, Watched};
 
 /// Handshakes in progress at once: far above what honest peers need (a handshake takes a
 /// round trip), low enough that connections which never finish cannot exhaust memory.
@@ -34,7 +37,7 @@ const TLS_HANDSHAKE: u8 = 0x16;
 
 /// A connection on the peer port, plaintext or TLS, with what it proved.
 pub struct PeerConn {
-    io: Io,
+    io: Watched<Io>,
     info: ConnInfo,
 }
 
@@ -91,15 +94,16 @@ pub fn incoming(
     listener: TcpListener,
     tls: Option<Arc<TlsContext>>,
     metrics: Arc<Metrics>,
+    conns: Arc<ConnLimits>,
 ) -> ReceiverStream<io::Result<PeerConn>> {
     let (ready, rx) = mpsc::channel(READY_CAPACITY);
-    tokio::spawn(accept_loop(listener, tls, metrics, ready));
+    tokio::spawn(accept_loop(listener, (tls, conns), metrics, ready));
     ReceiverStream::new(rx)
 }
 
 async fn accept_loop(
     listener: TcpListener,
-    tls: Option<Arc<TlsContext>>,
+    (tls, conns): (Option<Arc<TlsContext>>, Arc<ConnLimits>),
     metrics: Arc<Metrics>,
     ready: mpsc::Sender<io::Result<PeerConn>>,
 ) {
@@ -117,6 +121,9 @@ async fn accept_loop(
             },
             () = ready.closed() => return, // the server stopped
         };
+        let Some(guard) = conns.admit(remote.ip()) else {
+            continue; // counted; dropping the stream closes it
+        };
         crate::transport::grpc::no_delay(&mut stream);
         let Ok(permit) = handshakes.clone().try_acquire_owned() else {
             count(&metrics, "busy");
@@ -124,7 +131,8 @@ async fn accept_loop(
         };
         let (tls, metrics, ready) = (tls.clone(), metrics.clone(), ready.clone());
         tokio::spawn(async move {
-            if let Some(conn) = handshake(stream, remote, tls.as_deref(), &metrics).await {
+            let shaken = handshake(stream, remote, tls.as_deref(), &metrics, guard).await;
+            if let Some(conn) = shaken {
                 let _ = ready.send(Ok(conn)).await;
             }
             drop(permit);
@@ -139,9 +147,10 @@ async fn handshake(
     remote: SocketAddr,
     tls: Option<&TlsContext>,
     metrics: &Metrics,
+    guard: ConnGuard,
 ) -> Option<PeerConn> {
-    let plain = |stream| PeerConn {
-        io: Io::Plain(stream),
+    let plain = |stream, guard| PeerConn {
+        io: Watched::new(Io::Plain(stream), guard),
         info: ConnInfo {
             remote: Some(remote),
             proven: None,
@@ -149,7 +158,7 @@ async fn handshake(
         },
     };
     let Some(tls) = tls else {
-        return Some(plain(stream));
+        return Some(plain(stream, guard));
     };
     let mut first = [0u8; 1];
     let peeked = tokio::time::timeout(tls.handshake_timeout, stream.peek(&mut first)).await;
@@ -168,7 +177,7 @@ async fn handshake(
             return None;
         }
         count(metrics, "plaintext");
-        return Some(plain(stream));
+        return Some(plain(stream, guard));
     }
     let acceptor = TlsAcceptor::from(tls.server_config());
     let accepted = tokio::time::timeout(tls.handshake_timeout, acceptor.accept(stream)).await;
@@ -192,7 +201,10 @@ async fn handshake(
         .and_then(|chain| chain.first())
         .and_then(|cert| verify::peer_id_of(cert).ok());
     Some(PeerConn {
-        io: Io::Tls(Box::new(tokio_rustls::TlsStream::Server(stream))),
+        io: Watched::new(
+            Io::Tls(Box::new(tokio_rustls::TlsStream::Server(stream))),
+            guard,
+        ),
         info: ConnInfo {
             remote: Some(remote),
             proven,
