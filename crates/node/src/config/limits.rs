@@ -27,6 +27,10 @@ pub struct LimitsConfig {
     pub max_connections: u32,
     /// Connections open at once from one remote address, on each port.
     pub max_connections_per_address: u32,
+    /// Loopback addresses are exempt from the per-address connection cap and rate: the
+    /// operator's own tools and a lab of many nodes on one host connect from there. The total
+    /// cap still holds.
+    pub loopback_exempt: bool,
     /// A client must send a request's headers within this (slow-loris clients are closed).
     #[serde(with = "super::duration")]
     pub header_timeout: Duration,
@@ -71,6 +75,9 @@ impl Default for LimitsConfig {
             // A lab runs many nodes on one address (loopback); 64 fits 32 of them, each with
             // a gRPC and a REST connection, and still stops one address filling the port.
             max_connections_per_address: 64,
+            // CLI calls, dashboards and test harnesses open a connection per request; a
+            // cluster on one host shares the address.
+            loopback_exempt: true,
             // The usual web-server figure (nginx's client_header_timeout is 60 s; slow-loris
             // mitigations use 10-20 s): a request's headers are one packet.
             header_timeout: Duration::from_secs(10),

@@ -48,6 +48,7 @@ pub struct ConnLimits {
     max: u32,
     per_address: u32,
     rate: Quota,
+    loopback_exempt: bool,
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
     state: Mutex<State>,
@@ -63,6 +64,7 @@ impl ConnLimits {
             max: config.max_connections,
             per_address: config.max_connections_per_address,
             rate: Quota::per_minute(per_minute),
+            loopback_exempt: config.loopback_exempt,
             header_timeout: config.header_timeout,
             idle_timeout: config.idle_timeout,
             state: Mutex::new(State {
@@ -93,8 +95,12 @@ impl ConnLimits {
                 used,
             });
             address.used = used;
+            let exempt = self.loopback_exempt && ip.is_loopback();
             let refused = if total >= self.max {
                 Some("max_connections")
+            } else if exempt {
+                address.open += 1;
+                None
             } else if address.open >= self.per_address {
                 Some("max_per_address")
             } else if address.rate.check().is_err() {

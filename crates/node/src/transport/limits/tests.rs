@@ -32,14 +32,19 @@ fn addr(last: u8) -> PeerKey {
 fn a_rate_refuses_past_its_burst_and_refills_with_time() {
     let (limiter, clock, metrics) = limiter();
     let key = Some(addr(1));
-    let membership = |l: &Limiter<FakeRelativeClock>| l.check(key.as_ref(), LimitKind::Membership, 1);
+    let membership =
+        |l: &Limiter<FakeRelativeClock>| l.check(key.as_ref(), LimitKind::Membership, 1);
     assert!(membership(&limiter).is_ok());
     assert!(membership(&limiter).is_ok());
     let refused = membership(&limiter).unwrap_err();
     assert_eq!(refused.code(), Code::ResourceExhausted);
     assert!(refused.message().contains("limits.membership_per_second"));
     // Another peer has its own bucket.
-    assert!(limiter.check(Some(&addr(2)), LimitKind::Membership, 1).is_ok());
+    assert!(
+        limiter
+            .check(Some(&addr(2)), LimitKind::Membership, 1)
+            .is_ok()
+    );
     clock.advance(Duration::from_millis(500));
     assert!(membership(&limiter).is_ok(), "one refilled after 1/rate");
     assert!(membership(&limiter).is_err());
@@ -56,9 +61,15 @@ fn announced_ids_count_one_each_and_no_key_is_not_limited() {
     let key = Some(PeerKey::Id("peer-a".parse().unwrap()));
     let announced = LimitKind::AnnouncedTransactions;
     assert!(limiter.check(key.as_ref(), announced, 8).is_ok());
-    assert!(limiter.check(key.as_ref(), announced, 3).is_err(), "8 + 3 > 10");
+    assert!(
+        limiter.check(key.as_ref(), announced, 3).is_err(),
+        "8 + 3 > 10"
+    );
     assert!(limiter.check(key.as_ref(), announced, 2).is_ok());
-    assert!(limiter.check(key.as_ref(), announced, 11).is_err(), "over a whole burst");
+    assert!(
+        limiter.check(key.as_ref(), announced, 11).is_err(),
+        "over a whole burst"
+    );
     for _ in 0..100 {
         assert!(limiter.check(None, LimitKind::Membership, 1).is_ok());
     }
@@ -105,9 +116,7 @@ fn the_map_of_peers_is_bounded_and_evicts_the_least_recent() {
     }
     assert_eq!(limiter.tracked(), MAX_TRACKED_PEERS);
     assert!(
-        metrics
-            .render()
-            .contains("rate_limiter_evictions_total 5"),
+        metrics.render().contains("rate_limiter_evictions_total 5"),
         "{}",
         metrics.render()
     );

@@ -1,0 +1,234 @@
+//! Per-peer limits and connection limits with real processes and real sockets: each limit,
+//! exceeded, gives RESOURCE_EXHAUSTED (429 over REST) and moves its metric; slow HTTP clients
+//! are closed after the header timeout; the connection caps hold.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{TestNode, sample};
+use sorcha_peer::wire::proto::communication::peer_communication_client::PeerCommunicationClient;
+use sorcha_peer::wire::proto::communication::{MessageType, PeerMessage};
+use sorcha_peer::wire::proto::discovery::PingRequest;
+use sorcha_peer::wire::proto::discovery::peer_discovery_client::PeerDiscoveryClient;
+use sorcha_peer::wire::proto::transaction::transaction_distribution_client::TransactionDistributionClient;
+use sorcha_peer::wire::proto::transaction::{TransactionNotification, TransactionRequest};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tonic::Code;
+
+const HASH: &str = "aa00000000000000000000000000000000000000000000000000000000000000";
+
+fn limited(env: &[(&str, &str)]) -> TestNode {
+    common::init_crypto();
+    TestNode::start_with(&[], env)
+}
+
+async fn metrics(node: &TestNode) -> String {
+    node.get_text("/metrics").await.1
+}
+
+fn exhausted<T>(results: &[Result<T, tonic::Status>]) -> usize {
+    results
+        .iter()
+        .filter(|r| matches!(r, Err(s) if s.code() == Code::ResourceExhausted))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_calls_over_the_rate_are_refused_over_grpc_and_rest() {
+    let node = limited(&[("SORCHA_PEER__LIMITS__MEMBERSHIP_PER_SECOND", "2")]);
+    let mut client = PeerDiscoveryClient::connect(node.grpc_url()).await.unwrap();
+    let mut results = Vec::new();
+    for _ in 0..10 {
+        let ping = PingRequest {
+            peer_id: "tester".into(),
+        };
+        results.push(client.ping(ping).await);
+    }
+    assert!(exhausted(&results) >= 5, "{results:?}");
+    let mut statuses = Vec::new();
+    for _ in 0..10 {
+        statuses.push(node.get_text("/api/v1/peers/ping?peerId=tester").await.0);
+    }
+    assert!(statuses.contains(&429), "{statuses:?}");
+    let page = metrics(&node).await;
+    assert!(sample(&page, "rate_limited_total{kind=\"membership\"}") >= 5.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announcements_and_pulls_over_their_rates_are_refused() {
+    let node = limited(&[
+        ("SORCHA_PEER__LIMITS__ANNOUNCEMENTS_PER_SECOND", "3"),
+        ("SORCHA_PEER__LIMITS__PULLS_PER_SECOND", "3"),
+    ]);
+    let mut client = TransactionDistributionClient::connect(node.grpc_url())
+        .await
+        .unwrap();
+    let notification = TransactionNotification {
+        transaction_hash: HASH.into(),
+        sender_peer_id: "tester".into(),
+        transaction_size: 100,
+        ..Default::default()
+    };
+    let mut notified = Vec::new();
+    let mut pulled = Vec::new();
+    for _ in 0..10 {
+        notified.push(client.notify_transaction(notification.clone()).await);
+        let pull = TransactionRequest {
+            transaction_hash: HASH.into(),
+            ..Default::default()
+        };
+        pulled.push(client.get_transaction(pull).await);
+    }
+    assert!(exhausted(&notified) >= 5, "{notified:?}");
+    assert!(exhausted(&pulled) >= 5, "{pulled:?}");
+    let page = metrics(&node).await;
+    assert!(sample(&page, "rate_limited_total{kind=\"announcements\"}") >= 5.0);
+    assert!(sample(&page, "rate_limited_total{kind=\"pulls\"}") >= 5.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_of_100_mb_is_answered_will_request_false() {
+    let node = limited(&[]);
+    let mut client = TransactionDistributionClient::connect(node.grpc_url())
+        .await
+        .unwrap();
+    let huge = TransactionNotification {
+        transaction_hash: HASH.into(),
+        sender_peer_id: "tester".into(),
+        transaction_size: 100 * 1024 * 1024,
+        ..Default::default()
+    };
+    let ack = client.notify_transaction(huge).await.unwrap().into_inner();
+    assert!(!ack.will_request, "{ack:?}");
+    let small = TransactionNotification {
+        transaction_size: 100,
+        ..Default::default()
+    };
+    let small = TransactionNotification {
+        transaction_hash: HASH.into(),
+        sender_peer_id: "tester".into(),
+        ..small
+    };
+    let ack = client.notify_transaction(small).await.unwrap().into_inner();
+    assert!(ack.will_request, "a fetchable one is still wanted: {ack:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bytes_over_the_rate_wait_then_are_refused() {
+    let node = limited(&[
+        ("SORCHA_PEER__DISTRIBUTION__MAX_TRANSACTION_SIZE", "1024"),
+        ("SORCHA_PEER__LIMITS__RECEIVED_BYTES_PER_SECOND", "65536"),
+    ]);
+    let client = PeerCommunicationClient::connect(node.grpc_url())
+        .await
+        .unwrap();
+    let message = PeerMessage {
+        sender_peer_id: "tester".into(),
+        message_type: MessageType::PeerStatusUpdate.into(),
+        payload: vec![7; 60_000],
+        ..Default::default()
+    };
+    let sends = (0..4).map(|_| {
+        let mut client = client.clone();
+        let message = message.clone();
+        async move { client.send_message(message).await }
+    });
+    let results = futures::future::join_all(sends).await;
+    assert!(
+        results.iter().filter(|r| r.is_ok()).count() >= 2,
+        "{results:?}"
+    );
+    assert!(exhausted(&results) >= 1, "{results:?}");
+    let page = metrics(&node).await;
+    assert!(sample(&page, "rate_limited_total{kind=\"received_bytes\"}") >= 1.0);
+}
+
+/// Opens a connection that sends a request line and then trickles header bytes.
+async fn trickle(addr: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let _ = stream
+        .write_all(b"GET /health/live HTTP/1.1\r\nX-Slow: ")
+        .await;
+    stream
+}
+
+/// Whether the server closes `stream` within `limit` while we trickle a byte every 100 ms.
+async fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    let mut buf = [0u8; 1024];
+    while Instant::now() < deadline {
+        if stream.write_all(b"a").await.is_err() {
+            return true;
+        }
+        match tokio::time::timeout(Duration::from_millis(100), stream.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => return true,
+            // A 408 or similar answer before the close counts as closing.
+            Ok(Ok(_)) => {}
+            Err(_) => {}
+        }
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_http_clients_are_closed_and_the_per_address_cap_holds() {
+    let node = limited(&[
+        ("SORCHA_PEER__LIMITS__HEADER_TIMEOUT", "1s"),
+        ("SORCHA_PEER__LIMITS__MAX_CONNECTIONS_PER_ADDRESS", "3"),
+        ("SORCHA_PEER__LIMITS__LOOPBACK_EXEMPT", "false"),
+    ]);
+    let http = node.http_url("").trim_start_matches("http://").to_owned();
+    let http = http.trim_end_matches('/').to_owned();
+    let started = Instant::now();
+    let mut slow = Vec::new();
+    for _ in 0..3 {
+        slow.push(trickle(&http).await);
+    }
+    // A fourth from the same address is closed at once.
+    let mut fourth = TcpStream::connect(&http).await.unwrap();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(2), fourth.read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0) | Err(_))), "{read:?}");
+    for stream in &mut slow {
+        assert!(closed_within(stream, Duration::from_secs(5)).await);
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(5), "closed after {took:?}");
+    drop(slow);
+    let page = metrics(&node).await;
+    let refused = "connections_refused_total{port=\"http\",reason=\"max_per_address\"}";
+    assert!(sample(&page, refused) >= 1.0, "{page}");
+    let closed = "connections_closed_total{port=\"http\",reason=\"header_timeout\"}";
+    assert!(sample(&page, closed) >= 3.0, "{page}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_total_connection_cap_holds_on_both_ports() {
+    let node = limited(&[
+        ("SORCHA_PEER__LIMITS__MAX_CONNECTIONS", "4"),
+        ("SORCHA_PEER__LIMITS__MAX_CONNECTIONS_PER_ADDRESS", "4"),
+    ]);
+    let http = node.http_url("").trim_start_matches("http://").to_owned();
+    let http = http.trim_end_matches('/').to_owned();
+    for addr in [node.peer_addr(), http] {
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            held.push(TcpStream::connect(&addr).await.unwrap());
+        }
+        let mut extra = TcpStream::connect(&addr).await.unwrap();
+        let mut buf = [0u8; 16];
+        let read = tokio::time::timeout(Duration::from_secs(2), extra.read(&mut buf)).await;
+        assert!(matches!(read, Ok(Ok(0) | Err(_))), "{addr}: {read:?}");
+        drop(held);
+    }
+    // The held connections are gone: the HTTP port serves again.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let page = metrics(&node).await;
+    for port in ["peer", "http"] {
+        let refused =
+            format!("connections_refused_total{{port=\"{port}\",reason=\"max_connections\"}}");
+        assert!(sample(&page, &refused) >= 1.0, "{refused}: {page}");
+    }
+}
