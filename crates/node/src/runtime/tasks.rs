@@ -87,12 +87,8 @@ impl Tasks {
         let (health, health_service) = tonic_health::server::health_reporter();
         let port_settings = peer_port_settings(config);
         let limits = peer_limits(config, node.metrics());
-        let services = Arc::new(Services::new(
-            node.clone(),
-            queue.clone(),
-            &port_settings,
-            limits,
-        ));
+        let services = Services::new(node.clone(), queue.clone(), &port_settings, limits);
+        let services = Arc::new(services);
         let conns = ConnLimits::new("peer", &config.limits, node.metrics().clone());
         let incoming = secure_peer_port(peer_listener, (&tls, identity, conns), &node, &stop_rx);
         let grpc = tokio::spawn(grpc::serve(
@@ -127,12 +123,8 @@ impl Tasks {
             services,
         };
         let conns = ConnLimits::new("http", &config.limits, node.metrics().clone());
-        let http = tokio::spawn(api::serve(
-            http_listener,
-            http_state,
-            conns,
-            stopped(stop_rx),
-        ));
+        let http = api::serve(http_listener, http_state, conns, stopped(stop_rx));
+        let http = tokio::spawn(http);
         ready.store(true, Ordering::Release);
         tracing::info!("ready");
         tell_service_manager(&[sd_notify::NotifyState::Ready]);

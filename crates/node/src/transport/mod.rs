@@ -6,6 +6,7 @@
 //!   transport it chose: pooled channels, deadlines, answers fed back to the actor;
 //!   [`links`]: each peer's link worker, which makes one attempt per transmission.
 //! - [`tls`]: TLS on the peer port and on our dials, and what a connection proves.
+//! - [`limits`]: per-peer rate limits, the upload budget, and both ports' connection limits.
 
 pub mod grpc;
 pub mod limits;
