@@ -232,3 +232,58 @@ async fn the_total_connection_cap_holds_on_both_ports() {
         assert!(sample(&page, &refused) >= 1.0, "{refused}: {page}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_connection_is_closed_after_the_idle_timeout() {
+    let node = limited(&[
+        ("SORCHA_PEER__SECURITY__MODE", "plaintext"),
+        ("SORCHA_PEER__LIMITS__IDLE_TIMEOUT", "1s"),
+    ]);
+    let started = Instant::now();
+    let mut silent = TcpStream::connect(node.peer_addr()).await.unwrap();
+    let mut buf = [0u8; 1024];
+    // The server speaks first (HTTP/2 settings) or not at all; then nothing moves.
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match silent.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "still open after 5 s");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900),
+        "closed too early: {took:?}"
+    );
+    let page = metrics(&node).await;
+    let idle = "connections_closed_total{port=\"peer\",reason=\"idle\"}";
+    assert!(sample(&page, idle) >= 1.0, "{page}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_served_wait_for_the_upload_budget() {
+    let node = limited(&[("SORCHA_PEER__LIMITS__UPLOAD_BYTES_PER_SECOND", "65536")]);
+    // 128 KiB at 64 KiB/s with a 64 KiB burst: the second half waits about a second.
+    let hash = node.submit(vec![9u8; 128 * 1024]).await;
+    let mut client = TransactionDistributionClient::connect(node.grpc_url())
+        .await
+        .unwrap()
+        .max_decoding_message_size(16 * 1024 * 1024);
+    let started = Instant::now();
+    for _ in 0..2 {
+        let pull = TransactionRequest {
+            transaction_hash: hash.clone(),
+            ..Default::default()
+        };
+        let answer = client.get_transaction(pull).await.unwrap().into_inner();
+        assert!(answer.found);
+    }
+    let took = started.elapsed();
+    // 256 KiB served at 64 KiB/s after a 64 KiB burst: about 3 s.
+    assert!(took >= Duration::from_millis(2500), "{took:?}");
+    let page = metrics(&node).await;
+    assert!(sample(&page, "upload_delayed_bytes_total") > 0.0, "{page}");
+}

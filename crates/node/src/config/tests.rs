@@ -479,3 +479,57 @@ fn the_preferred_protocol_reaches_the_link_machine_and_must_be_served() {
     });
     assert_eq!(bad.key, "registers[0]", "{bad}");
 }
+
+#[test]
+fn bad_limits_are_refused_with_their_key() {
+    for (var, key, allowed) in [
+        (
+            "SORCHA_PEER__LIMITS__MEMBERSHIP_PER_SECOND",
+            "limits.membership_per_second",
+            "between 1 and",
+        ),
+        (
+            "SORCHA_PEER__LIMITS__RECEIVED_BYTES_PER_SECOND",
+            "limits.received_bytes_per_second",
+            "between 65536 and",
+        ),
+        (
+            "SORCHA_PEER__LIMITS__UPLOAD_BYTES_PER_SECOND",
+            "limits.upload_bytes_per_second",
+            "0 (unlimited) or between 65536",
+        ),
+        (
+            "SORCHA_PEER__LIMITS__MAX_CONNECTIONS_PER_ADDRESS",
+            "limits.max_connections_per_address",
+            "between 1 and 512",
+        ),
+    ] {
+        let value = if key.ends_with("per_address") {
+            "513"
+        } else {
+            "1000"
+        };
+        let value = if key.ends_with("membership_per_second") {
+            "0"
+        } else {
+            value
+        };
+        let sources = Sources {
+            env: env(&[(var, value)]),
+            ..Default::default()
+        };
+        let bad = one_refusal(&sources);
+        assert_eq!(bad.key, key);
+        assert!(bad.problem.contains(allowed), "{bad}");
+    }
+    let sources = Sources {
+        env: env(&[("SORCHA_PEER__LIMITS__HEADER_TIMEOUT", "0s")]),
+        ..Default::default()
+    };
+    assert_eq!(one_refusal(&sources).key, "limits.header_timeout");
+    let fine = Sources {
+        env: env(&[("SORCHA_PEER__LIMITS__UPLOAD_BYTES_PER_SECOND", "0")]),
+        ..Default::default()
+    };
+    assert!(load(&fine).is_ok(), "0 is unlimited");
+}
