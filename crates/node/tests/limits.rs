@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use common::{TestNode, sample};
 use sorcha_peer::wire::proto::communication::peer_communication_client::PeerCommunicationClient;
-use sorcha_peer::wire::proto::communication::{MessageType, PeerMessage};
+use sorcha_peer::wire::proto::communication::{GossipFetch, MessageType, PeerMessage};
 use sorcha_peer::wire::proto::discovery::PingRequest;
 use sorcha_peer::wire::proto::discovery::peer_discovery_client::PeerDiscoveryClient;
 use sorcha_peer::wire::proto::transaction::transaction_distribution_client::TransactionDistributionClient;
@@ -286,4 +286,55 @@ async fn bodies_served_wait_for_the_upload_budget() {
     assert!(took >= Duration::from_millis(2500), "{took:?}");
     let page = metrics(&node).await;
     assert!(sample(&page, "upload_delayed_bytes_total") > 0.0, "{page}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_apply_per_message_on_a_stream_and_the_stream_stays() {
+    let node = limited(&[("SORCHA_PEER__LIMITS__MEMBERSHIP_PER_SECOND", "2")]);
+    let mut client = PeerCommunicationClient::connect(node.grpc_url())
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let mut replies = client
+        .stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    for _ in 0..10 {
+        let status = PeerMessage {
+            sender_peer_id: "tester".into(),
+            message_type: MessageType::PeerStatusUpdate.into(),
+            ..Default::default()
+        };
+        tx.send(status).await.unwrap();
+    }
+    let limited_kind = "rate_limited_total{kind=\"membership\"}";
+    assert!(
+        common::eventually(Duration::from_secs(5), || async {
+            sample(&metrics(&node).await, limited_kind) >= 5.0
+        })
+        .await,
+        "{}",
+        metrics(&node).await
+    );
+    // The stream is still served: a fetch sent after the refusals is answered on it.
+    let fetch = GossipFetch {
+        hashes: vec![vec![1u8; 16]],
+    };
+    let fetch = PeerMessage {
+        message_type: MessageType::GossipFetch.into(),
+        payload: prost::Message::encode_to_vec(&fetch),
+        ..Default::default()
+    };
+    tx.send(fetch).await.unwrap();
+    let answered = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Ok(Some(reply)) = replies.message().await {
+            if reply.message_type == MessageType::TransactionResponse as i32 {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(answered, Ok(true), "the stream ended or went silent");
 }

@@ -2,6 +2,10 @@
 //! peers wait for it, 64 KiB at a time, each piece taking its turn in a first-come queue, so
 //! peers pulling at once share the budget in turn and one large body cannot hold it. Only
 //! bodies are charged: announcements, membership and heartbeats never wait for it.
+//!
+//! Bodies leave this node only when a peer pulls them (`GetTransaction`, `StreamTransaction`,
+//! a `GOSSIP_FETCH` answer): the daemon does not push bodies eagerly (the core's
+//! `eager_push_max_size` is 0 and not configurable), so the link workers send none.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
