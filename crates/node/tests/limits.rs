@@ -338,3 +338,27 @@ async fn limits_apply_per_message_on_a_stream_and_the_stream_stays() {
     .await;
     assert_eq!(answered, Ok(true), "the stream ended or went silent");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http2_client_trickling_its_headers_is_closed_on_the_peer_port() {
+    let node = limited(&[
+        ("SORCHA_PEER__SECURITY__MODE", "plaintext"),
+        ("SORCHA_PEER__LIMITS__HEADER_TIMEOUT", "1s"),
+    ]);
+    let mut stream = TcpStream::connect(node.peer_addr()).await.unwrap();
+    let mut opening = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    opening.extend([0, 0, 0, 0x4, 0, 0, 0, 0, 0]); // empty SETTINGS
+    opening.extend([0, 0, 100, 0x1, 0x4, 0, 0, 0, 1]); // HEADERS of 100 bytes, END_HEADERS
+    stream.write_all(&opening).await.unwrap();
+    let started = Instant::now();
+    // A header byte every 100 ms: the idle timeout never fires, the header timeout does.
+    assert!(closed_within(&mut stream, Duration::from_secs(5)).await);
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900),
+        "closed too early: {took:?}"
+    );
+    let page = metrics(&node).await;
+    let closed = "connections_closed_total{port=\"peer\",reason=\"header_timeout\"}";
+    assert!(sample(&page, closed) >= 1.0, "{page}");
+}

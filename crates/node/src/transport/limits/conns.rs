@@ -22,6 +22,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use super::MAX_TRACKED_PEERS;
+use super::h2::HeaderScan;
 use crate::config::LimitsConfig;
 use crate::telemetry::Metrics;
 
@@ -201,30 +202,38 @@ impl Drop for ConnGuard {
     }
 }
 
-/// A connection's bytes with an idle timeout: when no byte went either way for the timeout, a
-/// pending read fails with `TimedOut` (counted as `connections_closed_total{reason="idle"}`)
-/// and the server drops the connection.
+/// A connection's bytes with an idle and an HTTP/2 header timeout: past either, a pending read
+/// fails with `TimedOut` (counted as `connections_closed_total{reason="idle"}` or
+/// `{reason="header_timeout"}`) and the server drops the connection.
 pub struct Watched<T> {
     inner: T,
     guard: ConnGuard,
     /// Milliseconds since `base` of the last byte either way.
     last: AtomicU64,
     base: Instant,
+    /// Wakes the reader at the next deadline (idle or header).
     timer: Pin<Box<Sleep>>,
     timed_out: bool,
+    scan: HeaderScan,
+    /// Since when the client owes us a header block: from accept until its first request, and
+    /// from the start of each header block to its end. `None`: nothing owed (or HTTP/1.1).
+    headers_since: Option<Instant>,
 }
 
 impl<T> Watched<T> {
     pub fn new(inner: T, guard: ConnGuard) -> Self {
         let base = Instant::now();
-        let idle = guard.limits.idle_timeout;
+        let limits = &guard.limits;
+        let first = base + limits.idle_timeout.min(limits.header_timeout);
         Self {
             inner,
             guard,
             last: AtomicU64::new(0),
             base,
-            timer: Box::pin(tokio::time::sleep_until(base + idle)),
+            timer: Box::pin(tokio::time::sleep_until(first)),
             timed_out: false,
+            scan: HeaderScan::default(),
+            headers_since: Some(base),
         }
     }
 
@@ -237,20 +246,51 @@ impl<T> Watched<T> {
         self.last.store(ms, Ordering::Relaxed);
     }
 
-    /// Whether the connection has been idle for the timeout (re-arming the timer if bytes
-    /// moved since it was set).
-    fn idle(&mut self, cx: &mut Context<'_>) -> bool {
-        let idle = self.guard.limits.idle_timeout;
+    /// Follows the client's header blocks through `fresh`, the bytes just read.
+    fn scan(&mut self, fresh: &[u8]) {
+        if !self.scan.is_h2() {
+            return;
+        }
+        let ended = self.scan.feed(fresh);
+        let now = Instant::now();
+        if !self.scan.is_h2() {
+            self.headers_since = None; // HTTP/1.1: hyper times its headers
+        } else if self.scan.in_headers() {
+            if self.headers_since.is_none() || ended > 0 {
+                self.headers_since = Some(now);
+                let deadline = now + self.guard.limits.header_timeout;
+                if deadline < self.timer.deadline() {
+                    self.timer.as_mut().reset(deadline);
+                }
+            }
+        } else if ended > 0 {
+            self.headers_since = None;
+        }
+    }
+
+    /// Why the connection is to be closed now, if it is: idle for the timeout, or a header
+    /// block (or the first) overdue. Re-arms the timer for the next deadline otherwise.
+    fn expired(&mut self, cx: &mut Context<'_>) -> Option<&'static str> {
+        let (idle, header) = (
+            self.guard.limits.idle_timeout,
+            self.guard.limits.header_timeout,
+        );
         loop {
             if self.timer.as_mut().poll(cx).is_pending() {
-                return false;
+                return None;
+            }
+            let now = Instant::now();
+            let header_deadline = self.headers_since.map(|since| since + header);
+            if header_deadline.is_some_and(|deadline| deadline <= now) {
+                return Some("header_timeout");
             }
             let last = self.base + Duration::from_millis(self.last.load(Ordering::Relaxed));
-            let deadline = last + idle;
-            if deadline <= Instant::now() {
-                return true;
+            let idle_deadline = last + idle;
+            if idle_deadline <= now {
+                return Some("idle");
             }
-            self.timer.as_mut().reset(deadline);
+            let next = header_deadline.map_or(idle_deadline, |h| h.min(idle_deadline));
+            self.timer.as_mut().reset(next);
         }
     }
 }
@@ -267,19 +307,23 @@ impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
             Poll::Ready(result) => {
                 if buf.filled().len() > before {
                     this.touch();
+                    this.scan(&buf.filled()[before..]);
                 }
                 Poll::Ready(result)
             }
             Poll::Pending => {
-                if !this.timed_out && this.idle(cx) {
-                    this.timed_out = true;
-                    this.guard.limits.closed("idle");
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::TimedOut,
-                        "connection idle past limits.idle_timeout",
-                    )));
+                if this.timed_out {
+                    return Poll::Pending;
                 }
-                Poll::Pending
+                let Some(reason) = this.expired(cx) else {
+                    return Poll::Pending;
+                };
+                this.timed_out = true;
+                this.guard.limits.closed(reason);
+                Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("connection closed: {reason} (limits)"),
+                )))
             }
         }
     }

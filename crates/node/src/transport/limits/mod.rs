@@ -7,9 +7,11 @@
 //!   The map of peers is bounded; the least recently used go first, counted.
 //! - `upload.rs`: the node-wide upload budget for bodies ([`upload::UploadBudget`]).
 //! - `conns.rs`: connection caps, the per-address connection rate, and the header-read and
-//!   idle timeouts of a connection ([`conns::ConnLimits`], [`conns::Watched`]).
+//!   idle timeouts of a connection ([`conns::ConnLimits`], [`conns::Watched`]); `h2.rs`: where
+//!   an HTTP/2 client is in sending a request's headers (for the header timeout).
 
 pub mod conns;
+mod h2;
 pub mod upload;
 
 use std::collections::HashMap;
