@@ -31,7 +31,8 @@ pub struct LimitsConfig {
     /// operator's own tools and a lab of many nodes on one host connect from there. The total
     /// cap still holds.
     pub loopback_exempt: bool,
-    /// A client must send a request's headers within this (slow-loris clients are closed).
+    /// A client must send a request's headers within this, and its first request within this of
+    /// connecting (slow-loris clients are closed): HTTP/1.1 by hyper, HTTP/2 read off the frames.
     #[serde(with = "super::duration")]
     pub header_timeout: Duration,
     /// A connection that carried no bytes either way for this long is closed.

@@ -248,13 +248,13 @@ impl<T> Watched<T> {
 
     /// Follows the client's header blocks through `fresh`, the bytes just read.
     fn scan(&mut self, fresh: &[u8]) {
-        if !self.scan.is_h2() {
+        if !self.scan.watching() {
             return;
         }
         let ended = self.scan.feed(fresh);
         let now = Instant::now();
-        if !self.scan.is_h2() {
-            self.headers_since = None; // HTTP/1.1: hyper times its headers
+        if !self.scan.watching() {
+            self.headers_since = None; // HTTP/1.1 past its first request: hyper times the rest
         } else if self.scan.in_headers() {
             if self.headers_since.is_none() || ended > 0 {
                 self.headers_since = Some(now);

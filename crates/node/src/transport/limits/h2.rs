@@ -1,9 +1,10 @@
-//! Where an HTTP/2 connection is in sending a request's headers, read off the bytes a server
-//! receives (frame headers only; payloads are skipped). hyper times out HTTP/1.1 headers
-//! itself, but not HTTP/2's: a client may open a HEADERS frame and trickle it, or never send
-//! one. [`HeaderScan`] says when a header block starts and when it ends, so the connection's
-//! watcher ([`super::conns::Watched`]) can close a client that takes longer than
-//! `limits.header_timeout`.
+//! Where a client is in sending a request's headers, read off the bytes a server receives.
+//! hyper times out HTTP/1.1 headers itself (tonic's peer port at its own 30 s), but not
+//! HTTP/2's: a client may open a HEADERS frame and trickle it, or never send one. For HTTP/2
+//! [`HeaderScan`] follows the frame headers (payloads are skipped) and says when each header
+//! block starts and ends; for HTTP/1.1 only when the first request's headers end (the blank
+//! line), after which hyper's timer rules. The connection's watcher
+//! ([`super::conns::Watched`]) closes a client that takes longer than `limits.header_timeout`.
 
 /// The client connection preface (RFC 9113 section 3.4).
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -22,8 +23,11 @@ enum Part {
     Header(usize),
     /// A frame's payload, this many bytes still to skip.
     Payload(u32),
-    /// Not HTTP/2 (HTTP/1.1): nothing to watch here.
-    NotH2,
+    /// HTTP/1.1 before the end of its first request's headers: this many bytes of the blank
+    /// line (`\r\n\r\n`) matched so far.
+    Http1(usize),
+    /// Nothing more to watch (HTTP/1.1 past its first request's headers).
+    Done,
 }
 
 #[derive(Debug, Clone)]
@@ -48,9 +52,10 @@ impl Default for HeaderScan {
 }
 
 impl HeaderScan {
-    /// Whether the connection is (still, or not yet) HTTP/2.
-    pub fn is_h2(&self) -> bool {
-        self.part != Part::NotH2
+    /// Whether there is still anything to watch (HTTP/2, or HTTP/1.1 before its first
+    /// request's headers ended).
+    pub fn watching(&self) -> bool {
+        self.part != Part::Done
     }
 
     /// Whether a header block has started and not ended.
@@ -63,12 +68,23 @@ impl HeaderScan {
         let mut ended = 0;
         while !bytes.is_empty() {
             match self.part {
-                Part::NotH2 => return ended,
+                Part::Done => return ended,
+                Part::Http1(matched) => {
+                    let (part, rest) = blank_line(matched, bytes);
+                    self.part = part;
+                    if part == Part::Done {
+                        self.open = false;
+                        ended += 1;
+                    }
+                    bytes = rest;
+                }
                 Part::Preface(matched) => {
                     let n = bytes.len().min(PREFACE.len() - matched);
                     if bytes[..n] != PREFACE[matched..matched + n] {
-                        self.part = Part::NotH2;
-                        return ended;
+                        // HTTP/1.1: its request has begun.
+                        self.part = Part::Http1(0);
+                        self.open = true;
+                        continue;
                     }
                     bytes = &bytes[n..];
                     let matched = matched + n;
@@ -130,6 +146,25 @@ impl HeaderScan {
     }
 }
 
+/// Looks for the blank line ending HTTP/1.1 headers in `bytes`, `matched` bytes of it already
+/// seen: where the scan is after them, and what is left of `bytes`.
+fn blank_line(mut matched: usize, bytes: &[u8]) -> (Part, &[u8]) {
+    const BLANK: &[u8; 4] = b"\r\n\r\n";
+    for (i, &b) in bytes.iter().enumerate() {
+        matched = if b == BLANK[matched] {
+            matched + 1
+        } else if b == b'\r' {
+            1
+        } else {
+            0
+        };
+        if matched == BLANK.len() {
+            return (Part::Done, &bytes[i + 1..]);
+        }
+    }
+    (Part::Http1(matched), &[])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,7 +188,7 @@ mod tests {
         bytes.extend(frame(0x0, 0, &[3; 100])); // DATA
         let mut whole = HeaderScan::default();
         assert_eq!(whole.feed(&bytes), 1);
-        assert!(!whole.in_headers() && whole.is_h2());
+        assert!(!whole.in_headers() && whole.watching());
         let mut trickled = HeaderScan::default();
         for (i, b) in bytes.iter().enumerate() {
             let ended = trickled.feed(std::slice::from_ref(b));
@@ -165,10 +200,14 @@ mod tests {
     }
 
     #[test]
-    fn http1_is_not_watched() {
+    fn http1_is_watched_until_its_first_headers_end() {
         let mut scan = HeaderScan::default();
-        assert_eq!(scan.feed(b"GET / HTTP/1.1\r\n"), 0);
-        assert!(!scan.is_h2() && !scan.in_headers());
+        assert_eq!(scan.feed(b"GET / HTTP/1.1\r\nHost: x\r"), 0);
+        assert!(scan.watching() && scan.in_headers());
+        assert_eq!(scan.feed(b"\n\r"), 0);
+        assert_eq!(scan.feed(b"\nbody"), 1);
+        assert!(!scan.watching() && !scan.in_headers());
+        assert_eq!(scan.feed(b"GET / HTTP/1.1\r\n"), 0, "hyper's from here");
     }
 
     #[test]
