@@ -7,6 +7,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Router;
@@ -91,7 +92,9 @@ impl Connection {
             request.extensions_mut().insert(ConnectInfo(remote));
             app.clone().oneshot(request)
         });
-        let io = TokioIo::new(Watched::new(stream, guard));
+        let watched = Watched::new(stream, guard);
+        let served = watched.served();
+        let io = TokioIo::new(watched);
         let conn = self.builder.serve_connection_with_upgrades(io, service);
         tokio::pin!(conn);
         let mut stopping = self.stopping.clone();
@@ -109,7 +112,11 @@ impl Connection {
             let timed_out = e
                 .downcast_ref::<hyper::Error>()
                 .is_some_and(hyper::Error::is_timeout);
-            if timed_out {
+            // hyper's header timer also runs while a keep-alive connection waits for its
+            // next request: that is a connection left idle, not a slow client.
+            if timed_out && served.load(Ordering::Relaxed) {
+                limits.closed("keepalive_timeout");
+            } else if timed_out {
                 limits.closed("header_timeout");
             }
             tracing::debug!(peer = %remote, error = %e, "HTTP connection ended with an error");

@@ -276,7 +276,7 @@ instruments! {
         "connections_refused_total",
         "Connections refused at accept, by port and reason"
     ),
-    /// Connections we closed, by `port` and `reason` (header_timeout, idle).
+    /// Connections we closed, by `port` and `reason` (header_timeout, keepalive_timeout, idle).
     connections_closed_total: counter(
         "connections_closed_total",
         "Connections closed by the node, by port and reason"

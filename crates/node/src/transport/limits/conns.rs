@@ -8,7 +8,7 @@ use std::io;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -215,6 +215,9 @@ pub struct Watched<T> {
     timer: Pin<Box<Sleep>>,
     timed_out: bool,
     scan: HeaderScan,
+    /// Set once a request's headers were wholly read (shared: the server's connection task
+    /// tells a slow first request from a keep-alive connection left idle by it).
+    served: Arc<AtomicBool>,
     /// Since when the client owes us a header block: from accept until its first request, and
     /// from the start of each header block to its end. `None`: nothing owed (or HTTP/1.1).
     headers_since: Option<Instant>,
@@ -233,8 +236,14 @@ impl<T> Watched<T> {
             timer: Box::pin(tokio::time::sleep_until(first)),
             timed_out: false,
             scan: HeaderScan::default(),
+            served: Arc::new(AtomicBool::new(false)),
             headers_since: Some(base),
         }
+    }
+
+    /// Becomes true once a request's headers were wholly read on this connection.
+    pub fn served(&self) -> Arc<AtomicBool> {
+        self.served.clone()
     }
 
     pub fn get_ref(&self) -> &T {
@@ -252,6 +261,9 @@ impl<T> Watched<T> {
             return;
         }
         let ended = self.scan.feed(fresh);
+        if ended > 0 {
+            self.served.store(true, Ordering::Relaxed);
+        }
         let now = Instant::now();
         if !self.scan.watching() {
             self.headers_since = None; // HTTP/1.1 past its first request: hyper times the rest
