@@ -226,7 +226,8 @@ impl CommunicationService {
                     .map_err(|e| Status::invalid_argument(e.to_string()))?;
                 if let GossipMessage::Announce { entries } = &gossip {
                     let ids = u32::try_from(entries.len()).unwrap_or(u32::MAX);
-                    (self.limiter).check(key, LimitKind::AnnouncedTransactions, ids)?;
+                    self.limiter
+                        .check(key, LimitKind::AnnouncedTransactions, ids)?;
                 }
                 self.node.gossip(from, gossip).map_err(handle_error)?;
                 Ok(true)

@@ -128,12 +128,13 @@ impl TransactionDistribution for TransactionService {
         let metrics = self.node.metrics();
         let bytes = wire_len(&notification);
         metrics.record_received("notify", bytes);
-        (self.limiter)
+        self.limiter
             .admit(key.as_ref(), LimitKind::Announcements, 1, bytes)
             .await?;
         let (origin, entry) = from_notification(&notification)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
-        let over = (self.limiter)
+        let over = self
+            .limiter
             .check(key.as_ref(), LimitKind::AnnouncedTransactions, 1)
             .is_err();
         if over || !self.fetchable(notification.transaction_size) {
