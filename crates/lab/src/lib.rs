@@ -13,8 +13,11 @@
 //! - [`run`]: the flows (traffic, queue) start to finish; [`summary`] and [`report`] turn
 //!   measurements into the report.
 //! - [`prom`], [`procfs`]: reading Prometheus text and `/proc`.
+//! - [`attacker`]: the attacker process (`peer-lab attacker`: flooder, liar, address pusher
+//!   with its sinkhole) that the `attack` preset runs beside the honest nodes.
 
 pub mod api;
+pub mod attacker;
 pub mod binary;
 pub mod cluster;
 pub mod faults;

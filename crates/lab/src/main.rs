@@ -35,6 +35,33 @@ enum Cmd {
     List,
     /// Prints a preset's TOML (a starting point for a scenario file).
     Show { preset: String },
+    /// Runs an attacker against running nodes until SIGTERM (the `attack` preset starts these).
+    Attacker(AttackerArgs),
+}
+
+#[derive(clap::Args)]
+struct AttackerArgs {
+    /// An honest node's peer port, HOST:PORT (repeatable).
+    #[arg(long = "target", required = true)]
+    targets: Vec<String>,
+    /// Register and announce made-up hashes.
+    #[arg(long)]
+    flood: bool,
+    /// Announcements per second over all targets.
+    #[arg(long, default_value_t = 1000)]
+    flood_rate: u64,
+    /// Serve bodies whose hash is wrong (and some found=false) when nodes pull.
+    #[arg(long)]
+    lie: bool,
+    /// Fake peer adverts (127.66.X.Y:P, P the sinkhole's port) pushed to every target.
+    #[arg(long, default_value_t = 0)]
+    push_addresses: usize,
+    /// Where the JSON status (counts, sinkhole) is written, twice a second and at exit.
+    #[arg(long)]
+    status_file: PathBuf,
+    /// Distinguishes attackers of one run.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
 }
 
 #[derive(clap::Args)]
@@ -122,6 +149,24 @@ async fn lab(cli: Cli) -> i32 {
             }
         },
         Cmd::Run(args) => run_command(args).await,
+        Cmd::Attacker(a) => {
+            let options = peer_lab::attacker::AttackerOptions {
+                targets: a.targets,
+                flood: a.flood,
+                flood_rate: a.flood_rate,
+                lie: a.lie,
+                push_addresses: a.push_addresses,
+                status_file: a.status_file,
+                seed: a.seed,
+            };
+            match peer_lab::attacker::run(options).await {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("peer-lab attacker: {e}");
+                    EXIT_HARNESS
+                }
+            }
+        }
     }
 }
 
