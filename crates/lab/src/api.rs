@@ -177,6 +177,18 @@ impl Api {
             .collect())
     }
 
+    /// Every peer the node lists (`/api/v1/peers`), as the JSON it sent.
+    pub async fn peers(&self, base: &str) -> Result<Vec<serde_json::Value>, ApiError> {
+        let url = format!("{base}/api/v1/peers");
+        let doc: serde_json::Value = self
+            .get(url.clone())
+            .await?
+            .json()
+            .await
+            .map_err(|error| ApiError::Http { url, error })?;
+        Ok(doc["peers"].as_array().cloned().unwrap_or_default())
+    }
+
     /// Every hash the node holds, page by page.
     pub async fn hashes(&self, base: &str) -> Result<HashSet<TxKey>, ApiError> {
         let mut keys = HashSet::new();

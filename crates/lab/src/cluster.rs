@@ -190,6 +190,15 @@ impl Cluster {
         &self.root
     }
 
+    /// The node binary and the environment every node runs with.
+    pub fn binary(&self) -> &Path {
+        &self.binary
+    }
+
+    pub fn env(&self) -> &BTreeMap<String, String> {
+        &self.env
+    }
+
     pub fn data_dir(&self, i: usize) -> PathBuf {
         self.root.join(format!("node-{i}"))
     }

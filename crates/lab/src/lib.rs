@@ -13,10 +13,12 @@
 //! - [`run`]: the flows (traffic, queue) start to finish; [`summary`] and [`report`] turn
 //!   measurements into the report.
 //! - [`prom`], [`procfs`]: reading Prometheus text and `/proc`.
+//! - [`attack`]: the attack preset's attackers, ban watch and report section, run by [`run`].
 //! - [`attacker`]: the attacker process (`peer-lab attacker`: flooder, liar, address pusher
 //!   with its sinkhole) that the `attack` preset runs beside the honest nodes.
 
 pub mod api;
+pub mod attack;
 pub mod attacker;
 pub mod binary;
 pub mod cluster;

@@ -46,6 +46,8 @@ pub struct Report {
     pub faults: Vec<FaultRecord>,
     pub clean_exits: usize,
     pub machine: Machine,
+    /// The attack preset's section (else null).
+    pub attack: Option<crate::attack::AttackReport>,
 }
 
 /// What else the machine was doing: figures from a busy machine are not comparable.
@@ -327,6 +329,9 @@ impl Report {
         self.write_costs(&mut out);
         self.write_phases(&mut out);
         self.write_presets_and_faults(&mut out);
+        if let Some(a) = &self.attack {
+            a.write_table(&mut out);
+        }
         out
     }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 /// The presets shipped with the lab, by name.
-pub const PRESETS: [(&str, &str); 9] = [
+pub const PRESETS: [(&str, &str); 10] = [
     ("smoke", include_str!("../presets/smoke.toml")),
     ("propagation", include_str!("../presets/propagation.toml")),
     ("scale", include_str!("../presets/scale.toml")),
@@ -18,6 +18,7 @@ pub const PRESETS: [(&str, &str); 9] = [
     ("memory", include_str!("../presets/memory.toml")),
     ("queue", include_str!("../presets/queue.toml")),
     ("crash", include_str!("../presets/crash.toml")),
+    ("attack", include_str!("../presets/attack.toml")),
 ];
 
 /// Most nodes one run starts: every node is a process with two listeners and an SSE stream.
@@ -80,6 +81,41 @@ pub struct Scenario {
     pub inject_peers: usize,
     /// The offline-queue flow instead of plain traffic (the queue preset).
     pub queue: Option<QueueSpec>,
+    /// Attacker processes beside the nodes, after a baseline run without them (the attack
+    /// preset).
+    pub attack: Option<AttackSpec>,
+}
+
+/// The attack preset's attackers and how the run is framed around them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttackSpec {
+    /// Run the same workload first without attackers, for the throughput ratio.
+    #[serde(default = "yes")]
+    pub baseline: bool,
+    /// How long the attackers run before the traffic starts.
+    #[serde(default = "zero", deserialize_with = "duration")]
+    pub lead: Duration,
+    /// The attackers run (and bans are watched) at least this long, traffic or not.
+    #[serde(default = "secs_15", deserialize_with = "duration")]
+    pub hold: Duration,
+    pub attackers: Vec<AttackerSpec>,
+}
+
+/// One attacker process (`peer-lab attacker` flags).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttackerSpec {
+    #[serde(default)]
+    pub flood: bool,
+    /// Announcements per second over all nodes.
+    #[serde(default = "thousand")]
+    pub flood_rate: u64,
+    #[serde(default)]
+    pub lie: bool,
+    /// Fake adverts pushed to every node.
+    #[serde(default)]
+    pub push_addresses: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -291,6 +327,9 @@ impl Scenario {
                 "0 to 100000".into(),
             );
         }
+        if let Some(a) = &self.attack {
+            a.validate()?;
+        }
         if let Some(q) = &self.queue
             && (q.transactions == 0 || self.nodes < 2)
         {
@@ -299,6 +338,35 @@ impl Scenario {
                 q.transactions.to_string(),
                 "at least 1, with nodes >= 2 (node 0 queues, the others connect)".into(),
             );
+        }
+        Ok(())
+    }
+}
+
+impl AttackSpec {
+    fn validate(&self) -> Result<(), ScenarioError> {
+        if self.attackers.is_empty() || self.attackers.len() > 16 {
+            return invalid(
+                "attack.attackers",
+                self.attackers.len().to_string(),
+                "1 to 16 attackers".into(),
+            );
+        }
+        for a in &self.attackers {
+            if a.push_addresses > 62_500 {
+                return invalid(
+                    "attack.attackers.push_addresses",
+                    a.push_addresses.to_string(),
+                    "0 to 62500 (127.66.1-250.1-250)".into(),
+                );
+            }
+            if a.flood && !(1..=100_000).contains(&a.flood_rate) {
+                return invalid(
+                    "attack.attackers.flood_rate",
+                    a.flood_rate.to_string(),
+                    "1 to 100000 announcements per second".into(),
+                );
+            }
         }
         Ok(())
     }
@@ -424,6 +492,18 @@ fn secs_60() -> Duration {
 }
 fn secs_30() -> Duration {
     Duration::from_secs(30)
+}
+fn secs_15() -> Duration {
+    Duration::from_secs(15)
+}
+fn zero() -> Duration {
+    Duration::ZERO
+}
+fn yes() -> bool {
+    true
+}
+fn thousand() -> u64 {
+    1000
 }
 
 #[cfg(test)]

@@ -46,6 +46,8 @@ pub enum LabError {
     Inject(String),
     #[error("the queue flow: {0}")]
     Queue(String),
+    #[error("starting the attackers: {0}")]
+    Attack(String),
 }
 
 /// Logs progress on stderr (stdout is the report's).
@@ -55,9 +57,17 @@ macro_rules! progress {
     };
 }
 
+mod attack;
 mod queue;
 
-pub async fn run(scenario: &Scenario, options: &Options) -> Result<Report, LabError> {
+pub use attack::run;
+
+/// One run of the scenario, with its attackers if `attack` (and the scenario has any).
+async fn run_once(
+    scenario: &Scenario,
+    options: &Options,
+    attack: bool,
+) -> Result<(Report, Option<attack::Besieged>), LabError> {
     let started = Instant::now();
     let load_average_start = crate::procfs::load_average();
     let nodes = scenario.nodes;
@@ -79,9 +89,10 @@ pub async fn run(scenario: &Scenario, options: &Options) -> Result<Report, LabEr
         seen: &seen,
         scenario,
         started,
+        attack: scenario.attack.as_ref().filter(|_| attack),
     };
-    let measured = if let Some(queue) = &scenario.queue {
-        flow.queue(queue.transactions).await?
+    let (measured, besieged) = if let Some(queue) = &scenario.queue {
+        (flow.queue(queue.transactions).await?, None)
     } else {
         flow.traffic().await?
     };
@@ -105,7 +116,7 @@ pub async fn run(scenario: &Scenario, options: &Options) -> Result<Report, LabEr
             cluster.root().display()
         );
     }
-    Ok(report)
+    Ok((report, besieged))
 }
 
 /// Who each node bootstraps from: node 0 from nobody, the other bootstrap nodes from node 0,
@@ -142,6 +153,8 @@ struct Flow<'a> {
     seen: &'a Arc<Observations>,
     scenario: &'a Scenario,
     started: Instant,
+    /// The attackers to run beside the traffic (`None`: none, or the baseline run).
+    attack: Option<&'a crate::scenario::AttackSpec>,
 }
 
 /// Who each node bootstraps from, shared with the fault task (a restart needs it).
@@ -159,13 +172,14 @@ struct Batch {
 impl Flow<'_> {
     /// Starts every node, then submits each phase of the traffic (the faults during the
     /// first) and waits for it to settle.
-    async fn traffic(&self) -> Result<Measured, LabError> {
+    async fn traffic(&self) -> Result<(Measured, Option<attack::Besieged>), LabError> {
         let (startup, boot) = self.start_all().await?;
         if self.scenario.inject_peers > 0 {
             self.inject_peers().await?;
         }
         wait_subscribed(self.cluster, self.seen, 0..self.scenario.nodes).await?;
         self.cluster.mark().await;
+        let siege = self.start_siege().await?;
         let mut measured = Measured {
             startup,
             ..Measured::default()
@@ -178,7 +192,11 @@ impl Flow<'_> {
                 .await;
         }
         measured.listed = listed;
-        Ok(measured)
+        let besieged = match siege {
+            Some(siege) => Some(self.end_siege(siege).await),
+            None => None,
+        };
+        Ok((measured, besieged))
     }
 
     /// Starts the bootstrap nodes one by one, then all the others at once; waits until every
