@@ -355,3 +355,84 @@ impl AttackReport {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attacker::sinkhole::SinkholeReport;
+    use siege::BanSeen;
+
+    fn run(tps: f64, lost: usize) -> RunFigures {
+        RunFigures {
+            accepted: 100,
+            lost,
+            delivered_tps: Some(tps),
+            ..RunFigures::default()
+        }
+    }
+
+    fn outcome(bans: Vec<Vec<Option<f64>>>) -> SiegeOutcome {
+        let hole = SinkholeReport {
+            distinct: 70,
+            attempts: 90,
+            new_per_second: vec![10, 50, 10],
+            ..SinkholeReport::default()
+        };
+        SiegeOutcome {
+            attackers: vec![AttackerReport {
+                sinkholes: vec![hole.clone(), hole],
+                ..AttackerReport::default()
+            }],
+            cpu_seconds: vec![1.0],
+            bans: bans
+                .into_iter()
+                .map(|per_node| {
+                    per_node
+                        .into_iter()
+                        .map(|ms| {
+                            ms.map(|after_ms| BanSeen {
+                                after_ms,
+                                reason: None,
+                            })
+                        })
+                        .collect()
+                })
+                .collect(),
+            seconds: 15.0,
+        }
+    }
+
+    #[test]
+    fn goals_pass_fail_or_cannot_be_judged() {
+        let r = build(
+            Some(run(1000.0, 0)),
+            run(960.0, 0),
+            outcome(vec![vec![Some(2000.0), Some(9000.0)]]),
+            BTreeMap::new(),
+            Some(60.0),
+        );
+        assert_eq!(r.throughput_percent, Some(96.0));
+        assert_eq!(r.ban_after_ms_max, Some(9000.0));
+        let dials = r.fake_dials.as_ref().unwrap();
+        assert_eq!(
+            (dials.distinct_total, dials.per_minute_max.clone()),
+            (140, vec![70, 70])
+        );
+        assert_eq!(dials.per_second_max, vec![50, 50]);
+        let pass: Vec<_> = r.goals.iter().map(|g| g.pass).collect();
+        assert_eq!(pass, [Some(true), Some(true), Some(true), Some(false)]);
+
+        let r = build(
+            None,
+            run(500.0, 3),
+            outcome(vec![vec![Some(1.0), None]]),
+            BTreeMap::new(),
+            None,
+        );
+        assert_eq!(r.throughput_percent, None);
+        assert_eq!((r.ban_after_ms_max, r.banned_pairs, r.pairs), (None, 1, 2));
+        let pass: Vec<_> = r.goals.iter().map(|g| g.pass).collect();
+        assert_eq!(pass, [None, Some(false), Some(false), None]);
+        assert!(r.goals[3].value.contains("n/a"), "{:?}", r.goals[3]);
+    }
+}
