@@ -28,8 +28,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Runs a preset (smoke, propagation, scale, partition, churn, throughput, memory, queue, crash)
-    /// or a scenario TOML file, and prints the report.
+    /// Runs a preset (smoke, propagation, scale, partition, churn, throughput, memory, queue, crash,
+    /// attack) or a scenario TOML file, and prints the report.
     Run(RunArgs),
     /// Lists the presets.
     List,
