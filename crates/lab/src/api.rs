@@ -177,16 +177,11 @@ impl Api {
             .collect())
     }
 
-    /// Every peer the node lists (`/api/v1/peers`), as the JSON it sent.
-    pub async fn peers(&self, base: &str) -> Result<Vec<serde_json::Value>, ApiError> {
-        let url = format!("{base}/api/v1/peers");
-        let doc: serde_json::Value = self
-            .get(url.clone())
-            .await?
-            .json()
-            .await
-            .map_err(|error| ApiError::Http { url, error })?;
-        Ok(doc["peers"].as_array().cloned().unwrap_or_default())
+    /// What the node knows of `peer_id` (`/api/v1/peers/{id}`), as the JSON it sent; `None`
+    /// when it does not know it (or does not answer).
+    pub async fn peer(&self, base: &str, peer_id: &str) -> Option<serde_json::Value> {
+        let url = format!("{base}/api/v1/peers/{peer_id}");
+        self.get(url).await.ok()?.json().await.ok()
     }
 
     /// Every hash the node holds, page by page.

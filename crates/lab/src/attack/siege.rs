@@ -1,5 +1,5 @@
 //! The attackers of one run: started as `peer-lab attacker` processes (this executable) once
-//! the honest nodes are Online, watched while they run (every node's peer list, for when it
+//! the honest nodes are Online, watched while they run (every node's view of each, for when it
 //! banned each of them), stopped and read at the end.
 
 use std::os::unix::process::CommandExt;
@@ -13,7 +13,7 @@ use crate::cluster::Cluster;
 use crate::procfs;
 use crate::scenario::AttackerSpec;
 
-/// How often every node's peer list is read for bans.
+/// How often every node is asked about every attacker, for bans.
 const BAN_POLL: Duration = Duration::from_millis(250);
 /// How long an attacker may take to write its first status (its id).
 const START_TIMEOUT: Duration = Duration::from_secs(10);
@@ -25,7 +25,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct BanSeen {
     /// From the attack's start until the first poll that showed it.
     pub after_ms: f64,
-    /// The peer list's `ban_reason`, where the node gives one.
+    /// The peer view's `ban_reason`, where the node gives one.
     pub reason: Option<String>,
 }
 
@@ -52,7 +52,7 @@ pub struct Siege {
 
 impl Siege {
     /// Starts one process per spec against every live node; waits for their ids, then starts
-    /// watching the nodes' peer lists.
+    /// watching the nodes' views of them.
     pub async fn start(cluster: Arc<Cluster>, specs: &[AttackerSpec]) -> std::io::Result<Self> {
         let exe = std::env::current_exe()?;
         let targets: Vec<String> = (0..cluster.len())
@@ -181,29 +181,29 @@ async fn wait_ids(files: &[PathBuf]) -> Vec<String> {
     }
 }
 
-/// Polls every node's peer list until aborted, noting the first time each attacker shows as
-/// banned there.
+/// Polls every node for every attacker (`/api/v1/peers/{id}`: one small answer, where the
+/// whole list would cost the nodes more the more fake peers they know) until aborted, noting
+/// the first time each attacker shows as banned there.
 async fn watch_bans(cluster: Arc<Cluster>, ids: Vec<String>, started: Instant, bans: Bans) {
     loop {
         for i in 0..cluster.len() {
             let Some(base) = cluster.http(i).filter(|_| cluster.is_responsive(i)) else {
                 continue;
             };
-            let Ok(peers) = cluster.api().peers(&base).await else {
-                continue;
-            };
-            let after_ms = started.elapsed().as_secs_f64() * 1000.0;
             for (k, id) in ids.iter().enumerate() {
-                let Some(peer) = peers.iter().find(|p| p["peer_id"] == id.as_str()) else {
-                    continue;
-                };
-                if !is_banned(peer) {
+                let seen = bans.lock().map(|b| b[k][i].is_some()).unwrap_or(true);
+                if seen || id.is_empty() {
                     continue;
                 }
-                if let Ok(mut b) = bans.lock()
-                    && b[k][i].is_none()
-                {
-                    let reason = peer["ban_reason"].as_str().map(str::to_owned);
+                let Some(peer) = cluster.api().peer(&base, id).await else {
+                    continue;
+                };
+                if !is_banned(&peer) {
+                    continue;
+                }
+                let after_ms = started.elapsed().as_secs_f64() * 1000.0;
+                let reason = peer["ban_reason"].as_str().map(str::to_owned);
+                if let Ok(mut b) = bans.lock() {
                     b[k][i] = Some(BanSeen { after_ms, reason });
                 }
             }
@@ -212,7 +212,7 @@ async fn watch_bans(cluster: Arc<Cluster>, ids: Vec<String>, started: Instant, b
     }
 }
 
-/// Banned as the peer list shows it: `banned_until` set, or the status `banned`.
+/// Banned as the node's peer view shows it: `banned_until` set, or the status `banned`.
 pub fn is_banned(peer: &serde_json::Value) -> bool {
     !peer["banned_until"].is_null() || peer["status"] == "banned"
 }
