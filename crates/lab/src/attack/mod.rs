@@ -285,10 +285,16 @@ fn goals(r: &AttackReport) -> Vec<Goal> {
     ];
     if let Some(d) = &r.fake_dials {
         let worst = d.per_minute_max.iter().copied().max().unwrap_or(0);
+        // Shorter than a minute, the window is the whole attack: say so beside the figure.
+        let short = if r.attack_seconds < 60.0 {
+            format!(" (the attack lasted only {:.0} s)", r.attack_seconds)
+        } else {
+            String::new()
+        };
         goals.push(Goal {
             goal: "fake addresses dialled per node per minute <= the configured limit".into(),
             value: format!(
-                "at most {worst} per node in a minute; limit {}",
+                "at most {worst} per node in a minute{short}; limit {}",
                 d.configured_per_minute.map_or(
                     "n/a (no limits.max_dials_per_minute)".to_owned(),
                     |l| format!("{l:.0}")
