@@ -62,6 +62,9 @@ struct AttackerArgs {
     /// Distinguishes attackers of one run.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// The loopback address to call from and serve on (default 127.77.0.(seed + 1)).
+    #[arg(long)]
+    ip: Option<std::net::IpAddr>,
 }
 
 #[derive(clap::Args)]
@@ -158,6 +161,9 @@ async fn lab(cli: Cli) -> i32 {
                 push_addresses: a.push_addresses,
                 status_file: a.status_file,
                 seed: a.seed,
+                ip: a
+                    .ip
+                    .unwrap_or_else(|| peer_lab::attacker::attacker_ip(a.seed)),
             };
             match peer_lab::attacker::run(options).await {
                 Ok(()) => 0,

@@ -20,7 +20,7 @@ use sorcha_peer::wire::proto::transaction::TransactionNotification;
 use sorcha_peer::wire::proto::transaction::transaction_distribution_client::TransactionDistributionClient;
 use tonic::transport::Channel;
 
-use super::{Counts, Shared, liar, noise, now_ms, url};
+use super::{Counts, Shared, liar, noise, now_ms};
 
 /// One tick of announcements per target.
 const TICK: Duration = Duration::from_millis(50);
@@ -46,10 +46,9 @@ pub async fn run(shared: Arc<Shared>, targets: Vec<String>, server: String, rate
 
 /// One target: register, then a tick of announcements every [`TICK`].
 async fn flood_one(shared: Arc<Shared>, target: String, server: String, rate: u64, t: u64) {
-    let Ok(endpoint) = Channel::from_shared(url(&target)) else {
+    let Some(channel) = super::channel(&shared, &target, CALL_TIMEOUT) else {
         return;
     };
-    let channel = endpoint.timeout(CALL_TIMEOUT).connect_lazy();
     let per_tick = (rate * TICK.as_millis() as u64).div_ceil(1000).max(1);
     let mut next_key = t << 40;
     let mut ticks = tokio::time::interval(TICK);

@@ -42,13 +42,13 @@ struct Liar {
     pulls: Arc<AtomicU64>,
 }
 
-/// Starts the server on 127.0.0.1 (a free port) in `tasks`; returns its `host:port`.
+/// Starts the server on our address (a free port) in `tasks`; returns its `host:port`.
 pub async fn serve(
     shared: Arc<Shared>,
     lie: bool,
     tasks: &mut tokio::task::JoinSet<()>,
 ) -> anyhow::Result<String> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let listener = tokio::net::TcpListener::bind((shared.ip, 0)).await?;
     let addr = listener.local_addr()?;
     let liar = Liar {
         shared,

@@ -18,6 +18,7 @@ pub mod pusher;
 pub mod sinkhole;
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -26,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use tonic::transport::Channel;
 
 /// How often the status file is rewritten.
 const STATUS_EVERY: Duration = Duration::from_millis(500);
@@ -47,6 +49,9 @@ pub struct AttackerOptions {
     pub status_file: PathBuf,
     /// Names this attacker's id (two attackers of one run differ).
     pub seed: u64,
+    /// The loopback address it calls from and serves on: its own "host", so that what a node
+    /// does to its address (an address ban) does not fall on the honest nodes at 127.0.0.1.
+    pub ip: IpAddr,
 }
 
 /// Every count the attacker keeps; one per thing a node can answer.
@@ -136,6 +141,7 @@ pub struct AttackerReport {
 /// What every role shares.
 pub struct Shared {
     pub peer_id: String,
+    pub ip: IpAddr,
     pub counts: Counts,
     pub started: Instant,
 }
@@ -150,6 +156,7 @@ pub fn attacker_id(seed: u64) -> String {
 pub async fn run(options: AttackerOptions) -> anyhow::Result<()> {
     let shared = Arc::new(Shared {
         peer_id: attacker_id(options.seed),
+        ip: options.ip,
         counts: Counts::default(),
         started: Instant::now(),
     });
@@ -261,7 +268,19 @@ pub fn noise(k: u64) -> [u8; 32] {
     h.finalize().into()
 }
 
-/// `http://host:port` for a tonic client.
-pub fn url(target: &str) -> String {
-    format!("http://{target}")
+/// A lazily connecting channel to `target` (`host:port`) from our address; `None` for a target
+/// that is no URL authority.
+pub fn channel(shared: &Shared, target: &str, timeout: Duration) -> Option<Channel> {
+    let endpoint = Channel::from_shared(format!("http://{target}")).ok()?;
+    Some(
+        endpoint
+            .local_address(Some(shared.ip))
+            .timeout(timeout)
+            .connect_lazy(),
+    )
+}
+
+/// Attacker `seed`'s own loopback address: 127.77.0.(seed + 1).
+pub fn attacker_ip(seed: u64) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 77, 0, (seed % 250) as u8 + 1))
 }

@@ -11,7 +11,7 @@ use sorcha_peer::wire::proto::discovery::peer_discovery_client::PeerDiscoveryCli
 use sorcha_peer::wire::proto::discovery::{PeerCapabilities, PeerExchangeRequest, PeerInfo};
 use tonic::transport::Channel;
 
-use super::{Counts, Shared, flood, now_ms, url};
+use super::{Counts, Shared, flood, now_ms};
 
 /// Adverts per `ExchangePeers` call (the node reads 100 at most).
 const PER_CALL: usize = 100;
@@ -37,10 +37,9 @@ pub async fn run(
 }
 
 async fn push_one(shared: Arc<Shared>, target: String, count: usize, port: u16, server: String) {
-    let Ok(endpoint) = Channel::from_shared(url(&target)) else {
+    let Some(channel) = super::channel(&shared, &target, CALL_TIMEOUT) else {
         return;
     };
-    let channel = endpoint.timeout(CALL_TIMEOUT).connect_lazy();
     loop {
         flood::register(&shared, channel.clone(), &server).await;
         let now = now_ms();
