@@ -346,9 +346,12 @@ impl AttackReport {
             );
         }
         for (name, value) in &self.node_metrics {
-            let shown = value
-                .as_ref()
-                .map_or("n/a".to_owned(), |v| format!("{v:?}"));
+            let shown = match value {
+                None => "n/a".to_owned(),
+                // An unlabelled counter: its one number.
+                Some(v) if v.len() == 1 && v.contains_key("") => format!("{}", v[""]),
+                Some(v) => format!("{v:?}"),
+            };
             let _ = writeln!(out, "  {name}: {shown}");
         }
         for g in &self.goals {
