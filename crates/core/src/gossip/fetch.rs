@@ -59,7 +59,26 @@ enum Attempt {
     Gone,
 }
 
+/// One fetch's result, as [`Gossip::handle_fetched_batch`] takes them: who answered, which
+/// transaction, the body or why not.
+pub type Fetched = (PeerId, TxId, Result<Vec<u8>, FetchFailure>);
+
 impl Gossip {
+    /// The results of several fetches at once (a stream peer answers a whole `GOSSIP_FETCH`
+    /// batch together): the same as one [`handle_fetched`](Gossip::handle_fetched) each, but
+    /// the waiting list is scanned for new fetches once, after all of them. Per body, a scan
+    /// that finds the only peer's slots full walks up to [`MAX_FETCH_SCAN`] waiting ids for
+    /// one new fetch (the receiver's hot spot while a 10,000-entry queue drains); after the
+    /// batch, one scan refills every freed slot, and the new fetches leave as one batch.
+    pub fn handle_fetched_batch(&mut self, results: Vec<Fetched>, now: crate::time::Now) {
+        let now = now.mono;
+        self.housekeep(now);
+        for (from, id, result) in results {
+            self.on_fetched(&from, id, result, now);
+        }
+        self.start_fetches(now);
+    }
+
     /// Records that `from` announced an unknown transaction.
     pub(super) fn note_announcer(
         &mut self,

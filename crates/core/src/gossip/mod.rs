@@ -48,6 +48,7 @@ use crate::model::{PeerId, TxHash, TxId};
 use crate::time::{Instant, Now, TimerTable};
 
 pub use config::{FanoutMode, GossipConfig};
+pub use fetch::Fetched;
 pub use types::{
     AnnounceEntry, FetchFailure, GossipEvent, GossipMessage, GossipStats, HashPrefix,
     MAX_REGISTER_ID_LEN, Origin, Output, PrefixRange, SubmitError, SubmitOutcome, Timer,

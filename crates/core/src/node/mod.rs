@@ -27,7 +27,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::gossip::AnnounceEntry;
 use crate::gossip::{
-    self, FetchFailure, Gossip, GossipConfig, GossipMessage, SubmitError, SubmitOutcome,
+    self, FetchFailure, Fetched, Gossip, GossipConfig, GossipMessage, SubmitError, SubmitOutcome,
 };
 use crate::link::{self, LinkConfig, LinkEvent, Links, Outcome, Pull, Via, What};
 use crate::membership::{
@@ -318,6 +318,20 @@ impl Node {
         );
         self.links.handle_fetched(from, healthy, now.mono);
         self.gossip.handle_fetched(from, id, result, now);
+    }
+
+    /// The bodies (or failures) of several pulls at once, in the order they came: each as
+    /// [`handle_fetched`](Node::handle_fetched), with one scan for new fetches after all.
+    pub fn handle_fetched_batch(&mut self, results: Vec<Fetched>, now: Now) {
+        self.last_now = now;
+        for (from, _, result) in &results {
+            let healthy = !matches!(
+                result,
+                Err(FetchFailure::Timeout | FetchFailure::Unreachable)
+            );
+            self.links.handle_fetched(from, healthy, now.mono);
+        }
+        self.gossip.handle_fetched_batch(results, now);
     }
 
     /// `RegisterPeer` from `caller`: refused when the caller may not speak for the id it

@@ -54,6 +54,10 @@ use crate::registers::SharedRegisters;
 /// and then wait to send (nothing is lost), while the actor drains this queue first.
 pub const ANSWER_QUEUE_CAPACITY: usize = 1024;
 
+/// Pulled bodies fed to the core in one call at most: a few per-peer fetch windows (32), so
+/// the batch stays a short, bounded piece of work between two other inputs.
+const FETCHED_BATCH: usize = 128;
+
 /// What the actor needs from the configuration besides the core's own knobs.
 #[derive(Debug, Clone)]
 pub struct ActorSettings {
@@ -202,7 +206,7 @@ impl Actor {
             let mut woke = false;
             tokio::select! {
                 biased;
-                Some(answer) = self.answers.recv() => self.handle_answer(answer),
+                Some(answer) = self.answers.recv() => self.handle_answers(answer),
                 changed = self.committed.changed(), if !self.held.is_empty() => {
                     self.release_held(changed.is_err())
                 }
@@ -230,6 +234,32 @@ impl Actor {
             tracing::warn!(error = %e, "peer store flush at shutdown failed");
         }
         tracing::debug!("node actor stopped: no handles left");
+    }
+
+    /// `first`, and the pulled bodies already waiting behind it, fed back together: the core
+    /// then looks for new fetches once per batch rather than once per body (see
+    /// `Gossip::handle_fetched_batch`). Order is kept: a different answer ends the batch and
+    /// is handled after it.
+    fn handle_answers(&mut self, first: Answer) {
+        let Answer::Fetched { from, id, result } = first else {
+            return self.handle_answer(first);
+        };
+        let mut batch = vec![(from, id, result)];
+        let mut next = None;
+        while batch.len() < FETCHED_BATCH {
+            match self.answers.try_recv() {
+                Ok(Answer::Fetched { from, id, result }) => batch.push((from, id, result)),
+                Ok(other) => {
+                    next = Some(other);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        self.node.handle_fetched_batch(batch, self.clock.now());
+        if let Some(answer) = next {
+            self.handle_answer(answer);
+        }
     }
 
     /// Feeds back what the transport saw: answers, outcomes, streams opened and lost.
