@@ -225,6 +225,17 @@ impl CircuitBreaker {
         }
     }
 
+    /// The peer showed it is up by calling us (not an outcome of our calls): an open or
+    /// half-open breaker closes at once, with its reset back to the first one. A peer that
+    /// restarted within its reset is otherwise refused for the whole of it (5 minutes by
+    /// default), and everything only it holds waits that long.
+    pub fn revive(&mut self) {
+        if !matches!(self.phase, Phase::Closed { .. }) {
+            self.phase = Phase::Closed { failures: 0 };
+            self.current_reset = self.config.reset;
+        }
+    }
+
     /// An admitted call failed: counts towards the threshold, or re-opens a half-open breaker
     /// for a doubled (capped) reset starting at `now`.
     pub fn record_failure(&mut self, now: Timestamp) {
@@ -361,6 +372,13 @@ impl Breakers {
     /// [`CircuitBreaker::record_failure`] of `peer`'s breaker.
     pub fn record_failure(&mut self, peer: &PeerId, now: Timestamp) {
         self.touch(peer, now).record_failure(now);
+    }
+
+    /// [`CircuitBreaker::revive`] of `peer`'s breaker, if it has one.
+    pub fn revive(&mut self, peer: &PeerId) {
+        if let Some(entry) = self.entries.get_mut(peer) {
+            entry.breaker.revive();
+        }
     }
 
     /// `peer`'s state; a peer without a breaker is closed.

@@ -343,6 +343,17 @@ impl Links {
         }
     }
 
+    /// `peer` called us and may speak for its id (a heartbeat or a registration): it is up,
+    /// so an open circuit to it closes now instead of after its reset. A peer that was down
+    /// long enough to trip its circuit and came back (a restart) would otherwise be refused
+    /// for the whole reset: no pulls from it, no answers to its digests.
+    pub fn heard_from(&mut self, peer: &PeerId, now: Instant) {
+        if self.open_circuits.contains(peer) {
+            self.breakers.revive(peer);
+            self.record(peer, true, now);
+        }
+    }
+
     /// Membership forgot `peer`: so do we (its link closes; the store keeps its refusals).
     pub fn forget(&mut self, peer: &PeerId) {
         self.speech.forget(peer);

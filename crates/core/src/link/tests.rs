@@ -257,6 +257,40 @@ fn failed_gossip_is_retried_with_backoff_then_counts_against_the_breaker() {
     );
 }
 
+/// A peer that tripped its circuit (it was down) and then calls us (it restarted) is up:
+/// its circuit closes at once, not after the reset, and what we send it goes again.
+#[test]
+fn a_call_from_a_peer_closes_its_open_circuit_at_once() {
+    let mut l = links();
+    l.handle_fetched(&peer(1), false, at(1));
+    l.handle_fetched(&peer(1), false, at(2));
+    drain(&mut l);
+    assert!(matches!(
+        l.circuit(&peer(1), at(3)),
+        BreakerState::Open { .. }
+    ));
+    l.heard_from(&peer(2), at(3));
+    assert!(events(&drain(&mut l)).is_empty(), "another peer: nothing");
+    l.heard_from(&peer(1), at(3));
+    let e = events(&drain(&mut l));
+    assert!(
+        e.contains(&LinkEvent::CircuitClosed { peer: peer(1) }),
+        "{e:?}"
+    );
+    assert_eq!(l.circuit(&peer(1), at(3)), BreakerState::Closed);
+    l.send(contact(1), &[Protocol::Grpc], announce(1), at(4));
+    assert_eq!(
+        transmits(&drain(&mut l)).len(),
+        1,
+        "sent, well before the reset"
+    );
+    l.heard_from(&peer(1), at(5));
+    assert!(
+        events(&drain(&mut l)).is_empty(),
+        "a closed circuit: nothing"
+    );
+}
+
 #[test]
 fn an_open_circuit_closes_the_link_drops_sends_and_closes_after_a_good_trial() {
     let mut l = links();

@@ -343,7 +343,9 @@ impl Node {
         now: Now,
     ) -> Result<RegisterOutcome, Refusal> {
         self.last_now = now;
-        let result = if self.membership.check_claim(&advert.peer_id, caller)? {
+        let proven = self.membership.check_claim(&advert.peer_id, caller)?;
+        self.links.heard_from(&advert.peer_id, now.mono);
+        let result = if proven {
             self.membership.handle_register_proven(advert, now)
         } else {
             self.membership.handle_register(advert, now)
@@ -406,6 +408,7 @@ impl Node {
         if self.claim(from, caller).is_err() {
             return HeartbeatOutcome::Unproven;
         }
+        self.links.heard_from(from, now.mono);
         let before = self.membership.heartbeaters_added();
         let outcome = self.membership.handle_heartbeat(from, now);
         // Heartbeats are the most frequent input; only a new heartbeater can change the

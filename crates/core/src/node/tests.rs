@@ -143,3 +143,26 @@ fn heartbeats_in_a_verified_peers_name_keep_nobody_alive() {
             .is_err()
     );
 }
+
+/// The crash preset's lost transactions (issue 17): pulls from a peer that was SIGKILLed
+/// failed five times and opened its circuit for the 5-minute reset; restarted a second later,
+/// it heartbeated us, but we refused every call to it (pulls, answers to its digests) for the
+/// whole reset, so what only it held never spread. Its heartbeat now closes the circuit.
+#[test]
+fn a_heartbeat_from_a_peer_whose_circuit_opened_closes_it() {
+    let mut node = node(at(0, WALL_MS));
+    let peer: PeerId = "node-1".parse().expect("valid id");
+    let id = crate::model::TxHash::of(b"tx").id();
+    for t in 1..=5 {
+        node.handle_fetched(&peer, id, Err(FetchFailure::Timeout), at(t, WALL_MS + t));
+    }
+    while node.poll_output().is_some() {}
+    let open = node.links().circuit(&peer, Instant::from_millis(6));
+    assert!(
+        matches!(open, crate::breaker::BreakerState::Open { .. }),
+        "{open:?}"
+    );
+    node.handle_heartbeat(&peer, &Caller::UNKNOWN, at(7, WALL_MS + 7));
+    let state = node.links().circuit(&peer, Instant::from_millis(8));
+    assert_eq!(state, crate::breaker::BreakerState::Closed);
+}
