@@ -108,9 +108,9 @@ impl Actor {
             }
             Command::SubmitQueued { entries, reply } => {
                 let mut new = 0;
-                // One batch (at most the flusher's 512) leaves ~2 outputs each in the core's
-                // queue (store, deliver; announcements are batched by its flush timer), well
-                // inside its bound; the loop carries them out after this command.
+                // One batch (at most the flusher's 1,024) leaves ~2 outputs each in the core's
+                // queue (store, deliver; announcements go in batches of 256 per peer), well
+                // inside its bound of 8,192; the loop carries them out after this command.
                 for (body, register_id) in entries {
                     let submitted = self.node.submit(body, register_id, now);
                     new += usize::from(submitted.is_ok_and(|s| s.new));
