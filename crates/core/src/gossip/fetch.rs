@@ -40,6 +40,8 @@ pub(super) struct Pending {
     fetching: Option<(PeerId, Instant)>,
     /// Learned through anti-entropy.
     repair: bool,
+    /// A pull of it was really tried (sent, and failed): the abandon is then worth a warning.
+    tried: bool,
 }
 
 impl Pending {
@@ -119,6 +121,7 @@ impl Gossip {
             whole: entry.hash.map(|h| (from.clone(), h)).into_iter().collect(),
             fetching: None,
             repair,
+            tried: false,
         };
         self.pending.insert(entry.id, pending);
         self.waiting.push_back(entry.id);
@@ -236,15 +239,23 @@ impl Gossip {
     }
 
     /// The current fetch of `id` failed: try the next announcer soon.
-    fn fail_over(&mut self, id: TxId) {
+    /// Moves `id` on to its next announcer; `tried`: the failed pull was really sent (not
+    /// refused at once for want of the announcer's address).
+    fn fail_over(&mut self, id: TxId, tried: bool) {
+        if let Some(p) = self.pending.get_mut(&id) {
+            p.tried |= tried;
+        }
         self.release(&id);
         self.waiting.push_front(id);
     }
 
     fn abandon(&mut self, id: &TxId) {
-        self.pending.remove(id);
+        let tried = self.pending.remove(id).is_some_and(|p| p.tried);
         self.stats.fetches_abandoned += 1;
-        self.emit(GossipEvent::FetchAbandoned { id: *id });
+        self.emit(GossipEvent::FetchAbandoned {
+            id: *id,
+            unknown_announcers: !tried,
+        });
     }
 
     pub(super) fn on_fetched(
@@ -261,10 +272,10 @@ impl Gossip {
             .is_some_and(|(f, _)| f == from);
         let body = match result {
             Ok(body) => body,
-            Err(_) => {
+            Err(failure) => {
                 if current {
                     self.stats.fetch_failures += 1;
-                    self.fail_over(id);
+                    self.fail_over(id, failure != FetchFailure::UnknownPeer);
                 }
                 return;
             }
@@ -272,7 +283,7 @@ impl Gossip {
         if body.len() as u64 > self.config.max_transaction_size {
             self.stats.refused_oversized_bodies += 1;
             if current {
-                self.fail_over(id);
+                self.fail_over(id, true);
             }
             return;
         }
@@ -286,7 +297,7 @@ impl Gossip {
         if hash.id() != id || named.is_some_and(|named| named != hash) {
             self.bad_body(from, id);
             if current {
-                self.fail_over(id);
+                self.fail_over(id, true);
             }
             return;
         }
@@ -312,7 +323,7 @@ impl Gossip {
                 break;
             }
             self.stats.fetch_timeouts += 1;
-            self.fail_over(id);
+            self.fail_over(id, true);
             // `fail_over` removed the deadline; guard against a stale one looping forever.
             self.deadlines.remove(&(deadline, id));
         }
@@ -374,10 +385,36 @@ mod tests {
         g.handle_fetched(&id(2), h(1), Err(FetchFailure::Unreachable), ms(20));
         let out = drain(&mut g);
         assert!(fetches(&out).is_empty());
-        assert_eq!(events(&out), vec![GossipEvent::FetchAbandoned { id: h(1) }]);
+        let abandoned = GossipEvent::FetchAbandoned {
+            id: h(1),
+            unknown_announcers: false,
+        };
+        assert_eq!(events(&out), vec![abandoned]);
         assert_eq!((g.pending_count(), g.in_flight()), (0, 0));
         assert_eq!(g.stats().fetch_failures, 2);
         assert_eq!(g.stats().fetches_abandoned, 1);
+    }
+
+    /// Announcers this node has no address for yet (a node starting) fail at once: the
+    /// abandon says so, so the daemon need not warn; one real failure among them makes it a
+    /// real abandon again.
+    #[test]
+    fn an_abandon_says_whether_any_announcer_could_be_asked() {
+        let abandoned = |unknown_announcers| GossipEvent::FetchAbandoned {
+            id: h(1),
+            unknown_announcers,
+        };
+        let (mut g, _) = announced_by(&[1, 2], quiet());
+        g.handle_fetched(&id(1), h(1), Err(FetchFailure::UnknownPeer), ms(10));
+        assert_eq!(fetches(&drain(&mut g)), vec![(id(2), h(1))]);
+        g.handle_fetched(&id(2), h(1), Err(FetchFailure::UnknownPeer), ms(20));
+        assert_eq!(events(&drain(&mut g)), vec![abandoned(true)]);
+
+        let (mut g, _) = announced_by(&[1, 2], quiet());
+        g.handle_fetched(&id(1), h(1), Err(FetchFailure::Timeout), ms(10));
+        drain(&mut g);
+        g.handle_fetched(&id(2), h(1), Err(FetchFailure::UnknownPeer), ms(20));
+        assert_eq!(events(&drain(&mut g)), vec![abandoned(false)]);
     }
 
     /// Peer 1, asked first for transaction 1, serves `served`: refused as a bad body (nothing

@@ -133,6 +133,9 @@ pub enum FetchFailure {
     Unreachable,
     /// The body exceeded the size limit before it was read whole.
     TooLarge,
+    /// No address is known for the announcer (yet): it announced before this node learnt of
+    /// it, as peers do while a node starts. Nothing was sent.
+    UnknownPeer,
 }
 
 /// Gossip's timer kinds: one deadline each in its [`TimerTable`](crate::time::TimerTable)
@@ -187,7 +190,10 @@ pub enum GossipEvent {
     /// not the whole hash it announced).
     BadBody { from: PeerId, id: TxId },
     /// Every remembered announcer failed; anti-entropy may bring the transaction back.
-    FetchAbandoned { id: TxId },
+    /// `unknown_announcers`: none of them could even be asked, as no address was known for
+    /// any (expected while a node starts and hears from peers it has not learnt yet); false
+    /// when a pull was tried and failed (timeouts, errors, wrong bodies: worth a warning).
+    FetchAbandoned { id: TxId, unknown_announcers: bool },
     /// A transaction this node lacked arrived through anti-entropy.
     Repaired { hash: TxHash, from: PeerId },
 }

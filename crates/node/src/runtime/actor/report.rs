@@ -193,7 +193,19 @@ impl Actor {
                 self.events
                     .record(EventKind::BadBody, Some(from.to_string()), detail);
             }
-            GossipEvent::FetchAbandoned { id } => {
+            // Announced by peers this node has no address for yet (they know it before it
+            // knows them, as while it starts): nothing was tried, anti-entropy brings it once
+            // they are known, so no operator needs to hear of it.
+            GossipEvent::FetchAbandoned {
+                id,
+                unknown_announcers: true,
+            } => {
+                tracing::debug!(%id, "announced only by peers not known yet; waiting for anti-entropy");
+            }
+            GossipEvent::FetchAbandoned {
+                id,
+                unknown_announcers: false,
+            } => {
                 tracing::warn!(%id, "every announcer failed to serve a transaction; waiting for anti-entropy");
             }
             GossipEvent::Repaired { hash, from } => {
