@@ -144,12 +144,39 @@ async fn sigterm_with_peers_exits_0_within_the_grace_without_warnings() {
         submit(&nodes[i % 3], format!("before the stop {i}").as_bytes()).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let leaving = nodes[1].status().await["peer_id"]
+        .as_str()
+        .expect("peer_id")
+        .to_owned();
     let node = &mut nodes[1];
     let (status, took) = node.signal_and_wait("TERM", grace + Duration::from_secs(5));
     let log = node.log();
     assert!(status.success(), "exit {status}:\n{log}");
     assert!(took < grace, "took {took:?}, grace {grace:?}:\n{log}");
     assert!(!log.contains("WARN"), "warnings at shutdown:\n{log}");
+    // Its peers heard its going-away: out of their active sets with that reason (a missed
+    // heartbeat would say "stopped answering").
+    for peer in [&nodes[0], &nodes[2]] {
+        assert!(
+            told_us_it_left(peer, &leaving).await,
+            "no going-away from {leaving}: {}\n{}",
+            peer.get_json("/api/v1/events?limit=1000").await.1,
+            peer.log()
+        );
+    }
+}
+
+/// Whether `node` logged that `peer` said it is shutting down (waiting up to a few seconds).
+async fn told_us_it_left(node: &TestNode, peer: &str) -> bool {
+    let path = format!("/api/v1/events?kind=peer_disconnected&peer={peer}&limit=100");
+    eventually(Duration::from_secs(3), || async {
+        let (_, doc) = node.get_json(&path).await;
+        let events = doc["events"].as_array().cloned().unwrap_or_default();
+        events
+            .iter()
+            .any(|e| e["detail"].as_str() == Some("said it is shutting down"))
+    })
+    .await
 }
 
 #[test]

@@ -127,6 +127,29 @@ impl Membership {
         }
     }
 
+    /// `id` said it is shutting down: Unreachable now (out of the active set, which refills
+    /// from the passive peers) rather than after `failure_threshold` missed contacts; its
+    /// next heartbeat or registration brings it back as any unreachable peer's does.
+    pub fn handle_leaving(&mut self, id: &PeerId, now: Now) {
+        let Some(known) = self.peers.get_mut(id) else {
+            return;
+        };
+        if known.health == PeerHealth::Unreachable {
+            return;
+        }
+        known.probing = false;
+        known.health = PeerHealth::Unreachable;
+        known.node.status = PeerStatus::Offline;
+        known.node.failure_count = known.node.failure_count.max(self.config.failure_threshold);
+        self.deactivate(id);
+        self.persist(id);
+        self.emit(MembershipEvent::PeerLeft {
+            peer_id: id.clone(),
+        });
+        self.fill_active(now);
+        self.update_state(now);
+    }
+
     /// A contact with `id` failed: Suspect on the first miss, Unreachable at the threshold.
     pub(super) fn record_failure(&mut self, id: &PeerId, now: Now) {
         let threshold = self.config.failure_threshold.max(1);

@@ -207,6 +207,10 @@ pub enum MembershipEvent {
     PeerUnreachable {
         peer_id: PeerId,
     },
+    /// A peer said it is shutting down and left the active set (it stays known).
+    PeerLeft {
+        peer_id: PeerId,
+    },
     /// A peer left the known list.
     PeerRemoved {
         peer_id: PeerId,

@@ -419,6 +419,21 @@ impl Node {
         outcome
     }
 
+    /// `from` said it is shutting down (a going-away): out of the active set at once.
+    /// Refused, with nothing changed, when `caller` may not speak for `from`.
+    pub fn handle_leaving(
+        &mut self,
+        from: &PeerId,
+        caller: &Caller,
+        now: Now,
+    ) -> Result<(), Refusal> {
+        self.last_now = now;
+        self.claim(from, caller)?;
+        self.membership.handle_leaving(from, now);
+        self.sync_gossip_peers(now);
+        Ok(())
+    }
+
     /// An outbound connection proved `peer`'s id (its certificate carries the key the id
     /// derives from).
     pub fn handle_proven(&mut self, peer: &PeerId, now: Now) {

@@ -82,6 +82,18 @@ pub(crate) enum Command {
         caller: Caller,
         reply: oneshot::Sender<Result<Pong, Refusal>>,
     },
+    /// A peer's going-away (`PEER_LEAVING`).
+    Leaving {
+        from: PeerId,
+        caller: Caller,
+        reply: oneshot::Sender<Result<(), Refusal>>,
+    },
+    /// Our own going-away, to every active peer; the reply resolves once they were told (or
+    /// could not be, within `timeout`): how many took it.
+    SayLeaving {
+        timeout: std::time::Duration,
+        reply: oneshot::Sender<tokio::task::JoinHandle<usize>>,
+    },
     Status {
         reply: oneshot::Sender<Status>,
     },
@@ -360,6 +372,32 @@ impl NodeHandle {
             span.record("new", s.new);
         }
         submitted
+    }
+
+    /// `from` said it is shutting down; refused when `caller` may not speak for it.
+    pub async fn leaving(
+        &self,
+        from: PeerId,
+        caller: Caller,
+    ) -> Result<Result<(), Refusal>, HandleError> {
+        self.call(|reply| Command::Leaving {
+            from,
+            caller,
+            reply,
+        })
+        .await
+    }
+
+    /// Tells every active peer that this node is shutting down, waiting at most `timeout`;
+    /// how many took it (0 if the actor is gone).
+    pub async fn say_leaving(&self, timeout: std::time::Duration) -> usize {
+        let Ok(sending) = self
+            .call(|reply| Command::SayLeaving { timeout, reply })
+            .await
+        else {
+            return 0;
+        };
+        sending.await.unwrap_or(0)
     }
 
     /// Offline-queue entries (bodies and register ids) for gossip, in one round trip; how

@@ -36,6 +36,10 @@ use sorcha_peer_core::model::PeerId;
 /// How long the actor may take to wind down after the servers are done.
 const ACTOR_STOP_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// How long our going-away may take at most (a quarter of the grace if that is shorter): one
+/// call to each active peer, all at once; on loopback or a LAN they answer in milliseconds.
+const LEAVING_TIMEOUT: Duration = Duration::from_millis(500);
+
 pub(super) struct Tasks {
     grpc: JoinHandle<Result<(), String>>,
     http: JoinHandle<std::io::Result<()>>,
@@ -168,6 +172,13 @@ impl Tasks {
                 .set_service_status(name, tonic_health::ServingStatus::NotServing)
                 .await;
         }
+        // Peers hear it from us before our streams end, so they take us out of their active
+        // sets at once rather than after their heartbeats to us fail.
+        let told = self
+            .node
+            .say_leaving((grace / 4).min(LEAVING_TIMEOUT))
+            .await;
+        tracing::debug!(peers = told, "told peers we are shutting down");
         let _ = self.stop.send(true);
         self.node.begin_shutdown();
         drop(self.node);

@@ -32,6 +32,8 @@ use crate::transport::rest::client::RestClient;
 use crate::transport::tls::TlsContext;
 use crate::transport::tls::connect::{Dialer, OnProven};
 use crate::wire::TxName;
+use crate::wire::proto::communication::peer_communication_client::PeerCommunicationClient;
+use crate::wire::proto::communication::{MessageType, PeerLeaving, PeerMessage};
 use crate::wire::proto::discovery::peer_discovery_client::PeerDiscoveryClient;
 use crate::wire::proto::heartbeat::peer_heartbeat_client::PeerHeartbeatClient;
 use crate::wire::proto::transaction::transaction_distribution_client::TransactionDistributionClient;
@@ -189,6 +191,35 @@ impl Outbound {
     /// SHA-256 of the certificate our dials (and the peer port) present; `None` in plaintext.
     pub fn certificate_fingerprint(&self) -> Option<String> {
         self.dialer.fingerprint()
+    }
+
+    /// Our going-away: one `PEER_LEAVING` by `SendMessage` to each of `to`, all at once, each
+    /// given `timeout`; the task resolves to how many peers took it. Best effort: a peer that
+    /// misses it notices our silence through its heartbeats, as before.
+    pub fn say_leaving(
+        &mut self,
+        to: Vec<Contact>,
+        timeout: Duration,
+    ) -> tokio::task::JoinHandle<usize> {
+        let mut calls = tokio::task::JoinSet::new();
+        for contact in to {
+            let Ok(channel) = self.channel(&contact) else {
+                continue;
+            };
+            let message = leaving_message(&self.self_id);
+            let metrics = self.metrics.clone();
+            calls.spawn(async move {
+                let bytes = wire_len(&message);
+                let mut client = PeerCommunicationClient::new(channel);
+                let sent = tokio::time::timeout(timeout, client.send_message(message)).await;
+                let took = matches!(sent, Ok(Ok(_)));
+                if took {
+                    metrics.record_sent("status", bytes);
+                }
+                took
+            });
+        }
+        tokio::spawn(async move { calls.join_all().await.into_iter().filter(|t| *t).count() })
     }
 
     /// Stops `peer`'s link worker (its circuit opened, it was evicted or forgotten).
@@ -492,4 +523,19 @@ async fn call(
     answer
         .into_response(max_tx)
         .map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+/// The whole envelope of our going-away (a unary call carries it all).
+fn leaving_message(self_id: &PeerId) -> PeerMessage {
+    use prost::Message as _;
+    let payload = PeerLeaving {
+        reason: "shutdown".into(),
+    };
+    PeerMessage {
+        sender_peer_id: self_id.to_string(),
+        message_type: MessageType::PeerLeaving as i32,
+        payload: payload.encode_to_vec(),
+        timestamp: now().to_wire(),
+        ..Default::default()
+    }
 }

@@ -30,7 +30,7 @@ pub fn message_kind(message_type: i32) -> &'static str {
         Ok(MessageType::TransactionResponse) => "body",
         Ok(MessageType::TransactionNotification) => "notify",
         Ok(MessageType::Heartbeat) => "heartbeat",
-        Ok(MessageType::PeerStatusUpdate) => "status",
+        Ok(MessageType::PeerStatusUpdate | MessageType::PeerLeaving) => "status",
         Ok(MessageType::BlsKeyShareDistribution) => "bls_key_share",
         Ok(MessageType::BlsPartialSignature) => "bls_partial_signature",
         Ok(MessageType::Unknown) | Err(_) => "unknown",

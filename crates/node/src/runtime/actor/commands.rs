@@ -5,7 +5,7 @@
 use sorcha_peer_core::breaker::BreakerState;
 use sorcha_peer_core::gossip::GossipMessage;
 use sorcha_peer_core::link::Dialect;
-use sorcha_peer_core::membership::HeartbeatOutcome;
+use sorcha_peer_core::membership::{Contact, HeartbeatOutcome};
 use sorcha_peer_core::model::Timestamp;
 use sorcha_peer_core::time::Now;
 
@@ -82,6 +82,29 @@ impl Actor {
                     self.events.refused(from.as_str(), &detail);
                 }
                 let _ = reply.send(pong);
+            }
+            Command::Leaving {
+                from,
+                caller,
+                reply,
+            } => {
+                let left = self.node.handle_leaving(&from, &caller, now);
+                if let Err(refusal) = &left {
+                    let detail = format!("going-away refused: {refusal}");
+                    self.events.refused(from.as_str(), &detail);
+                }
+                let _ = reply.send(left);
+            }
+            Command::SayLeaving { timeout, reply } => {
+                let to = self.node.membership().active_peers();
+                let to = to
+                    .map(|p| Contact {
+                        address: p.node.address.clone(),
+                        port: p.node.port,
+                        peer_id: Some(p.node.peer_id.clone()),
+                    })
+                    .collect();
+                let _ = reply.send(self.outbound.say_leaving(to, timeout));
             }
             other => return Some(other),
         }
@@ -175,6 +198,8 @@ impl Actor {
             | Command::PeerList { .. }
             | Command::Exchange { .. }
             | Command::Ping { .. }
+            | Command::Leaving { .. }
+            | Command::SayLeaving { .. }
             | Command::Submit { .. }
             | Command::SubmitQueued { .. }
             | Command::Gossip { .. }

@@ -162,6 +162,15 @@ impl Actor {
                 self.events
                     .record(EventKind::PeerDisconnected, peer, "stopped answering");
             }
+            MembershipEvent::PeerLeft { peer_id } => {
+                tracing::info!(peer = %peer_id, "peer is shutting down: disconnected");
+                let peer = Some(peer_id.to_string());
+                self.events.record(
+                    EventKind::PeerDisconnected,
+                    peer,
+                    "said it is shutting down",
+                );
+            }
             MembershipEvent::PeerRemoved { peer_id } => {
                 tracing::info!(peer = %peer_id, "peer removed");
                 let peer = Some(peer_id.to_string());

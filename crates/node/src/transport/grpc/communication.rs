@@ -34,6 +34,7 @@ use super::transaction::TransactionService;
 use crate::clock::now;
 use crate::handle::NodeHandle;
 use crate::transport::limits::{LimitKind, Limiter, PeerKey};
+use crate::transport::tls::caller_of;
 use crate::wire::proto::communication::peer_communication_server::PeerCommunication;
 use crate::wire::proto::communication::{GossipFetch, MessageAck, MessageType, PeerMessage};
 use crate::wire::proto::transaction::{TransactionNotification, TransactionRequest};
@@ -250,15 +251,29 @@ impl PeerCommunication for CommunicationService {
         request: Request<PeerMessage>,
     ) -> Result<Response<MessageAck>, Status> {
         let key = PeerKey::of_request(&request);
+        let caller = caller_of(&request);
         let message = request.into_inner();
         self.node
             .metrics()
             .record_received(message_kind(message.message_type), wire_len(&message));
-        let from = message
+        let from: PeerId = message
             .sender_peer_id
             .parse()
             .map_err(|e| Status::invalid_argument(format!("sender_peer_id: {e}")))?;
         self.limit(key.as_ref(), &message).await?;
+        // A going-away needs the caller's proof, which only a call carries (not our streams).
+        if message.message_type == MessageType::PeerLeaving as i32 {
+            self.node
+                .leaving(from, caller)
+                .await
+                .map_err(handle_error)?
+                .map_err(|refused| Status::permission_denied(refused.to_string()))?;
+            let ack = MessageAck {
+                received: true,
+                timestamp: now().to_wire(),
+            };
+            return Ok(Response::new(ack));
+        }
         let received = self.take(key.as_ref(), from, message).await?;
         Ok(Response::new(MessageAck {
             received,
