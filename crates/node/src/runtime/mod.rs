@@ -5,7 +5,8 @@
 //! the actor and the servers start, and only then `/health/ready` turns 200.
 //!
 //! Shutdown (SIGINT/SIGTERM, or the future passed to [`run`]): readiness and gRPC health turn
-//! to not-serving, both servers stop accepting, long-lived calls (peers' inbound streams, SSE
+//! to not-serving, every active peer is told we are going away (`PEER_LEAVING`, at most
+//! 500 ms), both servers stop accepting, long-lived calls (peers' inbound streams, SSE
 //! subscribers) end themselves, the servers finish their in-flight calls within
 //! `network.shutdown_grace`, the actor stops once the last handle is gone (its link workers'
 //! streams to peers close with it), the transaction store commits what is queued,

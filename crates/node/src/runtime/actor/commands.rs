@@ -18,6 +18,9 @@ impl Actor {
         let Some(command) = self.membership_command(command, now) else {
             return;
         };
+        let Some(command) = self.leaving_command(command, now) else {
+            return;
+        };
         let Some(command) = self.gossip_command(command, now) else {
             return;
         };
@@ -83,6 +86,14 @@ impl Actor {
                 }
                 let _ = reply.send(pong);
             }
+            other => return Some(other),
+        }
+        None
+    }
+
+    /// Going-aways: a peer's, and ours at shutdown; any other command comes back.
+    fn leaving_command(&mut self, command: Command, now: Now) -> Option<Command> {
+        match command {
             Command::Leaving {
                 from,
                 caller,
