@@ -166,3 +166,30 @@ fn a_heartbeat_from_a_peer_whose_circuit_opened_closes_it() {
     let state = node.links().circuit(&peer, Instant::from_millis(8));
     assert_eq!(state, crate::breaker::BreakerState::Closed);
 }
+
+/// A going-away takes a peer out at once (not after `failure_threshold` missed contacts),
+/// with its own event; its next heartbeat brings it back.
+#[test]
+fn a_going_away_makes_a_peer_unreachable_at_once_and_a_heartbeat_brings_it_back() {
+    use crate::membership::{MembershipEvent, PeerHealth};
+    let mut node = node(at(0, WALL_MS));
+    let peer: PeerId = "node-1".parse().expect("valid id");
+    let mut advert = node.membership().self_advert().clone();
+    advert.peer_id = peer.clone();
+    advert.address = "10.0.0.2".into();
+    node.handle_register(advert, &Caller::UNKNOWN, at(1, WALL_MS + 1))
+        .expect("registered");
+    while node.poll_output().is_some() {}
+    let health = |n: &Node| n.membership().peer(&peer).map(|p| p.health);
+    assert_eq!(health(&node), Some(PeerHealth::Alive));
+    node.handle_leaving(&peer, &Caller::UNKNOWN, at(2, WALL_MS + 2))
+        .expect("taken");
+    let mut left = false;
+    while let Some(output) = node.poll_output() {
+        left |= matches!(output, Output::Event(Event::Membership(MembershipEvent::PeerLeft { ref peer_id })) if *peer_id == peer);
+    }
+    assert!(left, "PeerLeft emitted");
+    assert_eq!(health(&node), Some(PeerHealth::Unreachable));
+    node.handle_heartbeat(&peer, &Caller::UNKNOWN, at(3, WALL_MS + 3));
+    assert_eq!(health(&node), Some(PeerHealth::Alive));
+}
