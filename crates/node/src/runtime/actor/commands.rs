@@ -107,8 +107,12 @@ impl Actor {
                 let _ = reply.send(left);
             }
             Command::SayLeaving { timeout, reply } => {
+                // Only to peers that showed they speak our extensions: a Sorcha peer that
+                // refused PeerCommunication is not called again (it notices by heartbeats).
+                let links = self.node.links();
                 let to = self.node.membership().active_peers();
                 let to = to
+                    .filter(|p| links.dialect(&p.node.peer_id, now.mono) == Dialect::Extensions)
                     .map(|p| Contact {
                         address: p.node.address.clone(),
                         port: p.node.port,
