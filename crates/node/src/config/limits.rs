@@ -50,16 +50,18 @@ impl Default for LimitsConfig {
             // minutes: well under 1 per second. 20 leaves room for restarts and bursts of
             // re-registration, and still caps a flooder at a trickle.
             membership_per_second: 20,
+            // The three rates below are sized so that an honest peer at this node's own
+            // target rates (an offline queue drained at 20,000 tx/s, issue 17) never meets
+            // them; the first defaults (500 / 5,000 / 1,000) cut a queue drain to one peer to
+            // ~520 tx/s. What they stop is a flood; lying and junk are the score's job.
             // Our links batch announcements (one message per batch); Sorcha's C# peers send
-            // one NotifyTransaction per transaction. 500 calls/s covers a C# peer forwarding
-            // at our tested submission rate (~300/s) with room.
-            announcements_per_second: 500,
-            // Bitcoin Core keeps at most 5,000 announcements queued per peer
-            // (MAX_PEER_TX_ANNOUNCEMENTS): the same number, per second.
-            announced_transactions_per_second: 5_000,
-            // Pulls are batched (up to 64 ids per GOSSIP_FETCH); 1,000 unary GetTransaction a
-            // second is a C# peer catching up after a partition.
-            pulls_per_second: 1_000,
+            // one NotifyTransaction per transaction: 5,000 calls/s is a C# peer at the
+            // network throughput target.
+            announcements_per_second: 5_000,
+            // Twice the 20,000 tx/s queue drain, so a drain with retries stays under it.
+            announced_transactions_per_second: 40_000,
+            // Counted per hash (a GOSSIP_FETCH carries up to 64): as many as can be announced.
+            pulls_per_second: 40_000,
             // Bitcoin Core keeps at most 100 transaction requests in flight per peer
             // (MAX_PEER_TX_REQUEST_IN_FLIGHT).
             pulls_in_flight: 100,
