@@ -14,6 +14,7 @@
 //! - [`backoff`]: retry schedules (exponential, equal jitter) and the table of what is retried.
 //! - [`breaker`]: per-peer circuit breakers (Closed / Open / HalfOpen) in a bounded map.
 //! - [`sendqueue`]: bounded per-peer send queues with Control / Announce / Body lanes.
+//! - [`score`]: the peer score (offences, deliveries, decay) and the bans it leads to.
 //! - [`node`]: the composition one runtime owns.
 
 pub mod backoff;
@@ -23,5 +24,6 @@ pub mod link;
 pub mod membership;
 pub mod model;
 pub mod node;
+pub mod score;
 pub mod sendqueue;
 pub mod time;

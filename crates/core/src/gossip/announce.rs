@@ -10,8 +10,8 @@
 use rand::seq::SliceRandom;
 
 use super::{
-    AnnounceEntry, FanoutMode, Gossip, GossipEvent, GossipMessage, MAX_ENTRIES_PER_MESSAGE,
-    MAX_REGISTER_ID_LEN, Origin, Output, Timer,
+    AnnounceEntry, Conduct, FanoutMode, Gossip, GossipEvent, GossipMessage,
+    MAX_ENTRIES_PER_MESSAGE, MAX_REGISTER_ID_LEN, Origin, Output, Timer,
 };
 use crate::model::{PeerId, TxHash, TxId};
 use crate::time::Instant;
@@ -99,7 +99,8 @@ impl Gossip {
         repair: bool,
         now: Instant,
     ) {
-        if entries.len() > MAX_ENTRIES_PER_MESSAGE {
+        let mut malformed = entries.len() > MAX_ENTRIES_PER_MESSAGE;
+        if malformed {
             self.stats.dropped_over_message_limit +=
                 (entries.len() - MAX_ENTRIES_PER_MESSAGE) as u64;
             entries.truncate(MAX_ENTRIES_PER_MESSAGE);
@@ -108,6 +109,8 @@ impl Gossip {
             self.stats.announcements_received += 1;
             if !self.entry_is_valid(&entry) {
                 self.stats.refused_bad_entries += 1;
+                // Larger than we take is a difference of configuration, not an offence.
+                malformed |= entry.size <= self.config.max_transaction_size;
                 continue;
             }
             if self.dedup.contains(&entry.id, &mut self.stats) {
@@ -119,6 +122,9 @@ impl Gossip {
                 continue;
             }
             self.note_announcer(from, entry, repair, now);
+        }
+        if malformed {
+            self.note_conduct(from, Conduct::Malformed);
         }
     }
 
@@ -147,6 +153,7 @@ impl Gossip {
         }
         if body.is_empty() || !self.entry_is_valid(&entry) {
             self.stats.refused_bad_entries += 1;
+            self.note_conduct(from, Conduct::Malformed);
             return;
         }
         if self.dedup.contains(&entry.id, &mut self.stats) {
@@ -164,6 +171,7 @@ impl Gossip {
 
     pub(super) fn bad_body(&mut self, from: &PeerId, id: TxId) {
         self.stats.bad_bodies += 1;
+        self.note_conduct(from, Conduct::BadBody);
         let from = from.clone();
         self.emit(GossipEvent::BadBody { from, id });
     }

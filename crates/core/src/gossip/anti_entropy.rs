@@ -30,8 +30,8 @@ use rand::Rng;
 
 use super::types::prefix_of;
 use super::{
-    AnnounceEntry, Gossip, GossipMessage, HashPrefix, MAX_DIGEST_ENTRIES, MAX_REPAIR_ENTRIES,
-    Output, PrefixRange, Timer,
+    AnnounceEntry, Conduct, Gossip, GossipMessage, HashPrefix, MAX_DIGEST_ENTRIES,
+    MAX_REPAIR_ENTRIES, Output, PrefixRange, Timer,
 };
 use crate::model::{PeerId, TxId};
 use crate::time::Instant;
@@ -222,6 +222,7 @@ impl Gossip {
         self.stats.digests_received += 1;
         if range.first > range.last {
             self.stats.refused_bad_digests += 1;
+            self.note_conduct(from, Conduct::Malformed);
             return;
         }
         if prefixes.len() > MAX_DIGEST_ENTRIES {

@@ -11,7 +11,8 @@
 use std::time::Duration;
 
 use super::{
-    AnnounceEntry, FetchFailure, Gossip, GossipEvent, MAX_FETCH_SCAN, Origin, Output, Timer,
+    AnnounceEntry, Conduct, FetchFailure, Gossip, GossipEvent, MAX_FETCH_SCAN, Origin, Output,
+    Timer,
 };
 use crate::model::{PeerId, TxHash, TxId};
 use crate::time::Instant;
@@ -274,6 +275,10 @@ impl Gossip {
             Ok(body) => body,
             Err(failure) => {
                 if current {
+                    // It announced the transaction: it said it holds it.
+                    if failure == FetchFailure::NotFound {
+                        self.note_conduct(from, Conduct::NotServed);
+                    }
                     self.stats.fetch_failures += 1;
                     self.fail_over(id, failure != FetchFailure::UnknownPeer);
                 }

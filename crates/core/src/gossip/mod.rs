@@ -50,7 +50,7 @@ use crate::time::{Instant, Now, TimerTable};
 pub use config::{FanoutMode, GossipConfig};
 pub use fetch::Fetched;
 pub use types::{
-    AnnounceEntry, FetchFailure, GossipEvent, GossipMessage, GossipStats, HashPrefix,
+    AnnounceEntry, Conduct, FetchFailure, GossipEvent, GossipMessage, GossipStats, HashPrefix,
     MAX_REGISTER_ID_LEN, Origin, Output, PrefixRange, SubmitError, SubmitOutcome, Timer,
 };
 
@@ -62,6 +62,10 @@ use fetch::Pending;
 /// `Deliver` are always admitted (losing them would lose a transaction); sends, fetches and
 /// events are dropped and counted.
 pub const MAX_OUTPUTS: usize = 8192;
+
+/// Conduct reports waiting for the node (it drains them after every input, so a few per
+/// input at most; one input holds at most `MAX_ENTRIES_PER_MESSAGE` deliveries).
+pub const MAX_CONDUCT: usize = 1024;
 
 /// Entries read from one `Announce` or `DigestReply.missing`; the rest are dropped and counted.
 /// Twice the default batch, so a peer with a larger `max_batch` still gets through mostly.
@@ -123,6 +127,8 @@ pub struct Gossip {
     /// Announcements waiting for the flush, per peer; each below `config.max_batch`.
     outbox: BTreeMap<PeerId, Vec<AnnounceEntry>>,
     outputs: VecDeque<Output>,
+    /// What peers did, for the node's score (bounded by `MAX_CONDUCT`).
+    conduct: VecDeque<(PeerId, Conduct)>,
     /// When each timer kind is due: at most one deadline per kind (fetch deadlines are in
     /// `deadlines`, and `FetchTimeout` is armed for the earliest of them).
     timers: TimerTable<Timer>,
@@ -167,6 +173,7 @@ impl Gossip {
             in_flight_bytes: 0,
             outbox: BTreeMap::new(),
             outputs: VecDeque::new(),
+            conduct: VecDeque::new(),
             timers: TimerTable::default(),
             rng,
             stats: GossipStats::default(),
@@ -394,7 +401,21 @@ impl Gossip {
         self.outputs.pop_front()
     }
 
+    /// The next report of what a peer did, for the score; drain after every input.
+    pub fn take_conduct(&mut self) -> Option<(PeerId, Conduct)> {
+        self.conduct.pop_front()
+    }
+
     // ---- internals shared by the submodules ----
+
+    /// Notes what `peer` did (dropped, counted, when `MAX_CONDUCT` wait).
+    fn note_conduct(&mut self, peer: &PeerId, conduct: Conduct) {
+        if self.conduct.len() >= MAX_CONDUCT {
+            self.stats.conduct_dropped += 1;
+            return;
+        }
+        self.conduct.push_back((peer.clone(), conduct));
+    }
 
     fn housekeep(&mut self, now: Instant) {
         self.dedup.expire(now);
@@ -414,6 +435,9 @@ impl Gossip {
         let size = body.len() as u64;
         let id = hash.id();
         let (announcers, repair) = self.forget_pending(&id);
+        if let Origin::Peer(from) = &origin {
+            self.note_conduct(&from.clone(), Conduct::FirstDelivery);
+        }
         if repair && let Origin::Peer(from) = &origin {
             self.stats.anti_entropy_repairs += 1;
             let from = from.clone();

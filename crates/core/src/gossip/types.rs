@@ -198,6 +198,20 @@ pub enum GossipEvent {
     Repaired { hash: TxHash, from: PeerId },
 }
 
+/// What a peer did that its score should hear of ([`crate::score`]); the node drains these
+/// with [`Gossip::take_conduct`](super::Gossip::take_conduct) after every input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conduct {
+    /// Served or pushed a body that does not match its hash.
+    BadBody,
+    /// Announced a transaction, then answered NOT_FOUND for it.
+    NotServed,
+    /// Sent a malformed message (bad entries, too many entries, an empty digest range).
+    Malformed,
+    /// Delivered a transaction this node did not have yet.
+    FirstDelivery,
+}
+
 /// Result of a submission.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SubmitOutcome {
@@ -271,4 +285,6 @@ pub struct GossipStats {
     pub known_evicted: u64,
     /// Times a fetch had to wait for a free slot.
     pub fetches_deferred: u64,
+    /// Conduct reports dropped because `MAX_CONDUCT` were waiting for the node.
+    pub conduct_dropped: u64,
 }

@@ -22,6 +22,10 @@
 //!   gossip 3), and work with many deadlines (outstanding requests, fetches) keeps them in its
 //!   own bounded table behind one of those kinds.
 
+mod conduct;
+
+use std::collections::VecDeque;
+
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -37,7 +41,10 @@ use crate::membership::{
 use crate::model::{
     Caller, NodeState, PeerAdvert, PeerId, PeerNode, Protocol, Timestamp, TxHash, TxId,
 };
+use crate::score::{BanRecord, Reputation, ScoreConfig};
 use crate::time::{Instant, Now};
+
+pub use conduct::{MAX_BAN_OUTPUTS, MAX_CALLER_ADDRESSES};
 
 /// The knobs of every sub-machine.
 #[derive(Debug, Clone, Default)]
@@ -45,6 +52,7 @@ pub struct NodeConfig {
     pub membership: MembershipConfig,
     pub gossip: GossipConfig,
     pub link: LinkConfig,
+    pub score: ScoreConfig,
 }
 
 /// What the runtime must do.
@@ -89,6 +97,9 @@ pub enum Output {
     Persist(PeerNode),
     /// Delete this peer from the store.
     Forget(PeerId),
+    /// The peer score banned an id or an address: persist it (its strike count too, so the
+    /// next ban doubles after a restart; give it back with [`Node::restore_ban`]) and log it.
+    Banned(BanRecord),
     /// Something happened: log it, count it, show it.
     Event(Event),
 }
@@ -113,6 +124,11 @@ pub struct Node {
     /// The time of the latest input, for work `poll_output` must feed back (a fetch from a
     /// peer that vanished fails at once, as of the input that produced it).
     last_now: Now,
+    reputation: Reputation,
+    /// Where unverified ids called from (what their bans also cover).
+    addresses: conduct::CallerAddresses,
+    /// Automatic bans for the runtime, ahead of every other output.
+    bans_out: VecDeque<Output>,
 }
 
 impl Node {
@@ -145,6 +161,9 @@ impl Node {
             links: Links::new(config.link, link_rng),
             gossip_peers: Vec::new(),
             last_now: now,
+            reputation: Reputation::new(config.score),
+            addresses: conduct::CallerAddresses::default(),
+            bans_out: VecDeque::new(),
         }
     }
 
@@ -252,6 +271,7 @@ impl Node {
         self.membership.handle_timeout(now);
         self.sync_gossip_peers(now);
         self.gossip.handle_timeout(now);
+        self.absorb_conduct(now);
         self.links.handle_timeout(now.mono);
     }
 
@@ -286,8 +306,9 @@ impl Node {
     pub fn handle_gossip(&mut self, from: &PeerId, message: GossipMessage, now: Now) {
         self.last_now = now;
         self.links.heard_gossip(from);
-        if !self.membership.is_banned(from, now) {
+        if !self.is_banned(from, now) {
             self.gossip.handle_message(from, message, now);
+            self.absorb_conduct(now);
         }
     }
 
@@ -295,11 +316,12 @@ impl Node {
     /// the body). What `from` speaks is learnt from its answers, not from this.
     pub fn handle_notify(&mut self, from: &PeerId, entry: AnnounceEntry, now: Now) {
         self.last_now = now;
-        if !self.membership.is_banned(from, now) {
+        if !self.is_banned(from, now) {
             let message = GossipMessage::Announce {
                 entries: vec![entry],
             };
             self.gossip.handle_message(from, message, now);
+            self.absorb_conduct(now);
         }
     }
 
@@ -318,6 +340,7 @@ impl Node {
         );
         self.links.handle_fetched(from, healthy, now.mono);
         self.gossip.handle_fetched(from, id, result, now);
+        self.absorb_conduct(now);
     }
 
     /// The bodies (or failures) of several pulls at once, in the order they came: each as
@@ -343,6 +366,9 @@ impl Node {
         now: Now,
     ) -> Result<RegisterOutcome, Refusal> {
         self.last_now = now;
+        if !self.check_address(Some(&advert.peer_id), caller, now) {
+            return Err(Refusal::Banned);
+        }
         let proven = self.membership.check_claim(&advert.peer_id, caller)?;
         self.links.heard_from(&advert.peer_id, now.mono);
         let result = if proven {
@@ -364,6 +390,9 @@ impl Node {
         now: Now,
     ) -> Vec<PeerAdvert> {
         self.last_now = now;
+        if !self.check_address(requester, caller, now) {
+            return Vec::new();
+        }
         let requester = requester.filter(|id| self.claim(id, caller).is_ok());
         self.membership.peer_list(requester, max, now)
     }
@@ -390,6 +419,9 @@ impl Node {
         now: Now,
     ) -> Result<Pong, Refusal> {
         self.last_now = now;
+        if !self.check_address(from, caller, now) {
+            return Err(Refusal::Banned);
+        }
         if let Some(id) = from {
             self.claim(id, caller)?;
         }
@@ -405,6 +437,9 @@ impl Node {
         now: Now,
     ) -> HeartbeatOutcome {
         self.last_now = now;
+        if !self.check_address(Some(from), caller, now) {
+            return HeartbeatOutcome::Banned;
+        }
         if self.claim(from, caller).is_err() {
             return HeartbeatOutcome::Unproven;
         }
@@ -442,8 +477,11 @@ impl Node {
     }
 
     /// Lets `caller` speak for `id`, noting a proof; refused (and counted by membership) when
-    /// it may not.
+    /// it may not, or when its address is banned.
     fn claim(&mut self, id: &PeerId, caller: &Caller) -> Result<(), Refusal> {
+        if !self.check_address(Some(id), caller, self.last_now) {
+            return Err(Refusal::Banned);
+        }
         if self.membership.check_claim(id, caller)? {
             self.membership.note_proven(id);
         }
@@ -458,9 +496,12 @@ impl Node {
         done
     }
 
+    /// Lifts a ban of `id` (an operator's or an automatic one, with the address ban that
+    /// came with it) and forgets its score; its strike count stays, so a relapse doubles.
     pub fn unban(&mut self, id: &PeerId, now: Now) {
         self.last_now = now;
         self.membership.unban(id, now);
+        self.lift(id);
     }
 
     pub fn remove(&mut self, id: &PeerId, now: Now) {
@@ -486,6 +527,9 @@ impl Node {
     /// requests go through the link machine first; pulls gathered for streams are flushed
     /// once gossip has nothing more to say.
     pub fn poll_output(&mut self) -> Option<Output> {
+        if let Some(ban) = self.bans_out.pop_front() {
+            return Some(ban);
+        }
         loop {
             if let Some(output) = self.links.poll_output() {
                 match self.link_output(output) {
@@ -650,5 +694,7 @@ fn offers<'a>(membership: &'a Membership, peer: Option<&PeerId>) -> &'a [Protoco
         .map_or(&[], |known| known.node.supported_protocols.as_slice())
 }
 
+#[cfg(test)]
+mod score_tests;
 #[cfg(test)]
 mod tests;

@@ -8,15 +8,15 @@ use crate::model::{PeerCapabilities, Protocol};
 const PROBE_MS: u64 = 10_000;
 const AE_MS: u64 = 3_000;
 /// A wall clock far from the monotonic one, as in the daemon.
-const WALL_MS: u64 = 1_800_000_000_000;
+pub(super) const WALL_MS: u64 = 1_800_000_000_000;
 
-fn at(mono: u64, wall: u64) -> Now {
+pub(super) fn at(mono: u64, wall: u64) -> Now {
     Now::new(Instant::from_millis(mono), Timestamp::from_millis(wall))
 }
 
 /// A node with no peers: only the periodic timers are armed (membership's probe and
 /// refresh, gossip's anti-entropy).
-fn node(now: Now) -> Node {
+pub(super) fn node(now: Now) -> Node {
     let mut config = NodeConfig::default();
     config.membership.probe_interval = Duration::from_millis(PROBE_MS);
     config.gossip.anti_entropy_interval = Some(Duration::from_millis(AE_MS));

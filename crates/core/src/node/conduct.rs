@@ -1,0 +1,160 @@
+//! The node's side of the peer score: offences and deliveries in, automatic bans out.
+//! [`Reputation`](crate::score::Reputation) keeps the numbers; here they meet membership
+//! (bans of ids), the addresses unverified callers came from (bans of addresses), and the
+//! runtime ([`Output::Banned`]).
+
+use std::collections::{BTreeMap, VecDeque};
+
+use super::{Node, Output};
+use crate::gossip::Conduct;
+use crate::model::{Caller, PeerId};
+use crate::score::{BanRecord, BanSubject, Offence, Reputation};
+use crate::time::Now;
+
+/// Addresses remembered for ids that never proved themselves (what an automatic ban of such
+/// an id also covers). One per caller seen lately; the oldest goes first.
+pub const MAX_CALLER_ADDRESSES: usize = 4096;
+
+/// Bans waiting for the runtime: a ban is at most two records (id and address) per offence
+/// the node is told of, drained after every input.
+pub const MAX_BAN_OUTPUTS: usize = 1024;
+
+/// The addresses unverified ids called from, bounded, oldest forgotten first.
+#[derive(Debug, Default)]
+pub(super) struct CallerAddresses {
+    by_id: BTreeMap<PeerId, String>,
+    order: VecDeque<PeerId>,
+}
+
+impl CallerAddresses {
+    fn note(&mut self, id: &PeerId, ip: &str) {
+        if let Some(known) = self.by_id.get_mut(id) {
+            ip.clone_into(known);
+            return;
+        }
+        if self.order.len() >= MAX_CALLER_ADDRESSES
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.by_id.remove(&oldest);
+        }
+        self.by_id.insert(id.clone(), ip.to_owned());
+        self.order.push_back(id.clone());
+    }
+
+    pub(super) fn of(&self, id: &PeerId) -> Option<&str> {
+        self.by_id.get(id).map(String::as_str)
+    }
+}
+
+impl Node {
+    /// The peer score and ban counters.
+    pub fn reputation(&self) -> &Reputation {
+        &self.reputation
+    }
+
+    /// `peer` did something wrong (the transport reports limits; the core notes the rest
+    /// itself). Below the threshold the peer is banned (see [`crate::score`]).
+    pub fn note_offence(&mut self, peer: &PeerId, offence: Offence, now: Now) {
+        self.last_now = now;
+        if peer == self.peer_id() || self.is_banned(peer, now) {
+            return;
+        }
+        if self.reputation.penalize(peer, offence, now.mono) {
+            self.auto_ban(peer, offence.as_str(), now);
+        }
+    }
+
+    /// Whether `peer` is banned, by id or by the address it called from.
+    pub fn is_banned(&self, peer: &PeerId, now: Now) -> bool {
+        self.membership.is_banned(peer, now)
+            || self
+                .addresses
+                .of(peer)
+                .is_some_and(|ip| self.reputation.is_banned_address(ip, now.wall))
+    }
+
+    /// Whether calls from address `ip` are refused.
+    pub fn is_banned_address(&self, ip: &str, now: Now) -> bool {
+        self.reputation.is_banned_address(ip, now.wall)
+    }
+
+    /// A ban persisted in an earlier run (see [`Output::Banned`]): its strike count is kept so
+    /// the next ban doubles, and it holds again if it has not ended.
+    pub fn restore_ban(&mut self, record: &BanRecord, now: Now) {
+        self.last_now = now;
+        self.reputation.restore(record, now.wall);
+        if let BanSubject::Peer(id) = &record.subject
+            && record.until > now.wall
+        {
+            self.membership.ban(id, record.until, now);
+        }
+    }
+
+    /// Refuses a caller whose address is banned; remembers where an unverified one called
+    /// from, so a ban of its id covers that address too.
+    pub(super) fn check_address(&mut self, id: Option<&PeerId>, caller: &Caller, now: Now) -> bool {
+        let Caller::Unproven { ip: Some(ip) } = caller else {
+            return true;
+        };
+        if self.reputation.is_banned_address(ip, now.wall) {
+            self.reputation.note_refused_address();
+            return false;
+        }
+        if let Some(id) = id {
+            self.addresses.note(id, ip);
+        }
+        true
+    }
+
+    /// Turns what gossip saw peers do into score.
+    pub(super) fn absorb_conduct(&mut self, now: Now) {
+        while let Some((peer, conduct)) = self.gossip.take_conduct() {
+            let offence = match conduct {
+                Conduct::FirstDelivery => {
+                    self.reputation.reward(&peer, now.mono);
+                    continue;
+                }
+                Conduct::BadBody => Offence::WrongBody,
+                Conduct::NotServed => Offence::Unserved,
+                Conduct::Malformed => Offence::ProtocolViolation,
+            };
+            self.note_offence(&peer, offence, now);
+        }
+    }
+
+    /// Bans `peer` for its next strike; a peer that never proved its id is banned by the
+    /// address it called from too.
+    fn auto_ban(&mut self, peer: &PeerId, reason: &str, now: Now) {
+        let record = self
+            .reputation
+            .strike(BanSubject::Peer(peer.clone()), reason, now);
+        self.membership.ban(peer, record.until, now);
+        self.push_ban(record);
+        let verified = self.membership.peer(peer).is_some_and(|p| p.node.verified);
+        if !verified && let Some(ip) = self.addresses.of(peer).map(str::to_owned) {
+            let record = self
+                .reputation
+                .strike(BanSubject::Address(ip.clone()), reason, now);
+            if self.reputation.ban_address(&ip, record.until, now.wall) {
+                self.push_ban(record);
+            }
+        }
+        self.sync_gossip_peers(now);
+    }
+
+    fn push_ban(&mut self, record: BanRecord) {
+        if self.bans_out.len() < MAX_BAN_OUTPUTS {
+            self.bans_out.push_back(Output::Banned(record));
+        } else {
+            self.reputation.note_output_dropped();
+        }
+    }
+
+    /// Lifts a ban of `id` and of the address it called from, and forgets its score.
+    pub(super) fn lift(&mut self, id: &PeerId) {
+        self.reputation.reset(id);
+        if let Some(ip) = self.addresses.of(id).map(str::to_owned) {
+            self.reputation.unban_address(&ip);
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! The peer score through the node: offences seen by gossip ban, unverified peers by their
+//! address too, and an operator's unban lifts both.
+
+use super::tests::{WALL_MS, at, node};
+use super::*;
+use crate::gossip::AnnounceEntry;
+use crate::model::{PeerCapabilities, TxHash};
+use crate::score::{BanSubject, Offence};
+use std::time::Duration;
+
+const LIAR_IP: &str = "198.51.100.7";
+
+fn advert(name: &str, address: &str, now: Now) -> PeerAdvert {
+    PeerAdvert {
+        peer_id: name.parse().expect("valid id"),
+        address: address.into(),
+        port: 5001,
+        supported_protocols: vec![Protocol::Grpc],
+        capabilities: PeerCapabilities {
+            supports_streaming: true,
+            supports_transaction_distribution: true,
+            max_transaction_size: 1 << 20,
+        },
+        last_seen: now.wall,
+        is_seed_node: false,
+    }
+}
+
+fn unproven() -> Caller {
+    Caller::Unproven {
+        ip: Some(LIAR_IP.into()),
+    }
+}
+
+fn bans(node: &mut Node) -> Vec<BanRecord> {
+    let mut out = Vec::new();
+    while let Some(output) = node.poll_output() {
+        if let Output::Banned(record) = output {
+            out.push(record);
+        }
+    }
+    out
+}
+
+/// Announces `n` as `from` and serves a body that does not match it.
+fn serve_wrong(node: &mut Node, from: &PeerId, n: u64, now: Now) {
+    let body = format!("body {n}").into_bytes();
+    let entry = AnnounceEntry {
+        id: TxHash::of(&body).id(),
+        hash: None,
+        size: body.len() as u64,
+        register_id: None,
+        hops: 1,
+    };
+    let id = entry.id;
+    let message = GossipMessage::Announce {
+        entries: vec![entry],
+    };
+    node.handle_gossip(from, message, now);
+    let mut wrong = body;
+    wrong[0] ^= 1;
+    node.handle_fetched(from, id, Ok(wrong), now);
+}
+
+#[test]
+fn an_unverified_liar_is_banned_by_id_and_address_then_lifted() {
+    let now = at(0, WALL_MS);
+    let mut node = node(now);
+    let liar: PeerId = "liar-1".parse().expect("valid id");
+    node.handle_register(advert("liar-1", "203.0.113.9", now), &unproven(), now)
+        .expect("registered");
+    serve_wrong(&mut node, &liar, 1, now);
+    assert!(bans(&mut node).is_empty(), "one wrong body is not enough");
+    serve_wrong(&mut node, &liar, 2, now);
+    let records = bans(&mut node);
+    let subjects: Vec<_> = records.iter().map(|r| r.subject.clone()).collect();
+    assert_eq!(
+        subjects,
+        [
+            BanSubject::Peer(liar.clone()),
+            BanSubject::Address(LIAR_IP.into())
+        ]
+    );
+    assert!(
+        records
+            .iter()
+            .all(|r| r.reason == "wrong_body" && r.strikes == 1)
+    );
+    assert!(node.is_banned(&liar, now));
+    assert!(
+        node.membership()
+            .active_peers()
+            .all(|p| p.node.peer_id != liar)
+    );
+    // A fresh id from the same address is refused at once.
+    let fresh = advert("liar-2", "203.0.113.10", now);
+    assert_eq!(
+        node.handle_register(fresh, &unproven(), now),
+        Err(Refusal::Banned)
+    );
+    assert!(node.handle_ping(None, &unproven(), now).is_err());
+    assert_eq!(node.reputation().stats().refused_banned_address, 2);
+    node.unban(&liar, at(1, WALL_MS));
+    assert!(!node.is_banned(&liar, at(1, WALL_MS)));
+    assert!(!node.is_banned_address(LIAR_IP, at(1, WALL_MS)));
+    assert_eq!(node.reputation().score(&liar, Instant::from_millis(1)), 0.0);
+}
+
+#[test]
+fn a_verified_peer_is_banned_by_id_only_and_the_next_ban_doubles() {
+    let now = at(0, WALL_MS);
+    let mut node = node(now);
+    let peer = PeerId::from_public_key(b"some key");
+    let caller = Caller::Proven(peer.clone());
+    node.handle_register(advert(peer.as_str(), "203.0.113.9", now), &caller, now)
+        .expect("registered");
+    for _ in 0..4 {
+        node.note_offence(&peer, Offence::ProtocolViolation, now);
+    }
+    let first = bans(&mut node);
+    assert_eq!(first.len(), 1, "the id only: {first:?}");
+    assert_eq!(
+        first[0].until,
+        now.wall.saturating_add(Duration::from_secs(60))
+    );
+    // Offences while banned are not counted again.
+    assert_eq!(node.reputation().stats().penalties[3], 3);
+    let later = at(61_000, WALL_MS + 61_000);
+    assert!(!node.is_banned(&peer, later));
+    node.note_offence(&peer, Offence::LimitExceeded, later);
+    let second = bans(&mut node);
+    assert_eq!(second[0].strikes, 2);
+    assert_eq!(
+        second[0].until,
+        later.wall.saturating_add(Duration::from_secs(120))
+    );
+}
+
+#[test]
+fn a_restored_ban_holds_and_keeps_its_strikes() {
+    let now = at(0, WALL_MS);
+    let mut node = node(now);
+    let peer: PeerId = "peer-9".parse().expect("valid id");
+    let record = BanRecord {
+        subject: BanSubject::Peer(peer.clone()),
+        reason: "wrong_body".into(),
+        until: now.wall.saturating_add(Duration::from_secs(600)),
+        strikes: 3,
+    };
+    node.restore_ban(&record, now);
+    assert!(node.is_banned(&peer, now));
+    let subject = BanSubject::Peer(peer);
+    assert_eq!(node.reputation().strikes(&subject), 3);
+}
