@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use rand::seq::{IndexedRandom, SliceRandom};
 
-use super::{Contact, Membership, MembershipEvent, PeerHealth, Purpose, Request, Timer};
+use super::{
+    Contact, DialRefusal, Membership, MembershipEvent, PeerHealth, Purpose, Request, Timer,
+};
 use crate::model::{PeerAdvert, PeerId};
 use crate::time::{Instant, Now};
 
@@ -77,8 +79,10 @@ impl Membership {
         self.peers.len() >= target
     }
 
-    fn dispatch_discovery(&mut self, now: Now) {
+    pub(super) fn dispatch_discovery(&mut self, now: Now) {
         if self.knows_enough() {
+            let dropped = self.discovery.queue.len() + self.discovery.next.len();
+            self.stats.dials_deferred_not_needed += dropped as u64;
             self.discovery.queue.clear();
             self.discovery.next.clear();
         }
@@ -92,6 +96,18 @@ impl Membership {
             if known.health == PeerHealth::Unreachable || self.is_banned(&id, now) {
                 continue;
             }
+            match self.may_dial(&id, now) {
+                Ok(()) => {}
+                Err(DialRefusal::Backoff) => continue,
+                // The dial timer resumes the round.
+                Err(_) => {
+                    self.discovery.queue.push_front(id);
+                    break;
+                }
+            }
+            let Some(known) = self.peers.get(&id) else {
+                continue;
+            };
             let to = Contact::of(&known.node);
             let max = self.config.peer_list_request_size;
             let purpose = Purpose::PeerList {
@@ -275,7 +291,12 @@ mod tests {
 
     #[test]
     fn rounds_respect_the_concurrency_bound_and_stop_when_nothing_is_new() {
-        let (mut m, out) = bootstrapped(Default::default(), adverts(100..125));
+        // All in one instant: the dial gate's rate is tested in `dials.rs`.
+        let config = MembershipConfig {
+            dial_burst: 100,
+            ..Default::default()
+        };
+        let (mut m, out) = bootstrapped(config, adverts(100..125));
         let mut queued = list_requests(&out);
         assert_eq!(
             queued.len(),

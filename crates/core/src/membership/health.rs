@@ -69,7 +69,9 @@ impl Membership {
             .cloned()
             .collect();
         for id in chosen {
-            self.send_probe(&id, now);
+            if self.may_dial(&id, now).is_ok() {
+                self.send_probe(&id, now);
+            }
         }
     }
 
@@ -123,6 +125,8 @@ impl Membership {
             known.node.latency = rtt;
         }
         if !was_live {
+            let address = super::dials::key(&known.node);
+            self.dials.answered(&address);
             self.persist(id);
         }
     }
@@ -153,6 +157,13 @@ impl Membership {
     /// A contact with `id` failed: Suspect on the first miss, Unreachable at the threshold.
     pub(super) fn record_failure(&mut self, id: &PeerId, now: Now) {
         let threshold = self.config.failure_threshold.max(1);
+        let Some(known) = self.peers.get_mut(id) else {
+            return;
+        };
+        if known.health == PeerHealth::Candidate {
+            let address = super::dials::key(&known.node);
+            self.dials.failed(&address, now.mono);
+        }
         let Some(known) = self.peers.get_mut(id) else {
             return;
         };

@@ -9,10 +9,12 @@
 //! Files: `config.rs` (knobs), `types.rs` (inputs, outputs, events, counters), `bootstrap.rs`
 //! (bootstrap and its backoff), `discovery.rs` (recursive discovery and refresh exchange),
 //! `health.rs` (heartbeats, suspicion, sweeping, node state), `views.rs` (active set, passive
-//! list, adverts), `inbound.rs` (answers to other peers' requests).
+//! list, adverts), `inbound.rs` (answers to other peers' requests), `dials.rs` (the gate that
+//! bounds dials of hearsay: rate, distinct addresses a minute, backoff of failed addresses).
 
 mod bootstrap;
 mod config;
+mod dials;
 mod discovery;
 mod health;
 mod inbound;
@@ -39,9 +41,11 @@ pub use types::{
     PeerHealth, Pong, Refusal, RegisterOutcome, Request, RequestId, Response, Timer,
 };
 
+pub use dials::{DialRefusal, MAX_DIAL_BACKOFF};
 pub use views::{MAX_ADVERTS_PER_ANSWER, MAX_ADVERTS_PER_MESSAGE};
 
 use bootstrap::Bootstrap;
+use dials::DialGate;
 use discovery::Discovery;
 use types::{Pending, Purpose};
 
@@ -128,6 +132,8 @@ pub struct Membership {
     state: NodeState,
     bootstrap: Bootstrap,
     discovery: Discovery,
+    /// Bounds dials of hearsay (rate, distinct addresses, backoff).
+    dials: DialGate,
     rng: ChaCha8Rng,
     stats: MembershipStats,
 }
@@ -162,6 +168,7 @@ impl Membership {
             state: NodeState::Offline,
             bootstrap: Bootstrap::default(),
             discovery: Discovery::default(),
+            dials: DialGate::default(),
             rng,
             stats: MembershipStats::default(),
         };
@@ -263,6 +270,10 @@ impl Membership {
             Timer::Bootstrap => self.on_bootstrap_timer(now),
             Timer::Probe => self.on_probe_timer(now),
             Timer::Refresh => self.on_refresh_timer(now),
+            Timer::Dial => {
+                self.dispatch_discovery(now);
+                self.fill_active(now);
+            }
         }
     }
 

@@ -151,6 +151,8 @@ pub enum Timer {
     Probe,
     /// Exchange peer lists with a few live peers.
     Refresh,
+    /// Dials of hearsay held back by the dial gate may go again.
+    Dial,
 }
 
 /// What the machine asks the daemon to do, in order.
@@ -291,6 +293,17 @@ pub struct MembershipStats {
     pub refused_id_mismatch: u64,
     /// Peers that proved their id for the first time.
     pub peers_verified: u64,
+    /// Hearsay dials held back: over `dial_rate_per_second`...
+    pub dials_deferred_rate: u64,
+    /// ... over `max_dials_per_minute` distinct addresses...
+    pub dials_deferred_distinct_cap: u64,
+    /// ... to an address backing off after a failure...
+    pub dials_deferred_backoff: u64,
+    /// ... and candidates never dialled because nothing needs them (discovery knows enough,
+    /// or a message brought more than `max_hearsay_per_message`).
+    pub dials_deferred_not_needed: u64,
+    /// Hearsay dials made.
+    pub hearsay_dials: u64,
 }
 
 impl MembershipStats {

@@ -87,6 +87,10 @@ impl Membership {
                 self.stats.count_refusal(Refusal::ListFull);
                 continue;
             }
+            if added.len() >= self.config.max_hearsay_per_message {
+                self.stats.dials_deferred_not_needed += 1;
+                continue;
+            }
             let id = advert.peer_id.clone();
             match self.insert_peer(
                 PeerNode::from_advert(advert, now.wall),
@@ -307,7 +311,12 @@ impl Membership {
             .collect();
         let starved = chosen.len() < free;
         for id in chosen {
-            self.send_probe(&id, now);
+            match self.may_dial(&id, now) {
+                Ok(()) => self.send_probe(&id, now),
+                Err(super::DialRefusal::Backoff) => {}
+                // The dial timer fills the slot a little later.
+                Err(_) => break,
+            }
         }
         if starved {
             self.ask_for_more_peers(now);
@@ -414,7 +423,10 @@ mod tests {
             .collect();
         m.handle_exchange(&id(1), flood, 10, now);
         assert_eq!(m.stats().refused_oversized, 2 + 5);
-        assert_eq!(m.known_count(), 1000, "bounded by max_peers_in_list");
+        let hearsay = m.config().max_hearsay_per_message;
+        assert_eq!(m.known_count(), 2 + hearsay, "bounded per message");
+        let rest = MAX_ADVERTS_PER_MESSAGE - hearsay;
+        assert_eq!(m.stats().dials_deferred_not_needed, rest as u64);
     }
 
     #[test]
