@@ -5,9 +5,11 @@
 //! transaction add a little (capped, so a peer cannot bank credit for a later attack), and
 //! the whole score decays towards 0 with a half-life, so an old mistake is forgiven. When a
 //! penalty takes a score below [`ScoreConfig::ban_threshold`] the node bans the peer: for
-//! `ban_base`, doubled on every repeat ("strike") up to `ban_cap`. Bans of peers that never
-//! proved their id also cover the address they called from ([`BanSubject::Address`]): such a
-//! peer can make a new id for free, its address costs more.
+//! `ban_base`, doubled on every repeat ("strike") up to `ban_cap`. A peer that never proved
+//! its id can make a new one for free, its address costs more: its offences are charged to
+//! the address it called from too ([`BanSubject::Address`]), so identities made by the
+//! dozen from one address add up to a ban of that address (the simulator's eclipse scenario
+//! was never banned while only ids were scored). Peers behind one NAT share that score.
 //!
 //! Where the weights came from (ours, not gossipsub's, whose weights are per topic):
 //! - `wrong_body` (-40): a body whose SHA-256 does not match the hash is never an accident of
@@ -216,7 +218,8 @@ struct Strike {
 #[derive(Debug)]
 pub struct Reputation {
     config: ScoreConfig,
-    scores: BTreeMap<PeerId, Entry>,
+    /// By id, and by address for peers that never proved their id (see [`BanSubject`]).
+    scores: BTreeMap<BanSubject, Entry>,
     strikes: BTreeMap<BanSubject, Strike>,
     /// Banned addresses and until when (wall clock: persisted).
     addresses: BTreeMap<String, Timestamp>,
@@ -247,9 +250,11 @@ impl Reputation {
         self.scores.len()
     }
 
-    /// `id`'s score at `now` (0 for a peer never scored).
-    pub fn score(&self, id: &PeerId, now: Instant) -> f64 {
-        self.scores.get(id).map_or(0.0, |e| self.decayed(*e, now))
+    /// `subject`'s score at `now` (0 when never scored).
+    pub fn score(&self, subject: &BanSubject, now: Instant) -> f64 {
+        self.scores
+            .get(subject)
+            .map_or(0.0, |e| self.decayed(*e, now))
     }
 
     /// Strikes recorded against `subject`.
@@ -262,21 +267,25 @@ impl Reputation {
     }
 
     /// Subtracts `offence`'s weight; true when the score is now below the ban threshold.
-    pub fn penalize(&mut self, id: &PeerId, offence: Offence, now: Instant) -> bool {
-        self.stats.penalties[offence.index()] += 1;
-        let value = self.add(id, -self.config.weight(offence), now);
+    pub fn penalize(&mut self, subject: &BanSubject, offence: Offence, now: Instant) -> bool {
+        let value = self.add(subject, -self.config.weight(offence), now);
         self.config.enabled && value < self.config.ban_threshold
     }
 
-    /// A useful first delivery from `id`.
-    pub fn reward(&mut self, id: &PeerId, now: Instant) {
-        self.stats.rewards += 1;
-        self.add(id, self.config.first_delivery, now);
+    /// Counts an offence once, however many subjects it is charged to.
+    pub fn count(&mut self, offence: Offence) {
+        self.stats.penalties[offence.index()] += 1;
     }
 
-    /// Forgets `id`'s score (an operator lifted its ban).
-    pub fn reset(&mut self, id: &PeerId) {
-        self.scores.remove(id);
+    /// A useful first delivery from `subject`.
+    pub fn reward(&mut self, subject: &BanSubject, now: Instant) {
+        self.stats.rewards += 1;
+        self.add(subject, self.config.first_delivery, now);
+    }
+
+    /// Forgets `subject`'s score (an operator lifted its ban).
+    pub fn reset(&mut self, subject: &BanSubject) {
+        self.scores.remove(subject);
     }
 
     /// Records a strike against `subject` and returns the ban it earns: `ban_base` doubled
@@ -369,15 +378,17 @@ impl Reputation {
         entry.value * 0.5f64.powf(age / half)
     }
 
-    /// Adds `delta` to `id`'s decayed score (capped above at `max_positive`); returns it.
-    fn add(&mut self, id: &PeerId, delta: f64, now: Instant) -> f64 {
-        let current = self.score(id, now);
+    /// Adds `delta` to `subject`'s decayed score (capped above at `max_positive`); returns it.
+    fn add(&mut self, subject: &BanSubject, delta: f64, now: Instant) -> f64 {
+        let current = self.score(subject, now);
         let value = (current + delta).min(self.config.max_positive);
-        if !self.scores.contains_key(id) && self.scores.len() >= self.config.max_tracked {
+        let known = self.scores.contains_key(subject);
+        if !known && self.scores.len() >= self.config.max_tracked {
             self.make_room(now);
         }
-        if self.scores.len() < self.config.max_tracked.max(1) || self.scores.contains_key(id) {
-            self.scores.insert(id.clone(), Entry { value, at: now });
+        if known || self.scores.len() < self.config.max_tracked.max(1) {
+            self.scores
+                .insert(subject.clone(), Entry { value, at: now });
         }
         value
     }
@@ -401,9 +412,9 @@ impl Reputation {
                 .scores
                 .iter()
                 .min_by(|a, b| decayed(a.1).total_cmp(&decayed(b.1)))
-                .map(|(id, _)| id.clone());
-            if let Some(id) = nearest {
-                self.scores.remove(&id);
+                .map(|(subject, _)| subject.clone());
+            if let Some(subject) = nearest {
+                self.scores.remove(&subject);
             }
         }
         self.stats.evicted += (before - self.scores.len()) as u64;

@@ -63,6 +63,7 @@ impl World {
             via: None,
         };
         let Some(target) = self.target(to) else {
+            self.rec.count("dials_to_fake_addresses");
             self.queue.push(now, reply(Err(Failure::Unreachable)));
             return;
         };

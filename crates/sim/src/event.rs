@@ -9,6 +9,8 @@ use sorcha_peer_core::time::Instant;
 use crate::scenario::ChurnMode;
 
 pub(crate) enum Ev {
+    /// Attackers attack (see `attack.rs`).
+    Attack,
     Start(u32),
     Down(u32, ChurnMode),
     Up(u32),

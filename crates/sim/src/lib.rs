@@ -16,6 +16,7 @@
 //!   spreads, RMR, bytes by kind, active-graph quality).
 //! - [`plot`]: the coverage-over-time SVG.
 
+pub mod attack;
 pub mod graph;
 pub mod metrics;
 pub mod network;

@@ -83,6 +83,8 @@ pub struct Recorder {
     /// (ms, coverage) samples.
     pub timeline: Vec<(u64, f64)>,
     pub heals: Vec<Heal>,
+    /// Bans the nodes made (see `attack.rs`).
+    pub ban_log: crate::attack::BanLog,
 }
 
 impl Recorder {
@@ -183,6 +185,9 @@ pub struct Report {
     /// Coverage samples: [ms, fraction of delivered (live honest node, submitted tx) pairs].
     pub timeline: Vec<(u64, f64)>,
     pub events_processed: u64,
+    /// What came of an attack, when the scenario has attackers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attack: Option<crate::attack::AttackReport>,
 }
 
 /// The k-th smallest (1-based) that X% of `m` needs.

@@ -245,6 +245,7 @@ impl World {
             counters: self.counters(),
             timeline: self.rec.timeline.clone(),
             events_processed: self.queue.pushed() - self.queue.len() as u64,
+            attack: self.attack_report(),
         }
     }
 

@@ -103,6 +103,8 @@ pub struct Scenario {
     #[serde(default)]
     pub roles: Roles,
     #[serde(default)]
+    pub attack: crate::attack::AttackSpec,
+    #[serde(default)]
     pub transports: Transports,
     #[serde(default)]
     pub faults: Vec<Fault>,
@@ -230,6 +232,10 @@ pub struct Roles {
     pub droppers: f64,
     /// Answer every fetch with a body of the right size and the wrong bytes.
     pub liars: f64,
+    /// Announce hashes nobody holds (see `attack.rs`).
+    pub flooders: f64,
+    /// Make fake identities that push fake peers and announce junk (see `attack.rs`).
+    pub eclipsers: f64,
 }
 
 /// Which transports nodes serve, as fractions of the non-bootstrap nodes (the others speak
@@ -539,10 +545,14 @@ impl Scenario {
         self.validate_transactions()?;
         let r = &self.roles;
         self.validate_link()?;
-        if !fraction(r.droppers) || !fraction(r.liars) || r.droppers + r.liars > 1.0 {
+        let all = [r.droppers, r.liars, r.flooders, r.eclipsers];
+        if !all.iter().all(|f| fraction(*f)) || all.iter().sum::<f64>() > 1.0 {
             return Err(self.invalid(
                 "roles",
-                format!("droppers {} liars {}", r.droppers, r.liars),
+                format!(
+                    "droppers {} liars {} flooders {} eclipsers {}",
+                    r.droppers, r.liars, r.flooders, r.eclipsers
+                ),
                 "fractions in 0..=1 that sum to at most 1",
             ));
         }

@@ -44,6 +44,10 @@ pub enum Role {
     Dropper,
     /// Answers fetches with wrong bodies.
     Liar,
+    /// Announces hashes nobody holds (see `attack.rs`).
+    Flooder,
+    /// Makes fake identities that push fake peers and announce junk (see `attack.rs`).
+    Eclipser,
 }
 
 /// A node slot: the core while the node is up, and what survives it going down.
@@ -157,6 +161,7 @@ impl World {
         world.schedule_starts();
         world.schedule_transactions();
         world.schedule_faults();
+        world.schedule_attack();
         let first_sample = Timestamp::from_millis(scenario.sample_every.ms());
         world.queue.push(first_sample, Ev::Sample);
         world
@@ -199,8 +204,17 @@ impl World {
         for i in picked.by_ref().take(droppers) {
             self.nodes[i].role = Role::Dropper;
         }
-        for i in picked.take(liars) {
+        for i in picked.by_ref().take(liars) {
             self.nodes[i].role = Role::Liar;
+        }
+        let roles = &self.scenario.roles;
+        let flooders = (roles.flooders * n as f64).round() as usize;
+        let eclipsers = (roles.eclipsers * n as f64).round() as usize;
+        for i in picked.by_ref().take(flooders) {
+            self.nodes[i].role = Role::Flooder;
+        }
+        for i in picked.take(eclipsers) {
+            self.nodes[i].role = Role::Eclipser;
         }
         self.assign_transports();
     }
@@ -355,6 +369,7 @@ impl World {
             Ev::Fault(i) => self.fault(i),
             Ev::Heal => self.heal(),
             Ev::Sample => self.sample(),
+            Ev::Attack => self.attack(),
         }
     }
 
@@ -500,6 +515,7 @@ impl World {
                     self.nodes[n].stored.remove(&id);
                 }
                 Output::Event(event) => self.on_event(&event),
+                Output::Banned(record) => self.on_ban(n, &record),
             }
         }
         self.rearm(n);

@@ -220,3 +220,37 @@ fn a_failing_peer_opens_circuits_that_close_once_it_answers_again() {
         "the failing nodes catch up once they answer"
     );
 }
+
+/// Flooders, liars and an eclipser among 60 nodes: honest nodes get everything and ban every
+/// attacker, and no honest node, for each seed.
+const ATTACK: &str = r#"
+seeds = [1, 2, 3]
+[[scenario]]
+name = "attack"
+nodes = 60
+duration = "70s"
+stop_when_complete = false
+topology = { bootstrap_nodes = 3, join_over = "5s" }
+network = { latency.uniform = { min = "20ms", max = "200ms" } }
+transactions = { count = 20, start = "30s", rate = 2.0, size = 250 }
+roles = { flooders = 0.05, liars = 0.05, eclipsers = 0.02 }
+attack = { start = "15s" }
+gossip = { bloom_bits = 8192 }
+"#;
+
+#[test]
+fn attackers_are_banned_and_honest_coverage_stays_whole() {
+    let s = one(ATTACK);
+    for seed in [1, 2, 3] {
+        let r = sorcha_peer_sim::run(&s, seed);
+        assert_eq!(r.coverage, 1.0, "seed {seed}: honest coverage");
+        assert_eq!(r.transactions.lost, 0, "seed {seed}");
+        let attack = r.attack.as_ref().expect("attackers present");
+        assert_eq!(attack.attackers, 7, "seed {seed}");
+        assert_eq!(
+            attack.attackers_banned, attack.attackers,
+            "seed {seed}: {attack:?}"
+        );
+        assert_eq!(attack.honest_banned, 0, "seed {seed}: {attack:?}");
+    }
+}

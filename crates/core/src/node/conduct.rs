@@ -53,15 +53,38 @@ impl Node {
     }
 
     /// `peer` did something wrong (the transport reports limits; the core notes the rest
-    /// itself). Below the threshold the peer is banned (see [`crate::score`]).
+    /// itself). Below the threshold the peer is banned; an unverified peer's offences count
+    /// against the address it called from too (see [`crate::score`]).
     pub fn note_offence(&mut self, peer: &PeerId, offence: Offence, now: Now) {
         self.last_now = now;
         if peer == self.peer_id() || self.is_banned(peer, now) {
             return;
         }
-        if self.reputation.penalize(peer, offence, now.mono) {
-            self.auto_ban(peer, offence.as_str(), now);
+        self.reputation.count(offence);
+        let reason = offence.as_str();
+        let id = BanSubject::Peer(peer.clone());
+        if self.reputation.penalize(&id, offence, now.mono) {
+            self.auto_ban(peer, reason, now);
+            return;
         }
+        if let Some(ip) = self.unverified_address(peer)
+            && self.reputation.penalize(&ip, offence, now.mono)
+        {
+            self.auto_ban(peer, reason, now);
+        }
+    }
+
+    /// The address `peer` called from, if it never proved its id.
+    fn unverified_address(&self, peer: &PeerId) -> Option<BanSubject> {
+        let verified = self.membership.peer(peer).is_some_and(|p| p.node.verified);
+        let ip = self.addresses.of(peer).filter(|_| !verified)?;
+        Some(BanSubject::Address(ip.to_owned()))
+    }
+
+    /// `peer`'s score, as the admin API shows it.
+    pub fn score(&self, peer: &PeerId, now: Now) -> f64 {
+        let id = BanSubject::Peer(peer.clone());
+        self.reputation.score(&id, now.mono)
     }
 
     /// Whether `peer` is banned, by id or by the address it called from.
@@ -111,7 +134,7 @@ impl Node {
         while let Some((peer, conduct)) = self.gossip.take_conduct() {
             let offence = match conduct {
                 Conduct::FirstDelivery => {
-                    self.reputation.reward(&peer, now.mono);
+                    self.reputation.reward(&BanSubject::Peer(peer), now.mono);
                     continue;
                 }
                 Conduct::BadBody => Offence::WrongBody,
@@ -130,12 +153,11 @@ impl Node {
             .strike(BanSubject::Peer(peer.clone()), reason, now);
         self.membership.ban(peer, record.until, now);
         self.push_ban(record);
-        let verified = self.membership.peer(peer).is_some_and(|p| p.node.verified);
-        if !verified && let Some(ip) = self.addresses.of(peer).map(str::to_owned) {
-            let record = self
-                .reputation
-                .strike(BanSubject::Address(ip.clone()), reason, now);
-            if self.reputation.ban_address(&ip, record.until, now.wall) {
+        if let Some(subject) = self.unverified_address(peer) {
+            let record = self.reputation.strike(subject, reason, now);
+            if let BanSubject::Address(ip) = &record.subject
+                && self.reputation.ban_address(ip, record.until, now.wall)
+            {
                 self.push_ban(record);
             }
         }
@@ -152,9 +174,10 @@ impl Node {
 
     /// Lifts a ban of `id` and of the address it called from, and forgets its score.
     pub(super) fn lift(&mut self, id: &PeerId) {
-        self.reputation.reset(id);
+        self.reputation.reset(&BanSubject::Peer(id.clone()));
         if let Some(ip) = self.addresses.of(id).map(str::to_owned) {
             self.reputation.unban_address(&ip);
+            self.reputation.reset(&BanSubject::Address(ip));
         }
     }
 }

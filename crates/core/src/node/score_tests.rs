@@ -103,7 +103,7 @@ fn an_unverified_liar_is_banned_by_id_and_address_then_lifted() {
     node.unban(&liar, at(1, WALL_MS));
     assert!(!node.is_banned(&liar, at(1, WALL_MS)));
     assert!(!node.is_banned_address(LIAR_IP, at(1, WALL_MS)));
-    assert_eq!(node.reputation().score(&liar, Instant::from_millis(1)), 0.0);
+    assert_eq!(node.score(&liar, at(1, WALL_MS)), 0.0);
 }
 
 #[test]
@@ -133,6 +133,32 @@ fn a_verified_peer_is_banned_by_id_only_and_the_next_ban_doubles() {
     assert_eq!(
         second[0].until,
         later.wall.saturating_add(Duration::from_secs(120))
+    );
+}
+
+#[test]
+fn identities_made_from_one_address_add_up_to_a_ban_of_it() {
+    let now = at(0, WALL_MS);
+    let mut node = node(now);
+    // Each fake identity misbehaves once: never enough for its id alone.
+    for n in 0..3 {
+        let name = format!("fake-{n}");
+        let registered = node.handle_register(advert(&name, "203.0.113.9", now), &unproven(), now);
+        assert!(registered.is_ok(), "fake {n} refused: {registered:?}");
+        let fake: PeerId = name.parse().expect("valid id");
+        node.note_offence(&fake, Offence::ProtocolViolation, now);
+    }
+    let records = bans(&mut node);
+    assert!(
+        records
+            .iter()
+            .any(|r| r.subject == BanSubject::Address(LIAR_IP.into())),
+        "{records:?}"
+    );
+    let next = advert("fake-9", "203.0.113.9", now);
+    assert_eq!(
+        node.handle_register(next, &unproven(), now),
+        Err(Refusal::Banned)
     );
 }
 
