@@ -96,6 +96,12 @@ impl Node {
                 .is_some_and(|ip| self.reputation.is_banned_address(ip, now.wall))
     }
 
+    /// The address `id` last called from without proving its id, if any (what a ban of it
+    /// also covers).
+    pub fn caller_address(&self, id: &PeerId) -> Option<&str> {
+        self.addresses.of(id)
+    }
+
     /// Whether calls from address `ip` are refused.
     pub fn is_banned_address(&self, ip: &str, now: Now) -> bool {
         self.reputation.is_banned_address(ip, now.wall)

@@ -179,7 +179,7 @@ pub fn peers(args: &ClientArgs) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     out!(
-        "{:40}  {:22}  {:11}  {:6}  {:8}  {:>10}  {:>9}  {:>8}",
+        "{:40}  {:22}  {:11}  {:6}  {:8}  {:>10}  {:>9}  {:>8}  {:>6}  BANNED",
         "PEER ID",
         "ADDRESS",
         "STATUS",
@@ -187,7 +187,8 @@ pub fn peers(args: &ClientArgs) -> ExitCode {
         "VERIFIED",
         "LAST SEEN",
         "LATENCY",
-        "FAILURES"
+        "FAILURES",
+        "SCORE"
     );
     for peer in doc["peers"].as_array().into_iter().flatten() {
         let address = format!("{}:{}", field(&peer["address"]), field(&peer["port"]));
@@ -197,8 +198,14 @@ pub fn peers(args: &ClientArgs) -> ExitCode {
         let latency = peer["latency_ms"]
             .as_u64()
             .map_or("-".into(), |ms| format!("{ms} ms"));
+        let score = peer["score"].as_f64().unwrap_or(0.0);
+        let banned = match (peer["banned_until"].as_u64(), peer["ban_reason"].as_str()) {
+            (Some(_), Some(reason)) => reason.to_owned(),
+            (Some(_), None) => "yes".to_owned(),
+            _ => "-".to_owned(),
+        };
         out!(
-            "{:40}  {:22}  {:11}  {:6}  {:8}  {:>10}  {:>9}  {:>8}",
+            "{:40}  {:22}  {:11}  {:6}  {:8}  {:>10}  {:>9}  {:>8}  {:>6.1}  {}",
             field(&peer["peer_id"]),
             address,
             field(&peer["status"]),
@@ -211,6 +218,8 @@ pub fn peers(args: &ClientArgs) -> ExitCode {
             ago,
             latency,
             field(&peer["failure_count"]),
+            score,
+            banned,
         );
     }
     out!("{} peers", field(&doc["total"]));

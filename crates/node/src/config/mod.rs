@@ -8,6 +8,7 @@
 
 mod limits;
 mod load;
+mod scoring;
 mod sorcha;
 mod telemetry;
 mod validate;
@@ -30,6 +31,7 @@ pub use crate::store::durable::Durability;
 
 pub use limits::LimitsConfig;
 pub use load::{ConfigError, ENV_PREFIX, Invalid, LoadedConfig, Origin, Sources, load};
+pub use scoring::ScoringConfig;
 pub use telemetry::TelemetryConfig;
 pub use validate::BootstrapAddr;
 
@@ -65,6 +67,7 @@ pub struct Config {
     pub log: LogConfig,
     pub telemetry: TelemetryConfig,
     pub limits: LimitsConfig,
+    pub scoring: ScoringConfig,
 }
 
 impl Default for Config {
@@ -86,6 +89,7 @@ impl Default for Config {
             log: LogConfig::default(),
             telemetry: TelemetryConfig::default(),
             limits: LimitsConfig::default(),
+            scoring: ScoringConfig::default(),
         }
     }
 }
@@ -258,6 +262,8 @@ impl Config {
                 SecurityMode::Mtls | SecurityMode::Plaintext => 100,
             },
             removal_after: d.forget_after,
+            dial_rate_per_second: d.dial_rate_per_second,
+            max_dials_per_minute: d.max_dials_per_minute as usize,
             // Bootstrap retries back off up to the refresh interval (Sorcha: 5 min cap).
             bootstrap_retry_cap: d.refresh_interval.min(Duration::from_secs(300)),
             bootstrap_retry_base: d.heartbeat_interval.min(Duration::from_secs(5)),
@@ -280,6 +286,7 @@ impl Config {
                 streaming_threshold: u64::from(self.distribution.streaming_threshold),
                 size: sorcha_peer_wire::size::gossip_len,
             },
+            score: self.scoring.core(),
         }
     }
 
@@ -391,6 +398,10 @@ pub struct DiscoveryConfig {
     /// A peer silent this long (and not active) is forgotten.
     #[serde(with = "duration")]
     pub forget_after: Duration,
+    /// Peers learnt from others (never answered us) dialled per second at most.
+    pub dial_rate_per_second: u32,
+    /// Distinct such addresses dialled per minute at most.
+    pub max_dials_per_minute: u32,
 }
 
 impl Default for DiscoveryConfig {
@@ -419,6 +430,9 @@ impl Default for DiscoveryConfig {
             failure_threshold: 3,
             // A peer silent for an hour is gone; keeping it longer only slows bootstrap.
             forget_after: Duration::from_secs(3600),
+            // The core's bounds, with their reasons (crates/core/src/membership/config.rs).
+            dial_rate_per_second: MembershipConfig::default().dial_rate_per_second,
+            max_dials_per_minute: MembershipConfig::default().max_dials_per_minute as u32,
         }
     }
 }

@@ -78,6 +78,9 @@ pub(super) fn validate(c: &Config) -> Vec<(String, String)> {
     communication(c, &mut v);
     distribution(c, &mut v);
     security(c, &mut v);
+    for (key, why) in c.scoring.problems() {
+        v.push(&key, why);
+    }
     v.range(
         "offline.max_queue_size",
         c.offline.max_queue_size,
@@ -261,6 +264,18 @@ fn discovery(c: &Config, v: &mut Problems) {
         50,
     );
     v.range("discovery.discovery_target", d.discovery_target, 1, 10_000);
+    v.range(
+        "discovery.dial_rate_per_second",
+        d.dial_rate_per_second,
+        1,
+        1000,
+    );
+    v.range(
+        "discovery.max_dials_per_minute",
+        d.max_dials_per_minute,
+        1,
+        100_000,
+    );
     v.range("discovery.max_inbound", d.max_inbound, 1, 1024);
     // Every active link is some node's inbound one: below the active set size, a network of
     // equal nodes could not give everyone a full active set.

@@ -3,8 +3,10 @@
 //! rather than queued without bound. The actor (`runtime::actor`) serves the commands; this
 //! module sits below it and below the listeners that send them, so neither imports the other.
 //! `views.rs`: how a peer looks in the admin API ([`PeerView`]); `origins.rs`: the origin of
-//! each transaction Sorcha peers told us of, shared with the link workers that forward it.
+//! each transaction Sorcha peers told us of, shared with the link workers that forward it;
+//! `bans.rs`: the bans in force, shared so the transport can refuse banned peers at the door.
 
+pub mod bans;
 pub mod origins;
 mod views;
 
@@ -126,6 +128,11 @@ pub(crate) enum Command {
         from: PeerId,
         message: GossipMessage,
     },
+    /// A peer went past a limit or broke the protocol where only the transport sees it.
+    Offence {
+        peer_id: PeerId,
+        offence: sorcha_peer_core::score::Offence,
+    },
     Notify {
         from: PeerId,
         entry: AnnounceEntry,
@@ -188,6 +195,8 @@ pub struct NodeHandle {
     pub(super) registers: SharedRegisters,
     pub(super) origins: origins::SharedOrigins,
     pub(super) events: Arc<EventLog>,
+    /// The bans in force, for reads without a round trip.
+    pub(super) bans: bans::SharedBans,
     /// Raised once shutdown begins, so long-lived calls (peers' streams, SSE subscribers) end
     /// themselves and the servers' graceful shutdown has nothing left to wait for.
     pub(super) stopping: Arc<watch::Sender<bool>>,
@@ -413,6 +422,32 @@ impl NodeHandle {
     /// A gossip message from a peer; refused (and counted) when the node is saturated.
     pub fn gossip(&self, from: PeerId, message: GossipMessage) -> Result<(), HandleError> {
         self.send(Command::Gossip { from, message })
+    }
+
+    /// Tells the peer score that `peer_id` offended (a limit exceeded, a malformed call);
+    /// never waits: refused (counted) when the actor is saturated.
+    pub fn note_offence(
+        &self,
+        peer_id: PeerId,
+        offence: sorcha_peer_core::score::Offence,
+    ) -> Result<(), HandleError> {
+        self.send(Command::Offence { peer_id, offence })
+    }
+
+    /// Whether `id` is banned now (by the operator or the peer score), without a round trip.
+    pub fn is_banned_id(&self, id: &PeerId) -> bool {
+        let now = crate::clock::now();
+        self.bans
+            .read()
+            .is_ok_and(|book| book.of_id(id, now).is_some())
+    }
+
+    /// Whether calls from `ip` are refused now (an unverified peer's automatic ban).
+    pub fn is_banned_ip(&self, ip: std::net::IpAddr) -> bool {
+        let now = crate::clock::now();
+        self.bans
+            .read()
+            .is_ok_and(|book| book.of_ip(&ip, now).is_some())
     }
 
     /// A Sorcha-style notification; answers whether the hash was known already.

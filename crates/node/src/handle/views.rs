@@ -7,7 +7,7 @@ use sorcha_peer_core::model::{Protocol, Timestamp};
 use crate::store::RegisterAd;
 
 /// One row of `GET /api/v1/peers`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PeerView {
     pub peer_id: String,
     pub address: String,
@@ -28,6 +28,16 @@ pub struct PeerView {
     pub failure_count: u32,
     pub is_bootstrap: bool,
     pub banned_until: Option<u64>,
+    /// Why it is banned: `operator`, or the offence that took its score below the threshold.
+    #[serde(default)]
+    pub ban_reason: Option<String>,
+    /// Automatic bans so far (the next lasts twice as long as the last).
+    #[serde(default)]
+    pub ban_strikes: u32,
+    /// The peer score (0 neutral; offences lower it, first deliveries raise it, it decays
+    /// back towards 0; below `scoring.ban_threshold` the peer is banned).
+    #[serde(default)]
+    pub score: f64,
     pub protocols: Vec<String>,
     /// The peer's circuit breaker: closed, open (calls skipped) or half_open (one trial).
     pub circuit: String,
@@ -69,6 +79,9 @@ impl PeerView {
             failure_count: node.failure_count,
             is_bootstrap: node.is_bootstrap,
             banned_until: node.banned_until.map(Timestamp::as_millis),
+            ban_reason: None,
+            ban_strikes: 0,
+            score: 0.0,
             protocols: node
                 .supported_protocols
                 .iter()

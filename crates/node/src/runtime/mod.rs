@@ -145,6 +145,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         &settings,
     );
     actor.restore(storage.restored);
+    actor.restore_bans(std::mem::take(&mut storage.bans));
     let actor_task = tokio::spawn(actor.run());
     let tasks = tasks::Tasks::start(
         &config,
@@ -296,11 +297,14 @@ struct Storage {
     transactions: TxDb,
     /// What the transaction store held, for the actor to know and cache again.
     restored: Vec<Loaded>,
+    /// The peer score's bans and strike counts.
+    bans: Vec<sorcha_peer_core::score::BanRecord>,
 }
 
 impl Storage {
     fn open(config: &Config) -> Result<Self, DaemonError> {
-        let store = PeerStore::open_in(&config.data_dir)?;
+        let mut store = PeerStore::open_in(&config.data_dir)?;
+        let bans = store.auto_bans(crate::clock::now())?;
         let max = config.discovery.max_peers_in_list as usize;
         let stored = store.load_for_start(crate::clock::now(), max)?;
         tracing::info!(stored = stored.len(), "peer store loaded");
@@ -327,6 +331,7 @@ impl Storage {
             writer,
             transactions,
             restored,
+            bans,
         })
     }
 }

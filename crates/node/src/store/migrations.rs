@@ -82,12 +82,25 @@ CREATE TABLE peer_registers (
 ) STRICT;
 ";
 
+/// Version 5: automatic bans (see `bans.rs`): the subject (`peer:<id>` or `ip:<address>`),
+/// the offence that tipped the score, until when (Unix ms; 0 once lifted) and the strike
+/// count, kept after the ban ends so the next one doubles.
+const V5_AUTO_BANS: &str = "
+CREATE TABLE auto_bans (
+    subject      TEXT    NOT NULL PRIMARY KEY,
+    reason       TEXT    NOT NULL,
+    banned_until INTEGER NOT NULL,
+    strikes      INTEGER NOT NULL CHECK (strikes >= 1)
+) STRICT;
+";
+
 /// Every migration, oldest first.
 const MIGRATION_LIST: &[M<'static>] = &[
     M::up(V1_PEERS),
     M::up(V2_PREFERRED_PROTOCOL),
     M::up(V3_VERIFIED),
     M::up(V4_REFUSALS_AND_REGISTERS),
+    M::up(V5_AUTO_BANS),
 ];
 
 pub(super) const MIGRATIONS: Migrations<'static> = Migrations::from_slice(MIGRATION_LIST);
@@ -114,8 +127,8 @@ mod tests {
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
-        assert_eq!(version, 4);
-        assert_eq!(MIGRATION_COUNT, 4);
+        assert_eq!(version, 5);
+        assert_eq!(MIGRATION_COUNT, 5);
         // The columns of the later migrations exist.
         conn.prepare("SELECT preferred_protocol, verified FROM peers")
             .unwrap();
@@ -123,5 +136,6 @@ mod tests {
             .unwrap();
         conn.prepare("SELECT register_id FROM peer_registers")
             .unwrap();
+        conn.prepare("SELECT strikes FROM auto_bans").unwrap();
     }
 }

@@ -10,6 +10,7 @@
 //! - `peers.rs`: the writes and their rules (dedup by id and by endpoint, bans that are only
 //!   lifted on purpose), and what peers told us apart from their rows: the services they
 //!   refused (with the time) and the registers they advertise; `reads.rs`: the queries.
+//! - `bans.rs`: the peer score's automatic bans with their reasons and strike counts.
 //! - `migrations.rs`: the versioned schema; `codec.rs`: rows to [`PeerNode`]s and back.
 //! - [`durable`]: every accepted transaction, written before it is acknowledged or announced
 //!   (`<data_dir>/transactions.db`, group commit); the offline queue is its queued rows
@@ -22,6 +23,7 @@
 //!
 //! [`PeerNode`]: sorcha_peer_core::model::PeerNode
 
+mod bans;
 mod codec;
 pub mod durable;
 mod migrations;

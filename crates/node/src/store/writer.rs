@@ -83,6 +83,10 @@ pub enum StoreCommand {
         registers: Vec<super::peers::RegisterAd>,
         at: Timestamp,
     },
+    /// [`PeerStore::set_auto_ban`].
+    SetAutoBan(sorcha_peer_core::score::BanRecord),
+    /// [`PeerStore::lift_auto_ban`] (the subject's key).
+    LiftAutoBan(String),
     /// Commit everything sent before it, then answer. Made by [`StoreHandle::flush`].
     Flush(FlushAck),
 }
@@ -161,6 +165,17 @@ impl StoreHandle {
 
     pub fn upsert(&self, node: PeerNode) -> Result<(), SendError> {
         self.send(StoreCommand::Upsert(node))
+    }
+
+    pub fn set_auto_ban(
+        &self,
+        record: sorcha_peer_core::score::BanRecord,
+    ) -> Result<(), SendError> {
+        self.send(StoreCommand::SetAutoBan(record))
+    }
+
+    pub fn lift_auto_ban(&self, subject: String) -> Result<(), SendError> {
+        self.send(StoreCommand::LiftAutoBan(subject))
     }
 
     pub fn forget(&self, peer_id: PeerId) -> Result<(), SendError> {
@@ -326,6 +341,11 @@ impl Batch {
             | StoreCommand::SetPreferredProtocol { peer_id: id, .. }
             | StoreCommand::SetRefusal { peer_id: id, .. }
             | StoreCommand::SetRegisters { peer_id: id, .. } => id,
+            // About no peer row: nothing to merge, order kept by position.
+            StoreCommand::SetAutoBan(_) | StoreCommand::LiftAutoBan(_) => {
+                self.commands.push(command);
+                return false;
+            }
             StoreCommand::Flush(_) => return false,
         };
         if let StoreCommand::Upsert(node) = command {
@@ -429,6 +449,8 @@ fn apply(conn: &rusqlite::Connection, command: &StoreCommand) -> Result<(), Stor
         StoreCommand::Upsert(node) => peers::upsert(conn, node),
         StoreCommand::Forget(id) => peers::remove(conn, id).map(drop),
         StoreCommand::SetBan { peer_id, until } => peers::set_ban(conn, peer_id, *until),
+        StoreCommand::SetAutoBan(record) => super::bans::set_auto_ban(conn, record),
+        StoreCommand::LiftAutoBan(subject) => super::bans::lift_auto_ban(conn, subject),
         StoreCommand::SetPreferredProtocol { peer_id, protocol } => {
             peers::set_preferred_protocol(conn, peer_id, *protocol).map(drop)
         }

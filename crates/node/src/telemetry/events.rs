@@ -57,6 +57,8 @@ pub enum EventKind {
     Banned,
     /// A peer's ban was lifted.
     Unbanned,
+    /// The peer score banned a peer (or an unverified peer's address).
+    PeerBanned,
     /// A transaction's body was accepted (submitted here or pulled from a peer).
     TxAccepted,
     /// A submission waits in the offline queue (no healthy peer).
@@ -77,7 +79,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, in declaration order.
-    pub const ALL: [EventKind; 16] = [
+    pub const ALL: [EventKind; 17] = [
         Self::PeerConnected,
         Self::PeerDisconnected,
         Self::PeerVerified,
@@ -86,6 +88,7 @@ impl EventKind {
         Self::DiscoveryRound,
         Self::Banned,
         Self::Unbanned,
+        Self::PeerBanned,
         Self::TxAccepted,
         Self::TxQueued,
         Self::TxFlushed,
@@ -107,6 +110,7 @@ impl EventKind {
             Self::DiscoveryRound => "discovery_round",
             Self::Banned => "banned",
             Self::Unbanned => "unbanned",
+            Self::PeerBanned => "peer_banned",
             Self::TxAccepted => "tx_accepted",
             Self::TxQueued => "tx_queued",
             Self::TxFlushed => "tx_flushed",

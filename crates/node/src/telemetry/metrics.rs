@@ -291,6 +291,19 @@ instruments! {
         "upload_delayed_bytes_total",
         "Bytes of bodies that waited for limits.upload_bytes_per_second"
     ),
+    peer_score_penalties_total: counter(
+        "peer_score_penalties_total",
+        "Penalties of the peer score, by offence"
+    ),
+    peer_bans_total: counter(
+        "peer_bans_total",
+        "Peers (or unverified peers' addresses) banned, by reason (operator, or the offence)"
+    ),
+    peers_banned: gauge("peers_banned", "Bans in force, ids and addresses"),
+    dials_deferred_total: counter(
+        "dials_deferred_total",
+        "Dials of peers learnt from others held back or skipped, by reason"
+    ),
 }
 
 /// A gauge shown (at 0) from the start.

@@ -163,6 +163,9 @@ impl Actor {
                 }
                 self.node.handle_gossip(&from, message, now);
             }
+            Command::Offence { peer_id, offence } => {
+                self.node.note_offence(&peer_id, offence, now);
+            }
             Command::Notify { from, entry, reply } => {
                 let known = self.node.gossip().is_known(&entry.id);
                 self.heard_of(entry.id);
@@ -188,6 +191,7 @@ impl Actor {
                 until,
                 reply,
             } => {
+                let address = self.node.caller_address(&peer_id).map(str::to_owned);
                 let done = match until {
                     Some(until) => self.node.ban(&peer_id, until, now),
                     None => {
@@ -197,6 +201,7 @@ impl Actor {
                 };
                 if done {
                     self.record_ban(&peer_id, until);
+                    self.operator_ban(&peer_id, until, address);
                     self.persist(self.store.set_ban(peer_id, until));
                 }
                 let _ = reply.send(done);
@@ -218,6 +223,7 @@ impl Actor {
             | Command::Submit { .. }
             | Command::SubmitQueued { .. }
             | Command::Gossip { .. }
+            | Command::Offence { .. }
             | Command::Notify { .. } => {}
         }
     }
@@ -256,6 +262,7 @@ impl Actor {
                     BreakerState::HalfOpen => "half_open",
                 };
                 let mut view = PeerView::of(p, now.wall, circuit, links.protocol(id));
+                (view.ban_reason, view.ban_strikes, view.score) = self.ban_view(id, now);
                 view.speaks = match links.dialect(id, now.mono) {
                     Dialect::Extensions => "extensions",
                     Dialect::SorchaOnly => "sorcha_only",

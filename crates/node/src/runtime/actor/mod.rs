@@ -12,11 +12,12 @@
 //! gets both clocks from one [`Clock`].
 //!
 //! Here: the loop and the outputs; `commands.rs`: the listeners' commands; `report.rs`: the
-//! core's events as logs and metrics.
+//! core's events as logs and metrics; `bans.rs`: bans persisted, logged, counted and shared.
 //!
 //! Shutdown: the actor keeps answering until the last handle is dropped (the listeners drop
 //! theirs once their in-flight requests are done), so no request is cut off mid-way.
 
+mod bans;
 mod commands;
 mod report;
 
@@ -119,6 +120,12 @@ pub struct Actor {
     heard_order: VecDeque<TxId>,
     security_mode: &'static str,
     events: Arc<EventLog>,
+    /// The bans in force, shared with the handle's holders.
+    bans: crate::handle::bans::SharedBans,
+    /// The score's counters as last reported, to add only the difference.
+    reported_score: Cell<sorcha_peer_core::score::ScoreStats>,
+    /// The membership counters of dial deferrals as last reported.
+    reported_dials: Cell<sorcha_peer_core::membership::MembershipStats>,
 }
 
 impl Actor {
@@ -142,6 +149,7 @@ impl Actor {
         let peer_id = node.peer_id().clone();
         let origins = Origins::shared();
         let (state, state_rx) = watch::channel(node.state());
+        let bans = crate::handle::bans::SharedBans::default();
         let handle = NodeHandle {
             state: state_rx,
             tx,
@@ -153,6 +161,7 @@ impl Actor {
             registers: settings.registers.clone(),
             origins: origins.clone(),
             events: settings.events.clone(),
+            bans: bans.clone(),
             stopping: Arc::new(watch::channel(false).0),
         };
         metrics.record_state(node.state());
@@ -192,6 +201,9 @@ impl Actor {
             heard_order: VecDeque::new(),
             security_mode: settings.security_mode,
             events: settings.events.clone(),
+            bans,
+            reported_score: Cell::default(),
+            reported_dials: Cell::default(),
         };
         (actor, handle)
     }
@@ -354,6 +366,7 @@ impl Actor {
                 Output::Persist(node) => self.persist(self.store.upsert(node)),
                 Output::Forget(id) => self.persist(self.store.forget(id)),
                 Output::Event(event) => self.report(event),
+                Output::Banned(record) => self.banned(record),
             }
         }
         self.record_gauges();
@@ -474,6 +487,7 @@ impl Actor {
             .record(gossip.in_flight() as i64, &[]);
         self.record_circuits();
         self.record_durable();
+        self.record_score();
         if let Ok(store) = self.transactions.lock() {
             self.metrics
                 .transaction_store_size
