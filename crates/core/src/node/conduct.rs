@@ -4,6 +4,7 @@
 //! runtime ([`Output::Banned`]).
 
 use std::collections::{BTreeMap, VecDeque};
+use std::net::IpAddr;
 
 use super::{Node, Output};
 use crate::gossip::Conduct;
@@ -27,7 +28,13 @@ pub(super) struct CallerAddresses {
 }
 
 impl CallerAddresses {
+    /// Loopback callers are not remembered: an address ban covers the host, and on loopback
+    /// that is this machine, where labs and tests run many nodes (and a caller that reaches
+    /// us over loopback is local anyway).
     fn note(&mut self, id: &PeerId, ip: &str) {
+        if ip.parse::<IpAddr>().is_ok_and(|a| a.is_loopback()) {
+            return;
+        }
         if let Some(known) = self.by_id.get_mut(id) {
             ip.clone_into(known);
             return;

@@ -178,3 +178,32 @@ fn a_restored_ban_holds_and_keeps_its_strikes() {
     let subject = BanSubject::Peer(peer);
     assert_eq!(node.reputation().strikes(&subject), 3);
 }
+
+#[test]
+fn malformed_notifications_ban_their_sender() {
+    let now = at(0, WALL_MS);
+    let mut node = node(now);
+    let liar: PeerId = "liar-1".parse().expect("valid id");
+    let loopback = Caller::Unproven {
+        ip: Some("127.0.0.1".into()),
+    };
+    node.handle_register(advert("liar-1", "127.0.0.1", now), &loopback, now)
+        .expect("registered");
+    for n in 0..3u8 {
+        let entry = AnnounceEntry {
+            id: TxHash::of(&[n]).id(),
+            hash: Some(TxHash::of(&[n])),
+            size: 0,
+            register_id: None,
+            hops: 0,
+        };
+        node.handle_notify(&liar, entry, now);
+    }
+    let records = bans(&mut node);
+    assert_eq!(
+        records.len(),
+        1,
+        "by id only, loopback is exempt: {records:?}"
+    );
+    assert_eq!(records[0].reason, "protocol_violation");
+}

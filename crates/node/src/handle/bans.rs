@@ -60,6 +60,11 @@ impl BanBook {
         self.by_ip.get(ip).filter(|e| e.until > now)
     }
 
+    /// The ids banned at `now`, with their bans.
+    pub fn ids(&self, now: Timestamp) -> impl Iterator<Item = (&PeerId, &BanEntry)> {
+        self.by_id.iter().filter(move |(_, e)| e.until > now)
+    }
+
     /// Bans in force at `now`, ids and addresses.
     pub fn count(&self, now: Timestamp) -> usize {
         let live = |e: &BanEntry| e.until > now;

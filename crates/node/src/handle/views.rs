@@ -53,6 +53,34 @@ pub struct PeerView {
 }
 
 impl PeerView {
+    /// A banned peer the node no longer lists (it is not taken back while banned, and a
+    /// restart loads no banned peer into the list): the ban alone.
+    pub fn banned(id: &str, until: Timestamp, reason: &str, strikes: u32, now: Timestamp) -> Self {
+        Self {
+            peer_id: id.to_owned(),
+            address: String::new(),
+            port: 0,
+            status: "banned".to_owned(),
+            active: false,
+            verified: false,
+            first_seen: 0,
+            last_seen: 0,
+            last_seen_ago_ms: now.as_millis(),
+            latency_ms: None,
+            failure_count: 0,
+            is_bootstrap: false,
+            banned_until: Some(until.as_millis()),
+            ban_reason: Some(reason.to_owned()),
+            ban_strikes: strikes,
+            score: 0.0,
+            protocols: Vec::new(),
+            circuit: "closed".to_owned(),
+            protocol: None,
+            speaks: String::new(),
+            registers: Vec::new(),
+        }
+    }
+
     pub fn of(peer: &KnownPeer, now: Timestamp, circuit: &str, protocol: Option<Protocol>) -> Self {
         let node = &peer.node;
         let status = if node.is_banned(now) {

@@ -12,6 +12,7 @@ use sorcha_peer_core::time::Now;
 
 use super::Actor;
 use crate::clock::now;
+use crate::handle::PeerView;
 use crate::handle::bans::BanEntry;
 use crate::telemetry::events::EventKind;
 
@@ -95,9 +96,29 @@ impl Actor {
         }
     }
 
-    /// Bans of an earlier run, given back to the core and the book at start.
+    /// Bans of an earlier run, given back to the core and the book at start (the operator's
+    /// came back with the stored peers; the score's with their reasons and strikes).
     pub fn restore_bans(&mut self, records: Vec<BanRecord>) {
         let clock_now = self.clock.now();
+        tracing::info!(
+            records = records.len(),
+            "automatic bans and strike counts restored"
+        );
+        let operator: Vec<(PeerId, Timestamp)> = self
+            .node
+            .membership()
+            .peers()
+            .filter_map(|p| Some((p.node.peer_id.clone(), p.node.banned_until?)))
+            .filter(|(_, until)| *until > clock_now.wall)
+            .collect();
+        for (id, until) in operator {
+            let entry = BanEntry {
+                until,
+                reason: OPERATOR.to_owned(),
+                strikes: 0,
+            };
+            self.book(&BanSubject::Peer(id), entry);
+        }
         for record in records {
             self.node.restore_ban(&record, clock_now);
             if record.until > clock_now.wall {
@@ -124,6 +145,17 @@ impl Actor {
                 }
             }
         }
+    }
+
+    /// Banned ids the core does not list, as rows of the admin API.
+    pub(super) fn banned_views(&self, listed: &[PeerView], at: Now) -> Vec<PeerView> {
+        let Ok(book) = self.bans.read() else {
+            return Vec::new();
+        };
+        book.ids(at.wall)
+            .filter(|(id, _)| !listed.iter().any(|v| v.peer_id == id.as_str()))
+            .map(|(id, e)| PeerView::banned(id.as_str(), e.until, &e.reason, e.strikes, at.wall))
+            .collect()
     }
 
     /// The reason and strikes of `id`'s ban in force, and its score, for the admin API.

@@ -184,7 +184,10 @@ impl Actor {
                 let _ = reply.send(self.status());
             }
             Command::Peers { reply } => {
-                let _ = reply.send(self.peer_views(now));
+                let mut views = self.peer_views(now);
+                let banned = self.banned_views(&views, now);
+                views.extend(banned);
+                let _ = reply.send(views);
             }
             Command::Ban {
                 peer_id,
