@@ -11,7 +11,7 @@
 //!   among it (`protocol_violation`). These calls go straight into the target's core,
 //!   without network delay: a simplification, as the fakes own no node slot.
 //!
-//! [`AttackReport`] says what came of it: which attackers honest nodes banned and how soon
+//! [`AttackReport`](crate::metrics::AttackReport) says what came of it: which attackers honest nodes banned and how soon
 //! after the attack began, honest nodes banned by mistake, and the dials honest nodes made to
 //! the fake addresses, per minute of attack.
 
@@ -19,70 +19,12 @@ use std::collections::BTreeMap;
 
 use rand::Rng;
 use rand::seq::IndexedRandom;
-use serde::{Deserialize, Serialize};
 use sorcha_peer_core::gossip::{AnnounceEntry, GossipMessage};
 use sorcha_peer_core::model::{Caller, PeerAdvert, PeerCapabilities, PeerId, Protocol, TxHash};
 use sorcha_peer_core::score::{BanRecord, BanSubject};
 
-use crate::scenario::Dur;
+use crate::metrics::AttackReport;
 use crate::world::{Ev, PORT, Role, World, index_of_address, index_of_id};
-
-/// When and how hard attackers attack.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AttackSpec {
-    /// When the first attack tick fires (after the network formed).
-    pub start: Dur,
-    /// Time between attack ticks.
-    pub every: Dur,
-    /// Junk hashes a flooder announces to each gossip peer, and an eclipser's fake per tick.
-    pub junk_per_tick: usize,
-    /// Fake peers an eclipser's identity pushes in one exchange.
-    pub fake_adverts: usize,
-    /// Honest nodes an eclipser targets per tick.
-    pub targets_per_tick: usize,
-}
-
-impl Default for AttackSpec {
-    fn default() -> Self {
-        Self {
-            start: Dur(std::time::Duration::from_secs(20)),
-            every: Dur(std::time::Duration::from_millis(500)),
-            junk_per_tick: 20,
-            fake_adverts: 200,
-            targets_per_tick: 4,
-        }
-    }
-}
-
-/// Bans seen during the run: (ms, banning node, banned subject, the attacker it was, if any).
-#[derive(Debug, Default)]
-pub struct BanLog {
-    pub bans: Vec<(u64, usize, String, Option<usize>)>,
-    /// Identities made by eclipsers, to tell whose a banned fake id was.
-    fakes: BTreeMap<PeerId, usize>,
-    next_fake: u64,
-}
-
-/// What the attack came to (the `attack` section of a report).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct AttackReport {
-    pub attackers: usize,
-    /// Attackers (their node, or an identity or address of theirs) banned by at least one
-    /// honest node.
-    pub attackers_banned: usize,
-    /// Time from the attack's start to each banned attacker's first ban: p50 and max.
-    pub first_ban_ms_p50: Option<u64>,
-    pub first_ban_ms_max: Option<u64>,
-    /// Honest nodes that banned at least one attacker.
-    pub honest_banning: usize,
-    /// Bans of honest nodes by honest nodes (mistakes).
-    pub honest_banned: usize,
-    /// Bans made in all (ids and addresses).
-    pub bans: usize,
-    /// Dials honest nodes made to the fake addresses, per minute of attack.
-    pub fake_dials_per_minute: f64,
-}
 
 impl World {
     /// Queues the first attack tick, if any node attacks.

@@ -15,6 +15,8 @@
 //! - [`metrics`], [`graph`], [`wire`]: what is measured and how (coverage, latency and hop
 //!   spreads, RMR, bytes by kind, active-graph quality).
 //! - [`plot`]: the coverage-over-time SVG.
+//! - [`attack`]: the attacker roles (flooders, eclipsers) and what the peer score made of
+//!   them.
 
 pub mod attack;
 pub mod graph;

@@ -70,6 +70,35 @@ pub struct Heal {
     pub graph_reconnected: Option<Timestamp>,
 }
 
+/// Bans seen during the run: (ms, banning node, banned subject, the attacker it was, if any).
+#[derive(Debug, Default)]
+pub struct BanLog {
+    pub bans: Vec<(u64, usize, String, Option<usize>)>,
+    /// Identities made by eclipsers, to tell whose a banned fake id was.
+    pub(crate) fakes: BTreeMap<sorcha_peer_core::model::PeerId, usize>,
+    pub(crate) next_fake: u64,
+}
+
+/// What the attack came to (the `attack` section of a report).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AttackReport {
+    pub attackers: usize,
+    /// Attackers (their node, or an identity or address of theirs) banned by at least one
+    /// honest node.
+    pub attackers_banned: usize,
+    /// Time from the attack's start to each banned attacker's first ban: p50 and max.
+    pub first_ban_ms_p50: Option<u64>,
+    pub first_ban_ms_max: Option<u64>,
+    /// Honest nodes that banned at least one attacker.
+    pub honest_banning: usize,
+    /// Bans of honest nodes by honest nodes (mistakes).
+    pub honest_banned: usize,
+    /// Bans made in all (ids and addresses).
+    pub bans: usize,
+    /// Dials honest nodes made to the fake addresses, per minute of attack.
+    pub fake_dials_per_minute: f64,
+}
+
 /// Counters and samples kept while the simulation runs.
 #[derive(Debug, Default)]
 pub struct Recorder {
@@ -84,7 +113,7 @@ pub struct Recorder {
     pub timeline: Vec<(u64, f64)>,
     pub heals: Vec<Heal>,
     /// Bans the nodes made (see `attack.rs`).
-    pub ban_log: crate::attack::BanLog,
+    pub ban_log: BanLog,
 }
 
 impl Recorder {
@@ -187,7 +216,7 @@ pub struct Report {
     pub events_processed: u64,
     /// What came of an attack, when the scenario has attackers.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub attack: Option<crate::attack::AttackReport>,
+    pub attack: Option<AttackReport>,
 }
 
 /// The k-th smallest (1-based) that X% of `m` needs.

@@ -16,6 +16,10 @@ use sorcha_peer_core::link::LinkConfig;
 use sorcha_peer_core::membership::MembershipConfig;
 use sorcha_peer_core::node::NodeConfig;
 
+mod attack;
+
+pub use attack::AttackSpec;
+
 /// Nodes are addressed `10.a.b.c`, so at most 2^24 - 2 of them.
 pub const MAX_NODES: usize = (1 << 24) - 2;
 
@@ -103,7 +107,7 @@ pub struct Scenario {
     #[serde(default)]
     pub roles: Roles,
     #[serde(default)]
-    pub attack: crate::attack::AttackSpec,
+    pub attack: AttackSpec,
     #[serde(default)]
     pub transports: Transports,
     #[serde(default)]
