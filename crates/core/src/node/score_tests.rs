@@ -207,3 +207,49 @@ fn malformed_notifications_ban_their_sender() {
     );
     assert_eq!(records[0].reason, "protocol_violation");
 }
+
+#[test]
+fn a_useful_first_delivery_raises_the_score_and_not_found_after_announcing_lowers_it() {
+    let now = at(0, WALL_MS);
+    let mut node = node(now);
+    let peer: PeerId = "peer-1".parse().expect("valid id");
+    let caller = Caller::Proven(peer.clone());
+    node.handle_register(advert("peer-1", "203.0.113.9", now), &caller, now)
+        .expect("registered");
+    let body = b"a good transaction".to_vec();
+    let entry = AnnounceEntry {
+        id: TxHash::of(&body).id(),
+        hash: None,
+        size: body.len() as u64,
+        register_id: None,
+        hops: 1,
+    };
+    let id = entry.id;
+    let message = GossipMessage::Announce {
+        entries: vec![entry],
+    };
+    node.handle_gossip(&peer, message, now);
+    node.handle_fetched(&peer, id, Ok(body), now);
+    assert_eq!(node.score(&peer, now), 1.0, "a first delivery");
+    // It announces another, then says it does not hold it.
+    let other = b"another transaction".to_vec();
+    let entry = AnnounceEntry {
+        id: TxHash::of(&other).id(),
+        hash: None,
+        size: other.len() as u64,
+        register_id: None,
+        hops: 1,
+    };
+    let id = entry.id;
+    let message = GossipMessage::Announce {
+        entries: vec![entry],
+    };
+    node.handle_gossip(&peer, message, now);
+    while node.poll_output().is_some() {}
+    node.handle_fetched(&peer, id, Err(gossip::FetchFailure::NotFound), now);
+    assert_eq!(
+        node.score(&peer, now),
+        1.0 - 10.0,
+        "announced, then not served"
+    );
+}

@@ -533,3 +533,28 @@ fn bad_limits_are_refused_with_their_key() {
     };
     assert!(load(&fine).is_ok(), "0 is unlimited");
 }
+
+#[test]
+fn bad_scoring_and_dialling_values_are_refused_with_the_key() {
+    let sources = Sources {
+        env: env(&[
+            ("SORCHA_PEER__SCORING__BAN_THRESHOLD", "10.0"),
+            ("SORCHA_PEER__SCORING__BAN_CAP", "1s"),
+            ("SORCHA_PEER__DISCOVERY__DIAL_RATE_PER_SECOND", "0"),
+        ]),
+        ..Default::default()
+    };
+    let mut keys: Vec<String> = refused(&sources).into_iter().map(|i| i.key).collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        [
+            "discovery.dial_rate_per_second",
+            "scoring.ban_cap",
+            "scoring.ban_threshold"
+        ]
+    );
+    let node = Config::default().node();
+    assert_eq!(node.score, sorcha_peer_core::score::ScoreConfig::default());
+    assert_eq!(node.membership.dial_rate_per_second, 5);
+}
