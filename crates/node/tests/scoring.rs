@@ -1,5 +1,5 @@
-//! The peer score with a real process: a peer that keeps sending malformed announcements is
-//! banned automatically; the ban shows in `/api/v1/peers` with its reason, survives a restart
+//! The peer score with a real process: a peer that pushes bodies whose hash is wrong is banned
+//! automatically; the ban shows in `/api/v1/peers` with its reason, survives a restart
 //! with its strike count, an operator's DELETE lifts it, and the next ban doubles.
 
 mod common;
@@ -7,10 +7,12 @@ mod common;
 use std::time::Duration;
 
 use common::{TestNode, eventually};
+use sorcha_peer::wire::proto::communication::peer_communication_client::PeerCommunicationClient;
 use sorcha_peer::wire::proto::discovery::peer_discovery_client::PeerDiscoveryClient;
 use sorcha_peer::wire::proto::discovery::{PeerInfo, RegisterPeerRequest};
-use sorcha_peer::wire::proto::transaction::TransactionNotification;
-use sorcha_peer::wire::proto::transaction::transaction_distribution_client::TransactionDistributionClient;
+use sorcha_peer_core::gossip::{AnnounceEntry, GossipMessage};
+use sorcha_peer_core::model::{PeerId, Timestamp, TxHash};
+use sorcha_peer_wire::gossip::to_peer_message;
 
 /// Long enough to outlast a restart, short enough for the test to see the doubling.
 const ENV: [(&str, &str); 2] = [
@@ -39,24 +41,28 @@ async fn register(node: &TestNode) -> bool {
     answer.success
 }
 
-/// Three announcements of size 0 (a protocol violation each: -20, the threshold is -50).
-async fn misbehave(node: &TestNode) {
-    let mut client = TransactionDistributionClient::connect(node.grpc_url())
+/// Two pushed bodies that do not match their announced ids (a wrong body each: -40, the
+/// threshold is -50).
+async fn misbehave(node: &TestNode, round: u8) {
+    let mut client = PeerCommunicationClient::connect(node.grpc_url())
         .await
-        .unwrap();
-    for n in 0..3u8 {
-        let notification = TransactionNotification {
-            transaction_hash: hex_of(n),
-            sender_peer_id: LIAR.into(),
-            transaction_size: 0,
-            ..Default::default()
+        .expect("connect");
+    let from: PeerId = LIAR.parse().expect("id");
+    for n in 0..2u8 {
+        let claimed = TxHash::of(&[round, n, 1]);
+        let push = GossipMessage::Push {
+            entry: AnnounceEntry {
+                id: claimed.id(),
+                hash: None,
+                size: 3,
+                register_id: None,
+                hops: 1,
+            },
+            body: vec![round, n, 2],
         };
-        let _ = client.notify_transaction(notification).await;
+        let message = to_peer_message(&push, &from, None, Timestamp::from_millis(1));
+        client.send_message(message).await.expect("send");
     }
-}
-
-fn hex_of(n: u8) -> String {
-    format!("{:02x}", n).repeat(32)
 }
 
 async fn row(node: &TestNode) -> serde_json::Value {
@@ -66,7 +72,7 @@ async fn row(node: &TestNode) -> serde_json::Value {
 async fn banned_with(node: &TestNode, strikes: u64) -> serde_json::Value {
     let seen = eventually(Duration::from_secs(10), || async {
         let row = row(node).await;
-        row["ban_reason"] == "protocol_violation" && row["ban_strikes"] == strikes
+        row["ban_reason"] == "wrong_body" && row["ban_strikes"] == strikes
     })
     .await;
     let last = row(node).await;
@@ -85,7 +91,7 @@ async fn an_automatic_ban_shows_survives_a_restart_and_lifts() {
     common::init_crypto();
     let mut node = TestNode::start_with(&[], &ENV);
     assert!(register(&node).await, "the liar registers first");
-    misbehave(&node).await;
+    misbehave(&node, 1).await;
     let first = banned_with(&node, 1).await;
     assert_eq!(first["status"], "banned");
     let until = first["banned_until"].as_u64().expect("banned_until");
@@ -110,7 +116,7 @@ async fn an_automatic_ban_shows_survives_a_restart_and_lifts() {
     assert!(row(&node).await["ban_reason"].is_null());
 
     // The strike count outlived the lift: the next ban is the second, twice as long.
-    misbehave(&node).await;
+    misbehave(&node, 2).await;
     let second = banned_with(&node, 2).await;
     let now = sorcha_now();
     let left = second["banned_until"].as_u64().unwrap().saturating_sub(now);
