@@ -28,11 +28,14 @@ pub(super) struct CallerAddresses {
 }
 
 impl CallerAddresses {
-    /// Loopback callers are not remembered: an address ban covers the host, and on loopback
-    /// that is this machine, where labs and tests run many nodes (and a caller that reaches
-    /// us over loopback is local anyway).
+    /// Callers from 127.0.0.1 or ::1 are not remembered: an address ban covers the host, and
+    /// that one is this machine's own, where labs and tests run many nodes and the operator's
+    /// tools (other loopback addresses, as a lab's attackers on 127.77.0.K, can be banned).
     fn note(&mut self, id: &PeerId, ip: &str) {
-        if ip.parse::<IpAddr>().is_ok_and(|a| a.is_loopback()) {
+        let own = |a: IpAddr| {
+            a == IpAddr::from([127, 0, 0, 1]) || a == IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1])
+        };
+        if ip.parse::<IpAddr>().is_ok_and(|a| own(a.to_canonical())) {
             return;
         }
         if let Some(known) = self.by_id.get_mut(id) {
