@@ -362,3 +362,66 @@ async fn an_http2_client_trickling_its_headers_is_closed_on_the_peer_port() {
     let closed = "connections_closed_total{port=\"peer\",reason=\"header_timeout\"}";
     assert!(sample(&page, closed) >= 1.0, "{page}");
 }
+
+/// A gRPC channel to `node`'s peer port whose connections come from `source` (another loopback
+/// address: 127.0.0.1 itself, this host, is never banned by address).
+async fn channel_from(node: &TestNode, source: &'static str) -> tonic::transport::Channel {
+    let target: std::net::SocketAddr = format!("127.0.0.1:{}", node.ports.peer).parse().unwrap();
+    let connector = tower::service_fn(move |_: tonic::transport::Uri| async move {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(format!("{source}:0").parse().unwrap())?;
+        let stream = socket.connect(target).await?;
+        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+    });
+    tonic::transport::Endpoint::from_shared(node.grpc_url())
+        .unwrap()
+        .connect_with_connector(connector)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_held_over_a_limit_is_banned_and_refused_at_the_door() {
+    // One report (5 points) takes the score below -4: the first refusal bans.
+    let node = limited(&[
+        ("SORCHA_PEER__LIMITS__MEMBERSHIP_PER_SECOND", "2"),
+        ("SORCHA_PEER__SCORING__BAN_THRESHOLD", "-4"),
+    ]);
+    let mut flooder = PeerDiscoveryClient::new(channel_from(&node, "127.0.0.2").await);
+    let mut results = Vec::new();
+    for _ in 0..10 {
+        let ping = PingRequest {
+            peer_id: "flooder".into(),
+        };
+        results.push(flooder.ping(ping).await);
+    }
+    assert!(exhausted(&results) >= 5, "{results:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let page = metrics(&node).await;
+        if sample(&page, "peer_bans_total{reason=\"limit_exceeded\"}") >= 1.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the flooding address was not banned: {page}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A new connection from the banned address is refused before TLS; this host is not.
+    let target = format!("127.0.0.1:{}", node.ports.peer);
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut stream = socket.connect(target.parse().unwrap()).await.unwrap();
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut byte)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
+    let page = metrics(&node).await;
+    let door = "connections_refused_total{port=\"peer\",reason=\"banned\"}";
+    assert!(sample(&page, door) >= 1.0, "{page}");
+    let mut local = PeerDiscoveryClient::connect(node.grpc_url()).await.unwrap();
+    let ping = PingRequest {
+        peer_id: "tester".into(),
+    };
+    assert!(local.ping(ping).await.is_ok());
+}

@@ -32,10 +32,7 @@ impl CallerAddresses {
     /// that one is this machine's own, where labs and tests run many nodes and the operator's
     /// tools (other loopback addresses, as a lab's attackers on 127.77.0.K, can be banned).
     fn note(&mut self, id: &PeerId, ip: &str) {
-        let own = |a: IpAddr| {
-            a == IpAddr::from([127, 0, 0, 1]) || a == IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1])
-        };
-        if ip.parse::<IpAddr>().is_ok_and(|a| own(a.to_canonical())) {
+        if is_this_host(ip) {
             return;
         }
         if let Some(known) = self.by_id.get_mut(id) {
@@ -54,6 +51,14 @@ impl CallerAddresses {
     pub(super) fn of(&self, id: &PeerId) -> Option<&str> {
         self.by_id.get(id).map(String::as_str)
     }
+}
+
+/// 127.0.0.1 and ::1: never banned by address (see [`CallerAddresses::note`]).
+fn is_this_host(ip: &str) -> bool {
+    let own = |a: IpAddr| {
+        a == IpAddr::from([127, 0, 0, 1]) || a == IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1])
+    };
+    ip.parse::<IpAddr>().is_ok_and(|a| own(a.to_canonical()))
 }
 
 impl Node {
@@ -82,6 +87,26 @@ impl Node {
         {
             self.auto_ban(peer, reason, now);
         }
+    }
+
+    /// A caller known only by its address (no proven id: the transport's limits key such
+    /// callers on their address) did something wrong: the address is scored and, below the
+    /// threshold, banned like an unverified peer's. This host's own address never is.
+    pub fn note_address_offence(&mut self, ip: &str, offence: Offence, now: Now) {
+        self.last_now = now;
+        if is_this_host(ip) || self.reputation.is_banned_address(ip, now.wall) {
+            return;
+        }
+        self.reputation.count(offence);
+        let subject = BanSubject::Address(ip.to_owned());
+        if !self.reputation.penalize(&subject, offence, now.mono) {
+            return;
+        }
+        let record = self.reputation.strike(subject, offence.as_str(), now);
+        if self.reputation.ban_address(ip, record.until, now.wall) {
+            self.push_ban(record);
+        }
+        self.sync_gossip_peers(now);
     }
 
     /// The address `peer` called from, if it never proved its id.

@@ -163,6 +163,26 @@ fn identities_made_from_one_address_add_up_to_a_ban_of_it() {
 }
 
 #[test]
+fn an_address_over_its_limits_is_banned_and_this_host_never_is() {
+    let now = at(0, WALL_MS);
+    let mut node = node(now);
+    // A limit exceeded costs 5 and a score below -50 bans: the eleventh report does.
+    for n in 1..=11 {
+        node.note_address_offence(LIAR_IP, Offence::LimitExceeded, now);
+        node.note_address_offence("127.0.0.1", Offence::LimitExceeded, now);
+        let banned = !bans(&mut node).is_empty();
+        assert_eq!(banned, n == 11, "report {n}");
+    }
+    assert!(node.is_banned_address(LIAR_IP, now));
+    assert!(!node.is_banned_address("127.0.0.1", now));
+    let next = advert("newcomer", "203.0.113.9", now);
+    assert_eq!(
+        node.handle_register(next, &unproven(), now),
+        Err(Refusal::Banned)
+    );
+}
+
+#[test]
 fn a_restored_ban_holds_and_keeps_its_strikes() {
     let now = at(0, WALL_MS);
     let mut node = node(now);

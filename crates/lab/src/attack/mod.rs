@@ -25,8 +25,11 @@ pub const NODE_METRICS: [(&str, &str); 6] = [
     ("verification_failures_total", ""),
     ("gossip_fetch_failures_total", "kind"),
 ];
-/// The config keys that bound dialling (the `score` work adds them).
-pub const DIAL_KEYS: [&str; 2] = ["limits.max_dials_per_minute", "limits.dial_rate_per_second"];
+/// The config keys that bound dialling.
+pub const DIAL_KEYS: [&str; 2] = [
+    "discovery.max_dials_per_minute",
+    "discovery.dial_rate_per_second",
+];
 /// Goals of issue 16.
 pub const THROUGHPUT_GOAL_PERCENT: f64 = 95.0;
 pub const BAN_GOAL_MS: f64 = 10_000.0;
@@ -92,8 +95,8 @@ pub struct FakeDials {
     /// (the whole run if shorter) and in any second.
     pub per_minute_max: Vec<u64>,
     pub per_second_max: Vec<u64>,
-    /// The node's configured limit per minute (`limits.max_dials_per_minute`, else 60 x
-    /// `limits.dial_rate_per_second`); null: neither key exists.
+    /// The node's configured limit per minute (`discovery.max_dials_per_minute`, else 60 x
+    /// `discovery.dial_rate_per_second`); null: neither key exists.
     pub configured_per_minute: Option<f64>,
 }
 
@@ -296,7 +299,7 @@ fn goals(r: &AttackReport) -> Vec<Goal> {
             value: format!(
                 "at most {worst} per node in a minute{short}; limit {}",
                 d.configured_per_minute.map_or(
-                    "n/a (no limits.max_dials_per_minute)".to_owned(),
+                    "n/a (no discovery.max_dials_per_minute)".to_owned(),
                     |l| format!("{l:.0}")
                 )
             ),

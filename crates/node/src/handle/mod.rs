@@ -133,6 +133,11 @@ pub(crate) enum Command {
         peer_id: PeerId,
         offence: sorcha_peer_core::score::Offence,
     },
+    /// The same, by a caller known only by its address (no proven id).
+    AddressOffence {
+        ip: std::net::IpAddr,
+        offence: sorcha_peer_core::score::Offence,
+    },
     Notify {
         from: PeerId,
         entry: AnnounceEntry,
@@ -432,6 +437,16 @@ impl NodeHandle {
         offence: sorcha_peer_core::score::Offence,
     ) -> Result<(), HandleError> {
         self.send(Command::Offence { peer_id, offence })
+    }
+
+    /// [`note_offence`](Self::note_offence) for a caller that proved no id: its address is
+    /// scored (and banned below the threshold).
+    pub fn note_address_offence(
+        &self,
+        ip: std::net::IpAddr,
+        offence: sorcha_peer_core::score::Offence,
+    ) -> Result<(), HandleError> {
+        self.send(Command::AddressOffence { ip, offence })
     }
 
     /// Whether `id` is banned now (by the operator or the peer score), without a round trip.

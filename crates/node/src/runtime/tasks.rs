@@ -24,14 +24,14 @@ use crate::config::Config;
 use crate::handle::NodeHandle;
 use crate::identity::Identity;
 use crate::store::queue::SharedQueue;
-use crate::telemetry::Metrics;
 use crate::transport::grpc::{self, PeerPortSettings, Services};
-use crate::transport::limits::Limiter;
 use crate::transport::limits::conns::ConnLimits;
 use crate::transport::limits::upload::UploadBudget;
+use crate::transport::limits::{Limiter, PeerKey};
 use crate::transport::tls::connect::Dialer;
 use crate::transport::tls::{self, TlsContext};
 use sorcha_peer_core::model::PeerId;
+use sorcha_peer_core::score::Offence;
 
 /// How long the actor may take to wind down after the servers are done.
 const ACTOR_STOP_TIMEOUT: Duration = Duration::from_secs(1);
@@ -90,10 +90,12 @@ impl Tasks {
         ));
         let (health, health_service) = tonic_health::server::health_reporter();
         let port_settings = peer_port_settings(config);
-        let limits = peer_limits(config, node.metrics());
+        let limits = peer_limits(config, &node);
         let services = Services::new(node.clone(), queue.clone(), &port_settings, limits);
         let services = Arc::new(services);
         let conns = ConnLimits::new("peer", &config.limits, node.metrics().clone());
+        let bans = node.clone();
+        conns.refuse_banned(Box::new(move |ip| bans.is_banned_ip(ip)));
         let incoming = secure_peer_port(peer_listener, (&tls, identity, conns), &node, &stop_rx);
         let grpc = tokio::spawn(grpc::serve(
             incoming,
@@ -236,11 +238,22 @@ fn secure_peer_port(
 }
 
 /// The per-peer limits of the peer port's services and the node's upload budget.
-fn peer_limits(config: &Config, metrics: &Arc<Metrics>) -> (Arc<Limiter>, Arc<UploadBudget>) {
+/// The per-peer limits and the upload budget; a peer held over a limit loses score (and is
+/// banned if it keeps at it), by its proven id or else by its address.
+fn peer_limits(config: &Config, node: &NodeHandle) -> (Arc<Limiter>, Arc<UploadBudget>) {
     let limits = &config.limits;
+    let metrics = node.metrics();
     // The largest message a peer may send: a whole body and its framing.
     let max_message = u64::from(config.distribution.max_transaction_size) + 64 * 1024;
     let limiter = Limiter::new(limits, max_message, metrics.clone());
+    let score = node.clone();
+    limiter.report_to(Box::new(move |key| {
+        // Refused only when the actor is saturated, which the handle counts.
+        let _ = match key {
+            PeerKey::Id(id) => score.note_offence(id.clone(), Offence::LimitExceeded),
+            PeerKey::Addr(ip) => score.note_address_offence(*ip, Offence::LimitExceeded),
+        };
+    }));
     let upload = UploadBudget::new(limits.upload_bytes_per_second, metrics.clone());
     (Arc::new(limiter), Arc::new(upload))
 }

@@ -166,6 +166,10 @@ impl Actor {
             Command::Offence { peer_id, offence } => {
                 self.node.note_offence(&peer_id, offence, now);
             }
+            Command::AddressOffence { ip, offence } => {
+                let ip = ip.to_canonical().to_string();
+                self.node.note_address_offence(&ip, offence, now);
+            }
             Command::Notify { from, entry, reply } => {
                 let known = self.node.gossip().is_known(&entry.id);
                 self.heard_of(entry.id);
@@ -227,6 +231,7 @@ impl Actor {
             | Command::SubmitQueued { .. }
             | Command::Gossip { .. }
             | Command::Offence { .. }
+            | Command::AddressOffence { .. }
             | Command::Notify { .. } => {}
         }
     }

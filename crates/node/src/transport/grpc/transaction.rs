@@ -86,6 +86,16 @@ impl TransactionService {
             })
     }
 
+    /// Whether the caller (its connection's key, or the id it speaks for) is banned: what it
+    /// announces is not fetched.
+    fn is_banned(&self, key: Option<&PeerKey>, from: &PeerId) -> bool {
+        let by_key = key.is_some_and(|key| match key {
+            PeerKey::Id(id) => self.node.is_banned_id(id),
+            PeerKey::Addr(ip) => self.node.is_banned_ip(*ip),
+        });
+        by_key || self.node.is_banned_id(from)
+    }
+
     /// Sorcha's answer to a pull: the body, or `found = false` for an unknown hash. The
     /// caller counts it, as it goes (unary, or in a stream message).
     pub fn answer(&self, request: &TransactionRequest) -> Result<TransactionResponse, Status> {
@@ -137,15 +147,16 @@ impl TransactionDistribution for TransactionService {
             .limiter
             .check(key.as_ref(), LimitKind::AnnouncedTransactions, 1)
             .is_err();
-        if over || !self.fetchable(notification.transaction_size) {
+        let from = caller.unwrap_or_else(|| origin.clone());
+        let banned = self.is_banned(key.as_ref(), &from);
+        if over || banned || !self.fetchable(notification.transaction_size) {
             // Neither fetched nor passed on: say so, so the sender does not wait for a pull.
-            tracing::debug!(hash = %notification.transaction_hash, size = notification.transaction_size, over, "notification not taken");
+            tracing::debug!(hash = %notification.transaction_hash, size = notification.transaction_size, over, banned, "notification not taken");
             return Ok(Response::new(NotificationAck {
                 already_known: false,
                 will_request: false,
             }));
         }
-        let from = caller.unwrap_or_else(|| origin.clone());
         if let (Some(hash), Ok(mut origins)) = (entry.hash, self.node.origins().lock()) {
             origins.note(hash, origin.clone());
         }

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -54,7 +54,13 @@ pub struct ConnLimits {
     pub idle_timeout: Duration,
     state: Mutex<State>,
     metrics: Arc<Metrics>,
+    /// Whether an address is banned (the peer port's: a banned peer's connections are refused
+    /// before any byte is read).
+    banned: OnceLock<BanCheck>,
 }
+
+/// Tells whether connections from an address are refused outright.
+pub type BanCheck = Box<dyn Fn(IpAddr) -> bool + Send + Sync>;
 
 impl ConnLimits {
     pub fn new(port: &'static str, config: &LimitsConfig, metrics: Arc<Metrics>) -> Arc<Self> {
@@ -74,13 +80,23 @@ impl ConnLimits {
                 uses: 0,
             }),
             metrics,
+            banned: OnceLock::new(),
         })
+    }
+
+    /// Refuses connections from addresses `check` says are banned (set once).
+    pub fn refuse_banned(&self, check: BanCheck) {
+        let _ = self.banned.set(check);
     }
 
     /// Admits a new connection from `ip`, or refuses it (counted by reason); the connection
     /// counts as open until its guard is dropped.
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<ConnGuard> {
         let ip = ip.to_canonical();
+        if self.banned.get().is_some_and(|banned| banned(ip)) {
+            self.refuse(ip, "banned");
+            return None;
+        }
         let refused = {
             let mut state = self.lock();
             state.uses += 1;
@@ -117,12 +133,7 @@ impl ConnLimits {
         };
         match refused {
             (Some(reason), _) => {
-                let labels = [
-                    KeyValue::new("port", self.port),
-                    KeyValue::new("reason", reason),
-                ];
-                self.metrics.connections_refused_total.add(1, &labels);
-                tracing::debug!(port = self.port, %ip, reason, "connection refused");
+                self.refuse(ip, reason);
                 None
             }
             (None, total) => {
@@ -133,6 +144,15 @@ impl ConnLimits {
                 })
             }
         }
+    }
+
+    fn refuse(&self, ip: IpAddr, reason: &'static str) {
+        let labels = [
+            KeyValue::new("port", self.port),
+            KeyValue::new("reason", reason),
+        ];
+        self.metrics.connections_refused_total.add(1, &labels);
+        tracing::debug!(port = self.port, %ip, reason, "connection refused");
     }
 
     /// Counts a connection the node closed (`header_timeout`, `idle`).

@@ -3,7 +3,7 @@
 //!
 //! - Here: [`Limiter`], the per-peer rates (GCRA, the `governor` crate) by [`LimitKind`], the
 //!   pulls in flight, and [`Limiter::refused`], the one place every refusal goes through (and
-//!   is counted). A peer is its [`PeerKey`]: the id its connection proved, else its address.
+//!   is counted, and told to the peer score at most once a second per peer: a [`Reporter`]). A peer is its [`PeerKey`]: the id its connection proved, else its address.
 //!   The map of peers is bounded; the least recently used go first, counted.
 //! - `upload.rs`: the node-wide upload budget for bodies ([`upload::UploadBudget`]).
 //! - `conns.rs`: connection caps, the per-address connection rate, and the header-read and
@@ -19,7 +19,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
@@ -37,6 +37,14 @@ use crate::transport::tls::ConnInfo;
 /// Peers whose limiter state is kept. A flood of new addresses or ids evicts the least recently
 /// seen (they start afresh if they come back): ~2 KB each, 10,000 is ~20 MB at most.
 pub const MAX_TRACKED_PEERS: usize = 10_000;
+
+/// How often a peer's refusals are told to the peer score: once per this, however many there
+/// were. A peer held over a limit for 11 s in a row is banned (5 points a report, the default
+/// threshold -50); an honest peer's short burst over a limit costs it a point or two that decay.
+pub const REPORT_EVERY: Duration = Duration::from_secs(1);
+
+/// Where refusals go besides the metric (the runtime points it at the core's peer score).
+pub type Reporter = Box<dyn Fn(&PeerKey) + Send + Sync>;
 
 /// Longest a peer's message waits for its byte rate; past it the message is refused.
 pub const MAX_BYTES_DELAY: Duration = Duration::from_secs(1);
@@ -120,6 +128,8 @@ struct PeerLimits<C: Clock> {
     announced: Gcra<C>,
     pulls: Gcra<C>,
     bytes: Gcra<C>,
+    /// One token per [`REPORT_EVERY`]: whether this refusal is told to the peer score.
+    report: Gcra<C>,
     /// Pulls being served; shared with their [`PullGuard`]s, so eviction cannot lose one.
     in_flight: Arc<AtomicU32>,
     /// When it was last used, in [`Limiter::uses`] order (for least-recently-used eviction).
@@ -150,6 +160,7 @@ pub struct Limiter<C: Clock = DefaultClock> {
     clock: C,
     peers: Mutex<Peers<C>>,
     metrics: Arc<Metrics>,
+    reporter: OnceLock<Reporter>,
 }
 
 struct Peers<C: Clock> {
@@ -191,6 +202,7 @@ impl<C: Clock + Clone> Limiter<C> {
                 uses: 0,
             }),
             metrics,
+            reporter: OnceLock::new(),
         }
     }
 
@@ -276,11 +288,22 @@ impl<C: Clock + Clone> Limiter<C> {
         }
     }
 
-    /// Every refusal passes here: counted by kind, logged, and made the status the peer sees.
+    /// Sends refusals to `reporter` from now on (once; later calls are ignored).
+    pub fn report_to(&self, reporter: Reporter) {
+        let _ = self.reporter.set(reporter);
+    }
+
+    /// Every refusal passes here: counted by kind, logged, told to the peer score (at most
+    /// once per [`REPORT_EVERY`] per peer), and made the status the peer sees.
     pub fn refused(&self, key: &PeerKey, kind: LimitKind) -> Status {
         self.metrics
             .rate_limited_total
             .add(1, &[KeyValue::new("kind", kind.label())]);
+        if let Some(reporter) = self.reporter.get()
+            && self.with_peer(key, |peer| peer.report.check().is_ok())
+        {
+            reporter(key);
+        }
         tracing::debug!(%key, kind = kind.label(), "refused: over a per-peer limit");
         Status::resource_exhausted(format!(
             "{key} is over its {} limit ({})",
@@ -326,6 +349,7 @@ impl<C: Clock + Clone> PeerLimits<C> {
             announced: gcra(q.announced),
             pulls: gcra(q.pulls),
             bytes: gcra(q.bytes),
+            report: gcra(Quota::with_period(REPORT_EVERY).unwrap_or(q.membership)),
             in_flight: Arc::new(AtomicU32::new(0)),
             used: 0,
         }

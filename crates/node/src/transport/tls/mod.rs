@@ -80,7 +80,7 @@ impl ConnInfo {
         match &self.proven {
             Some(id) => Caller::Proven(id.clone()),
             None => Caller::Unproven {
-                ip: self.remote.map(|a| a.ip().to_string()),
+                ip: self.remote.map(|a| a.ip().to_canonical().to_string()),
             },
         }
     }
