@@ -419,6 +419,15 @@ async fn an_address_held_over_a_limit_is_banned_and_refused_at_the_door() {
     let page = metrics(&node).await;
     let door = "connections_refused_total{port=\"peer\",reason=\"banned\"}";
     assert!(sample(&page, door) >= 1.0, "{page}");
+    // The flooder's open connection is closed at its next bytes after the ban is seen.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let ping = PingRequest {
+        peer_id: "flooder".into(),
+    };
+    assert!(flooder.ping(ping).await.is_err());
+    let page = metrics(&node).await;
+    let closed = "connections_closed_total{port=\"peer\",reason=\"banned\"}";
+    assert!(sample(&page, closed) >= 1.0, "{page}");
     let mut local = PeerDiscoveryClient::connect(node.grpc_url()).await.unwrap();
     let ping = PingRequest {
         peer_id: "tester".into(),

@@ -241,7 +241,13 @@ pub struct Watched<T> {
     /// Since when the client owes us a header block: from accept until its first request, and
     /// from the start of each header block to its end. `None`: nothing owed (or HTTP/1.1).
     headers_since: Option<Instant>,
+    /// Milliseconds since `base` when the address was last checked against the bans.
+    ban_checked: u64,
 }
+
+/// How often an open connection looks whether its address was banned since it was admitted
+/// (a banned flooder's open connection is closed within this, not kept until it ends).
+const BAN_CHECK_EVERY_MS: u64 = 1_000;
 
 impl<T> Watched<T> {
     pub fn new(inner: T, guard: ConnGuard) -> Self {
@@ -258,7 +264,23 @@ impl<T> Watched<T> {
             scan: HeaderScan::default(),
             served: Arc::new(AtomicBool::new(false)),
             headers_since: Some(base),
+            ban_checked: 0,
         }
+    }
+
+    /// Whether the address was banned since the connection was admitted (looked at most once
+    /// per [`BAN_CHECK_EVERY_MS`], when bytes arrive).
+    fn banned_since(&mut self) -> bool {
+        let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        if ms < self.ban_checked + BAN_CHECK_EVERY_MS {
+            return false;
+        }
+        self.ban_checked = ms;
+        let limits = &self.guard.limits;
+        limits
+            .banned
+            .get()
+            .is_some_and(|banned| banned(self.guard.ip))
     }
 
     /// Becomes true once a request's headers were wholly read on this connection.
@@ -338,6 +360,14 @@ impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(result) => {
                 if buf.filled().len() > before {
+                    if this.banned_since() {
+                        this.guard.limits.closed("banned");
+                        let closed = io::Error::new(
+                            io::ErrorKind::ConnectionAborted,
+                            "connection closed: its address is banned",
+                        );
+                        return Poll::Ready(Err(closed));
+                    }
                     this.touch();
                     this.scan(&buf.filled()[before..]);
                 }

@@ -3,8 +3,9 @@
 //!
 //! - Here: [`Limiter`], the per-peer rates (GCRA, the `governor` crate) by [`LimitKind`], the
 //!   pulls in flight, and [`Limiter::refused`], the one place every refusal goes through (and
-//!   is counted, and told to the peer score at most once a second per peer: a [`Reporter`]). A peer is its [`PeerKey`]: the id its connection proved, else its address.
-//!   The map of peers is bounded; the least recently used go first, counted.
+//!   is counted, and told to the peer score at most once per [`REPORT_EVERY`] per peer: a
+//!   [`Reporter`]). A peer is its [`PeerKey`]: the id its connection proved, else its
+//!   address. The map of peers is bounded; the least recently used go first, counted.
 //! - `upload.rs`: the node-wide upload budget for bodies ([`upload::UploadBudget`]).
 //! - `conns.rs`: connection caps, the per-address connection rate, and the header-read and
 //!   idle timeouts of a connection ([`conns::ConnLimits`], [`conns::Watched`]); `h2.rs`: where
@@ -39,9 +40,12 @@ use crate::transport::tls::ConnInfo;
 pub const MAX_TRACKED_PEERS: usize = 10_000;
 
 /// How often a peer's refusals are told to the peer score: once per this, however many there
-/// were. A peer held over a limit for 11 s in a row is banned (5 points a report, the default
-/// threshold -50); an honest peer's short burst over a limit costs it a point or two that decay.
-pub const REPORT_EVERY: Duration = Duration::from_secs(1);
+/// were. A peer held over a limit for ~3 s in a row is banned (11 reports of 5 points take it
+/// below the default threshold, -50); an honest peer's burst over a limit (which the defaults,
+/// sized above the node's own target rates, make rare) costs it 5 to 20 points that decay
+/// (half-life 10 minutes). The lab's address pusher floods for ~6 s per node: at one report a
+/// second it was never banned.
+pub const REPORT_EVERY: Duration = Duration::from_millis(250);
 
 /// Where refusals go besides the metric (the runtime points it at the core's peer score).
 pub type Reporter = Box<dyn Fn(&PeerKey) + Send + Sync>;
