@@ -51,6 +51,16 @@ impl CallerAddresses {
     pub(super) fn of(&self, id: &PeerId) -> Option<&str> {
         self.by_id.get(id).map(String::as_str)
     }
+
+    /// The unverified ids last seen calling from `ip` (a walk of at most
+    /// [`MAX_CALLER_ADDRESSES`], done only when an address is banned).
+    fn ids_at(&self, ip: &str) -> Vec<PeerId> {
+        self.by_id
+            .iter()
+            .filter(|(_, at)| at.as_str() == ip)
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
 }
 
 /// 127.0.0.1 and ::1: never banned by address (see [`CallerAddresses::note`]).
@@ -102,9 +112,21 @@ impl Node {
         if !self.reputation.penalize(&subject, offence, now.mono) {
             return;
         }
-        let record = self.reputation.strike(subject, offence.as_str(), now);
+        let reason = offence.as_str();
+        let record = self.reputation.strike(subject, reason, now);
         if self.reputation.ban_address(ip, record.until, now.wall) {
             self.push_ban(record);
+        }
+        // The ids that called from there are banned with it, as an unverified peer's
+        // address is with its id: the operator sees the ban on the peer it belongs to.
+        for id in self.addresses.ids_at(ip) {
+            if !self.membership.is_banned(&id, now) {
+                let record = self
+                    .reputation
+                    .strike(BanSubject::Peer(id.clone()), reason, now);
+                self.membership.ban(&id, record.until, now);
+                self.push_ban(record);
+            }
         }
         self.sync_gossip_peers(now);
     }

@@ -166,6 +166,8 @@ fn identities_made_from_one_address_add_up_to_a_ban_of_it() {
 fn an_address_over_its_limits_is_banned_and_this_host_never_is() {
     let now = at(0, WALL_MS);
     let mut node = node(now);
+    let pusher = advert("pusher", "203.0.113.9", now);
+    assert!(node.handle_register(pusher, &unproven(), now).is_ok());
     // A limit exceeded costs 5 and a score below -50 bans: the eleventh report does.
     for n in 1..=11 {
         node.note_address_offence(LIAR_IP, Offence::LimitExceeded, now);
@@ -175,6 +177,9 @@ fn an_address_over_its_limits_is_banned_and_this_host_never_is() {
     }
     assert!(node.is_banned_address(LIAR_IP, now));
     assert!(!node.is_banned_address("127.0.0.1", now));
+    // The id that called from the banned address is banned with it.
+    let pusher: PeerId = "pusher".parse().expect("valid id");
+    assert!(node.membership.is_banned(&pusher, now));
     let next = advert("newcomer", "203.0.113.9", now);
     assert_eq!(
         node.handle_register(next, &unproven(), now),
