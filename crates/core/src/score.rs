@@ -21,8 +21,9 @@
 //!   configured differently).
 //! - `unserved` (-10): announcing a hash and then answering NOT_FOUND; a peer that restarted
 //!   without its store may do it a few times honestly, so five are needed (P3-like).
-//! - `limit_exceeded` (-5): rate limits are refused at the door already; ten refusals within
-//!   a half-life mean the peer ignores them (the node transport reports them).
+//! - `limit_exceeded` (-10): rate limits are refused at the door already; the node transport
+//!   reports a peer's refusals at most ten times a second, so six reports (a peer held over a
+//!   limit for ~0.6 s, when the limits sit above honest peak rates) mean it ignores them.
 //! - `first_delivery` (+1, capped at +20): gossipsub's P2 (first message deliveries), capped
 //!   like its `first_message_deliveries_cap`.
 //!
@@ -118,7 +119,7 @@ impl Default for ScoreConfig {
             half_life: Duration::from_secs(10 * 60),
             wrong_body: 40.0,
             unserved: 10.0,
-            limit_exceeded: 5.0,
+            limit_exceeded: 10.0,
             protocol_violation: 20.0,
             first_delivery: 1.0,
             max_positive: 20.0,

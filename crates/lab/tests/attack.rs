@@ -3,8 +3,8 @@
 //! lose no honest transaction, and its report must carry the attack section with what the
 //! attacker did and what the sinkholes saw.
 //!
-//! It asserts what holds on `main` before automatic bans and dial limits exist: the ban and
-//! dial-rate goals are reported, not required (see the lab README, "attack").
+//! The attacker serves wrong bodies, so every node must ban it within the 10 s goal, and no
+//! node may dial more fake addresses than its configured limit.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -102,9 +102,10 @@ fn an_attacker_against_real_nodes_loses_no_honest_transaction_and_is_reported() 
         Some(4),
         "{dials}"
     );
-    // Today nodes dial what they are told at once; once dialling is bounded this becomes
-    // `<= configured_per_minute` (it stays measurable: the sinkhole counts every dial).
+    // Dialling is bounded (5 a second after a burst of 20, 60 distinct addresses a minute),
+    // and still measurable: the sinkhole counts every dial.
     assert!(dials["distinct_total"].as_u64().unwrap() > 0, "{dials}");
+    assert_eq!(dials["configured_per_minute"], 60.0, "{dials}");
     // Wrong bodies are counted by the nodes today already.
     assert!(
         attack["node_metrics"]["verification_failures_total"][""]
@@ -114,18 +115,27 @@ fn an_attacker_against_real_nodes_loses_no_honest_transaction_and_is_reported() 
         "{attack}"
     );
     for name in [
-        "rate_limited_total",
         "peer_score_penalties_total",
         "peer_bans_total",
         "dials_deferred_total",
     ] {
-        assert!(
-            attack["node_metrics"].get(name).is_some(),
-            "{name}: {attack}"
-        );
+        assert!(attack["node_metrics"][name].is_object(), "{name}: {attack}");
     }
+    assert!(
+        attack["node_metrics"]["peer_bans_total"]["wrong_body"]
+            .as_f64()
+            .unwrap_or(0.0)
+            >= 1.0,
+        "{attack}"
+    );
     let goals = attack["goals"].as_array().expect("goals");
     assert_eq!(goals.len(), 4, "{attack}");
     assert_eq!(goals[1]["pass"], true, "nothing lost: {attack}");
+    assert_eq!(attack["banned_pairs"], attack["pairs"], "{attack}");
+    assert_eq!(goals[2]["pass"], true, "banned within 10 s: {attack}");
+    assert_eq!(
+        goals[3]["pass"], true,
+        "fake dials within the limit: {attack}"
+    );
     assert!(goals.iter().all(|g| g["value"].is_string()), "{attack}");
 }

@@ -168,12 +168,12 @@ fn an_address_over_its_limits_is_banned_and_this_host_never_is() {
     let mut node = node(now);
     let pusher = advert("pusher", "203.0.113.9", now);
     assert!(node.handle_register(pusher, &unproven(), now).is_ok());
-    // A limit exceeded costs 5 and a score below -50 bans: the eleventh report does.
-    for n in 1..=11 {
+    // A limit exceeded costs 10 and a score below -50 bans: the sixth report does.
+    for n in 1..=6 {
         node.note_address_offence(LIAR_IP, Offence::LimitExceeded, now);
         node.note_address_offence("127.0.0.1", Offence::LimitExceeded, now);
         let banned = !bans(&mut node).is_empty();
-        assert_eq!(banned, n == 11, "report {n}");
+        assert_eq!(banned, n == 6, "report {n}");
     }
     assert!(node.is_banned_address(LIAR_IP, now));
     assert!(!node.is_banned_address("127.0.0.1", now));
