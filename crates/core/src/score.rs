@@ -22,8 +22,8 @@
 //! - `unserved` (-10): announcing a hash and then answering NOT_FOUND; a peer that restarted
 //!   without its store may do it a few times honestly, so five are needed (P3-like).
 //! - `limit_exceeded` (-10): rate limits are refused at the door already; the node transport
-//!   reports a peer's refusals at most ten times a second, so six reports (a peer held over a
-//!   limit for ~0.6 s, when the limits sit above honest peak rates) mean it ignores them.
+//!   reports one per ten refusals of a peer, so six reports (60 refusals within a half-life,
+//!   when the limits sit above honest peak rates) mean it ignores them.
 //! - `first_delivery` (+1, capped at +20): gossipsub's P2 (first message deliveries), capped
 //!   like its `first_message_deliveries_cap`.
 //!

@@ -382,14 +382,14 @@ async fn channel_from(node: &TestNode, source: &'static str) -> tonic::transport
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_address_held_over_a_limit_is_banned_and_refused_at_the_door() {
-    // One report (5 points) takes the score below -4: the first refusal bans.
+    // One report (10 points, per ten refusals) takes the score below -4: the tenth refusal bans.
     let node = limited(&[
         ("SORCHA_PEER__LIMITS__MEMBERSHIP_PER_SECOND", "2"),
         ("SORCHA_PEER__SCORING__BAN_THRESHOLD", "-4"),
     ]);
     let mut flooder = PeerDiscoveryClient::new(channel_from(&node, "127.0.0.2").await);
     let mut results = Vec::new();
-    for _ in 0..10 {
+    for _ in 0..30 {
         let ping = PingRequest {
             peer_id: "flooder".into(),
         };

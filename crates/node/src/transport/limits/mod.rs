@@ -3,7 +3,7 @@
 //!
 //! - Here: [`Limiter`], the per-peer rates (GCRA, the `governor` crate) by [`LimitKind`], the
 //!   pulls in flight, and [`Limiter::refused`], the one place every refusal goes through (and
-//!   is counted, and told to the peer score at most once per [`REPORT_EVERY`] per peer: a
+//!   is counted, and told to the peer score once per [`REFUSALS_PER_REPORT`] refusals: a
 //!   [`Reporter`]). A peer is its [`PeerKey`]: the id its connection proved, else its
 //!   address. The map of peers is bounded; the least recently used go first, counted.
 //! - `upload.rs`: the node-wide upload budget for bodies ([`upload::UploadBudget`]).
@@ -39,14 +39,13 @@ use crate::transport::tls::ConnInfo;
 /// seen (they start afresh if they come back): ~2 KB each, 10,000 is ~20 MB at most.
 pub const MAX_TRACKED_PEERS: usize = 10_000;
 
-/// How often a peer's refusals are told to the peer score: once per this, however many there
-/// were. A peer held over a limit for ~0.6 s is banned (6 reports of 10 points take it below
-/// the default threshold, -50); the defaults are sized above the node's own target rates, so
-/// an honest peer is rarely refused at all, and a short burst costs it points that decay
-/// (half-life 10 minutes). Why this fast: the lab's address pusher floods each node for ~1 s
-/// every 10 s (100 exchanges of 100 adverts, most refused); at one report a second it was
-/// never banned, at ten reports of 5 points only after 20 to 40 s.
-pub const REPORT_EVERY: Duration = Duration::from_millis(100);
+/// How many of a peer's refusals make one report to the peer score. Limits are sized above
+/// honest peak rates and each has a burst, so one refusal is a peer overshooting once; ten
+/// mean it ignores the answers. With 10 points a report and the default threshold (-50), 60
+/// refusals (decaying, half-life 10 minutes) ban. Counted, not timed: the lab's address pusher
+/// sends its ~80 refused exchanges within ~0.3 s, which reports throttled in time (at most
+/// ten a second) caught only on its second burst, 10.9 s into the attack.
+pub const REFUSALS_PER_REPORT: u32 = 10;
 
 /// Where refusals go besides the metric (the runtime points it at the core's peer score).
 pub type Reporter = Box<dyn Fn(&PeerKey) + Send + Sync>;
@@ -133,8 +132,8 @@ struct PeerLimits<C: Clock> {
     announced: Gcra<C>,
     pulls: Gcra<C>,
     bytes: Gcra<C>,
-    /// One token per [`REPORT_EVERY`]: whether this refusal is told to the peer score.
-    report: Gcra<C>,
+    /// Refusals so far: every [`REFUSALS_PER_REPORT`]th is told to the peer score.
+    refusals: AtomicU32,
     /// Pulls being served; shared with their [`PullGuard`]s, so eviction cannot lose one.
     in_flight: Arc<AtomicU32>,
     /// When it was last used, in [`Limiter::uses`] order (for least-recently-used eviction).
@@ -298,14 +297,17 @@ impl<C: Clock + Clone> Limiter<C> {
         let _ = self.reporter.set(reporter);
     }
 
-    /// Every refusal passes here: counted by kind, logged, told to the peer score (at most
-    /// once per [`REPORT_EVERY`] per peer), and made the status the peer sees.
+    /// Every refusal passes here: counted by kind, logged, told to the peer score (once per
+    /// [`REFUSALS_PER_REPORT`] of the peer's), and made the status the peer sees.
     pub fn refused(&self, key: &PeerKey, kind: LimitKind) -> Status {
         self.metrics
             .rate_limited_total
             .add(1, &[KeyValue::new("kind", kind.label())]);
         if let Some(reporter) = self.reporter.get()
-            && self.with_peer(key, |peer| peer.report.check().is_ok())
+            && self.with_peer(key, |peer| {
+                let n = peer.refusals.fetch_add(1, Ordering::Relaxed) + 1;
+                n % REFUSALS_PER_REPORT == 0
+            })
         {
             reporter(key);
         }
@@ -354,7 +356,7 @@ impl<C: Clock + Clone> PeerLimits<C> {
             announced: gcra(q.announced),
             pulls: gcra(q.pulls),
             bytes: gcra(q.bytes),
-            report: gcra(Quota::with_period(REPORT_EVERY).unwrap_or(q.membership)),
+            refusals: AtomicU32::new(0),
             in_flight: Arc::new(AtomicU32::new(0)),
             used: 0,
         }

@@ -142,3 +142,19 @@ fn a_proven_id_is_the_key_else_the_address() {
     );
     assert_eq!(PeerKey::of(None), None);
 }
+
+#[test]
+fn every_tenth_refusal_of_a_peer_is_told_to_the_score() {
+    let (limiter, _clock, _metrics) = limiter();
+    let told = Arc::new(Mutex::new(Vec::new()));
+    let sink = told.clone();
+    limiter.report_to(Box::new(move |key| sink.lock().unwrap().push(key.clone())));
+    // Two within the burst pass; 25 refusals make two reports, and another peer's own.
+    for _ in 0..27 {
+        let _ = limiter.check(Some(&addr(1)), LimitKind::Membership, 1);
+    }
+    for _ in 0..12 {
+        let _ = limiter.check(Some(&addr(2)), LimitKind::Membership, 1);
+    }
+    assert_eq!(*told.lock().unwrap(), vec![addr(1), addr(1), addr(2)]);
+}
