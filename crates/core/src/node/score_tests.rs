@@ -1,30 +1,14 @@
 //! The peer score through the node: offences seen by gossip ban, unverified peers by their
 //! address too, and an operator's unban lifts both.
 
-use super::tests::{WALL_MS, at, node};
+use super::tests::{WALL_MS, advert, at, node};
 use super::*;
 use crate::gossip::AnnounceEntry;
-use crate::model::{PeerCapabilities, TxHash};
+use crate::model::TxHash;
 use crate::score::{BanSubject, Offence};
 use std::time::Duration;
 
 const LIAR_IP: &str = "198.51.100.7";
-
-fn advert(name: &str, address: &str, now: Now) -> PeerAdvert {
-    PeerAdvert {
-        peer_id: name.parse().expect("valid id"),
-        address: address.into(),
-        port: 5001,
-        supported_protocols: vec![Protocol::Grpc],
-        capabilities: PeerCapabilities {
-            supports_streaming: true,
-            supports_transaction_distribution: true,
-            max_transaction_size: 1 << 20,
-        },
-        last_seen: now.wall,
-        is_seed_node: false,
-    }
-}
 
 fn unproven() -> Caller {
     Caller::Unproven {
@@ -42,11 +26,10 @@ fn bans(node: &mut Node) -> Vec<BanRecord> {
     out
 }
 
-/// Announces `n` as `from` and serves a body that does not match it.
-fn serve_wrong(node: &mut Node, from: &PeerId, n: u64, now: Now) {
-    let body = format!("body {n}").into_bytes();
+/// `from` announces `body` by gossip; returns its id.
+fn announce(node: &mut Node, from: &PeerId, body: &[u8], now: Now) -> TxId {
     let entry = AnnounceEntry {
-        id: TxHash::of(&body).id(),
+        id: TxHash::of(body).id(),
         hash: None,
         size: body.len() as u64,
         register_id: None,
@@ -57,6 +40,13 @@ fn serve_wrong(node: &mut Node, from: &PeerId, n: u64, now: Now) {
         entries: vec![entry],
     };
     node.handle_gossip(from, message, now);
+    id
+}
+
+/// Announces `n` as `from` and serves a body that does not match it.
+fn serve_wrong(node: &mut Node, from: &PeerId, n: u64, now: Now) {
+    let body = format!("body {n}").into_bytes();
+    let id = announce(node, from, &body, now);
     let mut wrong = body;
     wrong[0] ^= 1;
     node.handle_fetched(from, id, Ok(wrong), now);
@@ -242,34 +232,11 @@ fn a_useful_first_delivery_raises_the_score_and_not_found_after_announcing_lower
     node.handle_register(advert("peer-1", "203.0.113.9", now), &caller, now)
         .expect("registered");
     let body = b"a good transaction".to_vec();
-    let entry = AnnounceEntry {
-        id: TxHash::of(&body).id(),
-        hash: None,
-        size: body.len() as u64,
-        register_id: None,
-        hops: 1,
-    };
-    let id = entry.id;
-    let message = GossipMessage::Announce {
-        entries: vec![entry],
-    };
-    node.handle_gossip(&peer, message, now);
+    let id = announce(&mut node, &peer, &body, now);
     node.handle_fetched(&peer, id, Ok(body), now);
     assert_eq!(node.score(&peer, now), 1.0, "a first delivery");
     // It announces another, then says it does not hold it.
-    let other = b"another transaction".to_vec();
-    let entry = AnnounceEntry {
-        id: TxHash::of(&other).id(),
-        hash: None,
-        size: other.len() as u64,
-        register_id: None,
-        hops: 1,
-    };
-    let id = entry.id;
-    let message = GossipMessage::Announce {
-        entries: vec![entry],
-    };
-    node.handle_gossip(&peer, message, now);
+    let id = announce(&mut node, &peer, b"another transaction", now);
     while node.poll_output().is_some() {}
     node.handle_fetched(&peer, id, Err(gossip::FetchFailure::NotFound), now);
     assert_eq!(

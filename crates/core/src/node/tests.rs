@@ -20,9 +20,23 @@ pub(super) fn node(now: Now) -> Node {
     let mut config = NodeConfig::default();
     config.membership.probe_interval = Duration::from_millis(PROBE_MS);
     config.gossip.anti_entropy_interval = Some(Duration::from_millis(AE_MS));
-    let advert = PeerAdvert {
-        peer_id: "node-0".parse().expect("valid id"),
-        address: "10.0.0.1".into(),
+    let mut node = Node::new(
+        config,
+        advert("node-0", "10.0.0.1", now),
+        vec![],
+        vec![],
+        ChaCha8Rng::seed_from_u64(1),
+        now,
+    );
+    while node.poll_output().is_some() {}
+    node
+}
+
+/// The advert of peer `name` at `address`, last seen at `now`.
+pub(super) fn advert(name: &str, address: &str, now: Now) -> PeerAdvert {
+    PeerAdvert {
+        peer_id: name.parse().expect("valid id"),
+        address: address.into(),
         port: 5001,
         supported_protocols: vec![Protocol::Grpc],
         capabilities: PeerCapabilities {
@@ -32,17 +46,7 @@ pub(super) fn node(now: Now) -> Node {
         },
         last_seen: now.wall,
         is_seed_node: false,
-    };
-    let mut node = Node::new(
-        config,
-        advert,
-        vec![],
-        vec![],
-        ChaCha8Rng::seed_from_u64(1),
-        now,
-    );
-    while node.poll_output().is_some() {}
-    node
+    }
 }
 
 fn probe(node: &Node) -> Option<u64> {
