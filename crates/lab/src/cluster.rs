@@ -300,22 +300,10 @@ impl Cluster {
             .env("SORCHA_PEER__ADDRESS__HTTP_LOOKUP_SERVICES", "")
             .env_remove("RUST_LOG")
             .env_remove("SORCHA_PEER_CONFIG")
-            .envs(&self.env)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            // Ctrl-C in a terminal reaches the lab only; the lab stops the nodes itself.
-            .process_group(0);
-        // SAFETY: prctl is async-signal-safe and touches only the child's own attributes.
-        // The node dies with the lab even if the lab is SIGKILLed. Nodes are spawned from the
-        // runtime's long-lived threads, never from a blocking-pool thread that may exit.
-        unsafe {
-            command.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let child = command.spawn().map_err(io("spawning sorcha-peer"))?;
+            .envs(&self.env);
+        // Nodes are spawned from the runtime's long-lived threads, never from a blocking-pool
+        // thread that may exit (the death signal follows the spawning thread).
+        let child = spawn_tied(&mut command, log).map_err(io("spawning sorcha-peer"))?;
         self.proc(i).child = Some(child);
         Ok(())
     }
@@ -576,4 +564,23 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Spawns `command` as the lab's child: no stdin or stdout, stderr to `log`, its own process
+/// group (Ctrl-C in a terminal reaches the lab only; the lab stops its children itself), and
+/// killed when the lab dies, even by SIGKILL.
+pub(crate) fn spawn_tied(command: &mut Command, log: std::fs::File) -> std::io::Result<Child> {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .process_group(0);
+    // SAFETY: prctl is async-signal-safe and touches only the child's own attributes.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    command.spawn()
 }

@@ -2,9 +2,8 @@
 //! the honest nodes are Online, watched while they run (every node's view of each, for when it
 //! banned each of them), stopped and read at the end.
 
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -150,20 +149,7 @@ fn spawn(
     if spec.push_addresses > 0 {
         command.args(["--push-addresses", &spec.push_addresses.to_string()]);
     }
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .process_group(0);
-    // SAFETY: prctl is async-signal-safe and touches only the child's own attributes; the
-    // attacker dies with the lab.
-    unsafe {
-        command.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            Ok(())
-        });
-    }
-    command.spawn()
+    crate::cluster::spawn_tied(&mut command, log)
 }
 
 /// Each attacker's peer id, from its first status file ("" if it never wrote one).
