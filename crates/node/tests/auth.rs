@@ -225,7 +225,8 @@ fn certified(ca: &std::path::Path, dir: &std::path::Path) -> Vec<(String, String
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_ca_network_refuses_a_revoked_certificate_after_reloading_its_crl() {
+async fn a_ca_network_refuses_a_revoked_certificate_and_closes_its_connections_after_reloading_its_crl()
+ {
     common::init_crypto();
     let ca = tempfile::tempdir().unwrap();
     let (code, out, err) =
@@ -290,6 +291,32 @@ async fn a_ca_network_refuses_a_revoked_certificate_after_reloading_its_crl() {
     );
     assert!(refusals >= 1.0, "{metrics}");
     assert!(a.log().contains("TLS handshake refused"), "{}", a.log());
+
+    // The connections b had open before the revocation are closed too (their next bytes:
+    // heartbeats), and b drops out of a's active peers: no stream of a revoked peer stays up.
+    let closed = eventually(SETTLE, || async {
+        let metrics = a.get_text("/metrics").await.1;
+        let untrusted = common::sample(
+            &metrics,
+            "tls_connections_untrusted_total{side=\"inbound\"}",
+        ) + common::sample(
+            &metrics,
+            "tls_connections_untrusted_total{side=\"outbound\"}",
+        );
+        untrusted >= 1.0 && a.status().await["peers_active"] == 0
+    })
+    .await;
+    assert!(
+        closed,
+        "b's open connections outlived its revocation: {}",
+        a.log()
+    );
+    assert!(
+        a.log()
+            .contains("the peer's certificate is no longer trusted"),
+        "{}",
+        a.log()
+    );
 }
 
 /// A non-loopback IPv4 address of this machine, to call the HTTP port as a remote client

@@ -204,6 +204,12 @@ instruments! {
         "peers_verified_total",
         "Peers that proved their id over TLS for the first time"
     ),
+    /// Open TLS connections closed because a reloaded CA or CRL no longer trusts the peer's
+    /// certificate, by side (`inbound`, `outbound`).
+    tls_connections_untrusted_total: counter(
+        "tls_connections_untrusted_total",
+        "Open TLS connections closed because a reloaded CA or CRL no longer trusts the peer"
+    ),
     /// Reloads of the CA and CRL files, by result (`ok`, `failed`).
     tls_trust_reloads_total: counter(
         "tls_trust_reloads_total",

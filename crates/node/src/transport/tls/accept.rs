@@ -20,6 +20,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
 
+use super::recheck::{Recheck, Side};
 use super::{ConnInfo, Io, TlsContext, verify};
 use crate::config::SecurityMode;
 use crate::telemetry::Metrics;
@@ -131,7 +132,7 @@ async fn accept_loop(
         };
         let (tls, metrics, ready) = (tls.clone(), metrics.clone(), ready.clone());
         tokio::spawn(async move {
-            let shaken = handshake(stream, remote, tls.as_deref(), &metrics, guard).await;
+            let shaken = handshake(stream, remote, tls.as_ref(), &metrics, guard).await;
             if let Some(conn) = shaken {
                 let _ = ready.send(Ok(conn)).await;
             }
@@ -145,8 +146,8 @@ async fn accept_loop(
 async fn handshake(
     stream: TcpStream,
     remote: SocketAddr,
-    tls: Option<&TlsContext>,
-    metrics: &Metrics,
+    tls: Option<&Arc<TlsContext>>,
+    metrics: &Arc<Metrics>,
     guard: ConnGuard,
 ) -> Option<PeerConn> {
     let plain = |stream, guard| PeerConn {
@@ -194,15 +195,14 @@ async fn handshake(
         }
     };
     count(metrics, "ok");
-    let proven = stream
-        .get_ref()
-        .1
-        .peer_certificates()
+    let chain = stream.get_ref().1.peer_certificates();
+    let proven = chain
         .and_then(|chain| chain.first())
         .and_then(|cert| verify::peer_id_of(cert).ok());
+    let recheck = Recheck::new(tls.clone(), chain, Side::Inbound, metrics.clone());
     Some(PeerConn {
         io: Watched::new(
-            Io::Tls(Box::new(tokio_rustls::TlsStream::Server(stream))),
+            Io::tls(tokio_rustls::TlsStream::Server(stream), recheck),
             guard,
         ),
         info: ConnInfo {

@@ -25,6 +25,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tonic::transport::Uri;
 
+use super::recheck::{Recheck, Side};
 use super::{Io, TlsContext, verify};
 use crate::config::SecurityMode;
 use crate::telemetry::Metrics;
@@ -141,17 +142,16 @@ impl Dialer {
             }
         };
         self.count("ok");
-        let proven = stream
-            .get_ref()
-            .1
-            .peer_certificates()
+        let chain = stream.get_ref().1.peer_certificates();
+        let proven = chain
             .and_then(|chain| chain.first())
             .and_then(|cert| verify::peer_id_of(cert).ok());
         // Only the id the certificate proves counts (a peer known by a name proves nothing).
         if let Some(id) = proven.filter(|id| expected.as_ref().is_none_or(|e| e == id)) {
             (self.on_proven)(&id);
         }
-        Ok(Io::Tls(Box::new(tokio_rustls::TlsStream::Client(stream))))
+        let recheck = Recheck::new(tls.clone(), chain, Side::Outbound, self.metrics.clone());
+        Ok(Io::tls(tokio_rustls::TlsStream::Client(stream), recheck))
     }
 }
 

@@ -11,17 +11,20 @@
 //! `verify.rs` (what a peer's certificate proves: chain, dates, revocation, id), `accept.rs`
 //! (the peer port's acceptor: sniff, handshake with a timeout, hand the connection to the
 //! server with what it proved), `connect.rs` (the client side: dial, handshake, fall back to
-//! plaintext in `mixed` mode).
+//! plaintext in `mixed` mode), `recheck.rs` (open connections whose peer a reloaded CRL
+//! revokes are closed).
 
 pub mod accept;
 pub mod certs;
 pub mod connect;
+pub mod recheck;
 pub mod verify;
 
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
@@ -98,7 +101,43 @@ pub fn caller_of<T>(request: &tonic::Request<T>) -> Caller {
 /// A peer connection's bytes, plaintext or TLS (either side).
 pub enum Io {
     Plain(TcpStream),
-    Tls(Box<tokio_rustls::TlsStream<TcpStream>>),
+    Tls(Box<TlsIo>),
+}
+
+/// A TLS connection and, when the peer presented a certificate, its re-check under a changed
+/// trust (a revoked peer's connection fails its next I/O: `recheck.rs`).
+pub struct TlsIo {
+    stream: tokio_rustls::TlsStream<TcpStream>,
+    recheck: Option<recheck::Recheck>,
+}
+
+impl Io {
+    pub fn tls(
+        stream: tokio_rustls::TlsStream<TcpStream>,
+        recheck: Option<recheck::Recheck>,
+    ) -> Self {
+        Io::Tls(Box::new(TlsIo { stream, recheck }))
+    }
+}
+
+impl TlsIo {
+    /// The stream, once its peer still passes the trust in force.
+    fn checked(&mut self) -> io::Result<Pin<&mut tokio_rustls::TlsStream<TcpStream>>> {
+        if let Some(recheck) = &mut self.recheck {
+            recheck.still_trusted()?;
+        }
+        Ok(Pin::new(&mut self.stream))
+    }
+}
+
+/// `Poll::Ready(Err)` when `$tls`'s peer is no longer trusted, else its stream.
+macro_rules! checked {
+    ($tls:expr) => {
+        match $tls.checked() {
+            Ok(stream) => stream,
+            Err(e) => return Poll::Ready(Err(e)),
+        }
+    };
 }
 
 impl AsyncRead for Io {
@@ -109,7 +148,7 @@ impl AsyncRead for Io {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Io::Tls(s) => checked!(s).poll_read(cx, buf),
         }
     }
 }
@@ -122,21 +161,22 @@ impl AsyncWrite for Io {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Io::Tls(s) => checked!(s).poll_write(cx, buf),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Io::Plain(s) => Pin::new(s).poll_flush(cx),
-            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Io::Tls(s) => checked!(s).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            // Closing is always allowed, trusted or not.
+            Io::Tls(s) => Pin::new(&mut s.stream).poll_shutdown(cx),
         }
     }
 
@@ -147,14 +187,14 @@ impl AsyncWrite for Io {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Io::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Io::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            Io::Tls(s) => checked!(s).poll_write_vectored(cx, bufs),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
         match self {
             Io::Plain(s) => s.is_write_vectored(),
-            Io::Tls(s) => s.is_write_vectored(),
+            Io::Tls(s) => s.stream.is_write_vectored(),
         }
     }
 }
@@ -170,6 +210,8 @@ pub struct TlsContext {
     /// SHA-256 of the certificate presented at start.
     pub fingerprint: String,
     pub handshake_timeout: Duration,
+    /// Bumped by every reload of the trust: open connections check their peer again.
+    generation: AtomicU64,
 }
 
 impl std::fmt::Debug for TlsContext {
@@ -223,6 +265,7 @@ impl TlsContext {
             settings: settings.clone(),
             fingerprint,
             handshake_timeout: settings.handshake_timeout,
+            generation: AtomicU64::new(0),
         })))
     }
 
@@ -268,6 +311,29 @@ impl TlsContext {
             Ok(mut trust) => *trust = fresh,
             Err(poisoned) => *poisoned.into_inner() = fresh,
         }
+        self.generation.fetch_add(1, Ordering::Release);
+        Ok(())
+    }
+
+    /// How many times the trust was reloaded (open connections compare it with theirs).
+    pub fn trust_generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Checks an open connection's peer certificate again, under the trust in force now.
+    pub fn check_again(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        side: recheck::Side,
+    ) -> Result<(), rustls::Error> {
+        let usage = match side {
+            recheck::Side::Inbound => webpki::KeyUsage::client_auth(),
+            recheck::Side::Outbound => webpki::KeyUsage::server_auth(),
+        };
+        let trust = verify::current(&self.trust);
+        let now = rustls::pki_types::UnixTime::now();
+        trust.check(end_entity, intermediates, now, usage, &self.provider)?;
         Ok(())
     }
 

@@ -105,7 +105,7 @@ fn webpki_error(e: webpki::Error) -> rustls::Error {
 /// The trust in force; swapped whole when the CA file or a CRL changes.
 pub type SharedTrust = Arc<RwLock<Arc<Trust>>>;
 
-fn current(trust: &SharedTrust) -> Arc<Trust> {
+pub(super) fn current(trust: &SharedTrust) -> Arc<Trust> {
     trust
         .read()
         .map(|t| t.clone())
