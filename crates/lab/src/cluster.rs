@@ -125,6 +125,8 @@ pub struct Cluster {
     live: Vec<AtomicBool>,
     stopped: Vec<AtomicBool>,
     api: Api,
+    /// Each node's wire counters at the mark (netns only).
+    wire_mark: Mutex<Vec<Option<netns::WireBytes>>>,
     /// Removed after the processes are killed (fields drop after `Drop::drop`).
     _netns: Option<Netns>,
     _dir: Option<tempfile::TempDir>,
@@ -169,6 +171,7 @@ impl Cluster {
             live: (0..nodes).map(|_| AtomicBool::new(false)).collect(),
             stopped: (0..nodes).map(|_| AtomicBool::new(false)).collect(),
             api,
+            wire_mark: Mutex::new(Vec::new()),
             _netns: netns,
             _dir: dir,
         })
@@ -455,6 +458,22 @@ impl Cluster {
             proc.mark_cpu = cpu;
             proc.done = Usage::default();
         }
+        let wire = (0..self.len()).map(|i| self.wire_bytes(i)).collect();
+        *self.wire_mark.lock().unwrap_or_else(|e| e.into_inner()) = wire;
+    }
+
+    /// Node `i`'s wire counters now (`None` on loopback or if unreadable).
+    fn wire_bytes(&self, i: usize) -> Option<netns::WireBytes> {
+        self.netns().and_then(|net| net.wire_bytes(i).ok())
+    }
+
+    /// What each node's veth carried since the mark (netns only; else `None`). A namespace
+    /// outlives restarts, so restarts are included.
+    pub fn wire_since_mark(&self) -> Option<Vec<netns::WireBytes>> {
+        let mark = self.wire_mark.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        (0..self.len())
+            .map(|i| Some(self.wire_bytes(i)?.since(mark.get(i).copied().flatten().as_ref()?)))
+            .collect()
     }
 
     /// What node `i` used since the mark, over all its incarnations.
@@ -570,11 +589,14 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
 /// group (Ctrl-C in a terminal reaches the lab only; the lab stops its children itself), and
 /// killed when the lab dies, even by SIGKILL.
 pub(crate) fn spawn_tied(command: &mut Command, log: std::fs::File) -> std::io::Result<Child> {
-    command
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .process_group(0);
+    command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
+    tie_to_lab(command).spawn()
+}
+
+/// Puts the child `command` starts in its own process group, killed when the lab dies (the
+/// caller chooses its stdio).
+pub(crate) fn tie_to_lab(command: &mut Command) -> &mut Command {
+    command.process_group(0);
     // SAFETY: prctl is async-signal-safe and touches only the child's own attributes.
     unsafe {
         command.pre_exec(|| {
@@ -582,5 +604,5 @@ pub(crate) fn spawn_tied(command: &mut Command, log: std::fs::File) -> std::io::
             Ok(())
         });
     }
-    command.spawn()
+    command
 }

@@ -16,12 +16,15 @@
 //! - [`attack`]: the attack preset's attackers, ban watch and report section, run by [`run`].
 //! - [`attacker`]: the attacker process (`peer-lab attacker`: flooder, liar, address pusher
 //!   with its sinkhole) that the `attack` preset runs beside the honest nodes.
+//! - [`compare`]: the `compare-gossipsub` preset: the same workload on rust-libp2p gossipsub
+//!   (`bench/gossipsub-node`) and on sorcha-peer, one row each.
 
 pub mod api;
 pub mod attack;
 pub mod attacker;
 pub mod binary;
 pub mod cluster;
+pub mod compare;
 pub mod faults;
 pub mod inject;
 pub mod netns;

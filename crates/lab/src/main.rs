@@ -29,7 +29,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Runs a preset (smoke, propagation, scale, partition, churn, throughput, memory, queue, crash,
-    /// attack) or a scenario TOML file, and prints the report.
+    /// attack, compare-gossipsub) or a scenario TOML file, and prints the report.
     Run(RunArgs),
     /// Lists the presets.
     List,
@@ -199,6 +199,9 @@ async fn run_command(args: RunArgs) -> i32 {
         },
         keep: args.keep,
     };
+    if scenario.compare.is_some() {
+        return compare_command(&scenario, &options, args.json).await;
+    }
     let outcome = tokio::select! {
         outcome = run::run(&scenario, &options) => outcome,
         signal = interrupted() => {
@@ -217,6 +220,34 @@ async fn run_command(args: RunArgs) -> i32 {
                 print!("{}", report.table());
             }
             report.exit_code()
+        }
+        Err(e) => {
+            eprintln!("peer-lab: {e}");
+            EXIT_HARNESS
+        }
+    }
+}
+
+/// The compare-gossipsub preset: both systems, one table (or JSON object).
+async fn compare_command(scenario: &Scenario, options: &Options, json: bool) -> i32 {
+    let outcome = tokio::select! {
+        outcome = peer_lab::compare::run(scenario, options) => outcome,
+        signal = interrupted() => {
+            eprintln!("peer-lab: {signal}: stopping every node and removing what the lab created");
+            return EXIT_INTERRUPTED;
+        }
+    };
+    match outcome {
+        Ok(report) => {
+            if json {
+                match serde_json::to_string(&report) {
+                    Ok(text) => println!("{text}"),
+                    Err(e) => eprintln!("peer-lab: cannot encode the report: {e}"),
+                }
+            } else {
+                print!("{}", report.table());
+            }
+            peer_lab::compare::exit_code(&report)
         }
         Err(e) => {
             eprintln!("peer-lab: {e}");
@@ -247,6 +278,15 @@ fn scenario(args: &RunArgs) -> Result<Scenario, String> {
     }
     if let Some(v) = &args.origins {
         t.origins = parse_origins(v)?;
+    }
+    // The compare preset's phases give way to a count or rate from the command line.
+    if let Some(c) = &mut s.compare
+        && (args.transactions.is_some() || args.rate.is_some())
+    {
+        c.phases = vec![peer_lab::compare::ComparePhase {
+            transactions: s.traffic.transactions,
+            rate: s.traffic.rate,
+        }];
     }
     s.validate().map_err(|e| e.to_string())?;
     Ok(s)

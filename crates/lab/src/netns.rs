@@ -1,7 +1,9 @@
 //! `--hosts netns`: one network namespace per node, each with its own address on a veth to a
 //! bridge in the lab's namespace. Everything created here is removed when the [`Netns`] guard
 //! drops, whatever ended the run. Partitions are blackhole routes inside the namespaces (no
-//! iptables); a slow link is a `tc netem` delay on the node's veth.
+//! iptables); a slow link is a `tc netem` delay on the node's veth. Wire bytes are the veth's
+//! own counters, less the lab's traffic with the node (counted by an nftables counter in each
+//! namespace; nothing is filtered).
 
 use std::io::Write;
 use std::net::Ipv4Addr;
@@ -84,6 +86,8 @@ impl Netns {
         let cidr = format!("{}/{PREFIX_LEN}", node_ip(i));
         run(&["ip", "-n", &ns, "addr", "add", &cidr, "dev", &inner])?;
         run(&["ip", "-n", &ns, "link", "set", &inner, "up"])?;
+        // Without nftables the wire figures keep the lab's own traffic (wire_bytes says so).
+        let _ = nft(&ns, &lab_counters_ruleset());
         Ok(())
     }
 
@@ -153,6 +157,165 @@ impl Netns {
             }
         }
     }
+}
+
+impl Netns {
+    /// Every byte node `i`'s veth carried so far (sysfs interface counters, Ethernet, IP and
+    /// TCP headers included), and how much of it was the lab's own traffic with the node
+    /// (HTTP API, streams, scrapes): what [`WireBytes::between_nodes`] leaves out.
+    pub fn wire_bytes(&self, i: usize) -> Result<WireBytes, NetnsError> {
+        let ns = self.namespace(i);
+        let interface = interface_bytes(&ns, &self.inner_link(i))?;
+        let lab = run(&[
+            "ip", "netns", "exec", &ns, "nft", "-j", "list", "counters", "table", "ip", LAB_TABLE,
+        ])
+        .ok()
+        .and_then(|json| parse_lab_counters(&json));
+        Ok(WireBytes { interface, lab })
+    }
+}
+
+/// One interface's counters, or a difference of two readings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct InterfaceBytes {
+    pub tx_bytes: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub rx_packets: u64,
+}
+
+impl InterfaceBytes {
+    /// What was counted between `earlier` and `self` (counters only grow).
+    pub fn since(&self, earlier: &Self) -> Self {
+        Self {
+            tx_bytes: self.tx_bytes.saturating_sub(earlier.tx_bytes),
+            rx_bytes: self.rx_bytes.saturating_sub(earlier.rx_bytes),
+            tx_packets: self.tx_packets.saturating_sub(earlier.tx_packets),
+            rx_packets: self.rx_packets.saturating_sub(earlier.rx_packets),
+        }
+    }
+}
+
+/// A node's veth counters with the lab's share of them, as [`Netns::wire_bytes`] reads them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WireBytes {
+    pub interface: InterfaceBytes,
+    /// IP packets between the node and the lab's address (nftables counters: IP length,
+    /// so without the Ethernet header); `None` when nftables was unavailable.
+    pub lab: Option<InterfaceBytes>,
+}
+
+/// The Ethernet header a veth counts for every frame and nftables (IP layer) does not.
+const ETHERNET_HEADER: u64 = 14;
+
+impl WireBytes {
+    pub fn since(&self, earlier: &Self) -> Self {
+        Self {
+            interface: self.interface.since(&earlier.interface),
+            lab: self.lab.zip(earlier.lab).map(|(now, then)| now.since(&then)),
+        }
+    }
+
+    /// Sent and received bytes between this node and other nodes: the interface's counters
+    /// less the lab's packets (with their Ethernet headers). The lab's traffic stays in when
+    /// it was not counted (`lab` is `None`).
+    pub fn between_nodes(&self) -> (u64, u64) {
+        let lab = self.lab.unwrap_or_default();
+        let framed = |bytes: u64, packets: u64| bytes + packets * ETHERNET_HEADER;
+        (
+            self.interface
+                .tx_bytes
+                .saturating_sub(framed(lab.tx_bytes, lab.tx_packets)),
+            self.interface
+                .rx_bytes
+                .saturating_sub(framed(lab.rx_bytes, lab.rx_packets)),
+        )
+    }
+}
+
+/// The counters of `link` inside namespace `ns` (`ip -j -s link show`: the kernel's
+/// interface statistics, the same as /sys/class/net/LINK/statistics inside the namespace).
+pub fn interface_bytes(ns: &str, link: &str) -> Result<InterfaceBytes, NetnsError> {
+    let json = run(&["ip", "-n", ns, "-j", "-s", "link", "show", "dev", link])?;
+    parse_link_stats(&json).ok_or_else(|| NetnsError::Command {
+        command: format!("ip -n {ns} -j -s link show dev {link}"),
+        stderr: "no stats64 in its output".to_owned(),
+    })
+}
+
+/// `[{"stats64": {"rx": {"bytes": .., "packets": ..}, "tx": {..}}, ..}]`.
+pub fn parse_link_stats(json: &str) -> Option<InterfaceBytes> {
+    let value: serde_json::Value = serde_json::from_str(json).ok()?;
+    let stats = value.get(0)?.get("stats64")?;
+    let field = |dir: &str, key: &str| stats.get(dir)?.get(key)?.as_u64();
+    Some(InterfaceBytes {
+        tx_bytes: field("tx", "bytes")?,
+        rx_bytes: field("rx", "bytes")?,
+        tx_packets: field("tx", "packets")?,
+        rx_packets: field("rx", "packets")?,
+    })
+}
+
+/// The nftables table in every node's namespace that counts the lab's packets.
+const LAB_TABLE: &str = "peerlab";
+
+/// Two named counters: IP packets to and from the lab's address (the bridge).
+fn lab_counters_ruleset() -> String {
+    let lab = host_ip();
+    format!(
+        "table ip {LAB_TABLE} {{\n\
+         counter lab_out {{ }}\n\
+         counter lab_in {{ }}\n\
+         chain out {{ type filter hook output priority 0; policy accept; ip daddr {lab} counter name \"lab_out\"; }}\n\
+         chain in {{ type filter hook input priority 0; policy accept; ip saddr {lab} counter name \"lab_in\"; }}\n\
+         }}\n"
+    )
+}
+
+/// `nft -j list counters`: lab_out as tx, lab_in as rx.
+pub fn parse_lab_counters(json: &str) -> Option<InterfaceBytes> {
+    let value: serde_json::Value = serde_json::from_str(json).ok()?;
+    let mut out = InterfaceBytes::default();
+    let (mut seen_out, mut seen_in) = (false, false);
+    for item in value.get("nftables")?.as_array()? {
+        let Some(counter) = item.get("counter") else {
+            continue;
+        };
+        let bytes = counter.get("bytes").and_then(|b| b.as_u64()).unwrap_or(0);
+        let packets = counter.get("packets").and_then(|p| p.as_u64()).unwrap_or(0);
+        match counter.get("name").and_then(|n| n.as_str()) {
+            Some("lab_out") => (out.tx_bytes, out.tx_packets, seen_out) = (bytes, packets, true),
+            Some("lab_in") => (out.rx_bytes, out.rx_packets, seen_in) = (bytes, packets, true),
+            _ => {}
+        }
+    }
+    (seen_out && seen_in).then_some(out)
+}
+
+/// Loads `ruleset` into namespace `ns` (`nft -f -`).
+fn nft(ns: &str, ruleset: &str) -> Result<(), NetnsError> {
+    let fail = |e: std::io::Error| NetnsError::Command {
+        command: format!("ip netns exec {ns} nft -f -"),
+        stderr: e.to_string(),
+    };
+    let mut child = Command::new("ip")
+        .args(["netns", "exec", ns, "nft", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(fail)?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin.write_all(ruleset.as_bytes()).map_err(fail)?;
+    }
+    let output = child.wait_with_output().map_err(fail)?;
+    if !output.status.success() {
+        return Err(NetnsError::Command {
+            command: format!("ip netns exec {ns} nft -f -"),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+        });
+    }
+    Ok(())
 }
 
 impl Drop for Netns {
@@ -253,5 +416,38 @@ mod tests {
         let all: std::collections::BTreeSet<_> = (0..1000).map(node_ip).collect();
         assert_eq!(all.len(), 1000);
         assert!(!all.contains(&host_ip()));
+    }
+
+    #[test]
+    fn link_stats_and_lab_counters_parse() {
+        let link = r#"[{"ifname":"p0","stats64":{"rx":{"bytes":1000,"packets":10},"tx":{"bytes":3000,"packets":20}}}]"#;
+        let interface = parse_link_stats(link).unwrap();
+        assert_eq!(
+            interface,
+            InterfaceBytes {
+                tx_bytes: 3000,
+                rx_bytes: 1000,
+                tx_packets: 20,
+                rx_packets: 10
+            }
+        );
+        assert_eq!(parse_link_stats("[]"), None);
+        let nft = r#"{"nftables":[{"metainfo":{"version":"1.0.9"}},{"counter":{"family":"ip","name":"lab_out","table":"peerlab","handle":1,"packets":2,"bytes":100}},{"counter":{"family":"ip","name":"lab_in","table":"peerlab","handle":2,"packets":1,"bytes":60}}]}"#;
+        let lab = parse_lab_counters(nft).unwrap();
+        assert_eq!((lab.tx_bytes, lab.rx_packets), (100, 1));
+        let wire = WireBytes {
+            interface,
+            lab: Some(lab),
+        };
+        // 3000 - (100 + 2 x 14), 1000 - (60 + 1 x 14).
+        assert_eq!(wire.between_nodes(), (2872, 926));
+        let later = WireBytes {
+            interface: InterfaceBytes {
+                tx_bytes: 5000,
+                ..interface
+            },
+            lab: Some(lab),
+        };
+        assert_eq!(later.since(&wire).between_nodes(), (2000, 0));
     }
 }

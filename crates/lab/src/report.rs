@@ -48,6 +48,37 @@ pub struct Report {
     pub machine: Machine,
     /// The attack preset's section (else null).
     pub attack: Option<crate::attack::AttackReport>,
+    /// `--hosts netns`: every byte between the nodes, from the namespaces' interfaces (else
+    /// null).
+    pub wire: Option<Wire>,
+}
+
+/// Bytes on the nodes' veths from the mark to the end of the run, the lab's own traffic with
+/// the nodes left out: every byte between nodes, Ethernet, IP and TCP headers included.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Wire {
+    pub sent_bytes_per_node_per_tx: f64,
+    pub received_bytes_per_node_per_tx: f64,
+    pub sent_bytes_total: u64,
+    /// False when nftables could not count the lab's traffic: it is then included.
+    pub lab_traffic_excluded: bool,
+}
+
+impl Wire {
+    /// From each node's counters over the window, per node per accepted transaction.
+    pub fn from_nodes(nodes: &[crate::netns::WireBytes], accepted: usize) -> Self {
+        let (sent, received) = nodes
+            .iter()
+            .map(crate::netns::WireBytes::between_nodes)
+            .fold((0, 0), |(s, r), (ns, nr)| (s + ns, r + nr));
+        let scale = (nodes.len().max(1) * accepted.max(1)) as f64;
+        Self {
+            sent_bytes_per_node_per_tx: sent as f64 / scale,
+            received_bytes_per_node_per_tx: received as f64 / scale,
+            sent_bytes_total: sent,
+            lab_traffic_excluded: nodes.iter().all(|n| n.lab.is_some()),
+        }
+    }
 }
 
 /// What else the machine was doing: figures from a busy machine are not comparable.
@@ -411,6 +442,13 @@ impl Report {
             self.duplicate_bodies.total,
             self.duplicate_bodies.per_tx
         );
+        if let Some(w) = &self.wire {
+            let _ = writeln!(
+                out,
+                "  wire bytes per node per tx (veth counters, all headers): sent {:.0}, received {:.0}",
+                w.sent_bytes_per_node_per_tx, w.received_bytes_per_node_per_tx
+            );
+        }
         let r = &self.resources;
         let _ = writeln!(
             out,

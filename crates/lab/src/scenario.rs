@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 /// The presets shipped with the lab, by name.
-pub const PRESETS: [(&str, &str); 10] = [
+pub const PRESETS: [(&str, &str); 11] = [
     ("smoke", include_str!("../presets/smoke.toml")),
     ("propagation", include_str!("../presets/propagation.toml")),
     ("scale", include_str!("../presets/scale.toml")),
@@ -19,6 +19,10 @@ pub const PRESETS: [(&str, &str); 10] = [
     ("queue", include_str!("../presets/queue.toml")),
     ("crash", include_str!("../presets/crash.toml")),
     ("attack", include_str!("../presets/attack.toml")),
+    (
+        "compare-gossipsub",
+        include_str!("../presets/compare-gossipsub.toml"),
+    ),
 ];
 
 /// Most nodes one run starts: every node is a process with two listeners and an SSE stream.
@@ -84,6 +88,12 @@ pub struct Scenario {
     /// Attacker processes beside the nodes, after a baseline run without them (the attack
     /// preset).
     pub attack: Option<AttackSpec>,
+    /// Pause after every node is Online (and subscribed) before the traffic starts.
+    #[serde(default = "zero", deserialize_with = "duration")]
+    pub warmup: Duration,
+    /// The same workload on rust-libp2p gossipsub and on sorcha-peer (the compare-gossipsub
+    /// preset; see `compare`).
+    pub compare: Option<crate::compare::CompareSpec>,
 }
 
 /// The attack preset's attackers and how the run is framed around them.
@@ -329,6 +339,9 @@ impl Scenario {
         }
         if let Some(a) = &self.attack {
             a.validate()?;
+        }
+        if let Some(c) = &self.compare {
+            c.validate()?;
         }
         if let Some(q) = &self.queue
             && (q.transactions == 0 || self.nodes < 2)

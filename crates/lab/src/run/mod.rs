@@ -62,6 +62,11 @@ mod queue;
 
 pub use attack::run;
 
+/// One run of `scenario` without attackers: the report (the compare preset's sorcha-peer side).
+pub async fn run_plain(scenario: &Scenario, options: &Options) -> Result<Report, LabError> {
+    run_once(scenario, options, false).await.map(|(r, _)| r)
+}
+
 /// One run of the scenario, with its attackers if `attack` (and the scenario has any).
 async fn run_once(
     scenario: &Scenario,
@@ -96,7 +101,11 @@ async fn run_once(
     } else {
         flow.traffic().await?
     };
+    let accepted = measured.accepted.len();
     let mut report = summary::build(&cluster, &seen, scenario, measured).await;
+    report.wire = cluster
+        .wire_since_mark()
+        .map(|w| crate::report::Wire::from_nodes(&w, accepted));
     report.binary = options.binary.display().to_string();
     report.hosts = options.hosts.as_str().to_owned();
     // An open stream is an in-flight request a node would wait for on SIGTERM.
@@ -178,6 +187,7 @@ impl Flow<'_> {
             self.inject_peers().await?;
         }
         wait_subscribed(self.cluster, self.seen, 0..self.scenario.nodes).await?;
+        tokio::time::sleep(self.scenario.warmup).await;
         self.cluster.mark().await;
         let siege = self.start_siege().await?;
         let mut measured = Measured {
