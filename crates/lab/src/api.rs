@@ -125,15 +125,15 @@ impl Api {
         Ok(Scrape::parse(&text))
     }
 
-    pub async fn submit(&self, base: &str, body: Vec<u8>) -> Submitted {
+    /// Submits `body` to node `i` at `base`, with its admin token when the lab has it (a call
+    /// from outside the node's loopback, as in `--hosts netns`, needs it).
+    pub async fn submit(&self, i: usize, base: &str, body: Vec<u8>) -> Submitted {
         let url = format!("{base}/api/v1/transactions");
-        let sent = self
-            .client
-            .post(&url)
-            .timeout(REQUEST_TIMEOUT)
-            .body(body)
-            .send()
-            .await;
+        let mut request = self.client.post(&url);
+        if let Some(token) = self.tokens[i].get() {
+            request = request.bearer_auth(token);
+        }
+        let sent = request.timeout(REQUEST_TIMEOUT).body(body).send().await;
         let response = match sent {
             Ok(r) => r,
             Err(e) => {

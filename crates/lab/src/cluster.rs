@@ -27,6 +27,8 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Fixed ports inside a namespace (each node has its own address there).
 const NETNS_PEER_PORT: u16 = 5001;
 const NETNS_HTTP_PORT: u16 = 5080;
+/// How long after binding a node may take to write its admin token.
+const TOKEN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Last lines of a node's log shown when it fails to start.
 const LOG_TAIL_LINES: usize = 20;
 /// Nodes asked or started at once (100 nodes' statuses polled every 50 ms).
@@ -255,8 +257,18 @@ impl Cluster {
         self.spawn(i, bootstrap)?;
         let endpoint = self.wait_ports(i).await?;
         let endpoint = *self.endpoints[i].get_or_init(|| endpoint);
-        if let Some(token) = self.admin_token(i) {
-            self.api.set_token(i, token);
+        // The node writes ports.json before it creates its token: wait for the token a little
+        // (calls from outside the node's loopback, as with netns, need it).
+        let deadline = Instant::now() + TOKEN_TIMEOUT;
+        loop {
+            if let Some(token) = self.admin_token(i) {
+                self.api.set_token(i, token);
+                break;
+            }
+            if Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         self.live[i].store(true, Ordering::Release);
         Ok(endpoint)
@@ -470,9 +482,18 @@ impl Cluster {
     /// What each node's veth carried since the mark (netns only; else `None`). A namespace
     /// outlives restarts, so restarts are included.
     pub fn wire_since_mark(&self) -> Option<Vec<netns::WireBytes>> {
-        let mark = self.wire_mark.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mark = self
+            .wire_mark
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         (0..self.len())
-            .map(|i| Some(self.wire_bytes(i)?.since(mark.get(i).copied().flatten().as_ref()?)))
+            .map(|i| {
+                Some(
+                    self.wire_bytes(i)?
+                        .since(mark.get(i).copied().flatten().as_ref()?),
+                )
+            })
             .collect()
     }
 
@@ -589,7 +610,10 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
 /// group (Ctrl-C in a terminal reaches the lab only; the lab stops its children itself), and
 /// killed when the lab dies, even by SIGKILL.
 pub(crate) fn spawn_tied(command: &mut Command, log: std::fs::File) -> std::io::Result<Child> {
-    command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(log);
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
     tie_to_lab(command).spawn()
 }
 

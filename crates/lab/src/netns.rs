@@ -212,7 +212,10 @@ impl WireBytes {
     pub fn since(&self, earlier: &Self) -> Self {
         Self {
             interface: self.interface.since(&earlier.interface),
-            lab: self.lab.zip(earlier.lab).map(|(now, then)| now.since(&then)),
+            lab: self
+                .lab
+                .zip(earlier.lab)
+                .map(|(now, then)| now.since(&then)),
         }
     }
 

@@ -101,7 +101,7 @@ pub async fn submit(cluster: &Cluster, load: Load, nonce: u64) -> PhaseOutcome {
             let at = Instant::now();
             match cluster
                 .api()
-                .submit(&base, body(nonce, index, load.size, load.seed))
+                .submit(node, &base, body(nonce, index, load.size, load.seed))
                 .await
             {
                 Submitted::Accepted { key, queued } => Ok(Submission {

@@ -125,7 +125,11 @@ pub async fn run(
         .wire()
         .zip(wire_mark)
         .map(|(now, then)| now.iter().zip(&then).map(|(a, b)| a.since(b)).collect());
-    let errors: usize = nodes.heard.iter().map(|h| lock(h).publish_errors.len()).sum();
+    let errors: usize = nodes
+        .heard
+        .iter()
+        .map(|h| lock(h).publish_errors.len())
+        .sum();
     if errors > 0 {
         eprintln!("peer-lab: gossipsub: {errors} publish errors");
     }
@@ -150,7 +154,11 @@ impl Nodes {
     }
 
     /// The bootstrap nodes one by one (each waits for its address), then the rest at once.
-    async fn start_all(&mut self, binary: &Path, bootstrap_nodes: usize) -> Result<(), GossipsubError> {
+    async fn start_all(
+        &mut self,
+        binary: &Path,
+        bootstrap_nodes: usize,
+    ) -> Result<(), GossipsubError> {
         let n = self.heard.len();
         let mut addrs = Vec::new();
         for i in 0..bootstrap_nodes.min(n) {
@@ -167,7 +175,12 @@ impl Nodes {
         Ok(())
     }
 
-    fn spawn(&mut self, binary: &Path, i: usize, bootstrap: &[String]) -> Result<(), GossipsubError> {
+    fn spawn(
+        &mut self,
+        binary: &Path,
+        i: usize,
+        bootstrap: &[String],
+    ) -> Result<(), GossipsubError> {
         let (ip, port) = self.ip(i);
         let mut command = match &self.netns {
             Some(net) => {
@@ -268,7 +281,8 @@ impl Nodes {
             let origin = rng.random_range(0..n);
             tokio::time::sleep_until(start + Duration::from_secs_f64(k as f64 / t.rate)).await;
             let at = Instant::now();
-            self.send(origin, &format!("publish {k} {}\n", t.size)).await;
+            self.send(origin, &format!("publish {k} {}\n", t.size))
+                .await;
             sent.push((at, origin));
         }
         sent
@@ -319,7 +333,9 @@ impl Nodes {
 
     fn wire(&self) -> Option<Vec<WireBytes>> {
         let net = self.netns.as_ref()?;
-        (0..self.heard.len()).map(|i| net.wire_bytes(i).ok()).collect()
+        (0..self.heard.len())
+            .map(|i| net.wire_bytes(i).ok())
+            .collect()
     }
 
     fn cpu_seconds(&self) -> f64 {
@@ -373,7 +389,11 @@ mod tests {
         let mut heard = Heard::default();
         let t0 = Instant::now();
         let t1 = t0 + Duration::from_millis(5);
-        apply(&mut heard, "listening /ip4/10.203.0.2/tcp/4001/p2p/12D3KooW", t0);
+        apply(
+            &mut heard,
+            "listening /ip4/10.203.0.2/tcp/4001/p2p/12D3KooW",
+            t0,
+        );
         apply(&mut heard, "published 7 1733400000000000", t0);
         apply(&mut heard, "recv 7 1733400000000100", t1);
         apply(&mut heard, "recv 8 1733400000000200", t1);

@@ -61,11 +61,10 @@ pub struct Arrivals {
 impl Row {
     pub fn from_gossipsub(phase: ComparePhase, m: &Arrivals) -> Self {
         let accepted = m.ms.len();
-        let timed: Vec<Vec<f64>> = m
-            .ms
-            .iter()
-            .map(|a| a.iter().flatten().copied().collect())
-            .collect();
+        let timed: Vec<Vec<f64>> =
+            m.ms.iter()
+                .map(|a| a.iter().flatten().copied().collect())
+                .collect();
         let propagation = report::propagation(&timed, m.nodes);
         let received = timed.iter().map(Vec::len).sum();
         Self {
@@ -77,7 +76,11 @@ impl Row {
             nodes_100_ms: propagation.nodes_100,
             received,
             expected: accepted * m.nodes,
-            lost: m.ms.iter().filter(|a| a.iter().any(Option::is_none)).count(),
+            lost: m
+                .ms
+                .iter()
+                .filter(|a| a.iter().any(Option::is_none))
+                .count(),
             wire: m.wire.as_ref().map(|w| Wire::from_nodes(w, accepted)),
             cpu_seconds: m.cpu_seconds,
         }
@@ -136,10 +139,9 @@ impl CompareReport {
             "CPU s"
         );
         for r in &self.rows {
-            let wire = r
-                .wire
-                .as_ref()
-                .map_or("-".to_owned(), |w| format!("{:.0}", w.sent_bytes_per_node_per_tx));
+            let wire = r.wire.as_ref().map_or("-".to_owned(), |w| {
+                format!("{:.0}", w.sent_bytes_per_node_per_tx)
+            });
             let _ = writeln!(
                 out,
                 "  {:<12} {:>7} {:>6} {:>9} {:>9} {:>9} {:>9} {:>13} {:>5} {:>10} {:>7.1}",
@@ -201,7 +203,10 @@ mod tests {
             cpu_seconds: 1.5,
         };
         let row = Row::from_gossipsub(phase(), &m);
-        assert_eq!((row.accepted, row.received, row.expected, row.lost), (3, 11, 12, 1));
+        assert_eq!(
+            (row.accepted, row.received, row.expected, row.lost),
+            (3, 11, 12, 1)
+        );
         // 90% of 4 nodes is all 4: only the two complete messages count.
         assert_eq!(row.nodes_90_ms.count, 2);
         assert_eq!(row.nodes_100_ms.p50, Some(5.0));
