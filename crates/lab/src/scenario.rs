@@ -93,7 +93,44 @@ pub struct Scenario {
     pub warmup: Duration,
     /// The same workload on rust-libp2p gossipsub and on sorcha-peer (the compare-gossipsub
     /// preset; see `compare`).
-    pub compare: Option<crate::compare::CompareSpec>,
+    pub compare: Option<CompareSpec>,
+}
+
+/// The `[compare]` section: the phases each system runs, one cluster each.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CompareSpec {
+    pub phases: Vec<ComparePhase>,
+}
+
+/// One phase: `transactions` bodies at `rate` per second.
+#[derive(Debug, Clone, Copy, Deserialize, serde::Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ComparePhase {
+    pub transactions: usize,
+    pub rate: f64,
+}
+
+impl CompareSpec {
+    pub fn validate(&self) -> Result<(), ScenarioError> {
+        let bad = |value: String, allowed: &str| ScenarioError::Invalid {
+            key: "compare.phases",
+            value,
+            allowed: allowed.to_owned(),
+        };
+        if self.phases.is_empty() || self.phases.len() > 8 {
+            return Err(bad(self.phases.len().to_string(), "1 to 8 phases"));
+        }
+        for p in &self.phases {
+            if !(1..=MAX_TRANSACTIONS).contains(&p.transactions) {
+                return Err(bad(p.transactions.to_string(), "1 to 1000000 transactions"));
+            }
+            if !(p.rate > 0.0 && p.rate <= 100_000.0) {
+                return Err(bad(p.rate.to_string(), "a rate above 0, at most 100000/s"));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The attack preset's attackers and how the run is framed around them.

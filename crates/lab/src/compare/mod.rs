@@ -11,53 +11,15 @@
 //! Online timeout, warm-up, body size, seed (so the same origins) and settle timeout; both are
 //! timed by the lab on receipt (sorcha-peer: its transaction stream; gossipsub: its stdout).
 
-use serde::{Deserialize, Serialize};
-
 use crate::report::EXIT_LOST;
 use crate::run::{LabError, Options};
-use crate::scenario::{Scenario, ScenarioError};
+use crate::scenario::Scenario;
 
 pub mod gossipsub;
 pub mod rows;
 
+pub use crate::scenario::{ComparePhase, CompareSpec};
 pub use rows::{CompareReport, Row};
-
-/// The `[compare]` section: the phases each system runs, one cluster each.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct CompareSpec {
-    pub phases: Vec<ComparePhase>,
-}
-
-/// One phase: `transactions` bodies at `rate` per second.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct ComparePhase {
-    pub transactions: usize,
-    pub rate: f64,
-}
-
-impl CompareSpec {
-    pub fn validate(&self) -> Result<(), ScenarioError> {
-        let bad = |value: String, allowed: &str| ScenarioError::Invalid {
-            key: "compare.phases",
-            value,
-            allowed: allowed.to_owned(),
-        };
-        if self.phases.is_empty() || self.phases.len() > 8 {
-            return Err(bad(self.phases.len().to_string(), "1 to 8 phases"));
-        }
-        for p in &self.phases {
-            if !(1..=crate::scenario::MAX_TRANSACTIONS).contains(&p.transactions) {
-                return Err(bad(p.transactions.to_string(), "1 to 1000000 transactions"));
-            }
-            if !(p.rate > 0.0 && p.rate <= 100_000.0) {
-                return Err(bad(p.rate.to_string(), "a rate above 0, at most 100000/s"));
-            }
-        }
-        Ok(())
-    }
-}
 
 /// Why the comparison could not run.
 #[derive(Debug, thiserror::Error)]
