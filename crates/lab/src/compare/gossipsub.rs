@@ -44,15 +44,19 @@ const LISTEN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Why the gossipsub side could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum GossipsubError {
+    /// `cargo build` of bench/gossipsub-node failed or could not start.
     #[error(
         "cannot build the gossipsub node (`cargo build --release --manifest-path {MANIFEST}`): {0}; build it by hand and rerun"
     )]
     Build(String),
+    /// The namespaces could not be created.
     #[error(transparent)]
     Netns(#[from] NetnsError),
+    /// A node could not be spawned or printed no listen address in time.
     #[error("node {node}: {what}")]
     Node { node: usize, what: String },
-    #[error("data dir: {0}")]
+    /// The log directory could not be created.
+    #[error("log dir: {0}")]
     Io(#[from] std::io::Error),
 }
 

@@ -24,10 +24,13 @@ pub use rows::{CompareReport, Row};
 /// Why the comparison could not run.
 #[derive(Debug, thiserror::Error)]
 pub enum CompareError {
+    /// [`run`] was given a scenario without phases to compare.
     #[error("the scenario has no [compare] section")]
     NotCompare,
+    /// The gossipsub side failed (build, namespaces, a node).
     #[error("gossipsub: {0}")]
     Gossipsub(#[from] gossipsub::GossipsubError),
+    /// The sorcha-peer side failed as any lab run can.
     #[error("sorcha-peer: {0}")]
     Sorcha(#[from] LabError),
 }
