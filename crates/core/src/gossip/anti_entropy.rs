@@ -131,23 +131,28 @@ impl Gossip {
         self.push(Output::Send { to, message });
     }
 
+    /// Moves the dedup's recent index to the span recent digests list.
+    fn track_recent(&mut self, now: Instant) {
+        let (since, until) = self.span(now, self.config.anti_entropy_recent);
+        self.dedup.track_recent(since, until);
+    }
+
     /// A recent digest's slice starting at `first`: the prefixes of the hashes first seen
-    /// within `anti_entropy_recent` (found by the time index, at most [`MAX_DIGEST_SCAN`] of
-    /// them, oldest first) and of the pending ones, up to [`MAX_DIGEST_ENTRIES`].
-    fn recent_slice(&self, now: Instant, first: HashPrefix) -> (PrefixRange, Vec<HashPrefix>) {
+    /// within `anti_entropy_recent` (from the recent index, tracked to `now` first) and of
+    /// the pending ones, up to [`MAX_DIGEST_ENTRIES`]. Both lists are in id order, so only
+    /// the slice's first entries of each are looked at.
+    fn recent_slice(&mut self, now: Instant, first: HashPrefix) -> (PrefixRange, Vec<HashPrefix>) {
+        self.track_recent(now);
         let (since, until) = self.span(now, self.config.anti_entropy_recent);
         let rest = PrefixRange::starting_at(first);
-        let recent = self
-            .dedup
-            .seen_between(since, until)
-            .take(MAX_DIGEST_SCAN)
-            .map(|(h, _)| h);
-        let pending = self.pending.range(rest.ids()).map(|(h, _)| h);
-        let mut prefixes: Vec<HashPrefix> = recent
-            .chain(pending)
-            .map(prefix_of)
-            .filter(|p| rest.contains(*p))
-            .collect();
+        let taken = MAX_DIGEST_ENTRIES + 1;
+        let recent: Vec<HashPrefix> = match self.dedup.recent_in_range(rest, since, until) {
+            Some(ids) => ids.take(taken).map(|(h, _)| prefix_of(h)).collect(),
+            None => Vec::new(),
+        };
+        let pending = self.pending.range(rest.ids()).take(taken);
+        let mut prefixes = recent;
+        prefixes.extend(pending.map(|(h, _)| prefix_of(h)));
         prefixes.sort_unstable();
         prefixes.dedup();
         match prefixes.get(MAX_DIGEST_ENTRIES) {
@@ -233,36 +238,8 @@ impl Gossip {
             .into_iter()
             .filter(|p| range.contains(*p))
             .collect();
-        let lacking = |(h, _): &(&TxId, _)| {
-            let prefix = prefix_of(h);
-            range.contains(prefix) && !theirs.contains(&prefix)
-        };
-        let entry = |(_, tx): (&TxId, &super::dedup::KnownTx)| tx.entry(1);
-        let window = self.config.anti_entropy_window;
-        let missing: Vec<AnnounceEntry> = match recent {
-            Some(span) => {
-                let offered = span.min(window);
-                let (since, until) = self.span(now, offered - offered / 3);
-                self.dedup
-                    .seen_between(since, until)
-                    .take(MAX_DIGEST_SCAN)
-                    .filter(lacking)
-                    .take(MAX_REPAIR_ENTRIES)
-                    .map(entry)
-                    .collect()
-            }
-            None => {
-                let (since, until) = self.span(now, window);
-                self.dedup
-                    .in_range(range)
-                    .take(MAX_DIGEST_SCAN)
-                    .filter(|(_, tx)| (since..=until).contains(&tx.seen_at))
-                    .filter(lacking)
-                    .take(MAX_REPAIR_ENTRIES)
-                    .map(entry)
-                    .collect()
-            }
-        };
+        self.track_recent(now);
+        let missing = self.offer(range, &theirs, recent, now);
         let wanted: Vec<HashPrefix> = theirs
             .into_iter()
             .filter(|p| {
@@ -279,6 +256,58 @@ impl Gossip {
             to: from.clone(),
             message,
         });
+    }
+
+    /// What a digest lacks of ours in its `range`: the full entries to offer, at most
+    /// [`MAX_REPAIR_ENTRIES`] after examining at most [`MAX_DIGEST_SCAN`] hashes. To a recent
+    /// digest, the hashes of the younger two thirds of its span, from the recent index when
+    /// it holds them (the slice only, from its top: a sweep's reply takes from the bottom, so
+    /// a peer far behind that sent both in one round is not offered the same hashes twice),
+    /// else by the time index (the span).
+    fn offer(
+        &self,
+        range: PrefixRange,
+        theirs: &BTreeSet<HashPrefix>,
+        recent: Option<Duration>,
+        now: Instant,
+    ) -> Vec<AnnounceEntry> {
+        let lacking = |h: &TxId| {
+            let prefix = prefix_of(h);
+            range.contains(prefix) && !theirs.contains(&prefix)
+        };
+        let entry = |(_, tx): (&TxId, &super::dedup::KnownTx)| tx.entry(1);
+        let window = self.config.anti_entropy_window;
+        let Some(span) = recent else {
+            let (since, until) = self.span(now, window);
+            return self
+                .dedup
+                .in_range(range)
+                .take(MAX_DIGEST_SCAN)
+                .filter(|(_, tx)| (since..=until).contains(&tx.seen_at))
+                .filter(|(h, _)| lacking(h))
+                .take(MAX_REPAIR_ENTRIES)
+                .map(entry)
+                .collect();
+        };
+        let offered = span.min(window);
+        let (since, until) = self.span(now, offered - offered / 3);
+        if let Some(ids) = self.dedup.recent_in_range(range, since, until) {
+            return ids
+                .rev()
+                .take(MAX_DIGEST_SCAN)
+                .filter(|(h, _)| !theirs.contains(&prefix_of(h)))
+                .filter_map(|(h, _)| self.dedup.get(h))
+                .take(MAX_REPAIR_ENTRIES)
+                .map(|tx| tx.entry(1))
+                .collect();
+        }
+        self.dedup
+            .seen_between(since, until)
+            .take(MAX_DIGEST_SCAN)
+            .filter(|(h, _)| lacking(h))
+            .take(MAX_REPAIR_ENTRIES)
+            .map(entry)
+            .collect()
     }
 
     pub(super) fn on_digest_reply(

@@ -5,6 +5,11 @@
 //! dropped, the still-known ids that only it covered are carried into the new one. So a
 //! bloom "no" is safe to trust, and a bloom "maybe" (possibly a false positive) is always
 //! confirmed in the exact set: a false positive costs one lookup, never a transaction.
+//!
+//! Beside them, `recent.rs` keeps the ids of the span recent digests list in id order, so a
+//! digest costs its slice of the hash space, not a walk of the span.
+
+mod recent;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
@@ -12,6 +17,7 @@ use std::time::Duration;
 use super::types::{AnnounceEntry, GossipStats, HashPrefix, PrefixRange};
 use crate::model::{TxHash, TxId};
 use crate::time::Instant;
+use recent::RecentIndex;
 
 /// A plain bloom filter over transaction ids (the first 16 bytes of SHA-256 hashes). They are
 /// uniform already, so the bit positions come from double hashing of their two halves
@@ -97,6 +103,8 @@ pub(super) struct Dedup {
     ttl: Duration,
     max_known: usize,
     reset_interval: Duration,
+    /// The ids of the recent digests' span, in id order.
+    recent: RecentIndex,
 }
 
 impl Dedup {
@@ -118,6 +126,7 @@ impl Dedup {
             ttl,
             max_known: max_known.max(1),
             reset_interval,
+            recent: RecentIndex::default(),
         }
     }
 
@@ -152,9 +161,11 @@ impl Dedup {
                 break;
             };
             self.known.remove(&old);
+            self.recent.removed(&old);
             stats.known_evicted += 1;
         }
         self.current.insert(&id);
+        self.recent.inserted(id, tx.seen_at);
         self.order.push_back((tx.seen_at, id));
         self.known.insert(id, tx);
     }
@@ -167,6 +178,7 @@ impl Dedup {
             }
             self.order.pop_front();
             self.known.remove(&id);
+            self.recent.removed(&id);
         }
         if now.since(self.current_since) >= self.reset_interval {
             self.rotate(now);
@@ -206,6 +218,28 @@ impl Dedup {
             .range(start..)
             .take_while(move |(seen, _)| *seen <= until)
             .filter_map(|(_, id)| self.known.get_key_value(id))
+    }
+
+    /// Moves the recent index to the ids first seen within `[since, until]`: call it with a
+    /// span that only moves forward (as `now` does) and the upkeep is O(log n) per new id.
+    pub(super) fn track_recent(&mut self, since: Instant, until: Instant) {
+        self.recent.track(since, until, &self.order);
+    }
+
+    /// Known hashes within `range` first seen within `[since, until]`, in id order, found
+    /// in the recent index; `None` when its span does not hold `[since, until]`.
+    pub(super) fn recent_in_range(
+        &self,
+        range: PrefixRange,
+        since: Instant,
+        until: Instant,
+    ) -> Option<impl DoubleEndedIterator<Item = (&TxId, Instant)>> {
+        let covered = self.recent.covers(since, until);
+        covered.then(|| {
+            self.recent
+                .in_range(range)
+                .filter(move |(_, seen)| (since..=until).contains(seen))
+        })
     }
 
     /// Known hashes within `range`, in id order (none when the range is empty).
@@ -345,5 +379,74 @@ mod tests {
         );
         assert_eq!(d.by_prefix(prefix_of(&h(3))).map(|(x, _)| *x), Some(h(3)));
         assert_eq!(d.by_prefix(prefix_of(&h(99))), None);
+    }
+
+    /// The recent index, as the span moves forward in uneven steps, names exactly the ids
+    /// the time index finds in the span, in id order, whatever the slice.
+    #[test]
+    fn the_recent_index_matches_the_time_index_as_the_span_moves() {
+        let mut d = dedup(1 << 12, 15);
+        let mut stats = GossipStats::default();
+        let at = Instant::from_millis;
+        let mut n = 0;
+        for step in 0..60u64 {
+            let now = step * 250;
+            for _ in 0..(step % 4) {
+                d.insert(h(n), tx(now), &mut stats);
+                n += 1;
+            }
+            // A 3 s span ending 300 ms ago; the oldest are evicted past 15 ids, some within the span.
+            let (since, until) = (at(now.saturating_sub(3000)), at(now.saturating_sub(300)));
+            d.track_recent(since, until);
+            let (first, last) = (prefix_of(&h(step as u32)), u64::MAX - step);
+            for range in [PrefixRange::FULL, PrefixRange { first, last }] {
+                let mut expected: Vec<TxId> = d
+                    .seen_between(since, until)
+                    .map(|(id, _)| *id)
+                    .filter(|id| range.contains(prefix_of(id)))
+                    .collect();
+                expected.sort();
+                let indexed: Vec<TxId> = d
+                    .recent_in_range(range, since, until)
+                    .expect("the span is held")
+                    .map(|(id, _)| *id)
+                    .collect();
+                assert_eq!(indexed, expected, "at {now} ms");
+            }
+            assert!(d.recent.len() <= d.len());
+        }
+        assert!(
+            n > 60 && stats.known_evicted > 40,
+            "the test evicted some ids"
+        );
+    }
+
+    #[test]
+    fn the_recent_index_answers_only_for_the_span_it_holds() {
+        let mut d = dedup(1 << 12, 100);
+        let mut stats = GossipStats::default();
+        let at = Instant::from_millis;
+        for n in 0..10 {
+            d.insert(h(n), tx(u64::from(n) * 100), &mut stats);
+        }
+        assert!(
+            d.recent_in_range(PrefixRange::FULL, at(0), at(900))
+                .is_none(),
+            "untracked"
+        );
+        d.track_recent(at(200), at(600));
+        let count = |d: &Dedup, since, until| {
+            d.recent_in_range(PrefixRange::FULL, at(since), at(until))
+                .map(Iterator::count)
+        };
+        assert_eq!(count(&d, 200, 600), Some(5));
+        assert_eq!(count(&d, 300, 500), Some(3), "a narrower span is filtered");
+        assert_eq!(count(&d, 100, 600), None, "older than the span held");
+        // An id stamped back within the span (the clock is never behind the newest seen,
+        // so it is stamped at 900 and stays out), then a backwards move rebuilds it.
+        d.insert(h(50), tx(400), &mut stats);
+        assert_eq!(count(&d, 200, 600), Some(5));
+        d.track_recent(at(0), at(300));
+        assert_eq!(count(&d, 0, 300), Some(4));
     }
 }
