@@ -98,6 +98,11 @@ impl Membership {
                 self.stats.count_refusal(*why);
             })?;
         let id = advert.peer_id.clone();
+        // Unknown, or known only by hearsay: it may be new to the network.
+        let joined = self
+            .peers
+            .get(&id)
+            .is_none_or(|p| p.health == PeerHealth::Candidate);
         let outcome = match self.peers.get_mut(&id) {
             Some(known) => {
                 let node = &mut known.node;
@@ -129,6 +134,9 @@ impl Membership {
         self.persist(&id);
         self.activate(&id);
         self.update_state(now);
+        if joined {
+            self.note_joiner(&id, now);
+        }
         Ok(outcome)
     }
 

@@ -10,7 +10,8 @@
 //! (bootstrap and its backoff), `discovery.rs` (recursive discovery and refresh exchange),
 //! `health.rs` (heartbeats, suspicion, sweeping, node state), `views.rs` (active set, passive
 //! list, adverts), `inbound.rs` (answers to other peers' requests), `dials.rs` (the gate that
-//! bounds dials of hearsay: rate, distinct addresses a minute, backoff of failed addresses).
+//! bounds dials of hearsay: rate, distinct addresses a minute, backoff of failed addresses),
+//! `joins.rs` (new registrants announced one hop to the active peers).
 
 mod bootstrap;
 mod config;
@@ -18,6 +19,7 @@ mod dials;
 mod discovery;
 mod health;
 mod inbound;
+mod joins;
 mod types;
 mod views;
 
@@ -42,6 +44,7 @@ pub use types::{
 };
 
 pub use dials::{DialRefusal, MAX_DIAL_BACKOFF};
+pub use joins::{JOIN_ANNOUNCE_DELAY, MAX_JOINERS};
 pub use views::{MAX_ADVERTS_PER_ANSWER, MAX_ADVERTS_PER_MESSAGE};
 
 use bootstrap::Bootstrap;
@@ -134,6 +137,8 @@ pub struct Membership {
     discovery: Discovery,
     /// Bounds dials of hearsay (rate, distinct addresses, backoff).
     dials: DialGate,
+    /// Peers that registered for the first time, to announce (bounded by `MAX_JOINERS`).
+    joiners: Vec<PeerId>,
     rng: ChaCha8Rng,
     stats: MembershipStats,
 }
@@ -169,6 +174,7 @@ impl Membership {
             bootstrap: Bootstrap::default(),
             discovery: Discovery::default(),
             dials: DialGate::default(),
+            joiners: Vec::new(),
             rng,
             stats: MembershipStats::default(),
         };
@@ -274,6 +280,7 @@ impl Membership {
                 self.dispatch_discovery(now);
                 self.fill_active(now);
             }
+            Timer::Join => self.on_join_timer(now),
         }
     }
 

@@ -153,6 +153,8 @@ pub enum Timer {
     Refresh,
     /// Dials of hearsay held back by the dial gate may go again.
     Dial,
+    /// Announce the peers that registered for the first time lately.
+    Join,
 }
 
 /// What the machine asks the daemon to do, in order.
@@ -304,6 +306,10 @@ pub struct MembershipStats {
     pub dials_deferred_not_needed: u64,
     /// Hearsay dials made.
     pub hearsay_dials: u64,
+    /// Adverts of new registrants sent to active peers (one per joiner and peer told).
+    pub joins_announced: u64,
+    /// New registrants not announced because `MAX_JOINERS` were waiting.
+    pub joins_dropped: u64,
 }
 
 impl MembershipStats {
