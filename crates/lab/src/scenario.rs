@@ -18,6 +18,7 @@ pub const PRESETS: [(&str, &str); 11] = [
     ("memory", include_str!("../presets/memory.toml")),
     ("queue", include_str!("../presets/queue.toml")),
     ("crash", include_str!("../presets/crash.toml")),
+    ("discovery", include_str!("../presets/discovery.toml")),
     ("attack", include_str!("../presets/attack.toml")),
     (
         "compare-gossipsub",
