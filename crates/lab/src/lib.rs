@@ -11,12 +11,13 @@
 //! - [`traffic`], [`faults`], [`inject`]: what the lab does to the cluster.
 //! - [`settle`]: waiting until every node holds everything; loss.
 //! - [`run`]: the flows (traffic, queue) start to finish; [`summary`] and [`report`] turn
-//!   measurements into the report.
+//!   measurements into the report, [`accounting`] its wire bytes, RMR and delivered rates.
 //! - [`prom`], [`procfs`]: reading Prometheus text and `/proc`.
 //! - [`attack`]: the attack preset's attackers, ban watch and report section, run by [`run`].
 //! - [`attacker`]: the attacker process (`peer-lab attacker`: flooder, liar, address pusher
 //!   with its sinkhole) that the `attack` preset runs beside the honest nodes.
 
+pub mod accounting;
 pub mod api;
 pub mod attack;
 pub mod attacker;

@@ -195,6 +195,15 @@ impl World {
         } else {
             self.rec.bodies_received as f64 / (submitted * (nodes - 1)) as f64 - 1.0
         };
+        let (announced, duplicates) = self.announcement_entries();
+        let per_delivery = |count: u64| {
+            let deliveries = submitted * nodes.saturating_sub(1);
+            if deliveries == 0 {
+                0.0
+            } else {
+                count as f64 / deliveries as f64
+            }
+        };
         let end_s = (self.now.as_millis() as f64 / 1000.0).max(0.001);
         let membership_bytes = self.rec.warmup.membership + self.rec.measured.membership;
         let partitions = self
@@ -237,6 +246,8 @@ impl World {
             time_ms,
             hops,
             rmr,
+            rmr_announcements: per_delivery(duplicates),
+            announcements_per_delivery: per_delivery(announced),
             bytes_per_node_per_tx: metrics::per_node_tx(&self.rec.measured, nodes, submitted),
             membership_bytes_per_node_per_s: membership_bytes as f64 / nodes as f64 / end_s,
             graph: self.graph(),
@@ -247,6 +258,18 @@ impl World {
             events_processed: self.queue.pushed() - self.queue.len() as u64,
             attack: self.attack_report(),
         }
+    }
+
+    /// Announced entries the up nodes received, and those of hashes they already knew.
+    fn announcement_entries(&self) -> (u64, u64) {
+        let cores = self.nodes.iter().filter_map(|n| n.core.as_ref());
+        cores.fold((0, 0), |(all, dup), core| {
+            let g = core.gossip().stats();
+            (
+                all + g.announcements_received,
+                dup + g.duplicate_announcements,
+            )
+        })
     }
 
     fn states(&self) -> NodeStates {
