@@ -10,7 +10,6 @@ use std::fmt::Write;
 use serde::Serialize;
 
 use crate::prom::Scrape;
-use crate::report::Phase;
 
 /// Every byte per node per accepted transaction, beside the gossip-only `bandwidth` figures
 /// (serialized flat into the report's `bandwidth` section).
@@ -110,23 +109,6 @@ pub fn delivered_tps(accepted: usize, submit_seconds: f64, settle_ms: Option<f64
     (seconds > 0.0).then(|| accepted as f64 / seconds)
 }
 
-/// The run's delivered rate over all its phases (their submission and settling times
-/// added), and the highest of a phase that lost nothing; `None`s when a phase never settled.
-pub fn delivered(phases: &[Phase]) -> (Option<f64>, Option<f64>) {
-    let seconds: Option<f64> = phases
-        .iter()
-        .map(|p| Some(p.submit_seconds + p.settle_ms? / 1000.0))
-        .sum();
-    let accepted: usize = phases.iter().map(|p| p.accepted).sum();
-    let overall = seconds.filter(|s| *s > 0.0).map(|s| accepted as f64 / s);
-    let best = phases
-        .iter()
-        .filter(|p| p.lost == 0 && p.accepted == p.submitted && p.accepted > 0)
-        .filter_map(|p| p.delivered_tps)
-        .reduce(f64::max);
-    (overall, best)
-}
-
 /// The table's lines for every byte and the redundancy.
 pub fn write_costs(w: &WireBandwidth, rmr: &Rmr, out: &mut String) {
     let _ = writeln!(
@@ -199,21 +181,5 @@ announcements_received_total 90
         // 1,000 accepted in 5 s, settled 3 s later: 125 tx/s delivered, not 200.
         assert_eq!(delivered_tps(1000, 5.0, Some(3000.0)), Some(125.0));
         assert_eq!(delivered_tps(1000, 5.0, None), None);
-        let phase = |accepted, lost, settle_ms: Option<f64>| Phase {
-            accepted,
-            submitted: accepted,
-            lost,
-            submit_seconds: 1.0,
-            settle_ms,
-            delivered_tps: delivered_tps(accepted, 1.0, settle_ms),
-            ..Phase::default()
-        };
-        let phases = [phase(100, 0, Some(1000.0)), phase(300, 1, Some(500.0))];
-        let (overall, best) = delivered(&phases);
-        assert_eq!(overall, Some(400.0 / 3.5));
-        assert_eq!(best, Some(50.0), "the lossy phase is no throughput");
-        assert_eq!(delivered(&[phase(1, 0, None)]), (None, None));
-        let unsettled = [phase(100, 0, Some(1000.0)), phase(1, 0, None)];
-        assert_eq!(delivered(&unsettled), (None, Some(50.0)));
     }
 }

@@ -221,7 +221,7 @@ fn transactions(m: &Measured, size: usize) -> Transactions {
         .filter(|p| p.lost == 0 && p.accepted == p.submitted && p.accepted > 0)
         .map(|p| p.submitted_tps)
         .reduce(f64::max);
-    let (delivered_tps, throughput_delivered_tps) = accounting::delivered(&m.phases);
+    let (delivered_tps, throughput_delivered_tps) = delivered(&m.phases);
     Transactions {
         submitted: m.submitted,
         accepted,
@@ -384,4 +384,47 @@ fn counters(usage: &Usage) -> BTreeMap<String, f64> {
         }
     }
     out
+}
+
+/// The run's delivered rate over all its phases (their submission and settling times
+/// added), and the highest of a phase that lost nothing; `None`s when a phase never settled.
+pub fn delivered(phases: &[Phase]) -> (Option<f64>, Option<f64>) {
+    let seconds: Option<f64> = phases
+        .iter()
+        .map(|p| Some(p.submit_seconds + p.settle_ms? / 1000.0))
+        .sum();
+    let accepted: usize = phases.iter().map(|p| p.accepted).sum();
+    let overall = seconds.filter(|s| *s > 0.0).map(|s| accepted as f64 / s);
+    let best = phases
+        .iter()
+        .filter(|p| p.lost == 0 && p.accepted == p.submitted && p.accepted > 0)
+        .filter_map(|p| p.delivered_tps)
+        .reduce(f64::max);
+    (overall, best)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::accounting::delivered_tps;
+
+    #[test]
+    fn delivered_rates_count_every_phase_and_lossless_ones_for_the_best() {
+        let phase = |accepted, lost, settle_ms: Option<f64>| Phase {
+            accepted,
+            submitted: accepted,
+            lost,
+            submit_seconds: 1.0,
+            settle_ms,
+            delivered_tps: delivered_tps(accepted, 1.0, settle_ms),
+            ..Phase::default()
+        };
+        let phases = [phase(100, 0, Some(1000.0)), phase(300, 1, Some(500.0))];
+        let (overall, best) = delivered(&phases);
+        assert_eq!(overall, Some(400.0 / 3.5));
+        assert_eq!(best, Some(50.0), "the lossy phase is no throughput");
+        assert_eq!(delivered(&[phase(1, 0, None)]), (None, None));
+        let unsettled = [phase(100, 0, Some(1000.0)), phase(1, 0, None)];
+        assert_eq!(delivered(&unsettled), (None, Some(50.0)));
+    }
 }

@@ -195,15 +195,7 @@ impl World {
         } else {
             self.rec.bodies_received as f64 / (submitted * (nodes - 1)) as f64 - 1.0
         };
-        let (announced, duplicates) = self.announcement_entries();
-        let per_delivery = |count: u64| {
-            let deliveries = submitted * nodes.saturating_sub(1);
-            if deliveries == 0 {
-                0.0
-            } else {
-                count as f64 / deliveries as f64
-            }
-        };
+        let (announced, duplicates) = self.announcements_per_delivery(submitted);
         let end_s = (self.now.as_millis() as f64 / 1000.0).max(0.001);
         let membership_bytes = self.rec.warmup.membership + self.rec.measured.membership;
         let partitions = self
@@ -246,8 +238,8 @@ impl World {
             time_ms,
             hops,
             rmr,
-            rmr_announcements: per_delivery(duplicates),
-            announcements_per_delivery: per_delivery(announced),
+            rmr_announcements: duplicates,
+            announcements_per_delivery: announced,
             bytes_per_node_per_tx: metrics::per_node_tx(&self.rec.measured, nodes, submitted),
             membership_bytes_per_node_per_s: membership_bytes as f64 / nodes as f64 / end_s,
             graph: self.graph(),
@@ -260,16 +252,25 @@ impl World {
         }
     }
 
-    /// Announced entries the up nodes received, and those of hashes they already knew.
-    fn announcement_entries(&self) -> (u64, u64) {
+    /// Announced entries the up nodes received, and those of hashes they already knew, per
+    /// delivery (`submitted` x (nodes - 1)).
+    fn announcements_per_delivery(&self, submitted: usize) -> (f64, f64) {
         let cores = self.nodes.iter().filter_map(|n| n.core.as_ref());
-        cores.fold((0, 0), |(all, dup), core| {
+        let (all, dup) = cores.fold((0, 0), |(all, dup), core| {
             let g = core.gossip().stats();
             (
                 all + g.announcements_received,
                 dup + g.duplicate_announcements,
             )
-        })
+        });
+        let deliveries = submitted * self.nodes.len().saturating_sub(1);
+        if deliveries == 0 {
+            return (0.0, 0.0);
+        }
+        (
+            all as f64 / deliveries as f64,
+            dup as f64 / deliveries as f64,
+        )
     }
 
     fn states(&self) -> NodeStates {
