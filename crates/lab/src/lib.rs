@@ -11,7 +11,7 @@
 //! - [`traffic`], [`faults`], [`inject`]: what the lab does to the cluster.
 //! - [`settle`]: waiting until every node holds everything; loss.
 //! - [`run`]: the flows (traffic, queue) start to finish; [`summary`] and [`report`] turn
-//!   measurements into the report.
+//!   measurements into the report, [`accounting`] its wire bytes, RMR and delivered rates.
 //! - [`prom`], [`procfs`]: reading Prometheus text and `/proc`.
 //! - [`attack`]: the attack preset's attackers, ban watch and report section, run by [`run`].
 //! - [`attacker`]: the attacker process (`peer-lab attacker`: flooder, liar, address pusher
@@ -19,6 +19,7 @@
 //! - [`compare`]: the `compare-gossipsub` preset: the same workload on rust-libp2p gossipsub
 //!   (`bench/gossipsub-node`) and on sorcha-peer, one row each.
 
+pub mod accounting;
 pub mod api;
 pub mod attack;
 pub mod attacker;

@@ -6,6 +6,7 @@ use std::fmt::Write;
 
 use serde::Serialize;
 
+use crate::accounting::{Rmr, WireBandwidth};
 use crate::api::TxKey;
 
 /// Lost hashes listed in the report at most (the count is always complete).
@@ -38,6 +39,8 @@ pub struct Report {
     pub propagation_ms: Propagation,
     pub bandwidth: Bandwidth,
     pub duplicate_bodies: Duplicates,
+    /// Duplicates per delivery, of bodies and of announcements.
+    pub rmr: Rmr,
     pub resources: Resources,
     pub per_node: Vec<NodeReport>,
     pub phases: Vec<Phase>,
@@ -48,6 +51,9 @@ pub struct Report {
     pub machine: Machine,
     /// The attack preset's section (else null).
     pub attack: Option<crate::attack::AttackReport>,
+    /// The node settings the preset overrides (`SORCHA_PEER__...`); empty: the shipped
+    /// defaults, timers included.
+    pub node_env: BTreeMap<String, String>,
     /// `--hosts netns`: every byte between the nodes, from the namespaces' interfaces (else
     /// null).
     pub wire: Option<Wire>,
@@ -117,6 +123,11 @@ pub struct Transactions {
     pub settle_ms: Option<f64>,
     /// The highest phase rate achieved with no loss (null: every phase lost something).
     pub throughput_tps: Option<f64>,
+    /// Accepted transactions over the phases' submission and settling time: the rate they
+    /// reached every live node at (null: a phase never settled).
+    pub delivered_tps: Option<f64>,
+    /// The highest phase delivered rate with no loss.
+    pub throughput_delivered_tps: Option<f64>,
     /// From each accepted `POST` to its answer (201/200/202), ms.
     pub submit_latency_ms: SubmitLatency,
 }
@@ -169,6 +180,9 @@ pub struct Bandwidth {
     pub received_bytes_per_node_per_tx: f64,
     pub sent_by_kind: BTreeMap<String, f64>,
     pub received_by_kind: BTreeMap<String, f64>,
+    /// Every byte on the sockets and every message kind (see [`WireBandwidth`]).
+    #[serde(flatten)]
+    pub wire: WireBandwidth,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -198,6 +212,11 @@ pub struct NodeReport {
     pub peak_rss_mib: f64,
     pub sent_bytes: f64,
     pub received_bytes: f64,
+    /// Bytes this node wrote to (read from) its peer sockets during the run.
+    pub wire_sent_bytes: f64,
+    pub wire_received_bytes: f64,
+    /// Bytes of every message it sent (`message_bytes_total{direction="sent"}`).
+    pub messages_sent_bytes: f64,
     pub duplicate_bodies: f64,
     pub peers_known: u64,
     /// Peers in this node's active set at the end.
@@ -225,6 +244,8 @@ pub struct Phase {
     pub submitted_tps: f64,
     pub lost: usize,
     pub settle_ms: Option<f64>,
+    /// `accepted` over submission plus settling time (null: it never settled).
+    pub delivered_tps: Option<f64>,
     /// CPU the nodes (together) and the lab used while this phase submitted.
     pub nodes_cpu_seconds: f64,
     pub lab_cpu_seconds: f64,
@@ -401,6 +422,12 @@ impl Report {
             ms(t.settle_ms),
             ms(t.throughput_tps)
         );
+        let _ = writeln!(
+            out,
+            "  delivered to every node at {} tx/s; best lossless phase delivered {} tx/s",
+            ms(t.delivered_tps),
+            ms(t.throughput_delivered_tps)
+        );
         let l = &t.submit_latency_ms;
         let _ = writeln!(
             out,
@@ -442,6 +469,7 @@ impl Report {
             self.duplicate_bodies.total,
             self.duplicate_bodies.per_tx
         );
+        crate::accounting::write_costs(&b.wire, &self.rmr, out);
         if let Some(w) = &self.wire {
             let _ = writeln!(
                 out,
@@ -461,12 +489,13 @@ impl Report {
         for ph in &self.phases {
             let _ = writeln!(
                 out,
-                "  phase at {:>6.0} tx/s: {} accepted at {:.0} tx/s, {} lost, settled {} ms",
+                "  phase at {:>6.0} tx/s: {} accepted at {:.0} tx/s, {} lost, settled {} ms, delivered at {} tx/s",
                 ph.rate_target_tps,
                 ph.accepted,
                 ph.submitted_tps,
                 ph.lost,
-                ms(ph.settle_ms)
+                ms(ph.settle_ms),
+                ms(ph.delivered_tps)
             );
         }
     }
@@ -576,6 +605,8 @@ mod tests {
             "propagation_ms",
             "bandwidth",
             "duplicate_bodies",
+            "rmr",
+            "node_env",
             "resources",
             "per_node",
             "phases",
@@ -585,10 +616,15 @@ mod tests {
             assert!(json.get(key).is_some(), "{key} missing");
         }
         assert!(json["propagation_ms"]["nodes_90"].get("p95").is_some());
-        assert!(
-            json["bandwidth"]
-                .get("sent_bytes_per_node_per_tx")
-                .is_some()
-        );
+        for key in [
+            "sent_bytes_per_node_per_tx",
+            "wire_sent_bytes_per_node_per_tx",
+            "wire_received_bytes_per_node_per_tx",
+            "messages_sent_bytes_per_node_per_tx",
+        ] {
+            assert!(json["bandwidth"].get(key).is_some(), "bandwidth.{key}");
+        }
+        assert!(json["rmr"].get("announcements").is_some());
+        assert!(json["transactions"].get("delivered_tps").is_some());
     }
 }

@@ -8,9 +8,13 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 /// The presets shipped with the lab, by name.
-pub const PRESETS: [(&str, &str); 12] = [
+pub const PRESETS: [(&str, &str); 13] = [
     ("smoke", include_str!("../presets/smoke.toml")),
     ("propagation", include_str!("../presets/propagation.toml")),
+    (
+        "propagation-fast",
+        include_str!("../presets/propagation-fast.toml"),
+    ),
     ("scale", include_str!("../presets/scale.toml")),
     ("partition", include_str!("../presets/partition.toml")),
     ("churn", include_str!("../presets/churn.toml")),

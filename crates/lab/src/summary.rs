@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::accounting::{self, sum_where};
 use crate::api::{Status, TxKey};
 use crate::cluster::{Cluster, Usage};
 use crate::observe::Observations;
@@ -81,6 +82,7 @@ pub async fn build(
     let memory =
         (scenario.inject_peers > 0).then(|| memory(scenario, &per_node[0], &polled.held[0]));
     let usage = &polled.usage;
+    let scrapes: Vec<&Scrape> = usage.iter().map(|u| &u.metrics).collect();
     let lost_total = m.lost.len();
     Report {
         preset: scenario.name.clone(),
@@ -99,6 +101,7 @@ pub async fn build(
         startup: m.startup,
         propagation_ms: propagation(&m.accepted, &arrivals, n),
         bandwidth: bandwidth(usage, n, accepted),
+        rmr: accounting::rmr(&scrapes, n, accepted),
         duplicate_bodies: Duplicates {
             total: total(usage, "duplicate_bodies_total"),
             per_tx: per_tx(total(usage, "duplicate_bodies_total")),
@@ -110,6 +113,7 @@ pub async fn build(
         queue: m.queue,
         memory,
         faults: m.faults,
+        node_env: node_env(scenario),
         ..Report::default()
     }
 }
@@ -165,6 +169,19 @@ fn node_reports(
             peak_rss_mib: usage[i].peak_rss_kib as f64 / KIB_PER_MIB,
             sent_bytes: usage[i].metrics.sum("bandwidth_sent_bytes"),
             received_bytes: usage[i].metrics.sum("bandwidth_received_bytes"),
+            wire_sent_bytes: sum_where(&usage[i].metrics, "wire_bytes_total", "direction", "sent"),
+            wire_received_bytes: sum_where(
+                &usage[i].metrics,
+                "wire_bytes_total",
+                "direction",
+                "received",
+            ),
+            messages_sent_bytes: sum_where(
+                &usage[i].metrics,
+                "message_bytes_total",
+                "direction",
+                "sent",
+            ),
             duplicate_bodies: usage[i].metrics.sum("duplicate_bodies_total"),
             peers_known: status[i].as_ref().map_or(0, |s| s.peers_known),
             peers_active: status[i].as_ref().map_or(0, |s| s.peers_active),
@@ -204,6 +221,7 @@ fn transactions(m: &Measured, size: usize) -> Transactions {
         .filter(|p| p.lost == 0 && p.accepted == p.submitted && p.accepted > 0)
         .map(|p| p.submitted_tps)
         .reduce(f64::max);
+    let (delivered_tps, throughput_delivered_tps) = delivered(&m.phases);
     Transactions {
         submitted: m.submitted,
         accepted,
@@ -218,6 +236,8 @@ fn transactions(m: &Measured, size: usize) -> Transactions {
             .map(|p| p.settle_ms)
             .try_fold(0.0f64, |a, s| s.map(|s| a.max(s))),
         throughput_tps: throughput,
+        delivered_tps,
+        throughput_delivered_tps,
         submit_latency_ms: SubmitLatency::of(
             m.accepted
                 .iter()
@@ -317,7 +337,22 @@ fn bandwidth(usage: &[Usage], nodes: usize, accepted: usize) -> Bandwidth {
         received_bytes_per_node_per_tx: total(usage, "bandwidth_received_bytes") / scale,
         sent_by_kind: by_kind("bandwidth_sent_bytes"),
         received_by_kind: by_kind("bandwidth_received_bytes"),
+        wire: accounting::wire_bandwidth(
+            &usage.iter().map(|u| &u.metrics).collect::<Vec<_>>(),
+            nodes,
+            accepted,
+        ),
     }
+}
+
+/// The node settings `scenario` overrides: the `SORCHA_PEER__` variables it sets.
+fn node_env(scenario: &Scenario) -> BTreeMap<String, String> {
+    scenario
+        .env
+        .iter()
+        .filter(|(k, _)| k.starts_with("SORCHA_PEER__"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 /// Counters that explain a node's figures: what it dropped, repaired, refused, failed.
@@ -349,4 +384,47 @@ fn counters(usage: &Usage) -> BTreeMap<String, f64> {
         }
     }
     out
+}
+
+/// The run's delivered rate over all its phases (their submission and settling times
+/// added), and the highest of a phase that lost nothing; `None`s when a phase never settled.
+pub fn delivered(phases: &[Phase]) -> (Option<f64>, Option<f64>) {
+    let seconds: Option<f64> = phases
+        .iter()
+        .map(|p| Some(p.submit_seconds + p.settle_ms? / 1000.0))
+        .sum();
+    let accepted: usize = phases.iter().map(|p| p.accepted).sum();
+    let overall = seconds.filter(|s| *s > 0.0).map(|s| accepted as f64 / s);
+    let best = phases
+        .iter()
+        .filter(|p| p.lost == 0 && p.accepted == p.submitted && p.accepted > 0)
+        .filter_map(|p| p.delivered_tps)
+        .reduce(f64::max);
+    (overall, best)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::accounting::delivered_tps;
+
+    #[test]
+    fn delivered_rates_count_every_phase_and_lossless_ones_for_the_best() {
+        let phase = |accepted, lost, settle_ms: Option<f64>| Phase {
+            accepted,
+            submitted: accepted,
+            lost,
+            submit_seconds: 1.0,
+            settle_ms,
+            delivered_tps: delivered_tps(accepted, 1.0, settle_ms),
+            ..Phase::default()
+        };
+        let phases = [phase(100, 0, Some(1000.0)), phase(300, 1, Some(500.0))];
+        let (overall, best) = delivered(&phases);
+        assert_eq!(overall, Some(400.0 / 3.5));
+        assert_eq!(best, Some(50.0), "the lossy phase is no throughput");
+        assert_eq!(delivered(&[phase(1, 0, None)]), (None, None));
+        let unsettled = [phase(100, 0, Some(1000.0)), phase(1, 0, None)];
+        assert_eq!(delivered(&unsettled), (None, Some(50.0)));
+    }
 }

@@ -20,8 +20,9 @@ use sorcha_peer_core::membership::{
 use sorcha_peer_core::model::{Caller, NodeState, Timestamp, TxHash, TxId};
 use sorcha_peer_core::node::Event;
 
+use crate::metrics::Kind;
 use crate::network::Transit;
-use crate::wire;
+use crate::wire::{self, Carriage};
 use crate::world::{Ev, Role, World, index_of_address, index_of_id};
 
 impl World {
@@ -47,7 +48,8 @@ impl World {
         let deadline = now.saturating_add(self.config.membership.peer_timeout);
         let epoch = self.nodes[n].epoch;
         let bytes = wire::request_len(&request, &self.nodes[n].id, now);
-        self.rec.traffic().membership += bytes as u64;
+        let kind = membership_kind(&request);
+        self.rec.traffic().add(kind, bytes, Carriage::CallRequest);
         self.rec.count(match request {
             Request::Register { .. } => "requests_register",
             Request::GetPeerList { .. } => "requests_get_peer_list",
@@ -139,6 +141,7 @@ impl World {
             self.queue.push(ev.0, ev.1);
             return;
         }
+        let kind = membership_kind(&request);
         let result = self.answer(to, from, request);
         self.drain(to);
         let bytes = match (&result, &self.nodes[to].core) {
@@ -148,7 +151,7 @@ impl World {
             }
             _ => wire::ERROR_LEN,
         };
-        self.rec.traffic().membership += bytes as u64;
+        self.rec.traffic().add(kind, bytes, Carriage::CallAnswer);
         let now = self.now;
         match self.net.transit(to, from, bytes) {
             Transit::Arrives(d) if now.saturating_add(d) <= deadline => {
@@ -252,15 +255,20 @@ impl World {
         } else {
             wire::fetch_answer_len
         };
+        let carriage = if unary {
+            Carriage::CallAnswer
+        } else {
+            Carriage::Stream
+        };
         let bytes = match &result {
             Ok(body) => {
                 let bytes = answer_len(id, Some(body));
-                self.rec.traffic().bodies += bytes as u64;
+                self.rec.traffic().add(Kind::Bodies, bytes, carriage);
                 bytes
             }
             Err(_) => {
                 let bytes = answer_len(id, None);
-                self.rec.traffic().fetch_requests += bytes as u64;
+                self.rec.traffic().add(Kind::FetchRequests, bytes, carriage);
                 bytes
             }
         };
@@ -363,5 +371,13 @@ fn link_drop_name(kind: DropKind) -> &'static str {
         DropKind::SpeakersFull => "link_dropped_speakers_full",
         DropKind::SorchaOnlyFull => "link_dropped_sorcha_only_full",
         DropKind::NotSpoken => "link_dropped_not_spoken",
+    }
+}
+
+/// Heartbeats apart from the rest of membership.
+fn membership_kind(request: &Request) -> Kind {
+    match request {
+        Request::Heartbeat { .. } => Kind::Heartbeats,
+        _ => Kind::Membership,
     }
 }

@@ -9,8 +9,11 @@
 //!   transactions that got that far (`unreached` counts the others);
 //! - *RMR*: bodies received (fetch answers with a body, pushes) / (transactions x (nodes - 1))
 //!   - 1: 0 means every node received each body exactly once;
+//! - *RMR of announcements*: announced entries of already known hashes / (transactions x
+//!   (nodes - 1)): the duplicate announcements each delivery cost;
 //! - *bytes per node per transaction*: bytes sent from the first submission to the end, by
-//!   kind, over nodes x transactions (sizes: `wire.rs`).
+//!   kind, over nodes x transactions (sizes: `wire.rs`); `all` adds the framing estimate
+//!   (HTTP/2 frames and headers, TCP/IP headers: `wire::framing_len`) to the messages.
 
 use std::collections::BTreeMap;
 
@@ -18,6 +21,7 @@ use serde::Serialize;
 use sorcha_peer_core::model::{Timestamp, TxHash};
 
 use crate::graph::GraphQuality;
+use crate::wire::{Carriage, framing_len};
 
 /// `TxRecord::first` of a node that never received the transaction.
 pub const NEVER: u32 = u32::MAX;
@@ -53,13 +57,46 @@ pub struct Traffic {
     pub fetch_requests: u64,
     /// Fetch answers and pushes (the bodies).
     pub bodies: u64,
-    /// Membership requests and answers.
+    /// Membership requests and answers (heartbeats included).
     pub membership: u64,
+    /// Of `membership`, heartbeats and their answers.
+    pub heartbeats: u64,
+    /// What the transport adds to all of the above (estimated: [`framing_len`]).
+    pub framing: u64,
+}
+
+/// What a message is, for [`Traffic::add`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Announcements,
+    AntiEntropy,
+    FetchRequests,
+    Bodies,
+    Membership,
+    Heartbeats,
 }
 
 impl Traffic {
+    /// The messages' bytes (protobuf and gRPC prefix), framing left out.
     pub fn total(&self) -> u64 {
         self.announcements + self.anti_entropy + self.fetch_requests + self.bodies + self.membership
+    }
+
+    /// A `bytes`-byte message of `kind` sent as `carriage` says, and its framing.
+    pub fn add(&mut self, kind: Kind, bytes: usize, carriage: Carriage) {
+        let field = match kind {
+            Kind::Announcements => &mut self.announcements,
+            Kind::AntiEntropy => &mut self.anti_entropy,
+            Kind::FetchRequests => &mut self.fetch_requests,
+            Kind::Bodies => &mut self.bodies,
+            Kind::Membership => &mut self.membership,
+            Kind::Heartbeats => {
+                self.heartbeats += bytes as u64;
+                &mut self.membership
+            }
+        };
+        *field += bytes as u64;
+        self.framing += framing_len(bytes, carriage) as u64;
     }
 }
 
@@ -169,7 +206,17 @@ pub struct PerNodeTx {
     pub fetch_requests: f64,
     pub bodies: f64,
     pub membership: f64,
+    /// Of `membership`, heartbeats and their answers.
+    pub heartbeats: f64,
+    /// The messages: the five kinds above (protobuf and gRPC prefix).
     pub total: f64,
+    /// The framing estimate: HTTP/2 frame and header bytes, TCP/IP headers.
+    pub framing: f64,
+    /// Every byte on the wire: `total` + `framing`.
+    pub all: f64,
+    /// The gossip share of `all`: announcements, anti-entropy, fetches, bodies, with their
+    /// framing pro rata.
+    pub gossip_all: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -204,6 +251,12 @@ pub struct Report {
     pub time_ms: Spreads,
     pub hops: Spreads,
     pub rmr: f64,
+    /// Announced entries of hashes already known, per delivery (transactions x (nodes - 1)):
+    /// the announcements' RMR.
+    pub rmr_announcements: f64,
+    /// Announced entries received in all, per delivery (1 + `rmr_announcements` when every
+    /// delivery was announced once before it was known).
+    pub announcements_per_delivery: f64,
     pub bytes_per_node_per_tx: PerNodeTx,
     /// Membership bytes per node per second over the whole run (warm-up included).
     pub membership_bytes_per_node_per_s: f64,
@@ -283,8 +336,22 @@ pub fn per_node_tx(t: &Traffic, nodes: usize, txs: usize) -> PerNodeTx {
         fetch_requests: t.fetch_requests as f64 / per,
         bodies: t.bodies as f64 / per,
         membership: t.membership as f64 / per,
+        heartbeats: t.heartbeats as f64 / per,
         total: t.total() as f64 / per,
+        framing: t.framing as f64 / per,
+        all: (t.total() + t.framing) as f64 / per,
+        gossip_all: gossip_all(t) / per,
     }
+}
+
+/// The gossip kinds' bytes with their share of the framing.
+fn gossip_all(t: &Traffic) -> f64 {
+    let messages = t.total();
+    if messages == 0 {
+        return 0.0;
+    }
+    let gossip = (messages - t.membership) as f64;
+    gossip + t.framing as f64 * gossip / messages as f64
 }
 
 #[cfg(test)]
@@ -331,6 +398,21 @@ mod tests {
                 .unreached,
             0
         );
+    }
+
+    #[test]
+    fn all_bytes_are_the_messages_and_their_framing() {
+        let mut t = Traffic::default();
+        t.add(Kind::Announcements, 100, Carriage::Stream);
+        t.add(Kind::Heartbeats, 60, Carriage::CallRequest);
+        t.add(Kind::Membership, 40, Carriage::CallAnswer);
+        assert_eq!((t.membership, t.heartbeats, t.total()), (100, 60, 200));
+        let framing = 49 + (9 + 29 + 40) + (9 + 28 + 40);
+        assert_eq!(t.framing, framing);
+        let p = per_node_tx(&t, 2, 1);
+        assert_eq!(p.all, (200 + framing) as f64 / 2.0);
+        // Gossip is half the messages, so half the framing.
+        assert_eq!(p.gossip_all, (100.0 + framing as f64 / 2.0) / 2.0);
     }
 
     #[test]

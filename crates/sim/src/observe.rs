@@ -195,10 +195,46 @@ impl World {
         } else {
             self.rec.bodies_received as f64 / (submitted * (nodes - 1)) as f64 - 1.0
         };
+        let (announced, duplicates) = self.announcements_per_delivery(submitted);
         let end_s = (self.now.as_millis() as f64 / 1000.0).max(0.001);
         let membership_bytes = self.rec.warmup.membership + self.rec.measured.membership;
-        let partitions = self
-            .rec
+        let partitions = self.heal_reports(&complete_at);
+        Report {
+            scenario: self.scenario.name.clone(),
+            seed: self.seed,
+            nodes,
+            end_ms: self.now.as_millis(),
+            live_honest_nodes: m,
+            transactions: TxSummary {
+                submitted,
+                complete,
+                lost: submitted - complete,
+            },
+            coverage: self.coverage(&counted),
+            time_ms,
+            hops,
+            rmr,
+            rmr_announcements: duplicates,
+            announcements_per_delivery: announced,
+            bytes_per_node_per_tx: metrics::per_node_tx(&self.rec.measured, nodes, submitted),
+            membership_bytes_per_node_per_s: membership_bytes as f64 / nodes as f64 / end_s,
+            graph: self.graph(),
+            states: self.states(),
+            partitions,
+            counters: self.counters(),
+            timeline: self.rec.timeline.clone(),
+            events_processed: self.queue.pushed() - self.queue.len() as u64,
+            attack: self.attack_report(),
+        }
+    }
+
+    /// Per heal: when it happened, how long until every transaction submitted before it was on
+    /// every counted node, and until the graph was whole again.
+    fn heal_reports(
+        &self,
+        complete_at: &dyn Fn(&metrics::TxRecord) -> Option<u64>,
+    ) -> Vec<HealReport> {
+        self.rec
             .heals
             .iter()
             .map(|h| {
@@ -221,32 +257,28 @@ impl World {
                         .map(|at| at.since(h.at).as_millis() as u64),
                 }
             })
-            .collect();
-        Report {
-            scenario: self.scenario.name.clone(),
-            seed: self.seed,
-            nodes,
-            end_ms: self.now.as_millis(),
-            live_honest_nodes: m,
-            transactions: TxSummary {
-                submitted,
-                complete,
-                lost: submitted - complete,
-            },
-            coverage: self.coverage(&counted),
-            time_ms,
-            hops,
-            rmr,
-            bytes_per_node_per_tx: metrics::per_node_tx(&self.rec.measured, nodes, submitted),
-            membership_bytes_per_node_per_s: membership_bytes as f64 / nodes as f64 / end_s,
-            graph: self.graph(),
-            states: self.states(),
-            partitions,
-            counters: self.counters(),
-            timeline: self.rec.timeline.clone(),
-            events_processed: self.queue.pushed() - self.queue.len() as u64,
-            attack: self.attack_report(),
+            .collect()
+    }
+
+    /// Announced entries the up nodes received, and those of hashes they already knew, per
+    /// delivery (`submitted` x (nodes - 1)).
+    fn announcements_per_delivery(&self, submitted: usize) -> (f64, f64) {
+        let cores = self.nodes.iter().filter_map(|n| n.core.as_ref());
+        let (all, dup) = cores.fold((0, 0), |(all, dup), core| {
+            let g = core.gossip().stats();
+            (
+                all + g.announcements_received,
+                dup + g.duplicate_announcements,
+            )
+        });
+        let deliveries = submitted * self.nodes.len().saturating_sub(1);
+        if deliveries == 0 {
+            return (0.0, 0.0);
         }
+        (
+            all as f64 / deliveries as f64,
+            dup as f64 / deliveries as f64,
+        )
     }
 
     fn states(&self) -> NodeStates {

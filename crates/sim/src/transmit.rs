@@ -17,8 +17,9 @@ use sorcha_peer_core::link::{Outcome, Pull, Via, What};
 use sorcha_peer_core::membership::Contact;
 use sorcha_peer_core::model::{PeerId, Timestamp};
 
+use crate::metrics::Kind;
 use crate::network::Transit;
-use crate::wire;
+use crate::wire::{self, Carriage};
 use crate::world::{Ev, Role, World, index_of_id};
 
 impl World {
@@ -156,7 +157,8 @@ impl World {
                 // carry the whole hash: a little more).
                 let message = GossipMessage::Announce { entries };
                 let bytes = self.gossip_bytes(n, target, &message, true);
-                self.rec.traffic().announcements += bytes as u64;
+                let call = Carriage::CallRequest;
+                self.rec.traffic().add(Kind::Announcements, bytes, call);
                 let GossipMessage::Announce { entries } = message else {
                     unreachable!("built above")
                 };
@@ -181,16 +183,19 @@ impl World {
         message: GossipMessage,
         unary: bool,
     ) -> Option<std::time::Duration> {
-        let bytes = self.gossip_bytes(n, target, &message, unary) as u64;
-        let traffic = self.rec.traffic();
-        match &message {
-            GossipMessage::Announce { .. } => traffic.announcements += bytes,
-            GossipMessage::Push { .. } => traffic.bodies += bytes,
-            GossipMessage::Digest { .. } | GossipMessage::DigestReply { .. } => {
-                traffic.anti_entropy += bytes
-            }
-        }
-        let Transit::Arrives(d) = self.net.transit(n, target, bytes as usize) else {
+        let bytes = self.gossip_bytes(n, target, &message, unary);
+        let kind = match &message {
+            GossipMessage::Announce { .. } => Kind::Announcements,
+            GossipMessage::Push { .. } => Kind::Bodies,
+            GossipMessage::Digest { .. } | GossipMessage::DigestReply { .. } => Kind::AntiEntropy,
+        };
+        let carriage = if unary {
+            Carriage::CallRequest
+        } else {
+            Carriage::Stream
+        };
+        self.rec.traffic().add(kind, bytes, carriage);
+        let Transit::Arrives(d) = self.net.transit(n, target, bytes) else {
             return None;
         };
         let ev = Ev::Gossip {
@@ -222,7 +227,8 @@ impl World {
     ) -> Option<std::time::Duration> {
         let ids: Vec<_> = pulls.iter().map(|p| p.id).collect();
         let bytes = wire::fetch_batch_len(&ids);
-        self.rec.traffic().fetch_requests += bytes as u64;
+        let stream = Carriage::Stream;
+        self.rec.traffic().add(Kind::FetchRequests, bytes, stream);
         let transit = self.net.transit(n, target, bytes);
         let epoch = self.nodes[n].epoch;
         for pull in &pulls {
@@ -252,7 +258,8 @@ impl World {
     /// One unary `GetTransaction` call.
     fn pull(&mut self, n: usize, target: usize, pull: Pull, unary: bool) {
         let bytes = wire::unary_fetch_request_len(pull.id, &self.nodes[n].id);
-        self.rec.traffic().fetch_requests += bytes as u64;
+        let call = Carriage::CallRequest;
+        self.rec.traffic().add(Kind::FetchRequests, bytes, call);
         let deadline = self.fetch_deadline(pull.size);
         let ev = match self.net.transit(n, target, bytes) {
             Transit::Arrives(d) if self.now.saturating_add(d) <= deadline => {

@@ -1,7 +1,8 @@
 //! Bytes on the wire of what the simulator carries, by the daemon's own encoding
 //! (`sorcha-peer-wire`): each message is built as the daemon builds it and its protobuf
 //! encoding measured, plus gRPC's 5-byte prefix, as the daemon's bandwidth metrics count it.
-//! HTTP/2 framing and TLS are not counted, on either side of the comparison.
+//! What gRPC's transport adds below the messages (HTTP/2 frames, headers, TCP/IP) is
+//! estimated apart, per message, by [`framing_len`]; TLS is not counted.
 //!
 //! Timestamps on the wire are wall-clock milliseconds (6-byte varints today); simulated time
 //! starts at 0, so every timestamp a message carries is moved to [`WALL_CLOCK_AT_START`]
@@ -110,6 +111,49 @@ pub fn fetch_answer_len(id: TxId, body: Option<&[u8]>) -> usize {
     size::fetch_answer_len(id, body)
 }
 
+/// How a message travels, for [`framing_len`]: on an open stream (DATA frames only), or as
+/// the request or the answer of a unary call (which add their header blocks).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Carriage {
+    Stream,
+    CallRequest,
+    CallAnswer,
+}
+
+/// An HTTP/2 frame's header (RFC 9113 4.1): every DATA and HEADERS frame has one.
+pub const HTTP2_FRAME_HEADER: usize = 9;
+/// HTTP/2's default largest frame payload (SETTINGS_MAX_FRAME_SIZE); larger messages split.
+pub const HTTP2_MAX_FRAME: usize = 16_384;
+/// IPv4 and TCP headers without options, per packet (Linux adds a 12-byte timestamp option,
+/// not counted: the estimate is the low end).
+pub const TCP_IP_HEADERS: usize = 40;
+/// Payload per TCP segment on a 1,500-byte MTU.
+pub const MSS: usize = 1_460;
+/// A unary call's request header block (HPACK, `:path`, `content-type`, `te`, ...) once the
+/// connection's dynamic table holds the repeated fields: an estimate (the first call on a
+/// connection sends ~150 bytes).
+pub const CALL_REQUEST_HEADERS: usize = 20;
+/// A unary answer's header block (`:status`, `content-type`) plus its trailers
+/// (`grpc-status`), each in its own HEADERS frame: an estimate, as above.
+pub const CALL_ANSWER_HEADERS: usize = 5 + HTTP2_FRAME_HEADER + 5;
+
+/// Bytes the transport adds to a `message`-byte gRPC message (its protobuf and 5-byte
+/// prefix, as counted everywhere else): HTTP/2 frame headers, a call's header blocks, and
+/// TCP/IP headers for the packets it fills. Each message is taken to go in packets of its
+/// own: under load the kernel packs several in one (fewer headers), while pure ACKs, which
+/// this leaves out, add some back.
+pub fn framing_len(message: usize, carriage: Carriage) -> usize {
+    let data_frames = message.div_ceil(HTTP2_MAX_FRAME).max(1);
+    let headers = match carriage {
+        Carriage::Stream => 0,
+        Carriage::CallRequest => HTTP2_FRAME_HEADER + CALL_REQUEST_HEADERS,
+        Carriage::CallAnswer => HTTP2_FRAME_HEADER + CALL_ANSWER_HEADERS,
+    };
+    let http2 = data_frames * HTTP2_FRAME_HEADER + headers;
+    let packets = (message + http2).div_ceil(MSS);
+    http2 + packets * TCP_IP_HEADERS
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,5 +190,18 @@ mod tests {
         let now = Timestamp::from_millis(9);
         let one = response_len(&list(1), &id, 8, now) - response_len(&list(0), &id, 8, now);
         assert!((60..100).contains(&one), "a PeerInfo is ~80 bytes: {one}");
+    }
+
+    #[test]
+    fn framing_is_frame_headers_call_headers_and_a_packet_header_each() {
+        // A 100-byte message on a stream: one DATA frame, one packet.
+        assert_eq!(framing_len(100, Carriage::Stream), 9 + 40);
+        // As a call: its HEADERS frame and block too.
+        assert_eq!(framing_len(100, Carriage::CallRequest), 9 + 9 + 20 + 40);
+        assert_eq!(framing_len(100, Carriage::CallAnswer), 9 + 9 + 19 + 40);
+        // 20,000 bytes: two DATA frames, 14 packets.
+        assert_eq!(framing_len(20_000, Carriage::Stream), 2 * 9 + 14 * 40);
+        // An empty answer (a refusal's trailers) still takes a packet.
+        assert_eq!(framing_len(0, Carriage::CallAnswer), 9 + 9 + 19 + 40);
     }
 }

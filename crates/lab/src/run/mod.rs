@@ -381,6 +381,7 @@ fn phase(rate: f64, batch: &Batch, accepted: usize, lost: usize, settle_ms: Opti
         submitted_tps: per_second(accepted, batch.outcome.seconds),
         lost,
         settle_ms,
+        delivered_tps: crate::accounting::delivered_tps(accepted, batch.outcome.seconds, settle_ms),
         nodes_cpu_seconds: batch.nodes_cpu,
         lab_cpu_seconds: batch.lab_cpu,
     }

@@ -14,6 +14,7 @@ use sorcha_peer_core::gossip::GossipStats;
 use sorcha_peer_core::membership::MembershipStats;
 
 use super::otlp::{self, OtlpError};
+use super::wire::wire_counter;
 use crate::address::AddressReport;
 use crate::config::TelemetryConfig;
 
@@ -55,6 +56,7 @@ macro_rules! instrument_type {
     (labelled_gauge) => { Gauge<i64> };
     (counter) => { Counter<u64> };
     (seconds_histogram) => { Histogram<f64> };
+    (wire_counter) => { std::sync::Arc<super::wire::WireBytes> };
 }
 
 instruments! {
@@ -144,6 +146,16 @@ instruments! {
     duplicate_bodies_total: counter(
         "duplicate_bodies_total",
         "Bodies received for transactions already known"
+    ),
+    /// Announced entries received (one per transaction hash an announcement names), and
+    /// those of transactions this node already knew: the announcements' redundancy.
+    announcements_received_total: counter(
+        "announcements_received_total",
+        "Announced transaction entries received from peers"
+    ),
+    duplicate_announcements_total: counter(
+        "duplicate_announcements_total",
+        "Announced entries of transactions already known"
     ),
     /// Bodies pulled from peers.
     transaction_pulls_total: counter("transaction_pulls_total", "Bodies pulled from peers"),
@@ -310,6 +322,20 @@ instruments! {
         "dials_deferred_total",
         "Dials of peers learnt from others held back or skipped, by reason"
     ),
+    /// Every byte written to (`direction="sent"`) and read from (`received`) the TCP sockets
+    /// of the peer port and of our dials: TLS, HTTP/2 and gRPC framing included, TCP/IP
+    /// headers not (see [`super::wire`]).
+    wire_bytes_total: wire_counter(
+        "wire_bytes_total",
+        "Bytes written to and read from peer sockets, by direction"
+    ),
+    /// Every message to and from peers as gRPC carries it (protobuf and the 5-byte prefix),
+    /// by `kind` and `direction`: the bandwidth counters' kinds plus `membership` (discovery
+    /// calls and answers) and `heartbeat` (unary and streamed heartbeats and answers).
+    message_bytes_total: counter(
+        "message_bytes_total",
+        "Bytes of messages to and from peers, by kind and direction"
+    ),
 }
 
 /// A gauge shown (at 0) from the start.
@@ -456,15 +482,30 @@ impl Metrics {
     ///   membership and heartbeat calls, the heartbeats on a stream, the acks of unary calls;
     /// - a message read as it arrives (refused or not); a message sent once it is queued on a
     ///   stream or its unary call is answered (retries count once).
+    ///
+    /// Each also counts in `message_bytes_total`, which [`Metrics::record_message`] completes
+    /// with what these leave out.
     pub fn record_sent(&self, kind: &'static str, bytes: u64) {
         self.bandwidth_sent_bytes
             .add(bytes, &[KeyValue::new("kind", kind)]);
+        self.record_message(kind, "sent", bytes);
     }
 
     /// Bytes received from peers, by message kind, counted as [`Metrics::record_sent`] says.
     pub fn record_received(&self, kind: &'static str, bytes: u64) {
         self.bandwidth_received_bytes
             .add(bytes, &[KeyValue::new("kind", kind)]);
+        self.record_message(kind, "received", bytes);
+    }
+
+    /// `message_bytes_total` alone, for the messages the gossip bandwidth counters leave out
+    /// (membership calls, heartbeats, their answers). `direction` is `sent` or `received`.
+    pub fn record_message(&self, kind: &'static str, direction: &'static str, bytes: u64) {
+        let labels = [
+            KeyValue::new("kind", kind),
+            KeyValue::new("direction", direction),
+        ];
+        self.message_bytes_total.add(bytes, &labels);
     }
 
     /// Adds what the gossip core's cumulative counters gained since the last call.
@@ -473,9 +514,15 @@ impl Metrics {
             return;
         };
         let (now, before) = (stats, &*reported);
-        let unlabelled: [(_, StatField); 5] = [
+        let unlabelled: [(_, StatField); 7] = [
             (&self.gossip_rounds_total, |s| s.announce_messages_sent),
             (&self.duplicate_bodies_total, |s| s.duplicate_bodies),
+            (&self.announcements_received_total, |s| {
+                s.announcements_received
+            }),
+            (&self.duplicate_announcements_total, |s| {
+                s.duplicate_announcements
+            }),
             (&self.transaction_pulls_total, |s| s.fetches),
             (&self.verification_failures_total, |s| s.bad_bodies),
             (&self.anti_entropy_repairs_total, |s| s.anti_entropy_repairs),

@@ -7,7 +7,9 @@
 //!   [`links`]: each peer's link worker, which makes one attempt per transmission.
 //! - [`tls`]: TLS on the peer port and on our dials, and what a connection proves.
 //! - [`limits`]: per-peer rate limits, the upload budget, and both ports' connection limits.
+//! - [`counted`]: the socket wrapper that counts every byte of the peer port and our dials.
 
+pub mod counted;
 pub mod grpc;
 pub mod limits;
 pub mod links;

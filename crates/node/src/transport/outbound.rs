@@ -345,7 +345,8 @@ impl Outbound {
             let (result, used) = if via == Via::Rest {
                 over_rest().await
             } else {
-                let call = call(channel, request.clone(), (&self_id, &registers), max_tx);
+                let ours = (&self_id, &registers[..]);
+                let call = call(channel, request.clone(), ours, max_tx, &metrics);
                 let grpc = tokio::time::timeout(timeout, call).await;
                 match grpc {
                     Ok(Ok(response)) => (Ok(response), Via::Unary),
@@ -490,21 +491,31 @@ fn failure(status: &Status) -> Failure {
     }
 }
 
-/// One membership call; our registers ride in our PeerInfo and heartbeats.
+/// One membership call; our registers ride in our PeerInfo and heartbeats. Both ways are
+/// counted in `message_bytes_total` once answered (as the gossip counters count unary calls).
 async fn call(
     channel: Channel,
     request: Request,
     (self_id, own): (&PeerId, &[RegisterAd]),
     max_tx: u32,
+    metrics: &Metrics,
 ) -> Result<Response, Status> {
     let mut discovery =
         PeerDiscoveryClient::new(channel.clone()).max_decoding_message_size(MAX_ANSWER);
-    let answer = match rpc::Call::new(&request, self_id, now()) {
-        rpc::Call::Ping(m) => rpc::Answer::Pong(discovery.ping(m).await?.into_inner()),
-        rpc::Call::Register(mut m) => {
+    let mut call = rpc::Call::new(&request, self_id, now());
+    match &mut call {
+        rpc::Call::Register(m) => {
             if let Some(info) = &mut m.peer_info {
                 info.advertised_registers = registers::to_peer_info(own);
             }
+        }
+        rpc::Call::Heartbeat(m) => m.advertised_registers = registers::to_heartbeat(own),
+        _ => {}
+    }
+    let (kind, sent) = (call_kind(&call), call.wire_len() as u64);
+    let answer = match call {
+        rpc::Call::Ping(m) => rpc::Answer::Pong(discovery.ping(m).await?.into_inner()),
+        rpc::Call::Register(m) => {
             rpc::Answer::Registered(discovery.register_peer(m).await?.into_inner())
         }
         rpc::Call::GetPeerList(m) => {
@@ -513,16 +524,25 @@ async fn call(
         rpc::Call::ExchangePeers(m) => {
             rpc::Answer::Exchanged(discovery.exchange_peers(m).await?.into_inner())
         }
-        rpc::Call::Heartbeat(mut m) => {
-            m.advertised_registers = registers::to_heartbeat(own);
+        rpc::Call::Heartbeat(m) => {
             let mut heartbeat =
                 PeerHeartbeatClient::new(channel).max_decoding_message_size(MAX_ANSWER);
             rpc::Answer::Heartbeat(heartbeat.send_heartbeat(m).await?.into_inner())
         }
     };
+    metrics.record_message(kind, "sent", sent);
+    metrics.record_message(kind, "received", answer.wire_len() as u64);
     answer
         .into_response(max_tx)
         .map_err(|e| Status::invalid_argument(e.to_string()))
+}
+
+/// The `kind` of a membership call in `message_bytes_total`.
+fn call_kind(call: &rpc::Call) -> &'static str {
+    match call {
+        rpc::Call::Heartbeat(_) => "heartbeat",
+        _ => "membership",
+    }
 }
 
 /// The whole envelope of our going-away (a unary call carries it all).

@@ -330,9 +330,11 @@ impl PeerCommunication for CommunicationService {
                             timestamp: now().to_wire(),
                             ..Default::default()
                         };
+                        let bytes = wire_len(&heartbeat);
                         if tx.send(Ok(heartbeat)).await.is_err() {
                             return;
                         }
+                        service.node.metrics().record_message("heartbeat", "sent", bytes);
                     }
                 }
             }

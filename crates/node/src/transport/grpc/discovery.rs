@@ -39,10 +39,13 @@ impl DiscoveryService {
         }
     }
 
-    /// Every membership call counts against its peer's membership rate (and byte rate).
+    /// Every membership call counts against its peer's membership rate (and byte rate), and
+    /// in `message_bytes_total` as it arrives.
     async fn admit<T: prost::Message>(&self, request: &Request<T>) -> Result<(), Status> {
         let key = PeerKey::of_request(request);
         let bytes = wire_len(request.get_ref());
+        let metrics = self.node.metrics();
+        metrics.record_message("membership", "received", bytes);
         self.limiter
             .admit(key.as_ref(), LimitKind::Membership, 1, bytes)
             .await
@@ -50,6 +53,13 @@ impl DiscoveryService {
 }
 
 impl DiscoveryService {
+    /// `answer`, counted in `message_bytes_total` as it leaves.
+    fn answered<T: prost::Message>(&self, answer: T) -> Response<T> {
+        let metrics = self.node.metrics();
+        metrics.record_message("membership", "sent", wire_len(&answer));
+        Response::new(answer)
+    }
+
     /// Fills in the registers each listed peer advertised to us (ours for our own entry).
     fn with_registers(&self, infos: &mut [PeerInfo]) {
         let Ok(book) = self.node.registers().lock() else {
@@ -86,7 +96,7 @@ impl PeerDiscovery for DiscoveryService {
             .map_err(handle_error)?;
         let mut answer = peer_list(&adverts, known);
         self.with_registers(&mut answer.peers);
-        Ok(Response::new(answer))
+        Ok(self.answered(answer))
     }
 
     async fn register_peer(
@@ -123,7 +133,7 @@ impl PeerDiscovery for DiscoveryService {
             }
             Err(refused) => registered(Some(&refused)),
         };
-        Ok(Response::new(answer))
+        Ok(self.answered(answer))
     }
 
     async fn ping(&self, request: Request<PingRequest>) -> Result<Response<PingResponse>, Status> {
@@ -137,7 +147,7 @@ impl PeerDiscovery for DiscoveryService {
             Err(crate::handle::HandleError::Busy) => model::PeerStatus::Busy,
             Err(e) => return Err(handle_error(e)),
         };
-        Ok(Response::new(pong(self.node.peer_id(), status, now())))
+        Ok(self.answered(pong(self.node.peer_id(), status, now())))
     }
 
     /// Takes in the caller's peers (as candidates, verified before use) and answers with ours.
@@ -175,7 +185,7 @@ impl PeerDiscovery for DiscoveryService {
             .map_err(|refused| Status::permission_denied(refused.to_string()))?;
         let mut answer = exchanged(&answer);
         self.with_registers(&mut answer.known_peers);
-        Ok(Response::new(answer))
+        Ok(self.answered(answer))
     }
 
     /// The known, unbanned peers that advertise the register (full replicas first), each
@@ -213,7 +223,7 @@ impl PeerDiscovery for DiscoveryService {
             .collect();
         let total = i32::try_from(infos.len()).unwrap_or(i32::MAX);
         let max = max_peers(request.max_peers, MAX_PEERS_PER_ANSWER);
-        Ok(Response::new(FindPeersForRegisterResponse {
+        Ok(self.answered(FindPeersForRegisterResponse {
             peers: infos.into_iter().take(max).collect(),
             total_peers: total,
         }))

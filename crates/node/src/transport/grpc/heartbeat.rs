@@ -77,12 +77,14 @@ impl PeerHeartbeat for HeartbeatService {
         let caller = caller_of(&request);
         let key = PeerKey::of_request(&request);
         let bytes = wire_len(request.get_ref());
+        let metrics = self.node.metrics().clone();
+        metrics.record_message("heartbeat", "received", bytes);
         self.limiter
             .admit(key.as_ref(), LimitKind::Membership, 1, bytes)
             .await?;
-        Ok(Response::new(
-            answer(&self.node, request.into_inner(), caller).await?,
-        ))
+        let reply = answer(&self.node, request.into_inner(), caller).await?;
+        metrics.record_message("heartbeat", "sent", wire_len(&reply));
+        Ok(Response::new(reply))
     }
 
     type StreamHeartbeatStream =
@@ -101,10 +103,13 @@ impl PeerHeartbeat for HeartbeatService {
         tokio::spawn(async move {
             // A transport error ends the stream; a bad heartbeat only gets a refusal, so one
             // malformed message does not cost the peer its stream.
+            let metrics = node.metrics().clone();
             while let Some(Ok(beat)) = inbound.next().await {
                 // Limits apply per message on a stream, as per call.
+                let bytes = wire_len(&beat);
+                metrics.record_message("heartbeat", "received", bytes);
                 let limited = limiter
-                    .admit(key.as_ref(), LimitKind::Membership, 1, wire_len(&beat))
+                    .admit(key.as_ref(), LimitKind::Membership, 1, bytes)
                     .await;
                 let answered = match limited {
                     Ok(()) => answer(&node, beat, caller.clone()).await,
@@ -120,10 +125,12 @@ impl PeerHeartbeat for HeartbeatService {
                         ..Default::default()
                     },
                 };
+                let bytes = wire_len(&reply);
                 // The caller hung up: stop reading its stream.
                 if tx.send(Ok(reply)).await.is_err() {
                     break;
                 }
+                metrics.record_message("heartbeat", "sent", bytes);
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))

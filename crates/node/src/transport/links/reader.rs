@@ -43,6 +43,10 @@ pub(super) async fn watch_stream(mut inbound: tonic::Streaming<PeerMessage>, r: 
             _ => break,
         };
         if message.message_type != MessageType::TransactionResponse as i32 {
+            // Heartbeats and the like: counted in message_bytes_total only.
+            let kind = crate::wire::message_kind(message.message_type);
+            r.metrics
+                .record_message(kind, "received", wire_len(&message));
             continue;
         }
         r.metrics.record_received("body", wire_len(&message));

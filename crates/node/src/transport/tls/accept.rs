@@ -4,7 +4,8 @@
 //! connection to the server with the [`ConnInfo`] it proved. Handshakes in progress are
 //! bounded; past the bound a connection is closed at once and counted. Before any of that, the
 //! port's connection limits ([`ConnLimits`]: total, per address, new per address per minute)
-//! admit the connection or close it, and it is then watched for idleness.
+//! admit the connection or close it, and it is then watched for idleness. Every byte of it,
+//! handshake included, is counted ([`Counted`]).
 
 use std::io;
 use std::net::SocketAddr;
@@ -24,6 +25,7 @@ use super::recheck::{Recheck, Side};
 use super::{ConnInfo, Io, TlsContext, verify};
 use crate::config::SecurityMode;
 use crate::telemetry::Metrics;
+use crate::transport::counted::Counted;
 use crate::transport::limits::conns::{ConnGuard, ConnLimits, Watched};
 
 /// Handshakes in progress at once: far above what honest peers need (a handshake takes a
@@ -126,6 +128,7 @@ async fn accept_loop(
             continue; // counted; dropping the stream closes it
         };
         crate::transport::grpc::no_delay(&mut stream);
+        let stream = Counted::new(stream, metrics.wire_bytes_total.clone());
         let Ok(permit) = handshakes.clone().try_acquire_owned() else {
             count(&metrics, "busy");
             continue; // dropping the stream closes it
@@ -144,7 +147,7 @@ async fn accept_loop(
 /// Tells TLS from plaintext and completes the handshake; `None` when the connection is
 /// refused (counted and, for certificate failures, logged with the peer's address).
 async fn handshake(
-    stream: TcpStream,
+    stream: Counted<TcpStream>,
     remote: SocketAddr,
     tls: Option<&Arc<TlsContext>>,
     metrics: &Arc<Metrics>,
@@ -162,7 +165,8 @@ async fn handshake(
         return Some(plain(stream, guard));
     };
     let mut first = [0u8; 1];
-    let peeked = tokio::time::timeout(tls.handshake_timeout, stream.peek(&mut first)).await;
+    let peeked =
+        tokio::time::timeout(tls.handshake_timeout, stream.get_ref().peek(&mut first)).await;
     match peeked {
         Ok(Ok(1..)) => {}
         Ok(_) => return None, // closed or failed before sending anything

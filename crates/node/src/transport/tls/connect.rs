@@ -29,6 +29,7 @@ use super::recheck::{Recheck, Side};
 use super::{Io, TlsContext, verify};
 use crate::config::SecurityMode;
 use crate::telemetry::Metrics;
+use crate::transport::counted::Counted;
 
 /// How long an address that spoke no TLS is dialled in plaintext before TLS is tried again.
 pub const PLAINTEXT_MEMORY: Duration = Duration::from_secs(600);
@@ -108,8 +109,14 @@ impl Dialer {
         known.insert(address.to_owned(), Instant::now());
     }
 
+    /// A new TCP connection to `address`, its bytes counted in `wire_bytes_total`.
+    async fn connect(&self, address: &str) -> io::Result<Counted<TcpStream>> {
+        let stream = connect_tcp(address).await?;
+        Ok(Counted::new(stream, self.metrics.wire_bytes_total.clone()))
+    }
+
     async fn dial(&self, address: String, expected: Option<PeerId>) -> io::Result<Io> {
-        let stream = connect_tcp(&address).await?;
+        let stream = self.connect(&address).await?;
         let Some(tls) = self.tls.as_ref() else {
             return Ok(Io::Plain(stream));
         };
@@ -126,7 +133,7 @@ impl Dialer {
             Ok(Err(e)) if tls.mode == SecurityMode::Mixed && not_tls(&e) => {
                 self.count("fallback");
                 self.remember_plaintext(&address);
-                return Ok(Io::Plain(connect_tcp(&address).await?));
+                return Ok(Io::Plain(self.connect(&address).await?));
             }
             Ok(Err(e)) => {
                 self.count("refused");

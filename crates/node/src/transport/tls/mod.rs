@@ -38,6 +38,7 @@ use tokio::net::TcpStream;
 
 use crate::config::{SecurityConfig, SecurityMode};
 use crate::identity::Identity;
+use crate::transport::counted::Counted;
 use verify::{PeerClientVerifier, PeerServerVerifier, SharedTrust, Trust};
 
 /// ALPN: gRPC is HTTP/2; the REST fallback may come as HTTP/1.1 over the same TLS.
@@ -99,21 +100,22 @@ pub fn caller_of<T>(request: &tonic::Request<T>) -> Caller {
 }
 
 /// A peer connection's bytes, plaintext or TLS (either side).
+/// Both sit on a [`Counted`] stream, so `wire_bytes_total` sees every byte of either.
 pub enum Io {
-    Plain(TcpStream),
+    Plain(Counted<TcpStream>),
     Tls(Box<TlsIo>),
 }
 
 /// A TLS connection and, when the peer presented a certificate, its re-check under a changed
 /// trust (a revoked peer's connection fails its next I/O: `recheck.rs`).
 pub struct TlsIo {
-    stream: tokio_rustls::TlsStream<TcpStream>,
+    stream: tokio_rustls::TlsStream<Counted<TcpStream>>,
     recheck: Option<recheck::Recheck>,
 }
 
 impl Io {
     pub fn tls(
-        stream: tokio_rustls::TlsStream<TcpStream>,
+        stream: tokio_rustls::TlsStream<Counted<TcpStream>>,
         recheck: Option<recheck::Recheck>,
     ) -> Self {
         Io::Tls(Box::new(TlsIo { stream, recheck }))
@@ -122,7 +124,7 @@ impl Io {
 
 impl TlsIo {
     /// The stream, once its peer still passes the trust in force.
-    fn checked(&mut self) -> io::Result<Pin<&mut tokio_rustls::TlsStream<TcpStream>>> {
+    fn checked(&mut self) -> io::Result<Pin<&mut tokio_rustls::TlsStream<Counted<TcpStream>>>> {
         if let Some(recheck) = &mut self.recheck {
             recheck.still_trusted()?;
         }
