@@ -59,11 +59,15 @@ pub struct GossipConfig {
     pub max_pending: usize,
     /// Announcers remembered per pending hash, tried in order of arrival.
     pub max_announcers: usize,
-    /// Bodies up to this size are pushed with the announcement to `eager_push_peers` of the
-    /// fanout targets; 0 disables eager push.
+    /// Bodies up to this size are pushed at once to the eager peers (the tree of
+    /// `tree.rs`), the rest of the fanout getting the batched announcement; larger bodies
+    /// are announced and pulled. 0 disables eager push.
     pub eager_push_max_size: usize,
-    /// Targets that receive the body itself rather than the announcement.
+    /// Eager peers pushed to per transaction at most (picked at random when more are eager).
     pub eager_push_peers: usize,
+    /// How long an announced transaction small enough to be pushed waits for the push
+    /// before it is pulled from the announcer, which is then grafted into the tree.
+    pub graft_timeout: Duration,
     /// How long a known hash is remembered (dedup window; Sorcha's `transaction_cache_ttl`).
     pub transaction_cache_ttl: Duration,
     /// Known hashes kept at most; the oldest is forgotten (counted) when full.
@@ -112,6 +116,7 @@ impl Default for GossipConfig {
             max_announcers: fetch::MAX_ANNOUNCERS,
             eager_push_max_size: fetch::EAGER_PUSH_MAX_SIZE,
             eager_push_peers: fetch::EAGER_PUSH_PEERS,
+            graft_timeout: fetch::GRAFT_TIMEOUT,
             transaction_cache_ttl: known::TRANSACTION_CACHE_TTL,
             max_known: known::MAX_KNOWN,
             bloom_bits: known::BLOOM_BITS,
@@ -191,6 +196,9 @@ mod fetch {
     // on 50 nodes but costs ~0.8 duplicate bodies per node per tx and +63% bytes.
     pub const EAGER_PUSH_MAX_SIZE: usize = 0;
     pub const EAGER_PUSH_PEERS: usize = 1;
+    // iroh-gossip's plumtree waits 80 ms for a message announced by IHAVE before it
+    // grafts.
+    pub const GRAFT_TIMEOUT: Duration = Duration::from_millis(80);
 }
 
 /// Defaults for remembering known hashes (the dedup window and its bloom).
