@@ -55,11 +55,18 @@ pub struct Traffic {
     pub bodies: u64,
     /// Membership requests and answers.
     pub membership: u64,
+    /// The eager tree's `Prune` and `Graft` messages.
+    pub tree: u64,
 }
 
 impl Traffic {
     pub fn total(&self) -> u64 {
-        self.announcements + self.anti_entropy + self.fetch_requests + self.bodies + self.membership
+        self.announcements
+            + self.anti_entropy
+            + self.fetch_requests
+            + self.bodies
+            + self.membership
+            + self.tree
     }
 }
 
@@ -169,6 +176,7 @@ pub struct PerNodeTx {
     pub fetch_requests: f64,
     pub bodies: f64,
     pub membership: f64,
+    pub tree: f64,
     pub total: f64,
 }
 
@@ -283,6 +291,7 @@ pub fn per_node_tx(t: &Traffic, nodes: usize, txs: usize) -> PerNodeTx {
         fetch_requests: t.fetch_requests as f64 / per,
         bodies: t.bodies as f64 / per,
         membership: t.membership as f64 / per,
+        tree: t.tree as f64 / per,
         total: t.total() as f64 / per,
     }
 }

@@ -189,6 +189,7 @@ impl World {
             GossipMessage::Digest { .. } | GossipMessage::DigestReply { .. } => {
                 traffic.anti_entropy += bytes
             }
+            GossipMessage::Prune | GossipMessage::Graft => traffic.tree += bytes,
         }
         let Transit::Arrives(d) = self.net.transit(n, target, bytes as usize) else {
             return None;

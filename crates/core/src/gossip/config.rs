@@ -192,10 +192,17 @@ mod fetch {
     pub const MAX_PENDING: usize = 10_000;
     // Bitcoin remembers every announcer; 4 survive three dead or lying peers.
     pub const MAX_ANNOUNCERS: usize = 4;
-    // Measured in net_tests (module doc): pushing saves ~120 ms of mean coverage time
-    // on 50 nodes but costs ~0.8 duplicate bodies per node per tx and +63% bytes.
-    pub const EAGER_PUSH_MAX_SIZE: usize = 0;
-    pub const EAGER_PUSH_PEERS: usize = 1;
+    // Pushing to one random fanout target (net_tests, 50 nodes) saved ~120 ms of mean
+    // coverage time for ~0.8 duplicate bodies per node per tx (+63% bytes), so it was off.
+    // On the eager tree (tree.rs), sorcha-peer-sim scale.toml n1000, seed 1: time to 99%
+    // p95 3.3 -> 1.7 s, B/node/tx 538 -> 849 (RMR 1.27); n10000: crates/sim/README.md.
+    // 16 KiB: a typical transaction (~250 B to a few KiB) goes by push; a push is one
+    // message on the peer's stream, and its duplicates cost whole bodies, so large bodies
+    // keep announce-and-pull.
+    pub const EAGER_PUSH_MAX_SIZE: usize = 16 * 1024;
+    // Every eager peer: the tree decides who they are (a node has ~16 gossip peers, all
+    // eager at first); the bound keeps one transaction's pushes finite.
+    pub const EAGER_PUSH_PEERS: usize = 16;
     // iroh-gossip's plumtree waits 80 ms for a message announced by IHAVE before it
     // grafts.
     pub const GRAFT_TIMEOUT: Duration = Duration::from_millis(80);

@@ -63,7 +63,9 @@ impl Gossip {
     /// Peers that left the gossip peers: one that comes back starts eager.
     pub(super) fn forget_tree_peers(&mut self, left: &[PeerId]) {
         for peer in left {
-            self.lazy.remove(peer);
+            if self.lazy.remove(peer) {
+                self.stats.lazy_forgotten += 1;
+            }
         }
     }
 

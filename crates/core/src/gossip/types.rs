@@ -265,6 +265,8 @@ pub struct GossipStats {
     pub pushes_awaited: u64,
     /// Of `pushes_awaited`, those that were pulled after all (the push did not come).
     pub pushes_missed: u64,
+    /// Lazy peers that left the gossip peers (eager again if they come back).
+    pub lazy_forgotten: u64,
     /// Bodies (fetched or pushed) of hashes already known when they arrived.
     pub duplicate_bodies: u64,
     pub fetches: u64,
