@@ -565,7 +565,9 @@ impl Default for DistributionConfig {
             // The daemon has no "off"; the core's default runs anti-entropy (tested).
             anti_entropy_interval: core.anti_entropy_interval.unwrap_or(Duration::from_secs(5)),
             fetch_timeout: core.fetch_timeout,
-            eager_push_max_bytes: u32::try_from(core.eager_push_max_size).unwrap_or(u32::MAX),
+            // Not the core's (16 KiB): the offline queue confirms a transaction when a peer
+            // pulls it, and a pushed one is never pulled (default.toml).
+            eager_push_max_bytes: 0,
         }
     }
 }
