@@ -29,7 +29,7 @@
 //! transactions, announcers, fetch slots, verification), `anti_entropy.rs` (digests),
 //! `net_tests.rs` (a 50-node mini network).
 //!
-//! Why the defaults are what they are (hop limit then flood, eager push of bodies up to 16 KiB,
+//! Why the defaults are what they are (hop limit then flood, no eager push,
 //! anti-entropy every 5 s) is measured, not argued: the 50-node figures of `net_tests.rs` and what they decided are
 //! in `crates/sim/README.md` ("Gossip strategies at 50 nodes"), the 10,000-node ones beside them.
 
