@@ -59,6 +59,8 @@ pub struct Traffic {
     pub bodies: u64,
     /// Membership requests and answers (heartbeats included).
     pub membership: u64,
+    /// The eager tree's `Prune` and `Graft` messages.
+    pub tree: u64,
     /// Of `membership`, heartbeats and their answers.
     pub heartbeats: u64,
     /// What the transport adds to all of the above (estimated: [`framing_len`]).
@@ -74,12 +76,18 @@ pub enum Kind {
     Bodies,
     Membership,
     Heartbeats,
+    Tree,
 }
 
 impl Traffic {
     /// The messages' bytes (protobuf and gRPC prefix), framing left out.
     pub fn total(&self) -> u64 {
-        self.announcements + self.anti_entropy + self.fetch_requests + self.bodies + self.membership
+        self.announcements
+            + self.anti_entropy
+            + self.fetch_requests
+            + self.bodies
+            + self.membership
+            + self.tree
     }
 
     /// A `bytes`-byte message of `kind` sent as `carriage` says, and its framing.
@@ -90,6 +98,7 @@ impl Traffic {
             Kind::FetchRequests => &mut self.fetch_requests,
             Kind::Bodies => &mut self.bodies,
             Kind::Membership => &mut self.membership,
+            Kind::Tree => &mut self.tree,
             Kind::Heartbeats => {
                 self.heartbeats += bytes as u64;
                 &mut self.membership
@@ -206,15 +215,17 @@ pub struct PerNodeTx {
     pub fetch_requests: f64,
     pub bodies: f64,
     pub membership: f64,
+    /// `Prune` and `Graft` (the eager tree's upkeep).
+    pub tree: f64,
     /// Of `membership`, heartbeats and their answers.
     pub heartbeats: f64,
-    /// The messages: the five kinds above (protobuf and gRPC prefix).
+    /// The messages: the six kinds above (protobuf and gRPC prefix).
     pub total: f64,
     /// The framing estimate: HTTP/2 frame and header bytes, TCP/IP headers.
     pub framing: f64,
     /// Every byte on the wire: `total` + `framing`.
     pub all: f64,
-    /// The gossip share of `all`: announcements, anti-entropy, fetches, bodies, with their
+    /// The gossip share of `all`: announcements, anti-entropy, fetches, bodies, tree, with their
     /// framing pro rata.
     pub gossip_all: f64,
 }
@@ -336,6 +347,7 @@ pub fn per_node_tx(t: &Traffic, nodes: usize, txs: usize) -> PerNodeTx {
         fetch_requests: t.fetch_requests as f64 / per,
         bodies: t.bodies as f64 / per,
         membership: t.membership as f64 / per,
+        tree: t.tree as f64 / per,
         heartbeats: t.heartbeats as f64 / per,
         total: t.total() as f64 / per,
         framing: t.framing as f64 / per,

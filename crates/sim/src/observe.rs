@@ -321,6 +321,13 @@ impl World {
             add("fetches_deferred", g.fetches_deferred);
             add("digests_sent", g.digests_sent);
             add("sweeps_sent", g.sweeps_sent);
+            add("pushes_sent", g.pushes_sent);
+            add("duplicate_pushes", g.duplicate_pushes);
+            add("prunes_sent", g.prunes_sent);
+            add("grafts_sent", g.grafts_sent);
+            add("pushes_awaited", g.pushes_awaited);
+            add("pushes_missed", g.pushes_missed);
+            add("lazy_forgotten", g.lazy_forgotten);
             let m = core.membership().stats();
             add("sends_refused", m.sends_refused);
             add("membership_outputs_dropped", m.outputs_dropped);

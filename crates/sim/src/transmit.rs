@@ -188,6 +188,7 @@ impl World {
             GossipMessage::Announce { .. } => Kind::Announcements,
             GossipMessage::Push { .. } => Kind::Bodies,
             GossipMessage::Digest { .. } | GossipMessage::DigestReply { .. } => Kind::AntiEntropy,
+            GossipMessage::Prune | GossipMessage::Graft => Kind::Tree,
         };
         let carriage = if unary {
             Carriage::CallRequest

@@ -91,6 +91,8 @@ mod tests {
             ("push of 250 B", gossip_len(&push), 288),
             ("sweep digest of 100", gossip_len(&sweep), 822),
             ("recent digest of 100", gossip_len(&recent), 835),
+            ("prune", gossip_len(&GossipMessage::Prune), 7),
+            ("graft", gossip_len(&GossipMessage::Graft), 7),
             ("fetch of 1 id", fetch_len(&[id]), 27),
             (
                 "answer of 250 B",

@@ -1,11 +1,13 @@
-//! Announcing: fanout, hop limit, per-peer batching and the optional eager push; and reading
-//! the announcements and pushes peers send us.
+//! Announcing: fanout, hop limit, per-peer batching and the eager push; and reading the
+//! announcements and pushes peers send us.
 //!
 //! A node announces a transaction once, when it accepts it, to `fanout` active peers that are
 //! not known to hold it already (every peer that announced it to us, up to
-//! [`MAX_HEARD`](super::fetch::MAX_HEARD), and the peer it came from). Entries wait in a
-//! per-peer batch for at most `flush_interval`; a full batch (`max_batch`) goes at once, and an
-//! entry still batched for a peer that announces the same transaction to us is taken out.
+//! [`MAX_HEARD`](super::fetch::MAX_HEARD), and the peer it came from). A small body is pushed
+//! at once to the eager ones among them (`tree.rs`), which count against the fanout. Entries
+//! wait in a per-peer batch for at most `flush_interval`; a full batch (`max_batch`) goes at
+//! once, and an entry still batched for a peer that announces the same transaction to us is
+//! taken out.
 
 use rand::seq::SliceRandom;
 
@@ -17,8 +19,9 @@ use crate::model::{PeerId, TxHash, TxId};
 use crate::time::Instant;
 
 impl Gossip {
-    /// Announces `entry` to `fanout` of the active peers not in `exclude`; with `push_body`
-    /// the first `eager_push_peers` targets get the body right away instead.
+    /// Sends `entry` on to the active peers not in `exclude`: with `push_body`, the body at
+    /// once to up to `eager_push_peers` eager ones; the announcement to as many others as make
+    /// up `fanout` with them.
     pub(super) fn forward(
         &mut self,
         entry: AnnounceEntry,
@@ -35,24 +38,28 @@ impl Gossip {
             .cloned()
             .collect();
         targets.shuffle(&mut self.rng);
-        targets.truncate(count);
-        let pushes = if push_body.is_some() {
-            self.config.eager_push_peers
-        } else {
-            0
-        };
-        for (i, to) in targets.into_iter().enumerate() {
-            match &push_body {
-                Some(body) if i < pushes => {
-                    self.stats.pushes_sent += 1;
-                    let message = GossipMessage::Push {
-                        entry: entry.clone(),
-                        body: body.clone(),
-                    };
-                    self.push(Output::Send { to, message });
-                }
-                _ => self.enqueue(to, entry.clone(), now),
+        let mut pushed = 0;
+        if let Some(body) = push_body {
+            let eager: Vec<PeerId> = targets
+                .iter()
+                .filter(|p| self.is_eager(p))
+                .take(self.config.eager_push_peers)
+                .cloned()
+                .collect();
+            targets.retain(|p| !eager.contains(p));
+            pushed = eager.len();
+            for to in eager {
+                self.stats.pushes_sent += 1;
+                let message = GossipMessage::Push {
+                    entry: entry.clone(),
+                    body: body.clone(),
+                };
+                self.push(Output::Send { to, message });
             }
+        }
+        targets.truncate(count.saturating_sub(pushed));
+        for to in targets {
+            self.enqueue(to, entry.clone(), now);
         }
     }
 
@@ -158,6 +165,7 @@ impl Gossip {
         }
         if self.dedup.contains(&entry.id, &mut self.stats) {
             self.stats.duplicate_bodies += 1;
+            self.prune(from);
             return;
         }
         let hash = TxHash::of(&body);

@@ -59,11 +59,15 @@ pub struct GossipConfig {
     pub max_pending: usize,
     /// Announcers remembered per pending hash, tried in order of arrival.
     pub max_announcers: usize,
-    /// Bodies up to this size are pushed with the announcement to `eager_push_peers` of the
-    /// fanout targets; 0 disables eager push.
+    /// Bodies up to this size are pushed at once to the eager peers (the tree of
+    /// `tree.rs`), the rest of the fanout getting the batched announcement; larger bodies
+    /// are announced and pulled. 0 disables eager push.
     pub eager_push_max_size: usize,
-    /// Targets that receive the body itself rather than the announcement.
+    /// Eager peers pushed to per transaction at most (picked at random when more are eager).
     pub eager_push_peers: usize,
+    /// How long an announced transaction small enough to be pushed waits for the push
+    /// before it is pulled from the announcer, which is then grafted into the tree.
+    pub graft_timeout: Duration,
     /// How long a known hash is remembered (dedup window; Sorcha's `transaction_cache_ttl`).
     pub transaction_cache_ttl: Duration,
     /// Known hashes kept at most; the oldest is forgotten (counted) when full.
@@ -112,6 +116,7 @@ impl Default for GossipConfig {
             max_announcers: fetch::MAX_ANNOUNCERS,
             eager_push_max_size: fetch::EAGER_PUSH_MAX_SIZE,
             eager_push_peers: fetch::EAGER_PUSH_PEERS,
+            graft_timeout: fetch::GRAFT_TIMEOUT,
             transaction_cache_ttl: known::TRANSACTION_CACHE_TTL,
             max_known: known::MAX_KNOWN,
             bloom_bits: known::BLOOM_BITS,
@@ -187,10 +192,22 @@ mod fetch {
     pub const MAX_PENDING: usize = 10_000;
     // Bitcoin remembers every announcer; 4 survive three dead or lying peers.
     pub const MAX_ANNOUNCERS: usize = 4;
-    // Measured in net_tests (module doc): pushing saves ~120 ms of mean coverage time
-    // on 50 nodes but costs ~0.8 duplicate bodies per node per tx and +63% bytes.
+    // Pushing to one random fanout target (net_tests, 50 nodes) saved ~120 ms of mean
+    // coverage time for ~0.8 duplicate bodies per node per tx (+63% bytes), so it was off.
+    // On the eager tree (tree.rs), sorcha-peer-sim scale.toml n1000, seed 1: time to 99%
+    // p95 3.3 -> 1.7 s, B/node/tx 538 -> 849 (RMR 1.27); n10000: crates/sim/README.md.
+    // 16 KiB: a typical transaction (~250 B to a few KiB) goes by push; a push is one
+    // message on the peer's stream, and its duplicates cost whole bodies, so large bodies
+    // keep announce-and-pull.
+    // Off by default: the sim's attack test no longer bans every liar (they are rarely
+    // pulled from), and bytes rose ~60%; 16 * 1024 is what was measured.
     pub const EAGER_PUSH_MAX_SIZE: usize = 0;
-    pub const EAGER_PUSH_PEERS: usize = 1;
+    // Every eager peer: the tree decides who they are (a node has ~16 gossip peers, all
+    // eager at first); the bound keeps one transaction's pushes finite.
+    pub const EAGER_PUSH_PEERS: usize = 16;
+    // iroh-gossip's plumtree waits 80 ms for a message announced by IHAVE before it
+    // grafts.
+    pub const GRAFT_TIMEOUT: Duration = Duration::from_millis(80);
 }
 
 /// Defaults for remembering known hashes (the dedup window and its bloom).

@@ -5,8 +5,9 @@
 //! (skipping announcers whose per-peer slots are full). A timeout, a failure or a body whose
 //! SHA-256 does not start with the id moves to the next announcer; when none is left the
 //! transaction is abandoned (anti-entropy can bring it back). A late body from an earlier
-//! announcer is still taken if it checks out. Invariant: a pending id is either fetching or in
-//! `waiting`, never both.
+//! announcer is still taken if it checks out. A transaction small enough to be pushed waits
+//! `graft_timeout` for its push before its first pull (`tree.rs`). Invariant: a pending id is
+//! fetching, in `waiting`, or awaiting its push; one of the three.
 
 use std::time::Duration;
 
@@ -43,6 +44,8 @@ pub(super) struct Pending {
     repair: bool,
     /// A pull of it was really tried (sent, and failed): the abandon is then worth a warning.
     tried: bool,
+    /// Not pulled yet: its eager push may still come (listed in `graft_wait`).
+    awaiting_push: bool,
 }
 
 impl Pending {
@@ -88,7 +91,7 @@ impl Gossip {
         from: &PeerId,
         entry: AnnounceEntry,
         repair: bool,
-        _now: Instant,
+        now: Instant,
     ) {
         if let Some(p) = self.pending.get_mut(&entry.id) {
             if p.announcers.contains(from) || p.heard.contains(from) {
@@ -112,6 +115,8 @@ impl Gossip {
             self.stats.dropped_pending_full += 1;
             return;
         }
+        // A repair's push went by long ago; a large body is never pushed.
+        let awaiting_push = !repair && self.pushable(entry.size) && self.await_push(entry.id, now);
         let pending = Pending {
             size: entry.size,
             register_id: entry.register_id,
@@ -123,9 +128,22 @@ impl Gossip {
             fetching: None,
             repair,
             tried: false,
+            awaiting_push,
         };
         self.pending.insert(entry.id, pending);
-        self.waiting.push_back(entry.id);
+        if !awaiting_push {
+            self.waiting.push_back(entry.id);
+        }
+    }
+
+    /// The push of `id` is overdue: pull it now. Returns the announcer it will be pulled
+    /// from first, if it was still awaiting its push.
+    pub(super) fn stop_awaiting(&mut self, id: &TxId) -> Option<PeerId> {
+        let p = self.pending.get_mut(id).filter(|p| p.awaiting_push)?;
+        p.awaiting_push = false;
+        let first = p.announcers.first().cloned();
+        self.waiting.push_back(*id);
+        first
     }
 
     /// Starts fetches for waiting transactions while slots are free.
@@ -228,11 +246,16 @@ impl Gossip {
     /// Stops tracking `id` (it was accepted); returns every peer that announced it (up to
     /// the bounds) and the repair flag.
     pub(super) fn forget_pending(&mut self, id: &TxId) -> (Vec<PeerId>, bool) {
-        let fetching = self.pending.get(id).map(|p| p.fetching.is_some());
-        match fetching {
+        let state = self
+            .pending
+            .get(id)
+            .map(|p| (p.fetching.is_some(), p.awaiting_push));
+        match state {
             None => return (Vec::new(), false),
-            Some(true) => self.release(id),
-            Some(false) => self.waiting.retain(|h| h != id),
+            Some((true, _)) => self.release(id),
+            // Listed in `graft_wait` only, which skips what is no longer pending.
+            Some((false, true)) => {}
+            Some((false, false)) => self.waiting.retain(|h| h != id),
         }
         let mut p = self.pending.remove(id).expect("checked present above");
         p.announcers.append(&mut p.heard);

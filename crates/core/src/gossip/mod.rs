@@ -19,13 +19,18 @@
 //! [`Output::Store`] and the runtime's store serves fetches. An eager push sends the body it
 //! has in hand at the moment of acceptance, so it needs no body cache either.
 //!
+//! Small bodies (`eager_push_max_size`) go by eager push on a self-repairing tree
+//! (Plumtree): pushed at once to the eager peers, announced to the others, a duplicate push
+//! prunes its link, a push that does not come grafts the announcer's (`tree.rs`).
+//!
 //! Files: `config.rs` (knobs), `types.rs` (messages, outputs, events, counters), `dedup.rs`
 //! (exact recent set + rotating bloom), `announce.rs` (fanout, hop limit, batching, eager
-//! push), `fetch.rs` (pending transactions, announcers, fetch slots, verification),
-//! `anti_entropy.rs` (digests), `net_tests.rs` (a 50-node mini network).
+//! push), `tree.rs` (which peers are eager: prune and graft), `fetch.rs` (pending
+//! transactions, announcers, fetch slots, verification), `anti_entropy.rs` (digests),
+//! `net_tests.rs` (a 50-node mini network).
 //!
-//! Why the defaults are what they are (hop limit then flood, no eager push, anti-entropy every
-//! 5 s) is measured, not argued: the 50-node figures of `net_tests.rs` and what they decided are
+//! Why the defaults are what they are (hop limit then flood, no eager push,
+//! anti-entropy every 5 s) is measured, not argued: the 50-node figures of `net_tests.rs` and what they decided are
 //! in `crates/sim/README.md` ("Gossip strategies at 50 nodes"), the 10,000-node ones beside them.
 
 mod announce;
@@ -33,6 +38,7 @@ mod anti_entropy;
 mod config;
 mod dedup;
 mod fetch;
+mod tree;
 mod types;
 
 #[cfg(test)]
@@ -146,6 +152,10 @@ pub struct Gossip {
     /// Peers that left the gossip peers lately, and when: one back within the span recent
     /// digests repair is not swept again (inbound peers come and go with heartbeats).
     departed: BTreeMap<PeerId, Instant>,
+    /// Gossip peers that get announcements, not pushes (pruned either way; `tree.rs`).
+    lazy: BTreeSet<PeerId>,
+    /// Pending ids waiting for their eager push until the deadline, earliest first.
+    graft_wait: VecDeque<(Instant, TxId)>,
 }
 
 impl Gossip {
@@ -182,6 +192,8 @@ impl Gossip {
             recent_cursor: 0,
             sweeps: VecDeque::new(),
             departed: BTreeMap::new(),
+            lazy: BTreeSet::new(),
+            graft_wait: VecDeque::new(),
         };
         if let Some(every) = this.config.anti_entropy_interval {
             this.schedule(now.saturating_add(every), Timer::AntiEntropy);
@@ -263,6 +275,7 @@ impl Gossip {
         for peer in &left {
             self.flush_peer(peer);
         }
+        self.forget_tree_peers(&left);
         let peers = &self.peers;
         self.sweeps.retain(|(p, _)| peers.binary_search(p).is_ok());
         self.note_departures(left, now);
@@ -349,6 +362,8 @@ impl Gossip {
             GossipMessage::DigestReply { missing, wanted } => {
                 self.on_digest_reply(from, missing, wanted, now)
             }
+            GossipMessage::Prune => self.on_prune(from),
+            GossipMessage::Graft => self.on_graft(from),
         }
         self.start_fetches(now);
     }
@@ -390,6 +405,7 @@ impl Gossip {
             Timer::Flush => self.flush_all(),
             Timer::FetchTimeout => self.on_fetch_deadlines(now),
             Timer::AntiEntropy => self.on_anti_entropy_timer(now),
+            Timer::Graft => self.on_graft_timer(now),
         }
         self.start_fetches(now);
     }
@@ -451,7 +467,7 @@ impl Gossip {
         };
         self.dedup.insert(id, known, &mut self.stats);
         self.stats.accepted += 1;
-        let push_body = (size as usize <= self.config.eager_push_max_size).then(|| body.clone());
+        let push_body = self.pushable(size).then(|| body.clone());
         let mut exclude = announcers;
         if let Origin::Peer(p) = &origin {
             exclude.push(p.clone());

@@ -37,6 +37,7 @@ fn message_bytes(message: &GossipMessage) -> usize {
         GossipMessage::Push { body, .. } => 26 + body.len(),
         GossipMessage::Digest { prefixes, .. } => 20 + 8 * prefixes.len(),
         GossipMessage::DigestReply { missing, wanted } => 23 * missing.len() + 8 * wanted.len(),
+        GossipMessage::Prune | GossipMessage::Graft => 0,
     }
 }
 

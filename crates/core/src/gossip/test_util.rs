@@ -14,10 +14,12 @@ pub(super) fn ms(ms: u64) -> Now {
     Now::from_millis(ms)
 }
 
-/// The default config without anti-entropy, so unit tests see only what they cause.
+/// The default config without anti-entropy and without eager push (announce and pull only;
+/// `tree.rs` tests the push), so unit tests see only what they cause.
 pub(super) fn quiet() -> GossipConfig {
     GossipConfig {
         anti_entropy_interval: None,
+        eager_push_max_size: 0,
         ..GossipConfig::default()
     }
 }

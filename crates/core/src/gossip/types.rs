@@ -106,6 +106,12 @@ pub enum GossipMessage {
     Announce { entries: Vec<AnnounceEntry> },
     /// Eager push of a small body with its announcement.
     Push { entry: AnnounceEntry, body: Vec<u8> },
+    /// The sender got a body it already had from us: stop pushing to it, announce instead
+    /// (the link leaves the eager tree both ways; `tree.rs`).
+    Prune,
+    /// The sender had to pull a body we only announced: push to it again (the link joins
+    /// the eager tree both ways).
+    Graft,
     /// Anti-entropy: the prefixes, ascending, of every hash within `range` that the sender
     /// first saw within `recent` (`None`: within its whole window), or is fetching. A digest
     /// covers one slice of the hash space; successive digests walk the whole of it.
@@ -148,6 +154,8 @@ pub enum Timer {
     FetchTimeout,
     /// Send a digest to a random active peer.
     AntiEntropy,
+    /// Pull the announced transactions whose eager push did not come in time.
+    Graft,
 }
 
 /// What the machine asks the runtime to do, in order.
@@ -246,6 +254,19 @@ pub struct GossipStats {
     pub duplicate_announcements: u64,
     pub pushes_sent: u64,
     pub pushes_received: u64,
+    /// Pushed bodies already known when they arrived (part of `duplicate_bodies`): the
+    /// eager tree's redundancy, each answered by a prune.
+    pub duplicate_pushes: u64,
+    pub prunes_sent: u64,
+    pub prunes_received: u64,
+    pub grafts_sent: u64,
+    pub grafts_received: u64,
+    /// Announced transactions whose pull waited for an eager push (`graft_timeout`).
+    pub pushes_awaited: u64,
+    /// Of `pushes_awaited`, those that were pulled after all (the push did not come).
+    pub pushes_missed: u64,
+    /// Lazy peers that left the gossip peers (eager again if they come back).
+    pub lazy_forgotten: u64,
     /// Bodies (fetched or pushed) of hashes already known when they arrived.
     pub duplicate_bodies: u64,
     pub fetches: u64,

@@ -136,8 +136,8 @@ impl Links {
 
     /// Queues `message` on the link to `to` (a peer advertising `offers`), unless its
     /// circuit is open. It is shaped for the peer as it leaves (announcements to a peer that
-    /// speaks only Sorcha's contract become notifications); our digests are not even queued
-    /// for such a peer.
+    /// speaks only Sorcha's contract become notifications); our digests, prunes and grafts
+    /// are not even queued for such a peer.
     pub fn send(&mut self, to: Contact, offers: &[Protocol], message: GossipMessage, now: Instant) {
         let Some(peer) = to.peer_id.clone() else {
             return; // Gossip always names a peer; a contact without one has nobody to send to.
@@ -146,11 +146,14 @@ impl Links {
             self.dropped(DropKind::CircuitOpen, 1);
             return;
         }
-        let digest = matches!(
+        let extension_only = matches!(
             message,
-            GossipMessage::Digest { .. } | GossipMessage::DigestReply { .. }
+            GossipMessage::Digest { .. }
+                | GossipMessage::DigestReply { .. }
+                | GossipMessage::Prune
+                | GossipMessage::Graft
         );
-        if digest && self.speech.dialect(&peer, now) == Dialect::SorchaOnly {
+        if extension_only && self.speech.dialect(&peer, now) == Dialect::SorchaOnly {
             self.dropped(DropKind::NotSpoken, 1);
             return;
         }
@@ -575,9 +578,10 @@ impl Ways<'_> {
             What::Gossip(message) if self.dialect == Dialect::SorchaOnly => match message {
                 GossipMessage::Announce { entries } => notify(entries),
                 GossipMessage::Push { entry, .. } => notify(vec![entry]),
-                GossipMessage::Digest { .. } | GossipMessage::DigestReply { .. } => {
-                    Err(DropKind::NotSpoken)
-                }
+                GossipMessage::Digest { .. }
+                | GossipMessage::DigestReply { .. }
+                | GossipMessage::Prune
+                | GossipMessage::Graft => Err(DropKind::NotSpoken),
             },
             What::Gossip(message) => Ok((self.gossip_via()?, What::Gossip(message))),
             What::Notify(entries) => notify(entries),

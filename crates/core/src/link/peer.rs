@@ -314,7 +314,10 @@ fn pulls(what: &What) -> Vec<TxId> {
 /// [`LinkConfig::size`](super::LinkConfig::size).
 pub fn lane_of(message: &GossipMessage, size: fn(&GossipMessage) -> usize) -> (Lane, usize) {
     let lane = match message {
-        GossipMessage::Digest { .. } | GossipMessage::DigestReply { .. } => Lane::Control,
+        GossipMessage::Digest { .. }
+        | GossipMessage::DigestReply { .. }
+        | GossipMessage::Prune
+        | GossipMessage::Graft => Lane::Control,
         GossipMessage::Announce { .. } => Lane::Announce,
         GossipMessage::Push { .. } => Lane::Body,
     };

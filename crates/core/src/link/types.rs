@@ -60,6 +60,7 @@ pub fn held_len(message: &GossipMessage) -> usize {
         GossipMessage::DigestReply { missing, wanted } => {
             missing.iter().map(entry).sum::<usize>() + 8 * wanted.len()
         }
+        GossipMessage::Prune | GossipMessage::Graft => 0,
     }
 }
 

@@ -340,6 +340,7 @@ impl Config {
             max_known: d.cache_max_transactions as usize,
             anti_entropy_interval: Some(d.anti_entropy_interval),
             fetch_timeout: d.fetch_timeout,
+            eager_push_max_size: d.eager_push_max_bytes as usize,
             ..GossipConfig::default()
         }
     }
@@ -532,7 +533,14 @@ pub struct DistributionConfig {
     /// A body fetch gives up on one announcer after this (plus 1 s per MiB) and tries the next.
     #[serde(with = "duration")]
     pub fetch_timeout: Duration,
+    /// Bodies up to this size are pushed at once on the eager tree, not announced and
+    /// pulled (not in Sorcha, whose peers get the announcement); 0: never pushed.
+    pub eager_push_max_bytes: u32,
 }
+
+/// Largest `distribution.eager_push_max_bytes`: a push is one message on the peer's stream,
+/// and bodies above the streaming threshold (1 MiB) are streamed in chunks instead.
+pub const MAX_EAGER_PUSH_BYTES: u32 = 1024 * 1024;
 
 /// Most peers `distribution.flood_fanout` may name: a node has at most ~2 x `active_peers`
 /// gossip peers, so 64 is "all of them" in practice.
@@ -557,6 +565,9 @@ impl Default for DistributionConfig {
             // The daemon has no "off"; the core's default runs anti-entropy (tested).
             anti_entropy_interval: core.anti_entropy_interval.unwrap_or(Duration::from_secs(5)),
             fetch_timeout: core.fetch_timeout,
+            // Not the core's (16 KiB): the offline queue confirms a transaction when a peer
+            // pulls it, and a pushed one is never pulled (default.toml).
+            eager_push_max_bytes: 0,
         }
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use sorcha_peer_core::model::{PeerId, validate_address};
 
-use super::{Config, MAX_FLOOD_FANOUT, WireProtocol};
+use super::{Config, MAX_EAGER_PUSH_BYTES, MAX_FLOOD_FANOUT, WireProtocol};
 use crate::address::parse_external_address;
 
 /// A `host:port` of another node (bootstrap nodes, STUN servers). An `http://` or `https://`
@@ -368,6 +368,12 @@ fn distribution(c: &Config, v: &mut Problems) {
         d.flood_fanout,
         1,
         MAX_FLOOD_FANOUT,
+    );
+    v.range(
+        "distribution.eager_push_max_bytes",
+        d.eager_push_max_bytes,
+        0,
+        MAX_EAGER_PUSH_BYTES,
     );
     v.duration(
         "distribution.transaction_cache_ttl",

@@ -26,6 +26,8 @@ pub fn message_kind(message_type: i32) -> &'static str {
         Ok(MessageType::GossipPush) => "push",
         Ok(MessageType::GossipDigest) => "digest",
         Ok(MessageType::GossipDigestReply) => "digest_reply",
+        Ok(MessageType::GossipPrune) => "prune",
+        Ok(MessageType::GossipGraft) => "graft",
         Ok(MessageType::GossipFetch | MessageType::TransactionRequest) => "fetch",
         Ok(MessageType::TransactionResponse) => "body",
         Ok(MessageType::TransactionNotification) => "notify",

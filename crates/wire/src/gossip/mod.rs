@@ -13,8 +13,8 @@ use sorcha_peer_core::gossip::{
 use sorcha_peer_core::model::{PeerId, Timestamp, TxHash, TxId};
 
 use crate::communication::{
-    self as pb, GossipAnnounce, GossipDigest, GossipDigestReply, GossipFetch, GossipPush,
-    MessageType, PeerMessage,
+    self as pb, GossipAnnounce, GossipDigest, GossipDigestReply, GossipFetch, GossipGraft,
+    GossipPrune, GossipPush, MessageType, PeerMessage,
 };
 use crate::transaction::{TransactionNotification, TransactionResponse};
 
@@ -91,6 +91,8 @@ pub fn to_stream_message(message: &GossipMessage) -> PeerMessage {
             }
             .encode_to_vec(),
         ),
+        GossipMessage::Prune => (MessageType::GossipPrune, GossipPrune {}.encode_to_vec()),
+        GossipMessage::Graft => (MessageType::GossipGraft, GossipGraft {}.encode_to_vec()),
     };
     PeerMessage {
         message_type: kind.into(),
@@ -158,7 +160,9 @@ pub fn is_extension(message_type: i32) -> bool {
             | MessageType::GossipPush
             | MessageType::GossipDigest
             | MessageType::GossipDigestReply
-            | MessageType::GossipFetch)
+            | MessageType::GossipFetch
+            | MessageType::GossipPrune
+            | MessageType::GossipGraft)
     )
 }
 
@@ -219,6 +223,14 @@ pub fn from_peer_message(message: &PeerMessage) -> Result<GossipMessage, WireErr
                 missing: entries_from_proto(&m.missing)?,
                 wanted: m.wanted,
             })
+        }
+        Ok(MessageType::GossipPrune) => {
+            GossipPrune::decode(payload).map_err(decode_error("GOSSIP_PRUNE"))?;
+            Ok(GossipMessage::Prune)
+        }
+        Ok(MessageType::GossipGraft) => {
+            GossipGraft::decode(payload).map_err(decode_error("GOSSIP_GRAFT"))?;
+            Ok(GossipMessage::Graft)
         }
         _ => Err(WireError::NotGossip(message.message_type)),
     }

@@ -37,6 +37,8 @@ fn every_gossip_message_round_trips() {
             missing: vec![entry(b"z")],
             wanted: vec![7],
         },
+        GossipMessage::Prune,
+        GossipMessage::Graft,
     ];
     for message in messages {
         let wire = to_peer_message(&message, &me, None, Timestamp::from_millis(5));

@@ -110,7 +110,9 @@ impl CommunicationService {
                 | MessageType::GossipAnnounce
                 | MessageType::GossipPush
                 | MessageType::GossipDigest
-                | MessageType::GossipDigestReply,
+                | MessageType::GossipDigestReply
+                | MessageType::GossipPrune
+                | MessageType::GossipGraft,
             ) => LimitKind::Announcements,
             _ => LimitKind::Membership,
         };
@@ -222,11 +224,19 @@ impl CommunicationService {
             MessageType::GossipAnnounce
             | MessageType::GossipPush
             | MessageType::GossipDigest
-            | MessageType::GossipDigestReply => {
+            | MessageType::GossipDigestReply
+            | MessageType::GossipPrune
+            | MessageType::GossipGraft => {
                 let gossip = from_peer_message(&message)
                     .map_err(|e| Status::invalid_argument(e.to_string()))?;
-                if let GossipMessage::Announce { entries } = &gossip {
-                    let ids = u32::try_from(entries.len()).unwrap_or(u32::MAX);
+                // A push carries one transaction, as an announcement of one does.
+                let ids = match &gossip {
+                    GossipMessage::Announce { entries } => entries.len(),
+                    GossipMessage::Push { .. } => 1,
+                    _ => 0,
+                };
+                if ids > 0 {
+                    let ids = u32::try_from(ids).unwrap_or(u32::MAX);
                     self.limiter
                         .check(key, LimitKind::AnnouncedTransactions, ids)?;
                 }

@@ -3,9 +3,11 @@
 //! peers pulling at once share the budget in turn and one large body cannot hold it. Only
 //! bodies are charged: announcements, membership and heartbeats never wait for it.
 //!
-//! Bodies leave this node only when a peer pulls them (`GetTransaction`, `StreamTransaction`,
-//! a `GOSSIP_FETCH` answer): the daemon does not push bodies eagerly (the core's
-//! `eager_push_max_size` is 0 and not configurable), so the link workers send none.
+//! The budget charges bodies a peer pulls (`GetTransaction`, `StreamTransaction`, a
+//! `GOSSIP_FETCH` answer). Eager pushes (`GOSSIP_PUSH`, bodies up to
+//! `distribution.eager_push_max_bytes`, default 16 KiB, sent by the link workers on the eager
+//! tree) are not charged yet: each goes to the few eager peers once, bounded by the link's
+//! body lane; charging them is left to do.
 
 use std::num::NonZeroU32;
 use std::sync::Arc;

@@ -1,0 +1,247 @@
+//! The eager-push tree (Plumtree: Leitão, Pereira and Rodrigues, "Epidemic Broadcast Trees",
+//! 2007): which gossip peers get a small body pushed at once and which only its batched
+//! announcement, and how the split repairs itself.
+//!
+//! Every gossip peer starts eager (so does one that leaves and comes back). A body of at most
+//! `eager_push_max_size` bytes is pushed at once to the eager peers (`forward`, in
+//! `announce.rs`); the others get the announcement. A pushed body that was already known
+//! means two eager paths reached us: the receiver *prunes* the sender (both ends then treat
+//! the link as lazy), so the eager links thin out to about a spanning tree and each node gets
+//! each body about once. An announcement of a small unknown transaction waits `graft_timeout`
+//! for its push; if none comes the body is pulled from the announcer as before, and the
+//! announcer is *grafted* (both ends treat the link as eager again), so the tree heals where a
+//! push was lost or a link broke. Bodies above the threshold keep announce-and-pull.
+//!
+//! State: `Gossip::lazy` (a subset of the gossip peers, so bounded by them) and
+//! `Gossip::graft_wait` (ids waiting for their push, at most `max_pending`).
+
+use super::{Gossip, GossipMessage, Output, Timer};
+use crate::model::{PeerId, TxId};
+use crate::time::Instant;
+
+impl Gossip {
+    /// Whether a body of `size` bytes goes by eager push.
+    pub(super) fn pushable(&self, size: u64) -> bool {
+        size <= self.config.eager_push_max_size as u64
+    }
+
+    /// Whether `peer` gets pushes from us (it has not pruned us, nor we it).
+    pub(super) fn is_eager(&self, peer: &PeerId) -> bool {
+        !self.lazy.contains(peer)
+    }
+
+    /// A body `from` pushed was known already: tell it to stop pushing to us. Sent on every
+    /// duplicate push, not only the first: a repeat means our earlier prune was lost.
+    pub(super) fn prune(&mut self, from: &PeerId) {
+        self.stats.duplicate_pushes += 1;
+        if self.peers.binary_search(from).is_ok() {
+            self.lazy.insert(from.clone());
+        }
+        self.stats.prunes_sent += 1;
+        let to = from.clone();
+        self.push(Output::Send {
+            to,
+            message: GossipMessage::Prune,
+        });
+    }
+
+    /// `from` pruned us: announce to it from now on. A peer outside our gossip peers is not
+    /// remembered (we do not push to it anyway), which keeps `lazy` bounded.
+    pub(super) fn on_prune(&mut self, from: &PeerId) {
+        self.stats.prunes_received += 1;
+        if self.peers.binary_search(from).is_ok() {
+            self.lazy.insert(from.clone());
+        }
+    }
+
+    /// `from` had to pull what we only announced: push to it again.
+    pub(super) fn on_graft(&mut self, from: &PeerId) {
+        self.stats.grafts_received += 1;
+        self.lazy.remove(from);
+    }
+
+    /// Peers that left the gossip peers: one that comes back starts eager.
+    pub(super) fn forget_tree_peers(&mut self, left: &[PeerId]) {
+        for peer in left {
+            if self.lazy.remove(peer) {
+                self.stats.lazy_forgotten += 1;
+            }
+        }
+    }
+
+    /// Holds the pull of the new pending `id` for `graft_timeout`, waiting for its push;
+    /// false (pull at once) when `max_pending` already wait.
+    pub(super) fn await_push(&mut self, id: TxId, now: Instant) -> bool {
+        if self.graft_wait.len() >= self.config.max_pending {
+            return false;
+        }
+        let due = now.saturating_add(self.config.graft_timeout);
+        self.graft_wait.push_back((due, id));
+        self.stats.pushes_awaited += 1;
+        self.schedule_by(due, Timer::Graft);
+        true
+    }
+
+    /// Pulls every transaction whose push is overdue, grafting its first announcer.
+    pub(super) fn on_graft_timer(&mut self, now: Instant) {
+        while let Some(&(due, id)) = self.graft_wait.front() {
+            if due > now {
+                self.schedule_by(due, Timer::Graft);
+                break;
+            }
+            self.graft_wait.pop_front();
+            // None: the push came (or it was fetched otherwise) meanwhile.
+            if let Some(announcer) = self.stop_awaiting(&id) {
+                self.stats.pushes_missed += 1;
+                self.graft(announcer);
+            }
+        }
+    }
+
+    fn graft(&mut self, to: PeerId) {
+        self.lazy.remove(&to);
+        self.stats.grafts_sent += 1;
+        self.push(Output::Send {
+            to,
+            message: GossipMessage::Graft,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_util::*;
+    use super::super::*;
+
+    fn tree() -> GossipConfig {
+        GossipConfig {
+            eager_push_max_size: 1024,
+            eager_push_peers: 16,
+            ..quiet()
+        }
+    }
+
+    fn push_of(n: usize) -> GossipMessage {
+        GossipMessage::Push {
+            entry: entry(n, 1),
+            body: body(n),
+        }
+    }
+
+    fn pushed_to(out: &[Output]) -> Vec<PeerId> {
+        let mut to: Vec<PeerId> = sends(out)
+            .into_iter()
+            .filter(|(_, m)| matches!(m, GossipMessage::Push { .. }))
+            .map(|(to, _)| to)
+            .collect();
+        to.sort();
+        to
+    }
+
+    fn sent(out: &[Output], kind: GossipMessage) -> Vec<PeerId> {
+        sends(out)
+            .into_iter()
+            .filter(|(_, m)| *m == kind)
+            .map(|(to, _)| to)
+            .collect()
+    }
+
+    #[test]
+    fn every_peer_starts_eager_and_a_duplicate_push_prunes_its_sender() {
+        let mut g = node(0, 1..=4, tree());
+        g.submit(body(1), None, ms(0)).expect("valid");
+        assert_eq!(pushed_to(&drain(&mut g)), vec![id(1), id(2), id(3), id(4)]);
+        g.handle_message(&id(1), push_of(2), ms(1));
+        assert_eq!(
+            delivered(&drain(&mut g)).len(),
+            1,
+            "the first push is taken"
+        );
+        g.handle_message(&id(2), push_of(2), ms(2));
+        let out = drain(&mut g);
+        assert!(delivered(&out).is_empty());
+        assert_eq!(sent(&out, GossipMessage::Prune), vec![id(2)]);
+        assert_eq!(g.stats().duplicate_pushes, 1);
+        g.handle_message(&id(3), GossipMessage::Prune, ms(3));
+        g.submit(body(3), None, ms(4)).expect("valid");
+        let out = drain(&mut g);
+        assert_eq!(pushed_to(&out), vec![id(1), id(4)], "2 and 3 are lazy");
+        let announced: Vec<PeerId> = announces(&flush(&mut g, ms(20)))
+            .into_iter()
+            .map(|(to, _)| to)
+            .collect();
+        assert!(announced.iter().all(|p| *p == id(2) || *p == id(3)));
+        assert!(!announced.is_empty(), "lazy peers hear of it");
+    }
+
+    #[test]
+    fn an_announcement_waits_for_the_push_then_pulls_and_grafts() {
+        let mut g = node(0, 1..=3, tree());
+        g.handle_message(&id(2), GossipMessage::Prune, ms(0));
+        g.handle_message(&id(2), announce(vec![entry(1, 1)]), ms(1));
+        assert!(fetches(&drain(&mut g)).is_empty(), "waiting for the push");
+        let due = g.poll_timeout().expect("graft timer");
+        assert_eq!(due, ms(81).mono);
+        // The push of another transaction comes in time: no pull, no graft.
+        g.handle_message(&id(2), announce(vec![entry(2, 1)]), ms(2));
+        g.handle_message(&id(1), push_of(2), ms(50));
+        drain(&mut g);
+        g.handle_timeout(ms(81));
+        let out = drain(&mut g);
+        assert_eq!(fetches(&out), vec![(id(2), entry(1, 1).id)]);
+        assert_eq!(sent(&out, GossipMessage::Graft), vec![id(2)]);
+        assert_eq!(g.stats().pushes_missed, 1);
+        g.handle_timeout(ms(82));
+        assert!(fetches(&drain(&mut g)).is_empty(), "tx 2 came by push");
+        g.handle_fetched(&id(2), entry(1, 1).id, Ok(body(1)), ms(90));
+        drain(&mut g);
+        g.submit(body(3), None, ms(100)).expect("valid");
+        assert!(pushed_to(&drain(&mut g)).contains(&id(2)), "grafted: eager");
+    }
+
+    #[test]
+    fn a_graft_makes_a_pruned_peer_eager_and_a_returning_peer_starts_eager() {
+        let mut g = node(0, 1..=2, tree());
+        g.handle_message(&id(1), GossipMessage::Prune, ms(0));
+        g.handle_message(&id(2), GossipMessage::Prune, ms(0));
+        g.submit(body(1), None, ms(1)).expect("valid");
+        assert!(pushed_to(&drain(&mut g)).is_empty());
+        g.handle_message(&id(1), GossipMessage::Graft, ms(2));
+        g.set_peers(&[id(1)], ms(3));
+        g.set_peers(&[id(1), id(2)], ms(4));
+        g.submit(body(2), None, ms(5)).expect("valid");
+        assert_eq!(pushed_to(&drain(&mut g)), vec![id(1), id(2)]);
+        assert_eq!(g.stats().grafts_received, 1);
+    }
+
+    #[test]
+    fn bodies_over_the_threshold_are_announced_and_pulled_at_once() {
+        let config = GossipConfig {
+            eager_push_max_size: 4,
+            ..tree()
+        };
+        let mut g = node(0, 1..=3, config);
+        g.submit(body(1), None, ms(0)).expect("valid");
+        assert!(pushed_to(&drain(&mut g)).is_empty(), "too large to push");
+        g.handle_message(&id(1), announce(vec![entry(2, 1)]), ms(1));
+        assert_eq!(fetches(&drain(&mut g)).len(), 1, "no wait for a push");
+        assert_eq!(g.stats().pushes_awaited, 0);
+    }
+
+    #[test]
+    fn waits_for_pushes_and_lazy_peers_are_bounded() {
+        let config = GossipConfig {
+            max_pending: 2,
+            ..tree()
+        };
+        let mut g = node(0, [1], config);
+        let entries = (0..3).map(|n| entry(n, 1)).collect();
+        g.handle_message(&id(1), announce(entries), ms(0));
+        assert_eq!(g.graft_wait.len(), 2);
+        assert_eq!(g.stats().dropped_pending_full, 1);
+        // A prune from a peer outside the gossip peers is counted, not remembered.
+        g.handle_message(&id(7), GossipMessage::Prune, ms(1));
+        assert!(g.lazy.is_empty());
+        assert_eq!(g.stats().prunes_received, 1);
+    }
+}
