@@ -297,28 +297,7 @@ pub fn parse_lab_counters(json: &str) -> Option<InterfaceBytes> {
 
 /// Loads `ruleset` into namespace `ns` (`nft -f -`).
 fn nft(ns: &str, ruleset: &str) -> Result<(), NetnsError> {
-    let fail = |e: std::io::Error| NetnsError::Command {
-        command: format!("ip netns exec {ns} nft -f -"),
-        stderr: e.to_string(),
-    };
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", ns, "nft", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(fail)?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(ruleset.as_bytes()).map_err(fail)?;
-    }
-    let output = child.wait_with_output().map_err(fail)?;
-    if !output.status.success() {
-        return Err(NetnsError::Command {
-            command: format!("ip netns exec {ns} nft -f -"),
-            stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-        });
-    }
-    Ok(())
+    ip_with_input(&["netns", "exec", ns, "nft", "-f", "-"], ruleset, false)
 }
 
 impl Drop for Netns {
@@ -375,23 +354,29 @@ fn run_batch(ns: &str, commands: &str, force: bool) -> Result<(), NetnsError> {
         args.push("-force");
     }
     args.extend(["-batch", "-"]);
+    ip_with_input(&args, commands, force)
+}
+
+/// Runs `ip ARGS` with `input` on its standard input; a failure exit is an error naming the
+/// command and its stderr, unless `tolerate_failure`.
+fn ip_with_input(args: &[&str], input: &str, tolerate_failure: bool) -> Result<(), NetnsError> {
     let describe = || format!("ip {}", args.join(" "));
     let fail = |e: std::io::Error| NetnsError::Command {
         command: describe(),
         stderr: e.to_string(),
     };
     let mut child = Command::new("ip")
-        .args(&args)
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(fail)?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(commands.as_bytes()).map_err(fail)?;
+        stdin.write_all(input.as_bytes()).map_err(fail)?;
     }
     let output = child.wait_with_output().map_err(fail)?;
-    if !output.status.success() && !force {
+    if !output.status.success() && !tolerate_failure {
         return Err(NetnsError::Command {
             command: describe(),
             stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
