@@ -8,8 +8,6 @@ use std::time::Duration;
 
 use common::{TestNode, eventually};
 use sorcha_peer::wire::proto::communication::peer_communication_client::PeerCommunicationClient;
-use sorcha_peer::wire::proto::discovery::peer_discovery_client::PeerDiscoveryClient;
-use sorcha_peer::wire::proto::discovery::{PeerInfo, RegisterPeerRequest};
 use sorcha_peer_core::gossip::{AnnounceEntry, GossipMessage};
 use sorcha_peer_core::model::{PeerId, Timestamp, TxHash};
 use sorcha_peer_wire::gossip::to_peer_message;
@@ -23,22 +21,7 @@ const ENV: [(&str, &str); 2] = [
 const LIAR: &str = "liar-1";
 
 async fn register(node: &TestNode) -> bool {
-    let mut client = PeerDiscoveryClient::connect(node.grpc_url()).await.unwrap();
-    let info = PeerInfo {
-        peer_id: LIAR.into(),
-        address: "127.0.0.1".into(),
-        port: 1,
-        supported_protocols: vec!["Grpc".into()],
-        ..Default::default()
-    };
-    let answer = client
-        .register_peer(RegisterPeerRequest {
-            peer_info: Some(info),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    answer.success
+    common::peer::try_register(node, LIAR, 1).await.success
 }
 
 /// Two pushed bodies that do not match their announced ids (a wrong body each: -40, the

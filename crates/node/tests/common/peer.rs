@@ -35,6 +35,12 @@ pub async fn serve(id: &str, with: impl FnOnce(Router) -> Router) -> u16 {
 
 /// Registers the unary gRPC peer `id` listening on loopback `port` with `node`.
 pub async fn register(node: &TestNode, id: &str, port: u16) {
+    let answer = try_register(node, id, port).await;
+    assert!(answer.success, "{}", answer.message);
+}
+
+/// `node`'s answer to a `RegisterPeer` of `id` at loopback `port` (refused or not).
+pub async fn try_register(node: &TestNode, id: &str, port: u16) -> RegisterPeerResponse {
     let mut client = PeerDiscoveryClient::connect(node.grpc_url()).await.unwrap();
     let info = PeerInfo {
         peer_id: id.into(),
@@ -43,14 +49,13 @@ pub async fn register(node: &TestNode, id: &str, port: u16) {
         supported_protocols: vec!["Grpc".into()],
         ..Default::default()
     };
-    let answer = client
+    client
         .register_peer(RegisterPeerRequest {
             peer_info: Some(info),
         })
         .await
         .unwrap()
-        .into_inner();
-    assert!(answer.success, "{}", answer.message);
+        .into_inner()
 }
 
 /// A peer named `id` that agrees to every membership call.
