@@ -28,7 +28,7 @@ mod claims_tests;
 #[cfg(test)]
 mod net_tests;
 #[cfg(test)]
-mod test_util;
+pub(crate) mod test_util;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 

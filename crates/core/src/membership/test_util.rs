@@ -16,9 +16,15 @@ pub(super) fn addr(n: usize) -> String {
 
 /// Peer `n`'s advert, last seen at `now` (wall clock).
 pub(super) fn advert(n: usize, now: Now) -> PeerAdvert {
+    advert_of(id(n), addr(n), now)
+}
+
+/// A gRPC peer's advert at `address`:5001 with streaming, last seen at `now` (the node's
+/// tests use it too).
+pub(crate) fn advert_of(peer_id: PeerId, address: String, now: Now) -> PeerAdvert {
     PeerAdvert {
-        peer_id: id(n),
-        address: addr(n),
+        peer_id,
+        address,
         port: 5001,
         supported_protocols: vec![Protocol::Grpc],
         capabilities: PeerCapabilities {

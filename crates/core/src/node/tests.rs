@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use super::*;
-use crate::model::{PeerCapabilities, Protocol};
 
 const PROBE_MS: u64 = 10_000;
 const AE_MS: u64 = 3_000;
@@ -34,19 +33,7 @@ pub(super) fn node(now: Now) -> Node {
 
 /// The advert of peer `name` at `address`, last seen at `now`.
 pub(super) fn advert(name: &str, address: &str, now: Now) -> PeerAdvert {
-    PeerAdvert {
-        peer_id: name.parse().expect("valid id"),
-        address: address.into(),
-        port: 5001,
-        supported_protocols: vec![Protocol::Grpc],
-        capabilities: PeerCapabilities {
-            supports_streaming: true,
-            supports_transaction_distribution: true,
-            max_transaction_size: 1 << 20,
-        },
-        last_seen: now.wall,
-        is_seed_node: false,
-    }
+    crate::membership::test_util::advert_of(name.parse().expect("valid id"), address.into(), now)
 }
 
 fn probe(node: &Node) -> Option<u64> {
