@@ -104,6 +104,8 @@ pub struct Startup {
     pub discovery_ms: Option<f64>,
     /// The same from when the last node had bound its ports (process start-up left out).
     pub discovery_from_ready_ms: Option<f64>,
+    /// The same from the first spawn (the bootstrap nodes' start-up included).
+    pub discovery_from_first_ms: Option<f64>,
     pub discovery_target_peers: u64,
     /// Fewest peers any node knew when the traffic started.
     pub peers_known_min: u64,
@@ -407,10 +409,11 @@ impl Report {
         let s = &self.startup;
         let _ = writeln!(
             out,
-            "  online {} ms; discovery (>= {} peers) {} ms",
+            "  online {} ms; discovery (>= {} peers) {} ms ({} ms from the first spawn)",
             ms(s.online_ms),
             s.discovery_target_peers,
-            ms(s.discovery_ms)
+            ms(s.discovery_ms),
+            ms(s.discovery_from_first_ms)
         );
         let t = &self.transactions;
         let _ = writeln!(

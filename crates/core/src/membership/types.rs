@@ -155,6 +155,8 @@ pub enum Timer {
     Dial,
     /// Announce the peers that registered for the first time lately.
     Join,
+    /// Ask a live peer for its list while ours is short of `discovery_target`.
+    Grow,
 }
 
 /// What the machine asks the daemon to do, in order.
@@ -310,6 +312,8 @@ pub struct MembershipStats {
     pub joins_announced: u64,
     /// New registrants not announced because `MAX_JOINERS` were waiting.
     pub joins_dropped: u64,
+    /// Peer lists asked for while the list was short of `discovery_target` (`growth.rs`).
+    pub growth_asks: u64,
 }
 
 impl MembershipStats {

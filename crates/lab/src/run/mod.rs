@@ -428,6 +428,7 @@ async fn wait_online(
         if discovered && startup.discovery_ms.is_none() {
             startup.discovery_ms = since(times.rest);
             startup.discovery_from_ready_ms = since(times.ready);
+            startup.discovery_from_first_ms = since(times.first);
         }
         startup.peers_known_min = statuses
             .iter()
