@@ -138,6 +138,38 @@ async fn the_ttl_expires_unqueued_rows() {
     assert_eq!(db.stats().expired, 1);
 }
 
+/// The TTL walks the oldest rows in arrival order (no index on `first_seen`): across more
+/// than one step of the walk, and no further than the first young row.
+#[tokio::test]
+async fn the_ttl_walks_the_oldest_rows_up_to_the_first_young_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(
+        &dir,
+        Limits {
+            max_transactions: 1_000,
+            ttl: Duration::from_secs(60),
+            ..limits()
+        },
+    );
+    let old = 300u64;
+    for i in 0..old {
+        let body = format!("old {i}");
+        db.put_nowait(NewTx {
+            first_seen: Timestamp::from_millis(1_000 + i),
+            ..tx(body.as_bytes(), 0)
+        })
+        .unwrap();
+    }
+    db.put_nowait(tx(b"young", 0)).unwrap();
+    db.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    db.put(tx(b"newer", 0), false).await.unwrap();
+    assert_eq!(db.stats().expired, old);
+    assert_eq!(db.stats().rows, 2);
+    assert!(find(&db, b"old 299").is_none());
+    assert!(find(&db, b"young").is_some());
+}
+
 #[tokio::test]
 async fn the_queue_is_bounded_retried_confirmed_and_dead_lettered() {
     let dir = tempfile::tempdir().unwrap();

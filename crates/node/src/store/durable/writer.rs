@@ -449,25 +449,41 @@ fn confirm(conn: &Connection, hashes: &[TxHash], tally: &mut Tally) -> rusqlite:
     Ok(())
 }
 
-/// Deletes unqueued rows first seen before `cutoff` (Unix ms).
+/// Deletes unqueued rows first seen before `cutoff` (Unix ms), oldest first.
+///
+/// Rows are walked in arrival (`seq`) order, stopping at the first unqueued row that is still
+/// young: `first_seen` is the clock at arrival, so it grows with `seq`, and the walk costs
+/// O(expired rows) with no index on `first_seen` (schema V2). Should the wall clock step
+/// back, a row behind a younger one waits until that one expires: the count and byte bounds
+/// still hold it in.
 fn expire_before(conn: &Connection, cutoff: u64, tally: &mut Tally) -> rusqlite::Result<()> {
     let cutoff = i64::try_from(cutoff).unwrap_or(i64::MAX);
-    let (rows, bytes): (i64, i64) = conn.query_row(
-        "SELECT count(*), coalesce(sum(length(body)), 0) FROM transactions
-         WHERE state != 1 AND first_seen < ?1",
-        params![cutoff],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
-    if rows > 0 {
-        conn.execute(
-            "DELETE FROM transactions WHERE state != 1 AND first_seen < ?1",
-            params![cutoff],
-        )?;
-        tally.rows = tally.rows.saturating_sub(rows as u64);
-        tally.bytes = tally.bytes.saturating_sub(bytes as u64);
-        tally.expired += rows as u64;
+    let mut after = 0i64;
+    loop {
+        let rows: Vec<(i64, i64, i64)> = conn
+            .prepare_cached(
+                "SELECT seq, length(body), first_seen FROM transactions
+                 WHERE state != 1 AND seq > ?1 ORDER BY seq LIMIT ?2",
+            )?
+            .query_map(params![after, EVICT_STEP], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        let mut delete = conn.prepare_cached("DELETE FROM transactions WHERE seq = ?1")?;
+        for &(seq, len, first_seen) in &rows {
+            if first_seen >= cutoff {
+                return Ok(());
+            }
+            delete.execute(params![seq])?;
+            tally.rows = tally.rows.saturating_sub(1);
+            tally.bytes = tally.bytes.saturating_sub(len as u64);
+            tally.expired += 1;
+            after = seq;
+        }
+        if rows.len() < EVICT_STEP as usize {
+            return Ok(());
+        }
     }
-    Ok(())
 }
 
 /// Deletes the oldest unqueued rows until the count and byte bounds hold.
