@@ -419,25 +419,39 @@ impl Breakers {
     fn touch(&mut self, peer: &PeerId, now: Timestamp) -> &mut CircuitBreaker {
         let use_id = self.next_use;
         self.next_use += 1;
-        if let Some(entry) = self.entries.get_mut(peer) {
-            self.recency.remove(&entry.last_used);
-            entry.last_used = use_id;
-        } else {
-            if self.entries.len() >= self.capacity {
-                self.evict_one(now);
+        let last_used = self
+            .entries
+            .get_mut(peer)
+            .map(|entry| std::mem::replace(&mut entry.last_used, use_id));
+        // Every call touches its peer: a known one's id moves to its new place in the use
+        // order instead of being cloned again.
+        let id = match last_used.and_then(|old| self.recency.remove(&old)) {
+            Some(id) => id,
+            None => {
+                if last_used.is_none() {
+                    self.insert(peer, use_id, now);
+                }
+                peer.clone()
             }
-            let entry = Entry {
-                breaker: CircuitBreaker::closed(self.config),
-                last_used: use_id,
-            };
-            self.entries.insert(peer.clone(), entry);
-        }
-        self.recency.insert(use_id, peer.clone());
+        };
+        self.recency.insert(use_id, id);
         &mut self
             .entries
             .get_mut(peer)
             .expect("the entry was found or inserted just above")
             .breaker
+    }
+
+    /// A new closed breaker for `peer`, evicting one first if full.
+    fn insert(&mut self, peer: &PeerId, use_id: u64, now: Timestamp) {
+        if self.entries.len() >= self.capacity {
+            self.evict_one(now);
+        }
+        let entry = Entry {
+            breaker: CircuitBreaker::closed(self.config),
+            last_used: use_id,
+        };
+        self.entries.insert(peer.clone(), entry);
     }
 
     fn evict_one(&mut self, now: Timestamp) {

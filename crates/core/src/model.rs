@@ -52,28 +52,77 @@ pub enum ModelError {
 
 /// A peer's identity: lowercase hex derived from its public key, or an operator-chosen name
 /// (Sorcha networks may name their nodes).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+///
+/// Ids key most of the core's maps, so they are compared all the time: each keeps its first
+/// 16 bytes beside the text, as two big-endian numbers padded with zeros (no id has a zero
+/// byte), and two ids that differ there compare without reading their texts. Reading the
+/// texts (a cache miss each) was a quarter of a 10,000-node simulation.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct PeerId(String);
+pub struct PeerId {
+    head: [u64; 2],
+    text: String,
+}
+
+/// The order of the ids' texts, byte by byte, a prefix first.
+impl Ord for PeerId {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.head
+            .cmp(&other.head)
+            .then_with(|| self.text.cmp(&other.text))
+    }
+}
+
+impl PartialOrd for PeerId {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// As the text's hash: `head` is a function of it.
+impl std::hash::Hash for PeerId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.text.hash(state);
+    }
+}
+
+impl fmt::Debug for PeerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("PeerId").field(&self.text).finish()
+    }
+}
 
 impl PeerId {
+    /// An id of `text`, which is valid.
+    fn new(text: String) -> Self {
+        let mut bytes = [0u8; 16];
+        let len = text.len().min(16);
+        bytes[..len].copy_from_slice(&text.as_bytes()[..len]);
+        let (a, b) = bytes.split_at(8);
+        let word = |half: &[u8]| u64::from_be_bytes(half.try_into().expect("eight bytes"));
+        Self {
+            head: [word(a), word(b)],
+            text,
+        }
+    }
+
     /// The id of the node holding the key whose SubjectPublicKeyInfo DER is `public_key_der`.
     pub fn from_public_key(public_key_der: &[u8]) -> Self {
         let digest = Sha256::digest(public_key_der);
-        Self(hex::encode(&digest[..DERIVED_ID_BYTES]))
+        Self::new(hex::encode(&digest[..DERIVED_ID_BYTES]))
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.text
     }
 
     /// Whether this id has the form of an id derived from a key (lowercase hex of
     /// `DERIVED_ID_BYTES` bytes), so a certificate can prove it. A name an operator gave
     /// (`node_id`, Sorcha's `node_...`) cannot be proven by any certificate.
     pub fn is_key_derived(&self) -> bool {
-        self.0.len() == DERIVED_ID_BYTES * 2
+        self.text.len() == DERIVED_ID_BYTES * 2
             && self
-                .0
+                .text
                 .bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     }
@@ -87,7 +136,7 @@ impl FromStr for PeerId {
         if s.is_empty() || s.len() > MAX_PEER_ID_LEN || !s.chars().all(valid_char) {
             return Err(ModelError::PeerId(truncated(s)));
         }
-        Ok(Self(s.to_owned()))
+        Ok(Self::new(s.to_owned()))
     }
 }
 
@@ -101,13 +150,13 @@ impl TryFrom<String> for PeerId {
 
 impl From<PeerId> for String {
     fn from(id: PeerId) -> Self {
-        id.0
+        id.text
     }
 }
 
 impl fmt::Display for PeerId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.text)
     }
 }
 
@@ -527,6 +576,35 @@ fn truncated(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn peer_ids_sort_as_their_texts() {
+        let texts = [
+            "a",
+            "ab",
+            "abc",
+            "node0000000000000",
+            "node00000000000000",
+            "node0000000000001",
+            "node00001234------",
+            "node00001235",
+            "0123456789abcdef",
+            "0123456789abcdef0",
+            "0123456789abcdeg",
+            "Z",
+            "z.z",
+            "fake-1-2",
+            "phantom-3-4",
+        ];
+        let ids: Vec<PeerId> = texts.iter().map(|t| t.parse().expect("valid")).collect();
+        for (a, ta) in ids.iter().zip(texts) {
+            for (b, tb) in ids.iter().zip(texts) {
+                assert_eq!(a.cmp(b), ta.cmp(tb), "{ta} vs {tb}");
+                assert_eq!(a == b, ta == tb);
+            }
+        }
+        assert_eq!(format!("{:?}", ids[0]), "PeerId(\"a\")");
+    }
 
     #[test]
     fn derived_peer_id_is_stable_lowercase_hex() {

@@ -99,16 +99,23 @@ pub struct World {
     pub(crate) next_stream: u64,
 }
 
-/// Node `n`'s peer id: 40 characters like the daemon's derived ids, readable in traces.
+/// Digits of a node index in its peer id: enough for the largest network a scenario allows.
+const ID_DIGITS: usize = 8;
+
+/// Node `n`'s peer id: 40 characters like the daemon's derived ids (as many bytes on the
+/// wire), readable in traces: `node00001234` and dashes. The index comes first and at a fixed
+/// width, so ids sort as their indices do (as they did when it was the last 36 characters)
+/// and two ids differ within their first 16 bytes: the core compares ids eight bytes at a
+/// time, and most of its maps are keyed by them.
 pub fn peer_id(n: usize) -> PeerId {
-    format!("node{n:036}")
-        .parse()
-        .expect("digits are a valid id")
+    let id = format!("node{n:0ID_DIGITS$}");
+    format!("{id:-<40}").parse().expect("digits are a valid id")
 }
 
 /// The node index of a simulated peer id.
 pub(crate) fn index_of_id(id: &PeerId) -> Option<usize> {
-    id.as_str().strip_prefix("node")?.parse().ok()
+    let digits = id.as_str().strip_prefix("node")?.get(..ID_DIGITS)?;
+    digits.parse().ok()
 }
 
 /// Node `n`'s address: `10.a.b.c` with `a.b.c` = n + 1.

@@ -304,17 +304,25 @@ impl Membership {
     /// every active link carries announcements both ways. Capped so a popular node does not
     /// flood hundreds of peers.
     pub fn gossip_peers(&self, now: Now) -> Vec<PeerId> {
-        let mut peers: Vec<PeerId> = self
-            .active_peers()
-            .filter(|p| p.is_healthy())
-            .map(|p| p.node.peer_id.clone())
+        self.gossip_peer_ids(now).into_iter().cloned().collect()
+    }
+
+    /// [`Membership::gossip_peers`] borrowed: the node compares them with the last set after
+    /// every input and clones only when they changed (the clones were ~10% of a simulator run).
+    pub fn gossip_peer_ids(&self, now: Now) -> Vec<&PeerId> {
+        let mut peers: Vec<&PeerId> = self
+            .active
+            .iter()
+            .filter(|id| self.peers.get(*id).is_some_and(|p| p.is_healthy()))
             .collect();
         let fresh = self.heartbeat_fresh_for();
         let mut inbound: Vec<(&PeerId, Instant)> = self
             .heartbeaters
             .iter()
             .filter(|(id, at)| {
-                now.mono.since(**at) <= fresh && !self.is_banned(id, now) && !peers.contains(id)
+                now.mono.since(**at) <= fresh
+                    && !self.active.contains(*id)
+                    && !self.is_banned(id, now)
             })
             .filter(|(id, _)| self.peers.get(*id).is_some_and(|p| p.is_healthy()))
             .map(|(id, at)| (id, *at))
@@ -325,7 +333,7 @@ impl Membership {
             inbound
                 .into_iter()
                 .take(self.config.active_size)
-                .map(|(id, _)| id.clone()),
+                .map(|(id, _)| id),
         );
         peers.sort();
         peers

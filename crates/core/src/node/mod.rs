@@ -514,8 +514,9 @@ impl Node {
     /// Runs after every input: compares by reference and clones only on change (the
     /// simulator measured the per-input clones at 10,000 nodes).
     fn sync_gossip_peers(&mut self, now: Now) {
-        let peers = self.membership.gossip_peers(now);
-        if peers != self.gossip_peers {
+        let peers = self.membership.gossip_peer_ids(now);
+        if !peers.iter().copied().eq(self.gossip_peers.iter()) {
+            let peers: Vec<PeerId> = peers.into_iter().cloned().collect();
             self.gossip.set_peers(&peers, now);
             self.gossip_peers = peers;
         }
