@@ -54,24 +54,40 @@ pub enum ModelError {
 /// (Sorcha networks may name their nodes).
 ///
 /// Ids key most of the core's maps, so they are compared all the time: each keeps its first
-/// 16 bytes beside the text, as two big-endian numbers padded with zeros (no id has a zero
-/// byte), and two ids that differ there compare without reading their texts. Reading the
-/// texts (a cache miss each) was a quarter of a 10,000-node simulation.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// [`HEAD_BYTES`] bytes beside the text, as big-endian numbers padded with zeros (no id has a
+/// zero byte), so ids up to that long (derived ones are) compare without reading their texts.
+/// Reading the texts (a cache miss each) was a quarter of a 10,000-node simulation.
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct PeerId {
-    head: [u64; 2],
+    head: [u64; HEAD_BYTES / 8],
     text: String,
 }
 
-/// The order of the ids' texts, byte by byte, a prefix first.
+/// Bytes of an id kept in [`PeerId`]'s head: a derived id's length.
+const HEAD_BYTES: usize = DERIVED_ID_BYTES * 2;
+
+/// The order of the ids' texts, byte by byte, a prefix first. Equal heads of two ids no
+/// longer than the head are equal ids: a shorter one would have a zero where the other has not.
 impl Ord for PeerId {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.head
-            .cmp(&other.head)
-            .then_with(|| self.text.cmp(&other.text))
+        self.head.cmp(&other.head).then_with(|| {
+            if self.text.len().max(other.text.len()) <= HEAD_BYTES {
+                std::cmp::Ordering::Equal
+            } else {
+                self.text.cmp(&other.text)
+            }
+        })
     }
 }
+
+impl PartialEq for PeerId {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+
+impl Eq for PeerId {}
 
 impl PartialOrd for PeerId {
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
@@ -95,15 +111,14 @@ impl fmt::Debug for PeerId {
 impl PeerId {
     /// An id of `text`, which is valid.
     fn new(text: String) -> Self {
-        let mut bytes = [0u8; 16];
-        let len = text.len().min(16);
+        let mut bytes = [0u8; HEAD_BYTES];
+        let len = text.len().min(HEAD_BYTES);
         bytes[..len].copy_from_slice(&text.as_bytes()[..len]);
-        let (a, b) = bytes.split_at(8);
-        let word = |half: &[u8]| u64::from_be_bytes(half.try_into().expect("eight bytes"));
-        Self {
-            head: [word(a), word(b)],
-            text,
+        let mut head = [0u64; HEAD_BYTES / 8];
+        for (word, chunk) in head.iter_mut().zip(bytes.chunks_exact(8)) {
+            *word = u64::from_be_bytes(chunk.try_into().expect("eight bytes"));
         }
+        Self { head, text }
     }
 
     /// The id of the node holding the key whose SubjectPublicKeyInfo DER is `public_key_der`.
