@@ -310,7 +310,7 @@ pub struct BreakersStats {
 #[derive(Debug, Clone)]
 struct Entry {
     breaker: CircuitBreaker,
-    /// Key of this entry in `Breakers::recency`.
+    /// When it was last used: `Breakers::next_use` then.
     last_used: u64,
 }
 
@@ -329,8 +329,9 @@ pub struct Breakers {
     config: BreakerConfig,
     capacity: usize,
     entries: BTreeMap<PeerId, Entry>,
-    /// Use order: oldest first. A counter, not a clock, so ties cannot happen.
-    recency: BTreeMap<u64, PeerId>,
+    /// Counts uses: a counter, not a clock, so ties cannot happen. No use order is kept
+    /// beside the entries (every call touches its peer, and keeping one was 5% of a
+    /// simulation); an eviction looks for the least recently used instead.
     next_use: u64,
     stats: BreakersStats,
 }
@@ -353,7 +354,6 @@ impl Breakers {
             config,
             capacity,
             entries: BTreeMap::new(),
-            recency: BTreeMap::new(),
             next_use: 0,
             stats: BreakersStats::default(),
         })
@@ -394,9 +394,7 @@ impl Breakers {
 
     /// Forgets `peer`'s breaker (the peer left membership).
     pub fn remove(&mut self, peer: &PeerId) -> Option<CircuitBreaker> {
-        let entry = self.entries.remove(peer)?;
-        self.recency.remove(&entry.last_used);
-        Some(entry.breaker)
+        self.entries.remove(peer).map(|entry| entry.breaker)
     }
 
     pub fn len(&self) -> usize {
@@ -419,59 +417,47 @@ impl Breakers {
     fn touch(&mut self, peer: &PeerId, now: Timestamp) -> &mut CircuitBreaker {
         let use_id = self.next_use;
         self.next_use += 1;
-        let last_used = self
+        if !self.entries.contains_key(peer) {
+            self.insert(peer, now);
+        }
+        let entry = self
             .entries
             .get_mut(peer)
-            .map(|entry| std::mem::replace(&mut entry.last_used, use_id));
-        // Every call touches its peer: a known one's id moves to its new place in the use
-        // order instead of being cloned again.
-        let id = match last_used.and_then(|old| self.recency.remove(&old)) {
-            Some(id) => id,
-            None => {
-                if last_used.is_none() {
-                    self.insert(peer, use_id, now);
-                }
-                peer.clone()
-            }
-        };
-        self.recency.insert(use_id, id);
-        &mut self
-            .entries
-            .get_mut(peer)
-            .expect("the entry was found or inserted just above")
-            .breaker
+            .expect("the entry was found or inserted just above");
+        entry.last_used = use_id;
+        &mut entry.breaker
     }
 
     /// A new closed breaker for `peer`, evicting one first if full.
-    fn insert(&mut self, peer: &PeerId, use_id: u64, now: Timestamp) {
+    fn insert(&mut self, peer: &PeerId, now: Timestamp) {
         if self.entries.len() >= self.capacity {
             self.evict_one(now);
         }
         let entry = Entry {
             breaker: CircuitBreaker::closed(self.config),
-            last_used: use_id,
+            last_used: self.next_use,
         };
         self.entries.insert(peer.clone(), entry);
     }
 
+    /// Drops the least recently used closed breaker, or else the least recently used one: a
+    /// walk over all of them, only when the map is full.
     fn evict_one(&mut self, now: Timestamp) {
-        let closed = self.recency.iter().find(|(_, id)| {
+        let least_used = |closed_only: bool| {
             self.entries
-                .get(*id)
-                .is_some_and(|e| e.breaker.state(now) == BreakerState::Closed)
-        });
-        let victim = match closed {
-            Some((_, id)) => {
-                self.stats.evicted_closed += 1;
-                id.clone()
-            }
-            None => {
-                let Some((_, id)) = self.recency.first_key_value() else {
-                    return;
-                };
-                self.stats.evicted_open += 1;
-                id.clone()
-            }
+                .iter()
+                .filter(|(_, e)| !closed_only || e.breaker.state(now) == BreakerState::Closed)
+                .min_by_key(|(_, e)| e.last_used)
+                .map(|(id, _)| id.clone())
+        };
+        let victim = if let Some(id) = least_used(true) {
+            self.stats.evicted_closed += 1;
+            id
+        } else if let Some(id) = least_used(false) {
+            self.stats.evicted_open += 1;
+            id
+        } else {
+            return;
         };
         self.remove(&victim);
     }
