@@ -66,6 +66,9 @@ pub struct Links {
     /// Peers whose circuit is open, to close their links and report the change once.
     open_circuits: BTreeSet<PeerId>,
     links: BTreeMap<PeerId, PeerLink>,
+    /// Links with a retry waiting: `poll_timeout` runs after every input and walked every
+    /// link for none most of the time (4% of a simulation).
+    retrying: usize,
     /// Pulls gathered for the stream until [`Links::flush_pulls`].
     batched: pulls::Batched,
     /// The peer and transport of each membership request in flight.
@@ -86,6 +89,7 @@ impl Links {
             config,
             open_circuits: BTreeSet::new(),
             links: BTreeMap::new(),
+            retrying: 0,
             batched: pulls::Batched::default(),
             requests: BTreeMap::new(),
             rng,
@@ -239,7 +243,10 @@ impl Links {
         let Some(link) = self.links.get_mut(peer) else {
             return; // Closed meanwhile: what it carried was counted then.
         };
+        let had_retries = link.retry_at().is_some();
         let verdict = link.outcome(ticket, outcome, now, &policy, &mut self.rng);
+        let has_retries = link.retry_at().is_some();
+        self.count_retrying(had_retries, has_retries);
         match verdict {
             Verdict::Sent {
                 via,
@@ -303,7 +310,9 @@ impl Links {
         }
         let policy = self.config.retry;
         if let Some(link) = self.links.get_mut(peer) {
+            let had_retries = link.retry_at().is_some();
             link.again(what, now, &policy);
+            self.count_retrying(had_retries, true);
         }
     }
 
@@ -323,7 +332,19 @@ impl Links {
 
     /// When the earliest retry is due (the node's `poll_timeout` takes the minimum).
     pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.retrying == 0 {
+            return None;
+        }
         self.links.values().filter_map(PeerLink::retry_at).min()
+    }
+
+    /// A link had retries waiting before a change, and has after it.
+    fn count_retrying(&mut self, had: bool, has: bool) {
+        match (had, has) {
+            (false, true) => self.retrying += 1,
+            (true, false) => self.retrying -= 1,
+            _ => {}
+        }
     }
 
     /// Sends the retries that are due.
@@ -438,6 +459,7 @@ impl Links {
         // Nothing left to send with: the window stays a call's, and each message is dropped.
         link.via = via.unwrap_or(Via::Unary);
         let (mut failed, mut dropped) = (Vec::new(), Vec::new());
+        let had_retries = link.retry_at().is_some();
         let out = link.release(
             now,
             &policy,
@@ -445,16 +467,16 @@ impl Links {
             (&mut failed, &mut dropped),
             &mut |what| ways.shape(what),
         );
-        let to = link.contact.clone();
+        let has_retries = link.retry_at().is_some();
         for (ticket, via, what) in out {
-            let to = to.clone();
             self.outputs.push_back(Output::Transmit {
-                to,
+                to: link.contact.clone(),
                 via,
                 what,
                 ticket,
             });
         }
+        self.count_retrying(had_retries, has_retries);
         for kind in dropped {
             self.dropped(kind, 1);
         }
@@ -494,6 +516,7 @@ impl Links {
 
     fn close(&mut self, peer: &PeerId) {
         if let Some(link) = self.links.remove(peer) {
+            self.count_retrying(link.retry_at().is_some(), false);
             let queued = link.pending() as u64;
             if queued > 0 {
                 self.dropped(DropKind::LinkClosed, queued);
