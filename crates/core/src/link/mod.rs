@@ -15,6 +15,8 @@
 //!   transmissions in flight released as outcomes come back, retries with backoff.
 //! - `pulls`: pulls to extension speakers with an open stream gathered into `GOSSIP_FETCH`
 //!   batches of at most [`MAX_FETCH_BATCH`] ids; the rest one unary call each.
+//! - `ways`: which transport a message to a peer goes by now (the negotiated one, past what
+//!   the peer refused), and the message shaped for what the peer speaks.
 //! - [`types`]: the inputs and outputs at the machine's edge.
 //!
 //! Call order: [`Links::new`]; inputs ([`Links::send`], [`Links::pull`], [`Links::request`],
@@ -33,6 +35,7 @@ pub mod speech;
 #[cfg(test)]
 mod tests;
 pub mod types;
+mod ways;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -47,6 +50,7 @@ pub use negotiate::{Negotiator, Plan, Speaks};
 use peer::{PeerLink, Verdict, lane_of};
 pub use speech::{Dialect, REPROBE_REFUSED, Service, Speech};
 pub use types::*;
+use ways::Ways;
 
 /// The breakers' time: they only compare and subtract instants, so the monotonic clock's
 /// milliseconds serve as their timestamps.
@@ -543,72 +547,5 @@ impl Links {
 
     fn event(&mut self, event: LinkEvent) {
         self.outputs.push_back(Output::Event(event));
-    }
-}
-
-/// How messages reach one peer now: its negotiated transport, minus what it refused.
-struct Ways<'a> {
-    speech: &'a Speech,
-    speaks: Speaks,
-    peer: &'a PeerId,
-    preferred: Via,
-    dialect: Dialect,
-    now: Instant,
-}
-
-impl Ways<'_> {
-    fn refuses(&self, service: Service) -> bool {
-        self.speech.refuses(self.peer, service, self.now)
-    }
-
-    /// REST, unless we do not speak it or the peer refused it.
-    fn rest(&self) -> Result<Via, DropKind> {
-        if self.speaks.rest && !self.refuses(Service::Rest) {
-            Ok(Via::Rest)
-        } else {
-            Err(DropKind::NotSpoken)
-        }
-    }
-
-    /// Our messages: the negotiated transport, past what the peer refused.
-    fn gossip_via(&self) -> Result<Via, DropKind> {
-        let mut via = self.preferred;
-        if via == Via::Stream && self.refuses(Service::Stream) {
-            via = Via::Unary;
-        }
-        if via == Via::Unary && (self.refuses(Service::Communication) || !self.speaks.grpc) {
-            return self.rest();
-        }
-        if via == Via::Rest {
-            return self.rest();
-        }
-        Ok(via)
-    }
-
-    /// Sorcha's `NotifyTransaction`: a unary call (the stream has no such message), else REST.
-    fn notify_via(&self) -> Result<Via, DropKind> {
-        if self.preferred == Via::Rest || !self.speaks.grpc || self.refuses(Service::Notify) {
-            self.rest()
-        } else {
-            Ok(Via::Unary)
-        }
-    }
-
-    /// `what` as the peer gets it, and over which transport; or why it is not sent.
-    fn shape(&self, what: What) -> Result<(Via, What), DropKind> {
-        let notify = |entries| Ok((self.notify_via()?, What::Notify(entries)));
-        match what {
-            What::Gossip(message) if self.dialect == Dialect::SorchaOnly => match message {
-                GossipMessage::Announce { entries } => notify(entries),
-                GossipMessage::Push { entry, .. } => notify(vec![entry]),
-                GossipMessage::Digest { .. }
-                | GossipMessage::DigestReply { .. }
-                | GossipMessage::Prune
-                | GossipMessage::Graft => Err(DropKind::NotSpoken),
-            },
-            What::Gossip(message) => Ok((self.gossip_via()?, What::Gossip(message))),
-            What::Notify(entries) => notify(entries),
-            What::Fetch(pulls) => Ok((Via::Stream, What::Fetch(pulls))),
-        }
     }
 }
