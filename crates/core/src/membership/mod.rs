@@ -324,6 +324,10 @@ impl Membership {
                 self.mark_alive(&peer, Some(rtt), now);
                 self.on_peer_list(&peer, discovery, Some(peers), now);
             }
+            (Purpose::Grow { peer }, Ok(Response::PeerList { peers })) => {
+                self.mark_alive(&peer, Some(rtt), now);
+                self.on_grow_answer(peers, now);
+            }
             (Purpose::Exchange { peer }, Ok(Response::Exchanged { peers })) => {
                 self.mark_alive(&peer, Some(rtt), now);
                 self.on_exchange_answer(peers, now);

@@ -337,12 +337,29 @@ impl MembershipStats {
 /// Why we sent a request, kept until its answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Purpose {
-    BootstrapProbe { index: usize },
-    Register { peer: PeerId },
-    PeerList { peer: PeerId, discovery: bool },
-    Exchange { peer: PeerId },
-    Heartbeat { peer: PeerId },
-    Probe { peer: PeerId },
+    BootstrapProbe {
+        index: usize,
+    },
+    Register {
+        peer: PeerId,
+    },
+    PeerList {
+        peer: PeerId,
+        discovery: bool,
+    },
+    /// A short list's ask (`growth.rs`): its answer is merged, not explored further.
+    Grow {
+        peer: PeerId,
+    },
+    Exchange {
+        peer: PeerId,
+    },
+    Heartbeat {
+        peer: PeerId,
+    },
+    Probe {
+        peer: PeerId,
+    },
 }
 
 impl Purpose {
@@ -351,6 +368,7 @@ impl Purpose {
             Purpose::BootstrapProbe { .. } => None,
             Purpose::Register { peer }
             | Purpose::PeerList { peer, .. }
+            | Purpose::Grow { peer }
             | Purpose::Exchange { peer }
             | Purpose::Heartbeat { peer }
             | Purpose::Probe { peer } => Some(peer),
