@@ -68,6 +68,14 @@ pub struct GossipConfig {
     /// How long an announced transaction small enough to be pushed waits for the push
     /// before it is pulled from the announcer, which is then grafted into the tree.
     pub graft_timeout: Duration,
+    /// A duplicate push does not prune its sender while we push to this many gossip peers
+    /// or fewer: the eager links keep a floor, so the tree stays shallow and a lost push
+    /// has another eager path (`tree.rs`).
+    pub eager_min_peers: usize,
+    /// iroh-gossip's optimisation: a lazy peer that announces a transaction we got by push
+    /// with at least this many hops fewer than the push had replaces the push's sender in
+    /// the tree (grafted, the sender pruned). 0 disables it.
+    pub tree_hop_threshold: u32,
     /// How long a known hash is remembered (dedup window; Sorcha's `transaction_cache_ttl`).
     pub transaction_cache_ttl: Duration,
     /// Known hashes kept at most; the oldest is forgotten (counted) when full.
@@ -117,6 +125,8 @@ impl Default for GossipConfig {
             eager_push_max_size: fetch::EAGER_PUSH_MAX_SIZE,
             eager_push_peers: fetch::EAGER_PUSH_PEERS,
             graft_timeout: fetch::GRAFT_TIMEOUT,
+            eager_min_peers: fetch::EAGER_MIN_PEERS,
+            tree_hop_threshold: fetch::TREE_HOP_THRESHOLD,
             transaction_cache_ttl: known::TRANSACTION_CACHE_TTL,
             max_known: known::MAX_KNOWN,
             bloom_bits: known::BLOOM_BITS,
@@ -208,6 +218,9 @@ mod fetch {
     // iroh-gossip's plumtree waits 80 ms for a message announced by IHAVE before it
     // grafts.
     pub const GRAFT_TIMEOUT: Duration = Duration::from_millis(80);
+    // Measured in crates/sim/README.md, session 9.
+    pub const EAGER_MIN_PEERS: usize = 0;
+    pub const TREE_HOP_THRESHOLD: u32 = 0;
 }
 
 /// Defaults for remembering known hashes (the dedup window and its bloom).

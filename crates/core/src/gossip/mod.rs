@@ -38,6 +38,7 @@ mod anti_entropy;
 mod config;
 mod dedup;
 mod fetch;
+mod parents;
 mod tree;
 mod types;
 
@@ -156,6 +157,8 @@ pub struct Gossip {
     lazy: BTreeSet<PeerId>,
     /// Pending ids waiting for their eager push until the deadline, earliest first.
     graft_wait: VecDeque<(Instant, TxId)>,
+    /// Who pushed each recent transaction first, for the hop-count optimisation.
+    push_parents: parents::PushParents,
 }
 
 impl Gossip {
@@ -194,6 +197,7 @@ impl Gossip {
             departed: BTreeMap::new(),
             lazy: BTreeSet::new(),
             graft_wait: VecDeque::new(),
+            push_parents: parents::PushParents::default(),
         };
         if let Some(every) = this.config.anti_entropy_interval {
             this.schedule(now.saturating_add(every), Timer::AntiEntropy);

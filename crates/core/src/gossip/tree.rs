@@ -15,7 +15,7 @@
 //! State: `Gossip::lazy` (a subset of the gossip peers, so bounded by them) and
 //! `Gossip::graft_wait` (ids waiting for their push, at most `max_pending`).
 
-use super::{Gossip, GossipMessage, Output, Timer};
+use super::{AnnounceEntry, Gossip, GossipMessage, Output, Timer};
 use crate::model::{PeerId, TxId};
 use crate::time::Instant;
 
@@ -30,10 +30,25 @@ impl Gossip {
         !self.lazy.contains(peer)
     }
 
+    /// Gossip peers we push to.
+    fn eager_count(&self) -> usize {
+        self.peers.len().saturating_sub(self.lazy.len())
+    }
+
     /// A body `from` pushed was known already: tell it to stop pushing to us. Sent on every
-    /// duplicate push, not only the first: a repeat means our earlier prune was lost.
-    pub(super) fn prune(&mut self, from: &PeerId) {
+    /// duplicate push, not only the first: a repeat means our earlier prune was lost. A
+    /// gossip peer is kept while we push to `eager_min_peers` or fewer (the floor).
+    pub(super) fn on_duplicate_push(&mut self, from: &PeerId) {
         self.stats.duplicate_pushes += 1;
+        let ours = self.peers.binary_search(from).is_ok();
+        if ours && self.is_eager(from) && self.eager_count() <= self.config.eager_min_peers {
+            self.stats.prunes_withheld += 1;
+            return;
+        }
+        self.prune(from);
+    }
+
+    fn prune(&mut self, from: &PeerId) {
         if self.peers.binary_search(from).is_ok() {
             self.lazy.insert(from.clone());
         }
@@ -96,6 +111,39 @@ impl Gossip {
                 self.graft(announcer);
             }
         }
+    }
+
+    /// `from` pushed us `id` first, `hops` from its origin: remembered for the hop-count
+    /// optimisation while it is on.
+    pub(super) fn note_push_parent(&mut self, id: TxId, from: &PeerId, hops: u32, now: Instant) {
+        if self.config.tree_hop_threshold == 0 {
+            return;
+        }
+        if !self.push_parents.insert(id, from.clone(), hops, now) {
+            self.stats.push_parents_full += 1;
+        }
+    }
+
+    /// iroh-gossip's optimisation: lazy gossip peer `from` announces a transaction we got by
+    /// push with `tree_hop_threshold` or more hops fewer than the push had. Its link is the
+    /// shorter path from that origin, so it replaces the pusher's: graft `from`, prune the
+    /// pusher. Once per transaction.
+    pub(super) fn consider_shorter(&mut self, from: &PeerId, entry: &AnnounceEntry, now: Instant) {
+        let threshold = self.config.tree_hop_threshold;
+        if threshold == 0 || self.is_eager(from) || self.peers.binary_search(from).is_err() {
+            return;
+        }
+        self.push_parents.expire(now);
+        let Some((parent, hops)) = self.push_parents.get(&entry.id).cloned() else {
+            return;
+        };
+        if parent == *from || entry.hops.saturating_add(threshold) > hops {
+            return;
+        }
+        self.push_parents.remove(&entry.id);
+        self.stats.tree_swaps += 1;
+        self.graft(from.clone());
+        self.prune(&parent);
     }
 
     fn graft(&mut self, to: PeerId) {
@@ -212,6 +260,72 @@ mod tests {
         g.submit(body(2), None, ms(5)).expect("valid");
         assert_eq!(pushed_to(&drain(&mut g)), vec![id(1), id(2)]);
         assert_eq!(g.stats().grafts_received, 1);
+    }
+
+    #[test]
+    fn duplicate_pushes_do_not_prune_below_the_eager_floor() {
+        let config = GossipConfig {
+            eager_min_peers: 2,
+            ..tree()
+        };
+        let mut g = node(0, 1..=3, config);
+        g.handle_message(&id(1), push_of(1), ms(0));
+        g.handle_message(&id(2), push_of(1), ms(1));
+        assert_eq!(sent(&drain(&mut g), GossipMessage::Prune), vec![id(2)]);
+        g.handle_message(&id(3), push_of(1), ms(2));
+        let out = drain(&mut g);
+        assert!(sent(&out, GossipMessage::Prune).is_empty(), "2 eager left");
+        assert_eq!(g.stats().prunes_withheld, 1);
+        // Not one of our gossip peers: pruned whatever our floor.
+        g.handle_message(&id(7), push_of(1), ms(3));
+        assert_eq!(sent(&drain(&mut g), GossipMessage::Prune), vec![id(7)]);
+        // A pruned peer pushing again (our prune was lost) is pruned again.
+        g.handle_message(&id(2), push_of(1), ms(4));
+        assert_eq!(sent(&drain(&mut g), GossipMessage::Prune), vec![id(2)]);
+        g.submit(body(9), None, ms(5)).expect("valid");
+        assert_eq!(pushed_to(&drain(&mut g)), vec![id(1), id(3)]);
+    }
+
+    fn push_with_hops(n: usize, hops: u32) -> GossipMessage {
+        GossipMessage::Push {
+            entry: entry(n, hops),
+            body: body(n),
+        }
+    }
+
+    #[test]
+    fn a_lazy_peer_announcing_far_fewer_hops_replaces_the_pusher() {
+        let config = GossipConfig {
+            tree_hop_threshold: 3,
+            ..tree()
+        };
+        let mut g = node(0, 1..=4, config);
+        for lazy in [2, 3] {
+            g.handle_message(&id(lazy), GossipMessage::Prune, ms(0));
+        }
+        g.handle_message(&id(1), push_with_hops(1, 6), ms(1));
+        drain(&mut g);
+        // Eager 4, or only 2 hops fewer: nothing changes.
+        g.handle_message(&id(4), announce(vec![entry(1, 2)]), ms(2));
+        g.handle_message(&id(3), announce(vec![entry(1, 4)]), ms(3));
+        assert!(sends(&drain(&mut g)).is_empty());
+        g.handle_message(&id(2), announce(vec![entry(1, 3)]), ms(4));
+        let out = drain(&mut g);
+        assert_eq!(sent(&out, GossipMessage::Graft), vec![id(2)]);
+        assert_eq!(sent(&out, GossipMessage::Prune), vec![id(1)]);
+        assert_eq!(g.stats().tree_swaps, 1);
+        // Once per transaction.
+        g.handle_message(&id(3), announce(vec![entry(1, 1)]), ms(5));
+        assert!(sends(&drain(&mut g)).is_empty());
+        g.submit(body(9), None, ms(6)).expect("valid");
+        assert_eq!(pushed_to(&drain(&mut g)), vec![id(2), id(4)]);
+        // Forgotten after PUSH_PARENT_TTL: a late announcement swaps nothing.
+        g.handle_message(&id(4), push_with_hops(2, 9), ms(10));
+        drain(&mut g);
+        let late = 10 + super::super::parents::PUSH_PARENT_TTL.as_millis() as u64;
+        g.handle_message(&id(3), announce(vec![entry(2, 1)]), ms(late));
+        assert!(sends(&drain(&mut g)).is_empty());
+        assert_eq!(g.stats().tree_swaps, 1);
     }
 
     #[test]
