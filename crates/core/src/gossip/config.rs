@@ -72,6 +72,9 @@ pub struct GossipConfig {
     /// or fewer: the eager links keep a floor, so the tree stays shallow and a lost push
     /// has another eager path (`tree.rs`).
     pub eager_min_peers: usize,
+    /// A gossip peer that joins while we push to this many starts lazy (the ceiling), so a
+    /// new node's first transactions are not pushed to every peer. 0: no ceiling.
+    pub eager_max_peers: usize,
     /// iroh-gossip's optimisation: a lazy peer that announces a transaction we got by push
     /// with at least this many hops fewer than the push had replaces the push's sender in
     /// the tree (grafted, the sender pruned). 0 disables it.
@@ -126,6 +129,7 @@ impl Default for GossipConfig {
             eager_push_peers: fetch::EAGER_PUSH_PEERS,
             graft_timeout: fetch::GRAFT_TIMEOUT,
             eager_min_peers: fetch::EAGER_MIN_PEERS,
+            eager_max_peers: fetch::EAGER_MAX_PEERS,
             tree_hop_threshold: fetch::TREE_HOP_THRESHOLD,
             transaction_cache_ttl: known::TRANSACTION_CACHE_TTL,
             max_known: known::MAX_KNOWN,
@@ -220,6 +224,7 @@ mod fetch {
     pub const GRAFT_TIMEOUT: Duration = Duration::from_millis(80);
     // Measured in crates/sim/README.md, session 9.
     pub const EAGER_MIN_PEERS: usize = 0;
+    pub const EAGER_MAX_PEERS: usize = 0;
     pub const TREE_HOP_THRESHOLD: u32 = 0;
 }
 

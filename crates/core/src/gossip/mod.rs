@@ -25,7 +25,8 @@
 //!
 //! Files: `config.rs` (knobs), `types.rs` (messages, outputs, events, counters), `dedup.rs`
 //! (exact recent set + rotating bloom), `announce.rs` (fanout, hop limit, batching, eager
-//! push), `tree.rs` (which peers are eager: prune and graft), `fetch.rs` (pending
+//! push), `tree.rs` (which peers are eager: prune and graft), `parents.rs` (who pushed each
+//! recent transaction, for the tree's hop-count swap), `fetch.rs` (pending
 //! transactions, announcers, fetch slots, verification), `anti_entropy.rs` (digests),
 //! `net_tests.rs` (a 50-node mini network).
 //!
@@ -280,6 +281,7 @@ impl Gossip {
             self.flush_peer(peer);
         }
         self.forget_tree_peers(&left);
+        self.admit_tree_peers(&joined);
         let peers = &self.peers;
         self.sweeps.retain(|(p, _)| peers.binary_search(p).is_ok());
         self.note_departures(left, now);

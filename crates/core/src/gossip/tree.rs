@@ -12,8 +12,19 @@
 //! announcer is *grafted* (both ends treat the link as eager again), so the tree heals where a
 //! push was lost or a link broke. Bodies above the threshold keep announce-and-pull.
 //!
-//! State: `Gossip::lazy` (a subset of the gossip peers, so bounded by them) and
-//! `Gossip::graft_wait` (ids waiting for their push, at most `max_pending`).
+//! Three rules shape the tree beyond the paper's, each a knob measured in
+//! `crates/sim/README.md` (session 9): a node keeps a *floor* of `eager_min_peers` eager links
+//! (a duplicate push from one of them is not pruned), so the eager graph stays a shallow mesh
+//! rather than a deep spanning tree and a lost push has other eager paths; a *ceiling*
+//! (`eager_max_peers`): peers that join past it start lazy; and iroh-gossip's *hop-count swap*
+//! (`tree_hop_threshold`): a lazy peer announcing a pushed transaction with far fewer hops
+//! than its push had is grafted and the pusher pruned.
+//!
+//! State: `Gossip::lazy` (a subset of the gossip peers, so bounded by them),
+//! `Gossip::graft_wait` (ids waiting for their push, at most `max_pending`) and
+//! `Gossip::push_parents` (`parents.rs`, bounded, refusals counted).
+
+use rand::seq::SliceRandom;
 
 use super::{AnnounceEntry, Gossip, GossipMessage, Output, Timer};
 use crate::model::{PeerId, TxId};
@@ -81,6 +92,22 @@ impl Gossip {
             if self.lazy.remove(peer) {
                 self.stats.lazy_forgotten += 1;
             }
+        }
+    }
+
+    /// Peers that joined the gossip peers (`self.peers` holds them already): eager while we
+    /// push to fewer than `eager_max_peers`, lazy beyond (grafts make them eager later).
+    pub(super) fn admit_tree_peers(&mut self, joined: &[PeerId]) {
+        let max = self.config.eager_max_peers;
+        if max == 0 {
+            return;
+        }
+        let old_eager = self.eager_count().saturating_sub(joined.len());
+        // In random order: by id, the same few peers would be everyone's eager ones.
+        let mut joined = joined.to_vec();
+        joined.shuffle(&mut self.rng);
+        for peer in joined.into_iter().skip(max.saturating_sub(old_eager)) {
+            self.lazy.insert(peer);
         }
     }
 
@@ -284,6 +311,26 @@ mod tests {
         assert_eq!(sent(&drain(&mut g), GossipMessage::Prune), vec![id(2)]);
         g.submit(body(9), None, ms(5)).expect("valid");
         assert_eq!(pushed_to(&drain(&mut g)), vec![id(1), id(3)]);
+    }
+
+    #[test]
+    fn peers_joining_past_the_eager_ceiling_start_lazy() {
+        let config = GossipConfig {
+            eager_max_peers: 2,
+            ..tree()
+        };
+        let mut g = node(0, 1..=4, config);
+        g.submit(body(1), None, ms(0)).expect("valid");
+        let first = pushed_to(&drain(&mut g));
+        assert_eq!(first.len(), 2, "two eager of four");
+        // One eager peer prunes us: the next peer to join takes its place, no more.
+        g.handle_message(&first[0], GossipMessage::Prune, ms(1));
+        g.set_peers(&(1..=6).map(id).collect::<Vec<_>>(), ms(2));
+        g.submit(body(2), None, ms(3)).expect("valid");
+        let second = pushed_to(&drain(&mut g));
+        assert_eq!(second.len(), 2, "{second:?}");
+        assert!(second.contains(&first[1]), "an eager peer stays eager");
+        assert!(!second.contains(&first[0]));
     }
 
     fn push_with_hops(n: usize, hops: u32) -> GossipMessage {
