@@ -422,8 +422,6 @@ overrides!(
         eager_push_peers: usize => |v| v,
         graft_timeout: Dur => |d: Dur| d.0,
         eager_min_peers: usize => |v| v,
-        eager_max_peers: usize => |v| v,
-        tree_hop_threshold: u32 => |v| v,
         transaction_cache_ttl: Dur => |d: Dur| d.0,
         max_known: usize => |v| v,
         bloom_bits: usize => |v| v,

@@ -122,7 +122,6 @@ impl Gossip {
             }
             if self.dedup.contains(&entry.id, &mut self.stats) {
                 self.stats.duplicate_announcements += 1;
-                self.consider_shorter(from, &entry, now);
                 // It holds the transaction: our announcement to it, if still batched, is moot.
                 if let Some(batch) = self.outbox.get_mut(from) {
                     batch.retain(|e| e.id != entry.id);
@@ -174,7 +173,6 @@ impl Gossip {
             self.bad_body(from, entry.id);
             return;
         }
-        self.note_push_parent(entry.id, from, entry.hops, now);
         let origin = Origin::Peer(from.clone());
         self.accept(hash, body, entry.register_id, origin, entry.hops, now);
     }

@@ -21,12 +21,12 @@
 //!
 //! Small bodies (`eager_push_max_size`) go by eager push on a self-repairing tree
 //! (Plumtree): pushed at once to the eager peers, announced to the others, a duplicate push
-//! prunes its link, a push that does not come grafts the announcer's (`tree.rs`).
+//! prunes its link (down to a floor of eager links), a push that does not come grafts the
+//! announcer's (`tree.rs`).
 //!
 //! Files: `config.rs` (knobs), `types.rs` (messages, outputs, events, counters), `dedup.rs`
 //! (exact recent set + rotating bloom), `announce.rs` (fanout, hop limit, batching, eager
-//! push), `tree.rs` (which peers are eager: prune and graft), `parents.rs` (who pushed each
-//! recent transaction, for the tree's hop-count swap), `fetch.rs` (pending
+//! push), `tree.rs` (which peers are eager: prune and graft), `fetch.rs` (pending
 //! transactions, announcers, fetch slots, verification), `anti_entropy.rs` (digests),
 //! `net_tests.rs` (a 50-node mini network).
 //!
@@ -39,7 +39,6 @@ mod anti_entropy;
 mod config;
 mod dedup;
 mod fetch;
-mod parents;
 mod tree;
 mod types;
 
@@ -158,8 +157,6 @@ pub struct Gossip {
     lazy: BTreeSet<PeerId>,
     /// Pending ids waiting for their eager push until the deadline, earliest first.
     graft_wait: VecDeque<(Instant, TxId)>,
-    /// Who pushed each recent transaction first, for the hop-count optimisation.
-    push_parents: parents::PushParents,
 }
 
 impl Gossip {
@@ -198,7 +195,6 @@ impl Gossip {
             departed: BTreeMap::new(),
             lazy: BTreeSet::new(),
             graft_wait: VecDeque::new(),
-            push_parents: parents::PushParents::default(),
         };
         if let Some(every) = this.config.anti_entropy_interval {
             this.schedule(now.saturating_add(every), Timer::AntiEntropy);
@@ -281,7 +277,6 @@ impl Gossip {
             self.flush_peer(peer);
         }
         self.forget_tree_peers(&left);
-        self.admit_tree_peers(&joined);
         let peers = &self.peers;
         self.sweeps.retain(|(p, _)| peers.binary_search(p).is_ok());
         self.note_departures(left, now);

@@ -12,21 +12,17 @@
 //! announcer is *grafted* (both ends treat the link as eager again), so the tree heals where a
 //! push was lost or a link broke. Bodies above the threshold keep announce-and-pull.
 //!
-//! Three rules shape the tree beyond the paper's, each a knob measured in
-//! `crates/sim/README.md` (session 9): a node keeps a *floor* of `eager_min_peers` eager links
-//! (a duplicate push from one of them is not pruned), so the eager graph stays a shallow mesh
-//! rather than a deep spanning tree and a lost push has other eager paths; a *ceiling*
-//! (`eager_max_peers`): peers that join past it start lazy; and iroh-gossip's *hop-count swap*
-//! (`tree_hop_threshold`): a lazy peer announcing a pushed transaction with far fewer hops
-//! than its push had is grafted and the pusher pruned.
+//! Beyond the paper, a node keeps a *floor* of `eager_min_peers` eager links: a duplicate
+//! push from one of them is not pruned while we push to that many or fewer. The eager
+//! graph then stays a shallow mesh rather than a deep spanning tree (which, shared by
+//! transactions from every origin, grew ~30 hops deep at 10,000 nodes), and a lost push
+//! usually has another eager path, so fewer announcements wait out `graft_timeout` and graft
+//! (`crates/sim/README.md`, session 9, has the figures and what lost).
 //!
-//! State: `Gossip::lazy` (a subset of the gossip peers, so bounded by them),
-//! `Gossip::graft_wait` (ids waiting for their push, at most `max_pending`) and
-//! `Gossip::push_parents` (`parents.rs`, bounded, refusals counted).
+//! State: `Gossip::lazy` (a subset of the gossip peers, so bounded by them) and
+//! `Gossip::graft_wait` (ids waiting for their push, at most `max_pending`).
 
-use rand::seq::SliceRandom;
-
-use super::{AnnounceEntry, Gossip, GossipMessage, Output, Timer};
+use super::{Gossip, GossipMessage, Output, Timer};
 use crate::model::{PeerId, TxId};
 use crate::time::Instant;
 
@@ -95,22 +91,6 @@ impl Gossip {
         }
     }
 
-    /// Peers that joined the gossip peers (`self.peers` holds them already): eager while we
-    /// push to fewer than `eager_max_peers`, lazy beyond (grafts make them eager later).
-    pub(super) fn admit_tree_peers(&mut self, joined: &[PeerId]) {
-        let max = self.config.eager_max_peers;
-        if max == 0 {
-            return;
-        }
-        let old_eager = self.eager_count().saturating_sub(joined.len());
-        // In random order: by id, the same few peers would be everyone's eager ones.
-        let mut joined = joined.to_vec();
-        joined.shuffle(&mut self.rng);
-        for peer in joined.into_iter().skip(max.saturating_sub(old_eager)) {
-            self.lazy.insert(peer);
-        }
-    }
-
     /// Holds the pull of the new pending `id` for `graft_timeout`, waiting for its push;
     /// false (pull at once) when `max_pending` already wait.
     pub(super) fn await_push(&mut self, id: TxId, now: Instant) -> bool {
@@ -140,39 +120,6 @@ impl Gossip {
         }
     }
 
-    /// `from` pushed us `id` first, `hops` from its origin: remembered for the hop-count
-    /// optimisation while it is on.
-    pub(super) fn note_push_parent(&mut self, id: TxId, from: &PeerId, hops: u32, now: Instant) {
-        if self.config.tree_hop_threshold == 0 {
-            return;
-        }
-        if !self.push_parents.insert(id, from.clone(), hops, now) {
-            self.stats.push_parents_full += 1;
-        }
-    }
-
-    /// iroh-gossip's optimisation: lazy gossip peer `from` announces a transaction we got by
-    /// push with `tree_hop_threshold` or more hops fewer than the push had. Its link is the
-    /// shorter path from that origin, so it replaces the pusher's: graft `from`, prune the
-    /// pusher. Once per transaction.
-    pub(super) fn consider_shorter(&mut self, from: &PeerId, entry: &AnnounceEntry, now: Instant) {
-        let threshold = self.config.tree_hop_threshold;
-        if threshold == 0 || self.is_eager(from) || self.peers.binary_search(from).is_err() {
-            return;
-        }
-        self.push_parents.expire(now);
-        let Some((parent, hops)) = self.push_parents.get(&entry.id).cloned() else {
-            return;
-        };
-        if parent == *from || entry.hops.saturating_add(threshold) > hops {
-            return;
-        }
-        self.push_parents.remove(&entry.id);
-        self.stats.tree_swaps += 1;
-        self.graft(from.clone());
-        self.prune(&parent);
-    }
-
     fn graft(&mut self, to: PeerId) {
         self.lazy.remove(&to);
         self.stats.grafts_sent += 1;
@@ -188,10 +135,12 @@ mod tests {
     use super::super::test_util::*;
     use super::super::*;
 
+    /// Push on, no floor: the paper's rules alone.
     fn tree() -> GossipConfig {
         GossipConfig {
             eager_push_max_size: 1024,
             eager_push_peers: 16,
+            eager_min_peers: 0,
             ..quiet()
         }
     }
@@ -311,68 +260,6 @@ mod tests {
         assert_eq!(sent(&drain(&mut g), GossipMessage::Prune), vec![id(2)]);
         g.submit(body(9), None, ms(5)).expect("valid");
         assert_eq!(pushed_to(&drain(&mut g)), vec![id(1), id(3)]);
-    }
-
-    #[test]
-    fn peers_joining_past_the_eager_ceiling_start_lazy() {
-        let config = GossipConfig {
-            eager_max_peers: 2,
-            ..tree()
-        };
-        let mut g = node(0, 1..=4, config);
-        g.submit(body(1), None, ms(0)).expect("valid");
-        let first = pushed_to(&drain(&mut g));
-        assert_eq!(first.len(), 2, "two eager of four");
-        // One eager peer prunes us: the next peer to join takes its place, no more.
-        g.handle_message(&first[0], GossipMessage::Prune, ms(1));
-        g.set_peers(&(1..=6).map(id).collect::<Vec<_>>(), ms(2));
-        g.submit(body(2), None, ms(3)).expect("valid");
-        let second = pushed_to(&drain(&mut g));
-        assert_eq!(second.len(), 2, "{second:?}");
-        assert!(second.contains(&first[1]), "an eager peer stays eager");
-        assert!(!second.contains(&first[0]));
-    }
-
-    fn push_with_hops(n: usize, hops: u32) -> GossipMessage {
-        GossipMessage::Push {
-            entry: entry(n, hops),
-            body: body(n),
-        }
-    }
-
-    #[test]
-    fn a_lazy_peer_announcing_far_fewer_hops_replaces_the_pusher() {
-        let config = GossipConfig {
-            tree_hop_threshold: 3,
-            ..tree()
-        };
-        let mut g = node(0, 1..=4, config);
-        for lazy in [2, 3] {
-            g.handle_message(&id(lazy), GossipMessage::Prune, ms(0));
-        }
-        g.handle_message(&id(1), push_with_hops(1, 6), ms(1));
-        drain(&mut g);
-        // Eager 4, or only 2 hops fewer: nothing changes.
-        g.handle_message(&id(4), announce(vec![entry(1, 2)]), ms(2));
-        g.handle_message(&id(3), announce(vec![entry(1, 4)]), ms(3));
-        assert!(sends(&drain(&mut g)).is_empty());
-        g.handle_message(&id(2), announce(vec![entry(1, 3)]), ms(4));
-        let out = drain(&mut g);
-        assert_eq!(sent(&out, GossipMessage::Graft), vec![id(2)]);
-        assert_eq!(sent(&out, GossipMessage::Prune), vec![id(1)]);
-        assert_eq!(g.stats().tree_swaps, 1);
-        // Once per transaction.
-        g.handle_message(&id(3), announce(vec![entry(1, 1)]), ms(5));
-        assert!(sends(&drain(&mut g)).is_empty());
-        g.submit(body(9), None, ms(6)).expect("valid");
-        assert_eq!(pushed_to(&drain(&mut g)), vec![id(2), id(4)]);
-        // Forgotten after PUSH_PARENT_TTL: a late announcement swaps nothing.
-        g.handle_message(&id(4), push_with_hops(2, 9), ms(10));
-        drain(&mut g);
-        let late = 10 + super::super::parents::PUSH_PARENT_TTL.as_millis() as u64;
-        g.handle_message(&id(3), announce(vec![entry(2, 1)]), ms(late));
-        assert!(sends(&drain(&mut g)).is_empty());
-        assert_eq!(g.stats().tree_swaps, 1);
     }
 
     #[test]

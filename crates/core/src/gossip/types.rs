@@ -269,11 +269,6 @@ pub struct GossipStats {
     pub lazy_forgotten: u64,
     /// Duplicate pushes not answered by a prune: we pushed to `eager_min_peers` or fewer.
     pub prunes_withheld: u64,
-    /// Eager parents swapped for a lazy peer announcing with fewer hops
-    /// (`tree_hop_threshold`).
-    pub tree_swaps: u64,
-    /// Pushed transactions whose sender and hops were not remembered for the swap: full.
-    pub push_parents_full: u64,
     /// Bodies (fetched or pushed) of hashes already known when they arrived.
     pub duplicate_bodies: u64,
     pub fetches: u64,
