@@ -328,6 +328,7 @@ impl World {
             add("pushes_awaited", g.pushes_awaited);
             add("pushes_missed", g.pushes_missed);
             add("lazy_forgotten", g.lazy_forgotten);
+            add("prunes_withheld", g.prunes_withheld);
             let m = core.membership().stats();
             add("sends_refused", m.sends_refused);
             add("membership_outputs_dropped", m.outputs_dropped);

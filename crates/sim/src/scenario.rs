@@ -421,6 +421,7 @@ overrides!(
         eager_push_max_size: usize => |v| v,
         eager_push_peers: usize => |v| v,
         graft_timeout: Dur => |d: Dur| d.0,
+        eager_min_peers: usize => |v| v,
         transaction_cache_ttl: Dur => |d: Dur| d.0,
         max_known: usize => |v| v,
         bloom_bits: usize => |v| v,

@@ -165,7 +165,7 @@ impl Gossip {
         }
         if self.dedup.contains(&entry.id, &mut self.stats) {
             self.stats.duplicate_bodies += 1;
-            self.prune(from);
+            self.on_duplicate_push(from);
             return;
         }
         let hash = TxHash::of(&body);

@@ -21,7 +21,8 @@
 //!
 //! Small bodies (`eager_push_max_size`) go by eager push on a self-repairing tree
 //! (Plumtree): pushed at once to the eager peers, announced to the others, a duplicate push
-//! prunes its link, a push that does not come grafts the announcer's (`tree.rs`).
+//! prunes its link (down to a floor of eager links), a push that does not come grafts the
+//! announcer's (`tree.rs`).
 //!
 //! Files: `config.rs` (knobs), `types.rs` (messages, outputs, events, counters), `dedup.rs`
 //! (exact recent set + rotating bloom), `announce.rs` (fanout, hop limit, batching, eager

@@ -12,6 +12,13 @@
 //! announcer is *grafted* (both ends treat the link as eager again), so the tree heals where a
 //! push was lost or a link broke. Bodies above the threshold keep announce-and-pull.
 //!
+//! Beyond the paper, a node keeps a *floor* of `eager_min_peers` eager links: a duplicate
+//! push from one of them is not pruned while we push to that many or fewer. The eager
+//! graph then stays a shallow mesh rather than a deep spanning tree (which, shared by
+//! transactions from every origin, grew ~30 hops deep at 10,000 nodes), and a lost push
+//! usually has another eager path, so fewer announcements wait out `graft_timeout` and graft
+//! (`crates/sim/README.md`, session 9, has the figures and what lost).
+//!
 //! State: `Gossip::lazy` (a subset of the gossip peers, so bounded by them) and
 //! `Gossip::graft_wait` (ids waiting for their push, at most `max_pending`).
 
@@ -30,10 +37,25 @@ impl Gossip {
         !self.lazy.contains(peer)
     }
 
+    /// Gossip peers we push to.
+    fn eager_count(&self) -> usize {
+        self.peers.len().saturating_sub(self.lazy.len())
+    }
+
     /// A body `from` pushed was known already: tell it to stop pushing to us. Sent on every
-    /// duplicate push, not only the first: a repeat means our earlier prune was lost.
-    pub(super) fn prune(&mut self, from: &PeerId) {
+    /// duplicate push, not only the first: a repeat means our earlier prune was lost. A
+    /// gossip peer is kept while we push to `eager_min_peers` or fewer (the floor).
+    pub(super) fn on_duplicate_push(&mut self, from: &PeerId) {
         self.stats.duplicate_pushes += 1;
+        let ours = self.peers.binary_search(from).is_ok();
+        if ours && self.is_eager(from) && self.eager_count() <= self.config.eager_min_peers {
+            self.stats.prunes_withheld += 1;
+            return;
+        }
+        self.prune(from);
+    }
+
+    fn prune(&mut self, from: &PeerId) {
         if self.peers.binary_search(from).is_ok() {
             self.lazy.insert(from.clone());
         }
@@ -113,10 +135,12 @@ mod tests {
     use super::super::test_util::*;
     use super::super::*;
 
+    /// Push on, no floor: the paper's rules alone.
     fn tree() -> GossipConfig {
         GossipConfig {
             eager_push_max_size: 1024,
             eager_push_peers: 16,
+            eager_min_peers: 0,
             ..quiet()
         }
     }
@@ -212,6 +236,30 @@ mod tests {
         g.submit(body(2), None, ms(5)).expect("valid");
         assert_eq!(pushed_to(&drain(&mut g)), vec![id(1), id(2)]);
         assert_eq!(g.stats().grafts_received, 1);
+    }
+
+    #[test]
+    fn duplicate_pushes_do_not_prune_below_the_eager_floor() {
+        let config = GossipConfig {
+            eager_min_peers: 2,
+            ..tree()
+        };
+        let mut g = node(0, 1..=3, config);
+        g.handle_message(&id(1), push_of(1), ms(0));
+        g.handle_message(&id(2), push_of(1), ms(1));
+        assert_eq!(sent(&drain(&mut g), GossipMessage::Prune), vec![id(2)]);
+        g.handle_message(&id(3), push_of(1), ms(2));
+        let out = drain(&mut g);
+        assert!(sent(&out, GossipMessage::Prune).is_empty(), "2 eager left");
+        assert_eq!(g.stats().prunes_withheld, 1);
+        // Not one of our gossip peers: pruned whatever our floor.
+        g.handle_message(&id(7), push_of(1), ms(3));
+        assert_eq!(sent(&drain(&mut g), GossipMessage::Prune), vec![id(7)]);
+        // A pruned peer pushing again (our prune was lost) is pruned again.
+        g.handle_message(&id(2), push_of(1), ms(4));
+        assert_eq!(sent(&drain(&mut g), GossipMessage::Prune), vec![id(2)]);
+        g.submit(body(9), None, ms(5)).expect("valid");
+        assert_eq!(pushed_to(&drain(&mut g)), vec![id(1), id(3)]);
     }
 
     #[test]

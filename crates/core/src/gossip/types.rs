@@ -267,6 +267,8 @@ pub struct GossipStats {
     pub pushes_missed: u64,
     /// Lazy peers that left the gossip peers (eager again if they come back).
     pub lazy_forgotten: u64,
+    /// Duplicate pushes not answered by a prune: we pushed to `eager_min_peers` or fewer.
+    pub prunes_withheld: u64,
     /// Bodies (fetched or pushed) of hashes already known when they arrived.
     pub duplicate_bodies: u64,
     pub fetches: u64,
