@@ -1,6 +1,7 @@
 //! Hands the offline queue to gossip once the node has a healthy peer: due transactions,
-//! oldest first, in batches; confirmations noted by the body servers are applied in one
-//! transaction per tick. The queue itself (SQLite, what is due, dead letters) is
+//! oldest first, in batches; confirmations noted by the body servers (a peer pulled a row) and
+//! the link workers (a peer acknowledged a row's eager push) are applied in one transaction
+//! per tick. The queue itself (SQLite, what is due, dead letters) is
 //! [`crate::store::queue`]'s; this loop only moves entries from it into the node.
 
 use std::time::Duration;
@@ -31,7 +32,7 @@ const CONFIRM_TICK: Duration = Duration::from_millis(20);
 /// Pipelined: while the actor takes one batch, the store books the next (its commit, the
 /// one fsync of a step, overlaps the actor's work), so a long queue is handed over at the
 /// pace of the slower of the two, not of their sum. A booked batch is only an attempt:
-/// its rows stay queued until a peer pulls them.
+/// its rows stay queued until a peer pulls them or acknowledges their push.
 pub async fn flusher(
     queue: SharedQueue,
     node: NodeHandle,
@@ -50,6 +51,8 @@ pub async fn flusher(
             };
             match due {
                 Ok(due) if !due.is_empty() => {
+                    // Before the hand-over: the pushes it causes ask to be acknowledged.
+                    queue.await_ack(due.iter().filter(|d| d.gave_up.is_none()).map(|d| d.hash));
                     let (flushed, next) =
                         tokio::join!(hand_over(&node, due), queue.take_due(now(), FLUSH_BATCH));
                     match next {
