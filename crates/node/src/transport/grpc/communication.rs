@@ -105,15 +105,20 @@ impl CommunicationService {
     }
 
     /// Counts `message` against its peer's byte rate and its kind's rate (pulls are counted
-    /// per hash when a fetch is answered).
+    /// per hash when a fetch is answered, pushes per transaction when taken).
     async fn limit(&self, key: Option<&PeerKey>, message: &PeerMessage) -> Result<(), Status> {
         let bytes = wire_len(message);
         let kind = match MessageType::try_from(message.message_type) {
-            Ok(MessageType::GossipFetch) => return self.limiter.receive(key, bytes).await,
+            // A push is one transaction: `take` counts it against the announced-transactions
+            // rate, as an announcement of one id. Not a call against the announcement rate,
+            // which is sized for batches: an offline queue drained by push (20,000 tx/s) would
+            // meet it.
+            Ok(MessageType::GossipFetch | MessageType::GossipPush) => {
+                return self.limiter.receive(key, bytes).await;
+            }
             Ok(
                 MessageType::TransactionNotification
                 | MessageType::GossipAnnounce
-                | MessageType::GossipPush
                 | MessageType::GossipDigest
                 | MessageType::GossipDigestReply
                 | MessageType::GossipPrune

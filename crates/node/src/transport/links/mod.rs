@@ -53,6 +53,14 @@ pub struct Pushes {
     pub queue: Option<TxDb>,
 }
 
+impl std::fmt::Debug for Pushes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pushes")
+            .field("queue", &self.queue.as_ref().map(TxDb::path))
+            .finish_non_exhaustive()
+    }
+}
+
 impl Pushes {
     /// Whether a push of `id` asks its receiver to acknowledge it: it waits in the queue.
     fn wants_ack(&self, id: &TxId) -> bool {
