@@ -151,5 +151,8 @@ async fn an_offline_queue_drains_by_acknowledged_pushes() {
         sent >= acks,
         "the peer sent what the node read: {sent} < {acks}"
     );
-    assert!(message_bytes(&lonely, "push", "sent").await >= 200.0 * 300.0);
+    // Rows handed over before the peer joined the node's gossip peers go by announcement
+    // and pull instead: most, not all, go by push.
+    let pushed = message_bytes(&lonely, "push", "sent").await;
+    assert!(pushed >= 100.0 * 300.0, "push bytes sent: {pushed}");
 }
