@@ -41,7 +41,7 @@ const CONFIRM_TICK: Duration = Duration::from_millis(20);
 /// pace of the slower of the two, not of their sum. A booked batch is only an attempt:
 /// its rows stay queued until a peer pulls them or acknowledges their push.
 pub async fn flusher(
-    (queue, push_max): (SharedQueue, u64),
+    (queue, push_max): (SharedQueue, u32),
     node: NodeHandle,
     mut state: watch::Receiver<NodeState>,
     mut stop: watch::Receiver<bool>,
@@ -62,7 +62,7 @@ pub async fn flusher(
                     queue.await_ack(due.iter().filter(|d| d.gave_up.is_none()).map(|d| d.hash));
                     let paced = Paced {
                         queue: &queue,
-                        push_max,
+                        push_max: u64::from(push_max),
                     };
                     let (flushed, next) = tokio::join!(
                         hand_over(&node, due, paced),

@@ -138,15 +138,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         clock.now(),
     );
     // One budget for every body we upload: pulled (the services) and pushed (the links).
-    let upload = UploadBudget::new(config.limits.upload_bytes_per_second, metrics.clone());
-    let upload = Arc::new(upload);
-    let settings = actor_inputs(
-        &config,
-        &mut storage,
-        (tls.clone(), &upload),
-        &metrics,
-        &ports,
-    );
+    let upload = upload_budget(&config, &metrics);
+    let with = (tls.clone(), &upload);
+    let settings = actor_inputs(&config, &mut storage, with, &metrics, &ports);
     let (mut actor, handle) = Actor::new(
         node,
         clock,
@@ -190,6 +184,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             Ok(())
         }
     }
+}
+
+/// The node-wide upload budget (`limits.upload_bytes_per_second`).
+fn upload_budget(config: &Config, metrics: &Arc<Metrics>) -> Arc<UploadBudget> {
+    let rate = config.limits.upload_bytes_per_second;
+    Arc::new(UploadBudget::new(rate, metrics.clone()))
 }
 
 /// The actor's settings: what the stores remembered of peers, TLS, the register book and a

@@ -105,9 +105,8 @@ impl Tasks {
             port_settings,
             stopped(stop_rx.clone()),
         ));
-        let push_max = u64::from(config.distribution.eager_push_max_bytes);
         let flusher = tokio::spawn(flusher::flusher(
-            (queue.clone(), push_max),
+            (queue.clone(), config.distribution.eager_push_max_bytes),
             node.clone(),
             node.state(),
             stop_rx.clone(),
