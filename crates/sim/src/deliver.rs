@@ -8,7 +8,7 @@
 //! - A gossip message is one-way: it arrives or it does not.
 //! - A `Fetch` is a call answered from the target's store (the transaction table survives
 //!   restarts); its deadline is the core's own fetch timeout for that size. Droppers never
-//!   answer; liars answer with the right size and the wrong bytes.
+//!   answer; liars answer with the right size and the wrong bytes, and push such bodies too.
 
 use std::time::Duration;
 
@@ -192,9 +192,15 @@ impl World {
         })
     }
 
-    pub(crate) fn on_gossip(&mut self, from: usize, to: usize, message: GossipMessage) {
+    pub(crate) fn on_gossip(&mut self, from: usize, to: usize, mut message: GossipMessage) {
         let now = self.clock();
         let push = matches!(message, GossipMessage::Push { .. });
+        // Liars lie in what they push as in what they serve: the right size, the wrong bytes.
+        if let (Role::Liar, GossipMessage::Push { body, .. }) =
+            (self.nodes[from].role, &mut message)
+        {
+            body.iter_mut().for_each(|b| *b = !*b);
+        }
         let Some((sender, core)) = self.sender_and_core(from, to) else {
             return;
         };

@@ -254,3 +254,37 @@ fn attackers_are_banned_and_honest_coverage_stays_whole() {
         assert_eq!(attack.honest_banned, 0, "seed {seed}: {attack:?}");
     }
 }
+
+/// Liars with the eager push on (the daemon's default): they are rarely pulled from, but what
+/// they push is checked at once, a wrong body scored as one served; every liar is banned and
+/// no honest node, for each seed.
+const PUSHING_LIARS: &str = r#"
+seeds = [1, 2, 3]
+[[scenario]]
+name = "pushing-liars"
+nodes = 60
+duration = "70s"
+stop_when_complete = false
+topology = { bootstrap_nodes = 3, join_over = "5s" }
+network = { latency.uniform = { min = "20ms", max = "200ms" } }
+transactions = { count = 20, start = "30s", rate = 2.0, size = 250 }
+roles = { liars = 0.05 }
+gossip = { bloom_bits = 8192, eager_push_max_size = 16384 }
+"#;
+
+#[test]
+fn with_the_push_on_liars_are_caught_by_what_they_push() {
+    let s = one(PUSHING_LIARS);
+    for seed in [1, 2, 3] {
+        let r = sorcha_peer_sim::run(&s, seed);
+        assert_eq!(r.coverage, 1.0, "seed {seed}: honest coverage");
+        assert_eq!(r.transactions.lost, 0, "seed {seed}");
+        assert!(r.counters["bad_bodies"] > 0, "seed {seed}: lies seen");
+        let attack = r.attack.as_ref().expect("liars present");
+        assert_eq!(
+            attack.attackers_banned, attack.attackers,
+            "seed {seed}: {attack:?}"
+        );
+        assert_eq!(attack.honest_banned, 0, "seed {seed}: {attack:?}");
+    }
+}

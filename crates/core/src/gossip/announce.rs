@@ -163,14 +163,16 @@ impl Gossip {
             self.note_conduct(from, Conduct::Malformed);
             return;
         }
-        if self.dedup.contains(&entry.id, &mut self.stats) {
-            self.stats.duplicate_bodies += 1;
-            self.on_duplicate_push(from);
-            return;
-        }
+        // Checked before the duplicate test: a wrong body is a lie even when the true one came
+        // first (with push on, liars are rarely pulled from, so a push is where they are caught).
         let hash = TxHash::of(&body);
         if hash.id() != entry.id || entry.hash.is_some_and(|named| named != hash) {
             self.bad_body(from, entry.id);
+            return;
+        }
+        if self.dedup.contains(&entry.id, &mut self.stats) {
+            self.stats.duplicate_bodies += 1;
+            self.on_duplicate_push(from);
             return;
         }
         let origin = Origin::Peer(from.clone());
@@ -371,6 +373,17 @@ mod tests {
         r.handle_message(&id(6), misnamed, ms(23));
         assert!(delivered(&drain(&mut r)).is_empty());
         assert_eq!(r.stats().bad_bodies, 2);
+        // A wrong body under the id of a transaction already held is a lie all the same.
+        let (_, GossipMessage::Push { entry: known, .. }) = pushes[0].clone() else {
+            unreachable!("filtered to pushes")
+        };
+        let lie = GossipMessage::Push {
+            entry: known,
+            body: b"not the body either".to_vec(),
+        };
+        r.handle_message(&id(6), lie, ms(24));
+        assert_eq!(r.stats().bad_bodies, 3);
+        assert_eq!(r.stats().duplicate_bodies, 1, "not taken for a duplicate");
     }
 
     #[test]

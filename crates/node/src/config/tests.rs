@@ -64,9 +64,11 @@ fn the_daemon_ships_the_gossip_defaults_the_simulator_runs() {
     assert_eq!(shipped.max_hops, core.max_hops);
     assert_eq!(shipped.flood_fanout, core.flood_fanout);
     assert_eq!(shipped.max_transaction_size, core.max_transaction_size);
-    // The daemon does not push yet (default.toml says why); the simulator's default does.
-    assert_eq!(shipped.eager_push_max_size, 0);
-    assert_eq!(Config::default().gossip().eager_push_max_size, 0);
+    // The daemon pushes bodies up to 16 KiB (default.toml says why); the core's default
+    // (and so the simulator's) leaves the push off unless a scenario turns it on.
+    let pushed = DEFAULT_EAGER_PUSH_BYTES as usize;
+    assert_eq!(shipped.eager_push_max_size, pushed);
+    assert_eq!(Config::default().gossip().eager_push_max_size, pushed);
 }
 
 #[test]

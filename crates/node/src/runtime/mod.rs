@@ -46,6 +46,8 @@ use crate::store::durable::{DurableError, Limits, Loaded, TxDb};
 use crate::store::{PeerStore, RegisterAd, StoreError, StoreWriter, WriterConfig};
 use crate::telemetry::events::EventKind;
 use crate::telemetry::{EventLog, Metrics};
+use crate::transport::limits::upload::UploadBudget;
+use crate::transport::links::Pushes;
 use crate::transport::outbound::TransportSettings;
 use crate::transport::tls::{TlsContext, TlsError};
 use actor::{Actor, ActorSettings};
@@ -135,7 +137,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
         ChaCha8Rng::seed_from_u64(rand::random()),
         clock.now(),
     );
-    let settings = actor_inputs(&config, &mut storage, tls.clone(), &metrics, &ports);
+    // One budget for every body we upload: pulled (the services) and pushed (the links).
+    let upload = upload_budget(&config, &metrics);
+    let with = (tls.clone(), &upload);
+    let settings = actor_inputs(&config, &mut storage, with, &metrics, &ports);
     let (mut actor, handle) = Actor::new(
         node,
         clock,
@@ -156,7 +161,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
             admin_token,
         },
         handle,
-        storage.transactions.clone(),
+        (storage.transactions.clone(), upload),
         actor_task,
         ports.peer,
     );
@@ -181,15 +186,25 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> Result<(
     }
 }
 
+/// The node-wide upload budget (`limits.upload_bytes_per_second`).
+fn upload_budget(config: &Config, metrics: &Arc<Metrics>) -> Arc<UploadBudget> {
+    let rate = config.limits.upload_bytes_per_second;
+    Arc::new(UploadBudget::new(rate, metrics.clone()))
+}
+
 /// The actor's settings: what the stores remembered of peers, TLS, the register book and a
 /// fresh event log (which records the configuration the node started with).
 fn actor_inputs(
     config: &Config,
     storage: &mut Storage,
-    tls: Option<Arc<TlsContext>>,
+    (tls, upload): (Option<Arc<TlsContext>>, &Arc<UploadBudget>),
     metrics: &Metrics,
     ports: &Ports,
 ) -> ActorSettings {
+    let pushes = Pushes {
+        upload: upload.clone(),
+        queue: Some(storage.transactions.clone()),
+    };
     let registers = RegisterBook::new(
         own_registers(config),
         Some(storage.writer.handle().clone()),
@@ -202,7 +217,7 @@ fn actor_inputs(
     );
     let events = Arc::new(EventLog::new(config.log.events as usize, metrics));
     events.record(EventKind::ConfigLoaded, None, config_summary(config, ports));
-    actor_settings(config, stored, tls, registers, events)
+    actor_settings(config, stored, (tls, pushes), registers, events)
 }
 
 fn data_error(data_dir: &Path) -> impl Fn(std::io::Error) -> DaemonError + '_ {
@@ -394,7 +409,7 @@ fn open_transactions(config: &Config) -> Result<(TxDb, Vec<Loaded>), DaemonError
 fn actor_settings(
     config: &Config,
     (remembered, refusals): Remembered,
-    tls: Option<Arc<TlsContext>>,
+    (tls, pushes): (Option<Arc<TlsContext>>, Pushes),
     registers: SharedRegisters,
     events: Arc<EventLog>,
 ) -> ActorSettings {
@@ -406,6 +421,7 @@ fn actor_settings(
             streaming_threshold: d.streaming_threshold,
             tls,
             own_registers: own_registers(config),
+            pushes,
         },
         fetch_timeout: d.fetch_timeout,
         cache_max_transactions: d.cache_max_transactions as usize,

@@ -71,7 +71,7 @@ impl Tasks {
         (peer_listener, http_listener): (TcpListener, TcpListener),
         credentials: Credentials,
         node: NodeHandle,
-        queue: SharedQueue,
+        (queue, upload): (SharedQueue, Arc<UploadBudget>),
         actor: JoinHandle<()>,
         peer_port: u16,
     ) -> Self {
@@ -90,7 +90,7 @@ impl Tasks {
         ));
         let (health, health_service) = tonic_health::server::health_reporter();
         let port_settings = peer_port_settings(config);
-        let limits = peer_limits(config, &node);
+        let limits = peer_limits(config, &node, upload);
         let services = Services::new(node.clone(), queue.clone(), &port_settings, limits);
         let services = Arc::new(services);
         let conns = ConnLimits::new("peer", &config.limits, node.metrics().clone());
@@ -106,7 +106,7 @@ impl Tasks {
             stopped(stop_rx.clone()),
         ));
         let flusher = tokio::spawn(flusher::flusher(
-            queue.clone(),
+            (queue.clone(), config.distribution.eager_push_max_bytes),
             node.clone(),
             node.state(),
             stop_rx.clone(),
@@ -240,7 +240,11 @@ fn secure_peer_port(
 /// The per-peer limits of the peer port's services and the node's upload budget.
 /// The per-peer limits and the upload budget; a peer held over a limit loses score (and is
 /// banned if it keeps at it), by its proven id or else by its address.
-fn peer_limits(config: &Config, node: &NodeHandle) -> (Arc<Limiter>, Arc<UploadBudget>) {
+fn peer_limits(
+    config: &Config,
+    node: &NodeHandle,
+    upload: Arc<UploadBudget>,
+) -> (Arc<Limiter>, Arc<UploadBudget>) {
     let limits = &config.limits;
     let metrics = node.metrics();
     // The largest message a peer may send: a whole body and its framing.
@@ -254,8 +258,7 @@ fn peer_limits(config: &Config, node: &NodeHandle) -> (Arc<Limiter>, Arc<UploadB
             PeerKey::Addr(ip) => score.note_address_offence(*ip, Offence::LimitExceeded),
         };
     }));
-    let upload = UploadBudget::new(limits.upload_bytes_per_second, metrics.clone());
-    (Arc::new(limiter), Arc::new(upload))
+    (Arc::new(limiter), upload)
 }
 
 fn peer_port_settings(config: &Config) -> PeerPortSettings {

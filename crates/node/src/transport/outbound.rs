@@ -27,7 +27,7 @@ use crate::handle::origins::SharedOrigins;
 use crate::registers;
 use crate::store::RegisterAd;
 use crate::telemetry::Metrics;
-use crate::transport::links::{Job, Links};
+use crate::transport::links::{Job, Links, Pushes};
 use crate::transport::rest::client::RestClient;
 use crate::transport::tls::TlsContext;
 use crate::transport::tls::connect::{Dialer, OnProven};
@@ -90,6 +90,8 @@ pub struct TransportSettings {
     pub tls: Option<Arc<TlsContext>>,
     /// Our registers, advertised in our RegisterPeer and heartbeats.
     pub own_registers: Vec<RegisterAd>,
+    /// The upload budget and offline queue the links' eager pushes answer to.
+    pub pushes: Pushes,
 }
 
 pub struct Outbound {
@@ -145,7 +147,7 @@ impl Outbound {
                 metrics.clone(),
                 answers.clone(),
                 rest.clone(),
-                origins,
+                (origins, settings.pushes.clone()),
             ),
             rest,
             channels: HashMap::new(),

@@ -11,8 +11,9 @@
 pub mod proto;
 
 pub use sorcha_peer_wire::gossip::{
-    MAX_FETCH_BATCH, TxName, WireError, compact, from_notification, from_peer_message,
-    is_extension, raw_name, to_fetch_answer, to_fetch_message, to_notification, to_peer_message,
+    MAX_FETCH_BATCH, TxName, WireError, ack_wanted, ask_ack, compact, from_ack_message,
+    from_notification, from_peer_message, is_extension, raw_name, to_ack_message, to_fetch_answer,
+    to_fetch_message, to_notification, to_peer_message,
 };
 
 use proto::communication::MessageType;
@@ -28,6 +29,7 @@ pub fn message_kind(message_type: i32) -> &'static str {
         Ok(MessageType::GossipDigestReply) => "digest_reply",
         Ok(MessageType::GossipPrune) => "prune",
         Ok(MessageType::GossipGraft) => "graft",
+        Ok(MessageType::GossipAck) => "ack",
         Ok(MessageType::GossipFetch | MessageType::TransactionRequest) => "fetch",
         Ok(MessageType::TransactionResponse) => "body",
         Ok(MessageType::TransactionNotification) => "notify",

@@ -1,7 +1,10 @@
 //! Gossip messages on the wire: `GossipMessage` of the core to and from `PeerMessage`s of
 //! `sorcha.peer.communication`, pulls on a stream and their answers, and Sorcha's
 //! `TransactionNotification` to an announcement. Everything from a peer is validated here; an
-//! invalid message is refused whole, with the field at fault named.
+//! invalid message is refused whole, with the field at fault named. `ack.rs`: a push that
+//! asks its receiver to acknowledge it (a queued transaction's), and the `GOSSIP_ACK` answer.
+
+mod ack;
 
 use std::fmt;
 use std::time::Duration;
@@ -17,6 +20,8 @@ use crate::communication::{
     GossipPrune, GossipPush, MessageType, PeerMessage,
 };
 use crate::transaction::{TransactionNotification, TransactionResponse};
+
+pub use ack::{ack_wanted, ask_ack, from_ack_message, to_ack_message};
 
 /// Why a gossip message from a peer was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -75,6 +80,7 @@ pub fn to_stream_message(message: &GossipMessage) -> PeerMessage {
             GossipPush {
                 entry: Some(entry_to_proto(entry)),
                 transaction_data: body.clone(),
+                ack: false,
             }
             .encode_to_vec(),
         ),
@@ -162,7 +168,8 @@ pub fn is_extension(message_type: i32) -> bool {
             | MessageType::GossipDigestReply
             | MessageType::GossipFetch
             | MessageType::GossipPrune
-            | MessageType::GossipGraft)
+            | MessageType::GossipGraft
+            | MessageType::GossipAck)
     )
 }
 

@@ -14,6 +14,10 @@
 //! announcements until [`TxDb::committed`] shows the write done (`runtime::actor`). Reads
 //! (`reads.rs`) go through their own connection, which WAL lets run beside the writer.
 //!
+//! A queued row leaves the queue on a peer's proof of receipt: the peer pulled it (the body
+//! servers call [`TxDb::confirm_later`]), or acknowledged its eager push (`acks.rs` lists the
+//! rows handed to gossip; the link workers ask for and read the acknowledgements).
+//!
 //! Bounds: the same as the memory cache (`distribution.cache_max_transactions`,
 //! `cache_max_bytes`, `transaction_cache_ttl`), enforced after every group, oldest first, and
 //! never on a queued row (those are bounded by `offline.max_queue_size` instead, refused with
@@ -25,6 +29,7 @@
 //! checkpoints: it survives a crash of the process (SIGKILL, panic) but the last commits may be
 //! lost with the machine, for a faster commit on slow disks.
 
+mod acks;
 mod legacy;
 mod reads;
 mod schema;
@@ -37,9 +42,10 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 use serde::{Deserialize, Serialize};
-use sorcha_peer_core::model::{Timestamp, TxHash};
+use sorcha_peer_core::model::{Timestamp, TxHash, TxId};
 use tokio::sync::watch;
 
+pub use acks::{AWAIT_FOR, MAX_AWAITING};
 pub use legacy::LEGACY_QUEUE_FILE;
 pub use reads::{DeadLetter, Loaded};
 pub use writer::{Due, GROUP_MAX_JOBS, JOB_QUEUE_CAPACITY};
@@ -173,7 +179,7 @@ impl Counters {
     }
 }
 
-/// Confirmations (peers' pulls of queued rows) buffered between two flusher ticks at most;
+/// Confirmations (peers' pulls and acknowledged pushes of queued rows) buffered between two flusher ticks at most;
 /// past it they are dropped and counted as refused: the row is offered again and confirmed on
 /// a later pull, nothing is lost.
 const MAX_PENDING_CONFIRMATIONS: usize = 65_536;
@@ -185,6 +191,8 @@ struct Shared {
     counters: Arc<Counters>,
     committed: watch::Receiver<u64>,
     confirmed: Mutex<Vec<TxHash>>,
+    /// Queued transactions handed to gossip, waiting for a pushed one's acknowledgement.
+    awaiting: Mutex<acks::Awaiting>,
 }
 
 /// The store, cheap to clone: writes go to the writer thread, reads through the shared read
@@ -257,6 +265,7 @@ impl TxDb {
                 counters,
                 committed,
                 confirmed: Mutex::new(Vec::new()),
+                awaiting: Mutex::default(),
             }),
         })
     }
@@ -311,11 +320,44 @@ impl TxDb {
         answer.await.map_err(|_| DurableError::Stopped)?
     }
 
-    /// Notes that a peer pulled `hash`; the flusher confirms it shortly.
+    /// Lists queued transactions being handed to gossip: a push of one asks its receiver for
+    /// an acknowledgement ([`wants_ack`](Self::wants_ack)), which confirms it
+    /// ([`acknowledged`](Self::acknowledged)).
+    pub fn await_ack(&self, hashes: impl IntoIterator<Item = TxHash>) {
+        let refused = lock(&self.shared.awaiting).note(hashes, std::time::Instant::now());
+        if refused > 0 {
+            self.shared
+                .counters
+                .refused
+                .fetch_add(refused, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether a push of `id` should ask its receiver to acknowledge it.
+    pub fn wants_ack(&self, id: &TxId) -> bool {
+        self.pending() > 0 && lock(&self.shared.awaiting).contains(id)
+    }
+
+    /// Whether any of `ids` still waits for its confirmation (an acknowledgement or a pull).
+    pub fn awaits_any(&self, ids: &[TxId]) -> bool {
+        let awaiting = lock(&self.shared.awaiting);
+        ids.iter().any(|id| awaiting.contains(id))
+    }
+
+    /// A peer acknowledged a push of `id`: if it waits in the queue, the flusher confirms it
+    /// shortly. True if it was waiting.
+    pub fn acknowledged(&self, id: &TxId) -> bool {
+        let hash = lock(&self.shared.awaiting).take(id);
+        hash.inspect(|hash| self.confirm_later(*hash)).is_some()
+    }
+
+    /// Notes that a peer pulled `hash`, or acknowledged its push; the flusher confirms it
+    /// shortly.
     pub fn confirm_later(&self, hash: TxHash) {
         if self.pending() == 0 {
             return;
         }
+        lock(&self.shared.awaiting).take(&hash.id());
         let mut confirmed = lock(&self.shared.confirmed);
         if confirmed.len() < MAX_PENDING_CONFIRMATIONS {
             confirmed.push(hash);

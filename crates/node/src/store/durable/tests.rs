@@ -264,3 +264,32 @@ async fn an_earlier_versions_queue_is_imported_once() {
     assert!(!dir.path().join(LEGACY_QUEUE_FILE).exists());
     assert!(dir.path().join("queue.db.imported").exists());
 }
+
+#[tokio::test]
+async fn an_acknowledged_push_confirms_a_queued_row_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = open(&dir, limits());
+    assert!(db.put(tx(b"q1", 0), true).await.unwrap());
+    assert!(db.put(tx(b"q2", 0), true).await.unwrap());
+    let (q1, q2) = (TxHash::of(b"q1"), TxHash::of(b"q2"));
+    assert!(!db.wants_ack(&q1.id()), "not handed to gossip yet");
+    db.await_ack([q1, q2]);
+    assert!(db.wants_ack(&q1.id()) && db.wants_ack(&q2.id()));
+    assert!(!db.wants_ack(&TxHash::of(b"other").id()));
+    assert!(db.acknowledged(&q1.id()));
+    assert!(!db.acknowledged(&q1.id()), "a second ack finds nothing");
+    assert!(!db.wants_ack(&q1.id()), "later pushes need not ask");
+    db.confirm_pulled().unwrap();
+    db.flush().await.unwrap();
+    assert_eq!(db.pending(), 1, "q2 still waits");
+    // A pull of q2 confirms it too, and it no longer waits for an ack.
+    db.confirm_later(q2);
+    assert!(!db.wants_ack(&q2.id()));
+    db.confirm_pulled().unwrap();
+    db.flush().await.unwrap();
+    assert_eq!(db.pending(), 0);
+    assert!(
+        find(&db, b"q1").is_some(),
+        "confirmed rows are kept, readable"
+    );
+}

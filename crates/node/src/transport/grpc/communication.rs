@@ -9,6 +9,10 @@
 //! envelope, naming themselves: the rule changes nothing for them. A unary `SendMessage` names
 //! its sender in every call.
 //!
+//! A `GOSSIP_PUSH` that asks to be acknowledged (the sender holds it in its offline queue) is
+//! answered with a `GOSSIP_ACK` on the stream once taken (handed to the node, which stores it
+//! before announcing it); a unary call's `MessageAck.received` says the same.
+//!
 //! Limits apply per message, on a stream as in unary calls: its peer's byte rate, then the rate
 //! of its kind (membership for heartbeats and status, announcements for gossip, announced
 //! transactions per id announced, pulls per hash fetched). A message over a limit is dropped
@@ -41,6 +45,7 @@ use crate::wire::proto::transaction::{TransactionNotification, TransactionReques
 use crate::wire::{
     MAX_FETCH_BATCH, from_notification, from_peer_message, raw_name, to_fetch_answer,
 };
+use crate::wire::{ack_wanted, to_ack_message};
 use crate::wire::{message_kind, wire_len};
 
 /// Our heartbeats on a peer's stream. The opener takes a stream silent for three of these (or
@@ -100,15 +105,20 @@ impl CommunicationService {
     }
 
     /// Counts `message` against its peer's byte rate and its kind's rate (pulls are counted
-    /// per hash when a fetch is answered).
+    /// per hash when a fetch is answered, pushes per transaction when taken).
     async fn limit(&self, key: Option<&PeerKey>, message: &PeerMessage) -> Result<(), Status> {
         let bytes = wire_len(message);
         let kind = match MessageType::try_from(message.message_type) {
-            Ok(MessageType::GossipFetch) => return self.limiter.receive(key, bytes).await,
+            // A push is one transaction: `take` counts it against the announced-transactions
+            // rate, as an announcement of one id. Not a call against the announcement rate,
+            // which is sized for batches: an offline queue drained by push (20,000 tx/s) would
+            // meet it.
+            Ok(MessageType::GossipFetch | MessageType::GossipPush) => {
+                return self.limiter.receive(key, bytes).await;
+            }
             Ok(
                 MessageType::TransactionNotification
                 | MessageType::GossipAnnounce
-                | MessageType::GossipPush
                 | MessageType::GossipDigest
                 | MessageType::GossipDigestReply
                 | MessageType::GossipPrune
@@ -135,7 +145,7 @@ impl CommunicationService {
                     Ok(()) if message.message_type == MessageType::GossipFetch as i32 => {
                         self.answer_fetch(key, &message, out).await
                     }
-                    Ok(()) => self.take(key, from, message).await.map(|_| ()),
+                    Ok(()) => self.take_and_ack(key, from, message, out).await,
                 };
                 match taken {
                     Ok(()) => return,
@@ -198,6 +208,27 @@ impl CommunicationService {
                 break; // The peer closed the stream.
             }
             metrics.record_sent("body", bytes);
+        }
+        Ok(())
+    }
+
+    /// Takes a message from a stream; a push that asks to be acknowledged (its transaction
+    /// waits in the sender's offline queue) is, once taken, with a `GOSSIP_ACK` on the stream.
+    async fn take_and_ack(
+        &self,
+        key: Option<&PeerKey>,
+        from: PeerId,
+        message: PeerMessage,
+        out: &Out,
+    ) -> Result<(), Status> {
+        let ack = ack_wanted(&message);
+        let taken = self.take(key, from, message).await?;
+        if let (Some(id), true) = (ack, taken) {
+            let reply = to_ack_message(&[id]);
+            let bytes = wire_len(&reply);
+            if out.send(Ok(reply)).await.is_ok() {
+                self.node.metrics().record_sent("ack", bytes);
+            }
         }
         Ok(())
     }

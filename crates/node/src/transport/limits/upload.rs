@@ -4,10 +4,9 @@
 //! bodies are charged: announcements, membership and heartbeats never wait for it.
 //!
 //! The budget charges bodies a peer pulls (`GetTransaction`, `StreamTransaction`, a
-//! `GOSSIP_FETCH` answer). Eager pushes (`GOSSIP_PUSH`, bodies up to
-//! `distribution.eager_push_max_bytes`, default 16 KiB, sent by the link workers on the eager
-//! tree) are not charged yet: each goes to the few eager peers once, bounded by the link's
-//! body lane; charging them is left to do.
+//! `GOSSIP_FETCH` answer, the REST fallback's body route) and the bodies we push
+//! (`GOSSIP_PUSH`, up to `distribution.eager_push_max_bytes`, charged by the link worker before
+//! it sends: a push waits its turn like a pulled body, holding back only its own link).
 
 use std::num::NonZeroU32;
 use std::sync::Arc;

@@ -9,10 +9,12 @@
 //!   generation), the first message whole and later ones compact; unary `SendMessage`; REST;
 //!   Sorcha's `NotifyTransaction` for notifications; `GOSSIP_FETCH` batches on the stream.
 //!   Each outcome goes back as [`Answer::Transmitted`] (UNIMPLEMENTED, HTTP 404/405: refused).
+//!   Eager pushes are charged to the upload budget, and a queued transaction's push asks the
+//!   peer to acknowledge it ([`Pushes`]).
 //!   A worker also remembers what its peer refused, so the jobs already handed to it never
 //!   call a refused service again (the core stops sending them once it hears).
 //! - `reader.rs`: the peer's side of a stream: heartbeats, the answers to our
-//!   `GOSSIP_FETCH`es (fetch results), and its end ([`Answer::StreamClosed`]), which fails at
+//!   `GOSSIP_FETCH`es (fetch results), its `GOSSIP_ACK`s (queued transactions confirmed), and its end ([`Answer::StreamClosed`]), which fails at
 //!   once every pull still asked on it.
 
 mod reader;
@@ -26,19 +28,52 @@ use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use sorcha_peer_core::link::{MAX_LINKS, Outcome, STREAM_WINDOW, Via, What};
-use sorcha_peer_core::model::PeerId;
+use sorcha_peer_core::model::{PeerId, TxId};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
 use crate::handle::origins::SharedOrigins;
+use crate::store::durable::TxDb;
 use crate::telemetry::Metrics;
+use crate::transport::limits::upload::UploadBudget;
 use crate::transport::outbound::Answer;
 use crate::transport::rest::client::RestClient;
 use crate::wire::proto::communication::peer_communication_client::PeerCommunicationClient;
 use crate::wire::proto::transaction::transaction_distribution_client::TransactionDistributionClient;
 use worker::Worker;
+
+/// What the eager pushes a worker sends answer to: the node's upload budget, which they are
+/// charged to as pulled bodies are (so no path uploads past it), and the offline queue, whose
+/// rows a peer's acknowledgement of their push confirms (`None`: nothing to confirm).
+#[derive(Clone)]
+pub struct Pushes {
+    pub upload: Arc<UploadBudget>,
+    pub queue: Option<TxDb>,
+}
+
+impl std::fmt::Debug for Pushes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pushes")
+            .field("queue", &self.queue.as_ref().map(TxDb::path))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pushes {
+    /// Whether a push of `id` asks its receiver to acknowledge it: it waits in the queue.
+    fn wants_ack(&self, id: &TxId) -> bool {
+        self.queue.as_ref().is_some_and(|q| q.wants_ack(id))
+    }
+
+    /// The receiver took the push of `id`.
+    fn acknowledged(&self, id: &TxId) {
+        if let Some(queue) = &self.queue {
+            queue.acknowledged(id);
+        }
+    }
+}
 
 /// Jobs waiting for a peer's worker: the core hands a link at most its stream window of
 /// transmissions before hearing back, so this never fills.
@@ -77,6 +112,7 @@ pub struct Links {
     answers: mpsc::Sender<Answer>,
     /// Who first announced what Sorcha peers told us of, named in what we forward.
     origins: SharedOrigins,
+    pushes: Pushes,
 }
 
 impl Links {
@@ -87,7 +123,7 @@ impl Links {
         metrics: Arc<Metrics>,
         answers: mpsc::Sender<Answer>,
         rest: RestClient,
-        origins: SharedOrigins,
+        (origins, pushes): (SharedOrigins, Pushes),
     ) -> Self {
         Self {
             links: HashMap::new(),
@@ -99,6 +135,7 @@ impl Links {
             metrics,
             answers,
             origins,
+            pushes,
         }
     }
 
@@ -164,6 +201,7 @@ impl Links {
                 answers: self.answers.clone(),
                 origins: self.origins.clone(),
                 refused: Default::default(),
+                pushes: self.pushes.clone(),
             },
             rx,
         ));

@@ -1,5 +1,6 @@
 //! The reader of one stream's inbound side: the peer's heartbeats, the answers to our
-//! `GOSSIP_FETCH`es (handed to the actor as fetch results), and the stream's end, reported
+//! `GOSSIP_FETCH`es (handed to the actor as fetch results), its acknowledgements of our pushes
+//! (`GOSSIP_ACK`: queued transactions confirmed), and the stream's end, reported
 //! with its generation so the core drops that stream (and not a newer one).
 
 use std::sync::Arc;
@@ -12,12 +13,13 @@ use sorcha_peer_core::gossip::FetchFailure;
 use sorcha_peer_core::model::{PeerId, TxHash, TxId};
 use tokio::sync::mpsc;
 
+use super::Pushes;
 use super::worker::Asked;
 use crate::telemetry::Metrics;
 use crate::transport::outbound::Answer;
 use crate::wire::proto::communication::{MessageType, PeerMessage};
 use crate::wire::proto::transaction::TransactionResponse;
-use crate::wire::wire_len;
+use crate::wire::{from_ack_message, wire_len};
 
 pub(super) struct Reader {
     pub(super) peer: PeerId,
@@ -28,6 +30,7 @@ pub(super) struct Reader {
     pub(super) silence: Duration,
     pub(super) answers: mpsc::Sender<Answer>,
     pub(super) metrics: Arc<Metrics>,
+    pub(super) pushes: Pushes,
 }
 
 /// Reads the peer's side of a stream: its heartbeats, and the answers to our `GOSSIP_FETCH`es,
@@ -42,6 +45,10 @@ pub(super) async fn watch_stream(mut inbound: tonic::Streaming<PeerMessage>, r: 
             Ok(Ok(Some(message))) => message,
             _ => break,
         };
+        if message.message_type == MessageType::GossipAck as i32 {
+            acknowledged(&r, &message);
+            continue;
+        }
         if message.message_type != MessageType::TransactionResponse as i32 {
             // Heartbeats and the like: counted in message_bytes_total only.
             let kind = crate::wire::message_kind(message.message_type);
@@ -77,6 +84,22 @@ pub(super) async fn watch_stream(mut inbound: tonic::Streaming<PeerMessage>, r: 
         return;
     }
     fail_unanswered(&r).await;
+}
+
+/// The peer took pushes we asked it to acknowledge: their queued transactions are confirmed.
+fn acknowledged(r: &Reader, message: &PeerMessage) {
+    r.metrics.record_received("ack", wire_len(message));
+    match from_ack_message(message) {
+        Ok(ids) => {
+            for id in ids {
+                r.pushes.acknowledged(&id);
+            }
+        }
+        Err(_) => r
+            .metrics
+            .gossip_dropped_total
+            .add(1, &[KeyValue::new("kind", "bad_ack")]),
+    }
 }
 
 /// A found body comes without its hash: its id is the start of the body's SHA-256. (The

@@ -147,8 +147,19 @@ fn links(timeout: Duration, answers: mpsc::Sender<Answer>) -> Links {
         Arc::new(Metrics::new().unwrap()),
         answers,
         RestClient::new(timeout).unwrap(),
-        crate::handle::origins::Origins::shared(),
+        (crate::handle::origins::Origins::shared(), unlimited()),
     )
+}
+
+/// Pushes charged to no budget, with no queue to confirm.
+fn unlimited() -> super::Pushes {
+    let metrics = Arc::new(Metrics::new().unwrap());
+    super::Pushes {
+        upload: Arc::new(crate::transport::limits::upload::UploadBudget::new(
+            0, metrics,
+        )),
+        queue: None,
+    }
 }
 
 /// Transmission `ticket` of `what` over `via`.

@@ -17,8 +17,8 @@ use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tracing::Instrument as _;
 
-use super::Job;
 use super::reader::{Reader, watch_stream};
+use super::{Job, Pushes};
 use crate::clock::now;
 use crate::handle::origins::SharedOrigins;
 use crate::telemetry::Metrics;
@@ -26,10 +26,11 @@ use crate::transport::grpc::communication::STREAM_HEARTBEAT;
 use crate::transport::grpc::transaction::CALLER_HEADER;
 use crate::transport::outbound::Answer;
 use crate::transport::rest::client::{RestClient, RestFailure};
+use crate::wire::MAX_FETCH_BATCH;
 use crate::wire::proto::communication::PeerMessage;
 use crate::wire::proto::communication::peer_communication_client::PeerCommunicationClient;
 use crate::wire::proto::transaction::transaction_distribution_client::TransactionDistributionClient;
-use crate::wire::{MAX_FETCH_BATCH, compact, to_fetch_message, to_notification, to_peer_message};
+use crate::wire::{ask_ack, compact, to_fetch_message, to_notification, to_peer_message};
 use crate::wire::{message_kind, wire_len};
 
 /// Messages buffered in an open stream before HTTP/2 flow control pushes back: the core's
@@ -62,6 +63,7 @@ pub(super) struct Worker {
     /// What the peer refused, and when: jobs handed over before the core heard of a refusal
     /// answer `Refused` without calling (the core holds a refusal for `REPROBE_REFUSED`).
     pub(super) refused: HashMap<Service, Instant>,
+    pub(super) pushes: Pushes,
 }
 
 /// Our side of an open stream, and whether the peer's side still shows signs of life.
@@ -141,13 +143,31 @@ fn job_span(peer: &PeerId, via: Via, what: &What) -> tracing::Span {
     }
 }
 
-/// One `GOSSIP_*` message over `via`, counted by kind once it went.
+/// One `GOSSIP_*` message over `via`, counted by kind once it went. A push is charged to the
+/// upload budget first, and asks for an acknowledgement if its transaction waits in the
+/// offline queue (a unary call's ack is one; on a stream the reader gets the `GOSSIP_ACK`).
 async fn gossip(w: &mut Worker, via: Via, message: &GossipMessage) -> Outcome {
-    let wire = to_peer_message(message, &w.self_id, Some(&w.peer), now());
+    let mut wire = to_peer_message(message, &w.self_id, Some(&w.peer), now());
     let kind = message_kind(wire.message_type);
+    let mut asked = None;
+    if let GossipMessage::Push { entry, .. } = message {
+        if w.pushes.wants_ack(&entry.id) {
+            ask_ack(&mut wire);
+            asked = Some(entry.id);
+        }
+        w.pushes.upload.spend(wire_len(&wire)).await;
+    }
     let sent = match via {
         Via::Stream => stream_send(w, wire).await,
-        Via::Unary => unary(w, wire).await,
+        Via::Unary => match unary(w, wire).await {
+            Ok((bytes, received)) => {
+                if let (Some(id), true) = (asked, received) {
+                    w.pushes.acknowledged(&id);
+                }
+                Ok(bytes)
+            }
+            Err(outcome) => Err(outcome),
+        },
         Via::Rest => {
             let bytes = wire_len(&wire);
             w.rest
@@ -265,11 +285,12 @@ fn note_asked(w: &Worker, asked: &Asked, ids: &[TxId]) -> usize {
     room
 }
 
-/// A unary call has no earlier message: it carries the whole envelope.
-async fn unary(w: &mut Worker, wire: PeerMessage) -> Result<u64, Outcome> {
+/// A unary call has no earlier message: it carries the whole envelope. Its bytes, and whether
+/// the peer took the message (`MessageAck.received`).
+async fn unary(w: &mut Worker, wire: PeerMessage) -> Result<(u64, bool), Outcome> {
     let bytes = wire_len(&wire);
     match tokio::time::timeout(w.timeout, w.client.send_message(wire)).await {
-        Ok(Ok(_)) => Ok(bytes),
+        Ok(Ok(ack)) => Ok((bytes, ack.into_inner().received)),
         Ok(Err(status)) => Err(grpc_outcome(&status)),
         Err(_) => Err(Outcome::Timeout),
     }
@@ -352,6 +373,7 @@ async fn open_stream(w: &mut Worker) -> Result<(), Outcome> {
             silence: (w.timeout * 3).max(STREAM_HEARTBEAT * 3),
             answers: w.answers.clone(),
             metrics: w.metrics.clone(),
+            pushes: w.pushes.clone(),
         },
     ));
     w.stream = Some(OpenStream { tx, alive, asked });
