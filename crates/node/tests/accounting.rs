@@ -39,24 +39,8 @@ async fn holds(client: &reqwest::Client, node: &TestNode, hash: &str) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn socket_and_message_counters_move_with_real_traffic() {
     init_crypto();
-    let first = TestNode::start_with(&[], &FAST);
-    let addr = first.peer_addr();
-    let nodes = [
-        first,
-        TestNode::start_with(&["--bootstrap", &addr], &FAST),
-        TestNode::start_with(&["--bootstrap", &addr], &FAST),
-    ];
+    let nodes = common::trio(&FAST, "peers_known", SETTLE).await;
     let client = reqwest::Client::new();
-    let formed = eventually(SETTLE, || async {
-        for node in &nodes {
-            if node.status().await["peers_known"].as_u64().unwrap_or(0) < 2 {
-                return false;
-            }
-        }
-        true
-    })
-    .await;
-    assert!(formed, "the three nodes did not find each other");
     let mut hashes = Vec::new();
     for i in 0..20 {
         let body = format!("accounting {i:03} {}", "y".repeat(256)).into_bytes();

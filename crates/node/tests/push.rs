@@ -71,24 +71,8 @@ fn body(tag: &str, i: usize) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_transaction_crosses_real_nodes_by_eager_push() {
     init_crypto();
-    let first = TestNode::start_with(&[], &FAST);
-    let addr = first.peer_addr();
-    let nodes = [
-        first,
-        TestNode::start_with(&["--bootstrap", &addr], &FAST),
-        TestNode::start_with(&["--bootstrap", &addr], &FAST),
-    ];
+    let nodes = common::trio(&FAST, "peers_active", SETTLE).await;
     let client = reqwest::Client::new();
-    let formed = eventually(SETTLE, || async {
-        for node in &nodes {
-            if node.status().await["peers_active"].as_u64().unwrap_or(0) < 2 {
-                return false;
-            }
-        }
-        true
-    })
-    .await;
-    assert!(formed, "the three nodes did not find each other");
     let mut hashes = BTreeSet::new();
     for i in 0..20 {
         let (code, hash) = submit(&client, &nodes[0], body("pushed", i)).await;

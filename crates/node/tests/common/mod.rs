@@ -248,6 +248,30 @@ where
     }
 }
 
+/// Three nodes started with `env`, the second and third bootstrapping from the first; waits up
+/// to `limit` until each reports at least 2 in its status field `field` (`peers_known`,
+/// `peers_active`) and panics if they do not get there.
+pub async fn trio(env: &[(&str, &str)], field: &str, limit: Duration) -> [TestNode; 3] {
+    let first = TestNode::start_with(&[], env);
+    let addr = first.peer_addr();
+    let nodes = [
+        first,
+        TestNode::start_with(&["--bootstrap", &addr], env),
+        TestNode::start_with(&["--bootstrap", &addr], env),
+    ];
+    let formed = eventually(limit, || async {
+        for node in &nodes {
+            if node.status().await[field].as_u64().unwrap_or(0) < 2 {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    assert!(formed, "the three nodes did not find each other");
+    nodes
+}
+
 pub fn send_signal(pid: u32, signal: &str) {
     let status = Command::new("kill")
         .arg(format!("-{signal}"))
