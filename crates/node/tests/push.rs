@@ -1,5 +1,5 @@
-//! The eager push across real node processes, with the daemon's defaults (push on for bodies
-//! up to 16 KiB): a small transaction reaches the other nodes as a `GOSSIP_PUSH`, and an
+//! The eager push across real node processes, turned on for bodies up to 16 KiB (it is off by
+//! default): a small transaction reaches the other nodes as a `GOSSIP_PUSH`, and an
 //! offline queue drains by pushes its peer acknowledges (`GOSSIP_ACK`), not by pulls.
 
 mod common;
@@ -10,8 +10,9 @@ use std::time::Duration;
 use common::{TestNode, eventually, init_crypto};
 
 /// Membership timers scaled down so the cluster forms within seconds; gossip keeps the
-/// shipped timers (the push is what is tested).
-const FAST: [(&str, &str); 4] = [
+/// shipped timers, with the push (off by default) turned on: it is what is tested.
+const FAST: [(&str, &str); 5] = [
+    ("SORCHA_PEER__DISTRIBUTION__EAGER_PUSH_MAX_BYTES", "16384"),
     ("SORCHA_PEER__DISCOVERY__HEARTBEAT_INTERVAL", "300ms"),
     ("SORCHA_PEER__DISCOVERY__PEER_TIMEOUT", "1s"),
     ("SORCHA_PEER__DISCOVERY__REFRESH_INTERVAL", "2s"),

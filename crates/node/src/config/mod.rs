@@ -541,8 +541,8 @@ pub struct DistributionConfig {
 /// Largest `distribution.eager_push_max_bytes`: a push is one message on the peer's stream,
 /// and bodies above the streaming threshold (1 MiB) are streamed in chunks instead.
 pub const MAX_EAGER_PUSH_BYTES: u32 = 1024 * 1024;
-/// The daemon's `distribution.eager_push_max_bytes` (default.toml says why 16 KiB).
-pub const DEFAULT_EAGER_PUSH_BYTES: u32 = 16 * 1024;
+/// The daemon's `distribution.eager_push_max_bytes`: off (default.toml says why).
+pub const DEFAULT_EAGER_PUSH_BYTES: u32 = 0;
 
 /// Most peers `distribution.flood_fanout` may name: a node has at most ~2 x `active_peers`
 /// gossip peers, so 64 is "all of them" in practice.
@@ -567,7 +567,7 @@ impl Default for DistributionConfig {
             // The daemon has no "off"; the core's default runs anti-entropy (tested).
             anti_entropy_interval: core.anti_entropy_interval.unwrap_or(Duration::from_secs(5)),
             fetch_timeout: core.fetch_timeout,
-            // Not the core's (off): 16 KiB, default.toml says why.
+            // Off, as the core's: default.toml says why.
             eager_push_max_bytes: DEFAULT_EAGER_PUSH_BYTES,
         }
     }

@@ -64,8 +64,8 @@ fn the_daemon_ships_the_gossip_defaults_the_simulator_runs() {
     assert_eq!(shipped.max_hops, core.max_hops);
     assert_eq!(shipped.flood_fanout, core.flood_fanout);
     assert_eq!(shipped.max_transaction_size, core.max_transaction_size);
-    // The daemon pushes bodies up to 16 KiB (default.toml says why); the core's default
-    // (and so the simulator's) leaves the push off unless a scenario turns it on.
+    // The push is off in the daemon (default.toml says why), as in the core's default (and so
+    // the simulator's) unless a scenario turns it on.
     let pushed = DEFAULT_EAGER_PUSH_BYTES as usize;
     assert_eq!(shipped.eager_push_max_size, pushed);
     assert_eq!(Config::default().gossip().eager_push_max_size, pushed);
