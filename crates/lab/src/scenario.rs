@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 /// The presets shipped with the lab, by name.
-pub const PRESETS: [(&str, &str); 13] = [
+pub const PRESETS: [(&str, &str); 14] = [
     ("smoke", include_str!("../presets/smoke.toml")),
     ("propagation", include_str!("../presets/propagation.toml")),
     (
@@ -16,6 +16,10 @@ pub const PRESETS: [(&str, &str); 13] = [
         include_str!("../presets/propagation-fast.toml"),
     ),
     ("scale", include_str!("../presets/scale.toml")),
+    (
+        "scale-shipped",
+        include_str!("../presets/scale-shipped.toml"),
+    ),
     ("partition", include_str!("../presets/partition.toml")),
     ("churn", include_str!("../presets/churn.toml")),
     ("throughput", include_str!("../presets/throughput.toml")),
