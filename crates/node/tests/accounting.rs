@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestNode, eventually, init_crypto};
+use common::{eventually, holds, init_crypto, summed};
 
 /// Membership timers scaled down so the cluster forms and heartbeats within seconds.
 const FAST: [(&str, &str); 4] = [
@@ -17,24 +17,6 @@ const FAST: [(&str, &str); 4] = [
 ];
 
 const SETTLE: Duration = Duration::from_secs(60);
-
-/// The sum of the samples of `name` whose labels include every one of `labels`.
-fn summed(page: &str, name: &str, labels: &[&str]) -> f64 {
-    page.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")))
-        .filter(|l| labels.iter().all(|want| l.contains(want)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-async fn holds(client: &reqwest::Client, node: &TestNode, hash: &str) -> bool {
-    let url = node.http_url(&format!("/api/v1/transactions/{hash}"));
-    client
-        .get(url)
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn socket_and_message_counters_move_with_real_traffic() {

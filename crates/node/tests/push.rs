@@ -7,7 +7,7 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{TestNode, eventually, init_crypto};
+use common::{TestNode, eventually, holds, init_crypto, summed};
 
 /// Membership timers scaled down so the cluster forms within seconds; gossip keeps the
 /// shipped timers, with the push (off by default) turned on: it is what is tested.
@@ -21,15 +21,6 @@ const FAST: [(&str, &str); 5] = [
 
 const SETTLE: Duration = Duration::from_secs(60);
 
-/// The sum of the samples of `name` whose labels include every one of `labels`.
-fn summed(page: &str, name: &str, labels: &[&str]) -> f64 {
-    page.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")))
-        .filter(|l| labels.iter().all(|want| l.contains(want)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// `message_bytes_total` of `kind` in `direction` on `node`.
 async fn message_bytes(node: &TestNode, kind: &str, direction: &str) -> f64 {
     let (_, page) = node.get_text("/metrics").await;
@@ -40,13 +31,7 @@ async fn message_bytes(node: &TestNode, kind: &str, direction: &str) -> f64 {
 
 async fn holds_all(client: &reqwest::Client, node: &TestNode, hashes: &BTreeSet<String>) -> bool {
     for hash in hashes {
-        let url = node.http_url(&format!("/api/v1/transactions/{hash}"));
-        let held = client
-            .get(url)
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success());
-        if !held {
+        if !holds(client, node, hash).await {
             return false;
         }
     }

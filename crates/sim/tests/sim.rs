@@ -243,19 +243,29 @@ fn attackers_are_banned_and_honest_coverage_stays_whole() {
     let s = one(ATTACK);
     for seed in [1, 2, 3] {
         let r = sorcha_peer_sim::run(&s, seed);
-        assert_eq!(r.coverage, 1.0, "seed {seed}: honest coverage");
-        assert_eq!(r.transactions.lost, 0, "seed {seed}");
-        let attack = r.attack.as_ref().expect("attackers present");
+        let attack = assert_whole_and_attackers_banned(&r, seed);
         assert_eq!(attack.attackers, 7, "seed {seed}");
-        assert_eq!(
-            attack.attackers_banned, attack.attackers,
-            "seed {seed}: {attack:?}"
-        );
-        assert_eq!(attack.honest_banned, 0, "seed {seed}: {attack:?}");
     }
 }
 
-/// Liars with the eager push on (the daemon's default): they are rarely pulled from, but what
+/// Honest coverage whole, nothing lost, every attacker banned and no honest node; the attack
+/// report.
+fn assert_whole_and_attackers_banned(
+    r: &Report,
+    seed: u64,
+) -> &sorcha_peer_sim::metrics::AttackReport {
+    assert_eq!(r.coverage, 1.0, "seed {seed}: honest coverage");
+    assert_eq!(r.transactions.lost, 0, "seed {seed}");
+    let attack = r.attack.as_ref().expect("attackers present");
+    assert_eq!(
+        attack.attackers_banned, attack.attackers,
+        "seed {seed}: {attack:?}"
+    );
+    assert_eq!(attack.honest_banned, 0, "seed {seed}: {attack:?}");
+    attack
+}
+
+/// Liars with the eager push on (off by default in the daemon and the core): they are rarely pulled from, but what
 /// they push is checked at once, a wrong body scored as one served; every liar is banned and
 /// no honest node, for each seed.
 const PUSHING_LIARS: &str = r#"
@@ -277,14 +287,7 @@ fn with_the_push_on_liars_are_caught_by_what_they_push() {
     let s = one(PUSHING_LIARS);
     for seed in [1, 2, 3] {
         let r = sorcha_peer_sim::run(&s, seed);
-        assert_eq!(r.coverage, 1.0, "seed {seed}: honest coverage");
-        assert_eq!(r.transactions.lost, 0, "seed {seed}");
         assert!(r.counters["bad_bodies"] > 0, "seed {seed}: lies seen");
-        let attack = r.attack.as_ref().expect("liars present");
-        assert_eq!(
-            attack.attackers_banned, attack.attackers,
-            "seed {seed}: {attack:?}"
-        );
-        assert_eq!(attack.honest_banned, 0, "seed {seed}: {attack:?}");
+        assert_whole_and_attackers_banned(&r, seed);
     }
 }

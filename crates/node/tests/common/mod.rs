@@ -248,6 +248,25 @@ where
     }
 }
 
+/// The sum of the samples of `name` whose labels include every one of `labels`.
+pub fn summed(page: &str, name: &str, labels: &[&str]) -> f64 {
+    page.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter(|l| labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Whether `node` answers `GET /api/v1/transactions/{hash}` with a success.
+pub async fn holds(client: &reqwest::Client, node: &TestNode, hash: &str) -> bool {
+    let url = node.http_url(&format!("/api/v1/transactions/{hash}"));
+    client
+        .get(url)
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+}
+
 /// Three nodes started with `env`, the second and third bootstrapping from the first; waits up
 /// to `limit` until each reports at least 2 in its status field `field` (`peers_known`,
 /// `peers_active`) and panics if they do not get there.
