@@ -182,13 +182,7 @@ async fn the_dashboard_shows_peers_events_and_bans_in_a_browser() {
         tokio::time::sleep(Duration::from_millis(40 + (i * 37 % 120))).await;
     }
     let ban = format!("button[data-action=\"ban\"][data-id=\"{b_id}\"]");
-    browser
-        .find(Locator::Css(&ban))
-        .await
-        .expect("ban button")
-        .click()
-        .await
-        .expect("click ban");
+    click_live(&browser, &ban).await;
     let banned = eventually(Duration::from_secs(5), || async {
         let (_, peer) = a.get_json(&format!("/api/v1/peers/{b_id}")).await;
         peer["banned_until"].is_u64()
@@ -302,4 +296,20 @@ async fn measure_render(browser: &Client) {
     // 1,000 rows and more) fails.
     let max = result["max"].as_f64().expect("max");
     assert!(max < 5_000.0, "a render blocked the page: {result}");
+}
+
+/// Clicks the element `css` names on a page that redraws itself: the live peer table may
+/// replace the button between finding and clicking it (a stale element), so it is found again,
+/// a few times at most, as a user would click again.
+async fn click_live(browser: &Client, css: &str) {
+    let mut last = None;
+    for _ in 0..5 {
+        let found = browser.find(Locator::Css(css)).await.expect("ban button");
+        match found.click().await {
+            Ok(()) => return,
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("click ban: {last:?}");
 }
