@@ -70,11 +70,21 @@ impl Gossip {
         if batch.len() >= self.config.max_batch.max(1) {
             self.flush_peer(&to);
         } else {
-            self.schedule_by(now.saturating_add(self.config.flush_interval), Timer::Flush);
+            self.schedule_by(self.flush_due(now), Timer::Flush);
         }
     }
 
-    pub(super) fn flush_all(&mut self) {
+    /// When the outbox may go out: at once after a quiet `flush_interval` (a lone transaction
+    /// waits for nothing at each hop), else `flush_interval` after the last flush, so a burst
+    /// is still sent in batches, at most one flush per interval.
+    fn flush_due(&self, now: Instant) -> Instant {
+        self.last_flush
+            .map_or(now, |last| last.saturating_add(self.config.flush_interval))
+            .max(now)
+    }
+
+    pub(super) fn flush_all(&mut self, now: Instant) {
+        self.last_flush = Some(now);
         let peers: Vec<PeerId> = self.outbox.keys().cloned().collect();
         for peer in peers {
             self.flush_peer(&peer);
@@ -292,6 +302,30 @@ mod tests {
         let entries: usize = sent.iter().map(|(_, e)| e.len()).sum();
         assert_eq!(entries, 150, "50 txs x fanout 3");
         assert_eq!(g.stats().announce_messages_sent, sent.len() as u64);
+    }
+
+    #[test]
+    fn a_lone_announcement_goes_at_once_and_a_burst_waits_out_the_interval() {
+        let mut g = node(0, [1], quiet());
+        g.submit(body(1), None, ms(100)).expect("valid");
+        drain(&mut g);
+        assert_eq!(g.poll_timeout(), Some(ms(100).mono), "after a quiet spell");
+        assert_eq!(announces(&flush(&mut g, ms(100))).len(), 1);
+        g.submit(body(2), None, ms(103)).expect("valid");
+        g.submit(body(3), None, ms(105)).expect("valid");
+        drain(&mut g);
+        assert_eq!(
+            g.poll_timeout(),
+            Some(ms(110).mono),
+            "an interval after the last flush"
+        );
+        assert!(flush(&mut g, ms(105)).is_empty(), "not due before");
+        let sent = announces(&flush(&mut g, ms(110)));
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].1.len(), 2, "the burst in one batch");
+        g.submit(body(4), None, ms(130)).expect("valid");
+        drain(&mut g);
+        assert_eq!(g.poll_timeout(), Some(ms(130).mono), "quiet again");
     }
 
     #[test]

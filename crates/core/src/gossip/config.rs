@@ -37,7 +37,8 @@ pub struct GossipConfig {
     pub flood_past_max_hops: bool,
     /// Announcement targets per accepted transaction past `max_hops`.
     pub flood_fanout: FanoutMode,
-    /// Announcements to one peer wait at most this long to be sent together.
+    /// Announcements go out at most once per this interval: at once after a quiet interval,
+    /// else batched until it has passed since the last flush.
     pub flush_interval: Duration,
     /// Entries per `Announce`; a batch this full is sent at once.
     pub max_batch: usize,

@@ -133,6 +133,8 @@ pub struct Gossip {
     in_flight_bytes: u64,
     /// Announcements waiting for the flush, per peer; each below `config.max_batch`.
     outbox: BTreeMap<PeerId, Vec<AnnounceEntry>>,
+    /// When the outbox last went out: the next flush is due `flush_interval` after it.
+    last_flush: Option<Instant>,
     outputs: VecDeque<Output>,
     /// What peers did, for the node's score (bounded by `MAX_CONDUCT`).
     conduct: VecDeque<(PeerId, Conduct)>,
@@ -183,6 +185,7 @@ impl Gossip {
             in_flight: 0,
             in_flight_bytes: 0,
             outbox: BTreeMap::new(),
+            last_flush: None,
             outputs: VecDeque::new(),
             conduct: VecDeque::new(),
             timers: TimerTable::default(),
@@ -403,7 +406,7 @@ impl Gossip {
         }
         self.housekeep(now);
         match timer {
-            Timer::Flush => self.flush_all(),
+            Timer::Flush => self.flush_all(now),
             Timer::FetchTimeout => self.on_fetch_deadlines(now),
             Timer::AntiEntropy => self.on_anti_entropy_timer(now),
             Timer::Graft => self.on_graft_timer(now),
