@@ -166,10 +166,30 @@ impl Links {
             return;
         }
         let lane = lane_of(&message, self.config.size);
+        let size = self.config.size;
         let link = self.link(&peer, to, offers, now);
-        match link.enqueue(lane, What::Gossip(message), now) {
-            Ok(()) => self.release(&peer, now),
-            Err(kind) => self.dropped(kind, 1),
+        let mut push_dropped = None;
+        let refused = match link.enqueue(lane, What::Gossip(message), now) {
+            Ok(()) => None,
+            // A push the body lane has no room for is announced instead: the peer pulls the
+            // body after its graft timeout. Dropped, the peer would hear of it from nobody
+            // else (pushes take the place of announcements) until anti-entropy.
+            Err((kind, What::Gossip(GossipMessage::Push { entry, .. }))) => {
+                push_dropped = Some(kind);
+                let announce = GossipMessage::Announce {
+                    entries: vec![entry],
+                };
+                link.enqueue(lane_of(&announce, size), What::Gossip(announce), now)
+                    .err()
+            }
+            Err(refused) => Some(refused),
+        };
+        if let Some(kind) = push_dropped {
+            self.dropped(kind, 1);
+        }
+        match refused {
+            None => self.release(&peer, now),
+            Some((kind, _)) => self.dropped(kind, 1),
         }
     }
 

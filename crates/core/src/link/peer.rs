@@ -131,17 +131,18 @@ impl PeerLink {
         self.retries.front().map(|r| r.at)
     }
 
-    /// Queues `what` on `lane` (see [`lane_of`]); the drop kind if the lane refused it.
+    /// Queues `what` on `lane` (see [`lane_of`]); if the lane refused it, the drop kind and
+    /// `what` back.
     pub fn enqueue(
         &mut self,
         (lane, size): (Lane, usize),
         what: What,
         now: Instant,
-    ) -> Result<(), DropKind> {
+    ) -> Result<(), (DropKind, What)> {
         self.used = now;
         self.queue
             .push(lane, what, size)
-            .map_err(|_| lane_drop(lane))
+            .map_err(|dropped| (lane_drop(lane), dropped.item))
     }
 
     /// The transmissions the window has room for, retries first, each as `shape` makes it

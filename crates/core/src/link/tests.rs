@@ -11,6 +11,7 @@ use super::*;
 use crate::backoff::{BackoffConfig, RetryPolicy};
 use crate::breaker::BreakerConfig;
 use crate::gossip::{AnnounceEntry, GossipMessage};
+use crate::link::peer::queue_config;
 use crate::model::{TxHash, TxId};
 use crate::time::Instant;
 
@@ -356,6 +357,55 @@ fn lanes_are_bounded_and_count_what_they_refuse() {
         count: 1,
     };
     assert_eq!(events(&out), vec![full]);
+}
+
+#[test]
+fn a_push_the_body_lane_cannot_take_is_announced_instead() {
+    let mut l = links();
+    // A unary link has one call in flight; the body lane holds 32 pushes behind it.
+    let pushes = 1 + queue_config().body_capacity + 1;
+    let mut last = None;
+    for k in 0..pushes as u32 {
+        let hash = TxHash::of(&k.to_le_bytes());
+        let entry = AnnounceEntry {
+            id: hash.id(),
+            hash: Some(hash),
+            size: 1,
+            hops: 1,
+            register_id: None,
+        };
+        last = Some(entry.clone());
+        let message = GossipMessage::Push {
+            entry,
+            body: k.to_le_bytes().to_vec(),
+        };
+        l.send(contact(1), &[Protocol::Grpc], message, at(0));
+    }
+    let out = drain(&mut l);
+    let full = LinkEvent::Dropped {
+        kind: DropKind::QueueFullBody,
+        count: 1,
+    };
+    assert_eq!(events(&out), vec![full], "the push is counted as dropped");
+    let first = transmits(&out)[0].0;
+    let mut announced = Vec::new();
+    let mut ticket = first;
+    for n in 1..=pushes {
+        l.handle_transmitted(&peer(1), ticket, Outcome::Sent, at(n as u64));
+        let sent = transmits(&drain(&mut l));
+        let Some((next, _, what)) = sent.into_iter().next() else {
+            break;
+        };
+        ticket = next;
+        if let What::Gossip(GossipMessage::Announce { entries }) = what {
+            announced.extend(entries);
+        }
+    }
+    assert_eq!(
+        announced,
+        vec![last.expect("sent")],
+        "its entry goes as an announcement"
+    );
 }
 
 #[test]
