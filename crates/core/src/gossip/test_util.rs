@@ -15,11 +15,13 @@ pub(super) fn ms(ms: u64) -> Now {
 }
 
 /// The default config without anti-entropy and without eager push (announce and pull only;
-/// `tree.rs` tests the push), so unit tests see only what they cause.
+/// `tree.rs` tests the push), so unit tests see only what they cause; a fanout of 3, fewer
+/// than the peers most tests give a node.
 pub(super) fn quiet() -> GossipConfig {
     GossipConfig {
         anti_entropy_interval: None,
         eager_push_max_size: 0,
+        fanout: FanoutMode::Fixed(3),
         ..GossipConfig::default()
     }
 }

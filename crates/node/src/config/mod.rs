@@ -554,7 +554,7 @@ impl Default for DistributionConfig {
         // (GossipConfig::default has the figures).
         let core = GossipConfig::default();
         Self {
-            fanout: 3,
+            fanout: core.fanout.count(20) as u32,
             gossip_rounds: 3,
             flood_fanout: core.flood_fanout.count(MAX_FLOOD_FANOUT as usize) as u32,
             transaction_cache_ttl: Duration::from_secs(3600),
