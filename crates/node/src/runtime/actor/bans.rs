@@ -11,6 +11,7 @@ use sorcha_peer_core::score::{BanRecord, BanSubject, Offence};
 use sorcha_peer_core::time::Now;
 
 use super::Actor;
+use super::gauges::Slot;
 use crate::clock::now;
 use crate::handle::PeerView;
 use crate::handle::bans::BanEntry;
@@ -195,9 +196,9 @@ impl Actor {
             }
         }
         if let Ok(book) = self.bans.read() {
-            self.metrics
-                .peers_banned
-                .record(book.count(now()) as i64, &[]);
+            let banned = book.count(now()) as i64;
+            self.gauges
+                .set(Slot::Banned, &self.metrics.peers_banned, banned);
         }
     }
 }

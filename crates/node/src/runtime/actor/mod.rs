@@ -19,6 +19,7 @@
 
 mod bans;
 mod commands;
+mod gauges;
 mod report;
 
 use std::cell::Cell;
@@ -26,6 +27,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use opentelemetry::metrics::Gauge;
 use sorcha_peer_core::gossip;
 use sorcha_peer_core::link::{Service, Via, What};
 use sorcha_peer_core::membership::{Contact, KnownPeer};
@@ -42,6 +44,7 @@ use crate::telemetry::events::EventKind;
 use crate::telemetry::{EventLog, Metrics};
 use crate::transport::outbound::{Answer, Outbound, TransportSettings};
 use crate::wire::TxName;
+use gauges::Slot;
 
 use crate::clock::{Clock, now};
 use crate::handle::origins::Origins;
@@ -126,6 +129,8 @@ pub struct Actor {
     reported_score: Cell<sorcha_peer_core::score::ScoreStats>,
     /// The membership counters of dial deferrals as last reported.
     reported_dials: Cell<sorcha_peer_core::membership::MembershipStats>,
+    /// The per-turn gauges' last values: one is recorded again only when it changed.
+    gauges: gauges::Recorded,
 }
 
 impl Actor {
@@ -204,6 +209,7 @@ impl Actor {
             bans,
             reported_score: Cell::default(),
             reported_dials: Cell::default(),
+            gauges: gauges::Recorded::default(),
         };
         (actor, handle)
     }
@@ -469,32 +475,29 @@ impl Actor {
 
     /// The gauges that follow the core's state after every turn.
     fn record_gauges(&self) {
+        let m = &self.metrics;
+        let set = |slot, gauge: &Gauge<i64>, value: usize| {
+            self.gauges.set(slot, gauge, value as i64);
+        };
         let membership = self.node.membership();
-        self.metrics
-            .peer_count
-            .record(membership.known_count() as i64, &[]);
-        self.metrics
-            .peer_count_active
-            .record(healthy_active(membership.active_peers()) as i64, &[]);
-        self.metrics.record_membership(membership.stats());
+        set(Slot::Peers, &m.peer_count, membership.known_count());
+        let active = healthy_active(membership.active_peers());
+        set(Slot::ActivePeers, &m.peer_count_active, active);
+        m.record_membership(membership.stats());
         let gossip = self.node.gossip();
-        self.metrics.record_gossip(gossip.stats());
-        self.metrics
-            .gossip_pending
-            .record(gossip.pending_count() as i64, &[]);
-        self.metrics
-            .gossip_fetches_in_flight
-            .record(gossip.in_flight() as i64, &[]);
+        m.record_gossip(gossip.stats());
+        set(Slot::Pending, &m.gossip_pending, gossip.pending_count());
+        set(
+            Slot::InFlight,
+            &m.gossip_fetches_in_flight,
+            gossip.in_flight(),
+        );
         self.record_circuits();
         self.record_durable();
         self.record_score();
         if let Ok(store) = self.transactions.lock() {
-            self.metrics
-                .transaction_store_size
-                .record(store.len() as i64, &[]);
-            self.metrics
-                .transaction_store_bytes
-                .record(store.bytes() as i64, &[]);
+            set(Slot::StoreSize, &m.transaction_store_size, store.len());
+            set(Slot::StoreBytes, &m.transaction_store_bytes, store.bytes());
         }
     }
 

@@ -11,6 +11,7 @@ use sorcha_peer_core::membership::MembershipEvent;
 use sorcha_peer_core::node::Event;
 
 use super::Actor;
+use super::gauges::Slot;
 use crate::clock::now;
 use crate::telemetry::events::EventKind;
 
@@ -20,8 +21,11 @@ impl Actor {
         let now = self.db.stats();
         let before = self.reported_db.replace(now);
         let m = &self.metrics;
-        m.transaction_db_rows.record(now.rows as i64, &[]);
-        m.transaction_db_bytes.record(now.bytes as i64, &[]);
+        let rows = (now.rows as i64, now.bytes as i64);
+        self.gauges
+            .set(Slot::DbRows, &m.transaction_db_rows, rows.0);
+        self.gauges
+            .set(Slot::DbBytes, &m.transaction_db_bytes, rows.1);
         m.transaction_queue_size.record(now.queued as i64, &[]);
         let deltas = [
             (
@@ -113,7 +117,8 @@ impl Actor {
 
     pub(super) fn record_circuits(&self) {
         let open = self.node.links().open_circuits() as i64;
-        self.metrics.circuit_breakers_open.record(open, &[]);
+        let gauge = &self.metrics.circuit_breakers_open;
+        self.gauges.set(Slot::Circuits, gauge, open);
     }
 
     fn report_membership(&self, event: MembershipEvent) {
