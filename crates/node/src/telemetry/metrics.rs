@@ -13,6 +13,7 @@ use sorcha_peer_core::model::NodeState;
 use sorcha_peer_core::gossip::GossipStats;
 use sorcha_peer_core::membership::MembershipStats;
 
+use super::messages::{kind_counter, kind_direction_counter};
 use super::otlp::{self, OtlpError};
 use super::wire::wire_counter;
 use crate::address::AddressReport;
@@ -57,6 +58,8 @@ macro_rules! instrument_type {
     (counter) => { Counter<u64> };
     (seconds_histogram) => { Histogram<f64> };
     (wire_counter) => { std::sync::Arc<super::wire::WireBytes> };
+    (kind_counter) => { std::sync::Arc<super::messages::KindBytes> };
+    (kind_direction_counter) => { std::sync::Arc<super::messages::KindDirectionBytes> };
 }
 
 instruments! {
@@ -69,8 +72,8 @@ instruments! {
         "transaction_queue_size",
         "Transactions waiting in the offline queue"
     ),
-    bandwidth_sent_bytes: counter("bandwidth_sent_bytes", "Bytes sent to peers"),
-    bandwidth_received_bytes: counter("bandwidth_received_bytes", "Bytes received from peers"),
+    bandwidth_sent_bytes: kind_counter("bandwidth_sent_bytes", "Bytes sent to peers"),
+    bandwidth_received_bytes: kind_counter("bandwidth_received_bytes", "Bytes received from peers"),
     connection_errors_total: counter(
         "connection_errors_total",
         "Failed connections and calls to peers"
@@ -332,7 +335,7 @@ instruments! {
     /// Every message to and from peers as gRPC carries it (protobuf and the 5-byte prefix),
     /// by `kind` and `direction`: the bandwidth counters' kinds plus `membership` (discovery
     /// calls and answers) and `heartbeat` (unary and streamed heartbeats and answers).
-    message_bytes_total: counter(
+    message_bytes_total: kind_direction_counter(
         "message_bytes_total",
         "Bytes of messages to and from peers, by kind and direction"
     ),
@@ -486,26 +489,20 @@ impl Metrics {
     /// Each also counts in `message_bytes_total`, which [`Metrics::record_message`] completes
     /// with what these leave out.
     pub fn record_sent(&self, kind: &'static str, bytes: u64) {
-        self.bandwidth_sent_bytes
-            .add(bytes, &[KeyValue::new("kind", kind)]);
+        self.bandwidth_sent_bytes.add(kind, bytes);
         self.record_message(kind, "sent", bytes);
     }
 
     /// Bytes received from peers, by message kind, counted as [`Metrics::record_sent`] says.
     pub fn record_received(&self, kind: &'static str, bytes: u64) {
-        self.bandwidth_received_bytes
-            .add(bytes, &[KeyValue::new("kind", kind)]);
+        self.bandwidth_received_bytes.add(kind, bytes);
         self.record_message(kind, "received", bytes);
     }
 
     /// `message_bytes_total` alone, for the messages the gossip bandwidth counters leave out
     /// (membership calls, heartbeats, their answers). `direction` is `sent` or `received`.
     pub fn record_message(&self, kind: &'static str, direction: &'static str, bytes: u64) {
-        let labels = [
-            KeyValue::new("kind", kind),
-            KeyValue::new("direction", direction),
-        ];
-        self.message_bytes_total.add(bytes, &labels);
+        self.message_bytes_total.add(kind, direction, bytes);
     }
 
     /// Adds what the gossip core's cumulative counters gained since the last call.
