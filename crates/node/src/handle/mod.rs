@@ -15,7 +15,9 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use sorcha_peer_core::gossip::{AnnounceEntry, GossipMessage, SubmitError};
 use sorcha_peer_core::membership::{HeartbeatOutcome, Pong, Refusal, RegisterOutcome};
-use sorcha_peer_core::model::{Caller, ModelError, NodeState, PeerAdvert, PeerId, Timestamp};
+use sorcha_peer_core::model::{
+    Caller, ModelError, NodeState, PeerAdvert, PeerId, Timestamp, TxHash, TxId,
+};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use crate::address::{AddressReport, AddressSource, NatState};
@@ -488,6 +490,18 @@ impl NodeHandle {
     /// The memory cache answers first; a miss is one indexed read of the store.
     pub fn find_transaction(&self, name: &str) -> Result<Option<StoredTx>, LookupError> {
         let (id, hash) = crate::store::transactions::parse_name(name)?;
+        self.find_by_id(id, hash)
+    }
+
+    /// [`find_transaction`] for a name already read in binary (a `GOSSIP_FETCH`'s), so a pull
+    /// turns no name into text and back.
+    ///
+    /// [`find_transaction`]: Self::find_transaction
+    pub fn find_named(&self, named: &crate::wire::TxName) -> Result<Option<StoredTx>, LookupError> {
+        self.find_by_id(named.id(), named.hash())
+    }
+
+    fn find_by_id(&self, id: TxId, hash: Option<TxHash>) -> Result<Option<StoredTx>, LookupError> {
         let cached = self
             .transactions
             .lock()

@@ -41,7 +41,7 @@ use crate::transport::limits::{LimitKind, Limiter, PeerKey};
 use crate::transport::tls::caller_of;
 use crate::wire::proto::communication::peer_communication_server::PeerCommunication;
 use crate::wire::proto::communication::{GossipFetch, MessageAck, MessageType, PeerMessage};
-use crate::wire::proto::transaction::{TransactionNotification, TransactionRequest};
+use crate::wire::proto::transaction::TransactionNotification;
 use crate::wire::{
     MAX_FETCH_BATCH, from_notification, from_peer_message, raw_name, to_fetch_answer,
 };
@@ -197,11 +197,7 @@ impl CommunicationService {
             let named = raw_name(&raw).map_err(|reason| {
                 Status::invalid_argument(format!("GOSSIP_FETCH hash: {reason}"))
             })?;
-            let request = TransactionRequest {
-                transaction_hash: named.to_string(),
-                ..Default::default()
-            };
-            let reply = to_fetch_answer(self.transactions.answer(&request)?);
+            let reply = to_fetch_answer(self.transactions.answer_named(&named)?);
             let bytes = wire_len(&reply);
             self.transactions.upload().spend(bytes).await;
             if out.send(Ok(reply)).await.is_err() {

@@ -22,10 +22,10 @@ use crate::transport::limits::upload::UploadBudget;
 use crate::transport::limits::{LimitKind, Limiter, PeerKey};
 use crate::transport::outbound::CHUNK_SIZE;
 use crate::transport::tls::caller_of;
-use crate::wire::from_notification;
 use crate::wire::proto::transaction::transaction_distribution_server::TransactionDistribution;
 use crate::wire::proto::transaction::*;
 use crate::wire::wire_len;
+use crate::wire::{TxName, from_notification};
 
 /// The gRPC metadata key naming the calling peer of a `NotifyTransaction`: its
 /// `sender_peer_id` is the transaction's origin (as Sorcha's C# peers fill it), and the pull
@@ -80,10 +80,7 @@ impl TransactionService {
     fn lookup(&self, request: &TransactionRequest) -> Result<Option<StoredTx>, Status> {
         self.node
             .find_transaction(&request.transaction_hash)
-            .map_err(|e| match e {
-                LookupError::Name(e) => Status::invalid_argument(format!("transaction_hash: {e}")),
-                LookupError::Store(e) => Status::internal(e.to_string()),
-            })
+            .map_err(lookup_status)
     }
 
     /// Whether the caller (its connection's key, or the id it speaks for) is banned: what it
@@ -94,6 +91,29 @@ impl TransactionService {
             PeerKey::Addr(ip) => self.node.is_banned_ip(*ip),
         });
         by_key || self.node.is_banned_id(from)
+    }
+
+    /// The answer to one id of a `GOSSIP_FETCH` (named in binary): as [`Self::answer`], but a
+    /// found body goes without its hash, which the fetch answer leaves out
+    /// ([`crate::wire::to_fetch_answer`]), so no name is turned into text and back per body.
+    pub fn answer_named(&self, named: &TxName) -> Result<TransactionResponse, Status> {
+        let found = self.node.find_named(named).map_err(lookup_status)?;
+        let answer = match found {
+            Some(tx) => {
+                self.confirm(tx.hash);
+                TransactionResponse {
+                    transaction_hash: String::new(),
+                    transaction_data: tx.body.to_vec(),
+                    found: true,
+                }
+            }
+            None => TransactionResponse {
+                transaction_hash: named.to_string(),
+                transaction_data: Vec::new(),
+                found: false,
+            },
+        };
+        Ok(answer)
     }
 
     /// Sorcha's answer to a pull: the body, or `found = false` for an unknown hash. The
@@ -115,6 +135,14 @@ impl TransactionService {
             },
         };
         Ok(answer)
+    }
+}
+
+/// A lookup's failure as the status a pull is answered with.
+fn lookup_status(e: LookupError) -> Status {
+    match e {
+        LookupError::Name(e) => Status::invalid_argument(format!("transaction_hash: {e}")),
+        LookupError::Store(e) => Status::internal(e.to_string()),
     }
 }
 
