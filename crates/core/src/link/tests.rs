@@ -415,7 +415,6 @@ fn pulls_batch_on_open_streams_of_speakers_and_go_unary_otherwise() {
     l.send(contact(2), &[], announce(2), at(0));
     drain(&mut l);
     l.heard_gossip(&peer(1));
-    l.heard_gossip(&peer(2));
     l.handle_stream_opened(&peer(1), 1);
     let pull = |k: u32| Pull {
         id: TxHash::of(&k.to_le_bytes()).id(),
@@ -440,7 +439,7 @@ fn pulls_batch_on_open_streams_of_speakers_and_go_unary_otherwise() {
         (Via::Stream, MAX_FETCH_BATCH),
         (Via::Stream, 44),
     ];
-    assert_eq!(sizes, expected, "peer 2 has no open stream");
+    assert_eq!(sizes, expected, "peer 2 never spoke our extensions");
     l.handle_stream_closed(&peer(1), 0);
     assert!(
         l.stream_open(&peer(1)),
@@ -448,6 +447,52 @@ fn pulls_batch_on_open_streams_of_speakers_and_go_unary_otherwise() {
     );
     l.handle_stream_closed(&peer(1), 1);
     assert!(!l.stream_open(&peer(1)));
+}
+
+#[test]
+fn pulls_from_a_speaker_open_its_stream_instead_of_going_unary() {
+    let mut l = links();
+    let pull = |k: u32| Pull {
+        id: TxHash::of(&k.to_le_bytes()).id(),
+        hash: None,
+        size: 250,
+    };
+    // Peer 1 has a stream link that never opened; peer 2 no link at all (it only announced
+    // to us); peer 3 offers unary gRPC only.
+    l.send(contact(1), &[], announce(1), at(0));
+    let sent = transmits(&drain(&mut l));
+    l.handle_transmitted(&peer(1), sent[0].0, Outcome::Sent, at(0));
+    drain(&mut l);
+    for p in 1..=3 {
+        l.heard_gossip(&peer(p));
+    }
+    l.pull(contact(1), &[], pull(1), at(1));
+    l.pull(contact(2), &[], pull(2), at(1));
+    l.pull(contact(3), &[Protocol::Grpc], pull(3), at(1));
+    l.flush_pulls(at(1));
+    let mut t: Vec<(Option<PeerId>, Via, usize)> = drain(&mut l)
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Transmit {
+                to,
+                via,
+                what: What::Fetch(p),
+                ..
+            } => Some((to.peer_id, via, p.len())),
+            _ => None,
+        })
+        .collect();
+    t.sort();
+    let mut expected = vec![
+        (Some(peer(1)), Via::Stream, 1),
+        (Some(peer(2)), Via::Stream, 1),
+        (Some(peer(3)), Via::Unary, 1),
+    ];
+    expected.sort();
+    assert_eq!(
+        t, expected,
+        "the batch opens the stream; unary only where none is offered"
+    );
 }
 
 #[test]
