@@ -13,8 +13,9 @@
 //!   message at a time. Every message is shaped for its peer as it leaves its link.
 //! - `peer`: one peer's link: bounded Control / Announce / Body lanes, a window of
 //!   transmissions in flight released as outcomes come back, retries with backoff.
-//! - `pulls`: pulls to extension speakers with an open stream gathered into `GOSSIP_FETCH`
-//!   batches of at most [`MAX_FETCH_BATCH`] ids; the rest one unary call each.
+//! - `pulls`: pulls to extension speakers whose link goes by the stream (the first batch
+//!   opens it) gathered into `GOSSIP_FETCH` batches of at most [`MAX_FETCH_BATCH`] ids; the
+//!   rest one unary call each.
 //! - `ways`: which transport a message to a peer goes by now (the negotiated one, past what
 //!   the peer refused), and the message shaped for what the peer speaks.
 //! - [`types`]: the inputs and outputs at the machine's edge.
