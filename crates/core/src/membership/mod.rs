@@ -46,7 +46,7 @@ pub use types::{
 };
 
 pub use dials::{DialRefusal, MAX_DIAL_BACKOFF};
-pub use growth::GROW_FIRST_WAIT;
+pub use growth::{GROW_EVERY, GROW_WINDOW};
 pub use joins::{JOIN_ANNOUNCE_DELAY, MAX_JOINERS};
 pub use views::{MAX_ADVERTS_PER_ANSWER, MAX_ADVERTS_PER_MESSAGE};
 
