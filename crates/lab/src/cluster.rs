@@ -255,12 +255,6 @@ impl Cluster {
     /// Starts node `i` with `bootstrap` peer addresses and waits until its ports are bound.
     pub async fn start(&self, i: usize, bootstrap: &[String]) -> Result<Endpoint, ClusterError> {
         self.spawn(i, bootstrap)?;
-        self.started(i).await
-    }
-
-    /// Waits until node `i`, spawned by [`spawn`](Cluster::spawn), has bound its ports and
-    /// written its admin token; marks it live.
-    pub async fn started(&self, i: usize) -> Result<Endpoint, ClusterError> {
         let endpoint = self.wait_ports(i).await?;
         let endpoint = *self.endpoints[i].get_or_init(|| endpoint);
         // The node writes ports.json before it creates its token: wait for the token a little
@@ -280,8 +274,7 @@ impl Cluster {
         Ok(endpoint)
     }
 
-    /// Spawns node `i` without waiting for it (see [`started`](Cluster::started)).
-    pub fn spawn(&self, i: usize, bootstrap: &[String]) -> Result<(), ClusterError> {
+    fn spawn(&self, i: usize, bootstrap: &[String]) -> Result<(), ClusterError> {
         let io = |what| {
             move |error| ClusterError::Io {
                 node: i,

@@ -142,20 +142,14 @@ fn bootstraps(cluster: &Cluster, scenario: &Scenario) -> Vec<Vec<String>> {
         .collect()
 }
 
-/// Starts nodes `range` at once (each bootstrapping per [`bootstraps`]): spawns them all,
-/// then waits for each to bind. Spawning [`cluster::CONCURRENCY`] at a time, each slot
-/// freed only once its node had bound, took 2-7 s for 100 nodes on 2 cores, and the
-/// discovery clock (`startup.discovery_from_first_ms`) runs from the first spawn.
+/// Starts nodes `range` at once (each bootstrapping per [`bootstraps`]).
 async fn start_nodes(
     cluster: &Cluster,
     range: std::ops::Range<usize>,
     boot: &[Vec<String>],
 ) -> Result<(), ClusterError> {
-    for i in range.clone() {
-        cluster.spawn(i, &boot[i])?;
-    }
     let results: Vec<_> = futures::stream::iter(range)
-        .map(|i| cluster.started(i))
+        .map(|i| cluster.start(i, &boot[i]))
         .buffer_unordered(cluster::CONCURRENCY)
         .collect()
         .await;
@@ -220,10 +214,9 @@ impl Flow<'_> {
     async fn start_all(&self) -> Result<(Startup, Boot), LabError> {
         let (cluster, scenario) = (self.cluster, self.scenario);
         let launched = Instant::now();
-        // Node 0 first: the other bootstrap nodes need its address (and nothing else).
-        cluster.start(0, &[]).await?;
-        let first = bootstraps(cluster, scenario);
-        start_nodes(cluster, 1..scenario.bootstrap_nodes, &first).await?;
+        for i in 0..scenario.bootstrap_nodes {
+            cluster.start(i, &bootstraps(cluster, scenario)[i]).await?;
+        }
         let boot = Arc::new(bootstraps(cluster, scenario));
         let rest_launched = Instant::now();
         let rest = scenario.bootstrap_nodes..scenario.nodes;
