@@ -82,7 +82,7 @@ impl Membership {
         // backing off made an early node of a slowly starting network (100 lab processes on 2
         // cores) miss the bootstrap node's full list by seconds.
         let mut asks = last.asks;
-        if self.discovery_round() == 0 && self.ask_live_peer(asks % 2 == 0, now) {
+        if self.discovery_round() == 0 && self.ask_live_peer(asks.is_multiple_of(2), now) {
             self.stats.growth_asks += 1;
             asks += 1;
         }
