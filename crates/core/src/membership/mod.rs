@@ -11,8 +11,8 @@
 //! `health.rs` (heartbeats, suspicion, sweeping, node state), `views.rs` (active set, passive
 //! list, adverts), `inbound.rs` (answers to other peers' requests), `dials.rs` (the gate that
 //! bounds dials of hearsay: rate, distinct addresses a minute, backoff of failed addresses),
-//! `joins.rs` (new registrants announced one hop to the active peers), `growth.rs` (a short list
-//! asks live peers for theirs until it reaches the discovery target).
+//! `joins.rs` (new registrants announced one hop to the active peers), `growth.rs` (in a node's first
+//! seconds a short list asks live peers for theirs).
 
 mod bootstrap;
 mod config;
