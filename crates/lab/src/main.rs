@@ -29,8 +29,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Runs a preset (smoke, propagation, propagation-fast, scale, scale-shipped, partition, churn,
-    /// throughput, memory, queue, crash, discovery, attack, compare-gossipsub) or a scenario TOML
-    /// file, and prints the report.
+    /// throughput, memory, queue, crash, discovery, discovery-staggered, attack,
+    /// compare-gossipsub) or a scenario TOML file, and prints the report.
     Run(RunArgs),
     /// Lists the presets.
     List,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Deserializer};
 
 /// The presets shipped with the lab, by name.
-pub const PRESETS: [(&str, &str); 14] = [
+pub const PRESETS: [(&str, &str); 15] = [
     ("smoke", include_str!("../presets/smoke.toml")),
     ("propagation", include_str!("../presets/propagation.toml")),
     (
@@ -27,6 +27,10 @@ pub const PRESETS: [(&str, &str); 14] = [
     ("queue", include_str!("../presets/queue.toml")),
     ("crash", include_str!("../presets/crash.toml")),
     ("discovery", include_str!("../presets/discovery.toml")),
+    (
+        "discovery-staggered",
+        include_str!("../presets/discovery-staggered.toml"),
+    ),
     ("attack", include_str!("../presets/attack.toml")),
     (
         "compare-gossipsub",
@@ -97,6 +101,10 @@ pub struct Scenario {
     /// Attacker processes beside the nodes, after a baseline run without them (the attack
     /// preset).
     pub attack: Option<AttackSpec>,
+    /// Pause between the spawns of the non-bootstrap nodes (0: all at once), each waited for
+    /// before the pause: nodes joining a running network one by one (`discovery-staggered`).
+    #[serde(default = "zero", deserialize_with = "duration")]
+    pub start_every: Duration,
     /// Pause after every node is Online (and subscribed) before the traffic starts.
     #[serde(default = "zero", deserialize_with = "duration")]
     pub warmup: Duration,

@@ -15,7 +15,7 @@ use super::{
     Contact, Failure, Membership, MembershipConfig, MembershipEvent, PeerHealth, Purpose, Request,
     Response, Timer,
 };
-use crate::model::{PeerCapabilities, PeerNode, PeerStatus};
+use crate::model::{PeerCapabilities, PeerId, PeerNode, PeerStatus};
 use crate::time::{Instant, Now};
 
 /// Where bootstrap stands.
@@ -30,6 +30,9 @@ pub(super) struct Bootstrap {
     outstanding: usize,
     /// When this attempt started; hedging stops one `peer_timeout` later.
     started: Option<Instant>,
+    /// The bootstrap node we last registered with: it hears every registrant, so a short list
+    /// asks it first (`growth.rs`). Our own record of whom we dialled, never an advert's claim.
+    pub(super) registered_with: Option<PeerId>,
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -153,6 +156,7 @@ impl Membership {
         };
         self.bootstrap.phase = Phase::Idle;
         self.bootstrap.failed_attempts = 0;
+        self.bootstrap.registered_with = Some(peer_id.clone());
         if !self.peers.contains_key(&peer_id) {
             let node = bootstrap_node(&contact, peer_id.clone(), now);
             if let Err(why) = self.insert_peer(node, PeerHealth::Alive) {

@@ -71,7 +71,7 @@ impl Membership {
     }
 
     /// Whether the known list is big enough for discovery to stop asking.
-    fn knows_enough(&self) -> bool {
+    pub(super) fn knows_enough(&self) -> bool {
         let target = self
             .config
             .discovery_target
@@ -242,6 +242,7 @@ impl Membership {
             self.start_bootstrap(now);
         }
         self.fill_active(now);
+        self.arm_growth(now);
     }
 
     fn send_exchange(&mut self, id: &PeerId, now: Now) {

@@ -11,12 +11,14 @@
 //! `health.rs` (heartbeats, suspicion, sweeping, node state), `views.rs` (active set, passive
 //! list, adverts), `inbound.rs` (answers to other peers' requests), `dials.rs` (the gate that
 //! bounds dials of hearsay: rate, distinct addresses a minute, backoff of failed addresses),
-//! `joins.rs` (new registrants announced one hop to the active peers).
+//! `joins.rs` (new registrants announced one hop to the active peers), `growth.rs` (in a node's first
+//! seconds a short list asks live peers for theirs).
 
 mod bootstrap;
 mod config;
 mod dials;
 mod discovery;
+mod growth;
 mod health;
 mod inbound;
 mod joins;
@@ -44,6 +46,7 @@ pub use types::{
 };
 
 pub use dials::{DialRefusal, MAX_DIAL_BACKOFF};
+pub use growth::{GROW_EVERY, GROW_WINDOW};
 pub use joins::{JOIN_ANNOUNCE_DELAY, MAX_JOINERS};
 pub use views::{MAX_ADVERTS_PER_ANSWER, MAX_ADVERTS_PER_MESSAGE};
 
@@ -139,6 +142,8 @@ pub struct Membership {
     dials: DialGate,
     /// Peers that registered for the first time, to announce (bounded by `MAX_JOINERS`).
     joiners: Vec<PeerId>,
+    /// When a short list last asked for more (`growth.rs`).
+    growth: growth::Growth,
     rng: ChaCha8Rng,
     stats: MembershipStats,
 }
@@ -175,6 +180,7 @@ impl Membership {
             discovery: Discovery::default(),
             dials: DialGate::default(),
             joiners: Vec::new(),
+            growth: growth::Growth::default(),
             rng,
             stats: MembershipStats::default(),
         };
@@ -191,6 +197,7 @@ impl Membership {
         );
         this.start_bootstrap(now);
         this.fill_active(now);
+        this.arm_growth(now);
         this
     }
 
@@ -281,6 +288,7 @@ impl Membership {
                 self.fill_active(now);
             }
             Timer::Join => self.on_join_timer(now),
+            Timer::Grow => self.on_grow_timer(now),
         }
     }
 
@@ -315,6 +323,10 @@ impl Membership {
             (Purpose::PeerList { peer, discovery }, Ok(Response::PeerList { peers })) => {
                 self.mark_alive(&peer, Some(rtt), now);
                 self.on_peer_list(&peer, discovery, Some(peers), now);
+            }
+            (Purpose::Grow { peer }, Ok(Response::PeerList { peers })) => {
+                self.mark_alive(&peer, Some(rtt), now);
+                self.on_grow_answer(peers, now);
             }
             (Purpose::Exchange { peer }, Ok(Response::Exchanged { peers })) => {
                 self.mark_alive(&peer, Some(rtt), now);

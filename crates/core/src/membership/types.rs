@@ -155,6 +155,8 @@ pub enum Timer {
     Dial,
     /// Announce the peers that registered for the first time lately.
     Join,
+    /// Ask a live peer for its list while ours is short of `discovery_target`.
+    Grow,
 }
 
 /// What the machine asks the daemon to do, in order.
@@ -310,6 +312,8 @@ pub struct MembershipStats {
     pub joins_announced: u64,
     /// New registrants not announced because `MAX_JOINERS` were waiting.
     pub joins_dropped: u64,
+    /// Peer lists asked for while the list was short of `discovery_target` (`growth.rs`).
+    pub growth_asks: u64,
 }
 
 impl MembershipStats {
@@ -333,12 +337,29 @@ impl MembershipStats {
 /// Why we sent a request, kept until its answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Purpose {
-    BootstrapProbe { index: usize },
-    Register { peer: PeerId },
-    PeerList { peer: PeerId, discovery: bool },
-    Exchange { peer: PeerId },
-    Heartbeat { peer: PeerId },
-    Probe { peer: PeerId },
+    BootstrapProbe {
+        index: usize,
+    },
+    Register {
+        peer: PeerId,
+    },
+    PeerList {
+        peer: PeerId,
+        discovery: bool,
+    },
+    /// A short list's ask (`growth.rs`): its answer is merged, not explored further.
+    Grow {
+        peer: PeerId,
+    },
+    Exchange {
+        peer: PeerId,
+    },
+    Heartbeat {
+        peer: PeerId,
+    },
+    Probe {
+        peer: PeerId,
+    },
 }
 
 impl Purpose {
@@ -347,6 +368,7 @@ impl Purpose {
             Purpose::BootstrapProbe { .. } => None,
             Purpose::Register { peer }
             | Purpose::PeerList { peer, .. }
+            | Purpose::Grow { peer }
             | Purpose::Exchange { peer }
             | Purpose::Heartbeat { peer }
             | Purpose::Probe { peer } => Some(peer),

@@ -14,10 +14,11 @@ pub(super) fn at(mono: u64, wall: u64) -> Now {
 }
 
 /// A node with no peers: only the periodic timers are armed (membership's probe and
-/// refresh, gossip's anti-entropy).
+/// refresh, gossip's anti-entropy; a discovery target of 0 leaves the growth timer off).
 pub(super) fn node(now: Now) -> Node {
     let mut config = NodeConfig::default();
     config.membership.probe_interval = Duration::from_millis(PROBE_MS);
+    config.membership.discovery_target = 0;
     config.gossip.anti_entropy_interval = Some(Duration::from_millis(AE_MS));
     let mut node = Node::new(
         config,

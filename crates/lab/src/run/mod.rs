@@ -219,7 +219,15 @@ impl Flow<'_> {
         }
         let boot = Arc::new(bootstraps(cluster, scenario));
         let rest_launched = Instant::now();
-        start_nodes(cluster, scenario.bootstrap_nodes..scenario.nodes, &boot).await?;
+        let rest = scenario.bootstrap_nodes..scenario.nodes;
+        if scenario.start_every.is_zero() {
+            start_nodes(cluster, rest, &boot).await?;
+        } else {
+            for i in rest {
+                tokio::time::sleep(scenario.start_every).await;
+                cluster.start(i, &boot[i]).await?;
+            }
+        }
         let times = Launch {
             first: launched,
             rest: rest_launched,
