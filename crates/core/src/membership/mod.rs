@@ -125,6 +125,11 @@ pub struct Membership {
     /// Peers that heartbeated us, and when last (bounded by `MAX_HEARTBEATERS`).
     heartbeaters: BTreeMap<PeerId, Instant>,
     heartbeaters_added: u64,
+    /// Active peers that answered a heartbeat "not registered", and when: once the
+    /// registration is taken they are heartbeaten again at once (at most once per
+    /// `probe_interval` each, so a peer that keeps forgetting us cannot make us spin).
+    /// Bounded by the active set: only its peers go in, and the probe timer prunes it.
+    rejoining: BTreeMap<PeerId, (Instant, bool)>,
     /// Peers told Online by a `Ping` that do not heartbeat us yet, and when: each may be about
     /// to promote us, so they count against `max_inbound` (bounded by it: past it nobody is
     /// told Online).
@@ -169,6 +174,7 @@ impl Membership {
             bans: BTreeMap::new(),
             heartbeaters: BTreeMap::new(),
             heartbeaters_added: 0,
+            rejoining: BTreeMap::new(),
             reserved: BTreeMap::new(),
             pending: BTreeMap::new(),
             next_request: 0,
@@ -318,7 +324,8 @@ impl Membership {
                 self.on_bootstrap_answer(index, result, now)
             }
             (Purpose::Register { peer }, Ok(Response::Registered { success: true })) => {
-                self.mark_alive(&peer, Some(rtt), now)
+                self.mark_alive(&peer, Some(rtt), now);
+                self.heartbeat_after_register(&peer, now);
             }
             (Purpose::PeerList { peer, discovery }, Ok(Response::PeerList { peers })) => {
                 self.mark_alive(&peer, Some(rtt), now);
