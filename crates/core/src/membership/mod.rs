@@ -128,7 +128,8 @@ pub struct Membership {
     /// Active peers that answered a heartbeat "not registered", and when: once the
     /// registration is taken they are heartbeaten again at once (at most once per
     /// `probe_interval` each, so a peer that keeps forgetting us cannot make us spin).
-    /// Bounded by the active set: only its peers go in, and the probe timer prunes it.
+    /// Bounded by the active set: only its peers go in, and each insertion first drops the
+    /// entries of peers no longer active or older than `probe_interval`.
     rejoining: BTreeMap<PeerId, (Instant, bool)>,
     /// Peers told Online by a `Ping` that do not heartbeat us yet, and when: each may be about
     /// to promote us, so they count against `max_inbound` (bounded by it: past it nobody is
