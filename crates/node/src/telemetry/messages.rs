@@ -78,17 +78,11 @@ impl KindDirectionBytes {
 pub fn kind_counter(meter: &Meter, name: &'static str, help: &'static str) -> Arc<KindBytes> {
     let tally = Arc::new(KindBytes::default());
     let observed = tally.clone();
-    // The SDK keeps the callback for the life of the provider; the handle is only a marker.
-    let _ = meter
-        .u64_observable_counter(name)
-        .with_description(help)
-        .with_callback(move |observer| {
-            observer.observe(0, &[]);
-            for (kind, bytes) in observed.counted() {
-                observer.observe(bytes, &[KeyValue::new("kind", kind)]);
-            }
-        })
-        .build();
+    observe_counter(meter, name, help, move |observe| {
+        for (kind, bytes) in observed.counted() {
+            observe(bytes, &[KeyValue::new("kind", kind)]);
+        }
+    });
     tally
 }
 
@@ -101,24 +95,38 @@ pub fn kind_direction_counter(
 ) -> Arc<KindDirectionBytes> {
     let tally = Arc::new(KindDirectionBytes::default());
     let observed = tally.clone();
+    observe_counter(meter, name, help, move |observe| {
+        let sides = [("sent", &observed.sent), ("received", &observed.received)];
+        for (direction, side) in sides {
+            for (kind, bytes) in side.counted() {
+                let labels = [
+                    KeyValue::new("kind", kind),
+                    KeyValue::new("direction", direction),
+                ];
+                observe(bytes, &labels);
+            }
+        }
+    });
+    tally
+}
+
+/// Registers the observable counter `name`: at each collection an unlabelled 0, then what
+/// `report` observes through the function it is given.
+fn observe_counter(
+    meter: &Meter,
+    name: &'static str,
+    help: &'static str,
+    report: impl Fn(&dyn Fn(u64, &[KeyValue])) + Send + Sync + 'static,
+) {
+    // The SDK keeps the callback for the life of the provider; the handle is only a marker.
     let _ = meter
         .u64_observable_counter(name)
         .with_description(help)
         .with_callback(move |observer| {
             observer.observe(0, &[]);
-            let sides = [("sent", &observed.sent), ("received", &observed.received)];
-            for (direction, side) in sides {
-                for (kind, bytes) in side.counted() {
-                    let labels = [
-                        KeyValue::new("kind", kind),
-                        KeyValue::new("direction", direction),
-                    ];
-                    observer.observe(bytes, &labels);
-                }
-            }
+            report(&|value, labels| observer.observe(value, labels));
         })
         .build();
-    tally
 }
 
 #[cfg(test)]
