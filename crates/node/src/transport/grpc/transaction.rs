@@ -98,43 +98,43 @@ impl TransactionService {
     /// ([`crate::wire::to_fetch_answer`]), so no name is turned into text and back per body.
     pub fn answer_named(&self, named: &TxName) -> Result<TransactionResponse, Status> {
         let found = self.node.find_named(named).map_err(lookup_status)?;
-        let answer = match found {
-            Some(tx) => {
-                self.confirm(tx.hash);
-                TransactionResponse {
-                    transaction_hash: String::new(),
-                    transaction_data: tx.body.to_vec(),
-                    found: true,
-                }
-            }
-            None => TransactionResponse {
-                transaction_hash: named.to_string(),
-                transaction_data: Vec::new(),
-                found: false,
-            },
-        };
-        Ok(answer)
+        Ok(self.response(found, false, || named.to_string()))
     }
 
     /// Sorcha's answer to a pull: the body, or `found = false` for an unknown hash. The
     /// caller counts it, as it goes (unary, or in a stream message).
     pub fn answer(&self, request: &TransactionRequest) -> Result<TransactionResponse, Status> {
-        let answer = match self.lookup(request)? {
+        let found = self.lookup(request)?;
+        Ok(self.response(found, true, || request.transaction_hash.clone()))
+    }
+
+    /// A pull's answer: the body found (confirmed out of the offline queue, with its hash
+    /// written out if `with_hash`), or `found = false` naming what was `asked`.
+    fn response(
+        &self,
+        found: Option<StoredTx>,
+        with_hash: bool,
+        asked: impl FnOnce() -> String,
+    ) -> TransactionResponse {
+        match found {
             Some(tx) => {
                 self.confirm(tx.hash);
                 TransactionResponse {
-                    transaction_hash: tx.hash.to_string(),
+                    transaction_hash: if with_hash {
+                        tx.hash.to_string()
+                    } else {
+                        String::new()
+                    },
                     transaction_data: tx.body.to_vec(),
                     found: true,
                 }
             }
             None => TransactionResponse {
-                transaction_hash: request.transaction_hash.clone(),
+                transaction_hash: asked(),
                 transaction_data: Vec::new(),
                 found: false,
             },
-        };
-        Ok(answer)
+        }
     }
 }
 
