@@ -8,13 +8,19 @@ use std::path::Path;
 use rusqlite::{Connection, OpenFlags, params};
 use sorcha_peer_core::model::TxHash;
 
+use super::ids::{Ids, Undo};
 use super::schema::{DEAD, QUEUED};
 
 /// The old queue's file name.
 pub const LEGACY_QUEUE_FILE: &str = "queue.db";
 
-/// Imports `<data_dir>/queue.db` into `conn` if it exists; how many entries came over.
-pub(super) fn import(conn: &mut Connection, data_dir: &Path) -> Result<usize, String> {
+/// Imports `<data_dir>/queue.db` into `conn` if it exists; how many entries came over. An
+/// entry whose id is in `ids` already is skipped; the imported ones are added to it.
+pub(super) fn import(
+    conn: &mut Connection,
+    data_dir: &Path,
+    ids: &mut Ids,
+) -> Result<usize, String> {
     let path = data_dir.join(LEGACY_QUEUE_FILE);
     if !path.exists() {
         return Ok(0);
@@ -51,25 +57,29 @@ pub(super) fn import(conn: &mut Connection, data_dir: &Path) -> Result<usize, St
                 row.get::<_, Option<String>>(6).map_err(describe)?,
             );
             let (register_id, queued_at, attempts, next_attempt_at, reason) = values;
-            imported += tx
-                .execute(
-                    "INSERT INTO transactions (id, hash, body, register_id, origin, first_seen,
+            if ids.get(&hash.id()).is_some() {
+                continue;
+            }
+            tx.execute(
+                "INSERT INTO transactions (id, hash, body, register_id, origin, first_seen,
                          state, attempts, next_attempt_at, reason)
-                     VALUES (?1, ?2, ?3, ?4, 'local', ?5, ?6, ?7, ?8, ?9)
-                     ON CONFLICT (id) DO NOTHING",
-                    params![
-                        &hash.id().as_bytes()[..],
-                        &hash.as_bytes()[..],
-                        body,
-                        register_id,
-                        queued_at,
-                        state,
-                        attempts,
-                        next_attempt_at,
-                        reason
-                    ],
-                )
-                .map_err(describe)?;
+                     VALUES (?1, ?2, ?3, ?4, 'local', ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    &hash.id().as_bytes()[..],
+                    &hash.as_bytes()[..],
+                    body,
+                    register_id,
+                    queued_at,
+                    state,
+                    attempts,
+                    next_attempt_at,
+                    reason
+                ],
+            )
+            .map_err(describe)?;
+            // A failed import stops the node, so what it added needs no undoing.
+            ids.insert(hash.id(), tx.last_insert_rowid(), &mut Undo::default());
+            imported += 1;
         }
     }
     tx.commit().map_err(describe)?;

@@ -12,7 +12,9 @@
 //! fsyncs. Submitters await their group's commit ([`TxDb::put`]); the actor, which must never
 //! wait, hands over pulled transactions with [`TxDb::put_nowait`] and holds back its
 //! announcements until [`TxDb::committed`] shows the write done (`runtime::actor`). Reads
-//! (`reads.rs`) go through their own connection, which WAL lets run beside the writer.
+//! (`reads.rs`) go through their own connection, which WAL lets run beside the writer, and
+//! find a row by id through the in-memory index the writer keeps (`ids.rs`: an SQLite index on
+//! random ids cost a random page write per row).
 //!
 //! A queued row leaves the queue on a peer's proof of receipt: the peer pulled it (the body
 //! servers call [`TxDb::confirm_later`]), or acknowledged its eager push (`acks.rs` lists the
@@ -30,6 +32,7 @@
 //! lost with the machine, for a faster commit on slow disks.
 
 mod acks;
+mod ids;
 mod legacy;
 mod reads;
 mod schema;
@@ -188,6 +191,8 @@ struct Shared {
     path: PathBuf,
     jobs: writer::Sender,
     reader: Mutex<Connection>,
+    /// The row of each id (`ids.rs`), changed by the writer only.
+    ids: Arc<Mutex<ids::Ids>>,
     counters: Arc<Counters>,
     committed: watch::Receiver<u64>,
     confirmed: Mutex<Vec<TxHash>>,
@@ -249,19 +254,23 @@ impl TxDb {
         if check != "ok" {
             return Err(open_err(format!("integrity check failed: {check}")));
         }
-        let imported = legacy::import(&mut conn, data_dir).map_err(open_err)?;
+        let mut ids = ids::Ids::load(&conn).map_err(open_err)?;
+        let imported = legacy::import(&mut conn, data_dir, &mut ids).map_err(open_err)?;
         if imported > 0 {
             tracing::info!(imported, "offline queue of an earlier version imported");
         }
         let reader = connect(&path, flags, durability).map_err(open_err)?;
         let counters = Arc::new(Counters::default());
+        let ids = Arc::new(Mutex::new(ids));
         let (jobs, committed) =
-            writer::spawn(conn, path.clone(), limits, counters.clone()).map_err(open_err)?;
+            writer::spawn(conn, path.clone(), limits, counters.clone(), ids.clone())
+                .map_err(open_err)?;
         Ok(Self {
             shared: Arc::new(Shared {
                 path,
                 jobs,
                 reader: Mutex::new(reader),
+                ids,
                 counters,
                 committed,
                 confirmed: Mutex::new(Vec::new()),

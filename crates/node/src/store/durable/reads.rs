@@ -1,7 +1,8 @@
 //! The reads, over the store's own read connection (WAL lets it run beside the writer): one
-//! transaction by id, the rows to load at start, the dead letters. Each is a short indexed
-//! query; they are synchronous, and callers on the async runtime that may scan (dead letters,
-//! the start-up load) run them on the blocking pool.
+//! transaction by id (its row found in the writer's index, `ids.rs`), the rows to load at
+//! start, the dead letters. Each is a short indexed query; they are synchronous, and callers
+//! on the async runtime that may scan (dead letters, the start-up load) run them on the
+//! blocking pool.
 
 use std::sync::Arc;
 
@@ -60,18 +61,20 @@ fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
 impl TxDb {
     /// The transaction with this id, whose whole hash must be `hash` when one is given.
     pub fn find(&self, id: &TxId, hash: Option<&TxHash>) -> Result<Option<StoredTx>, DurableError> {
+        let Some(seq) = lock(&self.shared.ids).get(id) else {
+            return Ok(None);
+        };
         let conn = lock(&self.shared.reader);
         let row = conn
             .prepare_cached(
                 "SELECT hash, body, register_id, origin, first_seen, state
-                 FROM transactions WHERE id = ?1",
+                 FROM transactions WHERE seq = ?1",
             )
-            .and_then(|mut s| {
-                s.query_row(params![&id.as_bytes()[..]], read_row)
-                    .optional()
-            })
+            .and_then(|mut s| s.query_row(params![seq], read_row).optional())
             .map_err(|e| DurableError::sql(self.path(), &e))?;
         let found = row.and_then(to_stored).map(|(tx, _)| tx);
+        // The row of `seq` may have been deleted, and the number reused, since the lookup.
+        let found = found.filter(|tx| tx.hash.id() == *id);
         Ok(found.filter(|tx| hash.is_none_or(|h| *h == tx.hash)))
     }
 

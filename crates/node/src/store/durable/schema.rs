@@ -36,7 +36,39 @@ CREATE INDEX transactions_first_seen ON transactions (first_seen);
 /// walks the oldest rows in `seq` order instead (`writer::expire_before`).
 const V2_NO_FIRST_SEEN_INDEX: &str = "DROP INDEX transactions_first_seen;";
 
-const MIGRATION_LIST: &[M<'static>] = &[M::up(V1_TRANSACTIONS), M::up(V2_NO_FIRST_SEEN_INDEX)];
+/// Version 3: no unique index on `id`. Ids are random, so each stored row wrote a random
+/// page of that index; the writer keeps the id -> row index in memory instead (`ids.rs`,
+/// with the figures). SQLite cannot drop a UNIQUE constraint, so the table is rebuilt, rows,
+/// `seq`s and the two partial indexes unchanged.
+const V3_NO_ID_INDEX: &str = "
+CREATE TABLE transactions_v3 (
+    seq             INTEGER PRIMARY KEY,
+    id              BLOB    NOT NULL CHECK (length(id) = 16),
+    hash            BLOB    NOT NULL CHECK (length(hash) = 32),
+    body            BLOB    NOT NULL,
+    register_id     TEXT,
+    origin          TEXT    NOT NULL,
+    first_seen      INTEGER NOT NULL,
+    state           INTEGER NOT NULL DEFAULT 0 CHECK (state IN (0, 1, 2)),
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL DEFAULT 0,
+    reason          TEXT
+) STRICT;
+INSERT INTO transactions_v3
+    SELECT seq, id, hash, body, register_id, origin, first_seen, state, attempts,
+           next_attempt_at, reason
+    FROM transactions;
+DROP TABLE transactions;
+ALTER TABLE transactions_v3 RENAME TO transactions;
+CREATE INDEX transactions_due ON transactions (next_attempt_at) WHERE state = 1;
+CREATE INDEX transactions_dead ON transactions (seq) WHERE state = 2;
+";
+
+const MIGRATION_LIST: &[M<'static>] = &[
+    M::up(V1_TRANSACTIONS),
+    M::up(V2_NO_FIRST_SEEN_INDEX),
+    M::up(V3_NO_ID_INDEX),
+];
 
 pub(super) const MIGRATIONS: Migrations<'static> = Migrations::from_slice(MIGRATION_LIST);
 

@@ -293,3 +293,77 @@ async fn an_acknowledged_push_confirms_a_queued_row_and_nothing_else() {
         "confirmed rows are kept, readable"
     );
 }
+
+/// Ids in the store's in-memory index, as the writer keeps it.
+fn indexed(db: &TxDb) -> usize {
+    lock(&db.shared.ids).len()
+}
+
+#[tokio::test]
+async fn the_id_index_follows_the_rows_across_evictions_expiry_and_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let bounded = Limits {
+        max_transactions: 3,
+        ttl: Duration::from_secs(60),
+        ..limits()
+    };
+    let db = open(&dir, bounded);
+    let expired = NewTx {
+        first_seen: Timestamp::from_millis(1_000),
+        ..tx(b"expired", 0)
+    };
+    db.put(expired, false).await.unwrap();
+    for body in [&b"a"[..], b"b", b"c", b"d"] {
+        db.put(tx(body, 0), false).await.unwrap();
+    }
+    assert_eq!((db.stats().rows, indexed(&db)), (3, 3), "evicted ids go");
+    // An evicted id is new again.
+    assert!(db.put(tx(b"a", 0), false).await.unwrap());
+    assert!(
+        !db.put(tx(b"d", 0), false).await.unwrap(),
+        "a kept id is not"
+    );
+    db.shutdown();
+    drop(db);
+    let db = open(&dir, bounded);
+    assert_eq!(indexed(&db), 3, "loaded from the file");
+    assert!(find(&db, b"a").is_some() && find(&db, b"d").is_some());
+    assert!(find(&db, b"b").is_none() && find(&db, b"expired").is_none());
+    assert!(!db.put(tx(b"c", 0), false).await.unwrap());
+}
+
+#[tokio::test]
+async fn a_version_2_file_loses_its_id_index_and_keeps_its_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(TRANSACTIONS_DB_FILE);
+    {
+        let mut conn = Connection::open(&path).unwrap();
+        schema::MIGRATIONS.to_version(&mut conn, 2).unwrap();
+        let hash = TxHash::of(b"old");
+        conn.execute(
+            "INSERT INTO transactions (id, hash, body, origin, first_seen, state)
+             VALUES (?1, ?2, ?3, 'local', ?4, 1)",
+            rusqlite::params![
+                &hash.id().as_bytes()[..],
+                &hash.as_bytes()[..],
+                &b"old"[..],
+                crate::clock::now().as_millis() as i64
+            ],
+        )
+        .unwrap();
+    }
+    let db = open(&dir, limits());
+    assert!(find(&db, b"old").is_some());
+    assert_eq!((db.stats().rows, db.stats().queued), (1, 1), "state kept");
+    assert!(!db.put(tx(b"old", 0), true).await.unwrap(), "known");
+    db.shutdown();
+    let conn = Connection::open(&path).unwrap();
+    let indexes: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'index' ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(indexes, ["transactions_dead", "transactions_due"]);
+}

@@ -14,9 +14,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, params};
-use sorcha_peer_core::model::{Timestamp, TxHash};
+use sorcha_peer_core::model::{Timestamp, TxHash, TxId};
 use tokio::sync::{oneshot, watch};
 
+use super::ids::{Ids, Undo};
 use super::schema::{DEAD, KEPT, QUEUED};
 use super::{Counters, DurableError, Limits, NewTx, lock};
 
@@ -124,6 +125,7 @@ pub(super) fn spawn(
     path: PathBuf,
     limits: Limits,
     counters: Arc<Counters>,
+    ids: Arc<Mutex<Ids>>,
 ) -> Result<(Sender, watch::Receiver<u64>), String> {
     let tally = initial_tally(&conn).map_err(|e| e.to_string())?;
     let (tx, rx) = mpsc::sync_channel(JOB_QUEUE_CAPACITY);
@@ -133,6 +135,7 @@ pub(super) fn spawn(
         path,
         limits,
         counters,
+        ids,
         tally,
         done: 0,
         done_tx,
@@ -180,6 +183,8 @@ struct Worker {
     path: PathBuf,
     limits: Limits,
     counters: Arc<Counters>,
+    /// The row of each id: changed here only, with the rows (`ids.rs`).
+    ids: Arc<Mutex<Ids>>,
     tally: Tally,
     /// Jobs done (committed or failed), published on `done_tx`.
     done: u64,
@@ -266,21 +271,41 @@ impl Worker {
         self.done_tx.send_replace(self.done);
     }
 
+    /// Applies and commits `group`; if that fails, SQLite rolls the rows back and the id
+    /// index is put back to match.
     fn apply(&mut self, group: &[Job], expire: bool) -> rusqlite::Result<(Vec<Outcome>, Tally)> {
+        let mut undo = Undo::default();
+        let applied = self.apply_rows(group, expire, &mut undo);
+        if applied.is_err() {
+            lock(&self.ids).undo(undo);
+        }
+        applied
+    }
+
+    fn apply_rows(
+        &mut self,
+        group: &[Job],
+        expire: bool,
+        undo: &mut Undo,
+    ) -> rusqlite::Result<(Vec<Outcome>, Tally)> {
         let limits = self.limits;
         let mut tally = self.tally;
         let tx = self.conn.transaction()?;
+        let rows = Rows {
+            conn: &tx,
+            ids: &self.ids,
+        };
         let mut outcomes = Vec::with_capacity(group.len());
         for job in group {
             outcomes.push(match job {
                 Job::Put { tx: new, queue, .. } => {
-                    Outcome::Put(put(&tx, new, *queue, &mut tally, &limits)?)
+                    Outcome::Put(rows.put(new, *queue, &mut tally, &limits, undo)?)
                 }
                 Job::TakeDue { now, limit, .. } => {
                     Outcome::Due(take_due(&tx, *now, *limit, &mut tally, &limits)?)
                 }
                 Job::Confirm { hashes } => {
-                    confirm(&tx, hashes, &mut tally)?;
+                    rows.confirm(hashes, &mut tally)?;
                     Outcome::Done
                 }
                 Job::Flush { .. } => Outcome::Done,
@@ -290,9 +315,9 @@ impl Worker {
             let ttl = crate::clock::now()
                 .as_millis()
                 .saturating_sub(limits.ttl.as_millis() as u64);
-            expire_before(&tx, ttl, &mut tally)?;
+            rows.expire_before(ttl, &mut tally, undo)?;
         }
-        evict(&tx, &mut tally, &limits)?;
+        rows.evict(&mut tally, &limits, undo)?;
         tx.commit()?;
         Ok((outcomes, tally))
     }
@@ -334,49 +359,6 @@ fn fail(job: Job, err: DurableError) {
         }
         Job::Put { reply: None, .. } | Job::Confirm { .. } => {}
     }
-}
-
-fn put(
-    conn: &Connection,
-    new: &NewTx,
-    queue: bool,
-    tally: &mut Tally,
-    limits: &Limits,
-) -> rusqlite::Result<Result<bool, DurableError>> {
-    let id = new.hash.id();
-    if queue && tally.queued >= limits.max_queued {
-        let known = conn
-            .prepare_cached("SELECT 1 FROM transactions WHERE id = ?1")?
-            .exists(params![&id.as_bytes()[..]])?;
-        return Ok(if known {
-            Ok(false)
-        } else {
-            Err(DurableError::QueueFull(tally.queued))
-        });
-    }
-    let state = if queue { QUEUED } else { KEPT };
-    let inserted = conn
-        .prepare_cached(
-            "INSERT INTO transactions
-                 (id, hash, body, register_id, origin, first_seen, state, next_attempt_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?6)
-             ON CONFLICT (id) DO NOTHING",
-        )?
-        .execute(params![
-            &id.as_bytes()[..],
-            &new.hash.as_bytes()[..],
-            &new.body[..],
-            new.register_id,
-            new.origin,
-            new.first_seen.to_wire(),
-            state,
-        ])?;
-    if inserted == 1 {
-        tally.rows += 1;
-        tally.bytes += new.body.len() as u64;
-        tally.queued += u64::from(queue);
-    }
-    Ok(Ok(inserted == 1))
 }
 
 /// A queued row as `take_due` reads it: seq, hash, body, register id, attempts.
@@ -437,78 +419,148 @@ fn take_due(
     Ok(due)
 }
 
-/// Queued rows a peer pulled become kept rows.
-fn confirm(conn: &Connection, hashes: &[TxHash], tally: &mut Tally) -> rusqlite::Result<()> {
-    let mut update = conn.prepare_cached(
-        "UPDATE transactions SET state = 0, next_attempt_at = 0 WHERE id = ?1 AND state = 1",
-    )?;
-    for hash in hashes {
-        let n = update.execute(params![&hash.id().as_bytes()[..]])? as u64;
-        tally.queued = tally.queued.saturating_sub(n);
-    }
-    Ok(())
+/// The writing connection inside a group's SQLite transaction, with the id index that the
+/// rows it inserts and deletes keep up to date.
+struct Rows<'a> {
+    conn: &'a Connection,
+    ids: &'a Mutex<Ids>,
 }
 
-/// Deletes unqueued rows first seen before `cutoff` (Unix ms), oldest first.
-///
-/// Rows are walked in arrival (`seq`) order, stopping at the first unqueued row that is still
-/// young: `first_seen` is the clock at arrival, so it grows with `seq`, and the walk costs
-/// O(expired rows) with no index on `first_seen` (schema V2). Should the wall clock step
-/// back, a row behind a younger one waits until that one expires: the count and byte bounds
-/// still hold it in.
-fn expire_before(conn: &Connection, cutoff: u64, tally: &mut Tally) -> rusqlite::Result<()> {
-    let cutoff = i64::try_from(cutoff).unwrap_or(i64::MAX);
-    let mut after = 0i64;
-    loop {
-        let rows: Vec<(i64, i64, i64)> = conn
+impl Rows<'_> {
+    fn put(
+        &self,
+        new: &NewTx,
+        queue: bool,
+        tally: &mut Tally,
+        limits: &Limits,
+        undo: &mut Undo,
+    ) -> rusqlite::Result<Result<bool, DurableError>> {
+        let id = new.hash.id();
+        if lock(self.ids).get(&id).is_some() {
+            return Ok(Ok(false));
+        }
+        if queue && tally.queued >= limits.max_queued {
+            return Ok(Err(DurableError::QueueFull(tally.queued)));
+        }
+        let state = if queue { QUEUED } else { KEPT };
+        self.conn
             .prepare_cached(
-                "SELECT seq, length(body), first_seen FROM transactions
-                 WHERE state != 1 AND seq > ?1 ORDER BY seq LIMIT ?2",
+                "INSERT INTO transactions
+                     (id, hash, body, register_id, origin, first_seen, state, next_attempt_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?6)",
             )?
-            .query_map(params![after, EVICT_STEP], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })?
-            .collect::<Result<_, _>>()?;
-        let mut delete = conn.prepare_cached("DELETE FROM transactions WHERE seq = ?1")?;
-        for &(seq, len, first_seen) in &rows {
-            if first_seen >= cutoff {
+            .execute(params![
+                &id.as_bytes()[..],
+                &new.hash.as_bytes()[..],
+                &new.body[..],
+                new.register_id,
+                new.origin,
+                new.first_seen.to_wire(),
+                state,
+            ])?;
+        lock(self.ids).insert(id, self.conn.last_insert_rowid(), undo);
+        tally.rows += 1;
+        tally.bytes += new.body.len() as u64;
+        tally.queued += u64::from(queue);
+        Ok(Ok(true))
+    }
+
+    /// Queued rows a peer pulled become kept rows.
+    fn confirm(&self, hashes: &[TxHash], tally: &mut Tally) -> rusqlite::Result<()> {
+        let mut update = self.conn.prepare_cached(
+            "UPDATE transactions SET state = 0, next_attempt_at = 0 WHERE seq = ?1 AND state = 1",
+        )?;
+        for hash in hashes {
+            let Some(seq) = lock(self.ids).get(&hash.id()) else {
+                continue;
+            };
+            let n = update.execute(params![seq])? as u64;
+            tally.queued = tally.queued.saturating_sub(n);
+        }
+        Ok(())
+    }
+
+    /// Deletes the row `seq`, whose id is `id`, and forgets the id.
+    fn delete(&self, seq: i64, id: &[u8], undo: &mut Undo) -> rusqlite::Result<()> {
+        self.conn
+            .prepare_cached("DELETE FROM transactions WHERE seq = ?1")?
+            .execute(params![seq])?;
+        if let Ok(id) = <[u8; TxId::LEN]>::try_from(id) {
+            lock(self.ids).remove(&TxId::from_bytes(id), undo);
+        }
+        Ok(())
+    }
+
+    /// Deletes unqueued rows first seen before `cutoff` (Unix ms), oldest first.
+    ///
+    /// Rows are walked in arrival (`seq`) order, stopping at the first unqueued row that is
+    /// still young: `first_seen` is the clock at arrival, so it grows with `seq`, and the walk
+    /// costs O(expired rows) with no index on `first_seen` (schema V2). Should the wall clock
+    /// step back, a row behind a younger one waits until that one expires: the count and byte
+    /// bounds still hold it in.
+    fn expire_before(
+        &self,
+        cutoff: u64,
+        tally: &mut Tally,
+        undo: &mut Undo,
+    ) -> rusqlite::Result<()> {
+        let cutoff = i64::try_from(cutoff).unwrap_or(i64::MAX);
+        let mut after = 0i64;
+        loop {
+            let rows: Vec<(i64, i64, i64, Vec<u8>)> = self
+                .conn
+                .prepare_cached(
+                    "SELECT seq, length(body), first_seen, id FROM transactions
+                     WHERE state != 1 AND seq > ?1 ORDER BY seq LIMIT ?2",
+                )?
+                .query_map(params![after, EVICT_STEP], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })?
+                .collect::<Result<_, _>>()?;
+            let last_step = rows.len() < EVICT_STEP as usize;
+            for (seq, len, first_seen, id) in rows {
+                if first_seen >= cutoff {
+                    return Ok(());
+                }
+                self.delete(seq, &id, undo)?;
+                tally.rows = tally.rows.saturating_sub(1);
+                tally.bytes = tally.bytes.saturating_sub(len as u64);
+                tally.expired += 1;
+                after = seq;
+            }
+            if last_step {
                 return Ok(());
             }
-            delete.execute(params![seq])?;
-            tally.rows = tally.rows.saturating_sub(1);
-            tally.bytes = tally.bytes.saturating_sub(len as u64);
-            tally.expired += 1;
-            after = seq;
-        }
-        if rows.len() < EVICT_STEP as usize {
-            return Ok(());
         }
     }
-}
 
-/// Deletes the oldest unqueued rows until the count and byte bounds hold.
-fn evict(conn: &Connection, tally: &mut Tally, limits: &Limits) -> rusqlite::Result<()> {
-    let over = |t: &Tally| t.rows > limits.max_transactions || t.bytes > limits.max_bytes;
-    while over(tally) {
-        let victims: Vec<(i64, i64)> = conn
-            .prepare_cached(
-                "SELECT seq, length(body) FROM transactions WHERE state != 1 ORDER BY seq LIMIT ?1",
-            )?
-            .query_map(params![EVICT_STEP], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<Result<_, _>>()?;
-        if victims.is_empty() {
-            return Ok(()); // Only queued rows left: bounded by max_queued instead.
-        }
-        let mut delete = conn.prepare_cached("DELETE FROM transactions WHERE seq = ?1")?;
-        for (seq, len) in victims {
-            if !over(tally) {
-                break;
+    /// Deletes the oldest unqueued rows until the count and byte bounds hold.
+    fn evict(&self, tally: &mut Tally, limits: &Limits, undo: &mut Undo) -> rusqlite::Result<()> {
+        let over = |t: &Tally| t.rows > limits.max_transactions || t.bytes > limits.max_bytes;
+        while over(tally) {
+            let victims: Vec<(i64, i64, Vec<u8>)> = self
+                .conn
+                .prepare_cached(
+                    "SELECT seq, length(body), id FROM transactions
+                     WHERE state != 1 ORDER BY seq LIMIT ?1",
+                )?
+                .query_map(params![EVICT_STEP], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?
+                .collect::<Result<_, _>>()?;
+            if victims.is_empty() {
+                return Ok(()); // Only queued rows left: bounded by max_queued instead.
             }
-            delete.execute(params![seq])?;
-            tally.rows = tally.rows.saturating_sub(1);
-            tally.bytes = tally.bytes.saturating_sub(len as u64);
-            tally.evicted += 1;
+            for (seq, len, id) in victims {
+                if !over(tally) {
+                    break;
+                }
+                self.delete(seq, &id, undo)?;
+                tally.rows = tally.rows.saturating_sub(1);
+                tally.bytes = tally.bytes.saturating_sub(len as u64);
+                tally.evicted += 1;
+            }
         }
+        Ok(())
     }
-    Ok(())
 }
