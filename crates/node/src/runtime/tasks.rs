@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use tonic_health::server::HealthReporter;
 
 use super::{DaemonError, address_loop, discovery_options, flusher, server_failure, stopped};
-use crate::api::{self, HttpState};
+use crate::api::{self, HttpShared, HttpState};
 use crate::config::Config;
 use crate::handle::NodeHandle;
 use crate::identity::Identity;
@@ -118,7 +118,7 @@ impl Tasks {
             node.metrics().clone(),
             Arc::new(|_: &PeerId| {}),
         ));
-        let http_state = HttpState {
+        let http_state = HttpState::new(HttpShared {
             dialer,
             open_submission: config.api.open_submission,
             node: node.clone(),
@@ -127,7 +127,7 @@ impl Tasks {
             max_transaction_size: config.distribution.max_transaction_size as usize,
             queue,
             services,
-        };
+        });
         let conns = ConnLimits::new("http", &config.limits, node.metrics().clone());
         let http = api::serve(http_listener, http_state, conns, stopped(stop_rx));
         let http = tokio::spawn(http);
