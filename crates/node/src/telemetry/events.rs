@@ -257,9 +257,12 @@ impl EventLog {
             ring.events.pop_front();
             self.evicted.add(1, &[]);
         }
-        ring.events.push_back(event.clone());
-        // Sent under the lock so live readers see events in sequence order. No reader is fine.
-        let _ = self.live.send(event);
+        // Sent under the lock so live readers see events in sequence order; cloned only for
+        // them (an event per accepted transaction).
+        if self.live.receiver_count() > 0 {
+            let _ = self.live.send(event.clone());
+        }
+        ring.events.push_back(event);
     }
 
     /// A bound was reached (`limit` names it: command_queue, offline_queue, ...). At most one
