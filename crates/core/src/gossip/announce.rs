@@ -7,7 +7,8 @@
 //! at once to the eager ones among them (`tree.rs`), which count against the fanout. Entries
 //! wait in a per-peer batch for at most `flush_interval`; a full batch (`max_batch`) goes at
 //! once, and an entry still batched for a peer that announces the same transaction to us is
-//! taken out.
+//! taken out. The announcements of a pushed transaction to lazy peers may wait longer, up to
+//! `lazy_flush_interval`, in a second per-peer batch that rides along with the first.
 
 use rand::seq::SliceRandom;
 

@@ -19,12 +19,20 @@
 //! usually has another eager path, so fewer announcements wait out `graft_timeout` and graft
 //! (`crates/sim/README.md`, session 9, has the figures and what lost).
 //!
+//! Three rules that thin the eager graph further, all off by default (session 11 of the
+//! same README): a duplicate push that comes `slow_push_lag` or more behind the first copy
+//! prunes its sender under the floor, down to `slow_push_floor` (the eager links left are
+//! those whose copies come close behind, so likely fast ones); a pushed transaction is
+//! announced to at most `pushed_announce_peers` lazy peers; and those announcements may wait
+//! `lazy_flush_interval`, batched (`announce.rs`).
+//!
 //! State: `Gossip::lazy` (a subset of the gossip peers, so bounded by them) and
 //! `Gossip::graft_wait` (ids waiting for their push, at most `max_pending`).
 
+use std::time::Duration;
+
 use super::{Gossip, GossipMessage, Output, Timer};
 use crate::model::{PeerId, TxId};
-use std::time::Duration;
 
 use crate::time::Instant;
 
