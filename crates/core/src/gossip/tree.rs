@@ -33,7 +33,6 @@ use std::time::Duration;
 
 use super::{Gossip, GossipMessage, Output, Timer};
 use crate::model::{PeerId, TxId};
-
 use crate::time::Instant;
 
 impl Gossip {
