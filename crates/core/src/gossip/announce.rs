@@ -7,7 +7,8 @@
 //! at once to the eager ones among them (`tree.rs`), which count against the fanout. Entries
 //! wait in a per-peer batch for at most `flush_interval`; a full batch (`max_batch`) goes at
 //! once, and an entry still batched for a peer that announces the same transaction to us is
-//! taken out.
+//! taken out. The announcements of a pushed transaction to lazy peers may wait longer, up to
+//! `lazy_flush_interval`, in a second per-peer batch that rides along with the first.
 
 use rand::seq::SliceRandom;
 
@@ -57,10 +58,34 @@ impl Gossip {
                 self.push(Output::Send { to, message });
             }
         }
-        targets.truncate(count.saturating_sub(pushed));
-        for to in targets {
-            self.enqueue(to, entry.clone(), now);
+        let mut lazy = count.saturating_sub(pushed);
+        if pushed > 0 {
+            lazy = lazy.min(self.config.pushed_announce_peers);
         }
+        targets.truncate(lazy);
+        let later = pushed > 0 && !self.config.lazy_flush_interval.is_zero();
+        for to in targets {
+            if later {
+                self.enqueue_lazy(to, entry.clone(), now);
+            } else {
+                self.enqueue(to, entry.clone(), now);
+            }
+        }
+    }
+
+    /// Adds the announcement of a pushed transaction to `to`'s lazy batch: it goes with
+    /// `to`'s next ordinary batch, or at `lazy_due` at the latest, or at once when full.
+    fn enqueue_lazy(&mut self, to: PeerId, entry: AnnounceEntry, now: Instant) {
+        let batch = self.lazy_outbox.entry(to.clone()).or_default();
+        batch.push(entry);
+        if batch.len() >= self.config.max_batch.max(1) {
+            self.flush_peer(&to);
+            return;
+        }
+        let due = *self
+            .lazy_due
+            .get_or_insert(now.saturating_add(self.config.lazy_flush_interval));
+        self.schedule_by(due, Timer::Flush);
     }
 
     /// Adds an entry to `to`'s batch; sends the batch when full, else arms the flush.
@@ -89,12 +114,29 @@ impl Gossip {
         for peer in peers {
             self.flush_peer(&peer);
         }
+        match self.lazy_due {
+            Some(due) if due <= now => {
+                self.lazy_due = None;
+                let peers: Vec<PeerId> = self.lazy_outbox.keys().cloned().collect();
+                for peer in peers {
+                    self.flush_peer(&peer);
+                }
+            }
+            Some(due) => self.schedule_by(due, Timer::Flush),
+            None => {}
+        }
     }
 
+    /// Sends `peer`'s batch, with its lazy batch riding along (in one message if both
+    /// fit in `max_batch`).
     pub(super) fn flush_peer(&mut self, peer: &PeerId) {
-        let Some(entries) = self.outbox.remove(peer) else {
-            return;
-        };
+        let mut entries = self.outbox.remove(peer).unwrap_or_default();
+        let lazy = self.lazy_outbox.remove(peer).unwrap_or_default();
+        if entries.len() + lazy.len() <= self.config.max_batch.max(1) {
+            entries.extend(lazy);
+        } else {
+            self.send_announce(peer.clone(), lazy);
+        }
         if !entries.is_empty() {
             self.send_announce(peer.clone(), entries);
         }
@@ -134,6 +176,9 @@ impl Gossip {
                 self.stats.duplicate_announcements += 1;
                 // It holds the transaction: our announcement to it, if still batched, is moot.
                 if let Some(batch) = self.outbox.get_mut(from) {
+                    batch.retain(|e| e.id != entry.id);
+                }
+                if let Some(batch) = self.lazy_outbox.get_mut(from) {
                     batch.retain(|e| e.id != entry.id);
                 }
                 continue;
@@ -182,7 +227,8 @@ impl Gossip {
         }
         if self.dedup.contains(&entry.id, &mut self.stats) {
             self.stats.duplicate_bodies += 1;
-            self.on_duplicate_push(from);
+            let lag = self.dedup.get(&entry.id).map(|k| now.since(k.seen_at));
+            self.on_duplicate_push(from, lag.unwrap_or_default());
             return;
         }
         let origin = Origin::Peer(from.clone());

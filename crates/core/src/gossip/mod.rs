@@ -133,6 +133,10 @@ pub struct Gossip {
     in_flight_bytes: u64,
     /// Announcements waiting for the flush, per peer; each below `config.max_batch`.
     outbox: BTreeMap<PeerId, Vec<AnnounceEntry>>,
+    /// Announcements of pushed transactions to lazy peers, per peer, until `lazy_due` (or
+    /// the peer's next ordinary batch); each below `config.max_batch`.
+    lazy_outbox: BTreeMap<PeerId, Vec<AnnounceEntry>>,
+    lazy_due: Option<Instant>,
     /// When the outbox last went out: the next flush is due `flush_interval` after it.
     last_flush: Option<Instant>,
     outputs: VecDeque<Output>,
@@ -185,6 +189,8 @@ impl Gossip {
             in_flight: 0,
             in_flight_bytes: 0,
             outbox: BTreeMap::new(),
+            lazy_outbox: BTreeMap::new(),
+            lazy_due: None,
             last_flush: None,
             outputs: VecDeque::new(),
             conduct: VecDeque::new(),

@@ -19,8 +19,17 @@
 //! usually has another eager path, so fewer announcements wait out `graft_timeout` and graft
 //! (`crates/sim/README.md`, session 9, has the figures and what lost).
 //!
+//! Three rules that thin the eager graph further, all off by default (session 11 of the
+//! same README): a duplicate push that comes `slow_push_lag` or more behind the first copy
+//! prunes its sender under the floor, down to `slow_push_floor` (the eager links left are
+//! those whose copies come close behind, so likely fast ones); a pushed transaction is
+//! announced to at most `pushed_announce_peers` lazy peers; and those announcements may wait
+//! `lazy_flush_interval`, batched (`announce.rs`).
+//!
 //! State: `Gossip::lazy` (a subset of the gossip peers, so bounded by them) and
 //! `Gossip::graft_wait` (ids waiting for their push, at most `max_pending`).
+
+use std::time::Duration;
 
 use super::{Gossip, GossipMessage, Output, Timer};
 use crate::model::{PeerId, TxId};
@@ -45,10 +54,15 @@ impl Gossip {
     /// A body `from` pushed was known already: tell it to stop pushing to us. Sent on every
     /// duplicate push, not only the first: a repeat means our earlier prune was lost. A
     /// gossip peer is kept while we push to `eager_min_peers` or fewer (the floor).
-    pub(super) fn on_duplicate_push(&mut self, from: &PeerId) {
+    pub(super) fn on_duplicate_push(&mut self, from: &PeerId, lag: Duration) {
         self.stats.duplicate_pushes += 1;
         let ours = self.peers.binary_search(from).is_ok();
-        if ours && self.is_eager(from) && self.eager_count() <= self.config.eager_min_peers {
+        let floor = if lag >= self.config.slow_push_lag {
+            self.config.slow_push_floor.min(self.config.eager_min_peers)
+        } else {
+            self.config.eager_min_peers
+        };
+        if ours && self.is_eager(from) && self.eager_count() <= floor {
             self.stats.prunes_withheld += 1;
             return;
         }
@@ -132,6 +146,8 @@ impl Gossip {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::super::test_util::*;
     use super::super::*;
 
@@ -291,5 +307,107 @@ mod tests {
         g.handle_message(&id(7), GossipMessage::Prune, ms(1));
         assert!(g.lazy.is_empty());
         assert_eq!(g.stats().prunes_received, 1);
+    }
+
+    #[test]
+    fn a_slow_duplicate_push_is_pruned_under_the_floor_down_to_the_slow_floor() {
+        let config = GossipConfig {
+            eager_min_peers: 16,
+            slow_push_lag: Duration::from_millis(100),
+            slow_push_floor: 2,
+            ..tree()
+        };
+        let mut g = node(0, 1..=4, config);
+        g.handle_message(&id(1), push_of(1), ms(0));
+        drain(&mut g);
+        // Close behind the first copy: kept, whatever the floor.
+        g.handle_message(&id(2), push_of(1), ms(99));
+        assert!(sent(&drain(&mut g), GossipMessage::Prune).is_empty());
+        assert_eq!(g.stats().prunes_withheld, 1);
+        // 100 ms or more behind: pruned while more than 2 are eager.
+        g.handle_message(&id(3), push_of(1), ms(100));
+        assert_eq!(sent(&drain(&mut g), GossipMessage::Prune), vec![id(3)]);
+        g.handle_message(&id(4), push_of(1), ms(300));
+        assert_eq!(sent(&drain(&mut g), GossipMessage::Prune), vec![id(4)]);
+        g.handle_message(&id(2), push_of(1), ms(400));
+        assert!(
+            sent(&drain(&mut g), GossipMessage::Prune).is_empty(),
+            "2 eager left: the slow floor"
+        );
+        g.submit(body(9), None, ms(500)).expect("valid");
+        assert_eq!(pushed_to(&drain(&mut g)), vec![id(1), id(2)]);
+    }
+
+    #[test]
+    fn the_slow_floor_never_lifts_the_floor() {
+        let config = GossipConfig {
+            eager_min_peers: 1,
+            slow_push_lag: Duration::ZERO,
+            slow_push_floor: 3,
+            ..tree()
+        };
+        let mut g = node(0, 1..=3, config);
+        g.handle_message(&id(1), push_of(1), ms(0));
+        g.handle_message(&id(2), push_of(1), ms(1));
+        assert_eq!(sent(&drain(&mut g), GossipMessage::Prune), vec![id(2)]);
+    }
+
+    #[test]
+    fn a_pushed_transaction_is_announced_to_at_most_pushed_announce_peers() {
+        let config = GossipConfig {
+            fanout: FanoutMode::Fixed(6),
+            pushed_announce_peers: 1,
+            ..tree()
+        };
+        let mut g = node(0, 1..=8, config);
+        for n in 1..=6 {
+            g.handle_message(&id(n), GossipMessage::Prune, ms(0));
+        }
+        g.submit(body(1), None, ms(1)).expect("valid");
+        assert_eq!(pushed_to(&drain(&mut g)), vec![id(7), id(8)]);
+        let announced = announces(&flush(&mut g, ms(1)));
+        assert_eq!(announced.len(), 1, "not fanout 6 - 2 = 4: {announced:?}");
+        // Nothing pushed (all lazy): the whole fanout hears of it as before.
+        g.handle_message(&id(7), GossipMessage::Prune, ms(2));
+        g.handle_message(&id(8), GossipMessage::Prune, ms(2));
+        g.submit(body(2), None, ms(20)).expect("valid");
+        assert!(pushed_to(&drain(&mut g)).is_empty());
+        assert_eq!(announces(&flush(&mut g, ms(20))).len(), 6);
+    }
+
+    #[test]
+    fn lazy_announcements_of_pushed_transactions_wait_or_ride_along() {
+        let config = GossipConfig {
+            fanout: FanoutMode::Fixed(2),
+            lazy_flush_interval: Duration::from_millis(500),
+            ..tree()
+        };
+        let mut g = node(0, 1..=2, config);
+        g.handle_message(&id(2), GossipMessage::Prune, ms(0));
+        g.submit(body(1), None, ms(1)).expect("valid");
+        assert_eq!(pushed_to(&drain(&mut g)), vec![id(1)]);
+        assert!(announces(&flush(&mut g, ms(1))).is_empty(), "held");
+        assert_eq!(g.poll_timeout(), Some(ms(501).mono));
+        g.submit(body(2), None, ms(100)).expect("valid");
+        drain(&mut g);
+        // Peer 2 announces tx 2 to us: it holds it, so our entry is dropped.
+        g.handle_message(&id(2), announce(vec![entry(2, 1)]), ms(200));
+        drain(&mut g);
+        let sent = announces(&flush(&mut g, ms(501)));
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].0, id(2));
+        assert_eq!(sent[0].1.len(), 1, "tx 1 only: {sent:?}");
+        // A transaction too large to push goes in an ordinary batch, and the lazy entry
+        // waiting for the same peer rides along in its message.
+        g.submit(body(3), None, ms(600)).expect("valid");
+        assert_eq!(pushed_to(&drain(&mut g)), vec![id(1)]);
+        g.submit(vec![7; 2048], None, ms(601)).expect("valid");
+        assert!(pushed_to(&drain(&mut g)).is_empty(), "too large to push");
+        let mut sent = announces(&flush(&mut g, ms(601)));
+        sent.sort_by(|a, b| a.0.cmp(&b.0));
+        let sizes: Vec<(PeerId, usize)> =
+            sent.iter().map(|(to, e)| (to.clone(), e.len())).collect();
+        assert_eq!(sizes, vec![(id(1), 1), (id(2), 2)]);
+        assert!(flush(&mut g, ms(1101)).is_empty(), "nothing left waiting");
     }
 }
