@@ -356,8 +356,9 @@ fn node_env(scenario: &Scenario) -> BTreeMap<String, String> {
 }
 
 /// Counters that explain a node's figures: what it dropped, repaired, refused, failed.
-const EXPLAINING: [&str; 10] = [
+const EXPLAINING: [&str; 11] = [
     "gossip_dropped_total",
+    "gossip_tree_total",
     "gossip_fetch_failures_total",
     "membership_dropped_total",
     "anti_entropy_repairs_total",

@@ -145,6 +145,13 @@ instruments! {
         "gossip_dropped_total",
         "Gossip sends, fetches and outputs dropped, by kind"
     ),
+    /// The eager-push tree's traffic and repairs (core `tree.rs`), by kind: pushes sent and
+    /// received, duplicate pushes, prunes and grafts each way, announcements held for their
+    /// push and those whose push never came (pulled and grafted), prunes withheld by the floor.
+    gossip_tree_total: counter(
+        "gossip_tree_total",
+        "Eager-push tree pushes, prunes, grafts and push waits, by kind"
+    ),
     /// Bodies received for transactions already known.
     duplicate_bodies_total: counter(
         "duplicate_bodies_total",
@@ -534,6 +541,7 @@ impl Metrics {
             ),
             (&self.gossip_dropped_total, gossip_drop_kinds),
             (&self.gossip_fetch_failures_total, fetch_failure_kinds),
+            (&self.gossip_tree_total, tree_kinds),
         ];
         for (counter, rows) in by_kind {
             add_kind_deltas(counter, "kind", rows, now, before);
@@ -645,6 +653,22 @@ fn gossip_drop_kinds(s: &GossipStats) -> Vec<(&'static str, u64)> {
         ("outputs", s.outputs_dropped),
         ("known_evicted", s.known_evicted),
         ("bad_digest", s.refused_bad_digests),
+    ]
+}
+
+/// `gossip_tree_total{kind}`: the eager push's own counters.
+fn tree_kinds(s: &GossipStats) -> Vec<(&'static str, u64)> {
+    vec![
+        ("push_sent", s.pushes_sent),
+        ("push_received", s.pushes_received),
+        ("push_duplicate", s.duplicate_pushes),
+        ("prune_sent", s.prunes_sent),
+        ("prune_received", s.prunes_received),
+        ("prune_withheld", s.prunes_withheld),
+        ("graft_sent", s.grafts_sent),
+        ("graft_received", s.grafts_received),
+        ("push_awaited", s.pushes_awaited),
+        ("push_missed", s.pushes_missed),
     ]
 }
 
