@@ -86,6 +86,9 @@ pub struct GossipConfig {
     /// wait up to this long, batched, riding along with any other announcement to the same
     /// peer before then. Zero: they go with the others every `flush_interval`.
     pub lazy_flush_interval: Duration,
+    /// Accepted transactions per second above which the node neither pushes nor waits for
+    /// pushes (every body announced and pulled until the rate falls; `pace.rs`). 0: no limit.
+    pub eager_push_max_rate: u32,
     /// How long a known hash is remembered (dedup window; Sorcha's `transaction_cache_ttl`).
     pub transaction_cache_ttl: Duration,
     /// Known hashes kept at most; the oldest is forgotten (counted) when full.
@@ -140,6 +143,7 @@ impl Default for GossipConfig {
             slow_push_lag: fetch::SLOW_PUSH_LAG,
             slow_push_floor: fetch::SLOW_PUSH_FLOOR,
             lazy_flush_interval: fetch::LAZY_FLUSH_INTERVAL,
+            eager_push_max_rate: fetch::EAGER_PUSH_MAX_RATE,
             transaction_cache_ttl: known::TRANSACTION_CACHE_TTL,
             max_known: known::MAX_KNOWN,
             bloom_bits: known::BLOOM_BITS,
@@ -259,6 +263,9 @@ mod fetch {
     // Batched lazy announcements with the above: 200 ms saved ~55 B (1,000 nodes) for
     // +70 ms; 500 ms ~70 B for +160 ms (10,000 nodes: t99 p95 up to 1.51 s).
     pub const LAZY_FLUSH_INTERVAL: Duration = Duration::ZERO;
+    // No limit: the simulator's figures are the tree's alone. The daemon sets its own
+    // (`Config::gossip`), measured in the lab.
+    pub const EAGER_PUSH_MAX_RATE: u32 = 0;
 }
 
 /// Defaults for remembering known hashes (the dedup window and its bloom).

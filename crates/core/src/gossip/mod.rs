@@ -26,7 +26,8 @@
 //!
 //! Files: `config.rs` (knobs), `types.rs` (messages, outputs, events, counters), `dedup.rs`
 //! (exact recent set + rotating bloom), `announce.rs` (fanout, hop limit, batching, eager
-//! push), `tree.rs` (which peers are eager: prune and graft), `fetch.rs` (pending
+//! push), `tree.rs` (which peers are eager: prune and graft), `pace.rs` (the accepted rate
+//! above which the push pauses), `fetch.rs` (pending
 //! transactions, announcers, fetch slots, verification), `anti_entropy.rs` (digests),
 //! `net_tests.rs` (a 50-node mini network).
 //!
@@ -39,6 +40,7 @@ mod anti_entropy;
 mod config;
 mod dedup;
 mod fetch;
+mod pace;
 mod tree;
 mod types;
 
@@ -163,6 +165,8 @@ pub struct Gossip {
     lazy: BTreeSet<PeerId>,
     /// Pending ids waiting for their eager push until the deadline, earliest first.
     graft_wait: VecDeque<(Instant, TxId)>,
+    /// The rate of accepted transactions, which pauses the push when high (`pace.rs`).
+    pace: pace::Pace,
 }
 
 impl Gossip {
@@ -204,6 +208,7 @@ impl Gossip {
             departed: BTreeMap::new(),
             lazy: BTreeSet::new(),
             graft_wait: VecDeque::new(),
+            pace: pace::Pace::default(),
         };
         if let Some(every) = this.config.anti_entropy_interval {
             this.schedule(now.saturating_add(every), Timer::AntiEntropy);
@@ -477,6 +482,7 @@ impl Gossip {
         };
         self.dedup.insert(id, known, &mut self.stats);
         self.stats.accepted += 1;
+        self.pace.note(now, self.config.eager_push_max_rate);
         let push_body = self.pushable(size).then(|| body.clone());
         let mut exclude = announcers;
         if let Origin::Peer(p) = &origin {

@@ -36,9 +36,11 @@ use crate::model::{PeerId, TxId};
 use crate::time::Instant;
 
 impl Gossip {
-    /// Whether a body of `size` bytes goes by eager push.
+    /// Whether a body of `size` bytes goes by eager push (not while the node is busy:
+    /// `pace.rs`).
     pub(super) fn pushable(&self, size: u64) -> bool {
         size <= self.config.eager_push_max_size as u64
+            && !self.pace.busy(self.config.eager_push_max_rate)
     }
 
     /// Whether `peer` gets pushes from us (it has not pruned us, nor we it).

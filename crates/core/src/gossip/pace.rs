@@ -1,0 +1,101 @@
+//! The node's rate of accepted transactions, for the eager push: above
+//! `eager_push_max_rate` a node neither pushes bodies nor waits for pushes, so every
+//! transaction goes by batched announcement and pull, as with the push off.
+//!
+//! Why: a push is one message per transaction per eager peer, and the tree prunes a duplicate
+//! path only once the prune comes back, so at high rates the pushes already in flight on
+//! every redundant link arrive as duplicates, and a push delayed past `graft_timeout` by a
+//! busy receiver grafts its announcer (another eager link, more duplicates). Batched
+//! announcements and pulls cost one message per peer per flush whatever the rate, and at
+//! such rates their waits are short against the queueing. `peer-lab run compare-gossipsub`
+//! (20 nodes, 1,000 tx/s): body redundancy 1.5-2.9 with the push, 0 without
+//! (`crates/lab/README.md`, session 11).
+//!
+//! Counted in buckets of [`BUCKET`]: busy as soon as the current bucket passes the limit,
+//! and for the bucket after one that did; a bucket's worth of silence ends it.
+
+use std::time::Duration;
+
+use crate::time::Instant;
+
+/// The rate's measuring window: short enough to follow a burst, long enough that a few
+/// transactions arriving together at a low rate do not count as one.
+pub const BUCKET: Duration = Duration::from_millis(250);
+
+/// Accepted transactions per [`BUCKET`], and whether the last full bucket was over.
+#[derive(Debug, Clone, Default)]
+pub struct Pace {
+    start: Option<Instant>,
+    count: u64,
+    last_over: bool,
+}
+
+impl Pace {
+    /// Counts one accepted transaction at `now`; `max_rate` per second (0: no limit).
+    pub fn note(&mut self, now: Instant, max_rate: u32) {
+        if max_rate == 0 {
+            return;
+        }
+        let limit = per_bucket(max_rate);
+        match self.start {
+            Some(start) if now < start.saturating_add(BUCKET) => {}
+            Some(start) => {
+                // Over only if the bucket that ended was, and it ended just now.
+                let adjacent = now < start.saturating_add(BUCKET * 2);
+                self.last_over = adjacent && self.count > limit;
+                self.start = Some(now);
+                self.count = 0;
+            }
+            None => self.start = Some(now),
+        }
+        self.count += 1;
+    }
+
+    /// Whether the node accepts more than `max_rate` transactions per second now.
+    pub fn busy(&self, max_rate: u32) -> bool {
+        max_rate > 0 && (self.last_over || self.count > per_bucket(max_rate))
+    }
+}
+
+fn per_bucket(max_rate: u32) -> u64 {
+    u64::from(max_rate) * BUCKET.as_millis() as u64 / 1000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(ms: u64) -> Instant {
+        Instant::from_millis(ms)
+    }
+
+    #[test]
+    fn busy_above_the_rate_and_quiet_again_after_a_calm_bucket() {
+        let mut pace = Pace::default();
+        // 400/s: 100 per 250 ms bucket.
+        for i in 0..100 {
+            pace.note(at(i), 400);
+        }
+        assert!(!pace.busy(400), "at the limit");
+        pace.note(at(100), 400);
+        assert!(pace.busy(400), "over within the bucket");
+        pace.note(at(260), 400);
+        assert!(pace.busy(400), "the bucket after an over one");
+        pace.note(at(520), 400);
+        assert!(!pace.busy(400), "one transaction in the last bucket");
+        for i in 0..200 {
+            pace.note(at(600 + i), 400);
+        }
+        pace.note(at(2_000), 400);
+        assert!(!pace.busy(400), "a silent bucket between ends it");
+    }
+
+    #[test]
+    fn no_limit_is_never_busy() {
+        let mut pace = Pace::default();
+        for i in 0..10_000 {
+            pace.note(at(i / 10), 0);
+        }
+        assert!(!pace.busy(0));
+    }
+}
