@@ -341,6 +341,8 @@ impl Config {
             anti_entropy_interval: Some(d.anti_entropy_interval),
             fetch_timeout: d.fetch_timeout,
             eager_push_max_size: d.eager_push_max_bytes as usize,
+            eager_min_peers: EAGER_MIN_PEERS,
+            eager_push_max_rate: EAGER_PUSH_MAX_RATE,
             ..GossipConfig::default()
         }
     }
@@ -541,6 +543,21 @@ pub struct DistributionConfig {
 /// Largest `distribution.eager_push_max_bytes`: a push is one message on the peer's stream,
 /// and bodies above the streaming threshold (1 MiB) are streamed in chunks instead.
 pub const MAX_EAGER_PUSH_BYTES: u32 = 1024 * 1024;
+/// Accepted transactions per second above which the daemon's push pauses (core
+/// `gossip/pace.rs`): every body is then announced and pulled, in batches. At 1,000 tx/s
+/// (`peer-lab run compare-gossipsub`, 20 nodes) the push cost 1.5-2.9 duplicate bodies per
+/// delivery and no time; at 100 and 200 tx/s it saves half the time to 90 %. A limit of
+/// 500 let a loaded lab, submitting ~500/s, push a third of the bodies; 300 keeps 200 tx/s
+/// (`propagation`) pushed. `crates/lab/README.md`, session 11.
+const EAGER_PUSH_MAX_RATE: u32 = 300;
+
+/// Eager links a daemon keeps (the tree's floor, core `gossip/tree.rs`; the core's default
+/// is 4, chosen in the simulator for 10,000 nodes). With 4, a 20-node lab network kept ~1.5
+/// duplicate pushes per delivery (the floor withholds the prunes) and 940-960 socket
+/// B/node/tx in `propagation`; with 3, 0.3-0.4 and 660-680 B, the time to 90 % alike; with
+/// 2 the tree broke more often (pushes missed, pulled after `graft_timeout`).
+const EAGER_MIN_PEERS: usize = 3;
+
 /// The daemon's `distribution.eager_push_max_bytes`: off (default.toml says why).
 pub const DEFAULT_EAGER_PUSH_BYTES: u32 = 0;
 
