@@ -483,7 +483,8 @@ impl Gossip {
         self.dedup.insert(id, known, &mut self.stats);
         self.stats.accepted += 1;
         self.pace.note(now, self.config.eager_push_max_rate);
-        let push_body = self.pushable(size).then(|| body.clone());
+        let local = matches!(origin, Origin::Local);
+        let push_body = self.pushes_on(size, local).then(|| body.clone());
         let mut exclude = announcers;
         if let Origin::Peer(p) = &origin {
             exclude.push(p.clone());

@@ -1,6 +1,7 @@
 //! The node's rate of accepted transactions, for the eager push: above
-//! `eager_push_max_rate` a node neither pushes bodies nor waits for pushes, so every
-//! transaction goes by batched announcement and pull, as with the push off.
+//! `eager_push_max_rate` a node neither relays bodies by push nor waits for pushes, so every
+//! transaction past its first hop goes by batched announcement and pull, as with the push
+//! off (the origin still pushes its own: `Gossip::pushes_on`).
 //!
 //! Why: a push is one message per transaction per eager peer, and the tree prunes a duplicate
 //! path only once the prune comes back, so at high rates the pushes already in flight on
@@ -88,6 +89,41 @@ mod tests {
         }
         pace.note(at(2_000), 400);
         assert!(!pace.busy(400), "a silent bucket between ends it");
+    }
+
+    /// A busy node still pushes its own submissions, relays by announcement only, and pulls
+    /// an announced transaction at once rather than waiting for its push.
+    #[test]
+    fn a_busy_node_pushes_only_its_own_and_waits_for_no_push() {
+        use super::super::test_util::*;
+        use super::super::{GossipConfig, GossipMessage};
+        let pushes = |out: &[super::super::Output]| {
+            sends(out)
+                .into_iter()
+                .filter(|(_, m)| matches!(m, GossipMessage::Push { .. }))
+                .count()
+        };
+        let config = GossipConfig {
+            eager_push_max_size: 1024,
+            eager_min_peers: 0,
+            // Two per bucket.
+            eager_push_max_rate: 8,
+            ..quiet()
+        };
+        let mut g = node(0, 1..=3, config);
+        for n in 1..=3 {
+            g.submit(body(n), None, ms(n as u64)).expect("valid");
+            assert_eq!(pushes(&drain(&mut g)), 3, "our own, pushed to all three");
+        }
+        let relayed = GossipMessage::Push {
+            entry: entry(10, 1),
+            body: body(10),
+        };
+        g.handle_message(&id(1), relayed, ms(5));
+        assert_eq!(pushes(&drain(&mut g)), 0, "busy: relayed by announcement");
+        g.handle_message(&id(2), announce(vec![entry(11, 1)]), ms(6));
+        assert_eq!(fetches(&drain(&mut g)).len(), 1, "pulled at once");
+        assert_eq!(g.stats().pushes_awaited, 0);
     }
 
     #[test]

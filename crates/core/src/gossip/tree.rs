@@ -36,11 +36,18 @@ use crate::model::{PeerId, TxId};
 use crate::time::Instant;
 
 impl Gossip {
-    /// Whether a body of `size` bytes goes by eager push (not while the node is busy:
-    /// `pace.rs`).
+    /// Whether a body of `size` bytes goes by eager push, so an announcement of it waits for
+    /// the push (neither while the node is busy: `pace.rs`).
     pub(super) fn pushable(&self, size: u64) -> bool {
+        self.pushes_on(size, false)
+    }
+
+    /// Whether a body we accepted goes on by push. Our own submissions are pushed even when
+    /// busy: their first hop would pull them from us anyway, so the push costs no duplicate
+    /// (and the offline queue is confirmed by its pushes' acknowledgements).
+    pub(super) fn pushes_on(&self, size: u64, local: bool) -> bool {
         size <= self.config.eager_push_max_size as u64
-            && !self.pace.busy(self.config.eager_push_max_rate)
+            && (local || !self.pace.busy(self.config.eager_push_max_rate))
     }
 
     /// Whether `peer` gets pushes from us (it has not pruned us, nor we it).
