@@ -544,7 +544,8 @@ pub struct DistributionConfig {
 /// and bodies above the streaming threshold (1 MiB) are streamed in chunks instead.
 pub const MAX_EAGER_PUSH_BYTES: u32 = 1024 * 1024;
 /// Accepted transactions per second above which the daemon's push pauses (core
-/// `gossip/pace.rs`): every body is then announced and pulled, in batches. At 1,000 tx/s
+/// `gossip/pace.rs`): every body it relays is then announced and pulled, in batches (its own
+/// submissions are still pushed). At 1,000 tx/s
 /// (`peer-lab run compare-gossipsub`, 20 nodes) the push cost 1.5-2.9 duplicate bodies per
 /// delivery and no time; at 100 and 200 tx/s it saves half the time to 90 %. A limit of
 /// 500 let a loaded lab, submitting ~500/s, push a third of the bodies; 300 keeps 200 tx/s
