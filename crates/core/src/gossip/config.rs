@@ -86,8 +86,9 @@ pub struct GossipConfig {
     /// wait up to this long, batched, riding along with any other announcement to the same
     /// peer before then. Zero: they go with the others every `flush_interval`.
     pub lazy_flush_interval: Duration,
-    /// Accepted transactions per second above which the node neither pushes nor waits for
-    /// pushes (every body announced and pulled until the rate falls; `pace.rs`). 0: no limit.
+    /// Accepted transactions per second above which the node relays no body by push and
+    /// waits for no push (relayed bodies announced and pulled until the rate falls; its own
+    /// submissions are still pushed; `pace.rs`). 0: no limit.
     pub eager_push_max_rate: u32,
     /// How long a known hash is remembered (dedup window; Sorcha's `transaction_cache_ttl`).
     pub transaction_cache_ttl: Duration,
