@@ -260,9 +260,8 @@ impl Membership {
     }
 
     /// A peer that took our registration after our heartbeat found it without us: the
-    /// heartbeat again now, not at the next probe tick. A peer gossips to those that heartbeat
-    /// it, so a new node held active by nobody else heard of transactions only by anti-entropy
-    /// until then (peer-lab propagation with traffic 1-2 s after the start: 100 % p95 ~5 s).
+    /// heartbeat again now, not at the next probe tick, for the reason the first heartbeat of
+    /// a newly active peer goes at once (`on_probe_answer`'s comment).
     pub(super) fn heartbeat_after_register(&mut self, id: &PeerId, now: Now) {
         let Some((_, sent)) = self.rejoining.get_mut(id) else {
             return;
