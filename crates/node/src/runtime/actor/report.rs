@@ -21,11 +21,10 @@ impl Actor {
         let now = self.db.stats();
         let before = self.reported_db.replace(now);
         let m = &self.metrics;
-        let rows = (now.rows as i64, now.bytes as i64);
+        let (rows, bytes) = (now.rows as i64, now.bytes as i64);
+        self.gauges.set(Slot::DbRows, &m.transaction_db_rows, rows);
         self.gauges
-            .set(Slot::DbRows, &m.transaction_db_rows, rows.0);
-        self.gauges
-            .set(Slot::DbBytes, &m.transaction_db_bytes, rows.1);
+            .set(Slot::DbBytes, &m.transaction_db_bytes, bytes);
         m.transaction_queue_size.record(now.queued as i64, &[]);
         let deltas = [
             (
