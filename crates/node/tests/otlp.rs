@@ -146,7 +146,10 @@ async fn metrics_and_spans_reach_an_otlp_collector() {
         connected,
         "the queued transaction never reached the second node"
     );
+    // Online, a small body goes by eager push (the push span) and one over the push threshold
+    // (16 KiB) by announcement and pull.
     first.submit(&b"submitted online"[..]).await;
+    first.submit(vec![b'x'; 20_000]).await;
     // A third node hears of the second from the first, and asks it for more: a discovery
     // round (the first two only ever know each other through bootstrap).
     let third = TestNode::start_with(&["--bootstrap", &first.peer_addr()], &env);
@@ -156,7 +159,14 @@ async fn metrics_and_spans_reach_an_otlp_collector() {
         peer_id(&second).await,
         peer_id(&third).await,
     ];
-    let wanted_spans = ["submit", "flush", "announce", "pull", "discovery_round"];
+    let wanted_spans = [
+        "submit",
+        "flush",
+        "push",
+        "announce",
+        "pull",
+        "discovery_round",
+    ];
     let wanted_metrics = [
         "peer_count",
         "peer_service_status",

@@ -20,8 +20,13 @@ const FAST: [(&str, &str); 5] = [
 const SETTLE: Duration = Duration::from_secs(60);
 
 fn start(serve: &str, bootstrap: Option<&TestNode>) -> TestNode {
+    start_with(serve, bootstrap, &[])
+}
+
+fn start_with(serve: &str, bootstrap: Option<&TestNode>, more: &[(&str, &str)]) -> TestNode {
     let mut env = FAST.to_vec();
     env.push(("SORCHA_PEER__COMMUNICATION__SERVE", serve));
+    env.extend_from_slice(more);
     match bootstrap {
         Some(b) => TestNode::start_with(&["--bootstrap", &b.peer_addr()], &env),
         None => TestNode::start_with(&[], &env),
@@ -187,8 +192,10 @@ async fn the_preferred_protocol_is_used_with_a_peer_that_offers_the_stream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pulls_between_stream_peers_ride_the_stream() {
     init_crypto();
-    let a = start("grpc_stream,grpc", None);
-    let b = start("grpc_stream,grpc", Some(&a));
+    // The push off: this is about the pull path, which small bodies skip when pushed.
+    let pull_only = [("SORCHA_PEER__DISTRIBUTION__EAGER_PUSH_MAX_BYTES", "0")];
+    let a = start_with("grpc_stream,grpc", None, &pull_only);
+    let b = start_with("grpc_stream,grpc", Some(&a), &pull_only);
     let body = |n: usize| format!("stream pull {n} {}", "x".repeat(200));
     // A first exchange both ways opens each side's link and shows each that the other speaks
     // the gossip extensions.

@@ -559,8 +559,9 @@ const EAGER_PUSH_MAX_RATE: u32 = 300;
 /// 2 the tree broke more often (pushes missed, pulled after `graft_timeout`).
 const EAGER_MIN_PEERS: usize = 3;
 
-/// The daemon's `distribution.eager_push_max_bytes`: off (default.toml says why).
-pub const DEFAULT_EAGER_PUSH_BYTES: u32 = 0;
+/// The daemon's `distribution.eager_push_max_bytes`: bodies up to 16 KiB are pushed
+/// (default.toml has the figures).
+pub const DEFAULT_EAGER_PUSH_BYTES: u32 = 16 * 1024;
 
 /// Most peers `distribution.flood_fanout` may name: a node has at most ~2 x `active_peers`
 /// gossip peers, so 64 is "all of them" in practice.
@@ -585,7 +586,7 @@ impl Default for DistributionConfig {
             // The daemon has no "off"; the core's default runs anti-entropy (tested).
             anti_entropy_interval: core.anti_entropy_interval.unwrap_or(Duration::from_secs(5)),
             fetch_timeout: core.fetch_timeout,
-            // Off, as the core's: default.toml says why.
+            // On, unlike the core's (whose default keeps the simulator's reports comparable).
             eager_push_max_bytes: DEFAULT_EAGER_PUSH_BYTES,
         }
     }

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use sorcha_peer_core::model::{NodeState, TxId};
+use sorcha_peer_core::model::NodeState;
 use tokio::sync::watch;
 use tracing::Instrument as _;
 
@@ -21,13 +21,6 @@ use crate::telemetry::events::EventKind;
 /// command, `NodeHandle::submit_queued`; 1,024 leave ~2,100 outputs in the core's queue of
 /// 8,192).
 const FLUSH_BATCH: usize = 1024;
-/// Pushable rows handed over at once: one link's body lane (its window takes as many more).
-const PUSH_CHUNK: usize = 64;
-/// How long a chunk waits for its confirmations before the next goes (a peer that neither
-/// acknowledges nor pulls: an older version; a lost push is repaired by digests meanwhile).
-const ACK_WAIT: Duration = Duration::from_millis(100);
-/// How often the wait looks: acknowledgements come within a round trip on loopback.
-const ACK_POLL: Duration = Duration::from_millis(1);
 /// How often the flusher looks for due entries while the node has peers.
 const FLUSH_TICK: Duration = Duration::from_millis(200);
 /// How often it applies peers' pulls while entries are queued: the queue empties (and
@@ -41,7 +34,7 @@ const CONFIRM_TICK: Duration = Duration::from_millis(20);
 /// pace of the slower of the two, not of their sum. A booked batch is only an attempt:
 /// its rows stay queued until a peer pulls them or acknowledges their push.
 pub async fn flusher(
-    (queue, push_max): (SharedQueue, u32),
+    queue: SharedQueue,
     node: NodeHandle,
     mut state: watch::Receiver<NodeState>,
     mut stop: watch::Receiver<bool>,
@@ -60,14 +53,8 @@ pub async fn flusher(
                 Ok(due) if !due.is_empty() => {
                     // Before the hand-over: the pushes it causes ask to be acknowledged.
                     queue.await_ack(due.iter().filter(|d| d.gave_up.is_none()).map(|d| d.hash));
-                    let paced = Paced {
-                        queue: &queue,
-                        push_max: u64::from(push_max),
-                    };
-                    let (flushed, next) = tokio::join!(
-                        hand_over(&node, due, paced),
-                        queue.take_due(now(), FLUSH_BATCH)
-                    );
+                    let (flushed, next) =
+                        tokio::join!(hand_over(&node, due), queue.take_due(now(), FLUSH_BATCH));
                     match next {
                         Ok(next) => booked = next,
                         Err(e) => tracing::warn!(error = %e, "offline queue flush failed"),
@@ -97,66 +84,29 @@ pub async fn flusher(
 /// if the actor took it. Known to gossip already (submitted before a restart) is fine: its
 /// digests and the peer's pulls carry it on. Saturated or stopping: the entries stay queued
 /// and are due again after their backoff.
-async fn hand_over(node: &NodeHandle, due: Vec<Due>, paced: Paced<'_>) -> bool {
+///
+/// The whole batch goes in one command, pushable bodies too: a push its peer's link has no
+/// room for is announced instead (core `link`), and the peer's pull of it confirms the row as
+/// its acknowledgement would. (Until session 12 pushes went 64 at a time, each chunk waiting
+/// for its acknowledgements, because an overflowing push was dropped; that halved the drain.)
+async fn hand_over(node: &NodeHandle, due: Vec<Due>) -> bool {
     let (gave_up, due): (Vec<_>, Vec<_>) = due.into_iter().partition(|d| d.gave_up.is_some());
     report_dead_letters(node, gave_up);
     if due.is_empty() {
         return true;
     }
     let count = due.len();
-    let (pushed, announced): (Vec<_>, Vec<_>) = due
-        .into_iter()
-        .partition(|d| d.body.len() as u64 <= paced.push_max);
-    let mut flushed = Ok(0);
-    let mut pushed = pushed.into_iter().peekable();
-    while pushed.peek().is_some() {
-        let chunk: Vec<Due> = pushed.by_ref().take(PUSH_CHUNK).collect();
-        let ids: Vec<TxId> = chunk.iter().map(|d| d.hash.id()).collect();
-        flushed = submit(node, chunk).await;
-        if flushed.is_err() {
-            break;
-        }
-        paced.confirmed(&ids).await;
-    }
-    if flushed.is_ok() && !announced.is_empty() {
-        flushed = submit(node, announced).await;
-    }
+    let entries = due.into_iter().map(|d| (d.body, d.register_id)).collect();
+    let flushed = node
+        .submit_queued(entries)
+        .instrument(tracing::debug_span!("flush", count))
+        .await;
     if flushed.is_ok() {
         tracing::debug!(count, "offline queue flushed into gossip");
         let detail = format!("{count} queued transactions handed to gossip");
         node.events().record(EventKind::TxFlushed, None, detail);
     }
     flushed.is_ok()
-}
-
-/// Hands `due` to gossip in one command.
-async fn submit(node: &NodeHandle, due: Vec<Due>) -> Result<usize, crate::handle::HandleError> {
-    let count = due.len();
-    let entries = due.into_iter().map(|d| (d.body, d.register_id)).collect();
-    node.submit_queued(entries)
-        .instrument(tracing::debug_span!("flush", count))
-        .await
-}
-
-/// The hand-over of bodies small enough to be pushed (`push_max`: the eager push threshold)
-/// goes at the pace of their confirmations: a push that finds its peer's link full is dropped
-/// (the link holds its window and body lane, 64 each), and the peer then gets it only from a
-/// later digest. So such rows go [`PUSH_CHUNK`] at a time, the next chunk once the last is
-/// confirmed (acknowledged or pulled) or after [`ACK_WAIT`].
-#[derive(Clone, Copy)]
-struct Paced<'a> {
-    queue: &'a SharedQueue,
-    push_max: u64,
-}
-
-impl Paced<'_> {
-    /// Waits until none of `ids` waits for its confirmation, at most [`ACK_WAIT`].
-    async fn confirmed(&self, ids: &[TxId]) {
-        let deadline = tokio::time::Instant::now() + ACK_WAIT;
-        while self.queue.awaits_any(ids) && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(ACK_POLL).await;
-        }
-    }
 }
 
 /// Queued transactions the store gave up on (no peer pulled them after every attempt), in the

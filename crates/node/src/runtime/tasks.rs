@@ -106,7 +106,7 @@ impl Tasks {
             stopped(stop_rx.clone()),
         ));
         let flusher = tokio::spawn(flusher::flusher(
-            (queue.clone(), config.distribution.eager_push_max_bytes),
+            queue.clone(),
             node.clone(),
             node.state(),
             stop_rx.clone(),

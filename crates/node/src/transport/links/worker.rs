@@ -125,21 +125,23 @@ impl Worker {
     }
 }
 
-/// The span of a job that carries transactions (OTLP's `announce` and `pull`); none for
-/// digests and pushes, which carry bookkeeping.
+/// The span of a job that carries transactions (OTLP's `announce`, `push` and `pull`); none
+/// for digests, prunes and grafts, which carry bookkeeping.
 fn job_span(peer: &PeerId, via: Via, what: &What) -> tracing::Span {
-    let (name, transactions) = match what {
-        What::Gossip(GossipMessage::Announce { entries }) | What::Notify(entries) => {
-            ("announce", entries.len())
-        }
-        What::Fetch(pulls) => ("pull", pulls.len()),
-        What::Gossip(_) => return tracing::Span::none(),
-    };
     let outcome = tracing::field::Empty;
-    if name == "announce" {
-        tracing::debug_span!("announce", %peer, ?via, transactions, outcome)
-    } else {
-        tracing::debug_span!("pull", %peer, ?via, transactions, outcome)
+    match what {
+        What::Gossip(GossipMessage::Announce { entries }) | What::Notify(entries) => {
+            let transactions = entries.len();
+            tracing::debug_span!("announce", %peer, ?via, transactions, outcome)
+        }
+        What::Gossip(GossipMessage::Push { .. }) => {
+            tracing::debug_span!("push", %peer, ?via, transactions = 1, outcome)
+        }
+        What::Fetch(pulls) => {
+            let transactions = pulls.len();
+            tracing::debug_span!("pull", %peer, ?via, transactions, outcome)
+        }
+        What::Gossip(_) => tracing::Span::none(),
     }
 }
 
