@@ -485,6 +485,9 @@ impl Gossip {
         self.pace.note(now, self.config.eager_push_max_rate);
         let local = matches!(origin, Origin::Local);
         let push_body = self.pushes_on(size, local).then(|| body.clone());
+        if local && push_body.is_some() {
+            self.pace.note_own_push();
+        }
         let mut exclude = announcers;
         if let Origin::Peer(p) = &origin {
             exclude.push(p.clone());

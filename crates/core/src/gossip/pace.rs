@@ -1,7 +1,10 @@
 //! The node's rate of accepted transactions, for the eager push: above
 //! `eager_push_max_rate` a node neither relays bodies by push nor waits for pushes, so every
 //! transaction past its first hop goes by batched announcement and pull, as with the push
-//! off (the origin still pushes its own: `Gossip::pushes_on`).
+//! off. The origin still pushes its own (`Gossip::pushes_on`), up to `eager_push_max_rate`
+//! of them per second: past it (a burst, such as the offline queue handed over 1,024 at a
+//! time) they go by announcement too, batched, where one push message each would overflow
+//! the peers' links (and the core's output queue) before the prunes could thin them.
 //!
 //! Why: a push is one message per transaction per eager peer, and the tree prunes a duplicate
 //! path only once the prune comes back, so at high rates the pushes already in flight on
@@ -23,12 +26,14 @@ use crate::time::Instant;
 /// transactions arriving together at a low rate do not count as one.
 pub const BUCKET: Duration = Duration::from_millis(250);
 
-/// Accepted transactions per [`BUCKET`], and whether the last full bucket was over.
+/// Accepted transactions per [`BUCKET`], and whether the last full bucket was over; and our
+/// own submissions pushed in the current bucket.
 #[derive(Debug, Clone, Default)]
 pub struct Pace {
     start: Option<Instant>,
     count: u64,
     last_over: bool,
+    own_pushed: u64,
 }
 
 impl Pace {
@@ -46,6 +51,7 @@ impl Pace {
                 self.last_over = adjacent && self.count > limit;
                 self.start = Some(now);
                 self.count = 0;
+                self.own_pushed = 0;
             }
             None => self.start = Some(now),
         }
@@ -55,6 +61,17 @@ impl Pace {
     /// Whether the node accepts more than `max_rate` transactions per second now.
     pub fn busy(&self, max_rate: u32) -> bool {
         max_rate > 0 && (self.last_over || self.count > per_bucket(max_rate))
+    }
+
+    /// Whether one more of our own submissions may be pushed: not busy, or fewer than
+    /// `max_rate` per second of them pushed in this bucket.
+    pub fn own_push_room(&self, max_rate: u32) -> bool {
+        !self.busy(max_rate) || self.own_pushed < per_bucket(max_rate)
+    }
+
+    /// Counts one of our own submissions pushed.
+    pub fn note_own_push(&mut self) {
+        self.own_pushed += 1;
     }
 }
 
@@ -91,8 +108,9 @@ mod tests {
         assert!(!pace.busy(400), "a silent bucket between ends it");
     }
 
-    /// A busy node still pushes its own submissions, relays by announcement only, and pulls
-    /// an announced transaction at once rather than waiting for its push.
+    /// A busy node still pushes its own submissions (up to the rate, then announces them),
+    /// relays by announcement only, and pulls an announced transaction at once rather than
+    /// waiting for its push.
     #[test]
     fn a_busy_node_pushes_only_its_own_and_waits_for_no_push() {
         use super::super::test_util::*;
@@ -111,17 +129,36 @@ mod tests {
             ..quiet()
         };
         let mut g = node(0, 1..=3, config);
-        for n in 1..=3 {
-            g.submit(body(n), None, ms(n as u64)).expect("valid");
+        let relay = |n: usize| GossipMessage::Push {
+            entry: entry(n, 1),
+            body: body(n),
+        };
+        for n in 10..=11 {
+            g.handle_message(&id(1), relay(n), ms(n as u64));
+            assert_eq!(pushes(&drain(&mut g)), 2, "relayed to the two others");
+        }
+        g.handle_message(&id(1), relay(12), ms(12));
+        assert_eq!(pushes(&drain(&mut g)), 0, "busy: relayed by announcement");
+        for n in 1..=2 {
+            g.submit(body(n), None, ms(13)).expect("valid");
             assert_eq!(pushes(&drain(&mut g)), 3, "our own, pushed to all three");
         }
-        let relayed = GossipMessage::Push {
-            entry: entry(10, 1),
-            body: body(10),
-        };
-        g.handle_message(&id(1), relayed, ms(5));
-        assert_eq!(pushes(&drain(&mut g)), 0, "busy: relayed by announcement");
-        g.handle_message(&id(2), announce(vec![entry(11, 1)]), ms(6));
+        // Two of our own pushed in this bucket: the rate.
+        g.submit(body(3), None, ms(14)).expect("valid");
+        g.submit(body(4), None, ms(14)).expect("valid");
+        let mut out = drain(&mut g);
+        assert_eq!(pushes(&out), 0, "past the rate our own are not pushed");
+        out.extend(flush(&mut g, ms(60)));
+        let ours: Vec<_> = [3, 4]
+            .map(|n| super::super::TxHash::of(&body(n)).id())
+            .into();
+        let announced = announces(&out)
+            .iter()
+            .flat_map(|(_, entries)| entries)
+            .filter(|e| ours.contains(&e.id))
+            .count();
+        assert_eq!(announced, 2 * 3, "but announced to all three");
+        g.handle_message(&id(2), announce(vec![entry(20, 1)]), ms(70));
         assert_eq!(fetches(&drain(&mut g)).len(), 1, "pulled at once");
         assert_eq!(g.stats().pushes_awaited, 0);
     }

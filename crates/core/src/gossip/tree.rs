@@ -43,11 +43,16 @@ impl Gossip {
     }
 
     /// Whether a body we accepted goes on by push. Our own submissions are pushed even when
-    /// busy: their first hop would pull them from us anyway, so the push costs no duplicate
-    /// (and the offline queue is confirmed by its pushes' acknowledgements).
+    /// busy, up to the rate (`pace.rs`): their first hop would pull them from us anyway, so
+    /// the push costs no duplicate.
     pub(super) fn pushes_on(&self, size: u64, local: bool) -> bool {
+        let rate = self.config.eager_push_max_rate;
         size <= self.config.eager_push_max_size as u64
-            && (local || !self.pace.busy(self.config.eager_push_max_rate))
+            && if local {
+                self.pace.own_push_room(rate)
+            } else {
+                !self.pace.busy(rate)
+            }
     }
 
     /// Whether `peer` gets pushes from us (it has not pruned us, nor we it).
@@ -248,6 +253,26 @@ mod tests {
         assert!(pushed_to(&drain(&mut g)).contains(&id(2)), "grafted: eager");
     }
 
+    /// An eager peer announces instead of pushing only when it will not push (busy, or its
+    /// link to us was full): waiting for its push would only delay the pull.
+    #[test]
+    fn an_announcement_from_an_eager_peer_is_pulled_at_once_without_a_graft() {
+        let mut g = node(0, 1..=3, tree());
+        g.handle_message(&id(1), announce(vec![entry(1, 1)]), ms(1));
+        let out = drain(&mut g);
+        assert_eq!(
+            fetches(&out),
+            vec![(id(1), entry(1, 1).id)],
+            "pulled at once"
+        );
+        assert!(sent(&out, GossipMessage::Graft).is_empty(), "eager already");
+        assert_eq!(g.stats().pushes_awaited, 0);
+        // From a peer outside our gossip peers it still waits (it may be another's lazy peer).
+        g.handle_message(&id(7), announce(vec![entry(2, 1)]), ms(2));
+        assert!(fetches(&drain(&mut g)).is_empty(), "waiting for a push");
+        assert_eq!(g.stats().pushes_awaited, 1);
+    }
+
     #[test]
     fn a_graft_makes_a_pruned_peer_eager_and_a_returning_peer_starts_eager() {
         let mut g = node(0, 1..=2, tree());
@@ -308,14 +333,15 @@ mod tests {
             ..tree()
         };
         let mut g = node(0, [1], config);
+        g.handle_message(&id(1), GossipMessage::Prune, ms(0));
         let entries = (0..3).map(|n| entry(n, 1)).collect();
         g.handle_message(&id(1), announce(entries), ms(0));
         assert_eq!(g.graft_wait.len(), 2);
         assert_eq!(g.stats().dropped_pending_full, 1);
         // A prune from a peer outside the gossip peers is counted, not remembered.
         g.handle_message(&id(7), GossipMessage::Prune, ms(1));
-        assert!(g.lazy.is_empty());
-        assert_eq!(g.stats().prunes_received, 1);
+        assert_eq!(g.lazy.len(), 1, "only 1, pruned above");
+        assert_eq!(g.stats().prunes_received, 2);
     }
 
     #[test]
