@@ -427,6 +427,7 @@ overrides!(
         slow_push_floor: usize => |v| v,
         lazy_flush_interval: Dur => |d: Dur| d.0,
         eager_push_max_rate: u32 => |v| v,
+        origin_push_peers: usize => |v| v,
         transaction_cache_ttl: Dur => |d: Dur| d.0,
         max_known: usize => |v| v,
         bloom_bits: usize => |v| v,

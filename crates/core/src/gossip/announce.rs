@@ -21,13 +21,14 @@ use crate::time::Instant;
 
 impl Gossip {
     /// Sends `entry` on to the active peers not in `exclude`: with `push_body`, the body at
-    /// once to up to `eager_push_peers` eager ones; the announcement to as many others as make
-    /// up `fanout` with them.
+    /// once to up to `eager_push_peers` eager ones (and, when `local`, to up to
+    /// `origin_push_peers` lazy ones); the announcement to as many others as make up `fanout`
+    /// with them.
     pub(super) fn forward(
         &mut self,
         entry: AnnounceEntry,
         fanout: FanoutMode,
-        push_body: Option<Vec<u8>>,
+        (push_body, local): (Option<Vec<u8>>, bool),
         exclude: &[PeerId],
         now: Instant,
     ) {
@@ -41,12 +42,19 @@ impl Gossip {
         targets.shuffle(&mut self.rng);
         let mut pushed = 0;
         if let Some(body) = push_body {
-            let eager: Vec<PeerId> = targets
+            let mut eager: Vec<PeerId> = targets
                 .iter()
                 .filter(|p| self.is_eager(p))
                 .take(self.config.eager_push_peers)
                 .cloned()
                 .collect();
+            if local {
+                let lazy = targets.iter().filter(|p| !self.is_eager(p));
+                let shortcuts: Vec<PeerId> =
+                    lazy.take(self.config.origin_push_peers).cloned().collect();
+                self.stats.shortcuts_sent += shortcuts.len() as u64;
+                eager.extend(shortcuts);
+            }
             targets.retain(|p| !eager.contains(p));
             pushed = eager.len();
             for to in eager {
@@ -225,11 +233,15 @@ impl Gossip {
             self.bad_body(from, entry.id);
             return;
         }
+        let shortcut = self.is_shortcut(from, &entry);
         if self.dedup.contains(&entry.id, &mut self.stats) {
             self.stats.duplicate_bodies += 1;
             let lag = self.dedup.get(&entry.id).map(|k| now.since(k.seen_at));
-            self.on_duplicate_push(from, lag.unwrap_or_default());
+            self.on_duplicate_push(from, &entry.id, shortcut, lag.unwrap_or_default());
             return;
+        }
+        if shortcut {
+            self.note_shortcut(entry.id);
         }
         let origin = Origin::Peer(from.clone());
         self.accept(hash, body, entry.register_id, origin, entry.hops, now);

@@ -90,6 +90,10 @@ pub struct GossipConfig {
     /// waits for no push (relayed bodies announced and pulled until the rate falls; its own
     /// submissions are still pushed; `pace.rs`). 0: no limit.
     pub eager_push_max_rate: u32,
+    /// Our own submissions are pushed besides to up to this many lazy gossip peers: a
+    /// shortcut past the tree's first hops, whose duplicates prune nothing (`tree.rs`). The
+    /// receivers' rules assume the network's nodes share the setting. 0: no shortcut.
+    pub origin_push_peers: usize,
     /// How long a known hash is remembered (dedup window; Sorcha's `transaction_cache_ttl`).
     pub transaction_cache_ttl: Duration,
     /// Known hashes kept at most; the oldest is forgotten (counted) when full.
@@ -145,6 +149,7 @@ impl Default for GossipConfig {
             slow_push_floor: fetch::SLOW_PUSH_FLOOR,
             lazy_flush_interval: fetch::LAZY_FLUSH_INTERVAL,
             eager_push_max_rate: fetch::EAGER_PUSH_MAX_RATE,
+            origin_push_peers: 0,
             transaction_cache_ttl: known::TRANSACTION_CACHE_TTL,
             max_known: known::MAX_KNOWN,
             bloom_bits: known::BLOOM_BITS,

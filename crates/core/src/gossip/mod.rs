@@ -167,6 +167,8 @@ pub struct Gossip {
     graft_wait: VecDeque<(Instant, TxId)>,
     /// The rate of accepted transactions, which pauses the push when high (`pace.rs`).
     pace: pace::Pace,
+    /// Ids whose first copy came by an origin's shortcut push (`tree.rs`).
+    shortcuts: tree::Shortcuts,
 }
 
 impl Gossip {
@@ -209,6 +211,7 @@ impl Gossip {
             lazy: BTreeSet::new(),
             graft_wait: VecDeque::new(),
             pace: pace::Pace::default(),
+            shortcuts: tree::Shortcuts::default(),
         };
         if let Some(every) = this.config.anti_entropy_interval {
             this.schedule(now.saturating_add(every), Timer::AntiEntropy);
@@ -517,7 +520,7 @@ impl Gossip {
             register_id,
             hops: hops.saturating_add(1),
         };
-        self.forward(entry, fanout, push_body, &exclude, now);
+        self.forward(entry, fanout, (push_body, local), &exclude, now);
     }
 
     /// Queues an output; sends, fetches and events are dropped (counted) when the queue is

@@ -26,14 +26,34 @@
 //! announced to at most `pushed_announce_peers` lazy peers; and those announcements may wait
 //! `lazy_flush_interval`, batched (`announce.rs`).
 //!
-//! State: `Gossip::lazy` (a subset of the gossip peers, so bounded by them) and
-//! `Gossip::graft_wait` (ids waiting for their push, at most `max_pending`).
+//! The origin's shortcut (`origin_push_peers`, off by default): a node pushes its own
+//! submissions to that many lazy peers besides its eager ones, so they start from more
+//! places and the last nodes are a hop or so nearer. The tree itself must not learn from
+//! it: a shortcut push (one hop from its origin, from a peer that is lazy for us) prunes
+//! nothing when it is the duplicate, and when it came first the tree's own copy that
+//! follows prunes nothing either (`Gossip::shortcuts` remembers such ids).
+//!
+//! State: `Gossip::lazy` (a subset of the gossip peers, so bounded by them),
+//! `Gossip::graft_wait` (ids waiting for their push, at most `max_pending`) and
+//! `Gossip::shortcuts` (at most [`MAX_SHORTCUTS`] ids, the oldest forgotten).
 
+use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
 
-use super::{Gossip, GossipMessage, Output, Timer};
+use super::{AnnounceEntry, Gossip, GossipMessage, Output, Timer};
 use crate::model::{PeerId, TxId};
 use crate::time::Instant;
+
+/// Ids of shortcut first copies remembered at most: the tree's copies follow within a few
+/// hops' time, and at 1,000 tx/s this is seconds of them.
+pub const MAX_SHORTCUTS: usize = 4096;
+
+/// Ids whose first copy came by an origin's shortcut, oldest first.
+#[derive(Debug, Default)]
+pub(super) struct Shortcuts {
+    ids: HashSet<TxId>,
+    order: VecDeque<TxId>,
+}
 
 impl Gossip {
     /// Whether a body of `size` bytes goes by eager push, so an announcement of it waits for
@@ -65,11 +85,50 @@ impl Gossip {
         self.peers.len().saturating_sub(self.lazy.len())
     }
 
+    /// Whether a push of `entry` from `from` is an origin's shortcut: one hop from its origin,
+    /// from a gossip peer that is lazy for us, in a network that takes shortcuts.
+    pub(super) fn is_shortcut(&self, from: &PeerId, entry: &AnnounceEntry) -> bool {
+        self.config.origin_push_peers > 0
+            && entry.hops == 1
+            && self.peers.binary_search(from).is_ok()
+            && !self.is_eager(from)
+    }
+
+    /// Remembers that `id`'s first copy came by a shortcut.
+    pub(super) fn note_shortcut(&mut self, id: TxId) {
+        self.stats.shortcuts_received += 1;
+        let s = &mut self.shortcuts;
+        if s.order.len() >= MAX_SHORTCUTS
+            && let Some(oldest) = s.order.pop_front()
+        {
+            s.ids.remove(&oldest);
+            self.stats.shortcuts_forgotten += 1;
+        }
+        if s.ids.insert(id) {
+            s.order.push_back(id);
+        }
+    }
+
     /// A body `from` pushed was known already: tell it to stop pushing to us. Sent on every
     /// duplicate push, not only the first: a repeat means our earlier prune was lost. A
-    /// gossip peer is kept while we push to `eager_min_peers` or fewer (the floor).
-    pub(super) fn on_duplicate_push(&mut self, from: &PeerId, lag: Duration) {
+    /// gossip peer is kept while we push to `eager_min_peers` or fewer (the floor). Neither
+    /// a shortcut nor the tree's copy of what came first by one prunes (module doc).
+    pub(super) fn on_duplicate_push(
+        &mut self,
+        from: &PeerId,
+        id: &TxId,
+        shortcut: bool,
+        lag: Duration,
+    ) {
         self.stats.duplicate_pushes += 1;
+        if shortcut {
+            self.stats.shortcuts_received += 1;
+            return;
+        }
+        if self.shortcuts.ids.contains(id) {
+            self.stats.prunes_withheld += 1;
+            return;
+        }
         let ours = self.peers.binary_search(from).is_ok();
         let floor = if lag >= self.config.slow_push_lag {
             self.config.slow_push_floor.min(self.config.eager_min_peers)
@@ -271,6 +330,82 @@ mod tests {
         g.handle_message(&id(7), announce(vec![entry(2, 1)]), ms(2));
         assert!(fetches(&drain(&mut g)).is_empty(), "waiting for a push");
         assert_eq!(g.stats().pushes_awaited, 1);
+    }
+
+    /// Our own submissions go to `origin_push_peers` lazy peers besides; relayed ones do not.
+    #[test]
+    fn the_origin_pushes_its_own_to_lazy_peers_as_a_shortcut() {
+        let config = GossipConfig {
+            origin_push_peers: 1,
+            ..tree()
+        };
+        let mut g = node(0, 1..=4, config);
+        g.handle_message(&id(3), GossipMessage::Prune, ms(0));
+        g.handle_message(&id(4), GossipMessage::Prune, ms(0));
+        g.submit(body(1), None, ms(1)).expect("valid");
+        let to = pushed_to(&drain(&mut g));
+        assert_eq!(to.len(), 3, "two eager and one shortcut: {to:?}");
+        assert!(to.contains(&id(1)) && to.contains(&id(2)));
+        assert_eq!(g.stats().shortcuts_sent, 1);
+        g.handle_message(&id(1), push_of(2), ms(2));
+        assert_eq!(
+            pushed_to(&drain(&mut g)),
+            vec![id(2)],
+            "relayed: the tree only"
+        );
+    }
+
+    /// A shortcut that comes first spares the tree's copy behind it, and one that comes
+    /// second prunes nothing either.
+    #[test]
+    fn shortcut_copies_prune_nothing_either_way() {
+        let config = GossipConfig {
+            origin_push_peers: 1,
+            ..tree()
+        };
+        let mut g = node(0, 1..=3, config);
+        g.handle_message(&id(3), GossipMessage::Prune, ms(0));
+        // Entry 1 comes from its origin, lazy for us, then from the tree.
+        g.handle_message(&id(3), push_of(1), ms(1));
+        assert_eq!(delivered(&drain(&mut g)).len(), 1);
+        let relayed = GossipMessage::Push {
+            entry: entry(1, 2),
+            body: body(1),
+        };
+        g.handle_message(&id(1), relayed, ms(2));
+        assert!(sent(&drain(&mut g), GossipMessage::Prune).is_empty());
+        // Entry 2 comes from the tree first, then by shortcut.
+        let relayed = GossipMessage::Push {
+            entry: entry(2, 2),
+            body: body(2),
+        };
+        g.handle_message(&id(1), relayed, ms(3));
+        drain(&mut g);
+        g.handle_message(&id(3), push_of(2), ms(4));
+        assert!(sent(&drain(&mut g), GossipMessage::Prune).is_empty());
+        assert_eq!(g.stats().shortcuts_received, 2);
+        assert_eq!(g.stats().duplicate_pushes, 2);
+        // Without shortcuts in the network the same duplicate prunes, as before.
+        let mut plain = node(0, 1..=3, tree());
+        plain.handle_message(&id(3), GossipMessage::Prune, ms(0));
+        plain.handle_message(&id(1), push_of(5), ms(1));
+        plain.handle_message(&id(3), push_of(5), ms(2));
+        assert_eq!(sent(&drain(&mut plain), GossipMessage::Prune), vec![id(3)]);
+    }
+
+    #[test]
+    fn shortcut_ids_are_bounded() {
+        let config = GossipConfig {
+            origin_push_peers: 1,
+            ..tree()
+        };
+        let mut g = node(0, 1..=3, config);
+        for n in 0..=super::MAX_SHORTCUTS {
+            g.note_shortcut(crate::model::TxHash::of(&n.to_le_bytes()).id());
+        }
+        assert_eq!(g.shortcuts.ids.len(), super::MAX_SHORTCUTS);
+        assert_eq!(g.shortcuts.order.len(), super::MAX_SHORTCUTS);
+        assert_eq!(g.stats().shortcuts_forgotten, 1);
     }
 
     #[test]

@@ -269,6 +269,12 @@ pub struct GossipStats {
     pub lazy_forgotten: u64,
     /// Duplicate pushes not answered by a prune: we pushed to `eager_min_peers` or fewer.
     pub prunes_withheld: u64,
+    /// Our own submissions pushed to lazy peers (`origin_push_peers`), per peer.
+    pub shortcuts_sent: u64,
+    /// Pushes taken as an origin's shortcut (`tree.rs`), new or duplicate.
+    pub shortcuts_received: u64,
+    /// Ids of shortcut first copies forgotten, the oldest, to keep at most `MAX_SHORTCUTS`.
+    pub shortcuts_forgotten: u64,
     /// Bodies (fetched or pushed) of hashes already known when they arrived.
     pub duplicate_bodies: u64,
     pub fetches: u64,

@@ -343,6 +343,8 @@ impl Config {
             eager_push_max_size: d.eager_push_max_bytes as usize,
             eager_min_peers: EAGER_MIN_PEERS,
             eager_push_max_rate: EAGER_PUSH_MAX_RATE,
+            origin_push_peers: ORIGIN_PUSH_PEERS,
+            pushed_announce_peers: PUSHED_ANNOUNCE_PEERS,
             ..GossipConfig::default()
         }
     }
@@ -558,6 +560,17 @@ const EAGER_PUSH_MAX_RATE: u32 = 300;
 /// B/node/tx in `propagation`; with 3, 0.3-0.4 and 660-680 B, the time to 90 % alike; with
 /// 2 the tree broke more often (pushes missed, pulled after `graft_timeout`).
 const EAGER_MIN_PEERS: usize = 3;
+
+/// Lazy peers a daemon pushes its own submissions to besides its eager ones (core
+/// `gossip/tree.rs`, the origin's shortcut), and lazy peers a pushed transaction is announced
+/// to (core `announce.rs`; were `fanout` minus the peers pushed to). The eager tree of a
+/// 20-node LAN is deep: in the simulator (`crates/sim/README.md`, session 12, 1-3 ms links,
+/// 100 tx/s, the daemon's membership and push settings, seeds 1-3) the last node is 8-11
+/// hops from the origin (p95), and time to 100 % p95 is 15 / 20 / 21 ms. With 3 shortcuts
+/// and 1 announcement: 6 hops, 11 / 12 / 11 ms, for gossip bytes of 694 / 743 / 665 against
+/// 779 / 716 / 719 (the shortcuts' duplicate bodies paid by fewer announcements).
+const ORIGIN_PUSH_PEERS: usize = 3;
+const PUSHED_ANNOUNCE_PEERS: usize = 1;
 
 /// The daemon's `distribution.eager_push_max_bytes`: bodies up to 16 KiB are pushed
 /// (default.toml has the figures).

@@ -669,6 +669,8 @@ fn tree_kinds(s: &GossipStats) -> Vec<(&'static str, u64)> {
         ("graft_received", s.grafts_received),
         ("push_awaited", s.pushes_awaited),
         ("push_missed", s.pushes_missed),
+        ("shortcut_sent", s.shortcuts_sent),
+        ("shortcut_received", s.shortcuts_received),
     ]
 }
 
