@@ -1,6 +1,8 @@
-//! The eager push across real node processes, turned on for bodies up to 16 KiB (it is off by
-//! default): a small transaction reaches the other nodes as a `GOSSIP_PUSH`, and an
-//! offline queue drains by pushes its peer acknowledges (`GOSSIP_ACK`), not by pulls.
+//! The eager push across real node processes, for bodies up to 16 KiB (the default, set here
+//! so the tests do not hang on it): a small transaction reaches the other nodes as a
+//! `GOSSIP_PUSH`, and a short offline queue drains by pushes its peer acknowledges
+//! (`GOSSIP_ACK`), not by pulls. (A long one goes mostly by announcement and pull: a node
+//! pushes its own up to 300 a second, core `gossip/pace.rs`.)
 
 mod common;
 
@@ -10,7 +12,7 @@ use std::time::Duration;
 use common::{TestNode, eventually, holds, init_crypto, summed};
 
 /// Membership timers scaled down so the cluster forms within seconds; gossip keeps the
-/// shipped timers, with the push (off by default) turned on: it is what is tested.
+/// shipped timers and the push: it is what is tested.
 const FAST: [(&str, &str); 5] = [
     ("SORCHA_PEER__DISTRIBUTION__EAGER_PUSH_MAX_BYTES", "16384"),
     ("SORCHA_PEER__DISCOVERY__HEARTBEAT_INTERVAL", "300ms"),
@@ -89,12 +91,13 @@ async fn an_offline_queue_drains_by_acknowledged_pushes() {
     let client = reqwest::Client::new();
     let lonely = TestNode::start_with(&[], &FAST);
     let mut hashes = BTreeSet::new();
-    for i in 0..200 {
+    // Fewer than a node pushes of its own per 250 ms (75) and than a link's body lane holds.
+    for i in 0..40 {
         let (code, hash) = submit(&client, &lonely, body("queued", i)).await;
         assert_eq!(code, 202, "an Offline node queues");
         hashes.insert(hash);
     }
-    assert_eq!(lonely.status().await["queue_size"], 200);
+    assert_eq!(lonely.status().await["queue_size"], 40);
     let peer = TestNode::start_with(&["--bootstrap", &lonely.peer_addr()], &FAST);
     let drained = eventually(SETTLE, || async {
         lonely.status().await["queue_size"] == 0
@@ -113,7 +116,7 @@ async fn an_offline_queue_drains_by_acknowledged_pushes() {
     // also have been confirmed by a pull (anti-entropy), so at least most came by ack.
     let acks = message_bytes(&lonely, "ack", "received").await;
     assert!(
-        acks >= 100.0 * 20.0,
+        acks >= 30.0 * 20.0,
         "acknowledgement bytes received: {acks}"
     );
     let sent = message_bytes(&peer, "ack", "sent").await;
@@ -124,5 +127,5 @@ async fn an_offline_queue_drains_by_acknowledged_pushes() {
     // Rows handed over before the peer joined the node's gossip peers go by announcement
     // and pull instead: most, not all, go by push.
     let pushed = message_bytes(&lonely, "push", "sent").await;
-    assert!(pushed >= 100.0 * 300.0, "push bytes sent: {pushed}");
+    assert!(pushed >= 30.0 * 300.0, "push bytes sent: {pushed}");
 }
