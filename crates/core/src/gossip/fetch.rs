@@ -115,9 +115,8 @@ impl Gossip {
             self.stats.dropped_pending_full += 1;
             return;
         }
-        // A repair's push went by long ago; a large body is never pushed; and an eager peer
-        // that announces instead of pushing is busy (`pace.rs`) or its link was full: no
-        // push is coming from it.
+        // A repair's push went by long ago; a large body is never pushed; an eager peer that
+        // announces is busy (`pace.rs`) or its link was full: it will not push.
         let from_eager = self.peers.binary_search(from).is_ok() && self.is_eager(from);
         let awaiting_push =
             !repair && !from_eager && self.pushable(entry.size) && self.await_push(entry.id, now);
