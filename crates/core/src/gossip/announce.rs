@@ -48,7 +48,8 @@ impl Gossip {
                 .take(self.config.eager_push_peers)
                 .cloned()
                 .collect();
-            if local {
+            // No shortcut while busy: it is for latency at light load (`tree.rs`).
+            if local && !self.pace.busy(self.config.eager_push_max_rate) {
                 let lazy = targets.iter().filter(|p| !self.is_eager(p));
                 let shortcuts: Vec<PeerId> =
                     lazy.take(self.config.origin_push_peers).cloned().collect();

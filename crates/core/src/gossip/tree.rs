@@ -27,8 +27,8 @@
 //! `lazy_flush_interval`, batched (`announce.rs`).
 //!
 //! The origin's shortcut (`origin_push_peers`, off by default): a node pushes its own
-//! submissions to that many lazy peers besides its eager ones, so they start from more
-//! places and the last nodes are a hop or so nearer. The tree itself must not learn from
+//! submissions to that many lazy peers besides its eager ones (not while busy: `pace.rs`),
+//! so they start from more places and the last nodes are a hop or so nearer. The tree itself must not learn from
 //! it: a shortcut push (one hop from its origin, from a peer that is lazy for us) prunes
 //! nothing when it is the duplicate, and when it came first the tree's own copy that
 //! follows prunes nothing either (`Gossip::shortcuts` remembers such ids).
@@ -353,6 +353,26 @@ mod tests {
             vec![id(2)],
             "relayed: the tree only"
         );
+    }
+
+    /// A busy node pushes its own to its eager peers only.
+    #[test]
+    fn no_shortcut_while_busy() {
+        let config = GossipConfig {
+            origin_push_peers: 1,
+            // Two per bucket.
+            eager_push_max_rate: 8,
+            ..tree()
+        };
+        let mut g = node(0, 1..=3, config);
+        g.handle_message(&id(3), GossipMessage::Prune, ms(0));
+        for n in 1..=3 {
+            g.handle_message(&id(1), push_of(n), ms(n as u64));
+        }
+        drain(&mut g);
+        g.submit(body(9), None, ms(4)).expect("valid");
+        assert_eq!(pushed_to(&drain(&mut g)), vec![id(1), id(2)]);
+        assert_eq!(g.stats().shortcuts_sent, 0);
     }
 
     /// A shortcut that comes first spares the tree's copy behind it, and one that comes
