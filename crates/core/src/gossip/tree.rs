@@ -28,10 +28,12 @@
 //!
 //! The origin's shortcut (`origin_push_peers`, off by default): a node pushes its own
 //! submissions to that many lazy peers besides its eager ones (not while busy: `pace.rs`),
-//! so they start from more places and the last nodes are a hop or so nearer. The tree itself must not learn from
-//! it: a shortcut push (one hop from its origin, from a peer that is lazy for us) prunes
-//! nothing when it is the duplicate, and when it came first the tree's own copy that
-//! follows prunes nothing either (`Gossip::shortcuts` remembers such ids).
+//! so they start down several branches of the tree at once and the last nodes are nearer.
+//! The tree must not learn from it: a shortcut push (one hop from its origin, from a peer
+//! that is lazy for us) prunes nothing when it is the duplicate, and when it came first the
+//! tree's own copy that follows prunes nothing either (`Gossip::shortcuts` remembers such
+//! ids). The receiver's own relays of it may still meet the tree's copies as duplicates
+//! (the floor holds most of those prunes back; `crates/sim/README.md`, session 12).
 //!
 //! State: `Gossip::lazy` (a subset of the gossip peers, so bounded by them),
 //! `Gossip::graft_wait` (ids waiting for their push, at most `max_pending`) and

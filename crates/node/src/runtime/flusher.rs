@@ -85,10 +85,11 @@ pub async fn flusher(
 /// digests and the peer's pulls carry it on. Saturated or stopping: the entries stay queued
 /// and are due again after their backoff.
 ///
-/// The whole batch goes in one command, pushable bodies too: a push its peer's link has no
-/// room for is announced instead (core `link`), and the peer's pull of it confirms the row as
-/// its acknowledgement would. (Until session 12 pushes went 64 at a time, each chunk waiting
-/// for its acknowledgements, because an overflowing push was dropped; that halved the drain.)
+/// The whole batch goes in one command, pushable bodies too: the node pushes its own up to
+/// its push rate and announces the rest (core `gossip/pace.rs`), a push its peer's link has
+/// no room for is announced instead (core `link`), and a peer's pull of an announced row
+/// confirms it as an acknowledgement would. (Pacing pushes by their acknowledgements, 64 at a
+/// time, halved the drain.)
 async fn hand_over(node: &NodeHandle, due: Vec<Due>) -> bool {
     let (gave_up, due): (Vec<_>, Vec<_>) = due.into_iter().partition(|d| d.gave_up.is_some());
     report_dead_letters(node, gave_up);

@@ -347,12 +347,6 @@ impl TxDb {
         self.pending() > 0 && lock(&self.shared.awaiting).contains(id)
     }
 
-    /// Whether any of `ids` still waits for its confirmation (an acknowledgement or a pull).
-    pub fn awaits_any(&self, ids: &[TxId]) -> bool {
-        let awaiting = lock(&self.shared.awaiting);
-        ids.iter().any(|id| awaiting.contains(id))
-    }
-
     /// A peer acknowledged a push of `id`: if it waits in the queue, the flusher confirms it
     /// shortly. True if it was waiting.
     pub fn acknowledged(&self, id: &TxId) -> bool {
