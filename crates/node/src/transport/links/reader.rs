@@ -26,6 +26,8 @@ pub(super) struct Reader {
     /// This stream's liveness, read by the worker before each send.
     pub(super) alive: Arc<AtomicBool>,
     pub(super) asked: Asked,
+    /// Pushes asked to be acknowledged on this stream (the worker notes them).
+    pub(super) acks: Asked,
     pub(super) generation: u64,
     pub(super) silence: Duration,
     pub(super) answers: mpsc::Sender<Answer>,
@@ -86,13 +88,25 @@ pub(super) async fn watch_stream(mut inbound: tonic::Streaming<PeerMessage>, r: 
     fail_unanswered(&r).await;
 }
 
-/// The peer took pushes we asked it to acknowledge: their queued transactions are confirmed.
+/// The peer took pushes we asked it to acknowledge on this stream: their queued transactions
+/// are confirmed. An id we did not ask this peer about is refused (counted): the peer cannot
+/// take another's push, or one never made, out of our offline queue.
 fn acknowledged(r: &Reader, message: &PeerMessage) {
     r.metrics.record_received("ack", wire_len(message));
     match from_ack_message(message) {
         Ok(ids) => {
+            let mut unasked = 0;
             for id in ids {
-                r.pushes.acknowledged(&id);
+                let asked = r.acks.lock().is_ok_and(|mut acks| acks.remove(&id));
+                if asked {
+                    r.pushes.acknowledged(&id);
+                } else {
+                    unasked += 1;
+                }
+            }
+            if unasked > 0 {
+                let kind = KeyValue::new("kind", "unasked_ack");
+                r.metrics.gossip_dropped_total.add(unasked, &[kind]);
             }
         }
         Err(_) => r
@@ -137,5 +151,75 @@ async fn fail_unanswered(r: &Reader) {
         if r.answers.send(failed).await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use sorcha_peer_core::model::Timestamp;
+
+    use super::*;
+    use crate::store::durable::{Durability, Limits, NewTx, TxDb};
+    use crate::transport::limits::upload::UploadBudget;
+    use crate::wire::to_ack_message;
+
+    fn queued(db: &TxDb, body: &[u8]) -> NewTx {
+        let new = NewTx {
+            hash: TxHash::of(body),
+            body: Arc::from(body),
+            register_id: None,
+            origin: "local".into(),
+            first_seen: Timestamp::from_millis(crate::clock::now().as_millis()),
+        };
+        db.await_ack([new.hash]);
+        new
+    }
+
+    /// A peer's acknowledgement confirms only the pushes asked of it on this stream.
+    #[tokio::test]
+    async fn only_acknowledgements_asked_on_the_stream_confirm_queued_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = Limits {
+            max_transactions: 100,
+            max_bytes: 1 << 20,
+            ttl: Duration::from_secs(3600),
+            max_queued: 10,
+            max_retries: 3,
+            retry_delay: Duration::from_secs(1),
+        };
+        let db = TxDb::open_in(dir.path(), Durability::Full, limits).unwrap();
+        let (ours, other) = (
+            queued(&db, b"asked of it"),
+            queued(&db, b"pushed elsewhere"),
+        );
+        for new in [ours.clone(), other.clone()] {
+            assert!(db.put(new, true).await.unwrap());
+        }
+        let metrics = Arc::new(Metrics::new().unwrap());
+        let reader = Reader {
+            peer: PeerId::from_public_key(b"peer"),
+            alive: Arc::default(),
+            asked: Asked::default(),
+            acks: Asked::default(),
+            generation: 1,
+            silence: Duration::from_secs(1),
+            answers: mpsc::channel(1).0,
+            metrics: metrics.clone(),
+            pushes: Pushes {
+                upload: Arc::new(UploadBudget::new(0, metrics)),
+                queue: Some(db.clone()),
+            },
+        };
+        reader.acks.lock().unwrap().insert(ours.hash.id());
+        let ids = [ours.hash.id(), other.hash.id()];
+        acknowledged(&reader, &to_ack_message(&ids));
+        assert!(!db.wants_ack(&ours.hash.id()), "acknowledged");
+        assert!(db.wants_ack(&other.hash.id()), "not asked of this peer");
+        assert!(reader.acks.lock().unwrap().is_empty());
+        db.confirm_pulled().unwrap();
+        db.flush().await.unwrap();
+        assert_eq!(db.pending(), 1, "the other row stays queued");
     }
 }

@@ -72,6 +72,9 @@ pub(super) struct OpenStream {
     alive: Arc<AtomicBool>,
     /// Pulls asked on this stream and not answered yet; failed at once if the stream ends.
     asked: Asked,
+    /// Pushes we asked this peer to acknowledge on this stream: an acknowledgement of any
+    /// other id is a claim we never asked for, and confirms nothing.
+    acks: Asked,
 }
 
 /// Carries out the link's jobs in order, reporting each; ends when the link is closed (its
@@ -160,7 +163,7 @@ async fn gossip(w: &mut Worker, via: Via, message: &GossipMessage) -> Outcome {
         w.pushes.upload.spend(wire_len(&wire)).await;
     }
     let sent = match via {
-        Via::Stream => stream_send(w, wire).await,
+        Via::Stream => stream_send(w, wire, asked).await,
         Via::Unary => match unary(w, wire).await {
             Ok((bytes, received)) => {
                 if let (Some(id), true) = (asked, received) {
@@ -301,8 +304,11 @@ async fn unary(w: &mut Worker, wire: PeerMessage) -> Result<(u64, bool), Outcome
 /// Sends `wire` on the link's stream, opening one if there is none usable. The first
 /// message of a stream goes whole: the peer binds its sender to the stream. The later ones go
 /// compact ([`compact`]). The bytes it took if it went.
-async fn stream_send(w: &mut Worker, wire: PeerMessage) -> Result<u64, Outcome> {
+async fn stream_send(w: &mut Worker, wire: PeerMessage, ack: Option<TxId>) -> Result<u64, Outcome> {
     let first = ensure_stream(w).await?;
+    if let (Some(id), Some(stream)) = (ack, &w.stream) {
+        note_asked(w, &stream.acks, &[id]);
+    }
     send_on_stream(w, wire, first).await
 }
 
@@ -361,13 +367,14 @@ async fn open_stream(w: &mut Worker) -> Result<(), Outcome> {
         return Err(Outcome::Failed);
     }
     let alive = Arc::new(AtomicBool::new(true));
-    let asked = Asked::default();
+    let (asked, acks) = (Asked::default(), Asked::default());
     tokio::spawn(watch_stream(
         inbound,
         Reader {
             peer: w.peer.clone(),
             alive: alive.clone(),
             asked: asked.clone(),
+            acks: acks.clone(),
             generation,
             // The peer's heartbeats come every STREAM_HEARTBEAT whatever our timeout: with a
             // 1 s peer timeout a 3 s bound closed live streams, and the pulls answered on
@@ -378,7 +385,12 @@ async fn open_stream(w: &mut Worker) -> Result<(), Outcome> {
             pushes: w.pushes.clone(),
         },
     ));
-    w.stream = Some(OpenStream { tx, alive, asked });
+    w.stream = Some(OpenStream {
+        tx,
+        alive,
+        asked,
+        acks,
+    });
     Ok(())
 }
 
