@@ -329,6 +329,23 @@ impl World {
             add("pushes_missed", g.pushes_missed);
             add("lazy_forgotten", g.lazy_forgotten);
             add("prunes_withheld", g.prunes_withheld);
+            add("flood_duplicates", g.flood_duplicates);
+            let (eager, eager_relays) = core.gossip().eager_peers();
+            let relay = core.gossip().relays();
+            add("eager_links", eager as u64);
+            add(
+                "eager_links_of_relays",
+                if relay { eager as u64 } else { 0 },
+            );
+            add(
+                "eager_relay_links_of_relays",
+                if relay { eager_relays as u64 } else { 0 },
+            );
+            add(
+                "eager_relay_links_of_leaves",
+                if relay { 0 } else { eager_relays as u64 },
+            );
+            add("relays", u64::from(relay));
             let m = core.membership().stats();
             add("sends_refused", m.sends_refused);
             add("membership_outputs_dropped", m.outputs_dropped);

@@ -41,15 +41,18 @@ impl Gossip {
             .collect();
         targets.shuffle(&mut self.rng);
         let mut pushed = 0;
+        let pushable = push_body.is_some();
         if let Some(body) = push_body {
+            let flood = self.floods(entry.hops);
             let mut eager: Vec<PeerId> = targets
                 .iter()
-                .filter(|p| self.is_eager(p))
+                .filter(|p| flood || self.is_eager(p))
                 .take(self.config.eager_push_peers)
                 .cloned()
                 .collect();
-            // No shortcut while busy: it is for latency at light load (`tree.rs`).
-            if local && !self.pace.busy(self.config.eager_push_max_rate) {
+            // No shortcut while busy: it is for latency at light load (`tree.rs`); none with
+            // the early flood, which has taken the lazy peers already.
+            if local && !flood && !self.pace.busy(self.config.eager_push_max_rate) {
                 let lazy = targets.iter().filter(|p| !self.is_eager(p));
                 let shortcuts: Vec<PeerId> =
                     lazy.take(self.config.origin_push_peers).cloned().collect();
@@ -68,11 +71,15 @@ impl Gossip {
             }
         }
         let mut lazy = count.saturating_sub(pushed);
-        if pushed > 0 {
+        if pushed > 0 || (pushable && self.is_leaf()) {
             lazy = lazy.min(self.config.pushed_announce_peers);
         }
-        targets.truncate(lazy);
         let later = pushed > 0 && !self.config.lazy_flush_interval.is_zero();
+        if later && self.config.lazy_same_peer {
+            // Stable: the shuffled order stands among those with a batch and those without.
+            targets.sort_by_key(|p| !self.lazy_outbox.contains_key(p));
+        }
+        targets.truncate(lazy);
         for to in targets {
             if later {
                 self.enqueue_lazy(to, entry.clone(), now);
@@ -237,8 +244,12 @@ impl Gossip {
         let shortcut = self.is_shortcut(from, &entry);
         if self.dedup.contains(&entry.id, &mut self.stats) {
             self.stats.duplicate_bodies += 1;
-            let lag = self.dedup.get(&entry.id).map(|k| now.since(k.seen_at));
-            self.on_duplicate_push(from, &entry.id, shortcut, lag.unwrap_or_default());
+            let first = self
+                .dedup
+                .get(&entry.id)
+                .map(|k| (now.since(k.seen_at), k.hops));
+            let (lag, first_hops) = first.unwrap_or_default();
+            self.on_duplicate_push(from, &entry.id, shortcut, lag, (entry.hops, first_hops));
             return;
         }
         if shortcut {

@@ -86,6 +86,22 @@ pub struct GossipConfig {
     /// wait up to this long, batched, riding along with any other announcement to the same
     /// peer before then. Zero: they go with the others every `flush_interval`.
     pub lazy_flush_interval: Duration,
+    /// A small body is pushed to every gossip peer, eager or lazy, while its hop count is
+    /// at most this (the origin's push is hop 1): few nodes hold it that early, so few of
+    /// these pushes are duplicates, and they seed the tree in many places at once. Their
+    /// duplicates, and duplicates of a body that first came this way, prune nothing (they
+    /// say nothing about the tree's links). 0: off.
+    pub flood_push_hops: u32,
+    /// Percent of nodes (by a hash of their id, so every node agrees without a message)
+    /// that are relays: the floors above hold among relays only, a leaf keeps
+    /// `leaf_eager_peers` eager relays and prunes every other duplicate push
+    /// (`relay.rs`). 0: off, no node is a relay.
+    pub relay_percent: u32,
+    /// Announcements of pushed transactions to lazy peers go to one that has some waiting
+    /// already (`lazy_flush_interval`), when one does: they share a message.
+    pub lazy_same_peer: bool,
+    /// Eager relays a leaf keeps when relays are on.
+    pub leaf_eager_peers: usize,
     /// Accepted transactions per second above which the node relays no body by push and
     /// waits for no push (relayed bodies announced and pulled until the rate falls; its own
     /// submissions are still pushed; `pace.rs`). 0: no limit.
@@ -148,6 +164,10 @@ impl Default for GossipConfig {
             slow_push_lag: fetch::SLOW_PUSH_LAG,
             slow_push_floor: fetch::SLOW_PUSH_FLOOR,
             lazy_flush_interval: fetch::LAZY_FLUSH_INTERVAL,
+            flood_push_hops: fetch::FLOOD_PUSH_HOPS,
+            relay_percent: fetch::RELAY_PERCENT,
+            lazy_same_peer: false,
+            leaf_eager_peers: fetch::LEAF_EAGER_PEERS,
             eager_push_max_rate: fetch::EAGER_PUSH_MAX_RATE,
             origin_push_peers: 0,
             transaction_cache_ttl: known::TRANSACTION_CACHE_TTL,
@@ -269,6 +289,10 @@ mod fetch {
     // Batched lazy announcements with the above: 200 ms saved ~55 B (1,000 nodes) for
     // +70 ms; 500 ms ~70 B for +160 ms (10,000 nodes: t99 p95 up to 1.51 s).
     pub const LAZY_FLUSH_INTERVAL: Duration = Duration::ZERO;
+    // Off (session 12 of crates/sim/README.md has what it does with the tree).
+    pub const FLOOD_PUSH_HOPS: u32 = 0;
+    pub const RELAY_PERCENT: u32 = 0;
+    pub const LEAF_EAGER_PEERS: usize = 1;
     // No limit: the simulator's figures are the tree's alone. The daemon sets its own
     // (`Config::gossip`), measured in the lab.
     pub const EAGER_PUSH_MAX_RATE: u32 = 0;

@@ -82,6 +82,8 @@ pub(super) struct KnownTx {
     pub(super) size: u64,
     pub(super) register_id: Option<String>,
     pub(super) seen_at: Instant,
+    /// Hops of the copy we took (0: submitted or restored here), for the tree's rules.
+    pub(super) hops: u32,
 }
 
 impl KnownTx {
@@ -284,6 +286,7 @@ mod tests {
             size: 1,
             register_id: None,
             seen_at: Instant::from_millis(at),
+            hops: 0,
         }
     }
 

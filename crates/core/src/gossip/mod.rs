@@ -26,7 +26,8 @@
 //!
 //! Files: `config.rs` (knobs), `types.rs` (messages, outputs, events, counters), `dedup.rs`
 //! (exact recent set + rotating bloom), `announce.rs` (fanout, hop limit, batching, eager
-//! push), `tree.rs` (which peers are eager: prune and graft), `pace.rs` (the accepted rate
+//! push), `tree.rs` (which peers are eager: prune and graft), `relay.rs` (the tree's
+//! optional relays and leaves), `pace.rs` (the accepted rate
 //! above which the push pauses), `fetch.rs` (pending
 //! transactions, announcers, fetch slots, verification), `anti_entropy.rs` (digests),
 //! `net_tests.rs` (a 50-node mini network).
@@ -41,6 +42,7 @@ mod config;
 mod dedup;
 mod fetch;
 mod pace;
+mod relay;
 mod tree;
 mod types;
 
@@ -252,6 +254,21 @@ impl Gossip {
         self.in_flight
     }
 
+    /// Gossip peers we push to (the eager tree's links at this node), and of them relays
+    /// (`relay.rs`; 0 when relays are off).
+    pub fn eager_peers(&self) -> (usize, usize) {
+        let relays = self
+            .peers
+            .iter()
+            .filter(|p| self.is_eager(p) && self.is_relay(p));
+        (self.eager_count(), relays.count())
+    }
+
+    /// Whether this node is a relay (`relay.rs`).
+    pub fn relays(&self) -> bool {
+        self.is_relay(&self.self_id)
+    }
+
     pub fn stats(&self) -> &GossipStats {
         &self.stats
     }
@@ -298,6 +315,7 @@ impl Gossip {
         self.sweeps.retain(|(p, _)| peers.binary_search(p).is_ok());
         self.note_departures(left, now);
         for peer in joined {
+            self.start_tree_peer(&peer);
             if self.departed.remove(&peer).is_none() {
                 self.owe_sweep(&peer);
             }
@@ -356,6 +374,7 @@ impl Gossip {
             size,
             register_id,
             seen_at: now.mono,
+            hops: 0,
         };
         self.dedup.insert(id, known, &mut self.stats);
         true
@@ -482,6 +501,7 @@ impl Gossip {
             size,
             register_id: register_id.clone(),
             seen_at: now,
+            hops,
         };
         self.dedup.insert(id, known, &mut self.stats);
         self.stats.accepted += 1;

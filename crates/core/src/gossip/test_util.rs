@@ -126,3 +126,36 @@ pub(super) fn flush(g: &mut Gossip, now: Now) -> Vec<Output> {
     g.handle_timer(Timer::Flush, now);
     drain(g)
 }
+
+/// The push of transaction `n`, one hop from its origin.
+pub(super) fn push_of(n: usize) -> GossipMessage {
+    push_at(n, 1)
+}
+
+/// The push of transaction `n`, `hops` from its origin.
+pub(super) fn push_at(n: usize, hops: u32) -> GossipMessage {
+    GossipMessage::Push {
+        entry: entry(n, hops),
+        body: body(n),
+    }
+}
+
+/// The peers pushed to among `out`, sorted.
+pub(super) fn pushed_to(out: &[Output]) -> Vec<PeerId> {
+    let mut to: Vec<PeerId> = sends(out)
+        .into_iter()
+        .filter(|(_, m)| matches!(m, GossipMessage::Push { .. }))
+        .map(|(to, _)| to)
+        .collect();
+    to.sort();
+    to
+}
+
+/// The peers sent `kind` among `out`.
+pub(super) fn sent(out: &[Output], kind: GossipMessage) -> Vec<PeerId> {
+    sends(out)
+        .into_iter()
+        .filter(|(_, m)| *m == kind)
+        .map(|(to, _)| to)
+        .collect()
+}

@@ -35,6 +35,13 @@
 //! ids). The receiver's own relays of it may still meet the tree's copies as duplicates
 //! (the floor holds most of those prunes back; `crates/sim/README.md`, session 12).
 //!
+//! Two more, also off by default (session 12 of the README): the *early flood* pushes a body to every
+//! gossip peer, eager or lazy, while its hop count is at most `flood_push_hops`, seeding the
+//! tree in many places at once (the duplicates it causes prune nothing), and *relays*
+//! (`relay.rs`) skew the eager graph: a mesh among a share of the nodes, one eager link for
+//! the rest.
+//!
+//!
 //! State: `Gossip::lazy` (a subset of the gossip peers, so bounded by them),
 //! `Gossip::graft_wait` (ids waiting for their push, at most `max_pending`) and
 //! `Gossip::shortcuts` (at most [`MAX_SHORTCUTS`] ids, the oldest forgotten).
@@ -83,7 +90,7 @@ impl Gossip {
     }
 
     /// Gossip peers we push to.
-    fn eager_count(&self) -> usize {
+    pub(super) fn eager_count(&self) -> usize {
         self.peers.len().saturating_sub(self.lazy.len())
     }
 
@@ -111,16 +118,25 @@ impl Gossip {
         }
     }
 
-    /// A body `from` pushed was known already: tell it to stop pushing to us. Sent on every
-    /// duplicate push, not only the first: a repeat means our earlier prune was lost. A
-    /// gossip peer is kept while we push to `eager_min_peers` or fewer (the floor). Neither
-    /// a shortcut nor the tree's copy of what came first by one prunes (module doc).
+    /// Whether a push `hops` from its origin (1: the origin's own) goes to every gossip
+    /// peer (`flood_push_hops`).
+    pub(super) fn floods(&self, hops: u32) -> bool {
+        (1..=self.config.flood_push_hops).contains(&hops)
+    }
+
+    /// A body `from` pushed was known already, since a copy `lag` ago: tell it to stop
+    /// pushing to us. Sent on every duplicate push, not only the first: a repeat means our
+    /// earlier prune was lost. A gossip peer is kept while we push to `eager_min_peers` or
+    /// fewer (the floor). Neither a shortcut nor the tree's copy of what came first by one
+    /// prunes (module doc), nor a duplicate where either copy (`hops` from its origin, the
+    /// first `first_hops`) came by the early flood: that race says nothing of the tree.
     pub(super) fn on_duplicate_push(
         &mut self,
         from: &PeerId,
         id: &TxId,
         shortcut: bool,
         lag: Duration,
+        (hops, first_hops): (u32, u32),
     ) {
         self.stats.duplicate_pushes += 1;
         if shortcut {
@@ -131,17 +147,34 @@ impl Gossip {
             self.stats.prunes_withheld += 1;
             return;
         }
+        if self.floods(hops) || self.floods(first_hops) {
+            self.stats.flood_duplicates += 1;
+            return;
+        }
         let ours = self.peers.binary_search(from).is_ok();
-        let floor = if lag >= self.config.slow_push_lag {
-            self.config.slow_push_floor.min(self.config.eager_min_peers)
-        } else {
-            self.config.eager_min_peers
-        };
-        if ours && self.is_eager(from) && self.eager_count() <= floor {
+        if ours && self.is_eager(from) && self.keeps(from, lag) {
             self.stats.prunes_withheld += 1;
             return;
         }
         self.prune(from);
+    }
+
+    /// Whether an eager gossip peer whose duplicate came `lag` behind the first copy stays
+    /// eager: while we push to the floor or fewer (with relays, `relay.rs` decides).
+    fn keeps(&self, from: &PeerId, lag: Duration) -> bool {
+        if self.config.relay_percent > 0 {
+            return self.relay_keeps(from, lag);
+        }
+        self.eager_count() <= self.floor_after(lag)
+    }
+
+    /// The eager links a duplicate `lag` behind the first copy does not prune below.
+    pub(super) fn floor_after(&self, lag: Duration) -> usize {
+        if lag >= self.config.slow_push_lag {
+            self.config.slow_push_floor.min(self.config.eager_min_peers)
+        } else {
+            self.config.eager_min_peers
+        }
     }
 
     fn prune(&mut self, from: &PeerId) {
@@ -204,7 +237,9 @@ impl Gossip {
             // None: the push came (or it was fetched otherwise) meanwhile.
             if let Some(announcer) = self.stop_awaiting(&id) {
                 self.stats.pushes_missed += 1;
-                self.graft(announcer);
+                if let Some(to) = self.graft_target(announcer) {
+                    self.graft(to);
+                }
             }
         }
     }
@@ -234,31 +269,6 @@ mod tests {
             eager_min_peers: 0,
             ..quiet()
         }
-    }
-
-    fn push_of(n: usize) -> GossipMessage {
-        GossipMessage::Push {
-            entry: entry(n, 1),
-            body: body(n),
-        }
-    }
-
-    fn pushed_to(out: &[Output]) -> Vec<PeerId> {
-        let mut to: Vec<PeerId> = sends(out)
-            .into_iter()
-            .filter(|(_, m)| matches!(m, GossipMessage::Push { .. }))
-            .map(|(to, _)| to)
-            .collect();
-        to.sort();
-        to
-    }
-
-    fn sent(out: &[Output], kind: GossipMessage) -> Vec<PeerId> {
-        sends(out)
-            .into_iter()
-            .filter(|(_, m)| *m == kind)
-            .map(|(to, _)| to)
-            .collect()
     }
 
     #[test]
@@ -601,5 +611,69 @@ mod tests {
             sent.iter().map(|(to, e)| (to.clone(), e.len())).collect();
         assert_eq!(sizes, vec![(id(1), 1), (id(2), 2)]);
         assert!(flush(&mut g, ms(1101)).is_empty(), "nothing left waiting");
+    }
+
+    #[test]
+    fn an_early_push_goes_to_every_peer_and_its_duplicates_prune_nothing() {
+        let config = GossipConfig {
+            flood_push_hops: 2,
+            ..tree()
+        };
+        let mut g = node(0, 1..=4, config);
+        g.handle_message(&id(3), GossipMessage::Prune, ms(0));
+        g.handle_message(&id(4), GossipMessage::Prune, ms(0));
+        g.submit(body(1), None, ms(1)).expect("valid");
+        let all = vec![id(1), id(2), id(3), id(4)];
+        assert_eq!(pushed_to(&drain(&mut g)), all, "hop 1: eager and lazy");
+        // Hop 2 in, so hop 3 out: the tree only.
+        g.handle_message(&id(1), push_at(2, 2), ms(2));
+        assert_eq!(pushed_to(&drain(&mut g)), vec![id(2)]);
+        // A tree push behind a copy that came by the flood prunes nothing...
+        g.handle_message(&id(2), push_at(2, 5), ms(3));
+        assert!(sent(&drain(&mut g), GossipMessage::Prune).is_empty());
+        // ...nor does a flood push behind a tree push.
+        g.handle_message(&id(1), push_at(3, 3), ms(4));
+        g.handle_message(&id(2), push_at(3, 1), ms(5));
+        assert!(sent(&drain(&mut g), GossipMessage::Prune).is_empty());
+        assert_eq!(g.stats().flood_duplicates, 2);
+        // Behind a tree push, a tree push's duplicate prunes as ever.
+        g.handle_message(&id(1), push_at(4, 3), ms(6));
+        g.handle_message(&id(2), push_at(4, 4), ms(7));
+        assert_eq!(sent(&drain(&mut g), GossipMessage::Prune), vec![id(2)]);
+    }
+
+    #[test]
+    fn without_the_early_flood_a_submission_goes_to_the_eager_peers_only() {
+        let mut g = node(0, 1..=3, tree());
+        g.handle_message(&id(3), GossipMessage::Prune, ms(0));
+        g.submit(body(1), None, ms(1)).expect("valid");
+        assert_eq!(pushed_to(&drain(&mut g)), vec![id(1), id(2)]);
+        // Hop-1 duplicates prune when the flood is off.
+        g.handle_message(&id(1), push_of(2), ms(2));
+        g.handle_message(&id(2), push_of(2), ms(3));
+        assert_eq!(sent(&drain(&mut g), GossipMessage::Prune), vec![id(2)]);
+        assert_eq!(g.stats().flood_duplicates, 0);
+    }
+
+    #[test]
+    fn lazy_announcements_go_to_a_peer_with_some_waiting_when_asked() {
+        let config = GossipConfig {
+            fanout: FanoutMode::Fixed(6),
+            pushed_announce_peers: 1,
+            lazy_flush_interval: Duration::from_millis(500),
+            lazy_same_peer: true,
+            ..tree()
+        };
+        let mut g = node(0, 1..=6, config);
+        for n in 2..=6 {
+            g.handle_message(&id(n), GossipMessage::Prune, ms(0));
+        }
+        for n in 1..=4 {
+            g.submit(body(n), None, ms(n as u64)).expect("valid");
+            assert_eq!(pushed_to(&drain(&mut g)), vec![id(1)]);
+        }
+        let sent = announces(&flush(&mut g, ms(501)));
+        assert_eq!(sent.len(), 1, "one lazy peer, one message: {sent:?}");
+        assert_eq!(sent[0].1.len(), 4);
     }
 }

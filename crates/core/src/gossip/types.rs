@@ -275,6 +275,9 @@ pub struct GossipStats {
     pub shortcuts_received: u64,
     /// Ids of shortcut first copies forgotten, the oldest, to keep at most `MAX_SHORTCUTS`.
     pub shortcuts_forgotten: u64,
+    /// Duplicate pushes where either copy came by the early flood (`flood_push_hops`):
+    /// not answered by a prune.
+    pub flood_duplicates: u64,
     /// Bodies (fetched or pushed) of hashes already known when they arrived.
     pub duplicate_bodies: u64,
     pub fetches: u64,

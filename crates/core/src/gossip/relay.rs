@@ -1,0 +1,214 @@
+//! Relays and leaves: a skewed eager graph (off unless `relay_percent` > 0).
+//!
+//! Flooding an eager graph of mean degree d costs about d - 1 duplicate bodies per node, and a
+//! uniform floor of eager links keeps d >= 3. Here a share of the nodes, picked by a hash of
+//! their id (so every node tells who is a relay without a message), are *relays*: among
+//! themselves they keep the usual floors (`eager_min_peers`, `slow_push_floor`), a mesh
+//! shallow and redundant enough to carry every transaction quickly. Every other node is a
+//! *leaf*: it keeps `leaf_eager_peers` eager relays (those whose copies come first) and
+//! prunes every other duplicate push, so most nodes get each body about once. A relay never
+//! prunes a leaf (the leaf chooses its relays); a leaf with no eager relay keeps its other
+//! links to that many. No state beyond the tree's: who is a relay is computed.
+
+use std::time::Duration;
+
+use super::Gossip;
+use crate::model::PeerId;
+
+impl Gossip {
+    /// Whether `peer` is a relay: FNV-1a of its id, modulo 100, below `relay_percent`.
+    pub(super) fn is_relay(&self, peer: &PeerId) -> bool {
+        let hash = peer
+            .as_str()
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            });
+        hash % 100 < u64::from(self.config.relay_percent)
+    }
+
+    /// Whether relays are on and we are a leaf.
+    pub(super) fn is_leaf(&self) -> bool {
+        self.config.relay_percent > 0 && !self.is_relay(&self.self_id)
+    }
+
+    /// Whom to graft when a push announced by `announcer` did not come: the announcer, but
+    /// a leaf grafts only relays, and only while it has fewer eager relays than it keeps (a
+    /// miss with enough of them was a lost or slow push, and a graft would only bring
+    /// duplicates): the announcer if it is one, else the first lazy relay among its peers.
+    pub(super) fn graft_target(&self, announcer: PeerId) -> Option<PeerId> {
+        if !self.is_leaf() || self.is_relay(&announcer) {
+            return (!self.is_leaf() || self.eager_relays() < self.config.leaf_eager_peers)
+                .then_some(announcer);
+        }
+        if self.eager_relays() >= self.config.leaf_eager_peers {
+            return None;
+        }
+        let relay = self
+            .peers
+            .iter()
+            .find(|p| !self.is_eager(p) && self.is_relay(p));
+        Some(relay.cloned().unwrap_or(announcer))
+    }
+
+    /// A peer joined the gossip peers: it starts eager (every peer does without relays),
+    /// but a leaf's new leaf peer starts lazy: the link would be pruned at its first
+    /// duplicate, each such link costing a body to learn it.
+    pub(super) fn start_tree_peer(&mut self, peer: &PeerId) {
+        if self.is_leaf() && !self.is_relay(peer) {
+            self.lazy.insert(peer.clone());
+        }
+    }
+
+    /// Eager gossip peers that are relays.
+    fn eager_relays(&self) -> usize {
+        self.peers
+            .iter()
+            .filter(|p| self.is_eager(p) && self.is_relay(p))
+            .count()
+    }
+
+    /// Whether the eager peer `from`, whose duplicate push came `lag` behind the first copy,
+    /// stays eager.
+    pub(super) fn relay_keeps(&self, from: &PeerId, lag: Duration) -> bool {
+        let me = self.is_relay(&self.self_id);
+        match (me, self.is_relay(from)) {
+            (true, true) => self.eager_relays() <= self.floor_after(lag),
+            (true, false) => true,
+            (false, true) => self.eager_relays() <= self.config.leaf_eager_peers,
+            (false, false) => {
+                self.eager_relays() == 0 && self.eager_count() <= self.config.leaf_eager_peers
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::super::test_util::*;
+    use super::super::*;
+
+    /// Push on, half the nodes relays, no floor for quick duplicates, a slow floor of 2.
+    fn relays() -> GossipConfig {
+        GossipConfig {
+            eager_push_max_size: 1024,
+            eager_push_peers: 16,
+            eager_min_peers: 16,
+            slow_push_lag: Duration::from_millis(100),
+            slow_push_floor: 2,
+            relay_percent: 50,
+            ..quiet()
+        }
+    }
+
+    /// The first `n` node numbers from 1 on that are relays (`true`) or leaves.
+    fn numbers(relay: bool, n: usize) -> Vec<usize> {
+        let probe = node(0, [], relays());
+        (1..)
+            .filter(|&k| probe.is_relay(&id(k)) == relay)
+            .take(n)
+            .collect()
+    }
+
+    /// A node that is a relay (`true`) or a leaf, with gossip peers `peers`.
+    fn member(relay: bool, peers: &[usize]) -> Gossip {
+        let me = *numbers(relay, 99)
+            .iter()
+            .find(|k| !peers.contains(k))
+            .expect("one is free");
+        node(me, peers.iter().copied(), relays())
+    }
+
+    #[test]
+    fn the_hash_picks_about_the_share_asked_and_off_picks_none() {
+        let probe = node(0, [], relays());
+        let picked = (0..1000).filter(|&k| probe.is_relay(&id(k))).count();
+        assert!((400..600).contains(&picked), "{picked} of 1000");
+        let off = node(0, [], tree_off());
+        assert!((0..1000).all(|k| !off.is_relay(&id(k))));
+        assert!(!off.is_leaf());
+    }
+
+    fn tree_off() -> GossipConfig {
+        GossipConfig {
+            relay_percent: 0,
+            ..relays()
+        }
+    }
+
+    #[test]
+    fn a_leaf_keeps_one_relay_and_prunes_every_other_duplicate() {
+        let r = numbers(true, 2);
+        let l = numbers(false, 2);
+        let mut g = member(false, &[r[0], r[1], l[0], l[1]]);
+        assert!(g.is_leaf());
+        g.submit(body(1), None, ms(0)).expect("valid");
+        let mut both = vec![id(r[0]), id(r[1])];
+        both.sort();
+        assert_eq!(pushed_to(&drain(&mut g)), both, "leaf peers start lazy");
+        // A quick duplicate from the second relay: pruned, one relay is enough.
+        g.handle_message(&id(r[0]), push_of(2), ms(1));
+        g.handle_message(&id(r[1]), push_of(2), ms(2));
+        assert_eq!(sent(&drain(&mut g), GossipMessage::Prune), vec![id(r[1])]);
+        // The last eager relay is kept, whatever came first; a leaf is pruned.
+        g.handle_message(&id(l[0]), push_of(3), ms(3));
+        g.handle_message(&id(r[0]), push_of(3), ms(400));
+        g.handle_message(&id(l[1]), push_of(3), ms(401));
+        assert_eq!(sent(&drain(&mut g), GossipMessage::Prune), vec![id(l[1])]);
+        assert_eq!(g.eager_peers(), (1, 1));
+    }
+
+    #[test]
+    fn relays_keep_their_floor_among_relays_and_never_prune_a_leaf() {
+        let r = numbers(true, 3);
+        let l = numbers(false, 1);
+        let mut g = member(true, &[r[0], r[1], r[2], l[0]]);
+        assert!(g.relays());
+        g.handle_message(&id(r[0]), push_of(1), ms(0));
+        drain(&mut g);
+        // Slow duplicates: the leaf stays, relays go down to the slow floor of 2.
+        for from in [l[0], r[1], r[2]] {
+            g.handle_message(&id(from), push_of(1), ms(300));
+        }
+        assert_eq!(sent(&drain(&mut g), GossipMessage::Prune), vec![id(r[1])]);
+        assert_eq!(g.eager_peers(), (3, 2));
+    }
+
+    #[test]
+    fn a_leaf_grafts_a_relay_only_when_it_has_none() {
+        let r = numbers(true, 1);
+        let l = numbers(false, 1);
+        let mut g = member(false, &[r[0], l[0]]);
+        g.handle_message(&id(r[0]), GossipMessage::Prune, ms(0));
+        // Announced by the leaf, not pushed: pulled from it, the relay grafted.
+        g.handle_message(&id(l[0]), announce(vec![entry(1, 3)]), ms(1));
+        g.handle_timeout(ms(81));
+        let out = drain(&mut g);
+        assert_eq!(fetches(&out), vec![(id(l[0]), entry(1, 3).id)]);
+        assert_eq!(sent(&out, GossipMessage::Graft), vec![id(r[0])]);
+        // With an eager relay, a missed push is pulled without a graft.
+        g.handle_message(&id(l[0]), announce(vec![entry(2, 3)]), ms(100));
+        g.handle_timeout(ms(180));
+        let out = drain(&mut g);
+        assert_eq!(fetches(&out).len(), 1);
+        assert!(sent(&out, GossipMessage::Graft).is_empty());
+    }
+
+    #[test]
+    fn a_leaf_that_pushes_to_no_one_announces_to_pushed_announce_peers() {
+        let r = numbers(true, 1);
+        let l = numbers(false, 4);
+        let config = GossipConfig {
+            fanout: FanoutMode::Fixed(6),
+            pushed_announce_peers: 1,
+            ..relays()
+        };
+        let me = numbers(false, 5)[4];
+        let mut g = node(me, [r[0], l[0], l[1], l[2], l[3]], config);
+        g.handle_message(&id(r[0]), push_of(1), ms(0));
+        assert!(pushed_to(&drain(&mut g)).is_empty());
+        assert_eq!(announces(&flush(&mut g, ms(1))).len(), 1, "not 4");
+    }
+}
