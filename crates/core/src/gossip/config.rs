@@ -166,7 +166,7 @@ impl Default for GossipConfig {
             lazy_flush_interval: fetch::LAZY_FLUSH_INTERVAL,
             flood_push_hops: fetch::FLOOD_PUSH_HOPS,
             relay_percent: fetch::RELAY_PERCENT,
-            lazy_same_peer: false,
+            lazy_same_peer: fetch::LAZY_SAME_PEER,
             leaf_eager_peers: fetch::LEAF_EAGER_PEERS,
             eager_push_max_rate: fetch::EAGER_PUSH_MAX_RATE,
             origin_push_peers: 0,
@@ -289,9 +289,18 @@ mod fetch {
     // Batched lazy announcements with the above: 200 ms saved ~55 B (1,000 nodes) for
     // +70 ms; 500 ms ~70 B for +160 ms (10,000 nodes: t99 p95 up to 1.51 s).
     pub const LAZY_FLUSH_INTERVAL: Duration = Duration::ZERO;
-    // Off (session 12 of crates/sim/README.md has what it does with the tree).
+    // The next four are off (session 12 of crates/sim/README.md). With the session 11
+    // knobs above (fast3-a1), sorcha-peer-sim tree.toml, 10,000 nodes, seeds 1-3, t99 p95 /
+    // gossip B/node/tx with framing: fast3-a1 1.09-1.29 s / 919-934; with lazy
+    // announcements batched 200 ms to one peer (LAZY_SAME_PEER) 1.29-1.42 s / 827-832;
+    // plus the flood to hop 2 1.15-1.34 s / 828-844, but at 100 nodes (attack.toml) nodes
+    // it leaves with no eager link wait for anti-entropy (t100 max 2-6 s); plus 70 % relays
+    // 1.37-1.70 s / 762-773.
+    pub const LAZY_SAME_PEER: bool = false;
     pub const FLOOD_PUSH_HOPS: u32 = 0;
     pub const RELAY_PERCENT: u32 = 0;
+    // A leaf with two eager relays gets each body about twice: 1,000 nodes, 30 % relays,
+    // gossip 718 B with one, 982 B with two.
     pub const LEAF_EAGER_PEERS: usize = 1;
     // No limit: the simulator's figures are the tree's alone. The daemon sets its own
     // (`Config::gossip`), measured in the lab.
