@@ -254,21 +254,6 @@ impl Gossip {
         self.in_flight
     }
 
-    /// Gossip peers we push to (the eager tree's links at this node), and of them relays
-    /// (`relay.rs`; 0 when relays are off).
-    pub fn eager_peers(&self) -> (usize, usize) {
-        let relays = self
-            .peers
-            .iter()
-            .filter(|p| self.is_eager(p) && self.is_relay(p));
-        (self.eager_count(), relays.count())
-    }
-
-    /// Whether this node is a relay (`relay.rs`).
-    pub fn relays(&self) -> bool {
-        self.is_relay(&self.self_id)
-    }
-
     pub fn stats(&self) -> &GossipStats {
         &self.stats
     }

@@ -16,6 +16,17 @@ use super::Gossip;
 use crate::model::PeerId;
 
 impl Gossip {
+    /// Gossip peers we push to (the eager tree's links at this node), and of them relays
+    /// (0 when relays are off).
+    pub fn eager_peers(&self) -> (usize, usize) {
+        (self.eager_count(), self.eager_relays())
+    }
+
+    /// Whether this node is a relay.
+    pub fn relays(&self) -> bool {
+        self.is_relay(&self.self_id)
+    }
+
     /// Whether `peer` is a relay: FNV-1a of its id, modulo 100, below `relay_percent`.
     pub(super) fn is_relay(&self, peer: &PeerId) -> bool {
         let hash = peer
