@@ -291,11 +291,11 @@ mod fetch {
     pub const LAZY_FLUSH_INTERVAL: Duration = Duration::ZERO;
     // The next four are off (session 12 of crates/sim/README.md). With the session 11
     // knobs above (fast3-a1), sorcha-peer-sim tree.toml, 10,000 nodes, seeds 1-3, t99 p95 /
-    // gossip B/node/tx with framing: fast3-a1 1.09-1.29 s / 919-934; with lazy
-    // announcements batched 200 ms to one peer (LAZY_SAME_PEER) 1.29-1.42 s / 827-832;
-    // plus the flood to hop 2 1.15-1.34 s / 828-844, but at 100 nodes (attack.toml) nodes
-    // it leaves with no eager link wait for anti-entropy (t100 max 2-6 s); plus 70 % relays
-    // 1.37-1.70 s / 762-773.
+    // gossip B/node/tx with framing: fast3-a1 1.15-1.26 s / 916-941; with lazy
+    // announcements batched 200 ms to one peer (LAZY_SAME_PEER) 1.25-1.39 s / 821-841; plus
+    // the flood to hop 2, 1.20-1.36 s / 833-841, but at 100 nodes (attack.toml) it leaves
+    // nodes with no eager link, waiting for anti-entropy (t100 max 2-5 s); plus 80 % relays
+    // 1.33-1.45 s / 776-804, with the flood's tail.
     pub const LAZY_SAME_PEER: bool = false;
     pub const FLOOD_PUSH_HOPS: u32 = 0;
     pub const RELAY_PERCENT: u32 = 0;
