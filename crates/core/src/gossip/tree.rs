@@ -35,12 +35,11 @@
 //! ids). The receiver's own relays of it may still meet the tree's copies as duplicates
 //! (the floor holds most of those prunes back; `crates/sim/README.md`, session 12).
 //!
-//! Two more, also off by default (session 12 of the README): the *early flood* pushes a body to every
-//! gossip peer, eager or lazy, while its hop count is at most `flood_push_hops`, seeding the
-//! tree in many places at once (the duplicates it causes prune nothing), and *relays*
-//! (`relay.rs`) skew the eager graph: a mesh among a share of the nodes, one eager link for
-//! the rest.
-//!
+//! Two more, also off by default (session 12 of the README, `tree3`): the *early flood*
+//! pushes a body to every gossip peer, eager or lazy, while its hop count is at most
+//! `flood_push_hops`, seeding the tree in many places at once (the duplicates it causes
+//! prune nothing), and *relays* (`relay.rs`) skew the eager graph: a mesh among a share of
+//! the nodes, one eager link for the rest.
 //!
 //! State: `Gossip::lazy` (a subset of the gossip peers, so bounded by them),
 //! `Gossip::graft_wait` (ids waiting for their push, at most `max_pending`) and
