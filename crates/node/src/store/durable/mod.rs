@@ -84,6 +84,21 @@ pub struct Limits {
     pub retry_delay: Duration,
 }
 
+#[cfg(test)]
+impl Limits {
+    /// Small bounds for unit tests: 100 rows, 1 MiB, 10 queued, 3 retries 1 s apart.
+    pub(crate) fn small() -> Self {
+        Self {
+            max_transactions: 100,
+            max_bytes: 1 << 20,
+            ttl: Duration::from_secs(3600),
+            max_queued: 10,
+            max_retries: 3,
+            retry_delay: Duration::from_secs(1),
+        }
+    }
+}
+
 /// A transaction to write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewTx {

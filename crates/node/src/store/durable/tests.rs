@@ -3,14 +3,7 @@ use std::time::Duration;
 use super::*;
 
 fn limits() -> Limits {
-    Limits {
-        max_transactions: 100,
-        max_bytes: 1 << 20,
-        ttl: Duration::from_secs(3600),
-        max_queued: 10,
-        max_retries: 3,
-        retry_delay: Duration::from_secs(1),
-    }
+    Limits::small()
 }
 
 fn tx(body: &[u8], at: u64) -> NewTx {

@@ -181,15 +181,7 @@ mod tests {
     #[tokio::test]
     async fn only_acknowledgements_asked_on_the_stream_confirm_queued_rows() {
         let dir = tempfile::tempdir().unwrap();
-        let limits = Limits {
-            max_transactions: 100,
-            max_bytes: 1 << 20,
-            ttl: Duration::from_secs(3600),
-            max_queued: 10,
-            max_retries: 3,
-            retry_delay: Duration::from_secs(1),
-        };
-        let db = TxDb::open_in(dir.path(), Durability::Full, limits).unwrap();
+        let db = TxDb::open_in(dir.path(), Durability::Full, Limits::small()).unwrap();
         let (ours, other) = (
             queued(&db, b"asked of it"),
             queued(&db, b"pushed elsewhere"),
