@@ -242,21 +242,19 @@ impl Gossip {
             return;
         }
         let shortcut = self.is_shortcut(from, &entry);
+        if shortcut {
+            self.stats.shortcuts_received += 1;
+        }
         if self.dedup.contains(&entry.id, &mut self.stats) {
             self.stats.duplicate_bodies += 1;
-            let first = self
-                .dedup
-                .get(&entry.id)
-                .map(|k| (now.since(k.seen_at), k.hops));
-            let (lag, first_hops) = first.unwrap_or_default();
-            self.on_duplicate_push(from, &entry.id, shortcut, lag, (entry.hops, first_hops));
+            self.on_duplicate_push(from, &entry, shortcut, now);
             return;
         }
-        if shortcut {
-            self.note_shortcut(entry.id);
-        }
-        let origin = Origin::Peer(from.clone());
+        let (id, origin) = (entry.id, Origin::Peer(from.clone()));
         self.accept(hash, body, entry.register_id, origin, entry.hops, now);
+        if shortcut {
+            self.dedup.mark_shortcut(&id);
+        }
     }
 
     pub(super) fn bad_body(&mut self, from: &PeerId, id: TxId) {

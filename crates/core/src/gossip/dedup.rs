@@ -84,6 +84,8 @@ pub(super) struct KnownTx {
     pub(super) seen_at: Instant,
     /// Hops of the copy we took (0: submitted or restored here), for the tree's rules.
     pub(super) hops: u32,
+    /// The copy we took was an origin's shortcut push (`tree.rs`).
+    pub(super) by_shortcut: bool,
 }
 
 impl KnownTx {
@@ -162,6 +164,13 @@ impl Dedup {
 
     pub(super) fn get(&self, id: &TxId) -> Option<&KnownTx> {
         self.known.get(id)
+    }
+
+    /// Notes that the copy of `id` we took came by an origin's shortcut.
+    pub(super) fn mark_shortcut(&mut self, id: &TxId) {
+        if let Some(known) = self.known.get_mut(id) {
+            known.by_shortcut = true;
+        }
     }
 
     /// Remembers a new id, forgetting the oldest (counted) when full.
@@ -287,6 +296,7 @@ mod tests {
             register_id: None,
             seen_at: Instant::from_millis(at),
             hops: 0,
+            by_shortcut: false,
         }
     }
 

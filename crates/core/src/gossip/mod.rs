@@ -169,8 +169,6 @@ pub struct Gossip {
     graft_wait: VecDeque<(Instant, TxId)>,
     /// The rate of accepted transactions, which pauses the push when high (`pace.rs`).
     pace: pace::Pace,
-    /// Ids whose first copy came by an origin's shortcut push (`tree.rs`).
-    shortcuts: tree::Shortcuts,
 }
 
 impl Gossip {
@@ -213,7 +211,6 @@ impl Gossip {
             lazy: BTreeSet::new(),
             graft_wait: VecDeque::new(),
             pace: pace::Pace::default(),
-            shortcuts: tree::Shortcuts::default(),
         };
         if let Some(every) = this.config.anti_entropy_interval {
             this.schedule(now.saturating_add(every), Timer::AntiEntropy);
@@ -360,6 +357,7 @@ impl Gossip {
             register_id,
             seen_at: now.mono,
             hops: 0,
+            by_shortcut: false,
         };
         self.dedup.insert(id, known, &mut self.stats);
         true
@@ -487,6 +485,7 @@ impl Gossip {
             register_id: register_id.clone(),
             seen_at: now,
             hops,
+            by_shortcut: false,
         };
         self.dedup.insert(id, known, &mut self.stats);
         self.stats.accepted += 1;

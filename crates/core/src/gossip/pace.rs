@@ -115,12 +115,7 @@ mod tests {
     fn a_busy_node_pushes_only_its_own_and_waits_for_no_push() {
         use super::super::test_util::*;
         use super::super::{GossipConfig, GossipMessage};
-        let pushes = |out: &[super::super::Output]| {
-            sends(out)
-                .into_iter()
-                .filter(|(_, m)| matches!(m, GossipMessage::Push { .. }))
-                .count()
-        };
+        let pushes = |out: &[super::super::Output]| pushed_to(out).len();
         let config = GossipConfig {
             eager_push_max_size: 1024,
             eager_min_peers: 0,

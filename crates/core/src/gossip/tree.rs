@@ -31,8 +31,8 @@
 //! so they start down several branches of the tree at once and the last nodes are nearer.
 //! The tree must not learn from it: a shortcut push (one hop from its origin, from a peer
 //! that is lazy for us) prunes nothing when it is the duplicate, and when it came first the
-//! tree's own copy that follows prunes nothing either (`Gossip::shortcuts` remembers such
-//! ids). The receiver's own relays of it may still meet the tree's copies as duplicates
+//! tree's own copy that follows prunes nothing either (the known transaction says so,
+//! `KnownTx::by_shortcut`). The receiver's own relays of it may still meet the tree's copies as duplicates
 //! (the floor holds most of those prunes back; `crates/sim/README.md`, session 12).
 //!
 //! Two more, also off by default (session 12 of the README, `tree3`): the *early flood*
@@ -41,27 +41,14 @@
 //! prune nothing), and *relays* (`relay.rs`) skew the eager graph: a mesh among a share of
 //! the nodes, one eager link for the rest.
 //!
-//! State: `Gossip::lazy` (a subset of the gossip peers, so bounded by them),
-//! `Gossip::graft_wait` (ids waiting for their push, at most `max_pending`) and
-//! `Gossip::shortcuts` (at most [`MAX_SHORTCUTS`] ids, the oldest forgotten).
+//! State: `Gossip::lazy` (a subset of the gossip peers, so bounded by them) and
+//! `Gossip::graft_wait` (ids waiting for their push, at most `max_pending`).
 
-use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
 
 use super::{AnnounceEntry, Gossip, GossipMessage, Output, Timer};
 use crate::model::{PeerId, TxId};
 use crate::time::Instant;
-
-/// Ids of shortcut first copies remembered at most: the tree's copies follow within a few
-/// hops' time, and at 1,000 tx/s this is seconds of them.
-pub const MAX_SHORTCUTS: usize = 4096;
-
-/// Ids whose first copy came by an origin's shortcut, oldest first.
-#[derive(Debug, Default)]
-pub(super) struct Shortcuts {
-    ids: HashSet<TxId>,
-    order: VecDeque<TxId>,
-}
 
 impl Gossip {
     /// Whether a body of `size` bytes goes by eager push, so an announcement of it waits for
@@ -102,51 +89,36 @@ impl Gossip {
             && !self.is_eager(from)
     }
 
-    /// Remembers that `id`'s first copy came by a shortcut.
-    pub(super) fn note_shortcut(&mut self, id: TxId) {
-        self.stats.shortcuts_received += 1;
-        let s = &mut self.shortcuts;
-        if s.order.len() >= MAX_SHORTCUTS
-            && let Some(oldest) = s.order.pop_front()
-        {
-            s.ids.remove(&oldest);
-            self.stats.shortcuts_forgotten += 1;
-        }
-        if s.ids.insert(id) {
-            s.order.push_back(id);
-        }
-    }
-
     /// Whether a push `hops` from its origin (1: the origin's own) goes to every gossip
     /// peer (`flood_push_hops`).
     pub(super) fn floods(&self, hops: u32) -> bool {
         (1..=self.config.flood_push_hops).contains(&hops)
     }
 
-    /// A body `from` pushed was known already, since a copy `lag` ago: tell it to stop
-    /// pushing to us. Sent on every duplicate push, not only the first: a repeat means our
-    /// earlier prune was lost. A gossip peer is kept while we push to `eager_min_peers` or
-    /// fewer (the floor). Neither a shortcut nor the tree's copy of what came first by one
-    /// prunes (module doc), nor a duplicate where either copy (`hops` from its origin, the
-    /// first `first_hops`) came by the early flood: that race says nothing of the tree.
+    /// A body `from` pushed (`entry`) was known already: tell it to stop pushing to us. Sent
+    /// on every duplicate push, not only the first: a repeat means our earlier prune was
+    /// lost. A gossip peer is kept while we push to `eager_min_peers` or fewer (the floor), or
+    /// `slow_push_floor` for a copy `slow_push_lag` behind the first. Neither a `shortcut`
+    /// nor the tree's copy of what came first by one prunes (module doc), nor a duplicate
+    /// where either copy came by the early flood: that race says nothing of the tree.
     pub(super) fn on_duplicate_push(
         &mut self,
         from: &PeerId,
-        id: &TxId,
+        entry: &AnnounceEntry,
         shortcut: bool,
-        lag: Duration,
-        (hops, first_hops): (u32, u32),
+        now: Instant,
     ) {
         self.stats.duplicate_pushes += 1;
-        if shortcut {
-            self.stats.shortcuts_received += 1;
+        let (lag, first_hops, by_shortcut) = self
+            .dedup
+            .get(&entry.id)
+            .map(|k| (now.since(k.seen_at), k.hops, k.by_shortcut))
+            .unwrap_or_default();
+        if shortcut || by_shortcut {
+            self.stats.prunes_withheld += u64::from(!shortcut);
             return;
         }
-        if self.shortcuts.ids.contains(id) {
-            self.stats.prunes_withheld += 1;
-            return;
-        }
-        if self.floods(hops) || self.floods(first_hops) {
+        if self.floods(entry.hops) || self.floods(first_hops) {
             self.stats.flood_duplicates += 1;
             return;
         }
@@ -422,21 +394,6 @@ mod tests {
         plain.handle_message(&id(1), push_of(5), ms(1));
         plain.handle_message(&id(3), push_of(5), ms(2));
         assert_eq!(sent(&drain(&mut plain), GossipMessage::Prune), vec![id(3)]);
-    }
-
-    #[test]
-    fn shortcut_ids_are_bounded() {
-        let config = GossipConfig {
-            origin_push_peers: 1,
-            ..tree()
-        };
-        let mut g = node(0, 1..=3, config);
-        for n in 0..=super::MAX_SHORTCUTS {
-            g.note_shortcut(crate::model::TxHash::of(&n.to_le_bytes()).id());
-        }
-        assert_eq!(g.shortcuts.ids.len(), super::MAX_SHORTCUTS);
-        assert_eq!(g.shortcuts.order.len(), super::MAX_SHORTCUTS);
-        assert_eq!(g.stats().shortcuts_forgotten, 1);
     }
 
     #[test]

@@ -273,8 +273,6 @@ pub struct GossipStats {
     pub shortcuts_sent: u64,
     /// Pushes taken as an origin's shortcut (`tree.rs`), new or duplicate.
     pub shortcuts_received: u64,
-    /// Ids of shortcut first copies forgotten, the oldest, to keep at most `MAX_SHORTCUTS`.
-    pub shortcuts_forgotten: u64,
     /// Duplicate pushes where either copy came by the early flood (`flood_push_hops`):
     /// not answered by a prune.
     pub flood_duplicates: u64,
