@@ -131,6 +131,17 @@ impl PeerId {
         &self.text
     }
 
+    /// Whether this id is among the `percent` % of ids that are relays (FNV-1a of its text,
+    /// modulo 100, below `percent`; 0 picks none): how every node tells who is a relay
+    /// without a message (`GossipConfig::relay_percent`). A deployment would advertise the
+    /// role instead; the hash stands in for it in the simulator.
+    pub fn in_relay_share(&self, percent: u32) -> bool {
+        let hash = self.text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        hash % 100 < u64::from(percent)
+    }
+
     /// Whether this id has the form of an id derived from a key (lowercase hex of
     /// `DERIVED_ID_BYTES` bytes), so a certificate can prove it. A name an operator gave
     /// (`node_id`, Sorcha's `node_...`) cannot be proven by any certificate.

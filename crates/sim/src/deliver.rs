@@ -49,7 +49,7 @@ impl World {
         let epoch = self.nodes[n].epoch;
         let bytes = wire::request_len(&request, &self.nodes[n].id, now);
         let kind = membership_kind(&request);
-        self.rec.traffic().add(kind, bytes, Carriage::CallRequest);
+        self.count_traffic(n, kind, bytes, Carriage::CallRequest);
         self.rec.count(match request {
             Request::Register { .. } => "requests_register",
             Request::GetPeerList { .. } => "requests_get_peer_list",
@@ -151,7 +151,7 @@ impl World {
             }
             _ => wire::ERROR_LEN,
         };
-        self.rec.traffic().add(kind, bytes, Carriage::CallAnswer);
+        self.count_traffic(to, kind, bytes, Carriage::CallAnswer);
         let now = self.now;
         match self.net.transit(to, from, bytes) {
             Transit::Arrives(d) if now.saturating_add(d) <= deadline => {
@@ -269,12 +269,12 @@ impl World {
         let bytes = match &result {
             Ok(body) => {
                 let bytes = answer_len(id, Some(body));
-                self.rec.traffic().add(Kind::Bodies, bytes, carriage);
+                self.count_traffic(to, Kind::Bodies, bytes, carriage);
                 bytes
             }
             Err(_) => {
                 let bytes = answer_len(id, None);
-                self.rec.traffic().add(Kind::FetchRequests, bytes, carriage);
+                self.count_traffic(to, Kind::FetchRequests, bytes, carriage);
                 bytes
             }
         };

@@ -80,6 +80,20 @@ pub enum Kind {
 }
 
 impl Traffic {
+    /// `self` less `part` (a part of it), kind by kind.
+    pub fn minus(&self, part: &Traffic) -> Traffic {
+        Traffic {
+            announcements: self.announcements - part.announcements,
+            anti_entropy: self.anti_entropy - part.anti_entropy,
+            fetch_requests: self.fetch_requests - part.fetch_requests,
+            bodies: self.bodies - part.bodies,
+            membership: self.membership - part.membership,
+            tree: self.tree - part.tree,
+            heartbeats: self.heartbeats - part.heartbeats,
+            framing: self.framing - part.framing,
+        }
+    }
+
     /// The messages' bytes (protobuf and gRPC prefix), framing left out.
     pub fn total(&self) -> u64 {
         self.announcements
@@ -152,6 +166,8 @@ pub struct Recorder {
     pub warmup: Traffic,
     /// Traffic from the first submission on.
     pub measured: Traffic,
+    /// Of `measured`, what relays sent (`GossipConfig::relay_percent`; empty without relays).
+    pub measured_by_relays: Traffic,
     pub measuring_since: Option<Timestamp>,
     pub bodies_received: u64,
     pub counters: BTreeMap<&'static str, u64>,
@@ -171,11 +187,14 @@ impl Recorder {
         *self.counters.entry(name).or_default() += n;
     }
 
-    pub fn traffic(&mut self) -> &mut Traffic {
-        if self.measuring_since.is_some() {
-            &mut self.measured
-        } else {
-            &mut self.warmup
+    /// A `bytes`-byte message of `kind` sent as `carriage` says, by a relay or not.
+    pub fn traffic(&mut self, kind: Kind, bytes: usize, carriage: Carriage, relay: bool) {
+        if self.measuring_since.is_none() {
+            return self.warmup.add(kind, bytes, carriage);
+        }
+        self.measured.add(kind, bytes, carriage);
+        if relay {
+            self.measured_by_relays.add(kind, bytes, carriage);
         }
     }
 }
@@ -269,6 +288,10 @@ pub struct Report {
     /// delivery was announced once before it was known).
     pub announcements_per_delivery: f64,
     pub bytes_per_node_per_tx: PerNodeTx,
+    /// With relays: what a relay and what a leaf sends, each per node of its kind per
+    /// transaction (`bytes_per_node_per_tx` is their mean over all nodes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_by_role: Option<BytesByRole>,
     /// Membership bytes per node per second over the whole run (warm-up included).
     pub membership_bytes_per_node_per_s: f64,
     pub graph: GraphQuality,
@@ -336,6 +359,36 @@ pub fn spreads(txs: &[TxRecord], counted: &[bool]) -> (Spreads, Spreads) {
         }
     };
     (build(times), build(hops))
+}
+
+/// [`Report::bytes_by_role`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BytesByRole {
+    pub relays: usize,
+    pub per_relay: PerNodeTx,
+    pub per_leaf: PerNodeTx,
+}
+
+/// What relays and leaves sent of `measured` (`by_relays` the relays' part), `relays` of
+/// `nodes` being relays; `None` without relays.
+pub fn by_role(
+    measured: &Traffic,
+    by_relays: &Traffic,
+    (relays, nodes): (usize, usize),
+    txs: usize,
+) -> Option<BytesByRole> {
+    if relays == 0 {
+        return None;
+    }
+    Some(BytesByRole {
+        relays,
+        per_relay: per_node_tx(by_relays, relays, txs),
+        per_leaf: per_node_tx(
+            &measured.minus(by_relays),
+            nodes.saturating_sub(relays),
+            txs,
+        ),
+    })
 }
 
 /// Bytes per node per transaction.

@@ -217,6 +217,12 @@ impl World {
             rmr_announcements: duplicates,
             announcements_per_delivery: announced,
             bytes_per_node_per_tx: metrics::per_node_tx(&self.rec.measured, nodes, submitted),
+            bytes_by_role: metrics::by_role(
+                &self.rec.measured,
+                &self.rec.measured_by_relays,
+                ((0..nodes).filter(|&n| self.is_relay(n)).count(), nodes),
+                submitted,
+            ),
             membership_bytes_per_node_per_s: membership_bytes as f64 / nodes as f64 / end_s,
             graph: self.graph(),
             states: self.states(),
@@ -346,12 +352,35 @@ impl World {
                 if relay { 0 } else { eager_relays as u64 },
             );
             add("relays", u64::from(relay));
+            let leaf = core.gossip().is_leaf();
+            add(
+                "leaves_without_relay_peer",
+                u64::from(leaf && core.gossip().relay_peers() == 0),
+            );
+            add(
+                "leaves_without_eager_relay",
+                u64::from(leaf && eager_relays == 0),
+            );
             let m = core.membership().stats();
             add("sends_refused", m.sends_refused);
             add("membership_outputs_dropped", m.outputs_dropped);
             add("requests_expired", m.requests_expired);
             add("refused_list_full", m.refused_list_full);
             add("pings_busy", m.pings_busy);
+            add("relay_swaps", m.relay_swaps);
+            let membership = core.membership();
+            let active_relays = membership
+                .active_peers()
+                .filter(|p| membership.is_relay(&p.node.peer_id))
+                .count() as u64;
+            add(
+                "active_relays_of_relays",
+                if relay { active_relays } else { 0 },
+            );
+            add(
+                "active_relays_of_leaves",
+                if relay { 0 } else { active_relays },
+            );
             add("known_peers", core.membership().known_count() as u64);
         }
         c

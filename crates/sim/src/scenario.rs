@@ -380,6 +380,9 @@ overrides!(
         discovery_target: usize => |v| v,
         max_inbound: usize => |v| v,
         removal_after: Dur => |d: Dur| d.0,
+        relay_active_relays: usize => |v| v,
+        leaf_active_relays: usize => |v| v,
+        relay_max_inbound: usize => |v| v,
     }
 );
 

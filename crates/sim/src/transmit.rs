@@ -158,7 +158,7 @@ impl World {
                 let message = GossipMessage::Announce { entries };
                 let bytes = self.gossip_bytes(n, target, &message, true);
                 let call = Carriage::CallRequest;
-                self.rec.traffic().add(Kind::Announcements, bytes, call);
+                self.count_traffic(n, Kind::Announcements, bytes, call);
                 let GossipMessage::Announce { entries } = message else {
                     unreachable!("built above")
                 };
@@ -195,7 +195,7 @@ impl World {
         } else {
             Carriage::Stream
         };
-        self.rec.traffic().add(kind, bytes, carriage);
+        self.count_traffic(n, kind, bytes, carriage);
         let Transit::Arrives(d) = self.net.transit(n, target, bytes) else {
             return None;
         };
@@ -229,7 +229,7 @@ impl World {
         let ids: Vec<_> = pulls.iter().map(|p| p.id).collect();
         let bytes = wire::fetch_batch_len(&ids);
         let stream = Carriage::Stream;
-        self.rec.traffic().add(Kind::FetchRequests, bytes, stream);
+        self.count_traffic(n, Kind::FetchRequests, bytes, stream);
         let transit = self.net.transit(n, target, bytes);
         let epoch = self.nodes[n].epoch;
         for pull in &pulls {
@@ -260,7 +260,7 @@ impl World {
     fn pull(&mut self, n: usize, target: usize, pull: Pull, unary: bool) {
         let bytes = wire::unary_fetch_request_len(pull.id, &self.nodes[n].id);
         let call = Carriage::CallRequest;
-        self.rec.traffic().add(Kind::FetchRequests, bytes, call);
+        self.count_traffic(n, Kind::FetchRequests, bytes, call);
         let deadline = self.fetch_deadline(pull.size);
         let ev = match self.net.transit(n, target, bytes) {
             Transit::Arrives(d) if self.now.saturating_add(d) <= deadline => {

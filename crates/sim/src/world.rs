@@ -428,6 +428,23 @@ impl World {
         self.nodes[n].core.is_some()
     }
 
+    /// Counts a message node `sender` sent (relays' apart: `Report::bytes_by_role`).
+    pub(crate) fn count_traffic(
+        &mut self,
+        sender: usize,
+        kind: crate::metrics::Kind,
+        bytes: usize,
+        carriage: crate::wire::Carriage,
+    ) {
+        let relay = self.is_relay(sender);
+        self.rec.traffic(kind, bytes, carriage, relay);
+    }
+
+    /// Whether node `n` is a relay (`GossipConfig::relay_percent`).
+    pub(crate) fn is_relay(&self, n: usize) -> bool {
+        (self.nodes[n].id).in_relay_share(self.config.gossip.relay_percent)
+    }
+
     fn advert(&self, n: usize) -> PeerAdvert {
         PeerAdvert {
             peer_id: self.nodes[n].id.clone(),

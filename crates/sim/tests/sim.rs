@@ -295,3 +295,61 @@ fn with_the_push_on_liars_are_caught_by_what_they_push() {
         assert_whole_and_attackers_banned(&r, seed);
     }
 }
+
+/// Relays that meet each other (`relays.toml`'s design at 300 nodes): every leaf holds a relay,
+/// every transaction reaches every node, a node gets each body about once, and the relays
+/// carry the fan-out (`bytes_by_role`); without relays (session 12's best tree, `tree.toml`
+/// `fast3-a1`) the same network sends more bodies.
+#[test]
+fn with_relays_every_leaf_holds_one_and_bodies_come_about_once() {
+    let text = |relay_percent: u32, (floor, slow_floor): (usize, usize)| {
+        format!(
+            r#"
+seeds = [1]
+[[scenario]]
+name = "relays"
+nodes = 300
+duration = "90s"
+topology = {{ bootstrap_nodes = 3, join_over = "10s" }}
+network = {{ latency.uniform = {{ min = "20ms", max = "200ms" }}, loss = 0.01 }}
+transactions = {{ count = 30, start = "50s", rate = 10.0, size = 250 }}
+membership = {{ max_concurrent_discoveries = 1, peer_list_request_size = 20, relay_max_inbound = 256 }}
+gossip = {{ bloom_bits = 16384, eager_push_max_size = 16384, eager_push_peers = 160, eager_min_peers = {floor}, pushed_announce_peers = 1, slow_push_lag = "100ms", slow_push_floor = {slow_floor}, lazy_flush_interval = "200ms", relay_percent = {relay_percent} }}
+"#
+        )
+    };
+    let r = sorcha_peer_sim::run(&one(&text(5, (8, 8))), 1);
+    assert_eq!((r.coverage, r.transactions.lost), (1.0, 0));
+    let relays = r.counters["core_relays"];
+    assert!((5..=30).contains(&relays), "{relays} relays of 300");
+    // A leaf between relays (its relays full or gone, a swap under way) may be caught out.
+    assert!(
+        r.counters["core_leaves_without_relay_peer"] <= 3,
+        "{:?}",
+        r.counters
+    );
+    assert!(r.counters["core_active_relays_of_leaves"] >= 2 * (300 - relays) * 9 / 10);
+    assert!(r.rmr < 0.6, "rmr {}", r.rmr);
+    let roles = r.bytes_by_role.as_ref().expect("relays on");
+    assert_eq!(roles.relays as u64, relays);
+    assert!(
+        roles.per_relay.bodies > 5.0 * roles.per_leaf.bodies,
+        "{roles:?}"
+    );
+
+    let flat = sorcha_peer_sim::run(&one(&text(0, (16, 3))), 1);
+    assert!(flat.bytes_by_role.is_none());
+    assert!(
+        flat.rmr > r.rmr + 0.3,
+        "without relays {} vs {}",
+        flat.rmr,
+        r.rmr
+    );
+    let gossip = |r: &Report| r.bytes_per_node_per_tx.gossip_all;
+    assert!(
+        gossip(&flat) > gossip(&r) * 1.2,
+        "{} vs {}",
+        gossip(&flat),
+        gossip(&r)
+    );
+}

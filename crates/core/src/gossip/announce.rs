@@ -70,16 +70,21 @@ impl Gossip {
                 self.push(Output::Send { to, message });
             }
         }
-        let mut lazy = count.saturating_sub(pushed);
-        if pushed > 0 || (pushable && self.is_leaf()) {
-            lazy = lazy.min(self.config.pushed_announce_peers);
-        }
         let later = pushed > 0 && !self.config.lazy_flush_interval.is_zero();
-        if later && self.config.lazy_same_peer {
-            // Stable: the shuffled order stands among those with a batch and those without.
-            targets.sort_by_key(|p| !self.lazy_outbox.contains_key(p));
+        if pushable && self.config.relay_percent > 0 {
+            // With relays, a pushed transaction's announcements go where they repair.
+            self.relay_announce_targets(&mut targets, local);
+        } else {
+            let mut lazy = count.saturating_sub(pushed);
+            if pushed > 0 {
+                lazy = lazy.min(self.config.pushed_announce_peers);
+            }
+            if later && self.config.lazy_same_peer {
+                // Stable: the shuffled order stands among those with a batch and those without.
+                targets.sort_by_key(|p| !self.lazy_outbox.contains_key(p));
+            }
+            targets.truncate(lazy);
         }
-        targets.truncate(lazy);
         for to in targets {
             if later {
                 self.enqueue_lazy(to, entry.clone(), now);

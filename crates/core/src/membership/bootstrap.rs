@@ -171,7 +171,7 @@ impl Membership {
         // A busy bootstrap node (every joiner pings it first) still registers us and hands
         // out its list; it just does not become one more hub in our active set.
         if status != PeerStatus::Busy {
-            self.activate(&peer_id);
+            self.activate(&peer_id, now);
         }
         self.emit(MembershipEvent::Bootstrapped {
             peer_id: peer_id.clone(),

@@ -66,6 +66,16 @@ pub struct MembershipConfig {
     /// New candidates one peer list or exchange may add; the rest are refused (counted as
     /// dials deferred, `not_needed`).
     pub max_hearsay_per_message: usize,
+    /// Percent of the nodes that are relays (`roles.rs`); 0, the default: no roles. The node
+    /// sets it from `GossipConfig::relay_percent`, the one place the share is configured.
+    pub relay_percent: u32,
+    /// With relays on: active peers a relay wants to be relays (it fills its active set
+    /// with relays first, and swaps a leaf out for a relay it knows of)...
+    pub relay_active_relays: usize,
+    /// ... and active peers a leaf wants to be relays.
+    pub leaf_active_relays: usize,
+    /// `max_inbound` of a relay: the leaves hold it active besides its relay peers.
+    pub relay_max_inbound: usize,
 }
 
 impl Default for MembershipConfig {
@@ -134,6 +144,16 @@ impl Default for MembershipConfig {
             max_dials_per_minute: 60,
             // What one bootstrap peer list brings (Sorcha asks for 100).
             max_hearsay_per_message: 100,
+            relay_percent: 0,
+            // A relay's whole active set: the mesh among relays is what carries a
+            // transaction far, and a relay meets leaves as they hold it active.
+            relay_active_relays: 8,
+            // Two, so a leaf whose eager relay fails has another at hand (it keeps one eager:
+            // `GossipConfig::leaf_eager_peers`).
+            leaf_active_relays: 2,
+            // Its relay peers (8 out, about 8 in) plus the leaves: at 10 % relays each
+            // holds ~16 leaves that want two relays; three times `max_inbound` leaves room.
+            relay_max_inbound: 48,
         }
     }
 }

@@ -35,6 +35,7 @@ impl Membership {
             self.send_heartbeat(&id, now);
         }
         self.check_passive(now);
+        self.swap_for_relays(now);
         self.fill_active(now);
         self.update_state(now);
     }
@@ -238,7 +239,7 @@ impl Membership {
         self.mark_alive(id, Some(rtt), now);
         if busy {
             self.fill_active(now);
-        } else if !self.is_banned(id, now) && self.activate(id) {
+        } else if !self.is_banned(id, now) && self.activate(id, now) {
             // The first heartbeat at once, not at the next probe tick (up to `probe_interval`
             // later): the peer gossips to those that heartbeat it, so until then a node held
             // active by nobody else heard of transactions only by anti-entropy (peer-lab

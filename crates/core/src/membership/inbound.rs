@@ -132,7 +132,7 @@ impl Membership {
         }
         self.mark_alive(&id, None, now);
         self.persist(&id);
-        self.activate(&id);
+        self.activate(&id, now);
         self.update_state(now);
         if joined {
             self.note_joiner(&id, now);
@@ -232,7 +232,7 @@ impl Membership {
         if self.heartbeaters.contains_key(id) {
             return true;
         }
-        if !self.reserved.contains_key(id) && self.inbound_count() >= self.config.max_inbound {
+        if !self.reserved.contains_key(id) && self.inbound_count() >= self.inbound_limit() {
             return false;
         }
         self.reserved.insert(id.clone(), now.mono);
@@ -336,7 +336,7 @@ impl Membership {
         peers.extend(
             inbound
                 .into_iter()
-                .take(self.config.max_inbound)
+                .take(self.inbound_limit())
                 .map(|(id, _)| id),
         );
         peers.sort();

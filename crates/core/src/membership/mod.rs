@@ -12,7 +12,8 @@
 //! list, adverts), `inbound.rs` (answers to other peers' requests), `dials.rs` (the gate that
 //! bounds dials of hearsay: rate, distinct addresses a minute, backoff of failed addresses),
 //! `joins.rs` (new registrants announced one hop to the active peers), `growth.rs` (in a node's first
-//! seconds a short list asks live peers for theirs).
+//! seconds a short list asks live peers for theirs), `roles.rs` (relays first in the active set,
+//! when the gossip layer's relays are on).
 
 mod bootstrap;
 mod config;
@@ -22,6 +23,7 @@ mod growth;
 mod health;
 mod inbound;
 mod joins;
+mod roles;
 mod types;
 mod views;
 

@@ -292,6 +292,8 @@ pub struct MembershipStats {
     /// Pings answered Busy because `max_inbound` peers hold (or may hold) us active.
     pub pings_busy: u64,
     pub refused_unverified_full: u64,
+    /// Active peers dropped for relays (`roles.rs`; only with relays on).
+    pub relay_swaps: u64,
     /// Claims to speak for a verified id that did not come over its connection.
     pub refused_not_proven: u64,
     pub refused_id_mismatch: u64,

@@ -233,9 +233,12 @@ impl Membership {
     }
 
     /// Moves a peer into the active set if there is room (for an unverified peer: within
-    /// the unverified share of it).
-    pub(super) fn activate(&mut self, id: &PeerId) -> bool {
-        if self.active.len() >= self.config.active_size || self.active.contains(id) {
+    /// the unverified share of it; for one that is not a relay, beside the relays wanted).
+    pub(super) fn activate(&mut self, id: &PeerId, now: Now) -> bool {
+        if self.active.len() >= self.config.active_size
+            || self.active.contains(id)
+            || !self.has_room_for(id, now)
+        {
             return false;
         }
         let unverified_full = self.unverified_active_full();
@@ -255,7 +258,7 @@ impl Membership {
     }
 
     /// Whether the active set holds as many unverified peers as their share allows.
-    fn unverified_active_full(&self) -> bool {
+    pub(super) fn unverified_active_full(&self) -> bool {
         let cap = self.unverified_cap(self.config.active_size);
         cap < self.config.active_size
             && self.active_peers().filter(|p| !p.node.verified).count() >= cap
@@ -269,8 +272,9 @@ impl Membership {
     }
 
     /// Pings random passive peers to fill the free active slots; a peer that answers is
-    /// promoted (see `on_probe_answer`). Live peers are tried before candidates, and
-    /// unverified ones only while their share of the active set has room.
+    /// promoted (see `on_probe_answer`). Live peers are tried before candidates, unverified
+    /// ones only while their share of the active set has room, and relays first while we are
+    /// short of them (`roles.rs`).
     pub(super) fn fill_active(&mut self, now: Now) {
         let promoting = self
             .pending
@@ -290,9 +294,7 @@ impl Membership {
         let mut candidates = Vec::new();
         let unverified_full = self.unverified_active_full();
         for p in self.peers.values() {
-            let busy = p.busy_until.is_some_and(|until| until > now.mono);
-            let no_room = unverified_full && !p.node.verified;
-            if p.active || p.probing || busy || no_room || self.is_banned(&p.node.peer_id, now) {
+            if !self.promotable(p, unverified_full, now) {
                 continue;
             }
             match p.health {
@@ -303,12 +305,8 @@ impl Membership {
         }
         alive.shuffle(&mut self.rng);
         candidates.shuffle(&mut self.rng);
-        let chosen: Vec<PeerId> = alive
-            .into_iter()
-            .chain(candidates)
-            .take(free)
-            .cloned()
-            .collect();
+        let order = alive.into_iter().chain(candidates).collect();
+        let chosen = self.relays_first(order, free);
         let starved = chosen.len() < free;
         for id in chosen {
             match self.may_dial(&id, now) {
@@ -332,7 +330,8 @@ impl Membership {
     }
 
     /// Adverts we may hand out: not banned, not unreachable, fresh, never the requester or
-    /// ourselves. Live peers come first, each group in random order.
+    /// ourselves. Live peers come first, each group in random order; with relays on, relays
+    /// fill up to half of the list first (`roles.rs`).
     pub(super) fn handout(
         &mut self,
         requester: Option<&PeerId>,
@@ -367,6 +366,7 @@ impl Membership {
         live.shuffle(&mut self.rng);
         candidates.shuffle(&mut self.rng);
         live.extend(candidates);
+        let mut live = self.relays_in_handout(live, max);
         live.truncate(max);
         live.into_iter().map(|p| p.node.advert()).collect()
     }

@@ -147,8 +147,13 @@ impl Node {
         let gossip_rng = ChaCha8Rng::seed_from_u64(rng.next_u64());
         let link_rng = ChaCha8Rng::seed_from_u64(rng.next_u64());
         let id = advert.peer_id.clone();
+        // The share of relays is one setting, the gossip layer's: membership follows it.
+        let membership_config = MembershipConfig {
+            relay_percent: config.gossip.relay_percent,
+            ..config.membership
+        };
         let membership = Membership::new(
-            config.membership,
+            membership_config,
             advert,
             bootstrap,
             stored,
