@@ -336,6 +336,7 @@ impl World {
             add("lazy_forgotten", g.lazy_forgotten);
             add("prunes_withheld", g.prunes_withheld);
             add("flood_duplicates", g.flood_duplicates);
+            add("relays_replaced", g.relays_replaced);
             let (eager, eager_relays) = core.gossip().eager_peers();
             let relay = core.gossip().relays();
             add("eager_links", eager as u64);

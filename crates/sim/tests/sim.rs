@@ -297,11 +297,11 @@ fn with_the_push_on_liars_are_caught_by_what_they_push() {
 }
 
 /// Relays that meet each other (`relays.toml`'s design at 300 nodes): every leaf holds a relay,
-/// every transaction reaches every node, a node gets each body about once, and the relays
-/// carry the fan-out (`bytes_by_role`); without relays (session 12's best tree, `tree.toml`
+/// every transaction reaches every node, duplicate bodies are few, and the relays carry the
+/// fan-out (`bytes_by_role`); without relays (session 12's best tree, `tree.toml`
 /// `fast3-a1`) the same network sends more bodies.
 #[test]
-fn with_relays_every_leaf_holds_one_and_bodies_come_about_once() {
+fn with_relays_every_leaf_holds_one_and_few_bodies_come_twice() {
     let text = |relay_percent: u32, (floor, slow_floor): (usize, usize)| {
         format!(
             r#"

@@ -246,6 +246,7 @@ impl Gossip {
             self.bad_body(from, entry.id);
             return;
         }
+        self.note_relay_push(from);
         let shortcut = self.is_shortcut(from, &entry);
         if shortcut {
             self.stats.shortcuts_received += 1;

@@ -94,8 +94,10 @@ pub struct GossipConfig {
     pub flood_push_hops: u32,
     /// Percent of nodes (by a hash of their id, so every node agrees without a message)
     /// that are relays: the floors above hold among relays only, a leaf keeps
-    /// `leaf_eager_peers` eager relays and prunes every other duplicate push
-    /// (`relay.rs`). 0: off, no node is a relay.
+    /// `leaf_eager_peers` eager relays and prunes every other duplicate push, relays
+    /// announce pushed transactions to every lazy leaf and leaves only their own
+    /// (`relay.rs`); membership follows the same setting (`membership/roles.rs`). 0: off,
+    /// no node is a relay.
     pub relay_percent: u32,
     /// Announcements of pushed transactions to lazy peers go to one that has some waiting
     /// already (`lazy_flush_interval`), when one does: they share a message.
@@ -295,7 +297,11 @@ mod fetch {
     // announcements batched 200 ms to one peer (LAZY_SAME_PEER) 1.25-1.39 s / 821-841; plus
     // the flood to hop 2, 1.20-1.36 s / 833-841, but at 100 nodes (attack.toml) it leaves
     // nodes with no eager link, waiting for anti-entropy (t100 max 2-5 s); plus 80 % relays
-    // 1.33-1.45 s / 776-804, with the flood's tail.
+    // 1.33-1.45 s / 776-804, with the flood's tail. Session 13: with membership making
+    // relays meet and each leaf's second relay announcing to it (relays.toml n10000-r3,
+    // 3 % relays, floors of 8), 1.17-1.22 s / 571-573; relays stay off here all the same:
+    // a relay sends ~16 KB per transaction, so which nodes are relays must be an
+    // operator's choice, not the id hash that stands in for it in the simulator.
     pub const LAZY_SAME_PEER: bool = false;
     pub const FLOOD_PUSH_HOPS: u32 = 0;
     pub const RELAY_PERCENT: u32 = 0;

@@ -141,6 +141,8 @@ pub struct Gossip {
     /// the peer's next ordinary batch); each below `config.max_batch`.
     lazy_outbox: BTreeMap<PeerId, Vec<AnnounceEntry>>,
     lazy_due: Option<Instant>,
+    /// Pushes a leaf missed in a row while it had an eager relay (`relay.rs`).
+    leaf_misses: u32,
     /// When the outbox last went out: the next flush is due `flush_interval` after it.
     last_flush: Option<Instant>,
     outputs: VecDeque<Output>,
@@ -197,6 +199,7 @@ impl Gossip {
             outbox: BTreeMap::new(),
             lazy_outbox: BTreeMap::new(),
             lazy_due: None,
+            leaf_misses: 0,
             last_flush: None,
             outputs: VecDeque::new(),
             conduct: VecDeque::new(),

@@ -148,7 +148,7 @@ impl Gossip {
         }
     }
 
-    fn prune(&mut self, from: &PeerId) {
+    pub(super) fn prune(&mut self, from: &PeerId) {
         if self.peers.binary_search(from).is_ok() {
             self.lazy.insert(from.clone());
         }

@@ -276,6 +276,9 @@ pub struct GossipStats {
     /// Duplicate pushes where either copy came by the early flood (`flood_push_hops`):
     /// not answered by a prune.
     pub flood_duplicates: u64,
+    /// A leaf's eager relays pruned because it missed `LEAF_MISSES_TO_SWAP` pushes in a row
+    /// with them (`relay.rs`): the announcing relay took their place.
+    pub relays_replaced: u64,
     /// Bodies (fetched or pushed) of hashes already known when they arrived.
     pub duplicate_bodies: u64,
     pub fetches: u64,

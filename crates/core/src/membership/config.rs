@@ -151,9 +151,12 @@ impl Default for MembershipConfig {
             // Two, so a leaf whose eager relay fails has another at hand (it keeps one eager:
             // `GossipConfig::leaf_eager_peers`).
             leaf_active_relays: 2,
-            // Its relay peers (8 out, about 8 in) plus the leaves: at 10 % relays each
-            // holds ~16 leaves that want two relays; three times `max_inbound` leaves room.
-            relay_max_inbound: 48,
+            // Its relay peers (8 out, about 8 in) plus the leaves, each holding two relays:
+            // at 3 % relays ~65 leaves a relay on average, but peer lists spread relays
+            // unevenly. sorcha-peer-sim relays.toml (crates/sim/README.md, session 13): at
+            // 128, 2 % relays, 1,000 nodes, ~2 % of the leaves found every relay they knew
+            // full (time to 99 % p95 1.7-1.9 s); 256 held at 3 %.
+            relay_max_inbound: 256,
         }
     }
 }

@@ -6,10 +6,12 @@
 //! and the mesh among relays is a long chain (the simulator's `tree3` runs of session 12). So
 //! here a relay fills its active set with relays first (`relay_active_relays`), a leaf takes
 //! `leaf_active_relays` of them, and at each probe tick a node short of relays drops an
-//! active peer of the other kind for a relay it knows of (counted: `relay_swaps`). A relay
-//! admits `relay_max_inbound` peers holding it active: the leaves come on top of its relay
-//! peers. Who is a relay is computed from the id ([`PeerId::in_relay_share`]), so nothing
-//! here is a peer's claim.
+//! active peer of the other kind for a relay it knows of (counted: `relay_swaps`), the
+//! freed slot kept for the relay (`has_room_for`). Peer lists name relays first, up to half
+//! of each, so every node soon knows some. A relay admits `relay_max_inbound` peers holding
+//! it active: the leaves come on top of its relay peers. A leaf's second relay is not spare:
+//! it announces to the leaf what the first pushes (`gossip/relay.rs`). Who is a relay is
+//! computed from the id ([`PeerId::in_relay_share`]), so nothing here is a peer's claim.
 
 use rand::seq::SliceRandom;
 
