@@ -6,6 +6,7 @@ use std::time::Duration;
 use rand::Rng;
 use rand::seq::SliceRandom;
 use sorcha_peer_core::model::NodeState;
+use sorcha_peer_core::node::Node;
 
 use crate::graph::{self, GraphQuality};
 use crate::metrics::{self, Heal, HealReport, NodeStates, Report, TxSummary};
@@ -337,31 +338,7 @@ impl World {
             add("prunes_withheld", g.prunes_withheld);
             add("flood_duplicates", g.flood_duplicates);
             add("relays_replaced", g.relays_replaced);
-            let (eager, eager_relays) = core.gossip().eager_peers();
-            let relay = core.gossip().relays();
-            add("eager_links", eager as u64);
-            add(
-                "eager_links_of_relays",
-                if relay { eager as u64 } else { 0 },
-            );
-            add(
-                "eager_relay_links_of_relays",
-                if relay { eager_relays as u64 } else { 0 },
-            );
-            add(
-                "eager_relay_links_of_leaves",
-                if relay { 0 } else { eager_relays as u64 },
-            );
-            add("relays", u64::from(relay));
-            let leaf = core.gossip().is_leaf();
-            add(
-                "leaves_without_relay_peer",
-                u64::from(leaf && core.gossip().relay_peers() == 0),
-            );
-            add(
-                "leaves_without_eager_relay",
-                u64::from(leaf && eager_relays == 0),
-            );
+            relay_counters(core, &mut add);
             let m = core.membership().stats();
             add("sends_refused", m.sends_refused);
             add("membership_outputs_dropped", m.outputs_dropped);
@@ -369,21 +346,47 @@ impl World {
             add("refused_list_full", m.refused_list_full);
             add("pings_busy", m.pings_busy);
             add("relay_swaps", m.relay_swaps);
-            let membership = core.membership();
-            let active_relays = membership
-                .active_peers()
-                .filter(|p| membership.is_relay(&p.node.peer_id))
-                .count() as u64;
-            add(
-                "active_relays_of_relays",
-                if relay { active_relays } else { 0 },
-            );
-            add(
-                "active_relays_of_leaves",
-                if relay { 0 } else { active_relays },
-            );
             add("known_peers", core.membership().known_count() as u64);
         }
         c
     }
+}
+
+/// How relays and leaves stand in `core` (zeros without relays): their eager links, whether
+/// each leaf holds a relay and pushes from one, and relays in the active sets.
+fn relay_counters(core: &Node, add: &mut impl FnMut(&str, u64)) {
+    let (eager, eager_relays) = core.gossip().eager_peers();
+    let relay = core.gossip().relays();
+    let (eager, eager_relays) = (eager as u64, eager_relays as u64);
+    add("eager_links", eager);
+    add("eager_links_of_relays", if relay { eager } else { 0 });
+    add(
+        "eager_relay_links_of_relays",
+        if relay { eager_relays } else { 0 },
+    );
+    add(
+        "eager_relay_links_of_leaves",
+        if relay { 0 } else { eager_relays },
+    );
+    add("relays", u64::from(relay));
+    let leaf = core.gossip().is_leaf();
+    let no_relay_peer = leaf && core.gossip().relay_peers() == 0;
+    add("leaves_without_relay_peer", u64::from(no_relay_peer));
+    add(
+        "leaves_without_eager_relay",
+        u64::from(leaf && eager_relays == 0),
+    );
+    let membership = core.membership();
+    let active_relays = membership
+        .active_peers()
+        .filter(|p| membership.is_relay(&p.node.peer_id))
+        .count() as u64;
+    add(
+        "active_relays_of_relays",
+        if relay { active_relays } else { 0 },
+    );
+    add(
+        "active_relays_of_leaves",
+        if relay { 0 } else { active_relays },
+    );
 }

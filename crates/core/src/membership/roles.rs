@@ -234,6 +234,26 @@ mod tests {
         }
     }
 
+    /// A relay (`true`) or a leaf whose active set the first of `leaves` known leaves filled.
+    fn filled(relay: bool, leaves: usize) -> Membership {
+        let mut m = knowing(relay, &numbers(false, leaves));
+        let pings = pinged(&mut m);
+        answer(&mut m, pings, PeerStatus::Online, t(1));
+        m
+    }
+
+    /// `m` learns of `k` relays (not itself) as they register with it.
+    fn learn_relays(m: &mut Membership, k: usize) {
+        let me = m.self_advert.peer_id.clone();
+        for n in numbers(true, k + 1)
+            .into_iter()
+            .filter(|&n| id(n) != me)
+            .take(k)
+        {
+            m.handle_register(advert(n, t(2)), t(2)).expect("room");
+        }
+    }
+
     fn relays_active(m: &Membership) -> usize {
         m.active.iter().filter(|id| m.is_relay(id)).count()
     }
@@ -265,18 +285,9 @@ mod tests {
     #[test]
     fn a_full_active_set_short_of_relays_swaps_leaves_for_relays_and_counts_it() {
         // Only leaves are known at first: they fill the relay's active set.
-        let mut m = knowing(true, &numbers(false, 4));
-        let pings = pinged(&mut m);
-        answer(&mut m, pings, PeerStatus::Online, t(1));
+        let mut m = filled(true, 4);
         assert_eq!((m.active.len(), relays_active(&m)), (4, 0));
-        let me = m.self_advert.peer_id.clone();
-        for n in numbers(true, 4)
-            .into_iter()
-            .filter(|&n| id(n) != me)
-            .take(3)
-        {
-            m.handle_register(advert(n, t(2)), t(2)).expect("room");
-        }
+        learn_relays(&mut m, 3);
         // The probe tick drops three leaves and pings the three relays in their places.
         m.handle_timeout(t(10));
         assert_eq!(m.stats().relay_swaps, 3);
@@ -292,11 +303,8 @@ mod tests {
 
     #[test]
     fn a_busy_relay_ends_the_swaps() {
-        let mut m = knowing(false, &numbers(false, 8));
-        let pings = pinged(&mut m);
-        answer(&mut m, pings, PeerStatus::Online, t(1));
-        let relay = numbers(true, 1)[0];
-        m.handle_register(advert(relay, t(2)), t(2)).expect("room");
+        let mut m = filled(false, 8);
+        learn_relays(&mut m, 1);
         m.handle_timeout(t(10));
         assert_eq!(m.stats().relay_swaps, 1);
         // The relay is full: a leaf takes the place back, and the relay is left alone.
@@ -327,11 +335,8 @@ mod tests {
 
     #[test]
     fn a_slot_freed_for_a_relay_is_not_taken_by_a_passive_check_of_a_leaf() {
-        let mut m = knowing(false, &numbers(false, 8));
-        let pings = pinged(&mut m);
-        answer(&mut m, pings, PeerStatus::Online, t(1));
-        let relay = numbers(true, 1)[0];
-        m.handle_register(advert(relay, t(2)), t(2)).expect("room");
+        let mut m = filled(false, 8);
+        learn_relays(&mut m, 1);
         m.handle_timeout(t(10));
         let swap = pinged(&mut m);
         assert_eq!(swap.len(), 1);
