@@ -136,6 +136,9 @@ impl PeerId {
     /// without a message (`GossipConfig::relay_percent`). A deployment would advertise the
     /// role instead; the hash stands in for it in the simulator.
     pub fn in_relay_share(&self, percent: u32) -> bool {
+        if percent == 0 {
+            return false;
+        }
         let hash = self.text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
         });

@@ -17,13 +17,13 @@
 use std::time::Duration;
 
 use super::Gossip;
+use crate::model::PeerId;
 
 /// Pushes a leaf misses in a row, with an eager relay, before it replaces its eager relays
 /// by the relay that announced the missed ones. One miss is the network's (a lost message:
 /// 1 % in the simulator's scenarios, so three in a row about one in a million), three are
 /// the relay's.
 pub const LEAF_MISSES_TO_SWAP: u32 = 3;
-use crate::model::PeerId;
 
 impl Gossip {
     /// Gossip peers we push to (the eager tree's links at this node), and of them relays
