@@ -1,5 +1,7 @@
 //! When each node first had each transaction: one SSE subscriber per node on
-//! `/api/v1/transactions/stream`, timestamps taken in the lab on receipt. A subscriber
+//! `/api/v1/transactions/stream`, timed by the node's own stamp (`at_us`, its wall clock
+//! when it took the transaction, on this machine's clock), or on receipt by a node that
+//! sends none; the lag between the two is kept ([`Observations::stream_lags`]). A subscriber
 //! reconnects after its node restarts; anything it may have missed (a restart, a `lagged`
 //! event) is counted as a gap, and the settle check then lists that node's hashes instead.
 
@@ -8,7 +10,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 use tokio::task::JoinSet;
@@ -20,6 +22,8 @@ use crate::cluster::Cluster;
 const MAX_LINE: usize = 16 * 1024;
 /// Transactions remembered per node; beyond this, arrivals are counted but not timed.
 const MAX_SEEN_PER_NODE: usize = 4_000_000;
+/// Stream lags kept for the report; beyond this they are not sampled.
+const MAX_LAGS: usize = 1_000_000;
 /// Pause before reconnecting a dropped stream.
 const RECONNECT_DELAY: Duration = Duration::from_millis(50);
 
@@ -48,6 +52,8 @@ type Arrivals = HashMap<TxKey, Instant, BuildHasherDefault<KeyHasher>>;
 /// What the subscribers saw, per node.
 pub struct Observations {
     nodes: Vec<NodeSeen>,
+    /// Receipt minus the node's stamp, ms, per stamped event (up to [`MAX_LAGS`]).
+    lags: Mutex<Vec<f64>>,
 }
 
 #[derive(Default)]
@@ -65,7 +71,14 @@ impl Observations {
     pub fn new(nodes: usize) -> Self {
         Self {
             nodes: (0..nodes).map(|_| NodeSeen::default()).collect(),
+            lags: Mutex::new(Vec::new()),
         }
+    }
+
+    /// How long after a node's own stamp the lab read each event, in ms: what timing on
+    /// receipt would have added.
+    pub fn stream_lags(&self) -> Vec<f64> {
+        self.lags.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn is_connected(&self, i: usize) -> bool {
@@ -98,15 +111,29 @@ impl Observations {
 
     /// [`record`](Self::record) for every key of one read, under one lock.
     pub fn record_all(&self, i: usize, keys: impl IntoIterator<Item = TxKey>, at: Instant) {
+        self.record_timed(i, keys.into_iter().map(|key| (key, at)));
+    }
+
+    /// Records each key with its own time, under one lock.
+    pub fn record_timed(&self, i: usize, keys: impl IntoIterator<Item = (TxKey, Instant)>) {
         let node = &self.nodes[i];
         let mut seen = self.lock(i);
-        for key in keys {
+        for (key, at) in keys {
             if seen.len() >= MAX_SEEN_PER_NODE && !seen.contains_key(&key) {
                 node.overflow.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
             seen.entry(key).or_insert(at);
         }
+    }
+
+    fn note_lags(&self, lags: Vec<f64>) {
+        if lags.is_empty() {
+            return;
+        }
+        let mut kept = self.lags.lock().unwrap_or_else(|e| e.into_inner());
+        let room = MAX_LAGS.saturating_sub(kept.len());
+        kept.extend(lags.into_iter().take(room));
     }
 
     fn lock(&self, i: usize) -> std::sync::MutexGuard<'_, Arrivals> {
@@ -153,15 +180,25 @@ async fn subscriber(i: usize, cluster: Arc<Cluster>, seen: Arc<Observations>) {
         node.connected.store(true, Ordering::Release);
         let mut parser = SseParser::default();
         while let Ok(Some(chunk)) = response.chunk().await {
-            let at = Instant::now();
+            let (at, unix_us) = (Instant::now(), unix_micros());
             let events = parser.feed(&chunk);
             let lagged = events.iter().filter(|e| **e == SseEvent::Lagged).count();
             node.gaps.fetch_add(lagged as u64, Ordering::Relaxed);
-            let keys = events.into_iter().filter_map(|e| match e {
-                SseEvent::Transaction(key) => Some(key),
-                SseEvent::Lagged => None,
-            });
-            seen.record_all(i, keys, at);
+            let mut lags = Vec::new();
+            let keys: Vec<(TxKey, Instant)> = events
+                .into_iter()
+                .filter_map(|e| match e {
+                    SseEvent::Transaction(key, Some(stamp)) => {
+                        let (taken, lag) = stamped(at, unix_us, stamp);
+                        lags.push(lag.as_secs_f64() * 1000.0);
+                        Some((key, taken))
+                    }
+                    SseEvent::Transaction(key, None) => Some((key, at)),
+                    SseEvent::Lagged => None,
+                })
+                .collect();
+            seen.record_timed(i, keys);
+            seen.note_lags(lags);
         }
         node.connected.store(false, Ordering::Release);
         tokio::time::sleep(RECONNECT_DELAY).await;
@@ -171,13 +208,35 @@ async fn subscriber(i: usize, cluster: Arc<Cluster>, seen: Arc<Observations>) {
 /// The events the lab cares about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SseEvent {
-    Transaction(TxKey),
+    /// A transaction, with the node's stamp of when it took it (`at_us`) if it sent one.
+    Transaction(TxKey, Option<u64>),
     Lagged,
 }
 
 #[derive(Deserialize)]
 struct Delivered<'a> {
     hash: &'a str,
+    #[serde(default)]
+    at_us: Option<u64>,
+}
+
+/// The wall clock in microseconds since the Unix epoch.
+pub fn unix_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// The lab instant of a node's stamp `stamp_us`, read at `at` when the wall clock said
+/// `unix_us` (the nodes run on this machine: one wall clock), and how long before the read it
+/// was. A stamp from the future (a clock step) counts as the read.
+pub fn stamped(at: Instant, unix_us: u64, stamp_us: u64) -> (Instant, Duration) {
+    let lag = Duration::from_micros(unix_us.saturating_sub(stamp_us));
+    match at.checked_sub(lag) {
+        Some(taken) => (taken, lag),
+        None => (at, Duration::ZERO),
+    }
 }
 
 /// An incremental `text/event-stream` reader: bytes in, complete events out.
@@ -221,10 +280,10 @@ impl SseParser {
             );
             match event.as_str() {
                 "transaction" => {
-                    let key = serde_json::from_str::<Delivered>(&data)
+                    let event = serde_json::from_str::<Delivered>(&data)
                         .ok()
-                        .and_then(|d| tx_key(d.hash));
-                    out.extend(key.map(SseEvent::Transaction));
+                        .and_then(|d| Some(SseEvent::Transaction(tx_key(d.hash)?, d.at_us)));
+                    out.extend(event);
                 }
                 "lagged" => out.push(SseEvent::Lagged),
                 _ => {}
@@ -251,6 +310,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_stamped_event_is_timed_by_its_stamp_and_an_unstamped_one_on_receipt() {
+        let hash = "0f".repeat(32);
+        let text = format!(
+            "event: transaction\ndata: {{\"hash\":\"{hash}\",\"size\":1,\"at_us\":1000}}\n\nevent: transaction\ndata: {{\"hash\":\"{hash}\",\"size\":1}}\n\n"
+        );
+        let events = SseParser::default().feed(text.as_bytes());
+        assert_eq!(
+            events,
+            vec![
+                SseEvent::Transaction([0x0f; 32], Some(1000)),
+                SseEvent::Transaction([0x0f; 32], None)
+            ]
+        );
+        let read = Instant::now() + Duration::from_secs(1);
+        let (taken, lag) = stamped(read, 4_000, 1_000);
+        assert_eq!(
+            (read - taken, lag),
+            (Duration::from_millis(3), Duration::from_millis(3))
+        );
+        // A stamp from the future (the wall clock stepped back) counts as the read.
+        assert_eq!(stamped(read, 1_000, 4_000), (read, Duration::ZERO));
+    }
+
+    #[test]
     fn events_split_across_chunks_are_reassembled() {
         let hash = "0f".repeat(32);
         let text = format!(
@@ -263,7 +346,7 @@ mod tests {
         }
         assert_eq!(
             events,
-            vec![SseEvent::Transaction([0x0f; 32]), SseEvent::Lagged]
+            vec![SseEvent::Transaction([0x0f; 32], None), SseEvent::Lagged]
         );
     }
 

@@ -163,8 +163,13 @@ pub struct Propagation {
     pub nodes_100: Distribution,
     /// Transactions timed on every node; the rest were missed by a restarting subscriber.
     pub timed_transactions: usize,
-    /// Submission to the origin node's own stream event: the lab's measuring overhead.
+    /// Submission to the origin node's own delivery: the submission's own cost (its HTTP
+    /// call and durable write) before gossip starts.
     pub origin: Distribution,
+    /// How long after a node stamped a delivery (`at_us`) the lab read it off the stream,
+    /// per event: what timing on receipt (the lab before session 13) added to the figures
+    /// above, which are timed by the stamps.
+    pub stream_lag: Distribution,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -354,6 +359,7 @@ pub fn propagation(per_tx: &[Vec<f64>], nodes: usize) -> Propagation {
         timed_transactions: nodes_100.count,
         nodes_100,
         origin: Distribution::default(),
+        stream_lag: Distribution::default(),
     }
 }
 

@@ -99,7 +99,10 @@ pub async fn build(
             .collect(),
         transactions: transactions(&m, scenario.traffic.size),
         startup: m.startup,
-        propagation_ms: propagation(&m.accepted, &arrivals, n),
+        propagation_ms: Propagation {
+            stream_lag: report::distribution(seen.stream_lags()),
+            ..propagation(&m.accepted, &arrivals, n)
+        },
         bandwidth: bandwidth(usage, n, accepted),
         rmr: accounting::rmr(&scrapes, n, accepted),
         duplicate_bodies: Duplicates {

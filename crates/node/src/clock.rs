@@ -50,6 +50,14 @@ pub fn now() -> Timestamp {
     Timestamp::from_millis(ms)
 }
 
+/// The wall clock in microseconds since the Unix epoch (delivery stamps for subscribers).
+pub fn unix_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,6 +19,7 @@ use tokio::process::{Child, ChildStdin};
 use super::rows::Arrivals;
 use crate::cluster::{Hosts, tie_to_lab};
 use crate::netns::{self, Netns, NetnsError, WireBytes};
+use crate::observe::{stamped, unix_micros};
 use crate::procfs;
 use crate::scenario::Scenario;
 
@@ -359,18 +360,22 @@ fn ms_since(sent: Instant, at: Instant) -> f64 {
 async fn listen(i: usize, stdout: tokio::process::ChildStdout, heard: Arc<Vec<Mutex<Heard>>>) {
     let mut lines = BufReader::new(stdout).lines();
     while let Ok(Some(line)) = lines.next_line().await {
-        let at = Instant::now();
-        apply(&mut lock(&heard[i]), &line, at);
+        let read = (Instant::now(), unix_micros());
+        apply(&mut lock(&heard[i]), &line, read);
     }
 }
 
-/// One report line into what the lab heard of the node.
-fn apply(heard: &mut Heard, line: &str, at: Instant) {
+/// One report line into what the lab heard of the node, read at `read` (the lab's instant
+/// and the wall clock then). Arrivals are timed by the node's own stamp (`UNIX_US`), as
+/// sorcha-peer's are (`observe.rs`), else on receipt.
+fn apply(heard: &mut Heard, line: &str, (at, unix_us): (Instant, u64)) {
     let words: Vec<&str> = line.split_whitespace().collect();
     match words.as_slice() {
-        ["recv" | "published", n, ..] => {
+        ["recv" | "published", n, rest @ ..] => {
+            let stamp = rest.first().and_then(|us| us.parse().ok());
+            let taken = stamp.map_or(at, |us| stamped(at, unix_us, us).0);
             if let Ok(n) = n.parse() {
-                heard.arrivals.entry(n).or_insert(at);
+                heard.arrivals.entry(n).or_insert(taken);
             }
         }
         ["listening", addr] => heard.listening = Some((*addr).to_owned()),
@@ -391,26 +396,27 @@ mod tests {
     #[test]
     fn report_lines_are_read() {
         let mut heard = Heard::default();
-        let t0 = Instant::now();
+        let t0 = Instant::now() + Duration::from_secs(1);
         let t1 = t0 + Duration::from_millis(5);
-        apply(
-            &mut heard,
-            "listening /ip4/10.203.0.2/tcp/4001/p2p/12D3KooW",
-            t0,
-        );
-        apply(&mut heard, "published 7 1733400000000000", t0);
-        apply(&mut heard, "recv 7 1733400000000100", t1);
-        apply(&mut heard, "recv 8 1733400000000200", t1);
-        apply(&mut heard, "status 19 6 19", t1);
-        apply(&mut heard, "publish-error 9 InsufficientPeers", t1);
-        apply(&mut heard, "garbage", t1);
+        let (u0, u1) = (1_733_400_000_000_000, 1_733_400_000_005_000);
+        let listening = "listening /ip4/10.203.0.2/tcp/4001/p2p/12D3KooW";
+        apply(&mut heard, listening, (t0, u0));
+        apply(&mut heard, "published 7 1733400000000000", (t0, u0));
+        apply(&mut heard, "recv 7 1733400000000100", (t1, u1));
+        apply(&mut heard, "recv 8 1733400000004000", (t1, u1));
+        apply(&mut heard, "recv 9", (t1, u1));
+        apply(&mut heard, "status 19 6 19", (t1, u1));
+        apply(&mut heard, "publish-error 9 InsufficientPeers", (t1, u1));
+        apply(&mut heard, "garbage", (t1, u1));
         assert_eq!(
             heard.listening.as_deref(),
             Some("/ip4/10.203.0.2/tcp/4001/p2p/12D3KooW")
         );
         // The first sighting wins: the origin's own `published`.
         assert_eq!(heard.arrivals[&7], t0);
-        assert_eq!(heard.arrivals[&8], t1);
+        // Timed by the node's stamp, 1 ms before the line was read; without one, on receipt.
+        assert_eq!(heard.arrivals[&8], t1 - Duration::from_millis(1));
+        assert_eq!(heard.arrivals[&9], t1);
         assert_eq!(heard.status, Some((19, 6, 19)));
         assert_eq!(heard.publish_errors, vec!["9 InsufficientPeers".to_owned()]);
     }

@@ -176,6 +176,9 @@ pub struct Delivered {
     pub hash: String,
     pub register_id: Option<String>,
     pub size: u64,
+    /// When this node took it: microseconds since the Unix epoch on its wall clock (so a
+    /// subscriber can time the delivery itself, not its own reading of the stream).
+    pub at_us: u64,
 }
 
 /// Why a call to the actor got no answer.

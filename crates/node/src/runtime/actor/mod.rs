@@ -367,6 +367,7 @@ impl Actor {
                         hash: hash.to_string(),
                         register_id,
                         size,
+                        at_us: crate::clock::unix_micros(),
                     });
                 }
                 Output::Persist(node) => self.persist(self.store.upsert(node)),
