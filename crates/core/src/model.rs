@@ -618,6 +618,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_share_of_relays_is_about_the_percent_asked_and_zero_picks_none() {
+        let id = |k: usize| -> PeerId { format!("node-{k}").parse().expect("valid id") };
+        let picked = (0..1000).filter(|&k| id(k).in_relay_share(30)).count();
+        assert!((230..370).contains(&picked), "{picked} of 1000");
+        assert!((0..1000).all(|k| !id(k).in_relay_share(0)));
+    }
+
+    #[test]
     fn hashes_and_ids_print_as_lowercase_hex() {
         let hash = TxHash::of(b"any body");
         assert_eq!(hash.to_string(), hex::encode(hash.as_bytes()));

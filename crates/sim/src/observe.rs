@@ -221,7 +221,7 @@ impl World {
             bytes_by_role: metrics::by_role(
                 &self.rec.measured,
                 &self.rec.measured_by_relays,
-                ((0..nodes).filter(|&n| self.is_relay(n)).count(), nodes),
+                (self.nodes.iter().filter(|n| n.relay).count(), nodes),
                 submitted,
             ),
             membership_bytes_per_node_per_s: membership_bytes as f64 / nodes as f64 / end_s,

@@ -70,6 +70,9 @@ pub(crate) struct SimNode {
     pub(crate) speaks: Speaks,
     /// Failing every call made to it (a `fail` fault), while still calling out.
     pub(crate) failing: bool,
+    /// A relay (`GossipConfig::relay_percent`), computed once from its id: every message
+    /// it sends is counted by role.
+    pub(crate) relay: bool,
 }
 
 pub struct World {
@@ -189,8 +192,10 @@ impl World {
                 all.truncate(count);
                 all.into_iter().map(contact).collect()
             };
+            let id = peer_id(i);
+            let relay = id.in_relay_share(self.config.gossip.relay_percent);
             self.nodes.push(SimNode {
-                id: peer_id(i),
+                id,
                 address: address(i),
                 role: Role::Honest,
                 bootstrap,
@@ -201,6 +206,7 @@ impl World {
                 stored: BTreeMap::new(),
                 speaks: Speaks::default(),
                 failing: false,
+                relay,
             });
         }
         let mut others: Vec<usize> = (k..n).collect();
@@ -436,13 +442,8 @@ impl World {
         bytes: usize,
         carriage: crate::wire::Carriage,
     ) {
-        let relay = self.is_relay(sender);
+        let relay = self.nodes[sender].relay;
         self.rec.traffic(kind, bytes, carriage, relay);
-    }
-
-    /// Whether node `n` is a relay (`GossipConfig::relay_percent`).
-    pub(crate) fn is_relay(&self, n: usize) -> bool {
-        (self.nodes[n].id).in_relay_share(self.config.gossip.relay_percent)
     }
 
     fn advert(&self, n: usize) -> PeerAdvert {

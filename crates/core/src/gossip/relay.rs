@@ -181,9 +181,8 @@ mod tests {
 
     /// The first `n` node numbers from 1 on that are relays (`true`) or leaves.
     fn numbers(relay: bool, n: usize) -> Vec<usize> {
-        let probe = node(0, [], relays());
         (1..)
-            .filter(|&k| probe.is_relay(&id(k)) == relay)
+            .filter(|&k| id(k).in_relay_share(relays().relay_percent) == relay)
             .take(n)
             .collect()
     }
@@ -198,7 +197,7 @@ mod tests {
     }
 
     #[test]
-    fn the_hash_picks_about_the_share_asked_and_off_picks_none() {
+    fn the_node_follows_the_share_asked_and_off_picks_none() {
         let probe = node(0, [], relays());
         let picked = (0..1000).filter(|&k| probe.is_relay(&id(k))).count();
         assert!((400..600).contains(&picked), "{picked} of 1000");

@@ -32,8 +32,9 @@
 //! The tree must not learn from it: a shortcut push (one hop from its origin, from a peer
 //! that is lazy for us) prunes nothing when it is the duplicate, and when it came first the
 //! tree's own copy that follows prunes nothing either (the known transaction says so,
-//! `KnownTx::by_shortcut`). The receiver's own relays of it may still meet the tree's copies as duplicates
-//! (the floor holds most of those prunes back; `crates/sim/README.md`, session 12).
+//! `KnownTx::by_shortcut`). The receiver's own relays of it may still meet the tree's
+//! copies as duplicates (the floor holds most of those prunes back;
+//! `crates/sim/README.md`, session 12).
 //!
 //! Two more, also off by default (session 12 of the README, `tree3`): the *early flood*
 //! pushes a body to every gossip peer, eager or lazy, while its hop count is at most
