@@ -8,6 +8,7 @@
 //! - [`netns`]: namespaces, veths and a bridge for `--hosts netns`; removed on drop.
 //! - [`api`]: the node's HTTP endpoints the lab calls.
 //! - [`observe`]: one SSE subscriber per node: when each node first had each transaction.
+//! - [`paths`]: the way each transaction went, hop by hop, as the nodes tell it.
 //! - [`traffic`], [`faults`], [`inject`]: what the lab does to the cluster.
 //! - [`settle`]: waiting until every node holds everything; loss.
 //! - [`run`]: the flows (traffic, queue) start to finish; [`summary`] and [`report`] turn
@@ -30,6 +31,7 @@ pub mod faults;
 pub mod inject;
 pub mod netns;
 pub mod observe;
+pub mod paths;
 pub mod procfs;
 pub mod prom;
 pub mod report;

@@ -4,6 +4,8 @@
 //! sends none; the lag between the two is kept ([`Observations::stream_lags`]). A subscriber
 //! reconnects after its node restarts; anything it may have missed (a restart, a `lagged`
 //! event) is counted as a gap, and the settle check then lists that node's hashes instead.
+//! What the node says of the way each transaction came (`from`, `how`, `hops`) is kept with
+//! it, for the per-hop figures of [`crate::paths`].
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -47,7 +49,53 @@ impl Hasher for KeyHasher {
     }
 }
 
-type Arrivals = HashMap<TxKey, Instant, BuildHasherDefault<KeyHasher>>;
+type Arrivals = HashMap<TxKey, Arrived, BuildHasherDefault<KeyHasher>>;
+
+/// When a node first had a transaction, and how it came, if the node said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Arrived {
+    at: Instant,
+    came: Option<Came>,
+}
+
+/// How a node says a transaction reached it: from which node of the cluster (`None`:
+/// submitted there, or a peer the lab does not run), how, and after how many hops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Came {
+    pub from: Option<usize>,
+    pub how: How,
+    pub hops: u32,
+}
+
+/// The node's `how`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum How {
+    Submitted,
+    Pushed,
+    Pulled,
+    Repaired,
+}
+
+impl How {
+    fn parse(how: &str) -> Option<How> {
+        Some(match how {
+            "submitted" => How::Submitted,
+            "pushed" => How::Pushed,
+            "pulled" => How::Pulled,
+            "repaired" => How::Repaired,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            How::Submitted => "submitted",
+            How::Pushed => "pushed",
+            How::Pulled => "pulled",
+            How::Repaired => "repaired",
+        }
+    }
+}
 
 /// What the subscribers saw, per node.
 pub struct Observations {
@@ -95,7 +143,12 @@ impl Observations {
 
     /// When node `i` first had `key`, if its stream said so.
     pub fn first_seen(&self, i: usize, key: &TxKey) -> Option<Instant> {
-        self.lock(i).get(key).copied()
+        self.lock(i).get(key).map(|a| a.at)
+    }
+
+    /// How `key` reached node `i`, if its stream said so.
+    pub fn came(&self, i: usize, key: &TxKey) -> Option<Came> {
+        self.lock(i).get(key).and_then(|a| a.came)
     }
 
     /// How many of `keys` node `i` has not been seen to have.
@@ -111,19 +164,23 @@ impl Observations {
 
     /// [`record`](Self::record) for every key of one read, under one lock.
     pub fn record_all(&self, i: usize, keys: impl IntoIterator<Item = TxKey>, at: Instant) {
-        self.record_timed(i, keys.into_iter().map(|key| (key, at)));
+        self.record_timed(i, keys.into_iter().map(|key| (key, at, None)));
     }
 
-    /// Records each key with its own time, under one lock.
-    pub fn record_timed(&self, i: usize, keys: impl IntoIterator<Item = (TxKey, Instant)>) {
+    /// Records each key with its own time and way, under one lock.
+    fn record_timed(
+        &self,
+        i: usize,
+        keys: impl IntoIterator<Item = (TxKey, Instant, Option<Came>)>,
+    ) {
         let node = &self.nodes[i];
         let mut seen = self.lock(i);
-        for (key, at) in keys {
+        for (key, at, came) in keys {
             if seen.len() >= MAX_SEEN_PER_NODE && !seen.contains_key(&key) {
                 node.overflow.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
-            seen.entry(key).or_insert(at);
+            seen.entry(key).or_insert(Arrived { at, came });
         }
     }
 
@@ -179,22 +236,30 @@ async fn subscriber(i: usize, cluster: Arc<Cluster>, seen: Arc<Observations>) {
         ever_connected = true;
         node.connected.store(true, Ordering::Release);
         let mut parser = SseParser::default();
+        let mut index = PeerIndex::default();
         while let Ok(Some(chunk)) = response.chunk().await {
             let (at, unix_us) = (Instant::now(), unix_micros());
             let events = parser.feed(&chunk);
             let lagged = events.iter().filter(|e| **e == SseEvent::Lagged).count();
             node.gaps.fetch_add(lagged as u64, Ordering::Relaxed);
             let mut lags = Vec::new();
-            let keys: Vec<(TxKey, Instant)> = events
+            let keys: Vec<_> = events
                 .into_iter()
-                .filter_map(|e| match e {
-                    SseEvent::Transaction(key, Some(stamp)) => {
-                        let (taken, lag) = stamped(at, unix_us, stamp);
-                        lags.push(lag.as_secs_f64() * 1000.0);
-                        Some((key, taken))
-                    }
-                    SseEvent::Transaction(key, None) => Some((key, at)),
-                    SseEvent::Lagged => None,
+                .filter_map(|e| {
+                    let SseEvent::Transaction(tx) = e else {
+                        return None;
+                    };
+                    let came = tx.came.map(|(from, how, hops)| Came {
+                        from: from.and_then(|id| index.of(&cluster, &id)),
+                        how,
+                        hops,
+                    });
+                    let Some(stamp) = tx.at_us else {
+                        return Some((tx.key, at, came));
+                    };
+                    let (taken, lag) = stamped(at, unix_us, stamp);
+                    lags.push(lag.as_secs_f64() * 1000.0);
+                    Some((tx.key, taken, came))
                 })
                 .collect();
             seen.record_timed(i, keys);
@@ -205,12 +270,36 @@ async fn subscriber(i: usize, cluster: Arc<Cluster>, seen: Arc<Observations>) {
     }
 }
 
+/// Node indices by peer id, filled as ids are met (the cluster learns them at startup).
+#[derive(Default)]
+struct PeerIndex(HashMap<String, usize>);
+
+impl PeerIndex {
+    fn of(&mut self, cluster: &Cluster, id: &str) -> Option<usize> {
+        if let Some(&i) = self.0.get(id) {
+            return Some(i);
+        }
+        let i = (0..cluster.len()).find(|&i| cluster.peer_id(i) == Some(id))?;
+        self.0.insert(id.to_owned(), i);
+        Some(i)
+    }
+}
+
 /// The events the lab cares about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SseEvent {
-    /// A transaction, with the node's stamp of when it took it (`at_us`) if it sent one.
-    Transaction(TxKey, Option<u64>),
+    Transaction(TxEvent),
     Lagged,
+}
+
+/// A `transaction` event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxEvent {
+    pub key: TxKey,
+    /// The node's stamp of when it took it, if it sent one.
+    pub at_us: Option<u64>,
+    /// The peer it came from (`None`: submitted there), how, and hops, if the node said.
+    pub came: Option<(Option<String>, How, u32)>,
 }
 
 #[derive(Deserialize)]
@@ -218,6 +307,26 @@ struct Delivered<'a> {
     hash: &'a str,
     #[serde(default)]
     at_us: Option<u64>,
+    #[serde(default)]
+    from: Option<String>,
+    #[serde(default)]
+    how: Option<&'a str>,
+    #[serde(default)]
+    hops: Option<u32>,
+}
+
+impl Delivered<'_> {
+    fn event(self) -> Option<TxEvent> {
+        let came = match (self.how.and_then(How::parse), self.hops) {
+            (Some(how), Some(hops)) => Some((self.from, how, hops)),
+            _ => None,
+        };
+        Some(TxEvent {
+            key: tx_key(self.hash)?,
+            at_us: self.at_us,
+            came,
+        })
+    }
 }
 
 /// The wall clock in microseconds since the Unix epoch.
@@ -282,8 +391,8 @@ impl SseParser {
                 "transaction" => {
                     let event = serde_json::from_str::<Delivered>(&data)
                         .ok()
-                        .and_then(|d| Some(SseEvent::Transaction(tx_key(d.hash)?, d.at_us)));
-                    out.extend(event);
+                        .and_then(Delivered::event);
+                    out.extend(event.map(SseEvent::Transaction));
                 }
                 "lagged" => out.push(SseEvent::Lagged),
                 _ => {}
@@ -313,14 +422,22 @@ mod tests {
     fn a_stamped_event_is_timed_by_its_stamp_and_an_unstamped_one_on_receipt() {
         let hash = "0f".repeat(32);
         let text = format!(
-            "event: transaction\ndata: {{\"hash\":\"{hash}\",\"size\":1,\"at_us\":1000}}\n\nevent: transaction\ndata: {{\"hash\":\"{hash}\",\"size\":1}}\n\n"
+            "event: transaction\ndata: {{\"hash\":\"{hash}\",\"size\":1,\"at_us\":1000,\"from\":\"ab\",\"how\":\"pulled\",\"hops\":3}}\n\nevent: transaction\ndata: {{\"hash\":\"{hash}\",\"size\":1}}\n\n"
         );
         let events = SseParser::default().feed(text.as_bytes());
         assert_eq!(
             events,
             vec![
-                SseEvent::Transaction([0x0f; 32], Some(1000)),
-                SseEvent::Transaction([0x0f; 32], None)
+                SseEvent::Transaction(TxEvent {
+                    key: [0x0f; 32],
+                    at_us: Some(1000),
+                    came: Some((Some("ab".to_owned()), How::Pulled, 3)),
+                }),
+                SseEvent::Transaction(TxEvent {
+                    key: [0x0f; 32],
+                    at_us: None,
+                    came: None,
+                })
             ]
         );
         let read = Instant::now() + Duration::from_secs(1);
@@ -344,10 +461,12 @@ mod tests {
         for chunk in text.as_bytes().chunks(7) {
             events.extend(parser.feed(chunk));
         }
-        assert_eq!(
-            events,
-            vec![SseEvent::Transaction([0x0f; 32], None), SseEvent::Lagged]
-        );
+        let tx = TxEvent {
+            key: [0x0f; 32],
+            at_us: None,
+            came: None,
+        };
+        assert_eq!(events, vec![SseEvent::Transaction(tx), SseEvent::Lagged]);
     }
 
     #[test]

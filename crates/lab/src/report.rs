@@ -170,6 +170,33 @@ pub struct Propagation {
     /// per event: what timing on receipt (the lab before session 13) added to the figures
     /// above, which are timed by the stamps.
     pub stream_lag: Distribution,
+    /// Hop by hop, as the nodes tell the way each transaction came (`crate::paths`).
+    pub paths: Paths,
+}
+
+/// The per-hop figures of a run (`crate::paths`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Paths {
+    /// Per hop (a delivery from a node the lab runs), the receiver's stamp minus the sender's,
+    /// ms, by how it came (`pushed`, `pulled`, `repaired`).
+    pub hop_ms: BTreeMap<&'static str, Distribution>,
+    /// The hops each delivery says it travelled (1: from the origin).
+    pub hops: Distribution,
+    /// For each transaction, the path back from the node whose arrival made 90 % coverage.
+    pub to_90: PathFigures,
+}
+
+/// Figures over the paths to each transaction's 90 % node.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PathFigures {
+    /// Hops on the path.
+    pub hops: Distribution,
+    /// The path's slowest hop, ms.
+    pub slowest_hop_ms: Distribution,
+    /// Paths with a pulled or repaired hop on them (the rest were pushed all the way).
+    pub with_pull: usize,
+    /// Paths followed to their origin (the others reached a node without a way or a loop).
+    pub traced: usize,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -360,6 +387,7 @@ pub fn propagation(per_tx: &[Vec<f64>], nodes: usize) -> Propagation {
         nodes_100,
         origin: Distribution::default(),
         stream_lag: Distribution::default(),
+        paths: Paths::default(),
     }
 }
 

@@ -7,6 +7,7 @@ use crate::accounting::{self, sum_where};
 use crate::api::{Status, TxKey};
 use crate::cluster::{Cluster, Usage};
 use crate::observe::Observations;
+use crate::paths;
 use crate::procfs;
 use crate::prom::Scrape;
 use crate::report::{
@@ -101,6 +102,7 @@ pub async fn build(
         startup: m.startup,
         propagation_ms: Propagation {
             stream_lag: report::distribution(seen.stream_lags()),
+            paths: paths::paths(&ways(seen, &m.accepted, &arrivals), n),
             ..propagation(&m.accepted, &arrivals, n)
         },
         bandwidth: bandwidth(usage, n, accepted),
@@ -304,6 +306,24 @@ fn arrivals(seen: &Observations, accepted: &[Submission], nodes: usize) -> Vec<V
             (0..nodes)
                 .map(|i| seen.first_seen(i, &s.key))
                 .map(|t| t.map(|t| t.saturating_duration_since(s.at).as_secs_f64() * 1000.0))
+                .collect()
+        })
+        .collect()
+}
+
+/// Per transaction and node, the arrival and how it came, if the node said.
+fn ways(
+    seen: &Observations,
+    accepted: &[Submission],
+    arrivals: &[Vec<Option<f64>>],
+) -> Vec<Vec<paths::Delivery>> {
+    accepted
+        .iter()
+        .zip(arrivals)
+        .map(|(s, a)| {
+            a.iter()
+                .enumerate()
+                .map(|(i, at)| (*at, seen.came(i, &s.key)))
                 .collect()
         })
         .collect()

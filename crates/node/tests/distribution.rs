@@ -281,20 +281,49 @@ async fn bad_submissions_are_refused_and_subscribers_hear_of_new_ones() {
         .send()
         .await
         .unwrap();
+    let mut relayed = client
+        .get(peer.http_url("/api/v1/transactions/stream"))
+        .send()
+        .await
+        .unwrap();
     let (code, answer) = submit(&client, &joined, b"to the subscribers".to_vec()).await;
     assert_eq!(code, 201, "{answer}");
     let hash = answer["hash"].as_str().unwrap().to_owned();
+    let here = delivery_event(&mut events, &hash).await;
+    assert_eq!(here["how"], "submitted", "{here}");
+    assert_eq!(here["from"], serde_json::Value::Null, "{here}");
+    assert_eq!(here["hops"], 0, "{here}");
+    assert!(here["at_us"].as_u64().is_some_and(|t| t > 0), "{here}");
+    // The peer says where it came from: pushed (bodies this small go by push) from its
+    // origin, one hop.
+    let there = delivery_event(&mut relayed, &hash).await;
+    let origin = joined.status().await["peer_id"].clone();
+    assert_eq!(there["from"], origin, "{there}");
+    assert_eq!(there["how"], "pushed", "{there}");
+    assert_eq!(there["hops"], 1, "{there}");
+}
+
+/// The data of the `transaction` event for `hash` on an SSE response, within 10 s.
+async fn delivery_event(events: &mut reqwest::Response, hash: &str) -> serde_json::Value {
     let mut seen = String::new();
-    let heard = tokio::time::timeout(Duration::from_secs(10), async {
+    let found = tokio::time::timeout(Duration::from_secs(10), async {
         while let Some(chunk) = events.chunk().await.unwrap() {
             seen.push_str(&String::from_utf8_lossy(&chunk));
-            if seen.contains(&hash) {
-                return true;
+            // Events end with a blank line; the text after the last one may be cut short.
+            let complete = &seen[..seen.rfind("\n\n").unwrap_or(0)];
+            let event = complete.split("\n\n").find_map(|event| {
+                let data = event.strip_prefix("event: transaction\ndata: ")?;
+                data.contains(hash).then(|| data.to_owned())
+            });
+            if let Some(data) = event {
+                return serde_json::from_str(&data).unwrap();
             }
         }
-        false
+        serde_json::Value::Null
     })
     .await;
-    assert_eq!(heard, Ok(true), "no SSE event for {hash}: {seen}");
-    assert!(seen.contains("event: transaction"), "{seen}");
+    match found {
+        Ok(event) if !event.is_null() => event,
+        _ => panic!("no SSE event for {hash}: {seen}"),
+    }
 }

@@ -13,8 +13,8 @@
 use rand::seq::SliceRandom;
 
 use super::{
-    AnnounceEntry, Conduct, FanoutMode, Gossip, GossipEvent, GossipMessage,
-    MAX_ENTRIES_PER_MESSAGE, MAX_REGISTER_ID_LEN, Origin, Output, Timer,
+    AnnounceEntry, Arrival, Conduct, FanoutMode, Gossip, GossipEvent, GossipMessage,
+    MAX_ENTRIES_PER_MESSAGE, MAX_REGISTER_ID_LEN, Origin, Output, Timer, Way,
 };
 use crate::model::{PeerId, TxHash, TxId};
 use crate::time::Instant;
@@ -257,7 +257,11 @@ impl Gossip {
             return;
         }
         let (id, origin) = (entry.id, Origin::Peer(from.clone()));
-        self.accept(hash, body, entry.register_id, origin, entry.hops, now);
+        let arrival = Arrival {
+            way: Way::Pushed,
+            hops: entry.hops,
+        };
+        self.accept(hash, body, entry.register_id, origin, arrival, now);
         if shortcut {
             self.dedup.mark_shortcut(&id);
         }

@@ -12,8 +12,8 @@
 use std::time::Duration;
 
 use super::{
-    AnnounceEntry, Conduct, FetchFailure, Gossip, GossipEvent, MAX_FETCH_SCAN, Origin, Output,
-    Timer,
+    AnnounceEntry, Arrival, Conduct, FetchFailure, Gossip, GossipEvent, MAX_FETCH_SCAN, Origin,
+    Output, Timer, Way,
 };
 use crate::model::{PeerId, TxHash, TxId};
 use crate::time::Instant;
@@ -336,15 +336,13 @@ impl Gossip {
             self.stats.fetches_unexpected += 1;
             return;
         };
-        let (register_id, hops) = (p.register_id.clone(), p.hops);
-        self.accept(
-            hash,
-            body,
-            register_id,
-            Origin::Peer(from.clone()),
-            hops,
-            now,
-        );
+        let register_id = p.register_id.clone();
+        let arrival = Arrival {
+            way: Way::Pulled,
+            hops: p.hops,
+        };
+        let origin = Origin::Peer(from.clone());
+        self.accept(hash, body, register_id, origin, arrival, now);
     }
 
     /// Fails over every fetch past its deadline and re-arms for the next one.

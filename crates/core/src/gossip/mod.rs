@@ -61,8 +61,9 @@ use crate::time::{Instant, Now, TimerTable};
 pub use config::{FanoutMode, GossipConfig};
 pub use fetch::Fetched;
 pub use types::{
-    AnnounceEntry, Conduct, FetchFailure, GossipEvent, GossipMessage, GossipStats, HashPrefix,
-    MAX_REGISTER_ID_LEN, Origin, Output, PrefixRange, SubmitError, SubmitOutcome, Timer,
+    AnnounceEntry, Arrival, Conduct, FetchFailure, GossipEvent, GossipMessage, GossipStats,
+    HashPrefix, MAX_REGISTER_ID_LEN, Origin, Output, PrefixRange, SubmitError, SubmitOutcome,
+    Timer, Way,
 };
 
 use dedup::{Dedup, KnownTx};
@@ -335,7 +336,11 @@ impl Gossip {
         if self.dedup.contains(&hash.id(), &mut self.stats) {
             return Ok(SubmitOutcome { hash, new: false });
         }
-        self.accept(hash, body, register_id, Origin::Local, 0, now);
+        let arrival = Arrival {
+            way: Way::Submitted,
+            hops: 0,
+        };
+        self.accept(hash, body, register_id, Origin::Local, arrival, now);
         Ok(SubmitOutcome { hash, new: true })
     }
 
@@ -461,16 +466,17 @@ impl Gossip {
     }
 
     /// Takes a new, verified transaction: remember, store, deliver, announce onwards.
-    /// `hops` is how far it travelled to us (0 when submitted here).
+    /// `arrival` says how it came, and how far it travelled (0 hops when submitted here).
     fn accept(
         &mut self,
         hash: TxHash,
         body: Vec<u8>,
         register_id: Option<String>,
         origin: Origin,
-        hops: u32,
+        mut arrival: Arrival,
         now: Instant,
     ) {
+        let hops = arrival.hops;
         let size = body.len() as u64;
         let id = hash.id();
         let (announcers, repair) = self.forget_pending(&id);
@@ -478,6 +484,7 @@ impl Gossip {
             self.note_conduct(&from.clone(), Conduct::FirstDelivery);
         }
         if repair && let Origin::Peer(from) = &origin {
+            arrival.way = Way::Repaired;
             self.stats.anti_entropy_repairs += 1;
             let from = from.clone();
             self.emit(GossipEvent::Repaired { hash, from });
@@ -499,9 +506,11 @@ impl Gossip {
             self.pace.note_own_push();
         }
         let mut exclude = announcers;
-        if let Origin::Peer(p) = &origin {
-            exclude.push(p.clone());
-        }
+        let from = match &origin {
+            Origin::Peer(p) => Some(p.clone()),
+            Origin::Local => None,
+        };
+        exclude.extend(from.clone());
         self.push(Output::Store {
             hash,
             body,
@@ -512,6 +521,8 @@ impl Gossip {
             hash,
             register_id: register_id.clone(),
             size,
+            from,
+            arrival,
         });
         let fanout = if hops < self.config.max_hops {
             self.config.fanout

@@ -19,6 +19,38 @@ pub enum Origin {
     Peer(PeerId),
 }
 
+/// How a transaction reached this node, for subscribers and the lab's per-hop timing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Arrival {
+    pub way: Way,
+    /// How far it travelled to us: 0 when submitted here, 1 from its origin.
+    pub hops: u32,
+}
+
+/// The way a transaction reached this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Way {
+    Submitted,
+    /// Pushed by a peer (the eager tree, or the origin's shortcut).
+    Pushed,
+    /// Announced by a peer and pulled from it.
+    Pulled,
+    /// Missing from a peer's digest and pulled from it (anti-entropy).
+    Repaired,
+}
+
+impl Way {
+    /// The name subscribers see.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Way::Submitted => "submitted",
+            Way::Pushed => "pushed",
+            Way::Pulled => "pulled",
+            Way::Repaired => "repaired",
+        }
+    }
+}
+
 /// One transaction a peer says it holds. Maps onto `TransactionNotification` (hash, size,
 /// register id) for Sorcha peers, which ignore `hops`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -187,6 +219,9 @@ pub enum Output {
         hash: TxHash,
         register_id: Option<String>,
         size: u64,
+        /// The peer it came from (`None`: submitted here).
+        from: Option<PeerId>,
+        arrival: Arrival,
     },
     Event(GossipEvent),
 }

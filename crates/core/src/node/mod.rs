@@ -92,6 +92,9 @@ pub enum Output {
         hash: TxHash,
         register_id: Option<String>,
         size: u64,
+        /// The peer it came from (`None`: submitted here).
+        from: Option<PeerId>,
+        arrival: gossip::Arrival,
     },
     /// Store this peer.
     Persist(PeerNode),
@@ -676,10 +679,14 @@ impl Node {
                 hash,
                 register_id,
                 size,
+                from,
+                arrival,
             } => Output::Deliver {
                 hash,
                 register_id,
                 size,
+                from,
+                arrival,
             },
             G::Event(event) => Output::Event(Event::Gossip(event)),
         })

@@ -241,9 +241,10 @@ pub async fn list(State(state): State<HttpState>, Query(q): Query<ListQuery>) ->
 }
 
 /// `GET /api/v1/transactions/stream`: server-sent events, one `transaction` event per new
-/// transaction (`{"hash", "register_id", "size", "at_us"}`, `at_us` when this node took it:
-/// microseconds since the Unix epoch); a subscriber too slow to keep up gets a
-/// `lagged` event saying how many it missed.
+/// transaction (`{"hash", "register_id", "size", "at_us", "from", "how", "hops"}`: `at_us`
+/// when this node took it, microseconds since the Unix epoch; the peer it came from, null when
+/// submitted here; how, `submitted`, `pushed`, `pulled` or `repaired`; hops travelled); a
+/// subscriber too slow to keep up gets a `lagged` event saying how many it missed.
 pub async fn stream(
     State(state): State<HttpState>,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {

@@ -179,6 +179,12 @@ pub struct Delivered {
     /// When this node took it: microseconds since the Unix epoch on its wall clock (so a
     /// subscriber can time the delivery itself, not its own reading of the stream).
     pub at_us: u64,
+    /// The peer it came from; `None` when submitted here.
+    pub from: Option<String>,
+    /// How it came: `submitted`, `pushed`, `pulled` or `repaired` (pulled after a digest).
+    pub how: &'static str,
+    /// How far it travelled: 0 when submitted here, 1 from its origin.
+    pub hops: u32,
 }
 
 /// Why a call to the actor got no answer.

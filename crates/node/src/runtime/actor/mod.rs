@@ -361,6 +361,8 @@ impl Actor {
                     hash,
                     register_id,
                     size,
+                    from,
+                    arrival,
                 } => {
                     // No subscriber is fine; a lagging one is counted when it reads.
                     let _ = self.deliveries.send(Delivered {
@@ -368,6 +370,9 @@ impl Actor {
                         register_id,
                         size,
                         at_us: crate::clock::unix_micros(),
+                        from: from.map(|p| p.to_string()),
+                        how: arrival.way.as_str(),
+                        hops: arrival.hops,
                     });
                 }
                 Output::Persist(node) => self.persist(self.store.upsert(node)),
