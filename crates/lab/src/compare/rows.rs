@@ -7,7 +7,7 @@ use std::fmt::Write;
 use serde::Serialize;
 
 use super::ComparePhase;
-use crate::report::{self, Distribution, Report, Wire};
+use crate::report::{self, Distribution, Paths, Report, Wire};
 
 pub const GOSSIPSUB: &str = "gossipsub";
 pub const SORCHA: &str = "sorcha-peer";
@@ -45,6 +45,10 @@ pub struct Row {
     pub wire: Option<Wire>,
     /// The nodes' CPU seconds over the window (from the traffic's start to the end).
     pub cpu_seconds: f64,
+    /// sorcha-peer's hops as its nodes tell them (`propagation_ms.paths` of its report);
+    /// gossipsub's nodes do not say.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paths: Option<Paths>,
 }
 
 /// What the gossipsub side measured, in the lab's terms.
@@ -83,6 +87,7 @@ impl Row {
                 .count(),
             wire: m.wire.as_ref().map(|w| Wire::from_nodes(w, accepted)),
             cpu_seconds: m.cpu_seconds,
+            paths: None,
         }
     }
 
@@ -102,6 +107,7 @@ impl Row {
             lost: r.lost,
             wire: r.wire.clone(),
             cpu_seconds: r.resources.cpu_seconds_total,
+            paths: Some(r.propagation_ms.paths.clone()),
         }
     }
 }

@@ -61,18 +61,33 @@ pub async fn submit(
         origin: "local".to_owned(),
         first_seen: now(),
     };
-    // Written (and committed) before anything is acknowledged or announced.
-    let stored = match state.node.db().put(tx, offline).await {
+    // Committed before anything is acknowledged; handed to gossip while the commit runs (a
+    // node with peers), so the first hops do not wait for the disk: the answer still waits
+    // for both. A saturated store refuses before gossip; should the commit itself fail, the
+    // client hears so, and peers that already took the transaction keep it: it was never
+    // acknowledged, and a retry is answered `new: false`.
+    let commit = match state.node.db().begin_put(tx, offline) {
+        Ok(commit) => commit,
+        Err(e) => return store_error(&state, e),
+    };
+    let gossip = async {
+        if offline {
+            return None;
+        }
+        Some(state.node.submit(body.to_vec(), register_id.clone()).await)
+    };
+    let (stored, submitted) = tokio::join!(commit, gossip);
+    let stored = match stored {
         Ok(stored) => stored,
         Err(e) => return store_error(&state, e),
     };
-    if offline {
+    let Some(submitted) = submitted else {
         if stored {
             cache(&state, hash, &body, register_id);
         }
         return queued(&state, hash, stored);
-    }
-    match state.node.submit(body.to_vec(), register_id).await {
+    };
+    match submitted {
         Ok(Ok(submitted)) => {
             let code = if submitted.new {
                 StatusCode::CREATED

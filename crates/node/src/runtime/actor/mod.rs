@@ -412,7 +412,7 @@ impl Actor {
         self.events.record(EventKind::TxAccepted, from, detail);
         let body: Arc<[u8]> = body.into();
         let first_seen = now();
-        // A local transaction was written by its submitter before the core saw it.
+        // A local transaction is written by its submitter (the commit runs beside gossip).
         if pulled {
             let new = NewTx {
                 hash,

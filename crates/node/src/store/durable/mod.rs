@@ -311,13 +311,23 @@ impl TxDb {
     /// Writes `tx` and waits for its group's commit; `queue` keeps it in the offline queue
     /// until a peer pulls it. True if it was new to the store.
     pub async fn put(&self, tx: NewTx, queue: bool) -> Result<bool, DurableError> {
+        self.begin_put(tx, queue)?.await
+    }
+
+    /// [`put`](Self::put) in two steps: hands `tx` to the writer now (refused at once when
+    /// the writer is saturated or stopped), and the future of its commit.
+    pub fn begin_put(
+        &self,
+        tx: NewTx,
+        queue: bool,
+    ) -> Result<impl Future<Output = Result<bool, DurableError>> + use<>, DurableError> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.send(writer::Job::Put {
             tx,
             queue,
             reply: Some(reply),
         })?;
-        answer.await.map_err(|_| DurableError::Stopped)?
+        Ok(async move { answer.await.map_err(|_| DurableError::Stopped)? })
     }
 
     /// Hands `tx` to the writer without waiting; the number to compare with
