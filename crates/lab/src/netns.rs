@@ -8,6 +8,7 @@
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// The /16 the lab's namespaces live in; the bridge holds `.0.1`, node `i` holds `i + 2`.
@@ -86,8 +87,17 @@ impl Netns {
         let cidr = format!("{}/{PREFIX_LEN}", node_ip(i));
         run(&["ip", "-n", &ns, "addr", "add", &cidr, "dev", &inner])?;
         run(&["ip", "-n", &ns, "link", "set", &inner, "up"])?;
-        // Without nftables the wire figures keep the lab's own traffic (wire_bytes says so).
-        let _ = nft(&ns, &lab_counters_ruleset());
+        // Without nftables the wire figures keep the lab's own traffic (`lab_traffic_excluded`
+        // says so), which only sorcha-peer's nodes have (the API, the streams): said once.
+        if let Err(e) = nft(&ns, &lab_counters_ruleset())
+            && !NFT_WARNED.swap(true, Ordering::Relaxed)
+        {
+            eprintln!(
+                "peer-lab: WARNING: nftables could not count the lab's own traffic ({e}); the \
+                 wire figures include it (lab_traffic_excluded: false). Install nftables \
+                 (apt-get install nftables) for comparable figures."
+            );
+        }
         Ok(())
     }
 
@@ -296,6 +306,9 @@ pub fn parse_lab_counters(json: &str) -> Option<InterfaceBytes> {
 }
 
 /// Loads `ruleset` into namespace `ns` (`nft -f -`).
+/// Whether the missing-nftables warning was printed already.
+static NFT_WARNED: AtomicBool = AtomicBool::new(false);
+
 fn nft(ns: &str, ruleset: &str) -> Result<(), NetnsError> {
     ip_with_input(&["netns", "exec", ns, "nft", "-f", "-"], ruleset, false)
 }
