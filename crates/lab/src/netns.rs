@@ -305,10 +305,10 @@ pub fn parse_lab_counters(json: &str) -> Option<InterfaceBytes> {
     (seen_out && seen_in).then_some(out)
 }
 
-/// Loads `ruleset` into namespace `ns` (`nft -f -`).
 /// Whether the missing-nftables warning was printed already.
 static NFT_WARNED: AtomicBool = AtomicBool::new(false);
 
+/// Loads `ruleset` into namespace `ns` (`nft -f -`).
 fn nft(ns: &str, ruleset: &str) -> Result<(), NetnsError> {
     ip_with_input(&["netns", "exec", ns, "nft", "-f", "-"], ruleset, false)
 }

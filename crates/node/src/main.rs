@@ -19,8 +19,8 @@ fn main() -> ExitCode {
 /// arenas (`madvise(MADV_HUGEPAGE)`, its `allow_thp` default, read before `main`), so the first
 /// touch of each fresh 2 MiB region faulted in a whole huge page and zeroed it; nodes that grow
 /// in step (the same transactions at the same pace) all paid that at once. In `peer-lab run
-/// propagation` (20 nodes on 2 cores) a quarter of the CPU in those moments was
-/// `clear_page_erms` under hash-table growth, and every slow hop of the run fell in them
+/// propagation` (20 nodes on 2 cores) a fifth of the CPU in those moments was
+/// `clear_page_erms` under hash-table growth, and the hops slower than 30 ms all fell in them
 /// (`crates/lab/README.md`, session 14). The flag covers the regions advised already.
 fn no_transparent_huge_pages() {
     // SAFETY: prctl(PR_SET_THP_DISABLE) takes plain integers and touches no memory of ours. A
