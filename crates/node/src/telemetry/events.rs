@@ -59,7 +59,8 @@ pub enum EventKind {
     Unbanned,
     /// The peer score banned a peer (or an unverified peer's address).
     PeerBanned,
-    /// A transaction's body was accepted (submitted here or pulled from a peer).
+    /// A transaction's body was accepted (submitted here, or pushed, pulled or repaired from a
+    /// peer).
     TxAccepted,
     /// A submission waits in the offline queue (no healthy peer).
     TxQueued,

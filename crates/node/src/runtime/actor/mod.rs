@@ -363,18 +363,7 @@ impl Actor {
                     size,
                     from,
                     arrival,
-                } => {
-                    // No subscriber is fine; a lagging one is counted when it reads.
-                    let _ = self.deliveries.send(Delivered {
-                        hash: hash.to_string(),
-                        register_id,
-                        size,
-                        at_us: crate::clock::unix_micros(),
-                        from: from.map(|p| p.to_string()),
-                        how: arrival.way.as_str(),
-                        hops: arrival.hops,
-                    });
-                }
+                } => self.deliver(hash, register_id, size, from, arrival),
                 Output::Persist(node) => self.persist(self.store.upsert(node)),
                 Output::Forget(id) => self.persist(self.store.forget(id)),
                 Output::Event(event) => self.report(event),
@@ -382,6 +371,35 @@ impl Actor {
             }
         }
         self.record_gauges();
+    }
+
+    /// Tells the event log and local subscribers of a new transaction, and how it came.
+    fn deliver(
+        &self,
+        hash: TxHash,
+        register_id: Option<String>,
+        size: u64,
+        from: Option<PeerId>,
+        arrival: gossip::Arrival,
+    ) {
+        let from = from.map(|p| p.to_string());
+        let how = match arrival.way {
+            gossip::Way::Submitted => "submitted here",
+            way => way.as_str(),
+        };
+        let detail = format!("{hash} ({size} bytes, {how})");
+        self.events
+            .record(EventKind::TxAccepted, from.clone(), detail);
+        // No subscriber is fine; a lagging one is counted when it reads.
+        let _ = self.deliveries.send(Delivered {
+            hash: hash.to_string(),
+            register_id,
+            size,
+            at_us: crate::clock::unix_micros(),
+            from,
+            how: arrival.way.as_str(),
+            hops: arrival.hops,
+        });
     }
 
     /// Keeps a body for peers and local readers, timing its arrival if it was announced.
@@ -402,14 +420,6 @@ impl Actor {
             gossip::Origin::Local => ("local".to_owned(), false),
             gossip::Origin::Peer(id) => (id.to_string(), true),
         };
-        let from = (origin != "local").then(|| origin.clone());
-        let how = if from.is_some() {
-            "pulled"
-        } else {
-            "submitted here"
-        };
-        let detail = format!("{hash} ({} bytes, {how})", body.len());
-        self.events.record(EventKind::TxAccepted, from, detail);
         let body: Arc<[u8]> = body.into();
         let first_seen = now();
         // A local transaction is written by its submitter (the commit runs beside gossip).
