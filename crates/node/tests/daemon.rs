@@ -84,6 +84,23 @@ async fn standalone_node_serves_health_status_and_metrics() {
     assert!(node.log().contains("running standalone"), "{}", node.log());
 }
 
+/// The daemon turns transparent huge pages off for itself (`main.rs`): its allocator advises
+/// them, and nodes zeroing 2 MiB pages in step stalled every hop of the lab's propagation.
+#[tokio::test]
+async fn the_daemon_runs_without_transparent_huge_pages() {
+    let node = TestNode::start(&[]);
+    let (code, _) = node.get_json("/health/live").await;
+    assert_eq!(code, 200);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", node.pid())).unwrap();
+    let thp = status
+        .lines()
+        .find_map(|l| l.strip_prefix("THP_enabled:"))
+        .unwrap_or_else(|| {
+            panic!("this kernel does not report THP_enabled (Linux 5.0+):\n{status}")
+        });
+    assert_eq!(thp.trim(), "0", "transparent huge pages still on");
+}
+
 #[tokio::test]
 async fn advertised_address_comes_from_discovery() {
     let env = [("SORCHA_PEER__ADDRESS__EXTERNAL_ADDRESS", "198.51.100.7")];
