@@ -86,7 +86,8 @@ struct Heard {
     listening: Option<String>,
     /// connected peers, mesh peers, Kademlia peers: the last `status` answer.
     status: Option<(usize, usize, usize)>,
-    /// Message number to when the lab read `recv` (or, at the origin, `published`).
+    /// Message number to the node's stamp in its `recv` line (or, at the origin, `published`),
+    /// as a lab instant; the lab's read when a line has no stamp.
     arrivals: HashMap<u64, Instant>,
     publish_errors: Vec<String>,
 }

@@ -33,7 +33,7 @@ pub struct Row {
     pub requested: usize,
     /// Messages the origin took (gossipsub published without error, sorcha-peer accepted).
     pub accepted: usize,
-    /// From publish/submit to the lab's receipt of each node's report, ms.
+    /// From publish/submit to each node's own stamp of the arrival, ms.
     pub nodes_90_ms: Distribution,
     pub nodes_100_ms: Distribution,
     /// Node-message pairs that arrived, of accepted x nodes.
@@ -55,8 +55,8 @@ pub struct Row {
 #[derive(Debug, Clone, Default)]
 pub struct Arrivals {
     pub nodes: usize,
-    /// Per published message, per node: ms from publishing until the lab read the node's
-    /// report of it (the origin's own `published` line included); `None`: never.
+    /// Per published message, per node: ms from publishing until the node's stamp of it (the
+    /// origin's own `published` line included); `None`: never.
     pub ms: Vec<Vec<Option<f64>>>,
     pub wire: Option<Vec<crate::netns::WireBytes>>,
     pub cpu_seconds: f64,
@@ -166,7 +166,7 @@ impl CompareReport {
         }
         let _ = writeln!(
             out,
-            "  times: ms from publish/submit to the lab's receipt of each node's report; wire: bytes \
+            "  times: ms from publish/submit to each node's own stamp of the arrival; wire: bytes \
              sent per node per message on the veths (all headers, lab traffic excluded; netns only)"
         );
         out
