@@ -12,9 +12,11 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
+use sorcha_peer::clock::unix_micros;
+use sorcha_peer_core::gossip::Way;
 use tokio::task::JoinSet;
 
 use crate::api::{TxKey, tx_key};
@@ -63,38 +65,8 @@ struct Arrived {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Came {
     pub from: Option<usize>,
-    pub how: How,
+    pub how: Way,
     pub hops: u32,
-}
-
-/// The node's `how`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum How {
-    Submitted,
-    Pushed,
-    Pulled,
-    Repaired,
-}
-
-impl How {
-    fn parse(how: &str) -> Option<How> {
-        Some(match how {
-            "submitted" => How::Submitted,
-            "pushed" => How::Pushed,
-            "pulled" => How::Pulled,
-            "repaired" => How::Repaired,
-            _ => return None,
-        })
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            How::Submitted => "submitted",
-            How::Pushed => "pushed",
-            How::Pulled => "pulled",
-            How::Repaired => "repaired",
-        }
-    }
 }
 
 /// What the subscribers saw, per node.
@@ -299,7 +271,7 @@ pub struct TxEvent {
     /// The node's stamp of when it took it, if it sent one.
     pub at_us: Option<u64>,
     /// The peer it came from (`None`: submitted there), how, and hops, if the node said.
-    pub came: Option<(Option<String>, How, u32)>,
+    pub came: Option<(Option<String>, Way, u32)>,
 }
 
 #[derive(Deserialize)]
@@ -317,7 +289,7 @@ struct Delivered<'a> {
 
 impl Delivered<'_> {
     fn event(self) -> Option<TxEvent> {
-        let came = match (self.how.and_then(How::parse), self.hops) {
+        let came = match (self.how.and_then(Way::from_name), self.hops) {
             (Some(how), Some(hops)) => Some((self.from, how, hops)),
             _ => None,
         };
@@ -327,14 +299,6 @@ impl Delivered<'_> {
             came,
         })
     }
-}
-
-/// The wall clock in microseconds since the Unix epoch.
-pub fn unix_micros() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 /// The lab instant of a node's stamp `stamp_us`, read at `at` when the wall clock said
@@ -431,7 +395,7 @@ mod tests {
                 SseEvent::Transaction(TxEvent {
                     key: [0x0f; 32],
                     at_us: Some(1000),
-                    came: Some((Some("ab".to_owned()), How::Pulled, 3)),
+                    came: Some((Some("ab".to_owned()), Way::Pulled, 3)),
                 }),
                 SseEvent::Transaction(TxEvent {
                     key: [0x0f; 32],

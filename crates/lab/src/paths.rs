@@ -7,7 +7,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::observe::{Came, How};
+use sorcha_peer_core::gossip::Way;
+
+use crate::observe::Came;
 use crate::report::{PathFigures, Paths, distribution};
 
 /// One node's delivery of one transaction: ms after submission, and how it came.
@@ -16,17 +18,17 @@ pub type Delivery = (Option<f64>, Option<Came>);
 /// The figures of `per_tx`: for each transaction, each node's delivery; `nodes` in the
 /// cluster.
 pub fn paths(per_tx: &[Vec<Delivery>], nodes: usize) -> Paths {
-    let mut hop_ms: BTreeMap<How, Vec<f64>> = BTreeMap::new();
+    let mut hop_ms: BTreeMap<&'static str, Vec<f64>> = BTreeMap::new();
     let mut hops = Vec::new();
     let mut to_90 = Traced::default();
     for deliveries in per_tx {
         for (at, came) in deliveries {
             let Some(came) = came else { continue };
-            if came.how != How::Submitted {
+            if came.how != Way::Submitted {
                 hops.push(f64::from(came.hops));
             }
             if let Some(ms) = hop_time(deliveries, *at, came) {
-                hop_ms.entry(came.how).or_default().push(ms);
+                hop_ms.entry(came.how.as_str()).or_default().push(ms);
             }
         }
         if let Some(node) = ninety(deliveries, nodes) {
@@ -36,7 +38,7 @@ pub fn paths(per_tx: &[Vec<Delivery>], nodes: usize) -> Paths {
     Paths {
         hop_ms: hop_ms
             .into_iter()
-            .map(|(how, ms)| (how.as_str(), distribution(ms)))
+            .map(|(how, ms)| (how, distribution(ms)))
             .collect(),
         hops: distribution(hops),
         to_90: to_90.figures(),
@@ -83,7 +85,7 @@ impl Traced {
             let Some(came) = deliveries[node].1 else {
                 return;
             };
-            if came.how == How::Submitted {
+            if came.how == Way::Submitted {
                 self.hops.push(f64::from(hops));
                 self.slowest.push(slowest);
                 self.with_pull += usize::from(pulled);
@@ -94,7 +96,7 @@ impl Traced {
             };
             hops += 1;
             slowest = slowest.max(ms);
-            pulled |= matches!(came.how, How::Pulled | How::Repaired);
+            pulled |= matches!(came.how, Way::Pulled | Way::Repaired);
             let Some(from) = came.from else { return };
             node = from;
         }
@@ -114,7 +116,7 @@ impl Traced {
 mod tests {
     use super::*;
 
-    fn came(from: Option<usize>, how: How, hops: u32) -> Option<Came> {
+    fn came(from: Option<usize>, how: Way, hops: u32) -> Option<Came> {
         Some(Came { from, how, hops })
     }
 
@@ -123,11 +125,11 @@ mod tests {
         // 0 submitted; 1 pushed from 0; 2 pulled from 1; 3 pushed from 2; 4 from a node the
         // lab does not run.
         let tx = vec![
-            (Some(2.0), came(None, How::Submitted, 0)),
-            (Some(3.0), came(Some(0), How::Pushed, 1)),
-            (Some(90.0), came(Some(1), How::Pulled, 2)),
-            (Some(91.5), came(Some(2), How::Pushed, 3)),
-            (Some(4.0), came(None, How::Pushed, 1)),
+            (Some(2.0), came(None, Way::Submitted, 0)),
+            (Some(3.0), came(Some(0), Way::Pushed, 1)),
+            (Some(90.0), came(Some(1), Way::Pulled, 2)),
+            (Some(91.5), came(Some(2), Way::Pushed, 3)),
+            (Some(4.0), came(None, Way::Pushed, 1)),
         ];
         let p = paths(&[tx], 5);
         assert_eq!(p.hop_ms["pushed"].count, 2);
@@ -145,12 +147,12 @@ mod tests {
     #[test]
     fn a_loop_or_a_missing_way_leaves_the_path_untraced() {
         let looped = vec![
-            (Some(1.0), came(Some(1), How::Pushed, 1)),
-            (Some(2.0), came(Some(0), How::Pushed, 1)),
+            (Some(1.0), came(Some(1), Way::Pushed, 1)),
+            (Some(2.0), came(Some(0), Way::Pushed, 1)),
         ];
         let unsaid = vec![
             (Some(1.0), None),
-            (Some(2.0), came(Some(0), How::Pushed, 1)),
+            (Some(2.0), came(Some(0), Way::Pushed, 1)),
         ];
         let p = paths(&[looped, unsaid], 2);
         assert_eq!(p.to_90.traced, 0);
@@ -159,7 +161,7 @@ mod tests {
 
     #[test]
     fn a_transaction_short_of_ninety_percent_has_no_path() {
-        let tx = vec![(Some(1.0), came(None, How::Submitted, 0)), (None, None)];
+        let tx = vec![(Some(1.0), came(None, Way::Submitted, 0)), (None, None)];
         assert_eq!(paths(&[tx], 2).to_90, PathFigures::default());
     }
 }

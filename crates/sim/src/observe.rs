@@ -360,14 +360,8 @@ fn relay_counters(core: &Node, add: &mut impl FnMut(&str, u64)) {
     let (eager, eager_relays) = (eager as u64, eager_relays as u64);
     add("eager_links", eager);
     add("eager_links_of_relays", if relay { eager } else { 0 });
-    add(
-        "eager_relay_links_of_relays",
-        if relay { eager_relays } else { 0 },
-    );
-    add(
-        "eager_relay_links_of_leaves",
-        if relay { 0 } else { eager_relays },
-    );
+    let names = ["eager_relay_links_of_relays", "eager_relay_links_of_leaves"];
+    by_role(add, relay, names, eager_relays);
     add("relays", u64::from(relay));
     let leaf = core.gossip().is_leaf();
     let no_relay_peer = leaf && core.gossip().relay_peers() == 0;
@@ -381,12 +375,12 @@ fn relay_counters(core: &Node, add: &mut impl FnMut(&str, u64)) {
         .active_peers()
         .filter(|p| membership.is_relay(&p.node.peer_id))
         .count() as u64;
-    add(
-        "active_relays_of_relays",
-        if relay { active_relays } else { 0 },
-    );
-    add(
-        "active_relays_of_leaves",
-        if relay { 0 } else { active_relays },
-    );
+    let names = ["active_relays_of_relays", "active_relays_of_leaves"];
+    by_role(add, relay, names, active_relays);
+}
+
+/// `value` under the first of `names` for a relay, the second for a leaf (0 under the other).
+fn by_role(add: &mut impl FnMut(&str, u64), relay: bool, names: [&str; 2], value: u64) {
+    add(names[0], if relay { value } else { 0 });
+    add(names[1], if relay { 0 } else { value });
 }

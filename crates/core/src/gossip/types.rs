@@ -40,6 +40,8 @@ pub enum Way {
 }
 
 impl Way {
+    const ALL: [Way; 4] = [Way::Submitted, Way::Pushed, Way::Pulled, Way::Repaired];
+
     /// The name subscribers see.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -48,6 +50,11 @@ impl Way {
             Way::Pulled => "pulled",
             Way::Repaired => "repaired",
         }
+    }
+
+    /// The way named `name` ([`as_str`](Self::as_str)), for readers of the stream.
+    pub fn from_name(name: &str) -> Option<Way> {
+        Way::ALL.into_iter().find(|w| w.as_str() == name)
     }
 }
 
@@ -355,4 +362,18 @@ pub struct GossipStats {
     pub fetches_deferred: u64,
     /// Conduct reports dropped because `MAX_CONDUCT` were waiting for the node.
     pub conduct_dropped: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_way_is_read_back_from_its_name_and_nothing_else_is() {
+        for way in Way::ALL {
+            assert_eq!(Way::from_name(way.as_str()), Some(way));
+        }
+        assert_eq!(Way::from_name("teleported"), None);
+        assert_eq!(Way::from_name("Pushed"), None);
+    }
 }

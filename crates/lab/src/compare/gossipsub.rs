@@ -13,13 +13,14 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use sorcha_peer::clock::unix_micros;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin};
 
 use super::rows::Arrivals;
 use crate::cluster::{Hosts, tie_to_lab};
 use crate::netns::{self, Netns, NetnsError, WireBytes};
-use crate::observe::{stamped, unix_micros};
+use crate::observe::stamped;
 use crate::procfs;
 use crate::scenario::Scenario;
 
