@@ -99,6 +99,19 @@ async fn the_daemon_runs_without_transparent_huge_pages() {
             panic!("this kernel does not report THP_enabled (Linux 5.0+):\n{status}")
         });
     assert_eq!(thp.trim(), "0", "transparent huge pages still on");
+    // Off before the first allocation, not only from `main` on: mimalloc's first arena would
+    // otherwise hold a huge page faulted by the runtime's set-up (4 MiB when it was
+    // switched off in `main`). On a kernel whose THP setting is `never` this cannot fail.
+    let rollup = std::fs::read_to_string(format!("/proc/{}/smaps_rollup", node.pid())).unwrap();
+    let huge = rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("AnonHugePages:"))
+        .unwrap_or_else(|| panic!("no AnonHugePages in smaps_rollup:\n{rollup}"));
+    assert_eq!(
+        huge.trim(),
+        "0 kB",
+        "huge pages faulted before THP was switched off"
+    );
 }
 
 #[tokio::test]
