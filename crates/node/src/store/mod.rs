@@ -24,6 +24,7 @@
 //! [`PeerNode`]: sorcha_peer_core::model::PeerNode
 
 mod bans;
+mod channel;
 mod codec;
 pub mod durable;
 mod migrations;

@@ -13,13 +13,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TrySendError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use sorcha_peer_core::model::{PeerId, PeerNode, Protocol, Timestamp};
 
-use super::{PeerStore, StoreError, peers};
+use super::{PeerStore, StoreError, channel, peers};
 
 /// Commands the channel holds before it refuses. At ~300 bytes a command that is ~1 MiB; a
 /// full round of heartbeats to a 1,000-peer list fits four times over.
@@ -141,7 +141,7 @@ enum Message {
 /// except in [`flush`](Self::flush).
 #[derive(Debug, Clone)]
 pub struct StoreHandle {
-    tx: SyncSender<Message>,
+    tx: channel::Sender<Message>,
     counters: Arc<Counters>,
 }
 
@@ -226,7 +226,7 @@ impl StoreHandle {
     pub fn flush(&self) -> Result<(), StoreError> {
         let (ack_tx, ack_rx) = mpsc::sync_channel(1);
         self.tx
-            .send(Message::Command(StoreCommand::Flush(FlushAck(ack_tx))))
+            .send_past_bound(Message::Command(StoreCommand::Flush(FlushAck(ack_tx))))
             .map_err(|_| StoreError::WriterStopped)?;
         match ack_rx.recv() {
             Ok(0) => Ok(()),
@@ -266,7 +266,7 @@ pub struct StoreWriter {
 impl StoreWriter {
     /// Moves `store` onto a new thread named `peer-store` and starts taking commands.
     pub fn spawn(store: PeerStore, config: WriterConfig) -> Result<Self, StoreError> {
-        let (tx, rx) = mpsc::sync_channel(config.queue_capacity.max(1));
+        let (tx, rx) = channel::bounded(config.queue_capacity.max(1));
         let counters = Arc::new(Counters::default());
         let worker = Worker {
             store,
@@ -301,9 +301,8 @@ impl StoreWriter {
         let Some(thread) = self.thread.take() else {
             return;
         };
-        // A blocking send: the thread drains the channel, so room comes. It fails only if the
-        // thread is gone already, and then there is nothing to stop.
-        let _ = self.handle.tx.send(Message::Shutdown);
+        // It fails only if the thread is gone already, and then there is nothing to stop.
+        let _ = self.handle.tx.send_past_bound(Message::Shutdown);
         if thread.join().is_err() {
             tracing::error!("peer store writer thread panicked");
         }
@@ -384,7 +383,7 @@ struct Worker {
 }
 
 impl Worker {
-    fn run(mut self, rx: Receiver<Message>) {
+    fn run(mut self, rx: channel::Receiver<Message>) {
         let mut batch = Batch::default();
         loop {
             let message = match batch.deadline(self.config.batch_interval) {

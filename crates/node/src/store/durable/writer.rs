@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{RecvTimeoutError, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -20,6 +20,7 @@ use tokio::sync::{oneshot, watch};
 use super::ids::{Ids, Undo};
 use super::schema::{DEAD, KEPT, QUEUED};
 use super::{Counters, DurableError, Limits, NewTx, lock};
+use crate::store::channel;
 
 /// Jobs waiting for the writer at most; past it writes are refused with
 /// [`DurableError::Busy`] (counted). At 256-byte transactions that is 2 MiB, and a few groups'
@@ -85,7 +86,7 @@ enum Message {
 
 /// The sending side, shared by every clone of the store.
 pub(super) struct Sender {
-    tx: SyncSender<Message>,
+    tx: channel::Sender<Message>,
     /// Jobs sent so far; held while sending so the numbers follow the channel's order.
     sent: Mutex<u64>,
     thread: Mutex<Option<JoinHandle<()>>>,
@@ -110,8 +111,7 @@ impl Sender {
         let Some(thread) = lock(&self.thread).take() else {
             return;
         };
-        // Blocking: the thread drains the channel, so room comes.
-        let _ = self.tx.send(Message::Shutdown);
+        let _ = self.tx.send_past_bound(Message::Shutdown);
         if thread.join().is_err() {
             tracing::error!("transaction store writer thread panicked");
         }
@@ -138,7 +138,7 @@ pub(super) fn spawn(
     ids: Arc<Mutex<Ids>>,
 ) -> Result<(Sender, watch::Receiver<u64>), String> {
     let tally = initial_tally(&conn).map_err(|e| e.to_string())?;
-    let (tx, rx) = mpsc::sync_channel(JOB_QUEUE_CAPACITY);
+    let (tx, rx) = channel::bounded(JOB_QUEUE_CAPACITY);
     let (done_tx, done_rx) = watch::channel(0);
     let mut worker = Worker {
         conn,
@@ -203,7 +203,7 @@ struct Worker {
 }
 
 impl Worker {
-    fn run(mut self, rx: Receiver<Message>) {
+    fn run(mut self, rx: channel::Receiver<Message>) {
         loop {
             let first = match rx.recv_timeout(HOUSEKEEPING_INTERVAL) {
                 Ok(Message::Job(job)) => job,
@@ -325,7 +325,7 @@ impl Worker {
 /// `first` and the jobs behind it, up to [`GROUP_MAX_JOBS`]: those queued now and, while no
 /// job of the group is awaited, those that come within `linger` of `first`; and whether a
 /// shutdown came.
-fn gather(rx: &Receiver<Message>, first: Job, linger: Duration) -> (Vec<Job>, bool) {
+fn gather(rx: &channel::Receiver<Message>, first: Job, linger: Duration) -> (Vec<Job>, bool) {
     let deadline = Instant::now() + linger;
     let mut awaited = first.is_awaited();
     let mut group = vec![first];
@@ -611,13 +611,13 @@ mod tests {
 
     #[test]
     fn unawaited_jobs_wait_for_company_and_an_awaited_one_ends_the_wait() {
-        let (tx, rx) = mpsc::sync_channel(16);
+        let (tx, rx) = channel::bounded(16);
         let late = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(50));
-            tx.send(Message::Job(confirm())).unwrap();
+            tx.try_send(Message::Job(confirm())).unwrap();
             let (reply, answered) = oneshot::channel();
-            tx.send(Message::Job(Job::Flush { reply })).unwrap();
-            tx.send(Message::Job(confirm())).unwrap();
+            tx.try_send(Message::Job(Job::Flush { reply })).unwrap();
+            tx.try_send(Message::Job(confirm())).unwrap();
             (tx, answered)
         });
         // Lingering long: the first job waits for the late ones, up to the flush someone
@@ -633,7 +633,7 @@ mod tests {
         let (group, _) = gather(&rx, Job::Flush { reply }, Duration::from_secs(60));
         assert_eq!(group.len(), 1);
         // A shutdown ends the wait and says so.
-        tx.send(Message::Shutdown).unwrap();
+        tx.send_past_bound(Message::Shutdown).unwrap();
         let (group, stop) = gather(&rx, confirm(), Duration::from_secs(60));
         assert_eq!((group.len(), stop), (1, true));
     }
