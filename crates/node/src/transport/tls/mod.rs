@@ -258,6 +258,11 @@ impl TlsContext {
             .with_client_cert_verifier(verifier)
             .with_cert_resolver(resolver.clone());
         server.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+        // No session tickets: our dials never resume (see `client_config`), and rustls sent
+        // two after every handshake by default (~2 x 100 bytes, a key derivation and a stored
+        // session each). A Sorcha C# peer that resumes does a full handshake instead.
+        server.send_tls13_tickets = 0;
+        server.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
         Ok(Some(Arc::new(Self {
             mode: settings.mode,
             provider,
@@ -292,6 +297,10 @@ impl TlsContext {
         config.alpn_protocols = vec![b"h2".to_vec()];
         // Peers are named by key, not host name: no SNI to leak or to match.
         config.enable_sni = false;
+        // No resumption: each dial has its own configuration (the verifier pins the id it
+        // expects), so a ticket would never be offered again, and a resumed session skips the
+        // certificate check that proves the id.
+        config.resumption = rustls::client::Resumption::disabled();
         Ok(Arc::new(config))
     }
 
