@@ -99,6 +99,38 @@ async fn two_mtls_nodes_verify_each_other_and_gossip() {
     assert!(plaintext_refused >= 1.0, "{metrics}");
 }
 
+/// A node that joins through a bootstrap address makes one handshake with that node: its
+/// ping goes by address (any id), and the registration that follows, by the id the ping's
+/// connection proved, takes the same connection (it took a second one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joiner_makes_one_handshake_with_its_bootstrap_node() {
+    common::init_crypto();
+    let a = start("mtls", None);
+    let b = start("mtls", Some(&a));
+    let (a_id, b_id) = (peer_id(&a).await, peer_id(&b).await);
+    assert!(
+        eventually(SETTLE, || async {
+            row(&a, &b_id).await["verified"] == true && row(&b, &a_id).await["verified"] == true
+        })
+        .await,
+        "the nodes did not verify each other:\n{}\n{}",
+        a.log(),
+        b.log()
+    );
+    // A few heartbeats each way over the connections there are.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let handshakes = |metrics: &str, side: &str| {
+        let name = format!("tls_handshakes_total{{result=\"ok\",side=\"{side}\"}}");
+        common::sample(metrics, &name)
+    };
+    let (a_metrics, b_metrics) = (
+        a.get_text("/metrics").await.1,
+        b.get_text("/metrics").await.1,
+    );
+    assert_eq!(handshakes(&b_metrics, "outbound"), 1.0, "{b_metrics}");
+    assert_eq!(handshakes(&a_metrics, "inbound"), 1.0, "{a_metrics}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nobody_can_speak_for_a_verified_peer_without_its_key() {
     common::init_crypto();

@@ -30,7 +30,7 @@ use crate::telemetry::Metrics;
 use crate::transport::links::{Job, Links, Pushes};
 use crate::transport::rest::client::RestClient;
 use crate::transport::tls::TlsContext;
-use crate::transport::tls::connect::{Dialer, OnProven};
+use crate::transport::tls::connect::{Dialer, OnProven, PeerConnector};
 use crate::wire::TxName;
 use crate::wire::proto::communication::peer_communication_client::PeerCommunicationClient;
 use crate::wire::proto::communication::{MessageType, PeerLeaving, PeerMessage};
@@ -94,10 +94,18 @@ pub struct TransportSettings {
     pub pushes: Pushes,
 }
 
+/// A channel, when it was last used, and its connector (which can bind it to an id).
+struct Pooled {
+    channel: Channel,
+    used: Instant,
+    connector: PeerConnector,
+}
+
 pub struct Outbound {
     /// By address and the peer id expected there: a channel made for a bootstrap address
-    /// (any id) is never reused for a peer that must prove a given id.
-    channels: HashMap<String, (Channel, Instant)>,
+    /// (any id) serves a peer that must prove a given id only once bound to the id its
+    /// connection proved (`PeerConnector::bind_to`), and is then keyed by it.
+    channels: HashMap<String, Pooled>,
     dialer: Arc<Dialer>,
     links: Links,
     rest: RestClient,
@@ -380,9 +388,19 @@ impl Outbound {
             Some(id) => format!("{address}#{id}"),
             None => address.clone(),
         };
-        if let Some((channel, used)) = self.channels.get_mut(&key) {
-            *used = Instant::now();
-            return Ok(channel.clone());
+        if let Some(id) = &to.peer_id
+            && !self.channels.contains_key(&key)
+            && self
+                .channels
+                .get(&address)
+                .is_some_and(|anyone| anyone.connector.bind_to(id))
+            && let Some(bound) = self.channels.remove(&address)
+        {
+            self.channels.insert(key.clone(), bound);
+        }
+        if let Some(pooled) = self.channels.get_mut(&key) {
+            pooled.used = Instant::now();
+            return Ok(pooled.channel.clone());
         }
         if self.channels.len() >= MAX_CHANNELS {
             self.evict_oldest();
@@ -392,8 +410,13 @@ impl Outbound {
             .connect_timeout(self.timeout)
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(10))
-            .connect_with_connector_lazy(connector);
-        self.channels.insert(key, (channel.clone(), Instant::now()));
+            .connect_with_connector_lazy(connector.clone());
+        let pooled = Pooled {
+            channel: channel.clone(),
+            used: Instant::now(),
+            connector,
+        };
+        self.channels.insert(key, pooled);
         Ok(channel)
     }
 
@@ -401,7 +424,7 @@ impl Outbound {
         let oldest = self
             .channels
             .iter()
-            .min_by_key(|(_, (_, used))| *used)
+            .min_by_key(|(_, pooled)| pooled.used)
             .map(|(key, _)| key.clone());
         if let Some(key) = oldest {
             self.channels.remove(&key);

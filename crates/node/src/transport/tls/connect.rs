@@ -65,7 +65,10 @@ impl Dialer {
     pub fn connector(self: &Arc<Self>, expected: Option<PeerId>) -> PeerConnector {
         PeerConnector {
             dialer: self.clone(),
-            expected,
+            binding: Arc::new(Mutex::new(Binding {
+                expected,
+                proven: None,
+            })),
         }
     }
 
@@ -115,13 +118,18 @@ impl Dialer {
         Ok(Counted::new(stream, self.metrics.wire_bytes_total.clone()))
     }
 
-    async fn dial(&self, address: String, expected: Option<PeerId>) -> io::Result<Io> {
+    /// A connection to `address` (TLS unless plaintext applies) and the id it proved.
+    async fn dial(
+        &self,
+        address: String,
+        expected: Option<PeerId>,
+    ) -> io::Result<(Io, Option<PeerId>)> {
         let stream = self.connect(&address).await?;
         let Some(tls) = self.tls.as_ref() else {
-            return Ok(Io::Plain(stream));
+            return Ok((Io::Plain(stream), None));
         };
         if tls.mode == SecurityMode::Mixed && self.spoke_plaintext(&address) {
-            return Ok(Io::Plain(stream));
+            return Ok((Io::Plain(stream), None));
         }
         let config = tls
             .client_config(expected.clone())
@@ -133,7 +141,7 @@ impl Dialer {
             Ok(Err(e)) if tls.mode == SecurityMode::Mixed && not_tls(&e) => {
                 self.count("fallback");
                 self.remember_plaintext(&address);
-                return Ok(Io::Plain(self.connect(&address).await?));
+                return Ok((Io::Plain(self.connect(&address).await?), None));
             }
             Ok(Err(e)) => {
                 self.count("refused");
@@ -154,11 +162,13 @@ impl Dialer {
             .and_then(|chain| chain.first())
             .and_then(|cert| verify::peer_id_of(cert).ok());
         // Only the id the certificate proves counts (a peer known by a name proves nothing).
-        if let Some(id) = proven.filter(|id| expected.as_ref().is_none_or(|e| e == id)) {
-            (self.on_proven)(&id);
+        let proven = proven.filter(|id| expected.as_ref().is_none_or(|e| e == id));
+        if let Some(id) = &proven {
+            (self.on_proven)(id);
         }
         let recheck = Recheck::new(tls.clone(), chain, Side::Outbound, self.metrics.clone());
-        Ok(Io::tls(tokio_rustls::TlsStream::Client(stream), recheck))
+        let io = Io::tls(tokio_rustls::TlsStream::Client(stream), recheck);
+        Ok((io, proven))
     }
 }
 
@@ -191,7 +201,36 @@ async fn connect_tcp(address: &str) -> io::Result<TcpStream> {
 #[derive(Clone)]
 pub struct PeerConnector {
     dialer: Arc<Dialer>,
+    binding: Arc<Mutex<Binding>>,
+}
+
+/// Whom a connector's channel is for: the id its peer must prove (`None`: any, for a
+/// bootstrap address not yet known by id) and the id its last handshake proved.
+struct Binding {
     expected: Option<PeerId>,
+    proven: Option<PeerId>,
+}
+
+impl PeerConnector {
+    /// Binds a channel made for an address (any id) to `id` if its connection proved `id`;
+    /// from then on it dials only that peer. True if bound. The bootstrap ping (by address)
+    /// and the registration that follows (by the id the ping's connection proved) then share
+    /// one connection: a second handshake per joiner at each bootstrap node was ~100 of a
+    /// 100-node start's handshakes (`peer-lab run scale-shipped`, session 15).
+    pub fn bind_to(&self, id: &PeerId) -> bool {
+        let mut binding = lock(&self.binding);
+        if binding.expected.is_none() && binding.proven.as_ref() == Some(id) {
+            binding.expected = Some(id.clone());
+            true
+        } else {
+            false
+        }
+    }
+}
+
+fn lock(binding: &Mutex<Binding>) -> std::sync::MutexGuard<'_, Binding> {
+    // The guarded data is two ids, consistent after any panic.
+    binding.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl tower::Service<Uri> for PeerConnector {
@@ -204,13 +243,27 @@ impl tower::Service<Uri> for PeerConnector {
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
-        let (dialer, expected) = (self.dialer.clone(), self.expected.clone());
+        let (dialer, binding) = (self.dialer.clone(), self.binding.clone());
         Box::pin(async move {
             let address = uri
                 .authority()
                 .map(|a| a.as_str().to_owned())
                 .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no host in uri"))?;
-            Ok(TokioIo::new(dialer.dial(address, expected).await?))
+            let expected = lock(&binding).expected.clone();
+            let (io, proven) = dialer.dial(address, expected.clone()).await?;
+            let mut bound = lock(&binding);
+            // Bound to an id while this dial (for any id) was under way: the connection must
+            // have proved that id, or the channel would carry its requests to someone else.
+            if let (None, Some(now)) = (&expected, &bound.expected)
+                && proven.as_ref() != Some(now)
+            {
+                return Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    "the peer at this address is no longer the one this channel is for",
+                ));
+            }
+            bound.proven = proven;
+            Ok(TokioIo::new(io))
         })
     }
 }
