@@ -153,8 +153,8 @@ impl PeerStore {
             .map_err(open_err)?;
         conn.pragma_update(None, "foreign_keys", true)
             .map_err(open_err)?;
-        migrations::MIGRATIONS
-            .to_latest(&mut conn)
+        migrations::PEERS
+            .bring_up(&mut conn)
             .map_err(|source| StoreError::Migrate {
                 path: path.clone(),
                 latest: migrations::MIGRATION_COUNT,

@@ -260,8 +260,8 @@ impl TxDb {
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let mut conn = connect(&path, flags, durability).map_err(open_err)?;
-        schema::MIGRATIONS
-            .to_latest(&mut conn)
+        schema::TRANSACTIONS
+            .bring_up(&mut conn)
             .map_err(|e| open_err(format!("schema version {}: {e}", schema::MIGRATION_COUNT)))?;
         let check: String = conn
             .query_row("PRAGMA quick_check", [], |r| r.get(0))

@@ -3,6 +3,8 @@
 
 use rusqlite_migration::{M, Migrations};
 
+use crate::store::migrations::Schema;
+
 /// Version 1: one table for every transaction this node holds, queued or not.
 ///
 /// - `seq` (the rowid) is the order of arrival: eviction takes the smallest first.
@@ -75,6 +77,33 @@ pub(super) const MIGRATIONS: Migrations<'static> = Migrations::from_slice(MIGRAT
 /// The schema version of an up-to-date file.
 pub(super) const MIGRATION_COUNT: usize = MIGRATION_LIST.len();
 
+/// What a new file is given: the table as V3 rebuilt it, under its final name, with its two
+/// partial indexes (V1's table, V2's drop and V3's rebuild and rename are skipped).
+const LATEST: &str = "
+CREATE TABLE transactions (
+    seq             INTEGER PRIMARY KEY,
+    id              BLOB    NOT NULL CHECK (length(id) = 16),
+    hash            BLOB    NOT NULL CHECK (length(hash) = 32),
+    body            BLOB    NOT NULL,
+    register_id     TEXT,
+    origin          TEXT    NOT NULL,
+    first_seen      INTEGER NOT NULL,
+    state           INTEGER NOT NULL DEFAULT 0 CHECK (state IN (0, 1, 2)),
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL DEFAULT 0,
+    reason          TEXT
+) STRICT;
+CREATE INDEX transactions_due ON transactions (next_attempt_at) WHERE state = 1;
+CREATE INDEX transactions_dead ON transactions (seq) WHERE state = 2;
+";
+
+/// The schema of `transactions.db` (see `store::migrations::Schema`).
+pub(super) const TRANSACTIONS: Schema = Schema {
+    migrations: MIGRATIONS,
+    version: MIGRATION_COUNT,
+    latest: &[LATEST],
+};
+
 /// Row states (the `state` column).
 pub(super) const KEPT: i64 = 0;
 pub(super) const QUEUED: i64 = 1;
@@ -87,5 +116,10 @@ mod tests {
     #[test]
     fn migrations_are_valid() {
         MIGRATIONS.validate().unwrap();
+    }
+
+    #[test]
+    fn a_new_file_gets_the_schema_the_migrations_end_in() {
+        crate::store::migrations::assert_latest_is_migrated(&TRANSACTIONS);
     }
 }
