@@ -6,12 +6,15 @@
 //!   for `Membership::new`'s `stored_peers` and [`PeerStore::banned`] for its bans.
 //! - [`StoreWriter`] (`writer.rs`): afterwards the store moves onto a dedicated thread, and the
 //!   actor sends `Output::Persist` / `Output::Forget` as [`StoreCommand`]s over a bounded
-//!   channel that never blocks it; writes are coalesced per peer and committed in batches.
+//!   channel that never blocks it (`channel.rs`, the writers' channel that allocates as it
+//!   fills); writes are coalesced per peer and committed in batches.
 //! - `peers.rs`: the writes and their rules (dedup by id and by endpoint, bans that are only
 //!   lifted on purpose), and what peers told us apart from their rows: the services they
 //!   refused (with the time) and the registers they advertise; `reads.rs`: the queries.
 //! - `bans.rs`: the peer score's automatic bans with their reasons and strike counts.
-//! - `migrations.rs`: the versioned schema; `codec.rs`: rows to [`PeerNode`]s and back.
+//! - `migrations.rs`: the versioned schema, and how a file is brought to it (a new file gets
+//!   the latest schema at once; `transactions.db` too); `codec.rs`: rows to [`PeerNode`]s and
+//!   back.
 //! - [`durable`]: every accepted transaction, written before it is acknowledged or announced
 //!   (`<data_dir>/transactions.db`, group commit); the offline queue is its queued rows
 //!   ([`queue`] names them); [`transactions`]: the memory cache of bodies in front of it.
