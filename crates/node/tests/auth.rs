@@ -51,9 +51,9 @@ fn register(id: &str, address: &str, port: i32) -> RegisterPeerRequest {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_mtls_nodes_verify_each_other_and_gossip() {
-    common::init_crypto();
+/// Two `mtls` nodes, the second bootstrapping from the first, once each has verified the
+/// other.
+async fn verified_mtls_pair() -> (TestNode, TestNode) {
     let a = start("mtls", None);
     let b = start("mtls", Some(&a));
     let (a_id, b_id) = (peer_id(&a).await, peer_id(&b).await);
@@ -66,6 +66,13 @@ async fn two_mtls_nodes_verify_each_other_and_gossip() {
         a.log(),
         b.log()
     );
+    (a, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_mtls_nodes_verify_each_other_and_gossip() {
+    common::init_crypto();
+    let (a, b) = verified_mtls_pair().await;
     let status = a.status().await;
     assert_eq!(status["security_mode"], "mtls");
     assert_eq!(
@@ -105,18 +112,7 @@ async fn two_mtls_nodes_verify_each_other_and_gossip() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_joiner_makes_one_handshake_with_its_bootstrap_node() {
     common::init_crypto();
-    let a = start("mtls", None);
-    let b = start("mtls", Some(&a));
-    let (a_id, b_id) = (peer_id(&a).await, peer_id(&b).await);
-    assert!(
-        eventually(SETTLE, || async {
-            row(&a, &b_id).await["verified"] == true && row(&b, &a_id).await["verified"] == true
-        })
-        .await,
-        "the nodes did not verify each other:\n{}\n{}",
-        a.log(),
-        b.log()
-    );
+    let (a, b) = verified_mtls_pair().await;
     // A few heartbeats each way over the connections there are.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let handshakes = |metrics: &str, side: &str| {

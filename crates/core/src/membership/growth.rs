@@ -257,6 +257,18 @@ mod tests {
         }
     }
 
+    /// Fires the growth timer at seconds 1 to `secs`, every answer bringing one peer nobody
+    /// knew (so the window stays open); the ids asked, in order.
+    fn grow_with_news(m: &mut Membership, secs: u64) -> Vec<PeerId> {
+        let mut asked = Vec::new();
+        for s in 1..=secs {
+            m.handle_timer(Timer::Grow, t(s));
+            let n = 100 + s as usize;
+            asked.extend(answer_all(m, t(s), |_| vec![advert(n, t(s))]));
+        }
+        asked
+    }
+
     #[test]
     fn every_other_ask_goes_to_the_bootstrap_node_registered_with() {
         let mut m = machine(0, vec![contact(1)], vec![], Default::default(), t(0));
@@ -271,13 +283,8 @@ mod tests {
             }
         });
         assert_eq!(m.discovery_round(), 0);
-        let mut asked = Vec::new();
-        for s in 1..=6u64 {
-            m.handle_timer(Timer::Grow, t(s));
-            // Every growth answer brings someone new, so it asks every second.
-            let n = 100 + s as usize;
-            asked.extend(answer_all(&mut m, t(s), |_| vec![advert(n, t(s))]));
-        }
+        // Every growth answer brings someone new, so it asks every second.
+        let asked = grow_with_news(&mut m, 6);
         assert_eq!(asked.len(), 6, "{asked:?}");
         for k in [0, 2, 4] {
             assert_eq!(asked[k], id(1), "ask {k} to the bootstrap node: {asked:?}");
@@ -298,13 +305,7 @@ mod tests {
         drain(&mut m);
         let active: Vec<PeerId> = m.active_peers().map(|p| p.node.peer_id.clone()).collect();
         assert_eq!(active.len(), 2, "two of six registrants are active");
-        let mut asked = Vec::new();
-        for s in 1..=6u64 {
-            m.handle_timer(Timer::Grow, t(s));
-            // Each answer brings someone new, so the window stays open.
-            let n = 100 + s as usize;
-            asked.extend(answer_all(&mut m, t(s), |_| vec![advert(n, t(s))]));
-        }
+        let asked = grow_with_news(&mut m, 6);
         assert_eq!(asked.len(), 6, "{asked:?}");
         assert!(
             asked.iter().all(|a| active.contains(a)),
