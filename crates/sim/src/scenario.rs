@@ -368,6 +368,7 @@ overrides!(
         min_healthy_peers: usize => |v| v,
         peer_timeout: Dur => |d: Dur| d.0,
         max_concurrent_discoveries: usize => |v| v,
+        max_discovery_asks: usize => |v| v,
         failure_threshold: u32 => |v| v,
         bootstrap_retry_base: Dur => |d: Dur| d.0,
         bootstrap_retry_cap: Dur => |d: Dur| d.0,

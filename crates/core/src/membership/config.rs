@@ -20,6 +20,8 @@ pub struct MembershipConfig {
     pub peer_timeout: Duration,
     /// Peer-list requests of a discovery round outstanding at once.
     pub max_concurrent_discoveries: usize,
+    /// Peers one discovery session asks for their lists at most, its rounds together.
+    pub max_discovery_asks: usize,
     /// Consecutive failed contacts after which a peer is unreachable and leaves the active set.
     pub failure_threshold: u32,
     /// First bootstrap retry delay; it doubles per failed attempt.
@@ -91,6 +93,13 @@ impl Default for MembershipConfig {
             peer_timeout: Duration::from_secs(30),
             // Sorcha design default (PeerService.MaxConcurrentDiscoveries).
             max_concurrent_discoveries: 10,
+            // Measured: a node among the first of a network starting together learns someone
+            // new in every round, so its session asked every node up at the time, each a new
+            // connection and TLS handshake (~20 per node for the first 30 of `peer-lab run
+            // scale-shipped`, a third of the start's handshakes). Eight lists of up to
+            // `peer_list_request_size` bring a joiner of a running network to its target;
+            // the growth asks (`growth.rs`, one list a second) carry an early node on.
+            max_discovery_asks: 8,
             // Sorcha design default; with probe_interval it gives a dead peer ~30 s (one
             // peer_timeout) before it leaves the active set, and one lost packet never does.
             failure_threshold: 3,

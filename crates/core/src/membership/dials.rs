@@ -311,6 +311,7 @@ mod flood_tests {
         // the next at once: without the gate, hundreds of dials a second.
         let config = MembershipConfig {
             max_dials_per_minute: 100_000,
+            max_discovery_asks: 100_000,
             max_hearsay_per_message: 10_000,
             max_peers_in_list: 20_000,
             discovery_target: 20_000,

@@ -30,6 +30,8 @@ pub(super) struct Discovery {
     next: Vec<PeerId>,
     in_flight: usize,
     new_this_round: usize,
+    /// Peers asked in this session, at most `max_discovery_asks`.
+    asked: usize,
     /// The last time a starved active set asked for more peers (see `ask_for_more_peers`).
     refill: Refill,
 }
@@ -80,7 +82,7 @@ impl Membership {
     }
 
     pub(super) fn dispatch_discovery(&mut self, now: Now) {
-        if self.knows_enough() {
+        if self.knows_enough() || self.discovery.asked >= self.config.max_discovery_asks {
             let dropped = self.discovery.queue.len() + self.discovery.next.len();
             self.stats.dials_deferred_not_needed += dropped as u64;
             self.discovery.queue.clear();
@@ -118,6 +120,13 @@ impl Membership {
                 break;
             }
             self.discovery.in_flight += 1;
+            self.discovery.asked += 1;
+            if self.discovery.asked >= self.config.max_discovery_asks {
+                let dropped = self.discovery.queue.len() + self.discovery.next.len();
+                self.stats.dials_deferred_not_needed += dropped as u64;
+                self.discovery.queue.clear();
+                self.discovery.next.clear();
+            }
         }
         self.finish_round_if_done(now);
     }
@@ -292,9 +301,11 @@ mod tests {
 
     #[test]
     fn rounds_respect_the_concurrency_bound_and_stop_when_nothing_is_new() {
-        // All in one instant: the dial gate's rate is tested in `dials.rs`.
+        // All in one instant: the dial gate's rate is tested in `dials.rs`, the cap of a
+        // session's asks below.
         let config = MembershipConfig {
             dial_burst: 100,
+            max_discovery_asks: 100,
             ..Default::default()
         };
         let (mut m, out) = bootstrapped(config, adverts(100..125));
@@ -331,6 +342,30 @@ mod tests {
         assert_eq!(m.known_count(), 1 + 25 + 3);
         let candidate = m.peer(&id(110)).expect("learned");
         assert_eq!(candidate.health, PeerHealth::Alive, "answered, so verified");
+    }
+
+    #[test]
+    fn a_session_asks_at_most_max_discovery_asks_peers() {
+        let config = MembershipConfig {
+            dial_burst: 100,
+            ..Default::default()
+        };
+        assert_eq!(config.max_discovery_asks, 8);
+        let (mut m, out) = bootstrapped(config, adverts(100..125));
+        let mut queued = list_requests(&out);
+        let mut asked = 0;
+        // Every answer brings someone new, so without the cap the rounds would go on.
+        let mut n = 300;
+        while let Some((_, _, rid)) = queued.pop() {
+            asked += 1;
+            n += 2;
+            m.handle_response(rid, list(adverts(n..n + 2)), t(3));
+            queued.extend(list_requests(&drain(&mut m)));
+        }
+        assert_eq!(asked, 8);
+        assert_eq!(m.discovery_round(), 0, "the session ended");
+        assert!(m.known_count() > 1 + 25, "what the answers brought is kept");
+        assert!(m.stats().dials_deferred_not_needed >= 25 - 8);
     }
 
     #[test]

@@ -305,8 +305,9 @@ pub struct MembershipStats {
     pub dials_deferred_distinct_cap: u64,
     /// ... to an address backing off after a failure...
     pub dials_deferred_backoff: u64,
-    /// ... and candidates never dialled because nothing needs them (discovery knows enough,
-    /// or a message brought more than `max_hearsay_per_message`).
+    /// ... and candidates never dialled because nothing needs them (discovery knows enough or
+    /// its session asked `max_discovery_asks` peers, or a message brought more than
+    /// `max_hearsay_per_message`).
     pub dials_deferred_not_needed: u64,
     /// Hearsay dials made.
     pub hearsay_dials: u64,
