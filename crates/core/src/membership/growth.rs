@@ -119,9 +119,10 @@ impl Membership {
             None => {
                 let mut live: Vec<&KnownPeer> = self.peers.values().filter(live).collect();
                 // An active peer when there is one: the node holds a connection to it (its
-                // heartbeats), so the ask costs no new TLS handshake. Asking any live peer
-                // dialled a new one for most asks: ~3 handshakes per node, a tenth of all in
-                // a 100-node start (`peer-lab run scale-shipped`, session 15).
+                // heartbeats), so the ask costs no new TLS handshake; any live peer was
+                // mostly one we had no connection to (one that registered with us). A few
+                // asks per early node: in a 100-node start the discovery sessions' asks
+                // dwarfed these (`max_discovery_asks`, `crates/lab/README.md` session 15).
                 if live.iter().any(|p| p.active) {
                     live.retain(|p| p.active);
                 }
