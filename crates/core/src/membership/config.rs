@@ -20,7 +20,13 @@ pub struct MembershipConfig {
     pub peer_timeout: Duration,
     /// Peer-list requests of a discovery round outstanding at once.
     pub max_concurrent_discoveries: usize,
-    /// Peers one discovery session asks for their lists at most, its rounds together.
+    /// Peers one discovery session asks for their lists at most, its rounds together. A node
+    /// among the first of a network starting together learns someone new in every round, so
+    /// without a cap its session asked every node up at the time, each a new connection and
+    /// TLS handshake (~20 per node for the first 30 of `peer-lab run scale-shipped`, a third
+    /// of the start's handshakes). Eight lists of up to `peer_list_request_size` bring a
+    /// joiner of a running network to its target; the growth asks (`growth.rs`, one list a
+    /// second) carry an early node on.
     pub max_discovery_asks: usize,
     /// Consecutive failed contacts after which a peer is unreachable and leaves the active set.
     pub failure_threshold: u32,
@@ -93,12 +99,7 @@ impl Default for MembershipConfig {
             peer_timeout: Duration::from_secs(30),
             // Sorcha design default (PeerService.MaxConcurrentDiscoveries).
             max_concurrent_discoveries: 10,
-            // Measured: a node among the first of a network starting together learns someone
-            // new in every round, so its session asked every node up at the time, each a new
-            // connection and TLS handshake (~20 per node for the first 30 of `peer-lab run
-            // scale-shipped`, a third of the start's handshakes). Eight lists of up to
-            // `peer_list_request_size` bring a joiner of a running network to its target;
-            // the growth asks (`growth.rs`, one list a second) carry an early node on.
+            // Measured: see the field.
             max_discovery_asks: 8,
             // Sorcha design default; with probe_interval it gives a dead peer ~30 s (one
             // peer_timeout) before it leaves the active set, and one lost packet never does.
