@@ -57,7 +57,8 @@ pub struct MembershipConfig {
     /// Peers learned later (registrations, exchanges) are still taken up to the list bound.
     pub discovery_target: usize,
     /// A peer not heard from (directly or through fresh gossip) for this long is not handed out
-    /// nor accepted from gossip, and once unreachable or never verified it is forgotten.
+    /// nor accepted from gossip, and once unreachable or never verified it is forgotten. By
+    /// default four refresh intervals: a live peer is re-advertised within one or two.
     pub removal_after: Duration,
     /// Percent of the known list, and of the active set, that peers which never proved their
     /// id may fill (100: no separate bound, as when the network is plaintext). They never
@@ -99,8 +100,7 @@ impl Default for MembershipConfig {
             peer_timeout: Duration::from_secs(30),
             // Sorcha design default (PeerService.MaxConcurrentDiscoveries).
             max_concurrent_discoveries: 10,
-            // Measured: see the field.
-            max_discovery_asks: 8,
+            max_discovery_asks: 8, // Measured: see the field.
             // Sorcha design default; with probe_interval it gives a dead peer ~30 s (one
             // peer_timeout) before it leaves the active set, and one lost packet never does.
             failure_threshold: 3,
@@ -136,8 +136,7 @@ impl Default for MembershipConfig {
             // 1,504 bytes per node per tx, and took 1.7 GB; stopping at 50 sent 31,000, 235 B,
             // 0.97 GB.
             discovery_target: 50,
-            // Four refresh intervals: a live peer is re-advertised within one or two.
-            removal_after: Duration::from_secs(60 * 60),
+            removal_after: Duration::from_secs(60 * 60), // Four refresh intervals (see the field).
             // No separate bound by default: the daemon narrows it in `mixed` mode, where
             // plaintext peers exist beside authenticated ones.
             unverified_share: 100,
