@@ -102,6 +102,13 @@ async fn the_daemon_runs_without_transparent_huge_pages() {
     // Off before the first allocation, not only from `main` on: mimalloc's first arena would
     // otherwise hold a huge page faulted by the runtime's set-up (4 MiB when it was
     // switched off in `main`). On a kernel whose THP setting is `never` this cannot fail.
+    let mode = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled");
+    if mode.as_deref().map_or(true, |m| m.contains("[never]")) {
+        eprintln!(
+            "WARNING: transparent huge pages are off (or unknown) on this kernel ({mode:?}): \
+             the AnonHugePages check below cannot fail here"
+        );
+    }
     let rollup = std::fs::read_to_string(format!("/proc/{}/smaps_rollup", node.pid())).unwrap();
     let huge = rollup
         .lines()

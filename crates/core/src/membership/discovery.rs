@@ -82,13 +82,10 @@ impl Membership {
     }
 
     pub(super) fn dispatch_discovery(&mut self, now: Now) {
-        if self.knows_enough() || self.discovery.asked >= self.config.max_discovery_asks {
-            let dropped = self.discovery.queue.len() + self.discovery.next.len();
-            self.stats.dials_deferred_not_needed += dropped as u64;
-            self.discovery.queue.clear();
-            self.discovery.next.clear();
-        }
-        while self.discovery.in_flight < self.config.max_concurrent_discoveries {
+        self.drop_unneeded_discoveries();
+        while self.discovery.in_flight < self.config.max_concurrent_discoveries
+            && self.discovery.asked < self.config.max_discovery_asks
+        {
             let Some(id) = self.discovery.queue.pop_front() else {
                 break;
             };
@@ -121,14 +118,20 @@ impl Membership {
             }
             self.discovery.in_flight += 1;
             self.discovery.asked += 1;
-            if self.discovery.asked >= self.config.max_discovery_asks {
-                let dropped = self.discovery.queue.len() + self.discovery.next.len();
-                self.stats.dials_deferred_not_needed += dropped as u64;
-                self.discovery.queue.clear();
-                self.discovery.next.clear();
-            }
         }
+        self.drop_unneeded_discoveries();
         self.finish_round_if_done(now);
+    }
+
+    /// Once the list holds enough peers, or the session has asked its `max_discovery_asks`,
+    /// the peers still queued are never asked (counted as not needed).
+    fn drop_unneeded_discoveries(&mut self) {
+        if self.knows_enough() || self.discovery.asked >= self.config.max_discovery_asks {
+            let dropped = self.discovery.queue.len() + self.discovery.next.len();
+            self.stats.dials_deferred_not_needed += dropped as u64;
+            self.discovery.queue.clear();
+            self.discovery.next.clear();
+        }
     }
 
     fn finish_round_if_done(&mut self, now: Now) {

@@ -260,9 +260,12 @@ impl TxDb {
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let mut conn = connect(&path, flags, durability).map_err(open_err)?;
-        schema::TRANSACTIONS
-            .bring_up(&mut conn)
-            .map_err(|e| open_err(format!("schema version {}: {e}", schema::MIGRATION_COUNT)))?;
+        schema::TRANSACTIONS.bring_up(&mut conn).map_err(|e| {
+            open_err(format!(
+                "schema version {}: {e}",
+                schema::TRANSACTIONS.version
+            ))
+        })?;
         let check: String = conn
             .query_row("PRAGMA quick_check", [], |r| r.get(0))
             .map_err(|e| open_err(e.to_string()))?;

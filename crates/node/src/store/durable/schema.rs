@@ -75,7 +75,7 @@ const MIGRATION_LIST: &[M<'static>] = &[
 pub(super) const MIGRATIONS: Migrations<'static> = Migrations::from_slice(MIGRATION_LIST);
 
 /// The schema version of an up-to-date file.
-pub(super) const MIGRATION_COUNT: usize = MIGRATION_LIST.len();
+const MIGRATION_COUNT: usize = MIGRATION_LIST.len();
 
 /// What a new file is given: the table as V3 rebuilt it, under its final name, with its two
 /// partial indexes (V1's table, V2's drop and V3's rebuild and rename are skipped).
